@@ -1,0 +1,8 @@
+from .cast_official import (CAST_KEY_MAP, convert_official_cast,
+                            load_official_cast)
+from .clip import load_clip_expert, read_clip_visual
+from .videomae import load_videomae_expert, read_videomae
+
+__all__ = ['CAST_KEY_MAP', 'convert_official_cast', 'load_official_cast',
+           'load_clip_expert', 'read_clip_visual', 'load_videomae_expert',
+           'read_videomae']

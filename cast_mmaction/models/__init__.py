@@ -1,0 +1,4 @@
+from . import backbones, experts, fusion, heads  # noqa: F401 (registers)
+from .backbones import *  # noqa: F401,F403
+from .experts import *  # noqa: F401,F403
+from .heads import *  # noqa: F401,F403

@@ -1,0 +1,3 @@
+from .cast import CASTBackbone
+
+__all__ = ['CASTBackbone']

@@ -1,0 +1,5 @@
+from .adapter import Adapter
+from .bottleneck_cross_attention import (BottleneckCrossAttention,
+                                         WindowCrossAttention)
+
+__all__ = ['Adapter', 'BottleneckCrossAttention', 'WindowCrossAttention']

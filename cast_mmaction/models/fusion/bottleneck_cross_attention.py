@@ -1,0 +1,179 @@
+"""Bottleneck cross-attention (B-CA) between two experts, with window policies.
+
+A *link* joins two streams ``a`` and ``b``. Each stream is projected down
+(``down``, Linear D -> d) and normalised (``norm``); then two cross-attentions
+run, one where ``a`` queries ``b`` and one where ``b`` queries ``a``, each
+restricted to a *window* of the other stream's patch grid ``(T, N)``:
+
+``time``
+    a query at ``(t, n)`` sees the other stream's tokens ``(:, n)``: the same
+    spatial position across time (CAST's T2S). Needs equal ``N``.
+``space``
+    a query at ``(t, n)`` sees ``(t, :)``: every patch of the same time step
+    (CAST's S2T). Needs equal ``T``.
+``global``
+    a query sees every patch token of the other stream (CAVA / CA2ST audio
+    links).
+
+Learned position embeddings along the window axis are added to both sides
+before the projections (time: ``(T, d)``; space: ``(N, d)``; global: space
+and time). Prefix tokens (class / distillation tokens) do not attend; as in
+the published models they still pass through ``GELU`` and ``up`` (their
+normalised down-projection is carried over unchanged). Each result goes
+``GELU -> up (d -> D, zero init)`` and is returned as a residual update for
+its stream; the backbone adds it through drop path.
+"""
+import torch.nn as nn
+import torch
+
+from ..layers import sdpa_heads
+
+WINDOWS = ('time', 'space', 'global')
+
+
+class WindowCrossAttention(nn.Module):
+    """Multi-head cross-attention of query grid (B, Tq, Nq, d) on key/value
+    grid (B, Tk, Nk, d) inside a window. Parameters: ``q`` and ``kv`` (with
+    biases), ``proj``, and the window's position tables ``q_pos`` /
+    ``kv_pos`` (plus ``q_pos_t`` / ``kv_pos_t`` for ``global`` with
+    space-time positions)."""
+
+    def __init__(self, dim, num_heads, window, q_grid, kv_grid,
+                 pos_embed=True):
+        super().__init__()
+        if window not in WINDOWS:
+            raise ValueError(f'window must be one of {WINDOWS}, got '
+                             f'{window!r}')
+        if dim % num_heads:
+            raise ValueError(f'B-CA width {dim} is not divisible by '
+                             f'num_heads={num_heads}; change down_ratio or '
+                             f'num_heads')
+        (tq, nq), (tk, nk) = q_grid, kv_grid
+        if window == 'time' and nq != nk:
+            raise ValueError(
+                f'a time-window link needs the same number of patches per '
+                f'frame on both sides, got {nq} and {nk}: make the experts\' '
+                f'img_size / patch_size give the same grid')
+        if window == 'space' and tq != tk:
+            raise ValueError(
+                f'a space-window link needs the same number of time steps on '
+                f'both sides, got {tq} and {tk}: adjust num_frames, '
+                f'tubelet_size or the spatial expert\'s frame_step')
+        self.window, self.num_heads = window, num_heads
+        self.q_grid, self.kv_grid = tuple(q_grid), tuple(kv_grid)
+        scale = (dim // num_heads)**-0.5
+        self.q = nn.Linear(dim, dim)
+        self.kv = nn.Linear(dim, 2 * dim)
+        self.proj = nn.Linear(dim, dim)
+        self.pos_embed = pos_embed
+        if pos_embed:
+            if window == 'time':
+                self.q_pos = nn.Parameter(scale * torch.randn(tq, dim))
+                self.kv_pos = nn.Parameter(scale * torch.randn(tk, dim))
+            else:  # space, and the spatial half of global
+                self.q_pos = nn.Parameter(scale * torch.randn(nq, dim))
+                self.kv_pos = nn.Parameter(scale * torch.randn(nk, dim))
+            if window == 'global':
+                self.q_pos_t = nn.Parameter(scale * torch.randn(tq, dim))
+                self.kv_pos_t = nn.Parameter(scale * torch.randn(tk, dim))
+
+    def _add_pos(self, x, pos, pos_t=None):  # x (B, T, N, d)
+        if self.window == 'time':
+            return x + pos[None, :, None]
+        x = x + pos[None, None]
+        if pos_t is not None:
+            x = x + pos_t[None, :, None]
+        return x
+
+    def forward(self, q, kv):
+        b, tq, nq, d = q.shape
+        _, tk, nk, _ = kv.shape
+        if self.pos_embed:
+            q = self._add_pos(q, self.q_pos, getattr(self, 'q_pos_t', None))
+            kv = self._add_pos(kv, self.kv_pos,
+                               getattr(self, 'kv_pos_t', None))
+        if self.window == 'time':  # (B*N, T, d)
+            q = q.transpose(1, 2).reshape(b * nq, tq, d)
+            kv = kv.transpose(1, 2).reshape(b * nk, tk, d)
+        elif self.window == 'space':  # (B*T, N, d)
+            q = q.reshape(b * tq, nq, d)
+            kv = kv.reshape(b * tk, nk, d)
+        else:  # (B, T*N, d)
+            q = q.reshape(b, tq * nq, d)
+            kv = kv.reshape(b, tk * nk, d)
+        k, v = self.kv(kv).chunk(2, dim=-1)
+        out = self.proj(sdpa_heads(self.q(q), k, v, self.num_heads))
+        if self.window == 'time':
+            return out.reshape(b, nq, tq, d).transpose(1, 2)
+        return out.reshape(b, tq, nq, d)
+
+    def extra_repr(self):
+        return (f'window={self.window}, heads={self.num_heads}, '
+                f'q_grid={self.q_grid}, kv_grid={self.kv_grid}')
+
+
+class BottleneckCrossAttention(nn.Module):
+    """One B-CA link between two experts at one layer.
+
+    Args:
+        experts: the two :class:`Expert` objects, as ``{name: expert}``
+            (only their widths and grids are read).
+        windows: ``{name: window}``, the window used when that stream
+            queries the other.
+        num_heads: heads of both cross-attentions.
+        down_ratio: bottleneck width = min(expert widths) // down_ratio.
+        eps: LayerNorm epsilon of the down-projection norms.
+        pos_embed: learn window position tables.
+    """
+
+    def __init__(self, experts, windows, num_heads, down_ratio=2, eps=1e-6,
+                 pos_embed=True):
+        super().__init__()
+        names = list(experts)
+        if len(names) != 2 or set(windows) != set(names):
+            raise ValueError(f'a link joins two experts and gives a window '
+                             f'for each, got experts {names} and windows '
+                             f'{windows}')
+        self.names = names
+        dim = min(e.embed_dim for e in experts.values()) // down_ratio
+        self.dim = dim
+        self.down = nn.ModuleDict(
+            {n: nn.Linear(e.embed_dim, dim) for n, e in experts.items()})
+        self.norm = nn.ModuleDict(
+            {n: nn.LayerNorm(dim, eps=eps) for n in names})
+        a, b = names
+        self.attn = nn.ModuleDict({
+            a: WindowCrossAttention(dim, num_heads, windows[a],
+                                    experts[a].token_grid,
+                                    experts[b].token_grid, pos_embed),
+            b: WindowCrossAttention(dim, num_heads, windows[b],
+                                    experts[b].token_grid,
+                                    experts[a].token_grid, pos_embed),
+        })
+        self.act = nn.GELU()
+        self.up = nn.ModuleDict(
+            {n: nn.Linear(dim, e.embed_dim) for n, e in experts.items()})
+        for m in list(self.down.values()) + [
+                mm for att in self.attn.values()
+                for mm in (att.q, att.kv, att.proj)
+        ]:
+            nn.init.trunc_normal_(m.weight, std=0.02)
+            nn.init.zeros_(m.bias)
+        for m in self.up.values():  # a fresh link changes nothing
+            nn.init.zeros_(m.weight)
+            nn.init.zeros_(m.bias)
+
+    def forward(self, tokens, experts, batch):
+        """``tokens``: {name: stream tokens}. Returns {name: update}."""
+        a, b = self.names
+        split = {}
+        for n in self.names:
+            xn = self.norm[n](self.down[n](tokens[n]))
+            split[n] = experts[n].split(xn, batch)
+        out = {}
+        for q_name, kv_name in ((a, b), (b, a)):
+            prefix, grid = split[q_name]
+            attended = self.attn[q_name](grid, split[kv_name][1])
+            merged = experts[q_name].merge(prefix, attended, batch)
+            out[q_name] = self.up[q_name](self.act(merged))
+        return out

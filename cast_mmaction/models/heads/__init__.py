@@ -1,0 +1,3 @@
+from .cast_head import CASTHead, CASTVerbNounHead
+
+__all__ = ['CASTHead', 'CASTVerbNounHead']

@@ -1,0 +1,149 @@
+"""Heads of the published CAST models.
+
+``CASTHead`` (SSv2 / K400 and the audio-visual single-label models): one
+no-skip, zero-initialised adapter per stream, summed, then a linear
+classifier: ``fc_cls(sum_s adapter_s(feat_s))``.
+
+``CASTVerbNounHead`` (EPIC-KITCHENS-100): a noun classifier on one stream
+(the spatial CLIP stream) and a verb classifier on another (the temporal
+VideoMAE stream); loss = CE(verb) + CE(noun).
+"""
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+from mmaction.models.heads.base import BaseHead
+from mmaction.registry import MODELS
+from ..fusion import Adapter
+
+
+def _as_tuple(feats):
+    return tuple(feats) if isinstance(feats, (tuple, list)) else (feats, )
+
+
+@MODELS.register_module()
+class CASTHead(BaseHead):
+    """Single-label head on the summed per-stream adapters.
+
+    Args:
+        num_classes: classes (SSv2 174, K400 400).
+        in_channels: stream width.
+        num_streams: number of pooled streams the backbone returns.
+        adapter_ratio: adapter bottleneck ratio.
+        dropout_ratio: dropout before the classifier (the published
+            ``head_drop_rate``, 0 in the recipes).
+        init_std: std of the classifier's trunc-normal init.
+        **kwargs: ``BaseHead`` arguments (``loss_cls``, ``label_smooth_eps``,
+            ``average_clips``, ``topk``).
+    """
+
+    def __init__(self,
+                 num_classes,
+                 in_channels,
+                 num_streams=2,
+                 adapter_ratio=0.25,
+                 dropout_ratio=0.0,
+                 init_std=0.02,
+                 **kwargs):
+        kwargs.setdefault('average_clips', 'prob')
+        super().__init__(num_classes, in_channels, **kwargs)
+        self.num_streams = num_streams
+        self.adapters = nn.ModuleList(
+            Adapter(in_channels, adapter_ratio, skip=False)
+            for _ in range(num_streams))
+        self.dropout = nn.Dropout(dropout_ratio)
+        self.fc_cls = nn.Linear(in_channels, num_classes)
+        nn.init.trunc_normal_(self.fc_cls.weight, std=init_std)
+        nn.init.zeros_(self.fc_cls.bias)
+
+    def init_weights(self):
+        """Initialisation happens in ``__init__`` (zero adapters)."""
+
+    def forward(self, feats, **kwargs):
+        feats = _as_tuple(feats)
+        if len(feats) != self.num_streams:
+            raise ValueError(f'CASTHead(num_streams={self.num_streams}) got '
+                             f'{len(feats)} pooled streams from the backbone;'
+                             f' set cls_head.num_streams')
+        x = sum(a(f) for a, f in zip(self.adapters, feats))
+        return self.fc_cls(self.dropout(x))
+
+
+@MODELS.register_module()
+class CASTVerbNounHead(BaseHead):
+    """Verb and noun classifiers on separate streams.
+
+    Forward returns ``(verb_scores, noun_scores)``. Ground truth is read from
+    each data sample's ``gt_verb`` / ``gt_noun`` fields (hard labels, or soft
+    label vectors after mixup); ``gt_label`` holding ``[verb, noun]`` is
+    accepted too.
+    """
+
+    def __init__(self,
+                 num_verbs=97,
+                 num_nouns=300,
+                 in_channels=768,
+                 verb_stream=1,
+                 noun_stream=0,
+                 dropout_ratio=0.0,
+                 init_std=0.02,
+                 **kwargs):
+        kwargs.setdefault('average_clips', 'prob')
+        super().__init__(num_verbs, in_channels, **kwargs)
+        self.num_verbs, self.num_nouns = num_verbs, num_nouns
+        self.verb_stream, self.noun_stream = verb_stream, noun_stream
+        self.dropout = nn.Dropout(dropout_ratio)
+        self.fc_verb = nn.Linear(in_channels, num_verbs)
+        self.fc_noun = nn.Linear(in_channels, num_nouns)
+        for fc in (self.fc_verb, self.fc_noun):
+            nn.init.trunc_normal_(fc.weight, std=init_std)
+            nn.init.zeros_(fc.bias)
+
+    def init_weights(self):
+        """Initialisation happens in ``__init__``."""
+
+    def forward(self, feats, **kwargs):
+        feats = _as_tuple(feats)
+        verb = self.fc_verb(self.dropout(feats[self.verb_stream]))
+        noun = self.fc_noun(self.dropout(feats[self.noun_stream]))
+        return verb, noun
+
+    # -- labels -----------------------------------------------------------
+    @staticmethod
+    def _labels(data_samples, field, index):
+        out = []
+        for ds in data_samples:
+            if field in ds:
+                out.append(torch.as_tensor(ds.get(field)))
+            else:
+                out.append(torch.as_tensor(ds.gt_label).reshape(-1)[index])
+        return torch.stack(out)
+
+    def _ce(self, scores, labels, num_classes):
+        labels = labels.to(scores.device)
+        if labels.ndim == 1:
+            labels = F.one_hot(labels.long(), num_classes).to(scores.dtype)
+        eps = self.label_smooth_eps
+        if eps:
+            labels = (1 - eps) * labels + eps / num_classes
+        return torch.sum(-labels * F.log_softmax(scores, dim=-1), dim=-1).mean()
+
+    def loss_by_feat(self, scores, data_samples):
+        verb, noun = scores
+        lv = self._labels(data_samples, 'gt_verb', 0)
+        ln = self._labels(data_samples, 'gt_noun', 1)
+        loss_verb = self._ce(verb, lv, self.num_verbs)
+        loss_noun = self._ce(noun, ln, self.num_nouns)
+        return dict(loss_verb=loss_verb, loss_noun=loss_noun)
+
+    def predict_by_feat(self, scores, data_samples):
+        verb, noun = scores
+        num_segs = verb.shape[0] // len(data_samples)
+        verb = self.average_clip(verb, num_segs=num_segs)
+        noun = self.average_clip(noun, num_segs=num_segs)
+        for ds, v, n in zip(data_samples, verb, noun):
+            ds.set_field(v, 'pred_verb')
+            ds.set_field(n, 'pred_noun')
+            ds.set_pred_score(torch.cat([v, n]))
+            ds.set_pred_label(v.argmax(-1, keepdim=True))
+        return data_samples

@@ -1,0 +1,124 @@
+"""Small building blocks shared by every model of the package."""
+import math
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+
+class QuickGELU(nn.Module):
+    """The GELU approximation of OpenAI CLIP: ``x * sigmoid(1.702 x)``."""
+
+    def forward(self, x):
+        return x * torch.sigmoid(1.702 * x)
+
+
+class DropPath(nn.Module):
+    """Stochastic depth per sample (identity in eval mode or at p=0)."""
+
+    def __init__(self, p=0.0):
+        super().__init__()
+        self.p = float(p)
+
+    def forward(self, x):
+        if self.p == 0.0 or not self.training:
+            return x
+        keep = 1.0 - self.p
+        mask = x.new_empty((x.shape[0], ) + (1, ) * (x.ndim - 1))
+        mask.bernoulli_(keep)
+        return x * mask / keep
+
+    def extra_repr(self):
+        return f'p={self.p}'
+
+
+def sdpa_heads(q, k, v, num_heads):
+    """Multi-head scaled-dot-product attention on packed heads.
+
+    ``q`` (..., Lq, H*d), ``k``/``v`` (..., Lk, H*d) -> (..., Lq, H*d). The
+    scale is ``d ** -0.5`` (the default of every model here). All attention in
+    the package goes through ``F.scaled_dot_product_attention`` so that fused
+    kernels are used on CPU and GPU.
+    """
+    *lead, lq, c = q.shape
+    lk = k.shape[-2]
+    d = c // num_heads
+    q = q.reshape(-1, lq, num_heads, d).transpose(1, 2)
+    k = k.reshape(-1, lk, num_heads, d).transpose(1, 2)
+    v = v.reshape(-1, lk, num_heads, d).transpose(1, 2)
+    out = F.scaled_dot_product_attention(q, k, v)
+    return out.transpose(1, 2).reshape(*lead, lq, c)
+
+
+def sincos_table(n_position, dim):
+    """The fixed 1-D sinusoid table of VideoMAE (Vaswani et al.), (n, dim):
+    even channels sin, odd channels cos, of ``pos / 10000^(2*(j//2)/dim)``.
+    Computed in float64 and returned as float32, like the reference."""
+    pos = torch.arange(n_position, dtype=torch.float64)[:, None]
+    j = torch.arange(dim, dtype=torch.float64)[None, :]
+    angle = pos / torch.pow(10000.0, 2 * torch.div(j, 2, rounding_mode='floor') / dim)
+    table = torch.empty_like(angle)
+    table[:, 0::2] = torch.sin(angle[:, 0::2])
+    table[:, 1::2] = torch.cos(angle[:, 1::2])
+    return table.float()
+
+
+def resize_grid_embed(embed, old_hw, new_hw, num_prefix=0):
+    """Bicubically resize a learned position table laid out as
+    ``num_prefix`` tokens followed by an ``old_hw`` grid (row-major).
+
+    ``embed`` is (L, C) or (1, L, C); the result keeps the leading dims.
+    """
+    if tuple(old_hw) == tuple(new_hw):
+        return embed
+    squeeze = embed.ndim == 2
+    if squeeze:
+        embed = embed[None]
+    prefix, grid = embed[:, :num_prefix], embed[:, num_prefix:]
+    c = grid.shape[-1]
+    if grid.shape[1] != old_hw[0] * old_hw[1]:
+        raise ValueError(f'position table has {grid.shape[1]} grid tokens, '
+                         f'expected {old_hw[0]}x{old_hw[1]}')
+    dtype = grid.dtype
+    grid = grid.reshape(1, old_hw[0], old_hw[1], c).permute(0, 3, 1, 2)
+    grid = F.interpolate(grid.float(), size=tuple(new_hw), mode='bicubic',
+                         align_corners=False)
+    grid = grid.permute(0, 2, 3, 1).reshape(1, -1, c).to(dtype)
+    out = torch.cat([prefix, grid], dim=1)
+    return out[0] if squeeze else out
+
+
+def resize_1d_embed(embed, new_len):
+    """Linearly resize a learned (L, C) table along L."""
+    if embed.shape[0] == new_len:
+        return embed
+    x = embed.t()[None].float()
+    x = F.interpolate(x, size=new_len, mode='linear', align_corners=False)
+    return x[0].t().to(embed.dtype)
+
+
+def trunc_normal_init(module, std=0.02):
+    """timm/CAST default init: Linear trunc-normal(std), bias 0; LayerNorm 1/0."""
+    for m in module.modules():
+        if isinstance(m, nn.Linear):
+            nn.init.trunc_normal_(m.weight, std=std)
+            if m.bias is not None:
+                nn.init.zeros_(m.bias)
+        elif isinstance(m, nn.LayerNorm):
+            nn.init.ones_(m.weight)
+            nn.init.zeros_(m.bias)
+
+
+def to_2tuple(x):
+    return tuple(x) if isinstance(x, (tuple, list)) else (x, x)
+
+
+def grid_size(img_size, patch_size, field='img_size'):
+    """(H/p, W/p), or a clear error naming the config field."""
+    h, w = to_2tuple(img_size)
+    ph, pw = to_2tuple(patch_size)
+    if h % ph or w % pw:
+        raise ValueError(
+            f'{field}={img_size} is not divisible by patch_size={patch_size}; '
+            f'change {field} (e.g. to {math.ceil(h / ph) * ph}) or patch_size')
+    return h // ph, w // pw

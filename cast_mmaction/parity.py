@@ -1,0 +1,101 @@
+"""Check our models against reference dumps of the authors' code.
+
+A dump folder holds ``meta.json``, ``official_checkpoint.pth``, ``input.pt``
+and ``expected.pt`` (see tests/fixtures/README.md). :func:`check_dump` builds
+our model from ``meta.json``, converts the official checkpoint with the same
+code users run (``tools/convert_checkpoint.py``), runs the input in float32
+and compares every expected output.
+"""
+import json
+import os
+
+import torch
+
+from .compat import load_file
+
+FAMILIES = {}
+
+
+def family(match):
+    """Register a (builder, runner) for dumps whose meta 'model' contains
+    ``match``."""
+
+    def deco(fn):
+        FAMILIES[match] = fn
+        return fn
+
+    return deco
+
+
+@family('official CAST STCrossTransformer')
+def _cast(meta, dump_dir):
+    from .checkpoints import load_official_cast
+    from .models.presets import cast_recognizer_cfg
+    from .utils import build_model
+
+    cfg = cast_recognizer_cfg(
+        num_classes=meta.get('num_classes') or 1,
+        composition=bool(meta['composition']),
+        verb_classes=meta.get('verb_classes') or 97,
+        noun_classes=meta.get('noun_classes') or 300,
+        embed_dim=meta['embed_dim'], depth=meta['depth'],
+        num_heads=meta['num_heads'], num_frames=meta['num_frames'],
+        img_size=meta['img_size'], patch_size=meta['patch_size'],
+        tubelet_size=meta['tubelet_size'], down_ratio=meta['down_ratio'],
+        mlp_ratio=meta['mlp_ratio'])
+    model = build_model(cfg).eval()
+    load_official_cast(model, os.path.join(dump_dir,
+                                           'official_checkpoint.pth'))
+
+    def run(inputs):
+        feats = model.backbone(inputs)
+        out = dict(spatial_feature=feats[0], temporal_feature=feats[1])
+        scores = model.cls_head(feats)
+        if meta['composition']:
+            out['verb'], out['noun'] = scores
+        else:
+            out['cls_score'] = scores
+        return out
+
+    return run
+
+
+def _find_family(meta):
+    for key, fn in FAMILIES.items():
+        if key in meta.get('model', ''):
+            return fn
+    raise ValueError(f'unknown dump model {meta.get("model")!r}; known: '
+                     f'{list(FAMILIES)}')
+
+
+def _to_float(x):
+    if torch.is_tensor(x):
+        return x.float()
+    if isinstance(x, dict):
+        return {k: _to_float(v) for k, v in x.items()}
+    return x
+
+
+def check_dump(dump_dir, rtol_scale=1e-4):
+    """Returns a list of rows (name, max_abs_diff, tolerance, ok)."""
+    with open(os.path.join(dump_dir, 'meta.json')) as f:
+        meta = json.load(f)
+    run = _find_family(meta)(meta, dump_dir)
+    inputs = _to_float(load_file(os.path.join(dump_dir, 'input.pt')))
+    expected = load_file(os.path.join(dump_dir, 'expected.pt'))
+    with torch.no_grad():
+        got = run(inputs)
+    rows = []
+    for name, ref in expected.items():
+        ref = ref.float()
+        tol = rtol_scale * max(1.0, ref.abs().max().item())
+        if name not in got:
+            rows.append((name, float('nan'), tol, False))
+            continue
+        out = got[name].float()
+        if out.shape != ref.shape:
+            rows.append((name, float('inf'), tol, False))
+            continue
+        diff = (out - ref).abs().max().item()
+        rows.append((name, diff, tol, diff <= tol))
+    return rows

@@ -1,0 +1,38 @@
+"""Install with ``pip install -e .`` (see README.md, "Install")."""
+import re
+
+from setuptools import find_packages, setup
+
+with open('cast_mmaction/__init__.py') as f:
+    VERSION = re.search(r"__version__ = '([^']+)'", f.read()).group(1)
+
+setup(
+    name='cast_mmaction',
+    version=VERSION,
+    description='CAST, CAVA / CA2ST and MSCA video recognition for MMAction2',
+    long_description=open('README.md').read() if __import__('os').path.exists(
+        'README.md') else '',
+    long_description_content_type='text/markdown',
+    packages=find_packages(include=['cast_mmaction', 'cast_mmaction.*']),
+    python_requires='>=3.9',
+    # The pinned, tested set lives in requirements.txt; these are the
+    # minimal constraints. mmcv (compiled, 2.1.x) or mmcv-lite 2.1.0 is
+    # chosen by tools/install_deps.py so a user's compiled mmcv is never
+    # replaced.
+    install_requires=[
+        'torch>=2.1',
+        'mmengine==0.10.7',
+        'mmaction2>=1.2.0,<1.3',
+        # mmaction2 1.2.0 imports importlib_metadata without declaring it
+        'importlib_metadata',
+        # mmengine's `_base_ = "mmaction::..."` needs pkg_resources
+        'setuptools<81',
+        'numpy',
+        'safetensors',
+    ],
+    extras_require={
+        'clip': ['open_clip_torch'],
+        'video': ['decord', 'av', 'opencv-python-headless'],
+        'test': ['pytest'],
+    },
+)
