@@ -9,6 +9,6 @@ from . import compat
 
 compat.apply()
 
-from . import models  # noqa: E402,F401
+from . import datasets, engine, evaluation, models  # noqa: E402,F401
 
 __version__ = '0.1.0'

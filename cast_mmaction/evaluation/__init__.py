@@ -1,0 +1,1 @@
+"""Registers its modules in MMAction2's registries on import."""
