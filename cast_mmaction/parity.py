@@ -27,22 +27,53 @@ def family(match):
     return deco
 
 
+def cast_sizes_from_meta(model_cfg, meta):
+    """Override the sizes of a CAST recognizer config (e.g. the ViT-B of
+    configs/cast_ssv2.py) with those of a dump, keeping its structure."""
+    import copy
+    cfg = copy.deepcopy(model_cfg)
+    bb = cfg['backbone']
+    bb.update(num_frames=meta['num_frames'], img_size=meta['img_size'],
+              down_ratio=meta['down_ratio'], drop_path_rate=0.0)
+    bb.pop('init_cfg', None)
+    for e in bb['experts'].values():
+        e['pretrained'] = None
+        if e['type'] == 'CLIPViTExpert':
+            e.update(width=meta['embed_dim'], layers=meta['depth'],
+                     heads=meta['num_heads'], patch_size=meta['patch_size'],
+                     mlp_ratio=meta['mlp_ratio'],
+                     frame_step=meta['tubelet_size'])
+        elif e['type'] == 'VideoMAEExpert':
+            e.update(embed_dim=meta['embed_dim'], depth=meta['depth'],
+                     num_heads=meta['num_heads'],
+                     patch_size=meta['patch_size'],
+                     tubelet_size=meta['tubelet_size'],
+                     mlp_ratio=meta['mlp_ratio'])
+    head = cfg['cls_head']
+    head['in_channels'] = meta['embed_dim']
+    if meta['composition']:
+        if head['type'] != 'CASTVerbNounHead':
+            raise ValueError(f'dump is a verb/noun model but the config head '
+                             f'is {head["type"]}')
+        head.update(num_verbs=meta['verb_classes'],
+                    num_nouns=meta['noun_classes'])
+    else:
+        if head['type'] != 'CASTHead':
+            raise ValueError(f'dump is a single-label model but the config '
+                             f'head is {head["type"]}')
+        head['num_classes'] = meta['num_classes']
+    return cfg
+
+
 @family('official CAST STCrossTransformer')
-def _cast(meta, dump_dir):
+def _cast(meta, dump_dir, model_cfg=None):
     from .checkpoints import load_official_cast
     from .models.presets import cast_recognizer_cfg
     from .utils import build_model
 
-    cfg = cast_recognizer_cfg(
-        num_classes=meta.get('num_classes') or 1,
-        composition=bool(meta['composition']),
-        verb_classes=meta.get('verb_classes') or 97,
-        noun_classes=meta.get('noun_classes') or 300,
-        embed_dim=meta['embed_dim'], depth=meta['depth'],
-        num_heads=meta['num_heads'], num_frames=meta['num_frames'],
-        img_size=meta['img_size'], patch_size=meta['patch_size'],
-        tubelet_size=meta['tubelet_size'], down_ratio=meta['down_ratio'],
-        mlp_ratio=meta['mlp_ratio'])
+    if model_cfg is None:
+        model_cfg = cast_recognizer_cfg(composition=bool(meta['composition']))
+    cfg = cast_sizes_from_meta(model_cfg, meta)
     model = build_model(cfg).eval()
     load_official_cast(model, os.path.join(dump_dir,
                                            'official_checkpoint.pth'))
@@ -76,11 +107,15 @@ def _to_float(x):
     return x
 
 
-def check_dump(dump_dir, rtol_scale=1e-4):
-    """Returns a list of rows (name, max_abs_diff, tolerance, ok)."""
+def check_dump(dump_dir, rtol_scale=1e-4, model_cfg=None):
+    """Returns a list of rows (name, max_abs_diff, tolerance, ok). With
+    ``model_cfg`` (a recognizer config dict) the model is built from it with
+    the dump's sizes."""
     with open(os.path.join(dump_dir, 'meta.json')) as f:
         meta = json.load(f)
-    run = _find_family(meta)(meta, dump_dir)
+    builder = _find_family(meta)
+    kwargs = {'model_cfg': model_cfg} if model_cfg is not None else {}
+    run = builder(meta, dump_dir, **kwargs)
     inputs = _to_float(load_file(os.path.join(dump_dir, 'input.pt')))
     expected = load_file(os.path.join(dump_dir, 'expected.pt'))
     with torch.no_grad():

@@ -6,3 +6,6 @@ from .videomae import load_videomae_expert, read_videomae
 __all__ = ['CAST_KEY_MAP', 'convert_official_cast', 'load_official_cast',
            'load_clip_expert', 'read_clip_visual', 'load_videomae_expert',
            'read_videomae']
+from .converters import CONVERTERS, detect_kind, register_converter  # noqa: E402
+
+__all__ += ['CONVERTERS', 'detect_kind', 'register_converter']

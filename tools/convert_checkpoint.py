@@ -1,0 +1,94 @@
+#!/usr/bin/env python
+"""Convert an official released checkpoint into one ``tools/test.py`` loads.
+
+    python tools/convert_checkpoint.py SRC.pth DST.pth --config configs/cast_ssv2.py
+
+SRC is the authors' file (CAST: a DeepSpeed dump ``{'module': state_dict}``;
+``{'model': ...}`` and plain state dicts work too). With ``--config`` the
+result is checked against the model the config builds (every key present,
+shapes equal, position tables resized for other input sizes) and the tool
+fails with the offending keys otherwise. The output is an MMEngine checkpoint
+``{'state_dict': ..., 'meta': ...}``.
+"""
+import argparse
+import os
+import sys
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+import torch  # noqa: E402
+from mmengine.config import Config, DictAction  # noqa: E402
+
+import cast_mmaction  # noqa: E402,F401
+from cast_mmaction.checkpoints import CONVERTERS, detect_kind  # noqa: E402
+from cast_mmaction.checkpoints.cast_official import adapt_to_model  # noqa: E402
+from cast_mmaction.checkpoints.common import read_state_dict  # noqa: E402
+
+
+def parse_args(argv=None):
+    ap = argparse.ArgumentParser(description=__doc__,
+                                 formatter_class=argparse.RawTextHelpFormatter)
+    ap.add_argument('src', help='official checkpoint file')
+    ap.add_argument('dst', help='output file (.pth)')
+    ap.add_argument('--config', help='config whose model the result must fit')
+    ap.add_argument('--kind', choices=sorted(CONVERTERS),
+                    help='checkpoint family (default: detected)')
+    ap.add_argument('--cfg-options', nargs='+', action=DictAction,
+                    default={}, help='key=value overrides for the config')
+    return ap.parse_args(argv)
+
+
+def main(argv=None):
+    args = parse_args(argv)
+    state = read_state_dict(args.src, 'official checkpoint')
+    kind = args.kind or detect_kind(state)
+    _, convert = CONVERTERS[kind]
+    out, unmapped = convert(state)
+    print(f'[{kind}] converted {len(out)} tensors from {args.src}')
+    if unmapped:
+        print(f'  not mapped ({len(unmapped)}): {unmapped[:10]}')
+    if args.config:
+        from cast_mmaction.utils import build_model
+        cfg = Config.fromfile(args.config)
+        cfg.merge_from_dict(args.cfg_options)
+        _clear_pretrained(cfg.model)
+        model = build_model(cfg.model)
+        own = model.state_dict()
+        out, notes = adapt_to_model(out, own)
+        for n in notes:
+            print('  ' + n)
+        missing = [k for k in own if k not in out]
+        unexpected = [k for k in out if k not in own]
+        bad = [k for k in out if k in own and own[k].shape != out[k].shape]
+        if missing or unexpected or bad:
+            msg = [f'the converted checkpoint does not fit {args.config}:']
+            if missing:
+                msg.append(f'  missing in checkpoint ({len(missing)}): {missing[:8]}')
+            if unexpected:
+                msg.append(f'  not in model ({len(unexpected)}): {unexpected[:8]}')
+            for k in bad[:8]:
+                msg.append(f'  shape {k}: checkpoint {tuple(out[k].shape)} vs '
+                           f'model {tuple(own[k].shape)}')
+            msg.append('  Is it the same architecture (single-label vs '
+                       'verb/noun head, class count, depth, width)?')
+            sys.exit('\n'.join(msg))
+        print(f'  fits the model of {args.config}: all {len(own)} keys')
+    os.makedirs(os.path.dirname(os.path.abspath(args.dst)), exist_ok=True)
+    tmp = args.dst + '.tmp'
+    torch.save({'state_dict': out,
+                'meta': dict(converted_from=os.path.abspath(args.src),
+                             kind=kind, config=args.config)}, tmp)
+    os.replace(tmp, args.dst)
+    print(f'wrote {args.dst}')
+
+
+def _clear_pretrained(model_cfg):
+    """Expert weights are not needed to check a full checkpoint."""
+    experts = model_cfg.get('backbone', {}).get('experts', {})
+    for e in experts.values():
+        if 'pretrained' in e:
+            e['pretrained'] = None
+
+
+if __name__ == '__main__':
+    main()
