@@ -10,6 +10,7 @@ Accepted sources:
 """
 import math
 import os
+import warnings
 
 import torch
 
@@ -52,9 +53,11 @@ def _read_file(path, what):
                                 f'model.backbone.experts.clip.pretrained)')
     if not path.endswith('.safetensors'):
         try:  # OpenAI releases TorchScript archives
-            jit = torch.jit.load(path, map_location='cpu')
+            with warnings.catch_warnings():
+                warnings.simplefilter('ignore', FutureWarning)
+                jit = torch.jit.load(path, map_location='cpu')
             return dict(jit.state_dict())
-        except RuntimeError:
+        except RuntimeError:  # not TorchScript: a plain state dict file
             pass
     return read_state_dict(path, what)
 
