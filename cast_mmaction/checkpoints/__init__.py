@@ -9,3 +9,8 @@ __all__ = ['CAST_KEY_MAP', 'convert_official_cast', 'load_official_cast',
 from .converters import CONVERTERS, detect_kind, register_converter  # noqa: E402
 
 __all__ += ['CONVERTERS', 'detect_kind', 'register_converter']
+from .timm_vit import (convert_official_msca, load_official_msca,  # noqa: E402
+                       load_timm_vit, read_timm_vit)
+
+__all__ += ['convert_official_msca', 'load_official_msca', 'load_timm_vit',
+            'read_timm_vit']
