@@ -1,2 +1,3 @@
 """Registers its modules in MMAction2's registries on import."""
 from . import hooks  # noqa: F401
+from . import optimizers  # noqa: F401
