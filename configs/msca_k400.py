@@ -1,0 +1,168 @@
+# MSCA-KV (Hashiguchi & Tamaki, ACCV 2022 workshops) on Kinetics-400:
+# frame-wise ViT-B/16 (ImageNet-21k) whose attention heads 0 / 11 take their
+# keys and values from frame t+1 / t-1 in every block (shift_div 12).
+# Published recipe (tamaki-lab/MSCA k400_attentionshift_div4_8x32_base_224.yml;
+# the file name says div4 but SHIFT_DIV is 12): 8 frames x stride 32,
+# mean/std 0.5, SGD lr 0.1 momentum 0.9 wd 0, 18 epochs, x0.1 at 10 and 15,
+# gradient clip 1, label smoothing 0.1 (their LABEL_SMOOTH flag switches on a
+# LabelSmoothingCrossEntropy(0.1)), flip + short side 224-330 + random 224
+# crop + light colour jitter; test 10 clips x 3 crops, logits averaged.
+# tokshift_k400.py, vit_framewise_k400.py and msca_ssv2.py inherit from here.
+default_scope = 'mmaction'
+custom_imports = dict(imports=['cast_mmaction'], allow_failed_imports=False)
+
+num_frames = 8
+frame_interval = 32
+img_size = 224
+
+model = dict(
+    type='Recognizer3D',
+    backbone=dict(
+        type='MSCAViT',
+        arch='base',  # 'small' / 'large' (sizes in MSCAViT ARCH_SETTINGS)
+        patch_size=16,
+        img_size=img_size,
+        mode='msca_heads',  # plain | msca_heads | msca_patches | tokenshift
+        shift_div=12,  # 12 heads // 12 = one head from t+1, one from t-1
+        shift_qkv='kv',  # MSCA-KV; 'q', 'k', 'v', 'qkv' are the other variants
+        drop_path_rate=0.0,
+        # timm vit_base_patch16_224.orig_in21k (model.safetensors or
+        # pytorch_model.bin) or the original ViT-B_16.npz (ImageNet-21k)
+        pretrained='checkpoints/vit_base_patch16_224.orig_in21k.safetensors',
+        with_cp=False),
+    cls_head=dict(
+        type='FrameClsHead',
+        num_classes=400,
+        in_channels=768,
+        dropout_ratio=0.0,
+        init_std=0.0,  # the authors' zero_head
+        label_smooth_eps=0.1,
+        average_clips='score'),  # the authors average logits over views
+    data_preprocessor=dict(
+        type='ActionDataPreprocessor',
+        mean=[127.5, 127.5, 127.5],  # ToTensor + Normalize(0.5, 0.5)
+        std=[127.5, 127.5, 127.5],
+        format_shape='NCTHW'))
+
+dataset_type = 'VideoDataset'
+data_root = 'data/kinetics400/videos_train'
+data_root_val = 'data/kinetics400/videos_val'
+ann_file_train = 'data/kinetics400/kinetics400_train_list_videos.txt'
+ann_file_val = 'data/kinetics400/kinetics400_val_list_videos.txt'
+ann_file_test = 'data/kinetics400/kinetics400_val_list_videos.txt'
+
+
+def _jitter(**kw):
+    """One colour change applied with probability 0.1, as the authors'
+    clip_random_{brightness,saturation,hue} (gamma has no MMAction2
+    transform; saturation is capped at 2, ColorJitter's limit)."""
+    args = dict(brightness=(1.0, 1.0), contrast=(1.0, 1.0),
+                saturation=(1.0, 1.0), hue=(0.0, 0.0))
+    args.update(kw)
+    return dict(type='mmcv.RandomApply', prob=0.1,
+                transforms=[dict(type='ColorJitter', **args)])
+
+
+train_pipeline = [
+    dict(type='DecordInit'),
+    dict(type='SampleFrames', clip_len=num_frames,
+         frame_interval=frame_interval, num_clips=1),
+    dict(type='DecordDecode'),
+    dict(type='Flip', flip_ratio=0.5),
+    dict(type='RandomRescale', scale_range=(224, 330)),
+    dict(type='RandomCrop', size=img_size),
+    _jitter(brightness=(0.5, 2.0)),
+    _jitter(saturation=(0.5, 2.0)),
+    _jitter(hue=(-0.5, 0.5)),
+    dict(type='FormatShape', input_format='NCTHW'),
+    dict(type='PackActionInputs')
+]
+# validation during training: 1 clip x 3 crops (the authors' VAL_SAMPLE_TIMES 1)
+val_pipeline = [
+    dict(type='DecordInit'),
+    dict(type='SampleFrames', clip_len=num_frames,
+         frame_interval=frame_interval, num_clips=1, test_mode=True),
+    dict(type='DecordDecode'),
+    dict(type='Resize', scale=(-1, img_size)),
+    dict(type='ThreeCrop', crop_size=img_size),
+    dict(type='FormatShape', input_format='NCTHW'),
+    dict(type='PackActionInputs')
+]
+test_pipeline = [
+    dict(type='DecordInit'),
+    dict(type='SampleFrames', clip_len=num_frames,
+         frame_interval=frame_interval, num_clips=10, test_mode=True),
+    dict(type='DecordDecode'),
+    dict(type='Resize', scale=(-1, img_size)),
+    dict(type='ThreeCrop', crop_size=img_size),
+    dict(type='FormatShape', input_format='NCTHW'),
+    dict(type='PackActionInputs')
+]
+
+# The authors: 2 GPUs x 21 clips, gradients accumulated over 10 iterations
+# (420 clips per SGD step) for lr 0.1.
+train_dataloader = dict(
+    batch_size=21,
+    num_workers=8,
+    persistent_workers=True,
+    sampler=dict(type='DefaultSampler', shuffle=True),
+    dataset=dict(type=dataset_type, ann_file=ann_file_train,
+                 data_prefix=dict(video=data_root), pipeline=train_pipeline))
+val_dataloader = dict(
+    batch_size=2,
+    num_workers=8,
+    persistent_workers=True,
+    sampler=dict(type='DefaultSampler', shuffle=False),
+    dataset=dict(type=dataset_type, ann_file=ann_file_val,
+                 data_prefix=dict(video=data_root_val),
+                 pipeline=val_pipeline, test_mode=True))
+test_dataloader = dict(
+    batch_size=1,
+    num_workers=8,
+    persistent_workers=True,
+    sampler=dict(type='DefaultSampler', shuffle=False),
+    dataset=dict(type=dataset_type, ann_file=ann_file_test,
+                 data_prefix=dict(video=data_root_val),
+                 pipeline=test_pipeline, test_mode=True))
+
+val_evaluator = dict(type='AccMetric')
+test_evaluator = val_evaluator
+
+max_epochs = 18
+train_cfg = dict(type='EpochBasedTrainLoop', max_epochs=max_epochs,
+                 val_begin=1, val_interval=1)
+val_cfg = dict(type='ValLoop')
+test_cfg = dict(type='TestLoop')
+
+optim_wrapper = dict(
+    optimizer=dict(type='SGD', lr=0.1, momentum=0.9, weight_decay=0.0),
+    clip_grad=dict(max_norm=1.0, norm_type=2),
+    accumulative_counts=10)
+param_scheduler = [
+    dict(type='MultiStepLR', begin=0, end=max_epochs, by_epoch=True,
+         milestones=[10, 15], gamma=0.1)
+]
+# `--auto-scale-lr` scales lr by (GPUs x batch_size) / 42: the authors'
+# 2 x 21 clips per iteration (accumulation is kept at 10).
+auto_scale_lr = dict(enable=False, base_batch_size=42)
+
+# runtime
+default_hooks = dict(
+    runtime_info=dict(type='RuntimeInfoHook'),
+    timer=dict(type='IterTimerHook'),
+    logger=dict(type='LoggerHook', interval=20, ignore_last=False),
+    param_scheduler=dict(type='ParamSchedulerHook'),
+    checkpoint=dict(type='CheckpointHook', interval=1, save_best='auto',
+                    max_keep_ckpts=3),
+    sampler_seed=dict(type='DistSamplerSeedHook'),
+    sync_buffers=dict(type='SyncBuffersHook'))
+env_cfg = dict(
+    cudnn_benchmark=False,
+    mp_cfg=dict(mp_start_method='fork', opencv_num_threads=0),
+    dist_cfg=dict(backend='nccl'))
+log_processor = dict(type='LogProcessor', window_size=20, by_epoch=True)
+vis_backends = [dict(type='LocalVisBackend')]
+visualizer = dict(type='ActionVisualizer', vis_backends=vis_backends)
+log_level = 'INFO'
+load_from = None
+resume = False
