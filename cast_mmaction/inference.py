@@ -1,0 +1,474 @@
+"""Run a trained model on users' own videos (shared by ``tools/infer.py``,
+``tools/extract_features.py`` and ``tools/attention_maps.py``).
+
+The model and the data pipeline both come from a config:
+
+* :func:`init_model` builds ``cfg.model`` and loads an MMEngine checkpoint
+  (``{'state_dict': ..., 'meta': ...}``), failing with the missing keys when
+  the checkpoint does not belong to the config;
+* :func:`build_test_pipeline` takes ``cfg.test_dataloader.dataset.pipeline``
+  (or ``cfg.test_pipeline``): the exact test-time sampling, resizing, crops and
+  views of the recipe; :func:`make_sample` replaces the dataset's data source
+  by one video file, so the same code serves ``VideoDataset`` pipelines
+  (``DecordInit`` / ``PyAVInit`` / ``OpenCVInit``), the EPIC-KITCHENS-100
+  pipeline (``EpicVideoInit``: no segment = the whole video) and audio-visual
+  pipelines that read the sound track of the same file;
+* :func:`iter_videos` runs the pipeline in DataLoader workers and reports a
+  video that cannot be decoded instead of stopping;
+* :func:`predict` calls ``model.test_step``: the head averages the views (its
+  ``average_clips``) and writes ``pred_score`` (single-label) or
+  ``pred_verb`` / ``pred_noun`` (EPIC) into the data samples;
+  :func:`scores_of` / :func:`topk_predictions` turn them into named top-k
+  lists (EPIC: verb, noun and action = the verb x noun pair scored
+  ``p(verb) * p(noun)``);
+* :func:`capture_backbone` hooks the backbone to collect the pooled per-stream
+  features of the same forward pass (``tools/extract_features.py``).
+"""
+import copy
+import os
+import os.path as osp
+import warnings
+from contextlib import contextmanager
+
+import torch
+import torch.nn.functional as F
+
+from .datasets.label_maps import LabelMapError, check_num_classes, \
+    load_label_maps
+
+VIDEO_EXTS = ('.mp4', '.avi', '.mkv', '.webm', '.mov', '.m4v', '.mpg',
+              '.mpeg', '.flv', '.wmv', '.3gp', '.ts', '.mts', '.ogv')
+LIST_EXTS = ('.txt', '.lst', '.list', '.csv')
+
+
+class InferenceError(RuntimeError):
+    """A problem with the user's inputs (config, checkpoint, list file)."""
+
+
+# ----------------------------------------------------------------------------
+# inputs
+# ----------------------------------------------------------------------------
+def is_video_file(path):
+    return osp.splitext(path)[1].lower() in VIDEO_EXTS
+
+
+def read_video_list(path, data_root=None):
+    """A list file -> ``[dict(video=..., label=int or None)]``.
+
+    One video per line, ``path`` or ``path label`` (MMAction2 list files,
+    space- or comma-separated); blank lines and lines starting with ``#`` are
+    skipped. Relative paths are taken relative to ``data_root``, else to the
+    list file's folder.
+    """
+    root = data_root if data_root is not None else osp.dirname(
+        osp.abspath(path))
+    items = []
+    with open(path, encoding='utf-8-sig') as f:
+        for n, line in enumerate(f, 1):
+            line = line.strip()
+            if not line or line.startswith('#'):
+                continue
+            parts = line.replace(',', ' ').split()
+            label = None
+            if len(parts) >= 2:
+                try:
+                    label = [int(x) for x in parts[1:]]
+                except ValueError:
+                    # a path with spaces: the whole line is the path
+                    parts = [line]
+                else:
+                    label = label[0] if len(label) == 1 else label
+            video = parts[0] if label is not None else line
+            if not osp.isabs(video):
+                video = osp.join(root, video)
+            items.append(dict(video=video, label=label, line=n))
+    if not items:
+        raise InferenceError(f'list file {path} names no videos')
+    return items
+
+
+def collect_inputs(source, data_root=None):
+    """INPUT of the tools: a video file, a folder (searched recursively for
+    video files) or a list file. Returns ``[dict(video=, label=)]``."""
+    if osp.isdir(source):
+        videos = []
+        for dirpath, dirnames, filenames in os.walk(source):
+            dirnames.sort()
+            for name in sorted(filenames):
+                if is_video_file(name):
+                    videos.append(osp.join(dirpath, name))
+        if not videos:
+            raise InferenceError(
+                f'folder {source} holds no video files (extensions '
+                f'{", ".join(VIDEO_EXTS)})')
+        return [dict(video=v, label=None) for v in videos]
+    if not osp.exists(source):
+        raise InferenceError(f'input {source} does not exist')
+    ext = osp.splitext(source)[1].lower()
+    if ext in LIST_EXTS:
+        return read_video_list(source, data_root)
+    if not is_video_file(source):
+        warnings.warn(f'{source}: unknown extension {ext!r}; treating it as '
+                      f'a video file')
+    return [dict(video=source, label=None)]
+
+
+# ----------------------------------------------------------------------------
+# config, model, checkpoint
+# ----------------------------------------------------------------------------
+def load_config(config, cfg_options=None):
+    from mmengine.config import Config, DictAction  # noqa: F401
+    if isinstance(config, Config):
+        cfg = copy.deepcopy(config)
+    else:
+        if not osp.isfile(str(config)):
+            raise InferenceError(f'config {config} not found')
+        cfg = Config.fromfile(str(config))
+    if cfg_options:
+        cfg.merge_from_dict(cfg_options)
+    return cfg
+
+
+def _state_dict_of(ckpt, path):
+    if not isinstance(ckpt, dict):
+        raise InferenceError(f'checkpoint {path}: expected a dict, got '
+                             f'{type(ckpt).__name__}')
+    if 'state_dict' in ckpt:
+        return ckpt['state_dict']
+    if 'module' in ckpt and isinstance(ckpt['module'], dict):
+        raise InferenceError(
+            f'checkpoint {path} is a DeepSpeed dump ({{"module": ...}}, e.g. '
+            f'an official CAST release); convert it first: python '
+            f'tools/convert_checkpoint.py {path} OUT.pth --config CONFIG')
+    if ckpt and all(torch.is_tensor(v) for v in ckpt.values()):
+        return ckpt
+    raise InferenceError(f'checkpoint {path}: no "state_dict" (keys: '
+                         f'{list(ckpt)[:8]})')
+
+
+def load_weights(model, checkpoint):
+    """Load an MMEngine checkpoint into ``model``; every parameter and
+    persistent buffer of the model must be in it."""
+    from mmengine.runner.checkpoint import _load_checkpoint
+    if not osp.isfile(checkpoint):
+        raise InferenceError(f'checkpoint {checkpoint} not found')
+    sd = _state_dict_of(_load_checkpoint(checkpoint, map_location='cpu'),
+                        checkpoint)
+    sd = {(k[len('module.'):] if k.startswith('module.') else k): v
+          for k, v in sd.items()}
+    own = model.state_dict()
+    missing = [k for k in own if k not in sd]
+    unexpected = [k for k in sd if k not in own]
+    shape = [f'{k}: checkpoint {tuple(sd[k].shape)} vs model '
+             f'{tuple(own[k].shape)}' for k in own
+             if k in sd and tuple(sd[k].shape) != tuple(own[k].shape)]
+    if missing or shape:
+        msg = [f'checkpoint {checkpoint} does not fit the config\'s model:']
+        if missing:
+            msg.append(f'{len(missing)} missing keys, e.g. {missing[:6]}')
+        if shape:
+            msg.append(f'{len(shape)} shape mismatches, e.g. {shape[:4]}')
+        msg.append('(is it the checkpoint of this config? other class '
+                   'counts or sizes need the matching config)')
+        raise InferenceError(' '.join(msg))
+    if unexpected:
+        warnings.warn(f'checkpoint {checkpoint}: {len(unexpected)} keys the '
+                      f'model does not use are ignored, e.g. '
+                      f'{unexpected[:6]}')
+    model.load_state_dict({k: sd[k] for k in own}, strict=True)
+    return model
+
+
+def default_device():
+    return 'cuda' if torch.cuda.is_available() else 'cpu'
+
+
+def init_model(cfg, checkpoint=None, device=None):
+    """Build ``cfg.model`` in eval mode on ``device`` (GPU when available)
+    and load ``checkpoint``. Pretrained-expert paths of the config are not
+    read (the checkpoint holds every weight)."""
+    from .utils import build_model
+    cfg = load_config(cfg)
+    model = build_model(cfg.model)
+    if checkpoint is not None:
+        load_weights(model, checkpoint)
+    model.cfg = cfg
+    model.to(device or default_device())
+    model.eval()
+    return model
+
+
+# ----------------------------------------------------------------------------
+# pipeline
+# ----------------------------------------------------------------------------
+def test_pipeline_cfg(cfg):
+    """The recipe's test pipeline: ``test_dataloader.dataset.pipeline``,
+    else ``test_pipeline``."""
+    dl = cfg.get('test_dataloader')
+    pipeline = None
+    if dl is not None:
+        ds = dl.get('dataset', {})
+        while 'pipeline' not in ds and 'dataset' in ds:  # wrappers
+            ds = ds['dataset']
+        pipeline = ds.get('pipeline')
+    if pipeline is None:
+        pipeline = cfg.get('test_pipeline')
+    if not pipeline:
+        raise InferenceError('the config has neither test_dataloader.dataset.'
+                             'pipeline nor test_pipeline')
+    return copy.deepcopy([dict(t) for t in pipeline])
+
+
+_MULTI_CROPS = ('ThreeCrop', 'TenCrop')
+
+
+def single_view(pipeline):
+    """A pipeline with one view: ``num_clips=1`` wherever it is set and
+    ``ThreeCrop``/``TenCrop`` replaced by ``CenterCrop`` of the same size."""
+    out = []
+    for t in copy.deepcopy(pipeline):
+        if t.get('num_clips', 1) != 1:
+            t['num_clips'] = 1
+        if t.get('type') in _MULTI_CROPS:
+            t = dict(type='CenterCrop', crop_size=t['crop_size'])
+        out.append(t)
+    return out
+
+
+def build_test_pipeline(cfg, one_view=False):
+    from mmengine.dataset import Compose
+    from .utils import ensure_scope
+    ensure_scope()
+    pipeline = test_pipeline_cfg(cfg)
+    if one_view:
+        pipeline = single_view(pipeline)
+    return Compose(pipeline)
+
+
+def make_sample(video):
+    """The pipeline input for one whole video file, in place of a dataset
+    item. The keys cover the loaders of every family here: MMAction2's
+    ``*Init`` transforms read ``filename``; ``EpicVideoInit`` without a
+    segment uses the whole file; audio loaders read the sound track of
+    ``audio_path`` (the same file)."""
+    return dict(filename=video, audio_path=video, start_index=0,
+                modality='RGB', label=-1,
+                video_id=osp.splitext(osp.basename(video))[0],
+                narration_id=osp.splitext(osp.basename(video))[0])
+
+
+class PipelineError(RuntimeError):
+    """A transform failed on one video (names the transform)."""
+
+
+def run_pipeline(pipeline, sample):
+    """Apply a ``Compose`` transform by transform, so that a failure names
+    the transform (e.g. ``DecordInit`` for a file that cannot be decoded)."""
+    for t in pipeline.transforms:
+        try:
+            sample = t(sample)
+        except Exception as e:  # noqa: BLE001 - re-raised with context
+            msg = str(e).strip() or '(no message)'
+            raise PipelineError(f'{type(t).__name__}: {type(e).__name__}: '
+                                f'{msg}') from e
+        if sample is None:
+            raise PipelineError(f'{type(t).__name__} dropped the sample')
+    return sample
+
+
+class _VideoItems(torch.utils.data.Dataset):
+    """Runs the test pipeline on each video; a failure becomes an error
+    record instead of an exception (the run goes on)."""
+
+    def __init__(self, items, pipeline):
+        self.items, self.pipeline = items, pipeline
+
+    def __len__(self):
+        return len(self.items)
+
+    def __getitem__(self, i):
+        item = self.items[i]
+        try:
+            packed = run_pipeline(self.pipeline, make_sample(item['video']))
+            return dict(item=item, packed=packed, error=None)
+        except PipelineError as e:  # reported, the run continues
+            return dict(item=item, packed=None, error=str(e))
+
+
+def _first(batch):
+    return batch
+
+
+def iter_videos(items, pipeline, batch_size=1, num_workers=0):
+    """Yield lists of ``dict(item, packed, error)`` of up to ``batch_size``
+    videos, decoded by ``num_workers`` DataLoader workers."""
+    loader = torch.utils.data.DataLoader(
+        _VideoItems(items, pipeline), batch_size=batch_size, shuffle=False,
+        num_workers=num_workers, collate_fn=_first,
+        persistent_workers=False)
+    yield from loader
+
+
+# ----------------------------------------------------------------------------
+# forward
+# ----------------------------------------------------------------------------
+def predict(model, packed_list):
+    """``model.test_step`` on packed pipeline outputs; returns the data
+    samples with the head's predictions."""
+    from mmengine.dataset import pseudo_collate
+    data = pseudo_collate(list(packed_list))
+    with torch.no_grad():
+        return model.test_step(data)
+
+
+def _stream_roles(backbone):
+    """Names of the pooled streams in backbone output order: ``spatial``
+    (CLIP), ``temporal`` (VideoMAE), ``audio`` (audio experts); other
+    experts keep their config name."""
+    names = list(getattr(backbone, 'stream_names', []) or [])
+    experts = getattr(backbone, 'experts', {})
+    roles = []
+    for n in names:
+        e = experts[n] if n in experts else None
+        kind = type(e).__name__ if e is not None else ''
+        if getattr(e, 'modality', None) == 'audio':
+            role = 'audio'
+        elif kind.startswith('CLIP'):
+            role = 'spatial'
+        elif kind.startswith('VideoMAE'):
+            role = 'temporal'
+        else:
+            role = n
+        roles.append(role if role not in roles else n)
+    return names, roles
+
+
+def stream_info(model):
+    """``[(role, stream name, expert class)]`` of the backbone's outputs."""
+    bb = model.backbone
+    names, roles = _stream_roles(bb)
+    experts = getattr(bb, 'experts', {})
+    return [(r, n, type(experts[n]).__name__) for r, n in zip(roles, names)]
+
+
+@contextmanager
+def capture_backbone(model):
+    """Collect the backbone outputs of the forward passes run inside the
+    block: ``calls`` is a list of output tuples (one per backbone call)."""
+    calls = []
+
+    def hook(module, args, output):
+        out = output if isinstance(output, (tuple, list)) else (output, )
+        calls.append(tuple(o.detach() for o in out))
+
+    handle = model.backbone.register_forward_hook(hook)
+    try:
+        yield calls
+    finally:
+        handle.remove()
+
+
+def pooled_features(calls, num_samples, average_views=True):
+    """Backbone outputs captured over one ``predict`` -> one tensor per
+    stream, ``(num_samples, D)`` (views averaged) or ``(num_samples, V, D)``.
+    Frame-wise outputs ``(B*V, T, D)`` are averaged over frames first."""
+    if not calls:
+        raise RuntimeError('the backbone was not called')
+    per_stream = [torch.cat(parts) for parts in zip(*calls)]
+    out = []
+    for f in per_stream:
+        f = f.float()
+        while f.ndim > 2:
+            f = f.mean(1)
+        if f.shape[0] % num_samples:
+            raise RuntimeError(f'backbone returned {f.shape[0]} rows for '
+                               f'{num_samples} videos')
+        f = f.reshape(num_samples, f.shape[0] // num_samples, -1)
+        out.append(f.mean(1) if average_views else f)
+    return out
+
+
+# ----------------------------------------------------------------------------
+# scores and names
+# ----------------------------------------------------------------------------
+def _probabilities(scores, already_prob):
+    scores = scores.detach().float().cpu()
+    if scores.ndim == 2:  # average_clips=None: (views, C)
+        return F.softmax(scores, -1).mean(0)
+    return scores if already_prob else F.softmax(scores, -1)
+
+
+def scores_of(model, data_sample):
+    """``{output: class probabilities (C,)}`` of one data sample:
+    ``{'verb', 'noun'}`` for EPIC heads, ``{'label'}`` otherwise."""
+    prob = getattr(model.cls_head, 'average_clips', None) == 'prob'
+    if 'pred_verb' in data_sample and 'pred_noun' in data_sample:
+        return {
+            'verb': _probabilities(data_sample.pred_verb, prob),
+            'noun': _probabilities(data_sample.pred_noun, prob)
+        }
+    if 'pred_score' not in data_sample:
+        raise RuntimeError('the model wrote no pred_score into the data '
+                           'sample')
+    return {'label': _probabilities(data_sample.pred_score, prob)}
+
+
+def expected_classes(model):
+    """``{output: number of classes}`` read from the head."""
+    head = model.cls_head
+    if hasattr(head, 'num_verbs') and hasattr(head, 'num_nouns'):
+        return dict(verb=head.num_verbs, noun=head.num_nouns)
+    return dict(label=head.num_classes)
+
+
+def resolve_label_names(model, spec):
+    """Label names for the model's outputs from a ``label_map`` spec (config
+    field or ``--label-map``), checked against the head's class counts.
+    Returns ``{output: names}`` (missing outputs fall back to indices)."""
+    maps = load_label_maps(spec)
+    expected = expected_classes(model)
+    if 'label' in maps and 'label' not in expected:
+        raise LabelMapError(
+            f'this model predicts {sorted(expected)}; give one label map per '
+            f'output, e.g. --label-map verb=EPIC_100_verb_classes.csv '
+            f'noun=EPIC_100_noun_classes.csv')
+    for key, names in maps.items():
+        if key not in expected:
+            raise LabelMapError(f'label map for {key!r}: the model has no '
+                                f'such output (outputs: {sorted(expected)})')
+        src = spec if isinstance(spec, str) else spec.get(key)
+        check_num_classes(names, expected[key], f'{key} label map', src)
+    return maps
+
+
+def _named(i, names):
+    return names[i] if names is not None else str(i)
+
+
+def topk_predictions(scores, names=None, k=5):
+    """``scores`` from :func:`scores_of` -> ``{output: [dict(index, name,
+    score)]}`` best first; with verb and noun also ``action``: the top-k
+    (verb, noun) pairs by ``p(verb) * p(noun)``."""
+    names = names or {}
+    out = {}
+    for key, p in scores.items():
+        kk = min(k, p.numel())
+        val, idx = p.topk(kk)
+        out[key] = [
+            dict(index=int(i), name=_named(int(i), names.get(key)),
+                 score=float(v)) for v, i in zip(val, idx)
+        ]
+    if 'verb' in scores and 'noun' in scores:
+        pv, pn = scores['verb'], scores['noun']
+        joint = (pv[:, None] * pn[None, :]).reshape(-1)
+        val, idx = joint.topk(min(k, joint.numel()))
+        actions = []
+        for v, i in zip(val, idx):
+            vi, ni = divmod(int(i), pn.numel())
+            actions.append(
+                dict(verb=vi, noun=ni,
+                     name=f'{_named(vi, names.get("verb"))} '
+                     f'{_named(ni, names.get("noun"))}',
+                     score=float(v)))
+        out['action'] = actions
+    return out
