@@ -203,3 +203,6 @@ def _frame_vit(meta, dump_dir, model_cfg=None):
                     cls_score=model.cls_head(feats))
 
     return run
+
+
+from . import parity_av  # noqa: E402,F401  (CAVA / CA2ST families)

@@ -11,7 +11,23 @@ Several frozen experts run layer by layer side by side. Every layer ``i``:
    ``mlp_adapter_scale`` (through drop path).
 
 The output is a tuple of pooled features, one per expert in config order.
+
+Configurations (see ``models/presets.py`` and ``models/presets_av.py``):
+
+* CAST  = {clip, vmae}, link clip-vmae with windows time / space;
+* CAVA  = {clip, audio}, link clip-audio with global windows in every layer;
+* CA2ST = {clip, vmae, audio}, links clip-vmae (every layer), then clip-audio
+  and vmae-audio (global, layers 9-11), applied one after the other.
+
+Audio-visual extras: links may be restricted to a layer subset, carry their
+own LayerNorm ``eps``, and add *time encodings* (``time_encoding=True`` on a
+link plus a backbone ``time_encoding`` dict; the input is then a dict with a
+``times`` entry). ``share_projections=True`` makes every expert's down / up
+projections one module across all links active in the same layer (the
+authors' ``bcast_share``: the state dict lists each tied tensor under every
+link's name).
 """
+import inspect
 from collections import OrderedDict
 
 import torch
@@ -21,7 +37,19 @@ from mmengine.model import BaseModule
 
 from mmaction.registry import MODELS
 from ..fusion import Adapter, BottleneckCrossAttention
+from ..fusion.time_encoding import (SegmentTimeMLP, split_segments,
+                                    video_slot_segments)
 from ..layers import DropPath
+
+
+def _accepts(type_name, key):
+    """Whether the registered class ``type_name`` takes argument ``key``."""
+    cls = MODELS.get(type_name) if isinstance(type_name, str) else type_name
+    if cls is None:
+        return True  # let the build raise its own error
+    params = inspect.signature(cls.__init__).parameters
+    return key in params or any(p.kind == p.VAR_KEYWORD
+                                for p in params.values())
 
 
 @MODELS.register_module()
@@ -34,8 +62,13 @@ class CASTBackbone(BaseModule):
             passed to every expert that does not set them.
         links: list of ``dict(experts=(a, b), windows={a: w, b: w},
             layers=None | list of layer indices)``; ``layers=None`` means
-            every layer. A link may also set ``num_heads``, ``name``.
-        num_frames, img_size: clip size, shared by the video experts.
+            every layer. A link may also set ``num_heads``, ``name``,
+            ``pos_embed`` (learned window tables, default True), ``eps``
+            (its LayerNorm epsilon, default ``link_eps``) and
+            ``time_encoding`` (add time encodings, default False). Links
+            run in list order, each on the streams left by the previous one.
+        num_frames, img_size: clip size, passed to every expert whose class
+            takes these arguments and does not set them.
         adapter_ratio: adapter bottleneck (0.25: 768 -> 192).
         adapter_layers: layers that get adapters (None: all).
         mlp_adapter_scale: scale of the MLP-branch adapter (0.5).
@@ -45,6 +78,14 @@ class CASTBackbone(BaseModule):
         link_eps: LayerNorm epsilon inside B-CA.
         with_cp: activation checkpointing per layer (saves memory in
             training at the cost of a second forward).
+        share_projections: per layer, one down / up projection per expert
+            shared by all links active in that layer (CA2ST revision).
+        time_encoding: None, or ``dict(split=True, num_layers=3, eps=1e-5,
+            audio_segments=None)``: MLPs from segment timestamps to the B-CA
+            width (one for video and one for audio experts with ``split``,
+            else one shared), used by links with ``time_encoding=True``.
+            ``audio_segments``: segments the audio crop is split into
+            (default: the time slots of the first video expert).
     """
 
     def __init__(self,
@@ -59,6 +100,8 @@ class CASTBackbone(BaseModule):
                  drop_path_rate=0.0,
                  link_eps=1e-6,
                  with_cp=False,
+                 share_projections=False,
+                 time_encoding=None,
                  init_cfg=None):
         super().__init__(init_cfg=init_cfg)
         if not experts:
@@ -68,7 +111,8 @@ class CASTBackbone(BaseModule):
         for name, cfg in experts.items():
             cfg = dict(cfg)
             for key, value in shared.items():
-                cfg.setdefault(key, value)
+                if _accepts(cfg.get('type'), key):
+                    cfg.setdefault(key, value)
             try:
                 built[name] = MODELS.build(cfg)
             except (TypeError, ValueError) as e:
@@ -81,6 +125,7 @@ class CASTBackbone(BaseModule):
                              f'depth; got {depths} (backbone.experts.*.'
                              f'layers/depth)')
         self.depth = depth = next(iter(depths.values()))
+        self.num_frames = num_frames
         self.mlp_adapter_scale = mlp_adapter_scale
         self.with_cp = with_cp
 
@@ -102,29 +147,107 @@ class CASTBackbone(BaseModule):
 
         self.links = nn.ModuleDict()
         self._links_at = [[] for _ in range(depth)]
+        known = {'experts', 'windows', 'layers', 'num_heads', 'name',
+                 'pos_embed', 'eps', 'time_encoding'}
+        timed = {}  # expert name -> B-CA width of its time encodings
         for k, link in enumerate(links):
             link = dict(link)
+            unknown = set(link) - known
+            if unknown:
+                raise ValueError(f'backbone.links[{k}]: unknown keys '
+                                 f'{sorted(unknown)}; known: {sorted(known)}')
             pair = tuple(link['experts'])
             for n in pair:
                 if n not in built:
                     raise ValueError(f'backbone.links[{k}] names expert '
                                      f'{n!r}; experts are {list(built)}')
             name = link.get('name', '_'.join(pair))
+            if name in self.links:
+                raise ValueError(f'backbone.links[{k}]: a link named {name!r} '
+                                 f'exists already; give it another `name`')
             lyr = link.get('layers')
             lyr = list(range(depth)) if lyr is None else sorted(set(lyr))
             self._check_layers(lyr, f'links[{k}].layers')
             heads = link.get('num_heads', built[pair[0]].num_heads)
+            use_time = bool(link.get('time_encoding', False))
             mods = nn.ModuleDict()
             for i in lyr:
                 mods[str(i)] = BottleneckCrossAttention(
                     {n: built[n] for n in pair}, dict(link['windows']),
-                    heads, down_ratio, link_eps,
-                    link.get('pos_embed', True))
+                    heads, down_ratio, link.get('eps', link_eps),
+                    link.get('pos_embed', True), use_time)
                 self._links_at[i].append(name)
+            if use_time and lyr:
+                for n in pair:
+                    timed[n] = mods[str(lyr[0])].dim
             self.links[name] = mods
+        self.share_projections = bool(share_projections)
+        if self.share_projections:
+            self._tie_projections()
+        self._build_time_encoding(time_encoding, timed)
 
         dpr = torch.linspace(0, drop_path_rate, depth).tolist()
         self.drop_path = nn.ModuleList(DropPath(r) for r in dpr)
+
+    def _tie_projections(self):
+        """One down / up module per (layer, expert) across the links of that
+        layer; the first link's modules are kept."""
+        for i in range(self.depth):
+            owner = {}
+            for name in self._links_at[i]:
+                link = self.links[name][str(i)]
+                for n in link.names:
+                    if n not in owner:
+                        owner[n] = link
+                        continue
+                    first = owner[n]
+                    for part in ('down', 'up'):
+                        a, b = getattr(first, part)[n], getattr(link, part)[n]
+                        if a.weight.shape != b.weight.shape:
+                            raise ValueError(
+                                f'share_projections: links {first.names} and '
+                                f'{link.names} use different bottleneck '
+                                f'widths for expert {n!r} at layer {i} '
+                                f'({tuple(a.weight.shape)} vs '
+                                f'{tuple(b.weight.shape)})')
+                        getattr(link, part)[n] = a
+
+    def _build_time_encoding(self, cfg, timed):
+        self.time_encoding = None
+        if not timed:
+            if cfg:
+                raise ValueError('backbone.time_encoding is set but no link '
+                                 'has time_encoding=True')
+            return
+        if not cfg:
+            raise ValueError('backbone.links set time_encoding=True but '
+                             'backbone.time_encoding is None; set e.g. '
+                             'time_encoding=dict(split=True)')
+        cfg = dict(cfg)
+        known = {'split', 'num_layers', 'eps', 'audio_segments'}
+        if set(cfg) - known:
+            raise ValueError(f'backbone.time_encoding: unknown keys '
+                             f'{sorted(set(cfg) - known)}; known: '
+                             f'{sorted(known)}')
+        dims = set(timed.values())
+        if len(dims) != 1:
+            raise ValueError(f'time-encoded links have different B-CA widths '
+                             f'{timed}; they share one time MLP width')
+        dim = dims.pop()
+        split = cfg.get('split', True)
+        groups = ('video', 'audio') if split else ('shared', )
+        self.time_mlps = nn.ModuleDict({
+            g: SegmentTimeMLP(dim, cfg.get('num_layers', 3),
+                              cfg.get('eps', 1e-5))
+            for g in groups
+        })
+        segs = cfg.get('audio_segments')
+        if segs is None:
+            video = [e.grid_t for e in self.experts.values()
+                     if e.modality == 'video']
+            segs = video[0] if video else max(1, self.num_frames // 2)
+        self.time_encoding = dict(split=split, audio_segments=int(segs),
+                                  experts=sorted(timed))
 
     def _check_layers(self, layers, field):
         bad = [i for i in layers if not 0 <= i < self.depth]
@@ -147,7 +270,47 @@ class CASTBackbone(BaseModule):
             return inputs[expert.modality]
         return inputs
 
-    def _layer(self, i, batch, *xs):
+    def time_encodings(self, times, batch):
+        """Segment timestamps -> time encodings.
+
+        ``times`` (B, 2 + F): ``[audio_start, audio_end, t_0 .. t_{F-1}]`` in
+        seconds (the audio crop in the source and the timestamps of the F
+        sampled frames). Returns ``(grids, raw)``: ``grids[name]`` is the
+        (B, T, N, d) encoding of each time-encoded expert's patch tokens,
+        ``raw[name]`` the MLP output before broadcasting ((B, slots, d) for
+        video experts, (B, spectrogram columns, d) for audio experts)."""
+        cfg = self.time_encoding
+        if times is None:
+            raise KeyError(
+                'this model uses time encodings and needs a "times" input: '
+                '(B, 2 + num_frames) seconds [audio_start, audio_end, t_0, '
+                '...]; add PackAudioVisualInputs (which packs it) to the '
+                'pipeline')
+        times = torch.as_tensor(times)
+        if times.ndim != 2 or times.shape[0] != batch or (
+                times.shape[1] != 2 + self.num_frames):
+            raise ValueError(
+                f'"times" input must be (B={batch}, 2 + num_frames='
+                f'{2 + self.num_frames}), got {tuple(times.shape)}')
+        dtype = next(self.time_mlps.parameters()).dtype
+        times = times.to(dtype)
+        grids, raw = {}, {}
+        for n in cfg['experts']:
+            e = self.experts[n]
+            mlp = self.time_mlps['shared' if not cfg['split'] else (
+                'audio' if e.modality == 'audio' else 'video')]
+            if e.modality == 'audio':
+                seg = e.time_segments(times[:, :2], cfg['audio_segments'])
+                enc = mlp(seg)  # (B, columns, d)
+                grids[n] = e.time_grid(enc)
+            else:
+                seg = video_slot_segments(times[:, 2:], e.grid_t)
+                enc = mlp(seg)  # (B, T, d)
+                grids[n] = enc[:, :, None].expand(-1, -1, e.grid_n, -1)
+            raw[n] = enc
+        return grids, raw
+
+    def _layer(self, i, batch, time_grids, *xs):
         names, experts = self.stream_names, self.experts
         tokens = dict(zip(names, xs))
         key = str(i)
@@ -158,7 +321,8 @@ class CASTBackbone(BaseModule):
                 y = self.attn_adapters[n][key](y)
             tokens[n] = tokens[n] + y
         for link_name in self._links_at[i]:
-            updates = self.links[link_name][key](tokens, experts, batch)
+            updates = self.links[link_name][key](tokens, experts, batch,
+                                                 time_grids)
             for n, upd in updates.items():
                 tokens[n] = tokens[n] + drop(upd)
         for n in names:
@@ -173,18 +337,23 @@ class CASTBackbone(BaseModule):
 
     def forward(self, inputs):
         """``inputs``: the video (B, C, T, H, W), or a dict of modality
-        inputs. Returns pooled features, one (B, D) per expert."""
+        inputs (``video``, ``audio``, and ``times`` for time encodings).
+        Returns pooled features, one (B, D) per expert."""
         names = self.stream_names
         xs = [self.experts[n].embed(self._inputs_for(self.experts[n], inputs))
               for n in names]
         first = self._inputs_for(self.experts[names[0]], inputs)
         batch = first.shape[0]
+        time_grids = None
+        if self.time_encoding is not None:
+            times = inputs.get('times') if isinstance(inputs, dict) else None
+            time_grids, _ = self.time_encodings(times, batch)
         for i in range(self.depth):
             if self.with_cp and self.training and torch.is_grad_enabled():
-                xs = cp.checkpoint(self._layer, i, batch, *xs,
+                xs = cp.checkpoint(self._layer, i, batch, time_grids, *xs,
                                    use_reentrant=False)
             else:
-                xs = self._layer(i, batch, *xs)
+                xs = self._layer(i, batch, time_grids, *xs)
         return tuple(self.experts[n].pool(x, batch)
                      for n, x in zip(names, xs))
 

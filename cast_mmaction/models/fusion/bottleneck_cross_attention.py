@@ -16,8 +16,13 @@ restricted to a *window* of the other stream's patch grid ``(T, N)``:
     links).
 
 Learned position embeddings along the window axis are added to both sides
-before the projections (time: ``(T, d)``; space: ``(N, d)``; global: space
-and time). Prefix tokens (class / distillation tokens) do not attend; as in
+before the projections (time: ``(T, d)``; space: ``(N, d)``; global: a space
+table ``(N, d)`` plus a time table ``(T, d)``, added in that order, which is
+the authors' layout for the audio links). A link may also add per-sample
+*time encodings* (``time_encoding=True``; CAVA / CA2ST revision): grids
+``(B, T, N, d)`` computed by the backbone from segment timestamps, added to
+the patch tokens of both sides after the down-projection and norm, before
+the position tables. Prefix tokens (class / distillation tokens) do not attend; as in
 the published models they still pass through ``GELU`` and ``up`` (their
 normalised down-projection is carried over unchanged). Each result goes
 ``GELU -> up (d -> D, zero init)`` and is returned as a residual update for
@@ -124,10 +129,12 @@ class BottleneckCrossAttention(nn.Module):
         down_ratio: bottleneck width = min(expert widths) // down_ratio.
         eps: LayerNorm epsilon of the down-projection norms.
         pos_embed: learn window position tables.
+        time_encoding: add the per-sample time-encoding grids passed to
+            :meth:`forward` to the patch tokens of both streams.
     """
 
     def __init__(self, experts, windows, num_heads, down_ratio=2, eps=1e-6,
-                 pos_embed=True):
+                 pos_embed=True, time_encoding=False):
         super().__init__()
         names = list(experts)
         if len(names) != 2 or set(windows) != set(names):
@@ -135,6 +142,7 @@ class BottleneckCrossAttention(nn.Module):
                              f'for each, got experts {names} and windows '
                              f'{windows}')
         self.names = names
+        self.time_encoding = bool(time_encoding)
         dim = min(e.embed_dim for e in experts.values()) // down_ratio
         self.dim = dim
         self.down = nn.ModuleDict(
@@ -163,13 +171,24 @@ class BottleneckCrossAttention(nn.Module):
             nn.init.zeros_(m.weight)
             nn.init.zeros_(m.bias)
 
-    def forward(self, tokens, experts, batch):
-        """``tokens``: {name: stream tokens}. Returns {name: update}."""
+    def forward(self, tokens, experts, batch, time_enc=None):
+        """``tokens``: {name: stream tokens}; ``time_enc``: {name: (B, T, N,
+        d)} (used when the link was built with ``time_encoding``). Returns
+        {name: update}."""
         a, b = self.names
+        if self.time_encoding and (time_enc is None or any(
+                n not in time_enc for n in self.names)):
+            raise ValueError(
+                f'B-CA link {self.names} uses time encodings but the backbone '
+                f'got none: the backbone needs time_encoding=dict(...) and a '
+                f'"times" input (segment timestamps, see docs/audio.md)')
         split = {}
         for n in self.names:
             xn = self.norm[n](self.down[n](tokens[n]))
-            split[n] = experts[n].split(xn, batch)
+            prefix, grid = experts[n].split(xn, batch)
+            if self.time_encoding:
+                grid = grid + time_enc[n].to(grid.dtype)
+            split[n] = (prefix, grid)
         out = {}
         for q_name, kv_name in ((a, b), (b, a)):
             prefix, grid = split[q_name]

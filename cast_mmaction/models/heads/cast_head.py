@@ -21,6 +21,29 @@ def _as_tuple(feats):
     return tuple(feats) if isinstance(feats, (tuple, list)) else (feats, )
 
 
+def _stream_adapter(in_channels, ratio, spec):
+    """One head adapter from a per-stream spec (audio-visual models):
+    ``dict(skip=False, act='gelu' | 'quick_gelu', zero_init=True,
+    ratio=None)``; CAVA uses ``skip=True``, CA2ST's audio stream
+    ``act='quick_gelu', zero_init=False``."""
+    from ..layers import QuickGELU
+    spec = dict(spec or {})
+    known = {'skip', 'act', 'zero_init', 'ratio', 'stream'}
+    if set(spec) - known:
+        raise ValueError(f'head adapter spec: unknown keys '
+                         f'{sorted(set(spec) - known)}; known: {sorted(known)}')
+    act = spec.get('act', 'gelu')
+    if act not in ('gelu', 'quick_gelu'):
+        raise ValueError(f'head adapter act must be gelu or quick_gelu, got '
+                         f'{act!r}')
+    adapter = Adapter(in_channels, spec.get('ratio') or ratio,
+                      skip=spec.get('skip', False),
+                      zero_init=spec.get('zero_init', True))
+    if act == 'quick_gelu':
+        adapter.act = QuickGELU()
+    return adapter
+
+
 @MODELS.register_module()
 class CASTHead(BaseHead):
     """Single-label head on the summed per-stream adapters.
@@ -46,11 +69,21 @@ class CASTHead(BaseHead):
                  init_std=0.02,
                  **kwargs):
         kwargs.setdefault('average_clips', 'prob')
+        # audio-visual models: one adapter spec per stream (_stream_adapter)
+        stream_adapters = kwargs.pop('stream_adapters', None)
         super().__init__(num_classes, in_channels, **kwargs)
         self.num_streams = num_streams
         self.adapters = nn.ModuleList(
             Adapter(in_channels, adapter_ratio, skip=False)
             for _ in range(num_streams))
+        if stream_adapters is not None:
+            if len(stream_adapters) != num_streams:
+                raise ValueError(f'CASTHead.stream_adapters has '
+                                 f'{len(stream_adapters)} entries for '
+                                 f'num_streams={num_streams}')
+            self.adapters = nn.ModuleList(
+                _stream_adapter(in_channels, adapter_ratio, spec)
+                for spec in stream_adapters)
         self.dropout = nn.Dropout(dropout_ratio)
         self.fc_cls = nn.Linear(in_channels, num_classes)
         nn.init.trunc_normal_(self.fc_cls.weight, std=init_std)
@@ -89,8 +122,18 @@ class CASTVerbNounHead(BaseHead):
                  init_std=0.02,
                  **kwargs):
         kwargs.setdefault('average_clips', 'prob')
+        # audio-visual (CA2ST): the verb / noun input is a sum of per-stream
+        # adapters, each given as dict(stream=i, **_stream_adapter spec)
+        fuse = dict(verb=kwargs.pop('verb_adapters', None),
+                    noun=kwargs.pop('noun_adapters', None))
         super().__init__(num_verbs, in_channels, **kwargs)
         self.num_verbs, self.num_nouns = num_verbs, num_nouns
+        self.fuse_streams = {k: [dict(a)['stream'] for a in v]
+                             for k, v in fuse.items() if v}
+        for k, v in fuse.items():
+            if v:
+                setattr(self, f'{k}_adapters', nn.ModuleList(
+                    _stream_adapter(in_channels, 0.25, a) for a in v))
         self.verb_stream, self.noun_stream = verb_stream, noun_stream
         self.dropout = nn.Dropout(dropout_ratio)
         self.fc_verb = nn.Linear(in_channels, num_verbs)
@@ -104,6 +147,8 @@ class CASTVerbNounHead(BaseHead):
 
     def forward(self, feats, **kwargs):
         feats = _as_tuple(feats)
+        if getattr(self, 'fuse_streams', None):
+            feats = self._fuse_streams(feats)
         verb = self.fc_verb(self.dropout(feats[self.verb_stream]))
         noun = self.fc_noun(self.dropout(feats[self.noun_stream]))
         return verb, noun
@@ -147,3 +192,12 @@ class CASTVerbNounHead(BaseHead):
             ds.set_pred_score(torch.cat([v, n]))
             ds.set_pred_label(v.argmax(-1, keepdim=True))
         return data_samples
+
+    def _fuse_streams(self, feats):
+        """Replace the verb / noun streams by their summed adapters."""
+        out = list(feats)
+        index = dict(verb=self.verb_stream, noun=self.noun_stream)
+        for k, streams in self.fuse_streams.items():
+            adapters = getattr(self, f'{k}_adapters')
+            out[index[k]] = sum(a(feats[s]) for a, s in zip(adapters, streams))
+        return tuple(out)

@@ -1,0 +1,100 @@
+"""Load AST weights into :class:`ASTExpert`.
+
+Accepted sources:
+
+* the official AST checkpoints (Gong et al.; e.g.
+  ``audioset_10_10_0.4593.pth``): a state dict with ``module.v.*`` keys
+  (the DeiT tower) and ``module.mlp_head.*`` (ignored);
+* the same wrapped in ``model`` / ``state_dict`` / ``module`` or without the
+  ``module.`` prefix (``v.*``);
+* a DeiT ImageNet checkpoint (``cls_token``, ``dist_token``, 3-channel
+  ``patch_embed.proj.weight``): the patch filter is summed over the RGB
+  channels and the 14x14 grid adapted, as AST initialises from DeiT.
+
+The position grid is adapted to the expert's ``(f_dim, t_dim)`` the way AST
+does: each axis is centre-cropped when shorter and bilinearly resized when
+longer (time first). The AudioSet checkpoints use a (12, 101) grid (128 mel
+bins x 1024 frames at stride 10).
+"""
+import math
+
+from .av_official import resize_audio_grid
+from .common import load_into, read_state_dict, strip_prefix
+
+IGNORED = ('head.', 'head_dist.', 'mlp_head.', 'fc_norm.')
+_WHAT = 'AST expert weights'
+
+
+def read_ast(source):
+    """The AST / DeiT tower state dict without prefixes, float32."""
+    state = read_state_dict(source, _WHAT)
+    state = strip_prefix(state, ('module.', ))
+    if any(k.startswith('v.') for k in state):
+        state = {k[2:]: v for k, v in state.items() if k.startswith('v.')}
+    state = strip_prefix(state, ('backbone.experts.audio.', 'backbone.'))
+    w = state.get('patch_embed.proj.weight')
+    if (w is None or w.ndim != 4 or 'cls_token' not in state
+            or not any(k.startswith('blocks.') for k in state)):
+        sample = ', '.join(list(state)[:5])
+        hint = ''
+        if w is not None and w.ndim == 5:
+            hint = (' It looks like a VideoMAE checkpoint: pass it as the '
+                    'VideoMAE expert\'s pretrained file.')
+        elif 'conv1.weight' in state or any(k.startswith('visual.')
+                                            for k in state):
+            hint = (' It looks like a CLIP checkpoint: pass it as the CLIP '
+                    'expert\'s pretrained file.')
+        elif any(k.startswith('ast_') for k in state):
+            hint = (' It looks like a full CAVA / CA2ST checkpoint: convert it '
+                    'with tools/convert_checkpoint.py instead.')
+        raise ValueError(f'{_WHAT}: {source} is not an AST / DeiT audio tower '
+                         f'(need module.v.patch_embed.proj.weight, cls_token, '
+                         f'blocks.*; found {sample}, ...).{hint}')
+    if 'dist_token' not in state:
+        raise ValueError(f'{_WHAT}: {source} has no dist_token; AST needs a '
+                         f'DeiT (distilled) tower with class and distillation '
+                         f'tokens')
+    return {k: v.float() for k, v in state.items()}
+
+
+def _infer_grid(n, expert, source, given):
+    if given is not None:
+        f, t = given
+        if f * t != n:
+            raise ValueError(f'{_WHAT}: pretrained_grid={given} has {f * t} '
+                             f'patches but {source} has {n}')
+        return f, t
+    if n == 1212:  # AST AudioSet / ESC / Speech Commands at stride 10
+        return 12, 101
+    side = math.isqrt(n)
+    if side * side == n and n in (196, 576):  # DeiT ImageNet grids
+        return side, side
+    if n % expert.f_dim == 0:
+        return expert.f_dim, n // expert.f_dim
+    raise ValueError(f'{_WHAT}: cannot infer the patch grid of {source} '
+                     f'({n} patches); set the expert\'s pretrained_grid=(f, t)')
+
+
+def load_ast_expert(expert, source, pretrained_grid=None):
+    """Load ``source`` into ``expert``; returns (missing, unexpected)."""
+    state = read_ast(source)
+    w = state['patch_embed.proj.weight']
+    if w.shape[0] != expert.embed_dim:
+        raise ValueError(f'{_WHAT}: {source} has width {w.shape[0]}; set '
+                         f'backbone.experts.audio.embed_dim={w.shape[0]}')
+    if tuple(w.shape[-2:]) != tuple(expert.patch_size):
+        raise ValueError(f'{_WHAT}: {source} uses {tuple(w.shape[-2:])} '
+                         f'patches, the expert {expert.patch_size}')
+    if w.shape[1] == 3:  # DeiT on RGB -> one channel, as AST does
+        state['patch_embed.proj.weight'] = w.sum(1, keepdim=True)
+    elif w.shape[1] != 1:
+        raise ValueError(f'{_WHAT}: {source} patch embedding has {w.shape[1]}'
+                         f' input channels (expected 1, or 3 for DeiT)')
+    pos = state['pos_embed']
+    n = pos.shape[1] - 2
+    old = _infer_grid(n, expert, source, pretrained_grid)
+    new = (expert.f_dim, expert.t_dim)
+    if old != new:
+        state['pos_embed'] = resize_audio_grid(pos, old, new, num_prefix=2)
+    return load_into(expert, state, f'AST expert <- {source}',
+                     ignore_unexpected=IGNORED)

@@ -1,0 +1,3 @@
+from .audio_visual import AudioVisualRecognizer
+
+__all__ = ['AudioVisualRecognizer']

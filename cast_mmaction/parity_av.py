@@ -1,0 +1,158 @@
+"""Parity families of the audio-visual dumps (CAVA, CA2ST), registered in
+``parity.FAMILIES``.
+
+The dumps' ``input.pt`` is a dict ``video`` (B, 3, 16, H, W), ``spec``
+(B, 3, T, 128) and, for the revision (``_rev``) dumps, ``idx`` (B, 18)
+seconds ``[audio_start, audio_end, t_0 .. t_15]``; they map onto our inputs
+``video`` / ``audio`` / ``times``. The model is built from
+``meta['constructor_args_all']`` with the same preset functions the configs
+use (or from a given recognizer config with the dump's sizes), and the
+official checkpoint goes through the converter users run.
+"""
+import copy
+import os
+
+from .parity import family
+
+
+def av_sizes_from_meta(meta):
+    """Keyword arguments of the presets from a dump's constructor args."""
+    a = meta['constructor_args_all']
+    depth = a['depth']
+    kw = dict(embed_dim=a['embed_dim'], depth=depth, num_heads=a['num_heads'],
+              num_frames=a['all_frames'], img_size=a['img_size'],
+              patch_size=a['patch_size'], tubelet_size=a['tubelet_size'],
+              down_ratio=a['down_ratio'], mlp_ratio=float(a['mlp_ratio']),
+              input_fdim=a['input_fdim'], input_tdim=a['input_tdim'],
+              fstride=a['fstride'], tstride=a['tstride'],
+              revision=bool(a.get('time_encoding')),
+              split_time_mlp=bool(a.get('split_time_mlp')))
+    if a.get('use_stpos', True) == bool(a.get('time_encoding')):
+        raise ValueError('only the published combinations are supported: '
+                         'learned space/time tables without time encodings, '
+                         'or time encodings without tables')
+    ca = a.get('CA', 0)
+    if 'audio_dim' in a:  # CA2ST
+        if a.get('audio_dim') != a['embed_dim']:
+            raise ValueError('CA2ST with audio_dim != embed_dim is not '
+                             'supported (the published models use 768/768)')
+        if a.get('bcast_method', 'seq') != 'seq':
+            raise ValueError(f'bcast_method={a["bcast_method"]!r}: only the '
+                             f'published sequential B-CA is implemented')
+        kw.update(audio_num_heads=a['audio_num_heads'],
+                  audio_link_layers=list(range(ca, depth)),
+                  share_projections=bool(a.get('bcast_share')))
+    else:  # CAVA
+        kw.update(link_layers=list(range(ca, depth)))
+    return kw
+
+
+def _override(model_cfg, built):
+    """Keep the structure of ``model_cfg`` (a config's recognizer) but take
+    every size from ``built`` (the preset at the dump's sizes)."""
+    cfg = copy.deepcopy(model_cfg)
+    if cfg['backbone'].get('type') != 'CASTBackbone' or set(
+            cfg['backbone']['experts']) != set(built['backbone']['experts']):
+        raise ValueError('the config\'s model is not the dump\'s architecture '
+                         f'(experts {list(cfg["backbone"].get("experts", {}))}'
+                         f' vs {list(built["backbone"]["experts"])})')
+    bb = cfg['backbone']
+    for key in ('num_frames', 'img_size', 'down_ratio', 'links',
+                'time_encoding', 'share_projections'):
+        bb[key] = copy.deepcopy(built['backbone'].get(key))
+    bb['drop_path_rate'] = 0.0
+    bb.pop('init_cfg', None)
+    for name, e in bb['experts'].items():
+        e.update(built['backbone']['experts'][name])
+        e['pretrained'] = None
+    head, ref = cfg['cls_head'], built['cls_head']
+    if head['type'] != ref['type']:
+        raise ValueError(f'dump head {ref["type"]} vs config head '
+                         f'{head["type"]}')
+    for key in ('num_classes', 'num_verbs', 'num_nouns', 'in_channels',
+                'num_streams', 'stream_adapters', 'noun_adapters',
+                'verb_adapters', 'verb_stream', 'noun_stream'):
+        if key in ref:
+            head[key] = copy.deepcopy(ref[key])
+    return cfg
+
+
+def _build(meta, dump_dir, preset, model_cfg):
+    from .checkpoints.av_official import load_official_av
+    from .utils import build_model
+    built = preset(meta)
+    cfg = built if model_cfg is None else _override(model_cfg, built)
+    model = build_model(cfg).eval()
+    load_official_av(model, os.path.join(dump_dir, 'official_checkpoint.pth'))
+    return model
+
+
+def _inputs(inputs):
+    ours = dict(video=inputs['video'], audio=inputs['spec'])
+    if 'idx' in inputs:
+        ours['times'] = inputs['idx']
+    return ours
+
+
+def _time_outputs(model, ours, out, audio='audio', video='clip'):
+    bb = model.backbone
+    if bb.time_encoding is None:
+        return
+    _, raw = bb.time_encodings(ours['times'], ours['video'].shape[0])
+    out['audio_time_mlp_out'] = raw[audio]
+    out['video_time_mlp_out'] = raw[video]
+
+
+@family('official CAVA STCrossTransformer')
+def _cava(meta, dump_dir, model_cfg=None):
+    from .models.presets_av import cava_recognizer_cfg
+
+    def preset(meta):
+        a = meta['constructor_args_all']
+        if a.get('composition'):
+            raise ValueError('CAVA verb/noun dumps are not supported')
+        return cava_recognizer_cfg(num_classes=a['num_classes'],
+                                   **av_sizes_from_meta(meta))
+
+    model = _build(meta, dump_dir, preset, model_cfg)
+
+    def run(inputs):
+        ours = _inputs(inputs)
+        feats = model.backbone(ours)
+        out = dict(spatial_feature=feats[0], audio_feature=feats[1],
+                   cls_score=model.cls_head(feats))
+        _time_outputs(model, ours, out)
+        return out
+
+    return run
+
+
+@family('official CA^2ST STCrossTransformer')
+def _ca2st(meta, dump_dir, model_cfg=None):
+    from .models.presets_av import ca2st_recognizer_cfg
+
+    def preset(meta):
+        a = meta['constructor_args_all']
+        return ca2st_recognizer_cfg(
+            num_classes=a['num_classes'], composition=bool(a['composition']),
+            verb_classes=meta.get('verb_classes') or 97,
+            noun_classes=meta.get('noun_classes') or 300,
+            **av_sizes_from_meta(meta))
+
+    model = _build(meta, dump_dir, preset, model_cfg)
+    composition = bool(meta['constructor_args_all']['composition'])
+
+    def run(inputs):
+        ours = _inputs(inputs)
+        feats = model.backbone(ours)
+        out = dict(spatial_feature=feats[0], temporal_feature=feats[1],
+                   audio_feature=feats[2])
+        scores = model.cls_head(feats)
+        if composition:
+            out['verb'], out['noun'] = scores
+        else:
+            out['cls_score'] = scores
+        _time_outputs(model, ours, out)
+        return out
+
+    return run
