@@ -1,2 +1,3 @@
 """Datasets and transforms; importing registers them in MMAction2."""
 from . import transforms  # noqa: F401
+from . import epic_kitchens  # noqa: F401

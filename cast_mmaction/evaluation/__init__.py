@@ -1,1 +1,2 @@
 """Registers its modules in MMAction2's registries on import."""
+from . import epic_metric  # noqa: F401
