@@ -157,11 +157,16 @@ class CASTVerbNounHead(BaseHead):
     @staticmethod
     def _labels(data_samples, field, index):
         out = []
-        for ds in data_samples:
+        for i, ds in enumerate(data_samples):
             if field in ds:
                 out.append(torch.as_tensor(ds.get(field)))
-            else:
+            elif 'gt_label' in ds and ds.gt_label.numel() == 2:
                 out.append(torch.as_tensor(ds.gt_label).reshape(-1)[index])
+            else:
+                raise KeyError(
+                    f'CASTVerbNounHead: data sample {i} has no {field!r} '
+                    f'(nor a gt_label [verb, noun]); pack EPIC-KITCHENS '
+                    f'segments with PackEpicInputs and a labelled CSV')
         return torch.stack(out)
 
     def _ce(self, scores, labels, num_classes):
