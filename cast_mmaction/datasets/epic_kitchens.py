@@ -418,7 +418,8 @@ class EpicKitchens100Dataset(BaseActionDataset):
             raise EpicAnnotationError(
                 f'{self.ann_file} has no verb_class / noun_class columns (the '
                 f'unlabelled test split?); it can only be used with '
-                f'test_mode=True (test_dataloader / tools/ek100_submission.py)')
+                f'test_mode=True (test_dataloader / '
+                f'tools/ek100_submission.py)')
         data_list = []
         for item in items:
             info = dict(item)
