@@ -98,6 +98,33 @@ def _check_pkg_resources():
     return True
 
 
+def _patch_color_jitter_hue():
+    """mmaction2 1.2.0 ``ColorJitter.adjust_hue`` adds ``int(factor * 255)``
+    to the uint8 hue channel; with NumPy >= 2 (NEP 50) any negative hue
+    factor raises ``OverflowError: Python integer -N out of bounds for
+    uint8``, so ``ColorJitter(hue=...)`` crashes about half the time. We
+    compute the same ``(h + offset) % 180`` in int16 (what NumPy 1 did)."""
+    import numpy as np
+    if np.lib.NumpyVersion(np.__version__) < '2.0.0':
+        return False
+    from mmaction.datasets.transforms import processing
+    cj = getattr(processing, 'ColorJitter', None)
+    if cj is None or getattr(cj, '_cast_mmaction_patched', False):
+        return False
+    import cv2
+
+    def adjust_hue(img, factor):
+        img = np.clip(img, 0, 255).astype(np.uint8)
+        hsv = cv2.cvtColor(img, cv2.COLOR_RGB2HSV)
+        hue = hsv[..., 0].astype(np.int16) + int(factor * 255)
+        hsv[..., 0] = np.mod(hue, 180).astype(np.uint8)
+        return cv2.cvtColor(hsv, cv2.COLOR_HSV2RGB).astype(np.float32)
+
+    cj.adjust_hue = staticmethod(adjust_hue)
+    cj._cast_mmaction_patched = True
+    return True
+
+
 def load_file(path, map_location='cpu'):
     """``torch.load`` for foreign checkpoint files (OpenAI CLIP, VideoMAE,
     DeepSpeed dumps) that contain pickled non-tensor objects: under
@@ -115,4 +142,5 @@ def apply():
     _patch_missing_drn()
     _patch_torch_load_weights_only()
     _check_pkg_resources()
+    _patch_color_jitter_hue()
     _APPLIED = True

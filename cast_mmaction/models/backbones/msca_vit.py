@@ -308,7 +308,8 @@ class MSCAViT(BaseModule):
             raise ValueError(f'shift_layers {bad} out of range for depth '
                              f'{self.depth}')
         self.shift_layers = sorted(set(layers))
-        dpr = torch.linspace(0, drop_path_rate, self.depth).tolist()
+        dpr = [drop_path_rate * i / max(self.depth - 1, 1)
+               for i in range(self.depth)]  # stochastic depth, linear
         self.blocks = nn.ModuleList()
         for i in range(self.depth):
             on = i in self.shift_layers
