@@ -187,9 +187,12 @@ def init_model(cfg, checkpoint=None, device=None):
     """Build ``cfg.model`` in eval mode on ``device`` (GPU when available)
     and load ``checkpoint``. Pretrained-expert paths of the config are not
     read (the checkpoint holds every weight)."""
-    from .utils import build_model
+    from mmengine.registry import DefaultScope
+    from mmaction.registry import MODELS
     cfg = load_config(cfg)
-    model = build_model(cfg.model)
+    with DefaultScope.overwrite_default_scope(
+            cfg.get('default_scope', 'mmaction')):
+        model = MODELS.build(cfg.model)
     if checkpoint is not None:
         load_weights(model, checkpoint)
     model.cfg = cfg
@@ -237,12 +240,13 @@ def single_view(pipeline):
 
 def build_test_pipeline(cfg, one_view=False):
     from mmengine.dataset import Compose
-    from .utils import ensure_scope
-    ensure_scope()
+    from mmengine.registry import DefaultScope
     pipeline = test_pipeline_cfg(cfg)
     if one_view:
         pipeline = single_view(pipeline)
-    return Compose(pipeline)
+    with DefaultScope.overwrite_default_scope(
+            cfg.get('default_scope', 'mmaction')):
+        return Compose(pipeline)
 
 
 def make_sample(video):
@@ -439,6 +443,24 @@ def resolve_label_names(model, spec):
         src = spec if isinstance(spec, str) else spec.get(key)
         check_num_classes(names, expected[key], f'{key} label map', src)
     return maps
+
+
+def label_names_for(model, cli_values, cfg):
+    """Class names for a tool run: ``--label-map`` values (errors are
+    fatal) else the config's ``label_map`` (a missing file there only warns
+    and indices are shown). Returns ``(names, note)``."""
+    from .datasets.label_maps import parse_label_map_arg
+    spec = parse_label_map_arg(cli_values)
+    if spec is not None:
+        return resolve_label_names(model, spec), '--label-map'
+    spec = cfg.get('label_map')
+    if not spec:
+        return {}, 'none (no --label-map, no label_map in the config)'
+    try:
+        return resolve_label_names(model, spec), 'config label_map'
+    except LabelMapError as e:
+        warnings.warn(f'class names unavailable, showing indices: {e}')
+        return {}, f'none (config label_map unusable: {e})'
 
 
 def _named(i, names):

@@ -339,13 +339,11 @@ def main(argv=None):
     ap.add_argument('--device')
     ap.add_argument('--cfg-options', nargs='+', action=DictAction)
     args = ap.parse_args(argv)
-    from cast_mmaction.datasets.label_maps import (LabelMapError,
-                                                   parse_label_map_arg)
+    from cast_mmaction.datasets.label_maps import LabelMapError
     try:
         cfg = inf.load_config(args.config, args.cfg_options)
         model = inf.init_model(cfg, args.checkpoint, args.device)
-        spec = parse_label_map_arg(args.label_map) or cfg.get('label_map')
-        names = inf.resolve_label_names(model, spec)
+        names, _ = inf.label_names_for(model, args.label_map, cfg)
         pipeline = inf.build_test_pipeline(cfg, one_view=True)
         if not osp.isfile(args.video):
             raise inf.InferenceError(f'video {args.video} not found')

@@ -30,8 +30,7 @@ sys.path.insert(0, osp.dirname(osp.dirname(osp.abspath(__file__))))
 
 import cast_mmaction  # noqa: E402,F401
 from cast_mmaction import inference as inf  # noqa: E402
-from cast_mmaction.datasets.label_maps import (  # noqa: E402
-    LabelMapError, parse_label_map_arg)
+from cast_mmaction.datasets.label_maps import LabelMapError  # noqa: E402
 
 
 def parse_args(argv=None):
@@ -108,19 +107,15 @@ def main(argv=None):
     try:
         items = inf.collect_inputs(args.input, args.data_root)
         cfg = inf.load_config(args.config, args.cfg_options)
-        spec = parse_label_map_arg(args.label_map)
-        if spec is None:
-            spec = cfg.get('label_map')
         model = inf.init_model(cfg, args.checkpoint, args.device)
-        names = inf.resolve_label_names(model, spec)
+        names, names_from = inf.label_names_for(model, args.label_map, cfg)
         pipeline = inf.build_test_pipeline(cfg, one_view=args.one_view)
     except (inf.InferenceError, LabelMapError) as e:
         print(f'error: {e}', file=sys.stderr)
         return 2
     device = next(model.parameters()).device
-    print(f'{len(items)} video(s); model on {device}; class names: '
-          f'{", ".join(sorted(names)) if names else "none (indices)"}',
-          file=sys.stderr)
+    print(f'{len(items)} video(s); model on {device}; class names from '
+          f'{names_from}', file=sys.stderr)
 
     results, failed = [], []
     t0 = time.time()

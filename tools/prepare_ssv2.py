@@ -15,7 +15,8 @@ The class of an entry is its ``template`` with the brackets removed
 looked up in the labels JSON.
 
 Writes to --out-dir (the names configs/cast_ssv2.py reads):
-  sthv2_train_list_videos.txt   lines "<id>.webm <label>"
+  sthv2_train_list_videos.txt   lines "<id>.<ext> <label>" (the file found
+                                in --video-dir; <id>.webm without it)
   sthv2_val_list_videos.txt
   sthv2_test_list_videos.txt    lines "<id>.webm" (no labels; for
                                 tools/infer.py)
@@ -94,8 +95,9 @@ def main(argv=None):
     ap.add_argument('--out-dir', required=True)
     ap.add_argument('--video-dir', help='check that the videos exist here '
                     '(missing ones are left out and reported)')
-    ap.add_argument('--video-ext', default='webm',
-                    help='extension of the video files (official: webm)')
+    ap.add_argument('--video-ext', default=None,
+                    help='extension of the video files (default: the one '
+                    'found in --video-dir, else webm as released)')
     args = ap.parse_args(argv)
 
     labels_json = osp.join(args.ann_dir, PREFIX + 'labels.json')
@@ -111,9 +113,15 @@ def main(argv=None):
         if args.video_dir and not osp.isdir(args.video_dir):
             raise PrepareError(f'--video-dir {args.video_dir} is not a '
                                f'folder')
-        present = None
+        present = None  # {id: file name} of the videos in --video-dir
         if args.video_dir:
-            present = set(os.listdir(args.video_dir))
+            present = {}
+            for fname in sorted(os.listdir(args.video_dir)):
+                stem, ext = osp.splitext(fname)
+                if args.video_ext is None or \
+                        ext.lstrip('.') == args.video_ext.lstrip('.'):
+                    present.setdefault(stem, fname)
+        ext = (args.video_ext or 'webm').lstrip('.')
         os.makedirs(args.out_dir, exist_ok=True)
         written = []
         for split, short, labelled in SPLITS:
@@ -125,9 +133,12 @@ def main(argv=None):
             entries = read_split(path, name_to_idx, labelled)
             lines, missing = [], []
             for vid, label in entries:
-                fname = f'{vid}.{args.video_ext}'
-                if present is not None and fname not in present:
-                    missing.append(fname)
+                if present is None:
+                    fname = f'{vid}.{ext}'
+                elif vid in present:
+                    fname = present[vid]
+                else:
+                    missing.append(f'{vid}.{ext}' if args.video_ext else vid)
                     continue
                 lines.append(fname if label is None else f'{fname} {label}')
             out = osp.join(args.out_dir, f'sthv2_{short}_list_videos.txt')

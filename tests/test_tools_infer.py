@@ -1,0 +1,438 @@
+"""tools/infer.py, tools/extract_features.py, cast_mmaction.inference and the
+label maps, on tiny models and tiny mp4 videos written here."""
+import csv
+import importlib.util
+import json
+import os
+import os.path as osp
+
+import numpy as np
+import pytest
+import torch
+
+from conftest import ROOT
+
+MEAN = [123.675, 116.28, 103.53]
+STD = [58.395, 57.12, 57.375]
+NUM_VIEWS = 6  # 2 clips x 3 crops
+
+
+def load_tool(name):
+    spec = importlib.util.spec_from_file_location(
+        f'tool_{name}', osp.join(ROOT, 'tools', f'{name}.py'))
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod
+
+
+def write_config(path, label_map=None, epic=False):
+    """A tiny CAST config (width 32, 2 layers, 8 frames of 32 px) with the
+    recipe-style test pipeline of 2 clips x 3 crops."""
+    if epic:
+        head = ("dict(type='CASTVerbNounHead', num_verbs=5, num_nouns=7, "
+                "in_channels=32, verb_stream=1, noun_stream=0, "
+                "average_clips='prob')")
+        pipeline = """[
+    dict(type='EpicVideoInit', backend='decord'),
+    dict(type='EpicSampleFrames', num_segments=8, num_clips=2, test_mode=True),
+    dict(type='EpicDecode'),
+    dict(type='Resize', scale=(-1, 32)),
+    dict(type='ThreeCrop', crop_size=32),
+    dict(type='FormatShape', input_format='NCTHW'),
+    dict(type='PackEpicInputs')]"""
+        dataset = "'EpicKitchens100Dataset'"
+    else:
+        head = ("dict(type='CASTHead', num_classes=4, in_channels=32, "
+                "num_streams=2, average_clips='prob')")
+        pipeline = """[
+    dict(type='DecordInit'),
+    dict(type='SampleFrames', clip_len=8, frame_interval=1, num_clips=2,
+         test_mode=True),
+    dict(type='DecordDecode'),
+    dict(type='Resize', scale=(-1, 32)),
+    dict(type='ThreeCrop', crop_size=32),
+    dict(type='FormatShape', input_format='NCTHW'),
+    dict(type='PackActionInputs')]"""
+        dataset = "'VideoDataset'"
+    text = f"""
+custom_imports = dict(imports=['cast_mmaction'], allow_failed_imports=False)
+default_scope = 'mmaction'
+model = dict(
+    type='Recognizer3D',
+    backbone=dict(
+        type='CASTBackbone', num_frames=8, img_size=32,
+        experts=dict(
+            clip=dict(type='CLIPViTExpert', width=32, layers=2, heads=2,
+                      patch_size=8, frame_start=1, frame_step=2),
+            vmae=dict(type='VideoMAEExpert', embed_dim=32, depth=2,
+                      num_heads=2, patch_size=8, tubelet_size=2)),
+        links=[dict(experts=('clip', 'vmae'),
+                    windows=dict(clip='time', vmae='space'))]),
+    cls_head={head},
+    data_preprocessor=dict(type='ActionDataPreprocessor', mean={MEAN},
+                           std={STD}, format_shape='NCTHW'))
+test_pipeline = {pipeline}
+test_dataloader = dict(batch_size=1, dataset=dict(
+    type={dataset}, ann_file='unused.txt', pipeline=test_pipeline))
+label_map = {label_map!r}
+"""
+    with open(path, 'w') as f:
+        f.write(text)
+    return path
+
+
+def make_checkpoint(cfg_path, out, seed=0):
+    """A freshly built model with every parameter perturbed (so the
+    zero-initialised adapters and links act), saved in MMEngine format."""
+    from cast_mmaction.inference import init_model
+    model = init_model(cfg_path, device='cpu')
+    g = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for p in model.parameters():
+            p.add_(0.3 * torch.randn(p.shape, generator=g))
+    torch.save({'state_dict': model.state_dict(), 'meta': {}}, out)
+    return model
+
+
+@pytest.fixture(scope='module')
+def media(tmp_path_factory):
+    from cast_mmaction.datasets.synthetic import write_synthetic_video_dataset
+    root = tmp_path_factory.mktemp('infer')
+    info = write_synthetic_video_dataset(
+        str(root / 'data'), num_train_per_class=1, num_val_per_class=1,
+        num_frames=12, size=64)
+    bad = root / 'data' / 'val' / 'zz_broken.mp4'
+    bad.write_bytes(b'this is not a video')
+    cfg = write_config(str(root / 'tiny.py'), label_map=info['label_map'])
+    ckpt = str(root / 'tiny.pth')
+    model = make_checkpoint(cfg, ckpt)
+    model.eval()
+    videos = sorted(str(p) for p in (root / 'data' / 'val').glob('0*.mp4'))
+    return dict(root=root, info=info, cfg=cfg, ckpt=ckpt, model=model,
+                videos=videos, bad=str(bad))
+
+
+def reference_views(cfg_path, video):
+    """Pipeline output of one video with plain MMEngine Compose."""
+    from mmengine.config import Config
+    from mmengine.dataset import Compose
+    cfg = Config.fromfile(cfg_path)
+    pipe = Compose(cfg.test_dataloader.dataset.pipeline)
+    return pipe(dict(filename=video, start_index=0, modality='RGB'))
+
+
+def reference_forward(model, video, cfg_path):
+    """Normalise the views by hand, run backbone and head, softmax per view
+    and average: the multi-view test of the recipe, without the tools."""
+    packed = reference_views(cfg_path, video)
+    x = packed['inputs'].float()
+    assert x.shape[0] == NUM_VIEWS
+    mean = torch.tensor(MEAN).view(1, 3, 1, 1, 1)
+    std = torch.tensor(STD).view(1, 3, 1, 1, 1)
+    with torch.no_grad():
+        feats = model.backbone((x - mean) / std)
+        scores = model.cls_head(feats)
+    return feats, scores
+
+
+# ----------------------------------------------------------------------------
+# tools/infer.py
+# ----------------------------------------------------------------------------
+def test_infer_folder_json_names_scores_and_bad_video(media, capsys):
+    infer = load_tool('infer')
+    out = media['root'] / 'res.json'
+    rc = infer.main([str(media['root'] / 'data' / 'val'), '--config',
+                     media['cfg'], '--checkpoint', media['ckpt'], '--topk',
+                     '3', '--out', str(out), '--num-workers', '0',
+                     '--device', 'cpu'])
+    err = capsys.readouterr().err
+    assert rc == 0
+    res = json.loads(out.read_text())
+    # the broken file is reported and skipped, the others are recognised
+    assert [f['video'] for f in res['failed']] == [media['bad']]
+    assert 'DecordInit' in res['failed'][0]['error']
+    assert 'skipped' in err and media['bad'] in err
+    assert [r['video'] for r in res['results']] == media['videos']
+    classes = media['info']['classes']
+    for r in res['results']:
+        preds = r['predictions']['label']
+        assert len(preds) == 3
+        scores = [p['score'] for p in preds]
+        assert scores == sorted(scores, reverse=True)
+        assert all(p['name'] == classes[p['index']] for p in preds)
+        # probabilities = softmax per view averaged over the 6 views
+        _, logits = reference_forward(media['model'], r['video'],
+                                      media['cfg'])
+        prob = logits.softmax(-1).mean(0)
+        top = prob.topk(3)
+        assert [p['index'] for p in preds] == top.indices.tolist()
+        np.testing.assert_allclose(scores, top.values.numpy(), atol=1e-5)
+    # a perturbed model is not uniform: the runs carry information
+    assert max(r['predictions']['label'][0]['score']
+               for r in res['results']) > 0.3
+
+
+def test_infer_list_file_csv_with_workers(media, capsys):
+    infer = load_tool('infer')
+    lst = media['root'] / 'some.txt'
+    rel = [osp.relpath(v, media['root']) for v in media['videos'][:2]]
+    lst.write_text(f'{rel[0]} 0\n\n# comment\n{rel[1]} 3\n'
+                   f'{osp.relpath(media["bad"], media["root"])} 1\n')
+    out = media['root'] / 'res.csv'
+    rc = infer.main([str(lst), '--config', media['cfg'], '--checkpoint',
+                     media['ckpt'], '--topk', '2', '--out', str(out),
+                     '--num-workers', '1', '--batch-size', '2', '--quiet'])
+    assert rc == 0
+    rows = list(csv.DictReader(out.open()))
+    good = [r for r in rows if not r['error']]
+    bad = [r for r in rows if r['error']]
+    assert [r['video'] for r in good] == [media['videos'][0]] * 2 + \
+        [media['videos'][1]] * 2
+    assert [int(r['rank']) for r in good] == [1, 2, 1, 2]
+    assert all(r['name'] == media['info']['classes'][int(r['index'])]
+               for r in good)
+    assert len(bad) == 1 and bad[0]['video'] == media['bad']
+    assert '2 of 3 video(s) recognised' in capsys.readouterr().err
+
+
+def test_infer_single_video_label_map_override_and_mismatch(media, tmp_path,
+                                                            capsys):
+    infer = load_tool('infer')
+    names = tmp_path / 'names.txt'
+    names.write_text('alpha\nbeta\ngamma\ndelta\n')
+    rc = infer.main([media['videos'][0], '--config', media['cfg'],
+                     '--checkpoint', media['ckpt'], '--label-map',
+                     str(names), '--topk', '4', '--num-workers', '0'])
+    out = capsys.readouterr().out
+    assert rc == 0
+    assert all(n in out for n in ('alpha', 'beta', 'gamma', 'delta'))
+    three = tmp_path / 'three.txt'
+    three.write_text('a\nb\nc\n')
+    rc = infer.main([media['videos'][0], '--config', media['cfg'],
+                     '--checkpoint', media['ckpt'], '--label-map',
+                     str(three), '--num-workers', '0'])
+    err = capsys.readouterr().err
+    assert rc == 2
+    assert '3 class names' in err and '4 classes' in err
+
+
+def test_infer_rejects_checkpoint_of_another_model(media, tmp_path, capsys):
+    infer = load_tool('infer')
+    sd = torch.load(media['ckpt'], weights_only=False)['state_dict']
+    partial = {k: v for k, v in sd.items() if not k.startswith('cls_head')}
+    torch.save({'state_dict': partial, 'meta': {}}, tmp_path / 'p.pth')
+    rc = infer.main([media['videos'][0], '--config', media['cfg'],
+                     '--checkpoint', str(tmp_path / 'p.pth'),
+                     '--num-workers', '0'])
+    err = capsys.readouterr().err
+    assert rc == 2 and 'missing keys' in err and 'cls_head' in err
+    torch.save({'module': sd}, tmp_path / 'ds.pth')
+    rc = infer.main([media['videos'][0], '--config', media['cfg'],
+                     '--checkpoint', str(tmp_path / 'ds.pth'),
+                     '--num-workers', '0'])
+    assert rc == 2 and 'convert_checkpoint.py' in capsys.readouterr().err
+
+
+def test_infer_nothing_decodable_exits_1(media, capsys):
+    infer = load_tool('infer')
+    rc = infer.main([media['bad'], '--config', media['cfg'], '--checkpoint',
+                     media['ckpt'], '--num-workers', '0'])
+    assert rc == 1
+    assert '0 of 1 video(s)' in capsys.readouterr().err
+
+
+def write_epic_classes(path, names):
+    with open(path, 'w', newline='') as f:
+        w = csv.writer(f)
+        w.writerow(['id', 'key', 'instances', 'category'])
+        for i, n in enumerate(names):
+            w.writerow([i, n, f"['{n}']", 'misc'])
+
+
+def test_infer_epic_verb_noun_action(media, tmp_path, capsys):
+    verbs = ['take', 'put', 'wash', 'open', 'close']
+    nouns = ['cup', 'plate', 'tap', 'door', 'knife', 'pan', 'lid']
+    write_epic_classes(tmp_path / 'EPIC_100_verb_classes.csv', verbs)
+    write_epic_classes(tmp_path / 'EPIC_100_noun_classes.csv', nouns)
+    cfg = write_config(str(tmp_path / 'ek.py'), epic=True, label_map=dict(
+        verb=str(tmp_path / 'EPIC_100_verb_classes.csv'),
+        noun=str(tmp_path / 'EPIC_100_noun_classes.csv')))
+    ckpt = str(tmp_path / 'ek.pth')
+    model = make_checkpoint(cfg, ckpt, seed=1)
+    model.eval()
+    infer = load_tool('infer')
+    out = tmp_path / 'ek.json'
+    rc = infer.main([media['videos'][0], '--config', cfg, '--checkpoint',
+                     ckpt, '--topk', '3', '--out', str(out),
+                     '--num-workers', '0'])
+    printed = capsys.readouterr().out
+    assert rc == 0
+    preds = json.loads(out.read_text())['results'][0]['predictions']
+    assert set(preds) == {'verb', 'noun', 'action'}
+    assert all(p['name'] == verbs[p['index']] for p in preds['verb'])
+    assert all(p['name'] == nouns[p['index']] for p in preds['noun'])
+    # the whole video is the segment; views averaged by the head
+    packed = reference_views(cfg, media['videos'][0])
+    x = packed['inputs'].float()
+    mean = torch.tensor(MEAN).view(1, 3, 1, 1, 1)
+    std = torch.tensor(STD).view(1, 3, 1, 1, 1)
+    with torch.no_grad():
+        v, n = model.cls_head(model.backbone((x - mean) / std))
+    pv, pn = v.softmax(-1).mean(0), n.softmax(-1).mean(0)
+    assert preds['verb'][0]['index'] == int(pv.argmax())
+    assert preds['noun'][0]['index'] == int(pn.argmax())
+    np.testing.assert_allclose(preds['verb'][0]['score'], pv.max(),
+                               atol=1e-5)
+    # action = best (verb, noun) pair by p(verb) p(noun)
+    joint = pv[:, None] * pn[None, :]
+    best = divmod(int(joint.argmax()), len(nouns))
+    act = preds['action'][0]
+    assert (act['verb'], act['noun']) == best
+    assert act['name'] == f'{verbs[best[0]]} {nouns[best[1]]}'
+    np.testing.assert_allclose(act['score'], joint.max(), atol=1e-6)
+    assert 'action' in printed and act['name'] in printed
+
+
+# ----------------------------------------------------------------------------
+# tools/extract_features.py
+# ----------------------------------------------------------------------------
+def test_extract_features_npy_matches_backbone(media, capsys):
+    ext = load_tool('extract_features')
+    out = media['root'] / 'feats'
+    rc = ext.main([str(media['root'] / 'data' / 'val'), '--config',
+                   media['cfg'], '--checkpoint', media['ckpt'], '--out-dir',
+                   str(out), '--num-workers', '0', '--batch-size', '2'])
+    assert rc == 0
+    index = json.loads((out / 'index.json').read_text())
+    assert index['videos'] == media['videos']
+    assert [f['video'] for f in index['failed']] == [media['bad']]
+    assert set(index['streams']) == {'spatial', 'temporal'}
+    assert index['streams']['spatial']['expert'] == 'CLIPViTExpert'
+    rows = list(csv.DictReader((out / 'index.csv').open()))
+    assert [r['video'] for r in rows] == media['videos']
+    spatial = np.load(out / 'spatial.npy')
+    temporal = np.load(out / 'temporal.npy')
+    n = len(media['videos'])
+    assert spatial.shape == (n, 32) and temporal.shape == (n, 32)
+    assert spatial.dtype == np.float32
+    for i in (0, n - 1):
+        feats, _ = reference_forward(media['model'], media['videos'][i],
+                                     media['cfg'])
+        np.testing.assert_allclose(spatial[i], feats[0].mean(0), atol=1e-5)
+        np.testing.assert_allclose(temporal[i], feats[1].mean(0), atol=1e-5)
+    assert not np.allclose(spatial[0], spatial[1])
+    assert 'skipped' in capsys.readouterr().err
+
+
+def test_extract_features_pt_keep_views_with_labels(media, tmp_path):
+    ext = load_tool('extract_features')
+    lst = tmp_path / 'l.txt'
+    lst.write_text(''.join(f'{v} {k}\n' for k, v in
+                           enumerate(media['videos'][:3])))
+    out = tmp_path / 'pt'
+    rc = ext.main([str(lst), '--config', media['cfg'], '--checkpoint',
+                   media['ckpt'], '--out-dir', str(out), '--format', 'pt',
+                   '--keep-views', '--num-workers', '0'])
+    assert rc == 0
+    data = torch.load(out / 'features.pt', weights_only=False)
+    assert data['labels'] == [0, 1, 2]
+    assert data['videos'] == media['videos'][:3]
+    assert data['features']['spatial'].shape == (3, NUM_VIEWS, 32)
+    feats, _ = reference_forward(media['model'], media['videos'][2],
+                                 media['cfg'])
+    torch.testing.assert_close(data['features']['temporal'][2], feats[1],
+                               atol=1e-5, rtol=1e-4)
+    assert not (out / 'spatial.npy').exists()
+
+
+# ----------------------------------------------------------------------------
+# inference helpers
+# ----------------------------------------------------------------------------
+def test_single_view_pipeline_and_inputs(media, tmp_path):
+    from cast_mmaction import inference as inf
+    cfg = inf.load_config(media['cfg'])
+    pipe = inf.build_test_pipeline(cfg, one_view=True)
+    packed = inf.run_pipeline(pipe, inf.make_sample(media['videos'][0]))
+    assert tuple(packed['inputs'].shape) == (1, 3, 8, 32, 32)
+    with pytest.raises(inf.PipelineError, match='DecordInit'):
+        inf.run_pipeline(pipe, inf.make_sample(media['bad']))
+    sub = tmp_path / 'a' / 'b'
+    sub.mkdir(parents=True)
+    (sub / 'x.MP4').write_bytes(b'')
+    (sub / 'notes.txt').write_text('')
+    assert [i['video'] for i in inf.collect_inputs(str(tmp_path))] == \
+        [str(sub / 'x.MP4')]
+    (tmp_path / 'empty').mkdir()
+    with pytest.raises(inf.InferenceError, match='no video files'):
+        inf.collect_inputs(str(tmp_path / 'empty'))
+    with pytest.raises(inf.InferenceError, match='does not exist'):
+        inf.collect_inputs(str(tmp_path / 'nope.mp4'))
+
+
+# ----------------------------------------------------------------------------
+# label maps
+# ----------------------------------------------------------------------------
+def test_label_maps_formats(tmp_path):
+    from cast_mmaction.datasets.label_maps import load_label_map
+    ssv2 = tmp_path / 'something-something-v2-labels.json'
+    ssv2.write_text(json.dumps({'Pushing something': '1',
+                                'Approaching something': '0',
+                                'Tearing something': '2'}))
+    assert load_label_map(ssv2) == ['Approaching something',
+                                    'Pushing something', 'Tearing something']
+    write_epic_classes(tmp_path / 'verbs.csv', ['take', 'put', 'open'])
+    assert load_label_map(tmp_path / 'verbs.csv') == ['take', 'put', 'open']
+    vgg = tmp_path / 'vggsound.csv'
+    vgg.write_text('-abc,30,dog barking,train\nxyz,0,"cattle, bovinae '
+                   'cowbell",test\nq1,10,dog barking,test\n')
+    assert load_label_map(vgg) == ['cattle, bovinae cowbell', 'dog barking']
+    idx = tmp_path / 'classes.csv'
+    idx.write_text('index,mid,display_name\n1,/m/b,bird\n0,/m/a,airplane\n')
+    assert load_label_map(idx) == ['airplane', 'bird']
+    txt = tmp_path / 'label_map_k400.txt'
+    txt.write_text('abseiling\nair drumming\n\n')
+    assert load_label_map(txt) == ['abseiling', 'air drumming']
+    numbered = tmp_path / 'numbered.txt'
+    numbered.write_text('1 walk\n0 run\n')
+    assert load_label_map(numbered) == ['run', 'walk']
+
+
+@pytest.mark.parametrize('name,text,match', [
+    ('gap.json', '{"a": "0", "b": "2"}', 'missing'),
+    ('dup.txt', 'a\nb\na\n', 'appears twice'),
+    ('blank.txt', 'a\n\nb\n', 'blank line'),
+    ('bad.csv', 'x,y\n1,2\n', 'unknown CSV'),
+    ('vgg.csv', 'a,1,dog,train\nb,2,cat\n', '4 fields'),
+])
+def test_label_map_errors_name_the_file(tmp_path, name, text, match):
+    from cast_mmaction.datasets.label_maps import (LabelMapError,
+                                                   load_label_map)
+    path = tmp_path / name
+    path.write_text(text)
+    with pytest.raises(LabelMapError, match=match) as e:
+        load_label_map(path)
+    assert name in str(e.value)
+
+
+def test_label_map_specs(tmp_path):
+    from cast_mmaction.datasets.label_maps import (LabelMapError,
+                                                   find_mmaction_label_map,
+                                                   load_label_map,
+                                                   load_label_maps,
+                                                   parse_label_map_arg)
+    assert parse_label_map_arg(['a.txt']) == 'a.txt'
+    assert parse_label_map_arg(['verb=v.csv', 'noun=n.csv']) == {
+        'verb': 'v.csv', 'noun': 'n.csv'}
+    with pytest.raises(LabelMapError):
+        parse_label_map_arg(['a.txt', 'b.txt'])
+    (tmp_path / 'n.txt').write_text('x\ny\n')
+    assert load_label_maps(str(tmp_path / 'n.txt')) == {'label': ['x', 'y']}
+    assert load_label_maps(None) == {}
+    # MMAction2's own label maps: used when the installation ships them,
+    # otherwise a clear message (the 1.2.0 wheel ships none)
+    found = find_mmaction_label_map('label_map_k400.txt')
+    if found is None:
+        with pytest.raises(LabelMapError, match='ships no'):
+            load_label_map('mmaction:label_map_k400.txt')
+    else:
+        assert len(load_label_map('mmaction:label_map_k400.txt')) == 400
