@@ -8,8 +8,17 @@
 # LabelSmoothingCrossEntropy(0.1)), flip + short side 224-330 + random 224
 # crop + light colour jitter; test 10 clips x 3 crops, logits averaged.
 # tokshift_k400.py, vit_framewise_k400.py and msca_ssv2.py inherit from here.
-default_scope = 'mmaction'
-custom_imports = dict(imports=['cast_mmaction'], allow_failed_imports=False)
+#
+#   python tools/train.py configs/msca_k400.py
+#   tools/dist_train.sh configs/msca_k400.py 2    # the authors' 2 GPUs
+_base_ = ['_base_/default_runtime.py']
+
+# ImageNet-21k ViT-B/16: timm vit_base_patch16_224.orig_in21k
+# (model.safetensors or pytorch_model.bin from its hub page) or the original
+# JAX imagenet21k/ViT-B_16.npz (the ViT-B_16_Img21.npz of the authors' README)
+vit_weights = 'checkpoints/vit_base_patch16_224.orig_in21k.safetensors'
+# class names for tools/infer.py; written by tools/prepare_k400.py
+label_map = 'data/kinetics400/label_map_k400.txt'
 
 num_frames = 8
 frame_interval = 32
@@ -26,10 +35,8 @@ model = dict(
         shift_div=12,  # 12 heads // 12 = one head from t+1, one from t-1
         shift_qkv='kv',  # MSCA-KV; 'q', 'k', 'v', 'qkv' are the other variants
         drop_path_rate=0.0,
-        # timm vit_base_patch16_224.orig_in21k (model.safetensors or
-        # pytorch_model.bin) or the original ViT-B_16.npz (ImageNet-21k)
-        pretrained='checkpoints/vit_base_patch16_224.orig_in21k.safetensors',
-        with_cp=False),
+        pretrained=vit_weights,
+        with_cp=False),  # True: activation checkpointing per block
     cls_head=dict(
         type='FrameClsHead',
         num_classes=400,
@@ -50,6 +57,7 @@ data_root_val = 'data/kinetics400/videos_val'
 ann_file_train = 'data/kinetics400/kinetics400_train_list_videos.txt'
 ann_file_val = 'data/kinetics400/kinetics400_val_list_videos.txt'
 ann_file_test = 'data/kinetics400/kinetics400_val_list_videos.txt'
+label_map = 'data/kinetics400/label_map_k400.txt'  # class names for tools/infer.py; written by tools/prepare_k400.py
 
 
 def _jitter(**kw):
@@ -146,23 +154,3 @@ param_scheduler = [
 # 2 x 21 clips per iteration (accumulation is kept at 10).
 auto_scale_lr = dict(enable=False, base_batch_size=42)
 
-# runtime
-default_hooks = dict(
-    runtime_info=dict(type='RuntimeInfoHook'),
-    timer=dict(type='IterTimerHook'),
-    logger=dict(type='LoggerHook', interval=20, ignore_last=False),
-    param_scheduler=dict(type='ParamSchedulerHook'),
-    checkpoint=dict(type='CheckpointHook', interval=1, save_best='auto',
-                    max_keep_ckpts=3),
-    sampler_seed=dict(type='DistSamplerSeedHook'),
-    sync_buffers=dict(type='SyncBuffersHook'))
-env_cfg = dict(
-    cudnn_benchmark=False,
-    mp_cfg=dict(mp_start_method='fork', opencv_num_threads=0),
-    dist_cfg=dict(backend='nccl'))
-log_processor = dict(type='LogProcessor', window_size=20, by_epoch=True)
-vis_backends = [dict(type='LocalVisBackend')]
-visualizer = dict(type='ActionVisualizer', vis_backends=vis_backends)
-log_level = 'INFO'
-load_from = None
-resume = False
