@@ -57,7 +57,6 @@ data_root_val = 'data/kinetics400/videos_val'
 ann_file_train = 'data/kinetics400/kinetics400_train_list_videos.txt'
 ann_file_val = 'data/kinetics400/kinetics400_val_list_videos.txt'
 ann_file_test = 'data/kinetics400/kinetics400_val_list_videos.txt'
-label_map = 'data/kinetics400/label_map_k400.txt'  # class names for tools/infer.py; written by tools/prepare_k400.py
 
 
 def _jitter(**kw):

@@ -16,7 +16,6 @@ ann_file_train = 'data/sthv2/sthv2_train_list_videos.txt'
 ann_file_val = 'data/sthv2/sthv2_val_list_videos.txt'
 ann_file_test = 'data/sthv2/sthv2_val_list_videos.txt'
 label_map = 'data/sthv2/annotations/something-something-v2-labels.json'
-label_map = 'data/sthv2/annotations/something-something-v2-labels.json'  # class names for tools/infer.py (docs/tools.md)
 
 
 def _jitter(**kw):
