@@ -362,7 +362,6 @@ def test_prepare_vggsound(tmp_path, capsys):
 
 
 def test_prepare_vggsound_check_audio(tmp_path, capsys):
-    import av
     tool = load_tool('prepare_vggsound')
     table = tmp_path / 'vggsound.csv'
     table.write_text('aaa,0,dog barking,train\nbbb,0,cat purring,train\n'
@@ -371,26 +370,8 @@ def test_prepare_vggsound_check_audio(tmp_path, capsys):
     write_tiny_video(vids / 'aaa_000000.mp4')  # video only: no sound
     (vids / 'bbb_000000.mp4').write_bytes(b'garbage')
     # ccc: video with a sound track
-    path = vids / 'ccc_000000.mp4'
-    with av.open(str(path), 'w') as c:
-        vs = c.add_stream('mpeg4', rate=8)
-        vs.width, vs.height, vs.pix_fmt = 32, 32, 'yuv420p'
-        aud = c.add_stream('aac', rate=16000)
-        aud.layout = 'mono'
-        for i in range(4):
-            fr = av.VideoFrame.from_ndarray(
-                np.full((32, 32, 3), 60 * i, np.uint8), format='rgb24')
-            for p in vs.encode(fr):
-                c.mux(p)
-        t = np.arange(8000) / 16000
-        wave = (0.3 * np.sin(2 * np.pi * 440 * t)).astype(np.float32)
-        af = av.AudioFrame.from_ndarray(wave[None], format='flt',
-                                        layout='mono')
-        af.sample_rate = 16000
-        for p in list(aud.encode(af)) + list(aud.encode(None)):
-            c.mux(p)
-        for p in vs.encode(None):
-            c.mux(p)
+    from test_tools_infer import write_av_clip
+    write_av_clip(vids / 'ccc_000000.mp4', num_frames=4, size=32)
     rc = tool.main(['--csv', str(table), '--videos', str(vids), '--out-dir',
                     str(tmp_path / 'o'), '--check-audio'])
     assert rc == 0

@@ -293,6 +293,115 @@ def test_infer_epic_verb_noun_action(media, tmp_path, capsys):
     assert 'action' in printed and act['name'] in printed
 
 
+def write_av_clip(path, num_frames=16, size=64, fps=8, tone=440.0,
+                  seed=0):
+    """An mp4 with an H.264/MPEG-4 video track and an AAC sound track (a
+    tone), written with PyAV."""
+    import av
+    rng = np.random.default_rng(seed)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    codec = 'libx264' if 'libx264' in av.codecs_available else 'mpeg4'
+    with av.open(str(path), 'w') as c:
+        vs = c.add_stream(codec, rate=fps)
+        vs.width, vs.height, vs.pix_fmt = size, size, 'yuv420p'
+        aud = c.add_stream('aac', rate=16000)
+        aud.layout = 'mono'
+        for i in range(num_frames):
+            img = rng.integers(0, 255, (size, size, 3), dtype=np.uint8)
+            fr = av.VideoFrame.from_ndarray(img, format='rgb24')
+            for p in vs.encode(fr.reformat(format='yuv420p')):
+                c.mux(p)
+        t = np.arange(int(16000 * num_frames / fps)) / 16000
+        wave = (0.3 * np.sin(2 * np.pi * tone * t)).astype(np.float32)
+        af = av.AudioFrame.from_ndarray(wave[None], format='flt',
+                                        layout='mono')
+        af.sample_rate = 16000
+        for p in list(aud.encode(af)) + list(aud.encode(None)):
+            c.mux(p)
+        for p in vs.encode(None):
+            c.mux(p)
+    return str(path)
+
+
+AV_CONFIG = """
+custom_imports = dict(imports=['cast_mmaction'], allow_failed_imports=False)
+default_scope = 'mmaction'
+model = dict(
+    type='AudioVisualRecognizer',
+    backbone=dict(
+        type='CASTBackbone', num_frames=8, img_size=32,
+        experts=dict(
+            clip=dict(type='CLIPViTExpert', width=32, layers=1, heads=2,
+                      patch_size=16, frame_start=1, frame_step=2),
+            audio=dict(type='ASTExpert', embed_dim=32, depth=1, num_heads=2,
+                       input_fdim=128, input_tdim=100, fstride=10,
+                       tstride=10)),
+        links=[dict(experts=('clip', 'audio'),
+                    windows=dict(clip='global', audio='global'))]),
+    cls_head=dict(type='CASTHead', num_classes=3, in_channels=32,
+                  num_streams=2, average_clips='prob'),
+    data_preprocessor=dict(type='AudioVisualDataPreprocessor',
+                           video=dict(mean=%r, std=%r)))
+test_pipeline = [
+    dict(type='DecordInit'),
+    dict(type='SampleFrames', clip_len=8, frame_interval=1, num_clips=2,
+         test_mode=True),
+    dict(type='DecordDecode'),
+    dict(type='LoadAudioFbank', sample_rate=16000, num_mel_bins=128,
+         target_length=100, align='clip'),
+    dict(type='Resize', scale=(-1, 32)),
+    dict(type='ThreeCrop', crop_size=32),
+    dict(type='FormatShape', input_format='NCTHW'),
+    dict(type='PackAudioVisualInputs')]
+test_dataloader = dict(batch_size=1, dataset=dict(
+    type='AudioVisualDataset', ann_file='unused.txt',
+    pipeline=test_pipeline))
+label_map = %r
+"""
+
+
+def test_infer_and_features_audio_visual(media, tmp_path):
+    from mmaction.registry import TRANSFORMS
+    if TRANSFORMS.get('LoadAudioFbank') is None:
+        pytest.skip('the audio transforms are not part of this checkout')
+    names = tmp_path / 'vggsound.csv'
+    names.write_text('a1,0,dog barking,train\na2,0,rain,train\n'
+                     'a3,0,church bell,test\n')
+    cfg = tmp_path / 'av.py'
+    cfg.write_text(AV_CONFIG % (MEAN, STD, str(names)))
+    ckpt = str(tmp_path / 'av.pth')
+    make_checkpoint(str(cfg), ckpt, seed=4)
+    videos = tmp_path / 'videos'
+    write_av_clip(videos / 'a.mp4', tone=300.0, seed=1)
+    write_av_clip(videos / 'b.mp4', tone=1500.0, seed=2)
+    (videos / 'c.mp4').write_bytes(b'broken')
+    infer = load_tool('infer')
+    out = tmp_path / 'av.json'
+    rc = infer.main([str(videos), '--config', str(cfg), '--checkpoint', ckpt,
+                     '--topk', '3', '--out', str(out), '--num-workers', '0'])
+    assert rc == 0
+    res = json.loads(out.read_text())
+    assert [osp.basename(r['video']) for r in res['results']] == ['a.mp4',
+                                                                  'b.mp4']
+    assert [osp.basename(f['video']) for f in res['failed']] == ['c.mp4']
+    classes = ['church bell', 'dog barking', 'rain']  # sorted VGGSound labels
+    for r in res['results']:
+        preds = r['predictions']['label']
+        assert sorted(p['name'] for p in preds) == classes
+        assert sum(p['score'] for p in preds) == pytest.approx(1, abs=1e-5)
+    ext = load_tool('extract_features')
+    rc = ext.main([str(videos), '--config', str(cfg), '--checkpoint', ckpt,
+                   '--out-dir', str(tmp_path / 'f'), '--num-workers', '0'])
+    assert rc == 0
+    index = json.loads((tmp_path / 'f' / 'index.json').read_text())
+    assert index['streams']['audio']['expert'] == 'ASTExpert'
+    audio = np.load(tmp_path / 'f' / 'audio.npy')
+    spatial = np.load(tmp_path / 'f' / 'spatial.npy')
+    assert audio.shape == (2, 32) and spatial.shape == (2, 32)
+    # different sounds give different audio features
+    assert np.abs(audio[0] - audio[1]).max() > 1e-3
+
+
 # ----------------------------------------------------------------------------
 # tools/extract_features.py
 # ----------------------------------------------------------------------------
