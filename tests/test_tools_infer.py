@@ -501,9 +501,24 @@ def test_label_maps_formats(tmp_path):
     txt = tmp_path / 'label_map_k400.txt'
     txt.write_text('abseiling\nair drumming\n\n')
     assert load_label_map(txt) == ['abseiling', 'air drumming']
+    sounds = tmp_path / 'EPIC_Sounds_train.csv'
+    sounds.write_text('annotation_id,participant_id,video_id,start_timestamp,'
+                      'stop_timestamp,start_sample,stop_sample,description,'
+                      'class,class_id\n'
+                      'P01_01_0,P01,P01_01,00:00:01.0,00:00:02.0,1,2,x,'
+                      'water,1\n'
+                      'P01_01_1,P01,P01_01,00:00:03.0,00:00:04.0,3,4,y,'
+                      'scrape,0\n'
+                      'P01_01_2,P01,P01_01,00:00:05.0,00:00:06.0,5,6,z,'
+                      'water,1\n')
+    assert load_label_map(sounds) == ['scrape', 'water']
     numbered = tmp_path / 'numbered.txt'
     numbered.write_text('1 walk\n0 run\n')
     assert load_label_map(numbered) == ['run', 'walk']
+    ucf = tmp_path / 'classInd.txt'
+    ucf.write_text('1 ApplyEyeMakeup\n2 ApplyLipstick\n3 Archery\n')
+    assert load_label_map(ucf) == ['ApplyEyeMakeup', 'ApplyLipstick',
+                                   'Archery']
 
 
 @pytest.mark.parametrize('name,text,match', [

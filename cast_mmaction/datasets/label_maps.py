@@ -16,10 +16,13 @@ VGGSound CSV              ``vggsound.csv`` (no header:
                           ``youtube_id,start_seconds,label,split``); classes
                           are the sorted distinct labels (the usual index
                           order); or a ``index,mid,display_name`` class CSV
+EPIC-SOUNDS CSV           ``EPIC_Sounds_train.csv``: the ``class`` of each
+                          ``class_id``
 plain text                one name per line, line ``i`` = class ``i`` (the
                           MMAction2 label maps, e.g. ``label_map_k400.txt``);
                           lines ``<index> <name>`` / ``<index>,<name>`` are
-                          accepted when every line has an index
+                          accepted when every line has an index (0-based, or
+                          1-based as UCF-101's ``classInd.txt``)
 ``mmaction:<file>``       a label map shipped with MMAction2 (``.mim/tools/
                           data/*/<file>`` of the installed package, or
                           ``tools/data/*/<file>`` of a source checkout)
@@ -46,7 +49,8 @@ import re
 __all__ = [
     'LabelMapError', 'load_label_map', 'load_label_maps', 'parse_label_map_arg',
     'find_mmaction_label_map', 'check_num_classes', 'read_ssv2_labels',
-    'read_epic_classes', 'read_vggsound_classes', 'read_text_label_map'
+    'read_epic_classes', 'read_epic_sounds_classes', 'read_vggsound_classes',
+    'read_text_label_map'
 ]
 
 
@@ -209,6 +213,28 @@ def read_vggsound_classes(path):
     return sorted(labels)
 
 
+def read_epic_sounds_classes(path):
+    """EPIC-SOUNDS annotation CSV (``..., class, class_id``): the class name
+    of every ``class_id`` (each id must always carry the same name)."""
+    rows = _read_csv_rows(path)
+    if not rows:
+        raise LabelMapError(f'{path}: empty file')
+    header = [x.lower() for x in rows[0][1]]
+    if 'class' not in header or 'class_id' not in header:
+        raise LabelMapError(f'{path}: expected "class" and "class_id" '
+                            f'columns (an EPIC-SOUNDS annotation CSV)')
+    cn, ci = header.index('class'), header.index('class_id')
+    mapping = {}
+    for line, r in rows[1:]:
+        if len(r) <= max(cn, ci):
+            raise LabelMapError(f'{path}, line {line}: too few fields')
+        i = _as_index(path, r[ci], f'line {line}')
+        if mapping.setdefault(i, r[cn]) != r[cn]:
+            raise LabelMapError(f'{path}, line {line}: class_id {i} is '
+                                f'{r[cn]!r} here but {mapping[i]!r} before')
+    return _from_index_dict(path, mapping)
+
+
 def read_text_label_map(path):
     """One class name per line (line i = class i). Lines ``<i> <name>`` or
     ``<i>,<name>`` are read by index when every line has one."""
@@ -225,10 +251,13 @@ def read_text_label_map(path):
                 f'(line i must be the name of class i-1)')
     indexed = [re.fullmatch(r'\s*(\d+)\s*[,\s:]\s*(\S.*?)\s*', ln)
                for ln in lines]
-    if all(indexed) and len(lines) > 1 and sorted(
-            int(m.group(1)) for m in indexed) == list(range(len(lines))):
-        return _from_index_dict(
-            path, {int(m.group(1)): m.group(2) for m in indexed})
+    if all(indexed) and len(lines) > 1:
+        idx = sorted(int(m.group(1)) for m in indexed)
+        # 0-based, or 1-based as UCF-101's classInd.txt
+        for first in (0, 1):
+            if idx == list(range(first, first + len(lines))):
+                return _from_index_dict(path, {
+                    int(m.group(1)) - first: m.group(2) for m in indexed})
     names = [ln.strip() for ln in lines]
     _check_unique(path, names)
     return names
@@ -292,6 +321,8 @@ def load_label_map(path):
             fields = [x.strip() for x in first.split(',')]
             if 'id' in fields and 'key' in fields:
                 return read_epic_classes(path)
+            if 'class' in fields and 'class_id' in fields:
+                return read_epic_sounds_classes(path)
             if len(fields) == 4 or 'index' in fields:
                 return read_vggsound_classes(path)
             raise LabelMapError(
