@@ -1,0 +1,193 @@
+# CAST ViT-B/16 on EPIC-KITCHENS-100 verb / noun / action recognition.
+# Published recipe (KHU-VLL/CAST scripts/ek100/ek100.sh; REFERENCE.md):
+# 16 GPUs x batch 6, update_freq 4 (effective batch 384), 50 epochs, AdamW
+# lr 1e-3 x 384 / 256, wd 0.05, cosine with 5 warmup epochs, min lr 1e-6 x
+# 384 / 256, layer decay 0.75, drop path 0.2, Mixup alpha 0.8 with prob 0.9
+# (switch prob 0: no CutMix), label smoothing 0.1, RandAugment m7 n4, fp16,
+# TSN 16 segments, test 2 clips x 3 crops. Reported: verb 72.5 / noun 60.9 /
+# action 49.3 top-1 on the validation split.
+#
+# Train:  python tools/train.py configs/cast_ek100.py   (docs/ek100.md)
+# Submit: python tools/ek100_submission.py configs/cast_ek100.py CKPT ...
+custom_imports = dict(imports=['cast_mmaction'], allow_failed_imports=False)
+default_scope = 'mmaction'
+
+# ---- where your files are ---------------------------------------------------
+# Videos: one file per video_id. The official release is
+# <ek100_video_root>/P01/videos/P01_01.MP4; for a flat folder of re-encoded
+# copies set ek100_video_path_tmpl = '{video_id}.mp4' (any CSV column can be
+# used). For the authors' pre-trimmed clips, point the CSVs at their
+# "clip_path,verb_class,noun_class" lists and ek100_video_root at the clips.
+ek100_video_root = 'data/ek100/videos'
+ek100_video_path_tmpl = '{participant_id}/videos/{video_id}.MP4'
+ek100_ann_root = 'data/ek100/epic-kitchens-100-annotations'
+ek100_train_csv = ek100_ann_root + '/EPIC_100_train.csv'
+ek100_val_csv = ek100_ann_root + '/EPIC_100_validation.csv'
+ek100_test_csv = ek100_ann_root + '/EPIC_100_test_timestamps.csv'
+label_map = dict(verb=ek100_ann_root + '/EPIC_100_verb_classes.csv', noun=ek100_ann_root + '/EPIC_100_noun_classes.csv')  # tools/infer.py
+# Experts: OpenAI CLIP ViT-B/16 (TorchScript ViT-B-16.pt) and the VideoMAE
+# ViT-B/16 the authors self-supervised on EK100 (their README, "Expert model
+# preparation"); a K400 VideoMAE checkpoint works too.
+clip_weights = 'checkpoints/ViT-B-16.pt'
+vmae_weights = 'checkpoints/videomae_vit_b_ek100_pretrain.pth'
+video_backend = 'decord'  # or 'pyav'
+
+num_segments = 16
+num_test_clips = 2
+batch_size = 6          # per GPU; 16 GPUs in the published run
+num_gpus = 16
+update_freq = 4         # gradient accumulation
+max_epochs = 50
+warmup_epochs = 5
+base_lr = 1e-3 * batch_size * num_gpus * update_freq / 256   # 1.5e-3
+min_lr = 1e-6 * batch_size * num_gpus * update_freq / 256
+layer_decay = 0.75
+
+# ---- model: cast_mmaction.models.presets.cast_recognizer_cfg(composition=True)
+model = dict(
+    type='Recognizer3D',
+    backbone=dict(
+        type='CASTBackbone',
+        num_frames=num_segments,
+        img_size=224,
+        experts=dict(
+            clip=dict(type='CLIPViTExpert', width=768, layers=12, heads=12,
+                      patch_size=16, mlp_ratio=4.0, frame_start=1,
+                      frame_step=2, pretrained=clip_weights),
+            vmae=dict(type='VideoMAEExpert', embed_dim=768, depth=12,
+                      num_heads=12, patch_size=16, tubelet_size=2,
+                      mlp_ratio=4.0, pretrained=vmae_weights)),
+        links=[dict(experts=('clip', 'vmae'),
+                    windows=dict(clip='time', vmae='space'),
+                    layers=None)],
+        down_ratio=2,
+        drop_path_rate=0.2,
+        with_cp=False),
+    # noun from the spatial (CLIP, stream 0), verb from the temporal
+    # (VideoMAE, stream 1) stream; loss CE(verb) + CE(noun)
+    cls_head=dict(type='CASTVerbNounHead', num_verbs=97, num_nouns=300,
+                  in_channels=768, verb_stream=1, noun_stream=0,
+                  label_smooth_eps=0.1, average_clips='prob'),
+    data_preprocessor=dict(
+        type='ActionDataPreprocessor',
+        mean=[123.675, 116.28, 103.53],
+        std=[58.395, 57.12, 57.375],
+        format_shape='NCTHW',
+        # one lam and one permutation for the clips, the verbs and the nouns
+        blending=dict(type='VerbNounMixupCutmix', num_verbs=97,
+                      num_nouns=300, mixup_alpha=0.8, cutmix_alpha=1.0,
+                      prob=0.9, switch_prob=0.0)))
+
+# ---- data ---------------------------------------------------------------------
+dataset_type = 'EpicKitchens100Dataset'
+train_pipeline = [
+    dict(type='EpicVideoInit', backend=video_backend),
+    dict(type='EpicSampleFrames', num_segments=num_segments),
+    dict(type='EpicDecode'),
+    dict(type='Resize', scale=(-1, 256)),  # no-op on 256-px re-encodes
+    dict(type='VideoRandAugment', config_str='rand-m7-n4-mstd0.5-inc1'),
+    dict(type='RandomResizedCrop', area_range=(0.08, 1.0),
+         aspect_ratio_range=(3 / 4, 4 / 3)),
+    dict(type='Resize', scale=(224, 224), keep_ratio=False),
+    dict(type='Flip', flip_ratio=0.5),
+    dict(type='FormatShape', input_format='NCTHW'),
+    dict(type='PackEpicInputs'),
+]
+val_pipeline = [
+    dict(type='EpicVideoInit', backend=video_backend),
+    dict(type='EpicSampleFrames', num_segments=num_segments, num_clips=1,
+         test_mode=True),
+    dict(type='EpicDecode'),
+    dict(type='Resize', scale=(-1, 224)),
+    dict(type='CenterCrop', crop_size=224),
+    dict(type='FormatShape', input_format='NCTHW'),
+    dict(type='PackEpicInputs'),
+]
+test_pipeline = [
+    dict(type='EpicVideoInit', backend=video_backend),
+    dict(type='EpicSampleFrames', num_segments=num_segments,
+         num_clips=num_test_clips, test_mode=True),
+    dict(type='EpicDecode'),
+    dict(type='Resize', scale=(-1, 224)),
+    dict(type='ThreeCrop', crop_size=224),
+    dict(type='FormatShape', input_format='NCTHW'),
+    dict(type='PackEpicInputs'),
+]
+train_dataloader = dict(
+    batch_size=batch_size,
+    num_workers=8,
+    persistent_workers=True,
+    sampler=dict(type='DefaultSampler', shuffle=True),
+    dataset=dict(type=dataset_type, ann_file=ek100_train_csv,
+                 data_prefix=dict(video=ek100_video_root),
+                 video_path_tmpl=ek100_video_path_tmpl,
+                 pipeline=train_pipeline))
+val_dataloader = dict(
+    batch_size=batch_size,
+    num_workers=8,
+    persistent_workers=True,
+    sampler=dict(type='DefaultSampler', shuffle=False),
+    dataset=dict(type=dataset_type, ann_file=ek100_val_csv,
+                 data_prefix=dict(video=ek100_video_root),
+                 video_path_tmpl=ek100_video_path_tmpl,
+                 pipeline=val_pipeline, test_mode=True))
+# 2 clips x 3 crops on the validation split; tools/ek100_submission.py
+# swaps in ek100_test_csv (unlabelled) to write a challenge submission.
+test_dataloader = dict(
+    batch_size=1,
+    num_workers=8,
+    persistent_workers=True,
+    sampler=dict(type='DefaultSampler', shuffle=False),
+    dataset=dict(type=dataset_type, ann_file=ek100_val_csv,
+                 data_prefix=dict(video=ek100_video_root),
+                 video_path_tmpl=ek100_video_path_tmpl,
+                 pipeline=test_pipeline, test_mode=True))
+val_evaluator = dict(type='EpicKitchensMetric')
+test_evaluator = dict(type='EpicKitchensMetric')
+
+# ---- schedule -----------------------------------------------------------------
+train_cfg = dict(type='EpochBasedTrainLoop', max_epochs=max_epochs,
+                 val_begin=1, val_interval=5)
+val_cfg = dict(type='ValLoop')
+test_cfg = dict(type='TestLoop')
+
+optim_wrapper = dict(
+    type='AmpOptimWrapper',  # fp16 as published; 'OptimWrapper' on CPU
+    accumulative_counts=update_freq,
+    optimizer=dict(type='AdamW', lr=base_lr, betas=(0.9, 0.999),
+                   weight_decay=0.05),
+    # lr x 0.75 ** (13 - layer id); no weight decay on 1-D params, biases
+    # and the B-CA position tables; frozen experts get no param group
+    constructor='CASTLayerDecayOptimWrapperConstructor',
+    paramwise_cfg=dict(layer_decay_rate=layer_decay))
+param_scheduler = [
+    dict(type='LinearLR', start_factor=1e-3, by_epoch=True, begin=0,
+         end=warmup_epochs, convert_to_iter_based=True),
+    dict(type='CosineAnnealingLR', T_max=max_epochs - warmup_epochs,
+         eta_min=min_lr, by_epoch=True, begin=warmup_epochs, end=max_epochs,
+         convert_to_iter_based=True),
+]
+# the lr above is for 16 GPUs x 6 clips; `--auto-scale-lr` rescales it
+auto_scale_lr = dict(enable=False, base_batch_size=batch_size * num_gpus)
+
+# ---- runtime -------------------------------------------------------------------
+default_hooks = dict(
+    runtime_info=dict(type='RuntimeInfoHook'),
+    timer=dict(type='IterTimerHook'),
+    logger=dict(type='LoggerHook', interval=20, ignore_last=False),
+    param_scheduler=dict(type='ParamSchedulerHook'),
+    checkpoint=dict(type='CheckpointHook', interval=5, max_keep_ckpts=3,
+                    save_best='ek100/action_top1', rule='greater'),
+    sampler_seed=dict(type='DistSamplerSeedHook'),
+    sync_buffers=dict(type='SyncBuffersHook'))
+custom_hooks = [dict(type='ParameterCountHook')]  # trainable / total params
+env_cfg = dict(cudnn_benchmark=False,
+               mp_cfg=dict(mp_start_method='fork', opencv_num_threads=0),
+               dist_cfg=dict(backend='nccl'))
+log_processor = dict(type='LogProcessor', window_size=20, by_epoch=True)
+vis_backends = [dict(type='LocalVisBackend')]
+visualizer = dict(type='ActionVisualizer', vis_backends=vis_backends)
+log_level = 'INFO'
+load_from = None
+resume = False
+randomness = dict(seed=0, diff_rank_seed=True)  # authors: seed + rank
