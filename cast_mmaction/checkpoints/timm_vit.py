@@ -103,8 +103,9 @@ def jax_to_timm(arrays, source='npz'):
         sd[p + 'attn.proj.weight'] = out.flatten(0, 1).t()
         sd[p + 'attn.proj.bias'] = t(f'{root}/{mha}/out/bias')
         for j, fc in enumerate(('fc1', 'fc2')):
-            sd[p + f'mlp.{fc}.weight'] = t(f'{root}/{mlp}/Dense_{j}/kernel').t()
-            sd[p + f'mlp.{fc}.bias'] = t(f'{root}/{mlp}/Dense_{j}/bias')
+            dense = f'{root}/{mlp}/Dense_{j}/'
+            sd[p + f'mlp.{fc}.weight'] = t(dense + 'kernel').t()
+            sd[p + f'mlp.{fc}.bias'] = t(dense + 'bias')
     for k in ('head/kernel', 'head/bias', 'pre_logits/kernel',
               'pre_logits/bias'):
         if k in arrays:  # kept so that the load report counts them
@@ -227,7 +228,7 @@ def load_timm_vit(backbone, source):
     return dropped
 
 
-# -- the authors' fine-tuned checkpoints ---------------------------------------
+# -- the authors' fine-tuned checkpoints --------------------------------------
 _B = 'backbone.'
 _L = r'transformer\.encoder\.layer\.(\d+)\.'
 # (authors' regex, our key template); q/k/v are packed separately.
