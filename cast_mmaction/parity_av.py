@@ -47,33 +47,52 @@ def av_sizes_from_meta(meta):
     return kw
 
 
+_SIZE_KEYS = ('width', 'layers', 'heads', 'embed_dim', 'depth', 'num_heads',
+              'patch_size', 'mlp_ratio', 'frame_step', 'tubelet_size',
+              'input_fdim', 'input_tdim', 'fstride', 'tstride')
+
+
 def _override(model_cfg, built):
-    """Keep the structure of ``model_cfg`` (a config's recognizer) but take
-    every size from ``built`` (the preset at the dump's sizes)."""
+    """Keep the structure of ``model_cfg`` (a config's recognizer: expert
+    types and norms, link windows / position tables / time encodings, head
+    adapters) and take the sizes from ``built`` (the preset at the dump's
+    sizes): widths, depths, heads, frames, spectrogram length, classes and
+    the layers of each link (the dumps' small depths stand for 12)."""
     cfg = copy.deepcopy(model_cfg)
-    if cfg['backbone'].get('type') != 'CASTBackbone' or set(
-            cfg['backbone']['experts']) != set(built['backbone']['experts']):
+    bb, ref = cfg['backbone'], built['backbone']
+    if bb.get('type') != 'CASTBackbone' or set(bb['experts']) != set(
+            ref['experts']):
         raise ValueError('the config\'s model is not the dump\'s architecture '
-                         f'(experts {list(cfg["backbone"].get("experts", {}))}'
-                         f' vs {list(built["backbone"]["experts"])})')
-    bb = cfg['backbone']
-    for key in ('num_frames', 'img_size', 'down_ratio', 'links',
-                'time_encoding', 'share_projections'):
-        bb[key] = copy.deepcopy(built['backbone'].get(key))
+                         f'(experts {list(bb.get("experts", {}))} vs '
+                         f'{list(ref["experts"])})')
+    for key in ('num_frames', 'img_size', 'down_ratio'):
+        bb[key] = ref[key]
     bb['drop_path_rate'] = 0.0
     bb.pop('init_cfg', None)
     for name, e in bb['experts'].items():
-        e.update(built['backbone']['experts'][name])
+        if e['type'] != ref['experts'][name]['type']:
+            raise ValueError(f'expert {name}: config {e["type"]} vs dump '
+                             f'{ref["experts"][name]["type"]}')
+        e.update({k: v for k, v in ref['experts'][name].items()
+                  if k in _SIZE_KEYS})
         e['pretrained'] = None
-    head, ref = cfg['cls_head'], built['cls_head']
-    if head['type'] != ref['type']:
-        raise ValueError(f'dump head {ref["type"]} vs config head '
+    ref_links = {frozenset(link['experts']): link for link in ref['links']}
+    cfg_pairs = [frozenset(link['experts']) for link in bb['links']]
+    if sorted(map(sorted, cfg_pairs)) != sorted(map(sorted, ref_links)):
+        raise ValueError(f'config links {[sorted(p) for p in cfg_pairs]} vs '
+                         f'dump links {[sorted(p) for p in ref_links]}')
+    for link in bb['links']:
+        r = ref_links[frozenset(link['experts'])]
+        link['layers'] = r.get('layers')
+        if 'num_heads' in r:
+            link['num_heads'] = r['num_heads']
+    head, ref_head = cfg['cls_head'], built['cls_head']
+    if head['type'] != ref_head['type']:
+        raise ValueError(f'dump head {ref_head["type"]} vs config head '
                          f'{head["type"]}')
-    for key in ('num_classes', 'num_verbs', 'num_nouns', 'in_channels',
-                'num_streams', 'stream_adapters', 'noun_adapters',
-                'verb_adapters', 'verb_stream', 'noun_stream'):
-        if key in ref:
-            head[key] = copy.deepcopy(ref[key])
+    for key in ('num_classes', 'num_verbs', 'num_nouns', 'in_channels'):
+        if key in ref_head:
+            head[key] = ref_head[key]
     return cfg
 
 

@@ -1,0 +1,168 @@
+# CA2ST ViT-B/16 on EPIC-KITCHENS-100 verb / noun / action recognition with
+# the audio of the videos. Model: compo_cast_single_ast_Bsquare_CA9 of
+# joohyun7u/CA2ST (checked by the ca2st_composition dump):
+#   noun = head_noun(adapter(clip) + audio_adapter(audio)),
+#   verb = head_verb(adapter(vmae) + audio_adapter(audio)).
+# Data and schedule: the CAST EK100 recipe (configs/cast_ek100.py: TSN 16
+# segments inside the annotated segment, 50 epochs, AdamW 1.5e-3, layer decay
+# 0.75, mixup 0.8 with prob 0.9, label smoothing 0.1, 2 clips x 3 crops);
+# audio: a 400-frame (4 s) spectrogram centred on the sampled frames, cut
+# inside the segment from the video's audio track.
+#
+#   python tools/train.py configs/ca2st_ek100.py
+_base_ = ['_base_/default_runtime.py']
+
+# ---- where your files are ---------------------------------------------------
+ek100_video_root = 'data/ek100/videos'
+ek100_video_path_tmpl = '{participant_id}/videos/{video_id}.MP4'
+ek100_ann_root = 'data/ek100/epic-kitchens-100-annotations'
+ek100_train_csv = ek100_ann_root + '/EPIC_100_train.csv'
+ek100_val_csv = ek100_ann_root + '/EPIC_100_validation.csv'
+label_map = dict(verb=ek100_ann_root + '/EPIC_100_verb_classes.csv', noun=ek100_ann_root + '/EPIC_100_noun_classes.csv')  # tools/infer.py
+clip_weights = 'checkpoints/ViT-B-16.pt'
+vmae_weights = 'checkpoints/videomae_vit_b_ek100_pretrain.pth'
+ast_weights = 'checkpoints/audioset_10_10_0.4593.pth'
+video_backend = 'decord'  # or 'pyav'
+
+num_segments = 16
+num_test_clips = 2
+audio_frames = 400
+batch_size = 6
+num_gpus = 16
+update_freq = 4
+max_epochs = 50
+warmup_epochs = 5
+base_lr = 1e-3 * batch_size * num_gpus * update_freq / 256
+min_lr = 1e-6 * batch_size * num_gpus * update_freq / 256
+layer_decay = 0.75
+
+_audio_head = dict(act='quick_gelu', zero_init=False)
+# cast_mmaction.models.presets_av.ca2st_recognizer_cfg(composition=True)
+model = dict(
+    type='AudioVisualRecognizer',
+    backbone=dict(
+        type='CASTBackbone',
+        num_frames=num_segments,
+        img_size=224,
+        experts=dict(
+            clip=dict(type='CLIPViTExpert', width=768, layers=12, heads=12,
+                      patch_size=16, mlp_ratio=4.0, frame_start=1,
+                      frame_step=2, post_norm_eps=1e-5,
+                      pretrained=clip_weights),
+            vmae=dict(type='VideoMAEExpert', embed_dim=768, depth=12,
+                      num_heads=12, patch_size=16, tubelet_size=2,
+                      mlp_ratio=4.0, pretrained=vmae_weights),
+            audio=dict(type='ASTExpert', embed_dim=768, depth=12,
+                       num_heads=12, mlp_ratio=4.0, input_fdim=128,
+                       input_tdim=audio_frames, fstride=10, tstride=10,
+                       pretrained=ast_weights)),
+        links=[
+            dict(experts=('clip', 'vmae'),
+                 windows=dict(clip='time', vmae='space'), layers=None),
+            dict(experts=('clip', 'audio'),
+                 windows=dict(clip='global', audio='global'),
+                 layers=[9, 10, 11], num_heads=12),
+            dict(experts=('vmae', 'audio'),
+                 windows=dict(vmae='global', audio='global'),
+                 layers=[9, 10, 11], num_heads=12),
+        ],
+        down_ratio=2,
+        drop_path_rate=0.2,
+        with_cp=False),
+    cls_head=dict(
+        type='CASTVerbNounHead', num_verbs=97, num_nouns=300,
+        in_channels=768, verb_stream=1, noun_stream=0,
+        noun_adapters=[dict(stream=0), dict(stream=2, **_audio_head)],
+        verb_adapters=[dict(stream=1), dict(stream=2, **_audio_head)],
+        label_smooth_eps=0.1, average_clips='prob'),
+    data_preprocessor=dict(
+        type='AudioVisualDataPreprocessor',
+        video=dict(mean=[123.675, 116.28, 103.53],
+                   std=[58.395, 57.12, 57.375]),
+        blending=dict(type='AudioVisualMixup', num_verbs=97, num_nouns=300,
+                      mixup_alpha=0.8, cutmix_alpha=1.0, prob=0.9,
+                      switch_prob=0.0)))
+
+# ---- data ---------------------------------------------------------------------
+dataset_type = 'EpicKitchens100Dataset'
+audio = dict(type='LoadAudioFbank', sample_rate=16000, num_mel_bins=128,
+             target_length=audio_frames, align='clip')
+train_pipeline = [
+    dict(type='EpicVideoInit', backend=video_backend),
+    dict(type='EpicSampleFrames', num_segments=num_segments),
+    dict(type='EpicDecode'),
+    audio,
+    dict(type='SpecAugment', time_mask=70, freq_mask=20),
+    dict(type='Resize', scale=(-1, 256)),
+    dict(type='VideoRandAugment', config_str='rand-m7-n4-mstd0.5-inc1'),
+    dict(type='RandomResizedCrop', area_range=(0.08, 1.0),
+         aspect_ratio_range=(3 / 4, 4 / 3)),
+    dict(type='Resize', scale=(224, 224), keep_ratio=False),
+    dict(type='Flip', flip_ratio=0.5),
+    dict(type='FormatShape', input_format='NCTHW'),
+    dict(type='PackAudioVisualInputs'),
+]
+val_pipeline = [
+    dict(type='EpicVideoInit', backend=video_backend),
+    dict(type='EpicSampleFrames', num_segments=num_segments, num_clips=1,
+         test_mode=True),
+    dict(type='EpicDecode'),
+    audio,
+    dict(type='Resize', scale=(-1, 224)),
+    dict(type='CenterCrop', crop_size=224),
+    dict(type='FormatShape', input_format='NCTHW'),
+    dict(type='PackAudioVisualInputs'),
+]
+test_pipeline = [
+    dict(type='EpicVideoInit', backend=video_backend),
+    dict(type='EpicSampleFrames', num_segments=num_segments,
+         num_clips=num_test_clips, test_mode=True),
+    dict(type='EpicDecode'),
+    audio,
+    dict(type='Resize', scale=(-1, 224)),
+    dict(type='ThreeCrop', crop_size=224),
+    dict(type='FormatShape', input_format='NCTHW'),
+    dict(type='PackAudioVisualInputs'),
+]
+dataset = dict(type=dataset_type, data_prefix=dict(video=ek100_video_root),
+               video_path_tmpl=ek100_video_path_tmpl)
+train_dataloader = dict(
+    batch_size=batch_size, num_workers=8, persistent_workers=True,
+    sampler=dict(type='DefaultSampler', shuffle=True),
+    dataset=dict(dataset, ann_file=ek100_train_csv, pipeline=train_pipeline))
+val_dataloader = dict(
+    batch_size=batch_size, num_workers=8, persistent_workers=True,
+    sampler=dict(type='DefaultSampler', shuffle=False),
+    dataset=dict(dataset, ann_file=ek100_val_csv, pipeline=val_pipeline,
+                 test_mode=True))
+test_dataloader = dict(
+    batch_size=1, num_workers=8, persistent_workers=True,
+    sampler=dict(type='DefaultSampler', shuffle=False),
+    dataset=dict(dataset, ann_file=ek100_val_csv, pipeline=test_pipeline,
+                 test_mode=True))
+val_evaluator = dict(type='EpicKitchensMetric')
+test_evaluator = dict(type='EpicKitchensMetric')
+
+# ---- schedule -----------------------------------------------------------------
+train_cfg = dict(type='EpochBasedTrainLoop', max_epochs=max_epochs,
+                 val_begin=1, val_interval=5)
+val_cfg = dict(type='ValLoop')
+test_cfg = dict(type='TestLoop')
+optim_wrapper = dict(
+    type='AmpOptimWrapper',
+    accumulative_counts=update_freq,
+    optimizer=dict(type='AdamW', lr=base_lr, betas=(0.9, 0.999),
+                   weight_decay=0.05),
+    constructor='CASTLayerDecayOptimWrapperConstructor',
+    paramwise_cfg=dict(layer_decay_rate=layer_decay))
+param_scheduler = [
+    dict(type='LinearLR', start_factor=1e-3, by_epoch=True, begin=0,
+         end=warmup_epochs, convert_to_iter_based=True),
+    dict(type='CosineAnnealingLR', T_max=max_epochs - warmup_epochs,
+         eta_min=min_lr, by_epoch=True, begin=warmup_epochs, end=max_epochs,
+         convert_to_iter_based=True),
+]
+auto_scale_lr = dict(enable=False, base_batch_size=batch_size * num_gpus)
+default_hooks = dict(
+    checkpoint=dict(type='CheckpointHook', interval=5, max_keep_ckpts=3,
+                    save_best='ek100/action_top1', rule='greater'))

@@ -1,0 +1,26 @@
+# CA2ST ViT-B/16 on KineticsSounds (31 classes): the VGGSound recipe
+# (configs/ca2st_vggsound.py) on an MMAction2 list file
+# ("relative/path.mp4 label"); the audio is decoded from the videos.
+
+#
+#   python tools/train.py configs/ca2st_kinetics_sounds.py
+_base_ = ['ca2st_vggsound.py']
+
+data_root = 'data/kinetics_sounds/videos'
+ann_file_train = 'data/kinetics_sounds/train_list.txt'
+ann_file_val = 'data/kinetics_sounds/val_list.txt'
+label_map = None  # a class-name file (one per line) for tools/infer.py
+num_classes = 31
+
+model = dict(cls_head=dict(num_classes=num_classes),
+             data_preprocessor=dict(blending=dict(num_classes=num_classes)))
+dataset = dict(_delete_=True, type='KineticsSoundsDataset',
+               data_prefix=dict(video=data_root))
+train_dataloader = dict(dataset=dict(
+    dataset, ann_file=ann_file_train, pipeline={{_base_.train_pipeline}}))
+val_dataloader = dict(dataset=dict(
+    dataset, ann_file=ann_file_val, pipeline={{_base_.val_pipeline}},
+    test_mode=True))
+test_dataloader = dict(dataset=dict(
+    dataset, ann_file=ann_file_val, pipeline={{_base_.test_pipeline}},
+    test_mode=True))

@@ -1,0 +1,27 @@
+# CA2ST ViT-B/16 on UCF101Audio (101 classes): the VGGSound recipe
+# (configs/ca2st_vggsound.py) on an MMAction2 list file
+# ("relative/path.mp4 label"); the audio is decoded from the videos.
+# About half of the UCF-101 classes have no sound track: those videos get
+# silence (LoadAudioFbank logs how many).
+#
+#   python tools/train.py configs/ca2st_ucf101.py
+_base_ = ['ca2st_vggsound.py']
+
+data_root = 'data/ucf101/videos'
+ann_file_train = 'data/ucf101/train_list.txt'
+ann_file_val = 'data/ucf101/val_list.txt'
+label_map = 'data/ucf101/annotations/classInd.txt'  # class names for tools/infer.py
+num_classes = 101
+
+model = dict(cls_head=dict(num_classes=num_classes),
+             data_preprocessor=dict(blending=dict(num_classes=num_classes)))
+dataset = dict(_delete_=True, type='UCF101AudioDataset',
+               data_prefix=dict(video=data_root))
+train_dataloader = dict(dataset=dict(
+    dataset, ann_file=ann_file_train, pipeline={{_base_.train_pipeline}}))
+val_dataloader = dict(dataset=dict(
+    dataset, ann_file=ann_file_val, pipeline={{_base_.val_pipeline}},
+    test_mode=True))
+test_dataloader = dict(dataset=dict(
+    dataset, ann_file=ann_file_val, pipeline={{_base_.test_pipeline}},
+    test_mode=True))
