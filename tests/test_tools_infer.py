@@ -192,7 +192,14 @@ def test_infer_list_file_csv_with_workers(media, capsys):
     assert all(r['name'] == media['info']['classes'][int(r['index'])]
                for r in good)
     assert len(bad) == 1 and bad[0]['video'] == media['bad']
-    assert '2 of 3 video(s) recognised' in capsys.readouterr().err
+    err = capsys.readouterr().err
+    assert '2 of 3 video(s) recognised' in err
+    # agreement with the list's labels (0 and 3) is reported
+    hits1 = sum(int(r['index']) == lab for r, lab in
+                zip(good[::2], (0, 3)))
+    hits2 = sum(int(r['index']) == lab for r, lab in
+                zip(good, (0, 0, 3, 3)))
+    assert f'top1 {50 * hits1:.1f}%, top2 {50 * hits2:.1f}%' in err
 
 
 def test_infer_single_video_label_map_override_and_mismatch(media, tmp_path,
@@ -291,6 +298,13 @@ def test_infer_epic_verb_noun_action(media, tmp_path, capsys):
     assert act['name'] == f'{verbs[best[0]]} {nouns[best[1]]}'
     np.testing.assert_allclose(act['score'], joint.max(), atol=1e-6)
     assert 'action' in printed and act['name'] in printed
+    # a list "path verb noun" reports verb / noun / action agreement
+    lst = tmp_path / 'ek_list.txt'
+    lst.write_text(f'{media["videos"][0]} {best[0]} {(best[1] + 1) % 7}\n')
+    rc = infer.main([str(lst), '--config', cfg, '--checkpoint', ckpt,
+                     '--num-workers', '0', '--quiet'])
+    assert rc == 0
+    assert 'verb 100.0%, noun 0.0%, action 0.0%' in capsys.readouterr().err
 
 
 def write_av_clip(path, num_frames=16, size=64, fps=8, tone=440.0,

@@ -23,8 +23,10 @@ Written to --out-dir:
                     over the VideoMAE time steps (columns).
   s2t_layer<L>.png  spatial-to-temporal: the VideoMAE token at the query
                     patch of each time step attends to the CLIP patches of
-                    the CLIP frame of that step: heat map over the frame, the
-                    query patch outlined (top row); the mean over every
+                    the CLIP frame of that step: heat map over the frame
+                    (scaled from the panel's lowest to its highest weight;
+                    the peak is printed as a multiple of uniform attention),
+                    the query patch outlined (top row); the mean over every
                     VideoMAE token of that step (bottom row).
   attention_layer<L>.npz  the head-averaged maps: ``t2s`` (Tq, Nq, Tk),
                     ``s2t`` (Tq, Nq, Nk), ``frames`` (T, H, W, 3) uint8.
@@ -267,7 +269,10 @@ def draw_s2t(path, frames, s2t, query_rc, grid_hw, patch_hw, key_frames,
         for row, (wmap, label) in enumerate(
                 ((s2t[t, n], 'query patch'), (s2t[t].mean(0), 'all tokens'))):
             ax = axes[row, t]
-            heat = _upsample(wmap.reshape(grid_hw) / max(wmap.max(), 1e-12),
+            # min-max scaled per panel (the structure, not the level);
+            # the peak relative to uniform attention is printed below
+            span = max(wmap.max() - wmap.min(), 1e-12)
+            heat = _upsample(((wmap - wmap.min()) / span).reshape(grid_hw),
                              size)
             ax.imshow(img)
             ax.imshow(heat, cmap='jet', alpha=0.45, vmin=0, vmax=1)
@@ -275,6 +280,9 @@ def draw_s2t(path, frames, s2t, query_rc, grid_hw, patch_hw, key_frames,
                 _patch_box(ax, *query_rc, patch_hw, color='white')
                 ax.set_title(f'VideoMAE t{t} -> frame {key_frames[t][0]}',
                              fontsize=8)
+            ax.text(0.5, -0.04, f'peak {wmap.max() * nk:.2f}x uniform',
+                    transform=ax.transAxes, ha='center', va='top',
+                    fontsize=7)
             ax.axis('off')
         axes[1, 0].text(-0.1, 0.5, 'mean over\nall queries',
                         transform=axes[1, 0].transAxes, rotation=90,

@@ -14,6 +14,9 @@ and the model; the head averages the views. Printed per video: the top-k
 class names with probabilities; EPIC-KITCHENS-100 models print verb, noun and
 action (verb x noun pairs scored p(verb) p(noun)).
 
+When a list file gives labels, the summary also reports top-1 / top-k
+agreement with them (EPIC lists "path verb noun": verb, noun, action top-1).
+
 Class names come from --label-map, else from the config's ``label_map``
 field; without either, indices are printed. A video that cannot be decoded is
 reported and skipped; the exit status is 1 only when no video succeeded.
@@ -101,6 +104,38 @@ def write_csv(path, results, failed):
             w.writerow([fail['video'], '', '', '', '', '', fail['error']])
 
 
+def label_accuracy(results):
+    """Top-1 / top-k agreement with the labels of a list file, when every
+    recognised video has one: ``{name: fraction}`` (single-label: ``top1``,
+    ``topk``; verb/noun lists ``path verb noun``: ``verb``, ``noun``,
+    ``action`` top-1)."""
+    if not results or any(r.get('label') is None for r in results):
+        return {}
+    preds = results[0]['predictions']
+    n = len(results)
+    if 'label' in preds and all(isinstance(r['label'], int)
+                                for r in results):
+        k = len(preds['label'])
+        top1 = sum(r['predictions']['label'][0]['index'] == r['label']
+                   for r in results)
+        topk = sum(r['label'] in [p['index'] for p in
+                                  r['predictions']['label']]
+                   for r in results)
+        return {'top1': top1 / n, f'top{k}': topk / n}
+    if 'verb' in preds and all(isinstance(r['label'], list) and
+                               len(r['label']) == 2 for r in results):
+        out = {}
+        for j, key in enumerate(('verb', 'noun')):
+            out[key] = sum(r['predictions'][key][0]['index'] == r['label'][j]
+                           for r in results) / n
+        out['action'] = sum(
+            [r['predictions']['action'][0]['verb'],
+             r['predictions']['action'][0]['noun']] == r['label']
+            for r in results) / n
+        return out
+    return {}
+
+
 def main(argv=None):
     args = parse_args(argv)
     from tqdm import tqdm
@@ -155,11 +190,14 @@ def main(argv=None):
     bar.close()
     secs = time.time() - t0
 
+    acc = label_accuracy(results)
     if args.out:
         os.makedirs(osp.dirname(osp.abspath(args.out)), exist_ok=True)
         if args.out.lower().endswith('.json'):
             meta = dict(config=args.config, checkpoint=args.checkpoint,
                         topk=args.topk, one_view=args.one_view)
+            if acc:
+                meta['accuracy'] = acc
             write_json(args.out, results, failed, meta)
         else:
             write_csv(args.out, results, failed)
@@ -169,6 +207,9 @@ def main(argv=None):
         summary += f'; {len(failed)} skipped (cannot be decoded or run): ' + \
             ', '.join(f['video'] for f in failed[:5]) + \
             (' ...' if len(failed) > 5 else '')
+    if acc:
+        summary += '; against the list\'s labels: ' + ', '.join(
+            f'{k} {100 * v:.1f}%' for k, v in acc.items())
     if args.out:
         summary += f'; results in {args.out}'
     print(summary, file=sys.stderr)

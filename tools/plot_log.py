@@ -15,6 +15,7 @@ Written to --out-dir (default: ``<timestamp>/plots/`` of the first log):
   loss.png      every training loss (``loss``, ``loss_cls``, ``loss_verb``...)
   lr.png        learning rate(s)
   accuracy.png  every validation metric (``acc/top1``, ``ek100/verb_top1``...)
+                and the training accuracies the heads log (``top1_acc``...)
   <key>.png     for each --keys KEY (any logged scalar)
 
 x axis: the global training iteration. Validation results are drawn at the
@@ -201,31 +202,45 @@ def metric_keys(records):
     return keys
 
 
-def plot(runs, keys_of, title, ylabel, path, source='train', n_smooth=1,
-         logy=False, marker=None):
-    """One figure: every key of every run. Returns the number of curves."""
+def train_acc_keys(records):
+    """Training accuracies logged by the heads (``top1_acc``...)."""
+    keys = []
+    for r in records:
+        for k in r:
+            if 'acc' in k and k not in keys:
+                keys.append(k)
+    return keys
+
+
+def plot(runs, parts, title, ylabel, path):
+    """One figure. ``parts``: ``[(source, keys_of, n_smooth, marker,
+    prefix)]`` with source ``'train'`` or ``'val'``; every key of every run
+    is a curve. Returns the number of curves."""
     import matplotlib
     matplotlib.use('Agg')
     import matplotlib.pyplot as plt
     fig, ax = plt.subplots(figsize=(8, 4.5))
     curves = 0
     for label, train, val in runs:
-        recs = train if source == 'train' else val
-        for key in keys_of(recs):
-            xs, ys = series(recs, key)
-            if not xs:
-                continue
-            name = key if len(runs) == 1 else f'{label}: {key}'
-            ax.plot(xs, smooth(ys, n_smooth), marker=marker, label=name)
-            curves += 1
+        for source, keys_of, n_smooth, marker, prefix in parts:
+            recs = train if source == 'train' else val
+            for key in keys_of(recs):
+                xs, ys = series(recs, key)
+                if not xs:
+                    continue
+                name = prefix + key
+                if len(runs) > 1:
+                    name = f'{label}: {name}'
+                ax.plot(xs, smooth(ys, n_smooth), marker=marker,
+                        linestyle='--' if source == 'train' and marker is None
+                        and prefix else '-', label=name)
+                curves += 1
     if not curves:
         plt.close(fig)
         return 0
     ax.set_title(title)
     ax.set_xlabel('iteration')
     ax.set_ylabel(ylabel)
-    if logy:
-        ax.set_yscale('log')
     ax.grid(True, alpha=0.3)
     ax.legend(fontsize=8)
     fig.tight_layout()
@@ -267,22 +282,22 @@ def main(argv=None):
         out_dir = osp.join(where, 'plots')
     os.makedirs(out_dir, exist_ok=True)
     written = []
-    jobs = [('loss.png', loss_keys, 'training loss', 'loss', 'train',
-             args.smooth, False, None),
-            ('lr.png', lr_keys, 'learning rate', 'lr', 'train', 1, False,
-             None),
-            ('accuracy.png', metric_keys, 'validation', 'metric', 'val', 1,
-             False, 'o')]
+    jobs = [('loss.png', 'training loss', 'loss',
+             [('train', loss_keys, args.smooth, None, '')]),
+            ('lr.png', 'learning rate', 'lr',
+             [('train', lr_keys, 1, None, '')]),
+            ('accuracy.png', 'accuracy', 'metric',
+             [('train', train_acc_keys, args.smooth, None, 'train '),
+              ('val', metric_keys, 1, 'o', 'val ')])]
     for key in args.keys:
         fname = re.sub(r'[^\w.-]+', '_', key) + '.png'
         in_val = any(key in r for _, _, val in runs for r in val)
-        jobs.append((fname, lambda recs, key=key: [key], key, key,
-                     'val' if in_val else 'train', 1, False,
-                     'o' if in_val else None))
-    for fname, keys_of, title, ylabel, source, n, logy, marker in jobs:
+        jobs.append((fname, key, key, [
+            ('val' if in_val else 'train', lambda recs, key=key: [key], 1,
+             'o' if in_val else None, '')]))
+    for fname, title, ylabel, parts in jobs:
         path = osp.join(out_dir, fname)
-        curves = plot(runs, keys_of, title, ylabel, path, source, n, logy,
-                      marker)
+        curves = plot(runs, parts, title, ylabel, path)
         if curves:
             written.append(path)
             print(f'{path}: {curves} curve(s)')
