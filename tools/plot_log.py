@@ -276,7 +276,7 @@ def main(argv=None):
         return 2
     out_dir = args.out_dir
     if out_dir is None:
-        where = osp.dirname(osp.abspath(find_log(args.logs[0])))
+        where = osp.dirname(find_log(args.logs[0]))
         if osp.basename(where) == 'vis_data':
             where = osp.dirname(where)
         out_dir = osp.join(where, 'plots')
