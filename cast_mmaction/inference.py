@@ -117,7 +117,7 @@ def collect_inputs(source, data_root=None):
 # config, model, checkpoint
 # ----------------------------------------------------------------------------
 def load_config(config, cfg_options=None):
-    from mmengine.config import Config, DictAction  # noqa: F401
+    from mmengine.config import Config
     if isinstance(config, Config):
         cfg = copy.deepcopy(config)
     else:

@@ -3,7 +3,6 @@ label maps, on tiny models and tiny mp4 videos written here."""
 import csv
 import importlib.util
 import json
-import os
 import os.path as osp
 
 import numpy as np

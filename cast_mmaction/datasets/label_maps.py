@@ -47,8 +47,8 @@ import os.path as osp
 import re
 
 __all__ = [
-    'LabelMapError', 'load_label_map', 'load_label_maps', 'parse_label_map_arg',
-    'find_mmaction_label_map', 'check_num_classes', 'read_ssv2_labels',
+    'LabelMapError', 'load_label_map', 'load_label_maps',
+    'parse_label_map_arg', 'find_mmaction_label_map', 'check_num_classes', 'read_ssv2_labels',
     'read_epic_classes', 'read_epic_sounds_classes', 'read_vggsound_classes',
     'read_text_label_map'
 ]
