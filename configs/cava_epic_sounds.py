@@ -13,7 +13,9 @@ _base_ = ['cava_vggsound.py']
 # ---------------------------------------------------------------- paths ----
 epic_video_root = 'data/ek100/videos'
 epic_video_path_tmpl = '{participant_id}/videos/{video_id}.MP4'
-epic_audio_root = None  # e.g. 'data/ek100/audio' with '{video_id}.wav'
+# Separate per-video audio files instead of the videos' audio tracks: set
+# both, e.g. 'data/ek100/audio' and '{video_id}.wav'.
+epic_audio_root = None
 epic_audio_path_tmpl = None
 epic_sounds_ann_root = 'data/epic-sounds-annotations'
 ann_file_train = epic_sounds_ann_root + '/EPIC_Sounds_train.csv'

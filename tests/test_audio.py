@@ -769,3 +769,94 @@ def test_train_and_test_end_to_end(av_data, tmp_path, config, revision):
     metrics = runner.test()
     assert set(metrics) >= {'acc/top1', 'acc/top5'}
     assert 0.0 <= metrics['acc/top1'] <= 1.0
+
+
+def test_epic_sounds_pipeline_on_an_untrimmed_video(media, tmp_path):
+    """EPIC-SOUNDS rows through the config's pipeline: frames and audio both
+    come from the annotated span of the long video."""
+    from mmengine.config import Config
+
+    from mmaction.registry import DATASETS
+    cfg = Config.fromfile(osp.join(ROOT, 'configs', 'cava_epic_sounds.py'))
+    csv = tmp_path / 'EPIC_Sounds_validation.csv'
+    csv.write_text(
+        'annotation_id,participant_id,video_id,start_timestamp,'
+        'stop_timestamp,start_sample,stop_sample,description,class,'
+        'class_id\n'
+        'P01_01_0,P01,tone,00:00:00.250,00:00:01.000,0,0,quiet,x,3\n'
+        'P01_01_1,P01,tone,00:00:02.500,00:00:03.500,0,0,beep,x,5\n')
+    ds_cfg = cfg.test_dataloader.dataset
+    ds_cfg.update(ann_file=str(csv), video_path_tmpl='{video_id}.mp4',
+                  data_prefix=dict(video=osp.dirname(media['tone'])))
+    for t in ds_cfg.pipeline:
+        if t['type'] == 'LoadAudioFbank':
+            t['target_length'] = 50
+        if t['type'] == 'EpicSampleFrames':
+            t['num_segments'] = 4
+        if t['type'] == 'Resize':
+            t['scale'] = (-1, 32)
+        if t['type'] == 'ThreeCrop':
+            t['crop_size'] = 32
+    ds = DATASETS.build(ds_cfg)
+    quiet, beep = ds[0], ds[1]
+    x = beep['inputs']
+    assert x['video'].shape == (2 * 3, 3, 4, 32, 32)  # 2 clips x 3 crops
+    assert x['audio'].shape == (6, 1, 50, 128)
+    times = x['times']
+    assert torch.all(times[:, 2:] >= 2.5 - 1 / FPS)  # frames in the span
+    assert torch.all(times[:, 2:] <= 3.5)
+    assert torch.all(times[:, 0] >= 2.5) and torch.all(times[:, 1] <= 3.5)
+    band = _tone_band()
+    assert x['audio'][:, 0, :, band].mean() > quiet['inputs']['audio'][
+        :, 0, :, band].mean() + 1.0
+    assert int(beep['data_samples'].gt_label) == 5
+    assert beep['data_samples'].metainfo['annotation_id'] == 'P01_01_1'
+
+
+def test_backbone_loads_pretrained_ast(tmp_path):
+    path = str(tmp_path / 'ast.pth')
+    sd = _fake_ast_checkpoint(path, dim=32)
+    bb = _tiny_cava(embed_dim=32, input_tdim=100)
+    bb.experts['audio'].pretrained = path
+    bb.init_weights()  # what the Runner calls
+    grid = sd['module.v.pos_embed'][0, 2:].reshape(12, 101, 32)
+    got = bb.experts['audio'].pos_embed[0, 2:].reshape(12, 9, 32)
+    assert torch.equal(got, grid[:, 46:55])
+    assert not bb.experts['audio'].pos_embed.requires_grad  # frozen expert
+    assert bb.experts['audio'].norm.weight.requires_grad  # pooled norm trains
+
+
+def test_ek100_pipeline_with_audio(media, tmp_path):
+    """ca2st_ek100: EPIC-KITCHENS-100 segments with the audio of the segment
+    and the verb / noun labels packed for the verb/noun head."""
+    from mmengine.config import Config
+
+    from mmaction.registry import DATASETS
+    cfg = Config.fromfile(osp.join(ROOT, 'configs', 'ca2st_ek100.py'))
+    csv = tmp_path / 'EPIC_100_validation.csv'
+    csv.write_text(
+        'narration_id,participant_id,video_id,narration_timestamp,'
+        'start_timestamp,stop_timestamp,start_frame,stop_frame,narration,'
+        'verb,verb_class,noun,noun_class,all_nouns,all_noun_classes\n'
+        'P01_01_7,P01,tone,00:00:02.000,00:00:02.500,00:00:03.500,20,28,'
+        'beep tap,beep,4,tap,9,[tap],[9]\n')
+    ds_cfg = cfg.val_dataloader.dataset
+    ds_cfg.update(ann_file=str(csv), video_path_tmpl='{video_id}.mp4',
+                  data_prefix=dict(video=osp.dirname(media['tone'])))
+    for t in ds_cfg.pipeline:
+        if t['type'] == 'LoadAudioFbank':
+            t['target_length'] = 50
+        if t['type'] == 'EpicSampleFrames':
+            t['num_segments'] = 4
+        if t['type'] == 'Resize':
+            t['scale'] = (-1, 32)
+        if t['type'] == 'CenterCrop':
+            t['crop_size'] = 32
+    item = DATASETS.build(ds_cfg)[0]
+    x, ds = item['inputs'], item['data_samples']
+    assert x['video'].shape == (1, 3, 4, 32, 32)
+    assert x['audio'].shape == (1, 1, 50, 128)
+    assert float(x['times'][0, 0]) >= 2.5 - 1e-6  # inside the segment
+    assert float(x['times'][0, 1]) <= 3.5 + 1 / FPS
+    assert (int(ds.gt_verb), int(ds.gt_noun)) == (4, 9)
+    assert ds.metainfo['narration_id'] == 'P01_01_7'

@@ -99,6 +99,10 @@ class AudioVisualDataset(BaseActionDataset):
         self.audio_suffix = audio_suffix
         self.check_files = check_files
         num_classes = num_classes or self.default_num_classes
+        # an unset audio folder (None) means: decode the videos' own audio
+        data_prefix = {k: v for k, v in dict(data_prefix or {}).items()
+                       if v is not None}
+        data_prefix.setdefault('video', '')
         super().__init__(ann_file, pipeline=pipeline,
                          data_prefix=data_prefix, test_mode=test_mode,
                          num_classes=num_classes, **kwargs)
