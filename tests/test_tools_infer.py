@@ -415,6 +415,53 @@ def test_infer_and_features_audio_visual(media, tmp_path):
     assert np.abs(audio[0] - audio[1]).max() > 1e-3
 
 
+def test_infer_and_features_frame_vit(media, tmp_path):
+    """The frame-wise ViT family (MSCA): logits averaged over views by the
+    head (average_clips='score'), per-frame features averaged."""
+    from mmengine.config import Config
+    from cast_mmaction.models.backbones.msca_vit import \
+        frame_vit_recognizer_cfg
+    model = frame_vit_recognizer_cfg(num_classes=4, embed_dim=32, depth=2,
+                                     num_heads=4, mlp_ratio=2.0,
+                                     patch_size=16, img_size=32, shift_div=4)
+    base = Config.fromfile(media['cfg'])
+    cfg = Config(dict(custom_imports=base.custom_imports,
+                      default_scope='mmaction', model=model,
+                      test_dataloader=base.test_dataloader.to_dict(),
+                      label_map=media['info']['label_map']))
+    path = str(tmp_path / 'msca.py')
+    cfg.dump(path)
+    ckpt = str(tmp_path / 'msca.pth')
+    net = make_checkpoint(path, ckpt, seed=5)
+    net.eval()
+    infer = load_tool('infer')
+    out = tmp_path / 'm.json'
+    rc = infer.main([media['videos'][0], '--config', path, '--checkpoint',
+                     ckpt, '--topk', '4', '--out', str(out),
+                     '--num-workers', '0'])
+    assert rc == 0
+    preds = json.loads(out.read_text())['results'][0]['predictions']['label']
+    packed = reference_views(path, media['videos'][0])
+    x = (packed['inputs'].float() - 127.5) / 127.5  # the config's mean/std
+    with torch.no_grad():
+        frames = net.backbone(x)  # (views, T, D)
+        logits = net.cls_head(frames)  # (views, C)
+    prob = logits.mean(0).softmax(-1)  # logits averaged, then softmax
+    np.testing.assert_allclose([p['score'] for p in preds],
+                               prob.sort(descending=True).values.numpy(),
+                               atol=1e-5)
+    ext = load_tool('extract_features')
+    rc = ext.main([media['videos'][0], '--config', path, '--checkpoint',
+                   ckpt, '--out-dir', str(tmp_path / 'f'),
+                   '--num-workers', '0'])
+    assert rc == 0
+    streams = json.loads((tmp_path / 'f' / 'index.json').read_text())[
+        'streams']
+    assert streams['backbone']['expert'] == 'MSCAViT'
+    feat = np.load(tmp_path / 'f' / 'backbone.npy')
+    np.testing.assert_allclose(feat[0], frames.mean((0, 1)), atol=1e-5)
+
+
 # ----------------------------------------------------------------------------
 # tools/extract_features.py
 # ----------------------------------------------------------------------------

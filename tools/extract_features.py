@@ -12,8 +12,9 @@ forward pass that makes the predictions (a forward hook on ``model.backbone``)
 and averaged over the test views (``--keep-views`` keeps them).
 
 Streams are named by role: ``spatial`` (CLIP), ``temporal`` (VideoMAE),
-``audio`` (audio expert); other backbones keep their expert names (a
-frame-wise ViT's per-frame features are averaged over frames).
+``audio`` (audio expert); other experts keep their config names; a
+backbone without experts gives ``backbone`` (a frame-wise ViT's per-frame
+features are averaged over frames).
 
 Written to --out-dir:
   npy: ``<stream>.npy`` float32 (N, D) (or (N, V, D) with --keep-views), row
@@ -111,7 +112,9 @@ def main(argv=None):
                 pooled = None
             if pooled is not None:
                 if not names or len(names) != len(pooled):
-                    names = [f'stream{i}' for i in range(len(pooled))]
+                    # a backbone without named experts (e.g. MSCAViT)
+                    names = ['backbone'] if len(pooled) == 1 else [
+                        f'stream{i}' for i in range(len(pooled))]
                 if feats is None:
                     feats = [[] for _ in pooled]
                 for k, f in enumerate(pooled):
@@ -130,6 +133,8 @@ def main(argv=None):
     labels = [d.get('label') for d in done]
     info = {}
     experts = {s[0]: (s[1], s[2]) for s in streams}
+    if not streams:
+        experts = {n: (n, type(model.backbone).__name__) for n in names}
     if args.format == 'npy':
         for n, t in tensors.items():
             np.save(osp.join(args.out_dir, f'{n}.npy'),
