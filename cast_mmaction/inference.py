@@ -452,15 +452,17 @@ def label_names_for(model, cli_values, cfg):
     from .datasets.label_maps import parse_label_map_arg
     spec = parse_label_map_arg(cli_values)
     if spec is not None:
-        return resolve_label_names(model, spec), '--label-map'
+        return resolve_label_names(model, spec), 'from --label-map'
     spec = cfg.get('label_map')
     if not spec:
-        return {}, 'none (no --label-map, no label_map in the config)'
+        return {}, 'none, indices shown (no --label-map, no label_map in ' \
+            'the config)'
     try:
-        return resolve_label_names(model, spec), 'config label_map'
+        return resolve_label_names(model, spec), 'from the config\'s ' \
+            f'label_map ({spec})'
     except LabelMapError as e:
         warnings.warn(f'class names unavailable, showing indices: {e}')
-        return {}, f'none (config label_map unusable: {e})'
+        return {}, f'none, indices shown (the config\'s label_map: {e})'
 
 
 def _named(i, names):

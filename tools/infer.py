@@ -149,7 +149,7 @@ def main(argv=None):
         print(f'error: {e}', file=sys.stderr)
         return 2
     device = next(model.parameters()).device
-    print(f'{len(items)} video(s); model on {device}; class names from '
+    print(f'{len(items)} video(s); model on {device}; class names '
           f'{names_from}', file=sys.stderr)
 
     results, failed = [], []
