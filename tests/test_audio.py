@@ -187,6 +187,11 @@ def test_audio_window_follows_the_sampled_clip(media):
     assert out['frame_times'].shape == (2, 4)
     assert out['frame_times'][1, 0] == pytest.approx(22 / FPS)
     assert not out['audio_missing']
+    # without avg_fps (PyAVInit) the frame rate is read from the video
+    res = _results(media['tone'], [0, 22])
+    del res['avg_fps']
+    again = LoadAudioFbank(target_length=100)(res)
+    assert np.allclose(again['audio_times'], times)
     # 'start' alignment ignores the clip: both windows at 0 s -> silence
     same = LoadAudioFbank(target_length=100, align='start')(
         _results(media['tone'], [0, 22]))['audio']

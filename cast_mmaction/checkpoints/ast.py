@@ -45,8 +45,8 @@ def read_ast(source):
             hint = (' It looks like a CLIP checkpoint: pass it as the CLIP '
                     'expert\'s pretrained file.')
         elif any(k.startswith('ast_') for k in state):
-            hint = (' It looks like a full CAVA / CA2ST checkpoint: convert it '
-                    'with tools/convert_checkpoint.py instead.')
+            hint = (' It looks like a full CAVA / CA2ST checkpoint: convert '
+                    'it with tools/convert_checkpoint.py instead.')
         raise ValueError(f'{_WHAT}: {source} is not an AST / DeiT audio tower '
                          f'(need module.v.patch_embed.proj.weight, cls_token, '
                          f'blocks.*; found {sample}, ...).{hint}')
@@ -72,7 +72,8 @@ def _infer_grid(n, expert, source, given):
     if n % expert.f_dim == 0:
         return expert.f_dim, n // expert.f_dim
     raise ValueError(f'{_WHAT}: cannot infer the patch grid of {source} '
-                     f'({n} patches); set the expert\'s pretrained_grid=(f, t)')
+                     f'({n} patches); set the expert\'s '
+                     f'pretrained_grid=(f, t)')
 
 
 def load_ast_expert(expert, source, pretrained_grid=None):

@@ -207,6 +207,20 @@ def read_audio(path, sample_rate=16000, start=0.0, end=None):
     return wave[lo:hi], first + lo / sample_rate
 
 
+def _video_fps(path):
+    """Average frame rate of the first video stream (None if unknown)."""
+    if not path or not osp.isfile(path):
+        return None
+    import av
+    try:
+        with av.open(path) as c:
+            if c.streams.video and c.streams.video[0].average_rate:
+                return float(c.streams.video[0].average_rate)
+    except _av_error_types() + (OSError, ValueError):
+        return None
+    return None
+
+
 # ---------------------------------------------------------------------------
 # transforms
 # ---------------------------------------------------------------------------
@@ -313,8 +327,13 @@ class LoadAudioFbank(BaseTransform):
 
     def _frame_times(self, results):
         inds, fps = results.get('frame_inds'), results.get('avg_fps')
-        if inds is None or not fps:
+        if inds is None:
             return None
+        if not fps:  # e.g. PyAVInit does not record the frame rate
+            fps = _video_fps(results.get('filename'))
+            if not fps:
+                return None
+            results['avg_fps'] = fps
         inds = np.asarray(inds, dtype=np.float64).reshape(-1)
         clips = int(results.get('num_clips', 1) or 1)
         if inds.size % clips:
@@ -552,9 +571,9 @@ class PackAudioVisualInputs(PackActionInputs):
             ftimes = np.zeros((audio.shape[0], clip_len), np.float32)
         ftimes = np.asarray(ftimes, np.float32)
         if ftimes.shape[-1] != clip_len:
-            raise ValueError(f'PackAudioVisualInputs: {ftimes.shape[-1]} frame '
-                             f'timestamps per clip for clips of {clip_len} '
-                             f'frames')
+            raise ValueError(f'PackAudioVisualInputs: {ftimes.shape[-1]} '
+                             f'frame timestamps per clip for clips of '
+                             f'{clip_len} frames')
         times = np.concatenate(
             [np.asarray(results['audio_times'], np.float32), ftimes], 1)
         times = self._tile(times, views, 'timestamp')

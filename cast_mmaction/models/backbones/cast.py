@@ -37,8 +37,7 @@ from mmengine.model import BaseModule
 
 from mmaction.registry import MODELS
 from ..fusion import Adapter, BottleneckCrossAttention
-from ..fusion.time_encoding import (SegmentTimeMLP, split_segments,
-                                    video_slot_segments)
+from ..fusion.time_encoding import SegmentTimeMLP, video_slot_segments
 from ..layers import DropPath
 
 

@@ -129,7 +129,8 @@ class ASTExpert(Expert):
         if time_token_order not in ('authors', 'grid'):
             raise ValueError(f'AST expert: time_token_order must be '
                              f'"authors" or "grid", got {time_token_order!r}')
-        self.embed_dim, self.depth, self.num_heads = embed_dim, depth, num_heads
+        self.embed_dim, self.depth = embed_dim, depth
+        self.num_heads = num_heads
         self.patch_size = to_2tuple(patch_size)
         self.stride = (fstride, tstride)
         self.input_fdim, self.input_tdim = input_fdim, input_tdim

@@ -22,11 +22,11 @@ the authors' layout for the audio links). A link may also add per-sample
 *time encodings* (``time_encoding=True``; CAVA / CA2ST revision): grids
 ``(B, T, N, d)`` computed by the backbone from segment timestamps, added to
 the patch tokens of both sides after the down-projection and norm, before
-the position tables. Prefix tokens (class / distillation tokens) do not attend; as in
-the published models they still pass through ``GELU`` and ``up`` (their
-normalised down-projection is carried over unchanged). Each result goes
-``GELU -> up (d -> D, zero init)`` and is returned as a residual update for
-its stream; the backbone adds it through drop path.
+the position tables. Prefix tokens (class / distillation tokens) do not
+attend; as in the published models they still pass through ``GELU`` and
+``up`` (their normalised down-projection is carried over unchanged). Each
+result goes ``GELU -> up (d -> D, zero init)`` and is returned as a residual
+update for its stream; the backbone adds it through drop path.
 """
 import torch.nn as nn
 import torch

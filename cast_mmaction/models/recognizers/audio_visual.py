@@ -54,9 +54,9 @@ class AudioVisualRecognizer(BaseRecognizer):
         if not isinstance(inputs, dict):
             raise TypeError(
                 'AudioVisualRecognizer expects a dict of modality inputs '
-                '(video / audio / times) from AudioVisualDataPreprocessor; got '
-                f'{type(inputs).__name__}. Use PackAudioVisualInputs in the '
-                'pipeline and data_preprocessor=dict(type='
+                '(video / audio / times) from AudioVisualDataPreprocessor; '
+                f'got {type(inputs).__name__}. Use PackAudioVisualInputs in '
+                'the pipeline and data_preprocessor=dict(type='
                 '"AudioVisualDataPreprocessor")')
         flat, views = _flatten_views(inputs)
         kwargs = dict()
