@@ -21,7 +21,7 @@ from mmengine.config import Config, DictAction  # noqa: E402
 
 import cast_mmaction  # noqa: E402,F401
 from cast_mmaction.checkpoints import CONVERTERS, detect_kind  # noqa: E402
-from cast_mmaction.checkpoints.cast_official import adapt_to_model  # noqa: E402
+from cast_mmaction.checkpoints.converters import adapt_for  # noqa: E402
 from cast_mmaction.checkpoints.common import read_state_dict  # noqa: E402
 
 
@@ -54,7 +54,7 @@ def main(argv=None):
         _clear_pretrained(cfg.model)
         model = build_model(cfg.model)
         own = model.state_dict()
-        out, notes = adapt_to_model(out, own)
+        out, notes = adapt_for(kind)(out, model)
         for n in notes:
             print('  ' + n)
         missing = [k for k in own if k not in out]

@@ -443,8 +443,10 @@ __all__ = ['CAVA_KEY_MAP', 'CA2ST_KEY_MAP', 'CA2ST_SINGLE_HEAD_MAP',
 
 def _register():
     from .converters import register_converter
-    register_converter('cava', is_cava, convert_cava_state_dict)
-    register_converter('ca2st', is_ca2st, convert_ca2st_state_dict)
+    register_converter('cava', is_cava, convert_cava_state_dict,
+                       adapt_av_to_model)
+    register_converter('ca2st', is_ca2st, convert_ca2st_state_dict,
+                       adapt_av_to_model)
 
 
 _register()

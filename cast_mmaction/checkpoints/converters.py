@@ -1,16 +1,27 @@
 """Registry of converters for the authors' released checkpoints.
 
 Each entry: ``name -> (detect(state) -> bool, convert(state) -> (ours,
-unmapped))``. ``tools/convert_checkpoint.py`` picks the converter by
-``--kind`` or by detection.
+unmapped))``, plus an optional ``adapt(state, model) -> (state, notes)``
+that fits a converted state dict to a model of other input sizes (position
+tables); the CAST rules are the default. ``tools/convert_checkpoint.py``
+picks the converter by ``--kind`` or by detection.
 """
-from .cast_official import convert_cast_state_dict
+from .cast_official import adapt_to_model, convert_cast_state_dict
 
 CONVERTERS = {}
+ADAPTERS = {}
 
 
-def register_converter(name, detect, convert):
+def register_converter(name, detect, convert, adapt=None):
     CONVERTERS[name] = (detect, convert)
+    if adapt is not None:
+        ADAPTERS[name] = adapt
+
+
+def adapt_for(kind):
+    """The shape-adaptation function of a converter kind."""
+    return ADAPTERS.get(kind, lambda state, model: adapt_to_model(
+        state, model.state_dict()))
 
 
 def detect_kind(state):
