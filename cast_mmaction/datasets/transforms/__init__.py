@@ -1,4 +1,5 @@
 """Registers its modules in MMAction2's registries on import."""
 from . import epic  # noqa: F401
 from . import rand_augment  # noqa: F401
+from . import sampling  # noqa: F401
 from . import audio  # noqa: F401,E402 (audio-visual input)

@@ -1,0 +1,164 @@
+"""Check, before a run starts, that every path a config needs exists.
+
+A long distributed job should not die after minutes of start-up because one
+path is wrong, nor with an error deep inside a worker. :func:`check_paths`
+collects the paths the run mode needs:
+
+* ``train``: the training (and validation, when ``val_cfg`` is set) data:
+  annotation files and video folders, and the experts' ``pretrained``
+  weights (plus ``load_from`` when set);
+* ``test``: the test data and the checkpoint to test;
+
+and raises one :class:`MissingPathError` listing every missing path with
+the config field that names it: the top-level variable when the config has
+one holding that value (``ann_file_train``, ``clip_weights``, ...) and the
+nested field it ended up in (``train_dataloader.dataset.ann_file``).
+"""
+import os
+import os.path as osp
+
+_SCHEMES = ('http://', 'https://', 's3://', 'open_clip:', 'hf-hub:',
+            'torchvision://', 'mmcls://', 'openmmlab://', 'pavi://')
+
+
+class MissingPathError(FileNotFoundError):
+    """One or more paths named by the config do not exist."""
+
+
+def _is_remote(path):
+    return isinstance(path, str) and path.startswith(_SCHEMES)
+
+
+def _get(cfg, key, default=None):
+    try:
+        return cfg.get(key, default)
+    except AttributeError:
+        return default
+
+
+def _dataset_paths(ds, field):
+    """(field, path, kind) of a dataset config, following wrappers."""
+    out = []
+    if not isinstance(ds, dict):
+        return out
+    if 'dataset' in ds:  # RepeatDataset, ClassBalancedDataset, ...
+        out += _dataset_paths(ds['dataset'], field + '.dataset')
+    for k, sub in enumerate(ds.get('datasets', []) or []):  # ConcatDataset
+        out += _dataset_paths(sub, f'{field}.datasets[{k}]')
+    root = ds.get('data_root') or ''
+    ann = ds.get('ann_file')
+    if isinstance(ann, str) and ann:
+        path = ann if osp.isabs(ann) or not root else osp.join(root, ann)
+        out.append((field + '.ann_file', path, 'file'))
+    prefix = ds.get('data_prefix')
+    if isinstance(prefix, dict):
+        for key, value in prefix.items():
+            if isinstance(value, str) and value:
+                path = value if osp.isabs(value) or not root else osp.join(
+                    root, value)
+                out.append((f'{field}.data_prefix.{key}', path, 'dir'))
+    return out
+
+
+def _pretrained_paths(obj, field):
+    """Every ``pretrained`` / ``init_cfg.checkpoint`` string under ``obj``."""
+    out = []
+    if isinstance(obj, dict):
+        for key, value in obj.items():
+            sub = f'{field}.{key}'
+            if key == 'pretrained' and isinstance(value, str) and value:
+                out.append((sub, value, 'file'))
+            elif (key == 'checkpoint' and isinstance(value, str) and value
+                  and isinstance(obj.get('type'), str)
+                  and obj.get('type') == 'Pretrained'):
+                out.append((sub, value, 'file'))
+            else:
+                out += _pretrained_paths(value, sub)
+    elif isinstance(obj, (list, tuple)):
+        for k, value in enumerate(obj):
+            out += _pretrained_paths(value, f'{field}[{k}]')
+    return out
+
+
+def required_paths(cfg, mode, checkpoint=None):
+    """The (field, path, kind) triples that ``mode`` ('train' or 'test')
+    needs; kind is 'file' or 'dir'."""
+    if mode not in ('train', 'test'):
+        raise ValueError(f"mode must be 'train' or 'test', got {mode!r}")
+    paths = []
+    if mode == 'train':
+        loaders = ['train_dataloader']
+        if _get(cfg, 'val_cfg') and _get(cfg, 'val_dataloader'):
+            loaders.append('val_dataloader')
+        paths += _pretrained_paths(_get(cfg, 'model', {}), 'model')
+        load_from = _get(cfg, 'load_from')
+        if isinstance(load_from, str) and load_from:
+            paths.append(('load_from', load_from, 'file'))
+    else:
+        loaders = ['test_dataloader']
+        ckpt = checkpoint if checkpoint is not None else _get(
+            cfg, 'load_from')
+        if not ckpt:
+            raise MissingPathError(
+                'testing needs a checkpoint: give CHECKPOINT to tools/test.py '
+                '(or set load_from in the config)')
+        paths.append(('CHECKPOINT (argument of tools/test.py)'
+                      if checkpoint is not None else 'load_from', ckpt,
+                      'file'))
+    for name in loaders:
+        loader = _get(cfg, name)
+        if loader:
+            paths += _dataset_paths(_get(loader, 'dataset'),
+                                    f'{name}.dataset')
+    return [(f, p, k) for f, p, k in paths if not _is_remote(p)]
+
+
+def _variables_for(cfg, path):
+    """Top-level config variables whose value is ``path``."""
+    names = []
+    try:
+        items = cfg.items()
+    except AttributeError:
+        return names
+    for key, value in items:
+        if isinstance(value, str) and value == path:
+            names.append(key)
+    return names
+
+
+def missing_paths(cfg, mode, checkpoint=None):
+    """(field, path, kind, variables) of the required paths that do not
+    exist."""
+    out = []
+    for field, path, kind in required_paths(cfg, mode, checkpoint):
+        full = osp.expanduser(path)
+        ok = osp.isfile(full) if kind == 'file' else osp.isdir(full)
+        if not ok:
+            out.append((field, path, kind, _variables_for(cfg, path)))
+    return out
+
+
+def check_paths(cfg, mode, checkpoint=None, config_name=None):
+    """Raise :class:`MissingPathError` listing every missing path of a
+    ``mode`` run ('train' or 'test'), each with the config field(s) that
+    name it. Returns the list of checked (field, path, kind)."""
+    checked = required_paths(cfg, mode, checkpoint)
+    missing = missing_paths(cfg, mode, checkpoint)
+    if not missing:
+        return checked
+    what = 'training' if mode == 'train' else 'testing'
+    src = f' with {config_name}' if config_name else ''
+    lines = []
+    for field, path, kind, variables in missing:
+        name = ' / '.join(variables + [field]) if variables else field
+        thing = 'file' if kind == 'file' else 'folder'
+        lines.append(f'  {name} = {path!r}: {thing} not found')
+    cwd = os.getcwd()
+    raise MissingPathError(
+        f'{len(missing)} path(s) needed for {what}{src} do not exist '
+        f'(relative paths are taken from {cwd}):\n' + '\n'.join(lines) +
+        '\nEdit the variable in the config, or override the nested field, '
+        'e.g. --cfg-options train_dataloader.dataset.ann_file=PATH '
+        '(a top-level variable given with --cfg-options does not reach the '
+        'fields it was copied into). See docs/training.md for the data '
+        'layout.')

@@ -1,0 +1,235 @@
+# CAST ViT-B/16 on Something-Something-V2: the published recipe
+# (KHU-VLL/CAST scripts/ssv2/ssv2.sh, dataset/ssv2.py, run_bidirection.py).
+# Reported top-1: 71.6 (2 clips x 3 crops).
+#
+#   tools/dist_train.sh configs/cast_ssv2.py 8          # one node, 8 GPUs
+#   tools/dist_test.sh configs/cast_ssv2.py CKPT 8
+#
+# See docs/training.md for the data layout and multi-node runs.
+_base_ = ['_base_/default_runtime.py']
+
+# ---------------------------------------------------------------- paths ----
+# Videos as .mp4 with their original height (240 px); list files hold
+# "relative/path.mp4 label" per line (the authors' train.csv / val.csv are
+# in this format). Paths are relative to the directory you run from.
+data_root = 'data/sthv2/videos'
+data_root_val = 'data/sthv2/videos'
+ann_file_train = 'data/sthv2/sthv2_train_list_videos.txt'
+ann_file_val = 'data/sthv2/sthv2_val_list_videos.txt'
+ann_file_test = 'data/sthv2/sthv2_val_list_videos.txt'
+label_map = 'data/sthv2/annotations/something-something-v2-labels.json'  # class names for tools/infer.py (docs/tools.md)
+# Expert weights: OpenAI CLIP ViT-B/16 (TorchScript ViT-B-16.pt) and the
+# official VideoMAE ViT-B/16 self-supervised SSv2 checkpoint ('model' dict,
+# 'encoder.' keys).
+clip_weights = 'checkpoints/ViT-B-16.pt'
+vmae_weights = 'checkpoints/videomae_vit-b16_ssv2_pretrain.pth'
+
+# --------------------------------------------------------------- recipe ----
+num_classes = 174
+num_frames = 16  # TSN-style: one frame from each of 16 segments
+img_size = 224
+num_gpus = 16  # the published runs: 16 GPUs x batch 6 x update_freq 4
+batch_size = 6  # per GPU
+update_freq = 4  # gradient accumulation
+total_batch = num_gpus * batch_size * update_freq  # 384
+base_lr = 1e-3 * total_batch / 256  # 1.5e-3
+min_lr_ratio = 1e-3  # min lr 1e-6 x total_batch / 256 (per layer scale)
+warmup_epochs = 5
+max_epochs = 50
+layer_decay = 0.75
+weight_decay = 0.05
+drop_path = 0.3
+label_smoothing = 0.1
+# timm Mixup(mixup_alpha=0.8, cutmix_alpha=1.0, prob=0.9, switch_prob=0):
+# the published scripts pass --mixup_switch_prob 0, so a mixed batch is
+# always mixup (cutmix is configured but never chosen); set
+# mixup_switch_prob=0.5 for timm's default even split.
+mixup_alpha = 0.8
+cutmix_alpha = 1.0
+mixup_prob = 0.9
+mixup_switch_prob = 0.0
+rand_augment = 'rand-m7-n4-mstd0.5-inc1'
+test_num_clips = 2
+test_num_crops = 3  # ThreeCrop
+
+# ---------------------------------------------------------------- model ----
+# ViT-B CAST (cast_mmaction.models.presets.cast_backbone_cfg() defaults)
+model = dict(
+    type='Recognizer3D',
+    backbone=dict(
+        type='CASTBackbone',
+        num_frames=num_frames,
+        img_size=img_size,
+        experts=dict(
+            clip=dict(
+                type='CLIPViTExpert',
+                width=768,
+                layers=12,
+                heads=12,
+                patch_size=16,
+                mlp_ratio=4.0,
+                frame_start=1,  # frames 1, 3, ..., 15
+                frame_step=2,
+                pretrained=clip_weights),
+            vmae=dict(
+                type='VideoMAEExpert',
+                embed_dim=768,
+                depth=12,
+                num_heads=12,
+                patch_size=16,
+                tubelet_size=2,
+                mlp_ratio=4.0,
+                pretrained=vmae_weights)),
+        links=[
+            dict(
+                experts=('clip', 'vmae'),
+                windows=dict(clip='time', vmae='space'),
+                layers=None)  # B-CAST in every layer
+        ],
+        down_ratio=2,
+        drop_path_rate=drop_path,
+        with_cp=False),  # True: activation checkpointing, less memory
+    cls_head=dict(
+        type='CASTHead',
+        num_classes=num_classes,
+        in_channels=768,
+        num_streams=2,
+        label_smooth_eps=label_smoothing,
+        average_clips='prob'),  # softmax scores averaged over views
+    data_preprocessor=dict(
+        type='ActionDataPreprocessor',
+        mean=[123.675, 116.28, 103.53],  # ImageNet, on 0..255
+        std=[58.395, 57.12, 57.375],
+        format_shape='NCTHW',
+        blending=dict(
+            type='RandomBatchAugment',
+            augments=[
+                dict(type='MixupBlending', alpha=mixup_alpha,
+                     num_classes=num_classes),
+                dict(type='CutmixBlending', alpha=cutmix_alpha,
+                     num_classes=num_classes),
+            ],
+            probs=[
+                mixup_prob * (1 - mixup_switch_prob),
+                mixup_prob * mixup_switch_prob
+            ])))
+
+# ----------------------------------------------------------------- data ----
+dataset_type = 'VideoDataset'
+train_pipeline = [
+    dict(type='DecordInit'),
+    dict(type='SegmentSample', num_segments=num_frames),
+    dict(type='DecordDecode'),
+    dict(type='VideoRandAugment', config_str=rand_augment),
+    dict(
+        type='RandomResizedCrop',
+        area_range=(0.08, 1.0),
+        aspect_ratio_range=(0.75, 1.3333)),
+    dict(type='Resize', scale=(img_size, img_size), keep_ratio=False),
+    # no flip: SSv2 has left/right classes
+    dict(type='FormatShape', input_format='NCTHW'),
+    dict(type='PackActionInputs')
+]
+val_pipeline = [
+    dict(type='DecordInit'),
+    dict(type='SegmentSample', num_segments=num_frames, test_mode=True),
+    dict(type='DecordDecode'),
+    dict(type='Resize', scale=(-1, img_size)),
+    dict(type='CenterCrop', crop_size=img_size),
+    dict(type='FormatShape', input_format='NCTHW'),
+    dict(type='PackActionInputs')
+]
+test_pipeline = [
+    dict(type='DecordInit'),
+    dict(
+        type='SegmentSample',
+        num_segments=num_frames,
+        num_clips=test_num_clips,
+        test_mode=True),
+    dict(type='DecordDecode'),
+    dict(type='Resize', scale=(-1, img_size)),
+    dict(type='ThreeCrop', crop_size=img_size),
+    dict(type='FormatShape', input_format='NCTHW'),
+    dict(type='PackActionInputs')
+]
+
+train_dataloader = dict(
+    batch_size=batch_size,
+    num_workers=8,
+    persistent_workers=True,
+    drop_last=True,
+    sampler=dict(type='DefaultSampler', shuffle=True),
+    dataset=dict(
+        type=dataset_type,
+        ann_file=ann_file_train,
+        data_prefix=dict(video=data_root),
+        pipeline=train_pipeline))
+val_dataloader = dict(
+    batch_size=9,  # 1.5 x batch_size, as the authors
+    num_workers=8,
+    persistent_workers=True,
+    sampler=dict(type='DefaultSampler', shuffle=False),
+    dataset=dict(
+        type=dataset_type,
+        ann_file=ann_file_val,
+        data_prefix=dict(video=data_root_val),
+        pipeline=val_pipeline,
+        test_mode=True))
+test_dataloader = dict(
+    batch_size=1,  # one video = 2 clips x 3 crops
+    num_workers=8,
+    persistent_workers=True,
+    sampler=dict(type='DefaultSampler', shuffle=False),
+    dataset=dict(
+        type=dataset_type,
+        ann_file=ann_file_test,
+        data_prefix=dict(video=data_root_val),
+        pipeline=test_pipeline,
+        test_mode=True))
+
+val_evaluator = dict(type='AccMetric')
+test_evaluator = val_evaluator
+
+train_cfg = dict(
+    type='EpochBasedTrainLoop',
+    max_epochs=max_epochs,
+    val_begin=1,
+    val_interval=1)
+val_cfg = dict(type='ValLoop')
+test_cfg = dict(type='TestLoop')
+
+# ------------------------------------------------------------ optimiser ----
+optim_wrapper = dict(
+    type='AmpOptimWrapper',  # fp16, as the authors' DeepSpeed runs
+    loss_scale=dict(init_scale=2.0**7, growth_interval=128),
+    accumulative_counts=update_freq,
+    optimizer=dict(
+        type='AdamW',
+        lr=base_lr,
+        betas=(0.9, 0.999),
+        eps=1e-8,
+        weight_decay=weight_decay),
+    constructor='CASTLayerDecayOptimWrapperConstructor',
+    paramwise_cfg=dict(layer_decay_rate=layer_decay))
+
+param_scheduler = [
+    dict(
+        type='LinearLR',
+        start_factor=1e-3,  # the authors start at 0; MMEngine needs > 0
+        by_epoch=True,
+        begin=0,
+        end=warmup_epochs,
+        convert_to_iter_based=True),
+    dict(
+        type='CosineAnnealingLR',
+        T_max=max_epochs - warmup_epochs,
+        eta_min_ratio=min_lr_ratio,
+        by_epoch=True,
+        begin=warmup_epochs,
+        end=max_epochs,
+        convert_to_iter_based=True)
+]
+
+# `tools/train.py --auto-scale-lr` rescales base_lr linearly to the GPUs x
+# batch_size you run with (accumulation unchanged), as the authors' rule.
+auto_scale_lr = dict(enable=False, base_batch_size=num_gpus * batch_size)

@@ -1,0 +1,301 @@
+"""The shipped configs: they parse, their pipelines run, the recipes hold
+the published values, and missing paths are reported by field."""
+import copy
+import os
+import os.path as osp
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+import torch
+from mmengine.config import Config
+
+from cast_mmaction.engine.checks import (MissingPathError, check_paths,
+                                         required_paths)
+from cast_mmaction.models.presets import cast_backbone_cfg
+
+ROOT = osp.dirname(osp.dirname(osp.abspath(__file__)))
+CONFIGS = osp.join(ROOT, 'configs')
+
+
+def load(name):
+    return Config.fromfile(osp.join(CONFIGS, name))
+
+
+def plain(obj):
+    """ConfigDict / tuples -> plain dicts / lists, for comparisons."""
+    if isinstance(obj, dict):
+        return {k: plain(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [plain(v) for v in obj]
+    return obj
+
+
+def step(pipeline, type_name):
+    hits = [s for s in pipeline if s['type'] == type_name]
+    return hits[0] if hits else None
+
+
+@pytest.mark.parametrize('name', ['cast_ssv2.py', 'cast_k400.py',
+                                  'cast_demo.py'])
+def test_parses_with_runtime_and_plugin(name):
+    cfg = load(name)
+    assert cfg.default_scope == 'mmaction'
+    assert plain(cfg.custom_imports) == dict(imports=['cast_mmaction'],
+                                             allow_failed_imports=False)
+    ckpt = cfg.default_hooks.checkpoint
+    assert ckpt.type == 'CheckpointHook' and ckpt.max_keep_ckpts >= 1
+    for key in ('data_root', 'data_root_val', 'ann_file_train',
+                'ann_file_val', 'ann_file_test', 'clip_weights',
+                'vmae_weights'):
+        assert key in cfg, f'{name}: top-level field {key} missing'
+    assert cfg.train_dataloader.dataset.ann_file == cfg.ann_file_train
+    assert cfg.test_dataloader.dataset.ann_file == cfg.ann_file_test
+    assert cfg.model.backbone.experts.clip.pretrained == cfg.clip_weights
+    assert cfg.model.backbone.experts.vmae.pretrained == cfg.vmae_weights
+
+
+# the published recipes (REFERENCE.md "Recipes", the authors' scripts)
+RECIPES = {
+    'cast_ssv2.py': dict(num_classes=174, epochs=50, update_freq=4,
+                         drop_path=0.3, mixup_prob=0.9, clips=2, crops=3,
+                         flip=False, lr=1e-3 * 16 * 6 * 4 / 256),
+    'cast_k400.py': dict(num_classes=400, epochs=70, update_freq=6,
+                         drop_path=0.2, mixup_prob=0.5, clips=5, crops=3,
+                         flip=True, lr=1e-3 * 16 * 6 * 6 / 256),
+}
+
+
+@pytest.mark.parametrize('name', sorted(RECIPES))
+def test_published_recipe_values(name):
+    r = RECIPES[name]
+    cfg = load(name)
+    # model: the ViT-B CAST of presets.cast_backbone_cfg()
+    expect = cast_backbone_cfg(drop_path_rate=r['drop_path'],
+                               clip_pretrained=cfg.clip_weights,
+                               vmae_pretrained=cfg.vmae_weights)
+    assert plain(cfg.model.backbone) == plain(expect)
+    head = cfg.model.cls_head
+    assert (head.type, head.num_classes, head.in_channels) == (
+        'CASTHead', r['num_classes'], 768)
+    assert head.label_smooth_eps == 0.1 and head.average_clips == 'prob'
+    pre = cfg.model.data_preprocessor
+    assert pre.mean == [123.675, 116.28, 103.53]
+    assert pre.std == [58.395, 57.12, 57.375]
+    blend = pre.blending
+    assert blend.type == 'RandomBatchAugment'
+    mix, cut = blend.augments
+    assert (mix.type, mix.alpha, cut.type, cut.alpha) == (
+        'MixupBlending', 0.8, 'CutmixBlending', 1.0)
+    # the scripts pass --mixup_switch_prob 0: a mixed batch is mixup
+    assert blend.probs == pytest.approx([r['mixup_prob'], 0.0])
+    # optimiser
+    ow = cfg.optim_wrapper
+    assert ow.type == 'AmpOptimWrapper'
+    assert ow.accumulative_counts == r['update_freq']
+    opt = ow.optimizer
+    assert opt.type == 'AdamW' and tuple(opt.betas) == (0.9, 0.999)
+    assert opt.weight_decay == 0.05 and opt.eps == 1e-8
+    assert opt.lr == pytest.approx(r['lr'])
+    assert cfg.train_dataloader.batch_size == 6
+    assert ow.constructor == 'CASTLayerDecayOptimWrapperConstructor'
+    assert ow.paramwise_cfg.layer_decay_rate == 0.75
+    assert cfg.train_cfg.max_epochs == r['epochs']
+    warm, cos = cfg.param_scheduler
+    assert (warm.type, warm.end, cos.type, cos.begin, cos.end) == (
+        'LinearLR', 5, 'CosineAnnealingLR', 5, r['epochs'])
+    # pipelines: RandAugment m7 n4, RRC, flip only for K400
+    train = cfg.train_dataloader.dataset.pipeline
+    ra = step(train, 'VideoRandAugment')
+    assert ra.config_str == 'rand-m7-n4-mstd0.5-inc1'
+    rrc = step(train, 'RandomResizedCrop')
+    assert tuple(rrc.area_range) == (0.08, 1.0)
+    assert tuple(rrc.aspect_ratio_range) == (0.75, 1.3333)
+    assert (step(train, 'Flip') is not None) == r['flip']
+    test = cfg.test_dataloader.dataset.pipeline
+    sampler = test[1]
+    assert sampler.num_clips == r['clips'] and sampler.test_mode
+    assert step(test, 'ThreeCrop').crop_size == 224
+    assert step(test, 'Resize').scale == (-1, 224)
+
+
+def test_sampling_ssv2_segments_k400_dense():
+    ssv2, k400 = load('cast_ssv2.py'), load('cast_k400.py')
+    s = ssv2.train_dataloader.dataset.pipeline[1]
+    assert (s.type, s.num_segments) == ('SegmentSample', 16)
+    k = k400.train_dataloader.dataset.pipeline[1]
+    assert (k.type, k.clip_len, k.frame_interval) == ('SampleFrames', 16, 4)
+
+
+@pytest.mark.filterwarnings("ignore:Detected call of")
+def test_lr_schedule_warmup_then_cosine_per_group():
+    """5 warm-up epochs to the base lr, cosine to base x 1e-3 (1e-6 x
+    total_batch / 256) in every layer-decay group."""
+    from mmengine.optim import build_optim_wrapper
+    from mmengine.registry import PARAM_SCHEDULERS
+
+    from cast_mmaction.models.presets import cast_recognizer_cfg
+    from cast_mmaction.utils import build_model
+    cfg = load('cast_ssv2.py')
+    model = build_model(cast_recognizer_cfg(
+        num_classes=4, embed_dim=32, depth=1, num_heads=2, num_frames=4,
+        img_size=32))
+    ow = dict(plain(cfg.optim_wrapper), type='OptimWrapper')
+    ow.pop('loss_scale')
+    wrapper = build_optim_wrapper(model, ow)
+    iters = 4
+    scheds = [PARAM_SCHEDULERS.build(
+        dict(plain(s)), default_args=dict(optimizer=wrapper,
+                                          epoch_length=iters))
+        for s in cfg.param_scheduler]
+    base = [g['initial_lr'] for g in wrapper.optimizer.param_groups]
+    lrs = []
+    for _ in range(cfg.train_cfg.max_epochs * iters):
+        lrs.append([g['lr'] for g in wrapper.optimizer.param_groups])
+        for s in scheds:
+            s.step()
+    lrs = np.array(lrs)
+    assert lrs[0] == pytest.approx(np.array(base) * 1e-3)
+    assert lrs[5 * iters] == pytest.approx(base)  # end of warm-up
+    # one step before the end of the cosine: within 10% of the minimum
+    assert lrs[-1] == pytest.approx(np.array(base) * 1e-3, rel=0.1)
+    assert np.all(np.diff(lrs[5 * iters:, 0]) <= 1e-12)  # cosine decay
+    assert base[0] == pytest.approx(1.5e-3)
+
+
+def _tiny_video(path, frames=40, size=64):
+    from cast_mmaction.datasets.synthetic import render_clip, write_mp4
+    write_mp4(path, render_clip(np.random.default_rng(0), 0, 0, frames,
+                                size))
+
+
+@pytest.mark.parametrize('name', ['cast_ssv2.py', 'cast_k400.py',
+                                  'cast_demo.py'])
+def test_pipelines_build_and_run(tmp_path, name):
+    from mmengine.dataset import Compose
+    cfg = load(name)
+    video = str(tmp_path / 'v.mp4')
+    frames = 80 if name == 'cast_k400.py' else 24
+    _tiny_video(video, frames=frames)
+    size = cfg.get('img_size', 224)
+    nf = cfg.num_frames
+    for loader, views in (('train_dataloader', 1), ('val_dataloader', 1),
+                          ('test_dataloader', None)):
+        pipe = Compose(copy.deepcopy(cfg[loader].dataset.pipeline))
+        np.random.seed(0)
+        out = pipe(dict(filename=video, label=1, start_index=0,
+                        modality='RGB'))
+        x = out['inputs']
+        if views is None:
+            test = cfg.test_dataloader.dataset.pipeline
+            clips = test[1].get('num_clips', 1)
+            crops = 3 if step(test, 'ThreeCrop') else 1
+            views = clips * crops
+        assert tuple(x.shape) == (views, 3, nf, size, size), (loader, x.shape)
+        assert x.dtype == torch.uint8
+        assert int(out['data_samples'].gt_label) == 1
+
+
+def test_ssv2_test_views_are_segment_starts_and_middles():
+    from cast_mmaction.datasets.transforms.sampling import SegmentSample
+    out = SegmentSample(16, num_clips=2, test_mode=True)(
+        dict(total_frames=64, start_index=0))
+    inds = out['frame_inds']
+    np.testing.assert_array_equal(inds[:16], np.arange(16) * 4)
+    np.testing.assert_array_equal(inds[16:], np.arange(16) * 4 + 2)
+    np.random.seed(0)
+    train = SegmentSample(16)(dict(total_frames=64, start_index=0))
+    seg = train['frame_inds'] // 4
+    np.testing.assert_array_equal(seg, np.arange(16))  # one per segment
+    short = SegmentSample(16)(dict(total_frames=5, start_index=0))
+    assert short['frame_inds'].max() < 5
+    assert np.all(np.diff(short['frame_inds']) >= 0)
+
+
+def test_data_preprocessor_builds_twice():
+    """RandomBatchAugment appends to its probs list; the config must
+    survive building the model twice (e.g. train then test)."""
+    from mmaction.registry import MODELS
+    cfg = load('cast_ssv2.py')
+    for _ in range(2):
+        pre = MODELS.build(copy.deepcopy(cfg.model.data_preprocessor))
+    imgs = [torch.randint(0, 255, (1, 3, 2, 8, 8), dtype=torch.uint8)
+            for _ in range(4)]
+    from mmaction.structures import ActionDataSample
+    samples = [ActionDataSample().set_gt_label(i % 3) for i in range(4)]
+    pre.train()
+    out = pre(dict(inputs=imgs, data_samples=samples), training=True)
+    assert out['inputs'].shape == (4, 1, 3, 2, 8, 8)
+
+
+def test_missing_paths_name_the_fields(tmp_path):
+    cfg = load('cast_ssv2.py')
+    with pytest.raises(MissingPathError) as e:
+        check_paths(cfg, 'train', config_name='configs/cast_ssv2.py')
+    msg = str(e.value)
+    for field in ('ann_file_train', 'train_dataloader.dataset.ann_file',
+                  'data_root', 'ann_file_val', 'clip_weights',
+                  'model.backbone.experts.clip.pretrained', 'vmae_weights',
+                  'model.backbone.experts.vmae.pretrained'):
+        assert field in msg, field
+    assert "'checkpoints/ViT-B-16.pt'" in msg
+    with pytest.raises(MissingPathError) as e:
+        check_paths(cfg, 'test', checkpoint='nope.pth')
+    msg = str(e.value)
+    assert 'CHECKPOINT' in msg and 'nope.pth' in msg
+    assert 'ann_file_test' in msg and 'clip_weights' not in msg
+
+
+def test_existing_paths_pass(tmp_path):
+    cfg = load('cast_k400.py')
+    fields = {}
+    for name in ('data_root', 'data_root_val'):
+        d = tmp_path / name
+        d.mkdir()
+        fields[name] = str(d)
+    for name in ('ann_file_train', 'ann_file_val', 'clip_weights',
+                 'vmae_weights'):
+        f = tmp_path / name
+        f.write_text('x')
+        fields[name] = str(f)
+    cfg.merge_from_dict({
+        'train_dataloader.dataset.ann_file': fields['ann_file_train'],
+        'train_dataloader.dataset.data_prefix.video': fields['data_root'],
+        'val_dataloader.dataset.ann_file': fields['ann_file_val'],
+        'val_dataloader.dataset.data_prefix.video': fields['data_root_val'],
+        'model.backbone.experts.clip.pretrained': fields['clip_weights'],
+        'model.backbone.experts.vmae.pretrained': fields['vmae_weights'],
+    })
+    checked = check_paths(cfg, 'train')
+    assert len(checked) == 6
+    # only the overridden nested field is reported once it is missing
+    cfg.merge_from_dict({'model.backbone.experts.vmae.pretrained':
+                         str(tmp_path / 'missing.pth')})
+    with pytest.raises(MissingPathError) as e:
+        check_paths(cfg, 'train')
+    assert 'model.backbone.experts.vmae.pretrained' in str(e.value)
+    assert str(e.value).startswith('1 path(s)')
+    assert 'ann_file_train' not in str(e.value)
+
+
+def test_open_clip_tags_and_urls_are_not_paths():
+    cfg = load('cast_ssv2.py')
+    cfg.merge_from_dict({'model.backbone.experts.clip.pretrained':
+                         'open_clip:ViT-B-16/openai'})
+    fields = [f for f, _, _ in required_paths(cfg, 'train')]
+    assert 'model.backbone.experts.clip.pretrained' not in fields
+
+
+def test_train_tool_stops_with_the_field_error(tmp_path):
+    """tools/train.py reports the missing paths before building anything."""
+    env = dict(os.environ, PYTHONPATH=ROOT)
+    proc = subprocess.run(
+        [sys.executable, osp.join(ROOT, 'tools', 'train.py'),
+         osp.join(CONFIGS, 'cast_k400.py'), '--work-dir',
+         str(tmp_path / 'w')], cwd=str(tmp_path), env=env,
+        capture_output=True, text=True, timeout=120)
+    assert proc.returncode != 0
+    assert 'MissingPathError' in proc.stderr
+    assert 'ann_file_train' in proc.stderr
+    assert 'vmae_weights' in proc.stderr

@@ -1,0 +1,114 @@
+#!/usr/bin/env python
+"""Test a checkpoint with MMEngine's Runner: multi-view testing as the
+config's test pipeline says (e.g. SSv2 2 clips x 3 crops, K400 5 x 3),
+softmax scores averaged over views (``average_clips='prob'``).
+
+    python tools/test.py configs/cast_demo.py work_dirs/demo/epoch_12.pth
+    python tools/test.py configs/cast_ssv2.py cast_ssv2.pth --dump preds.pkl
+    tools/dist_test.sh configs/cast_ssv2.py cast_ssv2.pth 8
+
+``CHECKPOINT`` is a checkpoint written by tools/train.py or by
+tools/convert_checkpoint.py (official CAST weights). The metrics are
+printed and written to ``<work-dir>/test_metrics.json``.
+"""
+import argparse
+import json
+import os
+import os.path as osp
+import sys
+
+ROOT = osp.dirname(osp.dirname(osp.abspath(__file__)))
+if ROOT not in sys.path:  # run from a checkout without `pip install -e .`
+    sys.path.insert(0, ROOT)
+
+import cast_mmaction  # noqa: E402,F401  (compat fixes, registrations)
+from mmengine.config import Config, DictAction  # noqa: E402
+
+from cast_mmaction.engine.checks import check_paths  # noqa: E402
+from cast_mmaction.engine.runner_utils import (  # noqa: E402
+    build_runner, default_work_dir, use_gloo_without_cuda)
+
+
+def parse_args(argv=None):
+    p = argparse.ArgumentParser(description='Test an action recognizer.')
+    p.add_argument('config', help='config file')
+    p.add_argument('checkpoint', help='checkpoint file')
+    p.add_argument('--work-dir', help='where logs and test_metrics.json go '
+                   '(default: work_dirs/<config name>)')
+    p.add_argument('--dump', metavar='FILE.pkl',
+                   help='also save every prediction (scores, labels) to a '
+                   'pickle file')
+    p.add_argument('--no-check', action='store_true',
+                   help='skip the check that every needed path exists')
+    p.add_argument('--cfg-options', nargs='+', action=DictAction,
+                   help='override config entries, key=value (nested keys '
+                   'with dots, e.g. test_dataloader.batch_size=2)')
+    p.add_argument('--launcher', choices=['none', 'pytorch', 'slurm', 'mpi'],
+                   default='none', help='job launcher (dist_test.sh: '
+                   'pytorch)')
+    p.add_argument('--local_rank', '--local-rank', type=int, default=0)
+    args = p.parse_args(argv)
+    os.environ.setdefault('LOCAL_RANK', str(args.local_rank))
+    return args
+
+
+def merge_args(cfg, args):
+    cfg.launcher = args.launcher
+    if args.work_dir is not None:
+        cfg.work_dir = args.work_dir
+    elif cfg.get('work_dir') is None:
+        cfg.work_dir = default_work_dir(args.config)
+    cfg.load_from = args.checkpoint
+    cfg.resume = False
+    if args.dump is not None:
+        if not args.dump.endswith(('.pkl', '.pickle')):
+            raise ValueError(f'--dump {args.dump}: use a .pkl file name')
+        dump = dict(type='DumpResults', out_file_path=args.dump)
+        evaluators = cfg.test_evaluator
+        if isinstance(evaluators, (list, tuple)):
+            cfg.test_evaluator = list(evaluators) + [dump]
+        else:
+            cfg.test_evaluator = [evaluators, dump]
+    if args.cfg_options:
+        cfg.merge_from_dict(args.cfg_options)
+    use_gloo_without_cuda(cfg)
+    return cfg
+
+
+def summarise(metrics):
+    """Human-readable lines, top-1 first."""
+    lines = []
+    top1 = next((v for k, v in metrics.items() if k.endswith('top1')), None)
+    if top1 is not None:
+        lines.append(f'top-1 accuracy: {100 * float(top1):.2f}%')
+    for k, v in metrics.items():
+        if isinstance(v, (int, float)):
+            lines.append(f'  {k}: {v:.4f}')
+    return lines
+
+
+def main(argv=None):
+    args = parse_args(argv)
+    cfg = Config.fromfile(args.config)
+    cfg = merge_args(cfg, args)
+    if not args.no_check:
+        check_paths(cfg, 'test', checkpoint=args.checkpoint,
+                    config_name=args.config)
+    runner = build_runner(cfg)
+    metrics = runner.test()
+    metrics = {k: float(v) if hasattr(v, '__float__') else v
+               for k, v in (metrics or {}).items()}
+    from mmengine.dist import is_main_process
+    if is_main_process():
+        os.makedirs(cfg.work_dir, exist_ok=True)
+        out = osp.join(cfg.work_dir, 'test_metrics.json')
+        with open(out, 'w') as f:
+            json.dump(dict(config=args.config, checkpoint=args.checkpoint,
+                           metrics=metrics), f, indent=1)
+        print('\n'.join(summarise(metrics)))
+        print(f'metrics written to {out}')
+    return metrics
+
+
+if __name__ == '__main__':
+    main()
