@@ -74,9 +74,9 @@ def render_clip(rng, appearance, motion, num_frames=16, size=64):
     obj = rng.integers(int(0.16 * size), int(0.28 * size) + 1)  # side / diam
     colour = np.array(_OBJECT_RGB[APPEARANCES[appearance]], float)
     colour = np.clip(colour + rng.uniform(-25, 25, size=3), 0, 255)
-    # horizontal travel: 35%..75% of the free width over the clip
+    # horizontal travel: 60%..100% of the free width over the clip
     free = w - obj
-    travel = rng.uniform(0.35, 0.75) * free
+    travel = rng.uniform(0.6, 1.0) * free
     x0 = rng.uniform(0, free - travel)
     xs = x0 + np.linspace(0, travel, num_frames)
     if MOTIONS[motion] == 'moving_left':
