@@ -26,7 +26,7 @@ from mmengine.config import Config, DictAction  # noqa: E402
 
 from cast_mmaction.engine.checks import check_paths  # noqa: E402
 from cast_mmaction.engine.runner_utils import (  # noqa: E402
-    build_runner, default_work_dir, use_gloo_without_cuda)
+    build_runner, default_work_dir)
 
 
 def parse_args(argv=None):
@@ -71,7 +71,6 @@ def merge_args(cfg, args):
             cfg.test_evaluator = [evaluators, dump]
     if args.cfg_options:
         cfg.merge_from_dict(args.cfg_options)
-    use_gloo_without_cuda(cfg)
     return cfg
 
 

@@ -20,7 +20,6 @@ custom_hooks = [dict(type='ParameterCountHook')]
 env_cfg = dict(
     cudnn_benchmark=False,
     mp_cfg=dict(mp_start_method='fork', opencv_num_threads=0),
-    # tools/train.py and tools/test.py switch nccl to gloo on CPU-only hosts
     dist_cfg=dict(backend='nccl'))
 
 # the authors seed every rank with seed + rank
