@@ -125,6 +125,184 @@ def _patch_color_jitter_hue():
     return True
 
 
+#: temporary files of interrupted writes: ``.<name>.partial-<pid>-<rand>``
+PARTIAL_MARK = '.partial-'
+
+
+def fsync_file(f):
+    """``os.fsync`` of an open file (a function, so that tests can simulate a
+    kill at this point)."""
+    f.flush()
+    os.fsync(f.fileno())
+
+
+def atomic_write(path, data):
+    """Write ``data`` (bytes or str) to ``path`` so that a reader (or a run
+    killed at any moment) sees either the old file or the complete new one:
+    a temporary file in the same folder, fsync, rename, fsync of the
+    folder."""
+    import tempfile
+    folder = os.path.dirname(os.path.abspath(path))
+    os.makedirs(folder, exist_ok=True)
+    name = os.path.basename(path)
+    fd, tmp = tempfile.mkstemp(prefix=f'.{name}{PARTIAL_MARK}{os.getpid()}-',
+                               dir=folder)
+    os.close(fd)
+    try:
+        with open(tmp, 'wb') as f:
+            f.write(data.encode('utf-8') if isinstance(data, str) else data)
+            fsync_file(f)
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.remove(tmp)
+        raise
+    try:  # make the rename itself durable
+        dfd = os.open(folder, os.O_RDONLY)
+        try:
+            os.fsync(dfd)
+        finally:
+            os.close(dfd)
+    except OSError:  # some file systems refuse fsync on folders
+        pass
+
+
+def _checkpoint_files(folder):
+    """Complete checkpoint files of a work dir, newest first (``best_*``
+    excluded: they are not resumption points)."""
+    out = []
+    for name in os.listdir(folder):
+        if name.startswith(('.', 'best_')) or not name.endswith('.pth'):
+            continue
+        path = os.path.join(folder, name)
+        if os.path.isfile(path):
+            out.append((os.path.getmtime(path), path))
+    return [p for _, p in sorted(out, reverse=True)]
+
+
+def _patch_atomic_checkpoints():
+    """mmengine 0.10.7 writes checkpoints in place
+    (``LocalBackend.put``: ``open(path, 'wb').write``): a run killed during
+    the write leaves a truncated ``epoch_N.pth``. Worse, ``CheckpointHook``
+    deletes the oldest kept checkpoint *before* writing the new one, so with
+    ``max_keep_ckpts=1`` a kill mid-write leaves nothing to resume from, and
+    ``last_checkpoint`` (written in place after the save) can be empty or
+    name a deleted file; ``--resume`` then fails.
+
+    We make ``LocalBackend.put`` / ``put_text`` atomic (:func:`atomic_write`),
+    delay ``CheckpointHook``'s removals (old and previous-best checkpoints)
+    until the new checkpoint and ``last_checkpoint`` are written, and make
+    ``find_latest_checkpoint`` (what ``--resume`` without a file uses) fall
+    back to the newest complete ``*.pth`` of the work dir when
+    ``last_checkpoint`` is empty or names a missing file; it also deletes
+    temporary files left by interrupted writes. Remote backends are
+    untouched."""
+    from mmengine.fileio.backends import local_backend
+    from mmengine.hooks import checkpoint_hook
+    from mmengine.runner import checkpoint as ckpt_mod
+    from mmengine.runner import runner as runner_mod
+
+    LocalBackend = local_backend.LocalBackend
+    if getattr(LocalBackend, '_cast_mmaction_atomic', False):
+        return False
+
+    def put(self, obj, filepath):
+        atomic_write(str(filepath), obj)
+
+    def put_text(self, obj, filepath, encoding='utf-8'):
+        atomic_write(str(filepath), obj.encode(encoding))
+
+    put.__doc__ = 'Atomic ' + (LocalBackend.put.__doc__ or '')
+    put_text.__doc__ = 'Atomic ' + (LocalBackend.put_text.__doc__ or '')
+    LocalBackend.put, LocalBackend.put_text = put, put_text
+    LocalBackend._cast_mmaction_atomic = True
+
+    class _DeferRemovals:
+        """A file backend whose remove / rmtree wait for :meth:`flush`."""
+
+        def __init__(self, backend):
+            self._backend, self._removals = backend, []
+
+        def remove(self, path):
+            self._removals.append(('remove', path))
+
+        def rmtree(self, path):
+            self._removals.append(('rmtree', path))
+
+        def __getattr__(self, name):
+            return getattr(self._backend, name)
+
+        def flush(self):
+            for method, path in self._removals:
+                getattr(self._backend, method)(path)
+
+    def deferring(original):
+        def wrapper(self, *args, **kwargs):
+            backend = getattr(self, 'file_backend', None)
+            if backend is None or isinstance(backend, _DeferRemovals):
+                return original(self, *args, **kwargs)
+            proxy = _DeferRemovals(backend)
+            self.file_backend = proxy
+            try:
+                result = original(self, *args, **kwargs)
+            finally:
+                self.file_backend = backend
+            proxy.flush()  # only once the new checkpoint is complete
+            return result
+        wrapper.__wrapped__ = original
+        wrapper.__doc__ = original.__doc__
+        return wrapper
+
+    hook = checkpoint_hook.CheckpointHook
+    hook._save_checkpoint_with_step = deferring(
+        hook._save_checkpoint_with_step)
+    hook._save_best_checkpoint = deferring(hook._save_best_checkpoint)
+
+    original_find = ckpt_mod.find_latest_checkpoint
+
+    def find_latest_checkpoint(path):
+        from mmengine.logging import print_log
+        if not os.path.isdir(path):
+            return original_find(path)
+        for name in os.listdir(path):
+            if PARTIAL_MARK in name and name.startswith('.'):
+                os.remove(os.path.join(path, name))
+                print_log(f'removed {name}, a partial file left by an '
+                          f'interrupted write', logger='current')
+        record = os.path.join(path, 'last_checkpoint')
+        last = None
+        if os.path.exists(record):
+            with open(record) as f:
+                last = f.read().strip() or None
+        if last is not None and ('://' in last or os.path.isfile(last)):
+            return last
+        found = _checkpoint_files(path)
+        if not found:
+            if last is None:
+                return original_find(path)
+            print_log(f'last_checkpoint names {last!r}, which is gone, and '
+                      f'{path} holds no other checkpoint: starting afresh',
+                      logger='current', level=30)
+            return None
+        print_log(f'last_checkpoint in {path} is '
+                  f'{"missing" if last is None else repr(last) + " (gone)"}'
+                  f'; resuming from the newest complete checkpoint, '
+                  f'{found[0]}', logger='current', level=30)
+        return found[0]
+
+    find_latest_checkpoint.__doc__ = original_find.__doc__
+    ckpt_mod.find_latest_checkpoint = find_latest_checkpoint
+    runner_mod.find_latest_checkpoint = find_latest_checkpoint
+    import mmengine.runner as runner_pkg
+    runner_pkg.find_latest_checkpoint = find_latest_checkpoint
+    try:
+        from mmengine.runner import _flexible_runner
+        _flexible_runner.find_latest_checkpoint = find_latest_checkpoint
+    except ImportError:  # optional dependencies of FlexibleRunner
+        pass
+    return True
+
+
 def load_file(path, map_location='cpu'):
     """``torch.load`` for foreign checkpoint files (OpenAI CLIP, VideoMAE,
     DeepSpeed dumps) that contain pickled non-tensor objects: under
@@ -143,4 +321,5 @@ def apply():
     _patch_torch_load_weights_only()
     _check_pkg_resources()
     _patch_color_jitter_hue()
+    _patch_atomic_checkpoints()
     _APPLIED = True

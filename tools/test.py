@@ -25,6 +25,7 @@ import cast_mmaction  # noqa: E402,F401  (compat fixes, registrations)
 from mmengine.config import Config, DictAction  # noqa: E402
 
 from cast_mmaction.engine.checks import check_paths  # noqa: E402
+from cast_mmaction.engine.reliability import apply_reliability  # noqa: E402
 from cast_mmaction.engine.runner_utils import (  # noqa: E402
     build_runner, default_work_dir)
 
@@ -38,6 +39,10 @@ def parse_args(argv=None):
     p.add_argument('--dump', metavar='FILE.pkl',
                    help='also save every prediction (scores, labels) to a '
                    'pickle file')
+    p.add_argument('--bad-samples', choices=['raise', 'flag'], default=None,
+                   help='a video that cannot be loaded stops the test naming '
+                   'it (raise, the default) or is scored as a wrong '
+                   'prediction and counted as <metric>/bad_samples (flag)')
     p.add_argument('--no-check', action='store_true',
                    help='skip the check that every needed path exists')
     p.add_argument('--cfg-options', nargs='+', action=DictAction,
@@ -93,6 +98,9 @@ def main(argv=None):
     if not args.no_check:
         check_paths(cfg, 'test', checkpoint=args.checkpoint,
                     config_name=args.config)
+    # unreadable test videos: an error naming them, or --bad-samples flag;
+    # a checkpoint that does not fit the model stops here (reliability.md)
+    apply_reliability(cfg, 'test', test_bad_samples=args.bad_samples)
     runner = build_runner(cfg)
     metrics = runner.test()
     metrics = {k: float(v) if hasattr(v, '__float__') else v

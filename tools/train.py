@@ -24,6 +24,7 @@ import cast_mmaction  # noqa: E402,F401  (compat fixes, registrations)
 from mmengine.config import Config, DictAction  # noqa: E402
 
 from cast_mmaction.engine.checks import check_paths  # noqa: E402
+from cast_mmaction.engine.reliability import apply_reliability  # noqa: E402
 from cast_mmaction.engine.runner_utils import (  # noqa: E402
     build_runner, default_work_dir)
 
@@ -106,6 +107,9 @@ def main(argv=None):
     cfg = merge_args(cfg, args)
     if not args.no_check:
         check_paths(cfg, 'train', config_name=args.config)
+    # bad videos skipped and counted, exact --resume, non-finite losses
+    # skipped, annotations / widths / checkpoints checked (docs/reliability.md)
+    apply_reliability(cfg, 'train')
     runner = build_runner(cfg)
     runner.train()
     return runner
