@@ -213,20 +213,30 @@ def test_ssv2_test_views_are_segment_starts_and_middles():
     assert np.all(np.diff(short['frame_inds']) >= 0)
 
 
-def test_data_preprocessor_builds_twice():
-    """RandomBatchAugment appends to its probs list; the config must
-    survive building the model twice (e.g. train then test)."""
+def test_data_preprocessor_mixes_batches():
+    """The recipe's preprocessor normalises and, in training, turns the
+    labels into mixed soft labels (mixup) in about 90% of the batches."""
     from mmaction.registry import MODELS
-    cfg = load('cast_ssv2.py')
-    for _ in range(2):
-        pre = MODELS.build(copy.deepcopy(cfg.model.data_preprocessor))
-    imgs = [torch.randint(0, 255, (1, 3, 2, 8, 8), dtype=torch.uint8)
-            for _ in range(4)]
     from mmaction.structures import ActionDataSample
-    samples = [ActionDataSample().set_gt_label(i % 3) for i in range(4)]
+    cfg = load('cast_ssv2.py')
+    pre = MODELS.build(cfg.model.data_preprocessor)
+    assert cfg.model.data_preprocessor.blending.probs == [0.9, 0.0]
     pre.train()
-    out = pre(dict(inputs=imgs, data_samples=samples), training=True)
-    assert out['inputs'].shape == (4, 1, 3, 2, 8, 8)
+    np.random.seed(0)
+    torch.manual_seed(0)
+    soft = 0
+    for _ in range(20):
+        imgs = [torch.randint(0, 255, (1, 3, 2, 8, 8), dtype=torch.uint8)
+                for _ in range(4)]
+        samples = [ActionDataSample().set_gt_label(i % 3) for i in range(4)]
+        out = pre(dict(inputs=imgs, data_samples=samples), training=True)
+        assert out['inputs'].shape == (4, 1, 3, 2, 8, 8)
+        assert out['inputs'].dtype == torch.float32
+        label = out['data_samples'][0].gt_label
+        if label.numel() == 174:
+            assert float(label.sum()) == pytest.approx(1.0)
+            soft += 1
+    assert 14 <= soft <= 20
 
 
 def test_missing_paths_name_the_fields(tmp_path):

@@ -24,7 +24,8 @@ if ROOT not in sys.path:  # run from a checkout without `pip install -e .`
 import cast_mmaction  # noqa: E402,F401  (compat fixes, registrations)
 from mmengine.config import Config, DictAction  # noqa: E402
 
-from cast_mmaction.engine.checks import check_paths  # noqa: E402
+from cast_mmaction.engine.checks import (  # noqa: E402
+    MissingPathError, check_paths)
 from cast_mmaction.engine.reliability import apply_reliability  # noqa: E402
 from cast_mmaction.engine.runner_utils import (  # noqa: E402
     build_runner, default_work_dir)
@@ -96,8 +97,11 @@ def main(argv=None):
     cfg = Config.fromfile(args.config)
     cfg = merge_args(cfg, args)
     if not args.no_check:
-        check_paths(cfg, 'test', checkpoint=args.checkpoint,
-                    config_name=args.config)
+        try:
+            check_paths(cfg, 'test', checkpoint=args.checkpoint,
+                        config_name=args.config)
+        except MissingPathError as e:  # a clear message, no traceback
+            sys.exit(f'MissingPathError: {e}')
     # unreadable test videos: an error naming them, or --bad-samples flag;
     # a checkpoint that does not fit the model stops here (reliability.md)
     apply_reliability(cfg, 'test', test_bad_samples=args.bad_samples)

@@ -23,7 +23,8 @@ if ROOT not in sys.path:  # run from a checkout without `pip install -e .`
 import cast_mmaction  # noqa: E402,F401  (compat fixes, registrations)
 from mmengine.config import Config, DictAction  # noqa: E402
 
-from cast_mmaction.engine.checks import check_paths  # noqa: E402
+from cast_mmaction.engine.checks import (  # noqa: E402
+    MissingPathError, check_paths)
 from cast_mmaction.engine.reliability import apply_reliability  # noqa: E402
 from cast_mmaction.engine.runner_utils import (  # noqa: E402
     build_runner, default_work_dir)
@@ -106,7 +107,10 @@ def main(argv=None):
     cfg = Config.fromfile(args.config)
     cfg = merge_args(cfg, args)
     if not args.no_check:
-        check_paths(cfg, 'train', config_name=args.config)
+        try:
+            check_paths(cfg, 'train', config_name=args.config)
+        except MissingPathError as e:  # a clear message, no traceback
+            sys.exit(f'MissingPathError: {e}')
     # bad videos skipped and counted, exact --resume, non-finite losses
     # skipped, annotations / widths / checkpoints checked (docs/reliability.md)
     apply_reliability(cfg, 'train')

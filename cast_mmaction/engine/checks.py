@@ -148,17 +148,24 @@ def check_paths(cfg, mode, checkpoint=None, config_name=None):
         return checked
     what = 'training' if mode == 'train' else 'testing'
     src = f' with {config_name}' if config_name else ''
-    lines = []
+    lines, nested = [], []
     for field, path, kind, variables in missing:
+        if field.startswith('CHECKPOINT'):
+            variables = []  # tools/test.py copies it into load_from
+        else:
+            nested.append(field)
         name = ' / '.join(variables + [field]) if variables else field
         thing = 'file' if kind == 'file' else 'folder'
         lines.append(f'  {name} = {path!r}: {thing} not found')
+    hint = ''
+    if nested:
+        hint = ('\nEdit the variable in the config, or override the nested '
+                f'field, e.g. --cfg-options {nested[0]}=PATH (a top-level '
+                'variable given with --cfg-options does not reach the fields '
+                'it was copied into). See docs/training.md for the data '
+                'layout.')
     cwd = os.getcwd()
     raise MissingPathError(
         f'{len(missing)} path(s) needed for {what}{src} do not exist '
         f'(relative paths are taken from {cwd}):\n' + '\n'.join(lines) +
-        '\nEdit the variable in the config, or override the nested field, '
-        'e.g. --cfg-options train_dataloader.dataset.ann_file=PATH '
-        '(a top-level variable given with --cfg-options does not reach the '
-        'fields it was copied into). See docs/training.md for the data '
-        'layout.')
+        hint)
