@@ -42,7 +42,9 @@ def read_clip_visual(source):
                    'VideoMAE expert\'s pretrained file.'
         raise ValueError(f'{what}: {source} is not a CLIP image tower in '
                          f'the OpenAI layout (no conv1 / transformer.'
-                         f'resblocks keys; found {sample}, ...).{hint}')
+                         f'resblocks keys; found {sample}, ...).{hint}'
+                         f' (config field: model.backbone.experts.clip.'
+                         f'pretrained)')
     return {k: v.float() for k, v in state.items()}
 
 

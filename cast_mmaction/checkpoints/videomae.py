@@ -25,7 +25,8 @@ def read_videomae(path):
                    'expert\'s pretrained file.'
         raise ValueError(f'{what}: {path} is not a VideoMAE video model (no '
                          f'5-D patch_embed.proj.weight; found {sample}, ...).'
-                         f'{hint}')
+                         f'{hint} (config field: model.backbone.experts.vmae.'
+                         f'pretrained)')
     return {k: v.float() for k, v in state.items()}
 
 

@@ -161,7 +161,7 @@ def check_list_file(path,
                                      and value >= num_classes):
                         rng = (f'0..{num_classes - 1} ({num_classes_field}='
                                f'{num_classes})' if num_classes is not None
-                               else 'the non-negative class ids')
+                               else 'the class ids (>= 0)')
                         _fail(path, n, f'label {value} is outside {rng}')
             else:
                 if not test_mode:
@@ -211,6 +211,12 @@ def _vggsound_rows(path, split):
             if len(row) >= 4 and row[3].strip() == split:
                 lines.append(reader.line_num)
     return lines
+
+
+def _infos(dataset):
+    """The data infos of a built dataset (its ``data_list`` may have been
+    serialised away)."""
+    return [dataset.get_data_info(i) for i in range(len(dataset))]
 
 
 def _check_data_list(ds, data_list, path, lines, id_key=None,
@@ -284,13 +290,13 @@ def check_dataset_annotations(dataset, num_classes=None,
             bool(getattr(dataset, 'multi_class', False)),
             num_classes_field=num_classes_field)
     if isinstance(dataset, EpicKitchens100Dataset):
-        data_list = dataset.data_list
+        data_list = _infos(dataset)
         _check_data_list(dataset, data_list, ann,
                          [d.get('csv_line') for d in data_list],
                          id_key='narration_id')
         return len(data_list)
     if isinstance(dataset, EpicSoundsDataset):
-        data_list = dataset.data_list
+        data_list = _infos(dataset)
         ids = _csv_id_lines(ann, 'annotation_id')
         for ident, lines in ids.items():
             if len(lines) > 1:
@@ -302,7 +308,7 @@ def check_dataset_annotations(dataset, num_classes=None,
         _check_data_list(dataset, data_list, ann, lines)
         return len(data_list)
     if isinstance(dataset, VGGSoundDataset) and dataset._is_csv():
-        data_list = dataset.data_list
+        data_list = _infos(dataset)
         lines = _vggsound_rows(ann, dataset.split)
         if len(lines) != len(data_list):
             lines = None
@@ -314,11 +320,11 @@ def check_dataset_annotations(dataset, num_classes=None,
         count = check_list_file(
             ann, prefix.get('video') or '', num_classes, test_mode,
             layout='label_last', num_classes_field=num_classes_field)
-        _check_data_list(dataset, dataset.data_list, ann, None,
+        _check_data_list(dataset, _infos(dataset), ann, None,
                          roots=(('audio_path', 'audio'), ))
         return count
-    data_list = getattr(dataset, 'data_list', None)
-    if isinstance(data_list, list) and ann:
+    if ann and hasattr(dataset, 'get_data_info'):
+        data_list = _infos(dataset)
         _check_data_list(dataset, data_list, ann, None)
         return len(data_list)
     return 0

@@ -1,0 +1,819 @@
+"""Reliability from the user's side (issue 6): bad media, annotations,
+impossible configs, foreign checkpoints, non-finite losses, atomic
+checkpoint files. Interrupted runs (kill -9 / --resume) are in
+tests/test_reliability_resume.py. Every case is listed in
+docs/reliability.md with the message a user sees.
+
+Media are tiny real files written here: synthetic mp4 videos (32 px), and
+broken ones: missing, empty (0 bytes), truncated (first third of a good
+file), random bytes named .mp4; wav files via the wave module.
+"""
+import copy
+import importlib.util
+import os
+import os.path as osp
+import re
+import wave
+
+import numpy as np
+import pytest
+import torch
+from mmengine.config import Config
+from mmengine.hooks import Hook
+from mmengine.runner import Runner
+
+from cast_mmaction.datasets.annotation_checks import (AnnotationError,
+                                                      check_list_file)
+from cast_mmaction.datasets.robust import (BadSampleError, RobustDataset,
+                                           ReproducibleSampler)
+from cast_mmaction.datasets.synthetic import write_synthetic_video_dataset
+from cast_mmaction.engine.reliability import (CheckpointMismatchError,
+                                              TooManyBadSamplesError,
+                                              apply_reliability,
+                                              check_checkpoint,
+                                              guard_optim_wrapper)
+from mmaction.registry import DATASETS, HOOKS
+
+ROOT = osp.dirname(osp.dirname(osp.abspath(__file__)))
+BAD = ('missing', 'empty', 'truncated', 'random')
+
+TINY = """
+_base_ = [{base!r}]
+data = {data!r}
+model = dict(
+    backbone=dict(
+        num_frames=4, img_size=32, drop_path_rate=0.1,
+        experts=dict(
+            clip=dict(width=32, layers=1, heads=2),
+            vmae=dict(embed_dim=32, depth=1, num_heads=2))),
+    cls_head=dict(in_channels=32))
+pipe_train = [
+    dict(type='DecordInit'),
+    dict(type='SegmentSample', num_segments=4),
+    dict(type='DecordDecode'),
+    dict(type='Resize', scale=(32, 32), keep_ratio=False),
+    dict(type='FormatShape', input_format='NCTHW'),
+    dict(type='PackActionInputs')]
+pipe_test = [
+    dict(type='DecordInit'),
+    dict(type='SegmentSample', num_segments=4, test_mode=True),
+    dict(type='DecordDecode'),
+    dict(type='Resize', scale=(32, 32), keep_ratio=False),
+    dict(type='FormatShape', input_format='NCTHW'),
+    dict(type='PackActionInputs')]
+train_dataloader = dict(
+    batch_size=4, num_workers=0, persistent_workers=False,
+    dataset=dict(ann_file=data + '/train_list.txt',
+                 data_prefix=dict(video=data), pipeline=pipe_train))
+val_dataloader = dict(
+    batch_size=4, num_workers=0, persistent_workers=False,
+    dataset=dict(ann_file=data + '/val_list.txt',
+                 data_prefix=dict(video=data), pipeline=pipe_test))
+test_dataloader = val_dataloader
+train_cfg = dict(max_epochs=2, val_begin=2)
+param_scheduler = [dict(type='ConstantLR', factor=1.0)]
+default_hooks = dict(checkpoint=dict(interval=2, max_keep_ckpts=1),
+                     logger=dict(interval=1))
+"""
+
+_COUNT = [0]
+
+
+def _unique(prefix):
+    _COUNT[0] += 1
+    return f'{prefix}_{os.getpid()}_{_COUNT[0]}'
+
+
+def _write_bad_media(root, good):
+    """missing / empty / truncated / random-bytes videos under root/bad."""
+    os.makedirs(osp.join(root, 'bad'), exist_ok=True)
+    with open(good, 'rb') as f:
+        data = f.read()
+    open(osp.join(root, 'bad', 'empty.mp4'), 'wb').close()
+    with open(osp.join(root, 'bad', 'truncated.mp4'), 'wb') as f:
+        f.write(data[:len(data) // 3])
+    with open(osp.join(root, 'bad', 'random.mp4'), 'wb') as f:
+        f.write(np.random.default_rng(0).bytes(4096))
+    return [f'bad/{name}.mp4' for name in BAD]
+
+
+@pytest.fixture(scope='module')
+def setup(tmp_path_factory):
+    tmp = str(tmp_path_factory.mktemp('reliability'))
+    data = osp.join(tmp, 'data')
+    info = write_synthetic_video_dataset(data, num_train_per_class=2,
+                                         num_val_per_class=1, num_frames=8,
+                                         size=32, seed=11)
+    with open(info['train_ann']) as f:
+        train = [ln.strip() for ln in f if ln.strip()]
+    with open(info['val_ann']) as f:
+        val = [ln.strip() for ln in f if ln.strip()]
+    bad = _write_bad_media(data, osp.join(data, train[0].split()[0]))
+    lists = dict(
+        train_bad=train + [f'{p} {k}' for k, p in enumerate(bad)],
+        val_bad=val + [f'{p} {k}' for k, p in enumerate(bad)],
+    )
+    for name, lines in lists.items():
+        with open(osp.join(data, name + '.txt'), 'w') as f:
+            f.write('\n'.join(lines) + '\n')
+    cfg = osp.join(tmp, 'tiny.py')
+    with open(cfg, 'w') as f:
+        f.write(TINY.format(base=osp.join(ROOT, 'configs', 'cast_demo.py'),
+                            data=data))
+    return dict(tmp=tmp, data=data, cfg=cfg, train=train, val=val, bad=bad)
+
+
+def _load_tool(name):
+    spec = importlib.util.spec_from_file_location(
+        f'_tool_{name}', osp.join(ROOT, 'tools', f'{name}.py'))
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+@pytest.fixture(scope='module')
+def tools():
+    return dict(train=_load_tool('train'), test=_load_tool('test'))
+
+
+def _cfg(setup, work, mode='train', reliability=None, **merge):
+    cfg = Config.fromfile(setup['cfg'])
+    cfg.merge_from_dict(merge)
+    cfg.work_dir = work
+    cfg.experiment_name = _unique('exp')
+    if reliability:
+        cfg.reliability = reliability
+    return apply_reliability(cfg, mode)
+
+
+def _log_text(runner):
+    with open(osp.join(runner.log_dir, f'{runner.timestamp}.log')) as f:
+        return f.read()
+
+
+# ---------------------------------------------------------------------------
+# 1. bad media
+# ---------------------------------------------------------------------------
+@pytest.mark.parametrize('workers', [0, 2])
+def test_training_skips_bad_videos_and_counts_them(setup, workers):
+    """8 good + 4 bad videos (missing, empty, truncated, random bytes):
+    training runs its 2 epochs x 3 iterations to the end, every bad path is
+    logged once, each epoch's log line counts 4 skipped samples (also with
+    2 DataLoader workers, where the loading happens in other processes)."""
+    work = osp.join(setup['tmp'], _unique('bad_train'))
+    cfg = _cfg(setup, work, reliability=dict(max_bad_fraction=0.5), **{
+        'train_dataloader.dataset.ann_file':
+        osp.join(setup['data'], 'train_bad.txt'),
+        'train_dataloader.num_workers': workers,
+        'train_dataloader.persistent_workers': workers > 0,
+    })
+    runner = Runner.from_cfg(cfg)
+    runner.train()
+    assert runner.iter == 6 and runner.epoch == 2
+    log = _log_text(runner)
+    for rel in setup['bad']:
+        path = osp.join(setup['data'], rel)
+        hits = re.findall(r'bad sample skipped and replaced by another: ' +
+                          re.escape(path) + r' \((\w+)', log)
+        assert len(hits) == 1, (path, hits)  # logged once over 2 epochs
+    assert 'FileNotFoundError' in log  # the missing one, with its error
+    for epoch in (1, 2):
+        assert (f'Epoch(train) [{epoch}] bad samples: 4 skipped and replaced'
+                f' this epoch; 4 distinct bad of 12') in log
+        last_line = [ln for ln in log.splitlines()
+                     if f'Epoch(train) [{epoch}][3/3]' in ln][0]
+        assert 'bad_samples: 4' in last_line
+    assert osp.isfile(osp.join(work, 'epoch_2.pth'))
+
+
+def test_too_many_bad_videos_stop_with_the_first_offenders(setup):
+    work = osp.join(setup['tmp'], _unique('too_many'))
+    cfg = _cfg(setup, work, reliability=dict(max_bad_fraction=0.2), **{
+        'train_dataloader.dataset.ann_file':
+        osp.join(setup['data'], 'train_bad.txt')})
+    runner = Runner.from_cfg(cfg)
+    with pytest.raises(TooManyBadSamplesError) as err:
+        runner.train()
+    msg = str(err.value)
+    found = int(re.match(r'(\d+) of 12 training samples', msg).group(1))
+    assert found >= 3  # > 0.2 x 12, found batch by batch
+    assert 'max_bad_fraction=0.2 (reliability.max_bad_fraction)' in msg
+    listed = [p for p in setup['bad'] if osp.join(setup['data'], p) in msg]
+    assert len(listed) == found
+    assert runner.iter < 3  # stopped in the first epoch
+
+
+def _video_dataset(setup, lines_name, test_mode):
+    pipe = copy.deepcopy(Config.fromfile(setup['cfg']).pipe_test)
+    return DATASETS.build(dict(
+        type='VideoDataset', ann_file=osp.join(setup['data'],
+                                               lines_name + '.txt'),
+        data_prefix=dict(video=setup['data']), pipeline=pipe,
+        test_mode=test_mode))
+
+
+@pytest.mark.parametrize('kind', BAD)
+def test_testing_a_bad_video_raises_an_error_naming_it(setup, kind):
+    ds = RobustDataset(_video_dataset(setup, 'val_bad', True))
+    assert ds.bad_sample == 'raise'  # the default for test data
+    idx = len(setup['val']) + BAD.index(kind)
+    with pytest.raises(BadSampleError) as err:
+        ds[idx]
+    path = osp.join(setup['data'], 'bad', kind + '.mp4')
+    assert str(err.value).startswith(f'{path} (sample {idx}) cannot be '
+                                     f'loaded: ')
+    assert '--bad-samples flag' in str(err.value)
+
+
+def test_replacement_is_deterministic_and_reported(setup):
+    ds = RobustDataset(_video_dataset(setup, 'train_bad', False))
+    bad_idx = len(setup['train'])  # the missing video
+    a, b = ds[(bad_idx, 3, 7)], ds[(bad_idx, 3, 7)]
+    assert torch.equal(a['inputs'], b['inputs'])
+    fails = a['data_samples'].metainfo['bad_samples']
+    assert fails[0][0] == bad_idx and fails[0][1].endswith('missing.mp4')
+    # a good sample's random frame offsets depend on (seed, epoch, index)
+    # only, not on what was loaded before
+    x1 = ds[(0, 1, 7)]['inputs']
+    ds[(1, 1, 7)]
+    assert torch.equal(ds[(0, 1, 7)]['inputs'], x1)
+
+
+def test_tools_test_raises_or_flags_bad_videos(setup, tools):
+    """tools/test.py: by default a bad test video stops the test naming it;
+    with --bad-samples flag every sample is evaluated, the bad ones count
+    as wrong (top-1 = good-only top-1 x 4/8) and are reported."""
+    work = osp.join(setup['tmp'], _unique('test_tool'))
+    ckpt = osp.join(work, 'model.pth')
+    cfg = _cfg(setup, work)
+    runner = Runner.from_cfg(cfg)
+    os.makedirs(work, exist_ok=True)
+    torch.save(dict(state_dict=runner.model.state_dict()), ckpt)
+    bad_list = osp.join(setup['data'], 'val_bad.txt')
+    common = [setup['cfg'], ckpt, '--work-dir', work]
+    with pytest.raises(BadSampleError) as err:
+        tools['test'].main(common + ['--cfg-options',
+                                     f'test_dataloader.dataset.ann_file='
+                                     f'{bad_list}',
+                                     f'experiment_name={_unique("t")}'])
+    assert osp.join(setup['data'], 'bad/missing.mp4') in str(err.value)
+    good = tools['test'].main(common + ['--cfg-options',
+                                        f'experiment_name={_unique("t")}'])
+    flagged = tools['test'].main(common + [
+        '--bad-samples', 'flag', '--cfg-options',
+        f'test_dataloader.dataset.ann_file={bad_list}',
+        f'experiment_name={_unique("t")}'])
+    assert good['acc/bad_samples'] == 0
+    assert flagged['acc/bad_samples'] == 4
+    assert flagged['acc/top1'] == good['acc/top1'] * 4 / 8
+
+
+def _write_wav(path, seconds=1.0, rate=16000, freq=440.0):
+    t = np.arange(int(seconds * rate)) / rate
+    pcm = (0.3 * np.sin(2 * np.pi * freq * t) * 32767).astype('<i2')
+    with wave.open(path, 'wb') as w:
+        w.setnchannels(1)
+        w.setsampwidth(2)
+        w.setframerate(rate)
+        w.writeframes(pcm.tobytes())
+
+
+@pytest.fixture(scope='module')
+def av_setup(tmp_path_factory):
+    from cast_mmaction.datasets.synthetic_av import write_synthetic_av_dataset
+    root = str(tmp_path_factory.mktemp('av'))
+    info = write_synthetic_av_dataset(root, num_train=4, num_val=1,
+                                      num_frames=8, size=32)
+    audio = osp.join(root, 'audio')
+    os.makedirs(audio)
+    with open(info['train_ann']) as f:
+        rels = [ln.split()[0] for ln in f if ln.strip()]
+    stems = [osp.splitext(osp.basename(r))[0] for r in rels]
+    _write_wav(osp.join(audio, stems[0] + '.wav'))
+    _write_wav(osp.join(audio, stems[1] + '.wav'))
+    with open(osp.join(audio, stems[2] + '.wav'), 'wb') as f:
+        f.write(b'RIFF' + np.random.default_rng(1).bytes(3000))  # corrupt
+    open(osp.join(audio, stems[3] + '.wav'), 'wb').close()  # empty
+    return dict(info=info, audio=audio, stems=stems)
+
+
+def _av_dataset(av_setup, test_mode):
+    pipe = [
+        dict(type='DecordInit'),
+        dict(type='SampleFrames', clip_len=4, frame_interval=1, num_clips=1,
+             test_mode=test_mode),
+        dict(type='DecordDecode'),
+        dict(type='LoadAudioFbank', sample_rate=16000, num_mel_bins=32,
+             target_length=48),
+        dict(type='Resize', scale=(32, 32), keep_ratio=False),
+        dict(type='FormatShape', input_format='NCTHW'),
+        dict(type='PackAudioVisualInputs')]
+    return DATASETS.build(dict(
+        type='AudioVisualDataset', ann_file=av_setup['info']['train_ann'],
+        data_prefix=dict(video=av_setup['info']['video_root'],
+                         audio=av_setup['audio']),
+        num_classes=4, pipeline=pipe, test_mode=test_mode))
+
+
+@pytest.mark.parametrize('k', [2, 3], ids=['corrupt_wav', 'empty_wav'])
+def test_bad_audio_is_replaced_in_training_and_named_in_testing(av_setup, k):
+    wav = osp.join(av_setup['audio'], av_setup['stems'][k] + '.wav')
+    train = RobustDataset(_av_dataset(av_setup, False))
+    out = train[(k, 0, 0)]
+    fails = out['data_samples'].metainfo['bad_samples']
+    assert fails[0][0] == k and wav in fails[0][1]
+    assert out['inputs']['audio'].shape[-2:] == (48, 32)  # a good sample
+    good = train[(0, 0, 0)]
+    assert 'bad_samples' not in good['data_samples'].metainfo
+    test = RobustDataset(_av_dataset(av_setup, True))
+    with pytest.raises(BadSampleError, match=re.escape(wav)):
+        test[k]
+
+
+# ---------------------------------------------------------------------------
+# 2. annotations
+# ---------------------------------------------------------------------------
+GOOD_LINES = ['a/x0.mp4 0', 'a/x1.mp4 1', 'a/x2.mp4 2']
+
+
+@pytest.mark.parametrize('line,message', [
+    ('a/x3.mp4 4', 'line 3: label 4 is outside 0..3 (num_classes=4)'),
+    ('a/x3.mp4 -1', 'line 3: label -1 is outside 0..3'),
+    ('a/x3.mp4\t2', 'line 3: no label found: the line is not split by the '
+     "delimiter ' ' (a tab or comma instead?)"),
+    ('a/x3.mp4 2 1', 'line 3: expected "path label", got 3 fields'),
+    ('a/x3.mp4 two', "line 3: label 'two' is not an integer"),
+    ('a/x3.mp4  2', "line 3: repeated delimiter ' '"),
+    ('', 'line 3: blank line'),
+    ('a/x3.mp4', 'line 3: no label ("path label" expected)'),
+    ('a/x0.mp4 3', "line 3: 'a/x0.mp4' repeats line 1 (a duplicate sample)"),
+    ('a/../a/x1.mp4 3', "line 3: 'a/../a/x1.mp4' repeats line 2"),
+    ('../elsewhere/x.mp4 1', "line 3: path '../elsewhere/x.mp4' is outside "
+     'the data root'),
+    ('/etc/x.mp4 1', "line 3: path '/etc/x.mp4' is outside the data root"),
+])
+def test_bad_list_lines_name_file_and_line(tmp_path, line, message):
+    ann = tmp_path / 'list.txt'
+    lines = GOOD_LINES[:2] + [line] + GOOD_LINES[2:]
+    ann.write_text('\n'.join(lines) + '\n')
+    with pytest.raises(AnnotationError) as err:
+        check_list_file(str(ann), root=str(tmp_path / 'videos'),
+                        num_classes=4)
+    assert str(err.value).startswith(f'{ann}, line ')
+    assert message in str(err.value)
+
+
+def test_good_lists_pass(tmp_path):
+    ann = tmp_path / 'list.txt'
+    ann.write_text('\n'.join(GOOD_LINES) + '\n')
+    root = str(tmp_path / 'videos')
+    assert check_list_file(str(ann), root=root, num_classes=4) == 3
+    # absolute paths inside the root and unlabelled test lists are fine
+    ann.write_text(f'{root}/a/x.mp4\n{root}/b/y.mp4\n')
+    assert check_list_file(str(ann), root=root, test_mode=True) == 2
+    with pytest.raises(AnnotationError, match='line 2: some lines have a '
+                       'label and some do not'):
+        ann.write_text('a.mp4\nb.mp4 1\n')
+        check_list_file(str(ann), root=root, test_mode=True)
+
+
+def test_bad_annotation_stops_tools_train_before_training(setup, tools):
+    ann = osp.join(setup['tmp'], 'train_label9.txt')
+    lines = list(setup['train'])
+    lines[5] = lines[5].split()[0] + ' 9'
+    with open(ann, 'w') as f:
+        f.write('\n'.join(lines) + '\n')
+    work = osp.join(setup['tmp'], _unique('ann'))
+    with pytest.raises(AnnotationError) as err:
+        tools['train'].main([setup['cfg'], '--work-dir', work,
+                             '--cfg-options',
+                             f'train_dataloader.dataset.ann_file={ann}',
+                             f'experiment_name={_unique("a")}'])
+    assert str(err.value) == (
+        f'{ann}, line 6: label 9 is outside 0..3 '
+        f'(model.cls_head.num_classes=4)')
+    assert not [n for n in os.listdir(work) if n.endswith('.pth')]
+
+
+EK_HEADER = ('narration_id,participant_id,video_id,narration_timestamp,'
+             'start_timestamp,stop_timestamp,start_frame,stop_frame,'
+             'narration,verb,verb_class,noun,noun_class,all_nouns,'
+             'all_noun_classes')
+
+
+def _ek_row(nid, verb=1, noun=2, video='P01_01'):
+    return (f'{nid},P01,{video},00:00:01.00,00:00:01.00,00:00:02.00,60,120,'
+            f'open door,open,{verb},door,{noun},[door],[{noun}]')
+
+
+@pytest.mark.parametrize('row,message', [
+    (_ek_row('P01_01_2', verb=97), 'line 3: verb_class 97 is outside '
+     '[0, 96]'),
+    (_ek_row('P01_01_2', noun='x'), "line 3: noun_class must be an integer"),
+    ('P01_01_2,P01,P01_01,1', 'line 3: expected 15 fields as in the header'),
+    (_ek_row('P01_01_0'), "line 3: narration_id 'P01_01_0' repeats line 2"),
+    (_ek_row('P01_01_2', video='../../../x/P01_01'), 'line 3: filename '),
+])
+def test_ek100_annotation_errors(tmp_path, row, message):
+    ann = tmp_path / 'ek.csv'
+    ann.write_text('\n'.join([EK_HEADER, _ek_row('P01_01_0'), row]) + '\n')
+    with pytest.raises(Exception) as err:
+        RobustDataset(dict(
+            type='EpicKitchens100Dataset', ann_file=str(ann), pipeline=[],
+            data_prefix=dict(video=str(tmp_path / 'videos')),
+            check_files=False))
+    assert str(err.value).startswith(f'{ann}, line 3: ')
+    assert message in str(err.value)
+    if 'filename' in message:
+        assert 'is outside the data root' in str(err.value)
+
+
+def test_audio_visual_annotation_errors(tmp_path):
+    videos = str(tmp_path / 'v')
+    ann = tmp_path / 'av.txt'
+
+    def build(text, **kw):
+        ann.write_text(text)
+        return RobustDataset(dict(
+            type='AudioVisualDataset', ann_file=str(ann), pipeline=[],
+            data_prefix=dict(video=videos), num_classes=4,
+            check_files=False, **kw))
+
+    build('a b.mp4 1\nc.mp4 2\n')  # a path with a space is fine here
+    with pytest.raises(ValueError, match=r'av.txt, line 2: label 7 is '
+                       r'outside 0..3'):
+        build('a.mp4 1\nc.mp4 7\n')
+    with pytest.raises(AnnotationError, match=r"av.txt, line 3: 'a.mp4' "
+                       r'repeats line 1'):
+        build('a.mp4 1\nc.mp4 2\na.mp4 3\n')
+    with pytest.raises(AnnotationError, match=r"av.txt, line 2: path "
+                       r"'../x.mp4' is outside the data root"):
+        build('a.mp4 1\n../x.mp4 2\n')
+    # EPIC-SOUNDS: a repeated annotation_id
+    csv_ann = tmp_path / 'es.csv'
+    csv_ann.write_text(
+        'annotation_id,participant_id,video_id,start_timestamp,'
+        'stop_timestamp,start_sample,stop_sample,description,class,'
+        'class_id\n'
+        'P01_01_0,P01,P01_01,00:00:01.00,00:00:02.00,1,2,d,c,3\n'
+        'P01_01_1,P01,P01_01,00:00:03.00,00:00:04.00,1,2,d,c,4\n'
+        'P01_01_0,P01,P01_01,00:00:05.00,00:00:06.00,1,2,d,c,5\n')
+    with pytest.raises(AnnotationError, match=r"es.csv, line 4: "
+                       r"annotation_id 'P01_01_0' repeats line 2"):
+        RobustDataset(dict(type='EpicSoundsDataset', ann_file=str(csv_ann),
+                           pipeline=[], data_prefix=dict(video=videos),
+                           check_files=False))
+
+
+# ---------------------------------------------------------------------------
+# 3. configs and checkpoints
+# ---------------------------------------------------------------------------
+@pytest.mark.parametrize('options,exc,message', [
+    (['model.backbone.num_frames=7'], ValueError,
+     'backbone.experts.vmae: num_frames=7 is not divisible by the VideoMAE '
+     'tubelet_size=2; change num_frames (e.g. to 8)'),
+    (['model.backbone.img_size=40'], ValueError,
+     'backbone.experts.clip: img_size (CLIP expert)=40 is not divisible by '
+     'patch_size=16'),
+    (['model.backbone.experts.vmae.embed_dim=48'], ValueError,
+     "model.cls_head.in_channels=32 does not match the experts' widths "
+     "{'clip': 32, 'vmae': 48} (model.backbone.experts.vmae width 48)"),
+    (['model.backbone.experts.vmae.patch_size=8'], ValueError,
+     'a time-window link needs the same number of patches per frame on '
+     "both sides, got 4 and 16: make the experts' img_size / patch_size "
+     'give the same grid'),
+    (['model.backbone.experts.vmae.depth=2'], ValueError,
+     "experts run in lock-step and need the same depth; got {'clip': 1, "
+     "'vmae': 2} (backbone.experts.*.layers/depth)"),
+])
+def test_impossible_shapes_fail_at_startup(setup, tools, options, exc,
+                                           message):
+    work = osp.join(setup['tmp'], _unique('shape'))
+    with pytest.raises(exc) as err:
+        tools['train'].main([setup['cfg'], '--work-dir', work,
+                             '--cfg-options'] + options +
+                            [f'experiment_name={_unique("s")}'])
+    assert message in str(err.value)
+    assert not osp.exists(osp.join(work, 'epoch_2.pth'))
+
+
+@pytest.fixture(scope='module')
+def checkpoints(setup):
+    """A checkpoint of the tiny config, one of a wider model, one of the
+    verb/noun (EK100) head, an official-style dump, and expert files of
+    the wrong kind."""
+    from cast_mmaction.models.presets import cast_recognizer_cfg
+    from cast_mmaction.utils import build_model
+    tmp = setup['tmp']
+    cfg = Config.fromfile(setup['cfg'])
+    own = build_model(cfg.model).state_dict()
+    out = dict(own=osp.join(tmp, 'own.pth'),
+               wide=osp.join(tmp, 'wide.pth'),
+               verbnoun=osp.join(tmp, 'verbnoun.pth'),
+               official=osp.join(tmp, 'official.pth'))
+    torch.save(dict(state_dict=own), out['own'])
+    wide = build_model(cast_recognizer_cfg(
+        num_classes=4, embed_dim=48, depth=1, num_heads=2, num_frames=4,
+        img_size=32)).state_dict()
+    torch.save(dict(meta=dict(epoch=3), state_dict=wide), out['wide'])
+    verbnoun = build_model(cast_recognizer_cfg(
+        composition=True, embed_dim=32, depth=1, num_heads=2, num_frames=4,
+        img_size=32)).state_dict()
+    torch.save(dict(state_dict=verbnoun), out['verbnoun'])
+    torch.save(dict(module=own), out['official'])
+    # expert weight files: a VideoMAE-layout file and a CLIP-layout file
+    vmae = {'encoder.' + k[len('backbone.experts.vmae.'):]: v
+            for k, v in own.items() if k.startswith('backbone.experts.vmae.')}
+    clip = {'visual.' + k[len('backbone.experts.clip.'):]: v
+            for k, v in own.items() if k.startswith('backbone.experts.clip.')}
+    out['vmae_file'] = osp.join(tmp, 'vmae_pretrain.pth')
+    out['clip_file'] = osp.join(tmp, 'clip_visual.pth')
+    torch.save(dict(model=vmae), out['vmae_file'])
+    torch.save(clip, out['clip_file'])
+    return out
+
+
+@pytest.mark.parametrize('which,message', [
+    ('wide', ' weight(s) have another shape ('),
+    ('verbnoun', 'model weight(s) are missing from it (e.g. cls_head.'),
+    ('official', "holds no state dict of tensors (top-level keys ['module'])"
+     "; it is not a checkpoint of this code base. It looks like an official"
+     " (authors') checkpoint: convert it first with "
+     'tools/convert_checkpoint.py.'),
+])
+def test_tools_test_refuses_a_checkpoint_of_another_architecture(
+        setup, tools, checkpoints, which, message):
+    work = osp.join(setup['tmp'], _unique('ckpt'))
+    with pytest.raises(CheckpointMismatchError) as err:
+        tools['test'].main([setup['cfg'], checkpoints[which], '--work-dir',
+                            work, '--cfg-options',
+                            f'experiment_name={_unique("c")}'])
+    msg = str(err.value)
+    assert msg.startswith(f"the checkpoint to test {checkpoints[which]!r}")
+    assert message in msg
+    if which == 'wide':
+        assert 'model.backbone.experts.clip, model.backbone.experts.vmae' \
+            in msg
+        assert ': checkpoint (48,' in msg and 'vs model (32,' in msg
+
+
+def test_checkpoint_check_accepts_the_right_checkpoint(setup, checkpoints):
+    from cast_mmaction.utils import build_model
+    model = build_model(Config.fromfile(setup['cfg']).model)
+    ckpt = torch.load(checkpoints['own'], weights_only=False)
+    assert check_checkpoint(model, ckpt) == len(model.state_dict())
+    # fine-tuning (load_from while training): another head is allowed,
+    # another backbone is not
+    head = {k: v for k, v in ckpt['state_dict'].items()}
+    head['cls_head.fc_cls.weight'] = torch.zeros(7, 32)
+    assert check_checkpoint(model, dict(state_dict=head), strict=False) > 0
+    with pytest.raises(CheckpointMismatchError, match='load_from'):
+        check_checkpoint(model, dict(state_dict=head), 'load_from x.pth')
+
+
+def test_load_from_of_another_architecture_fails_before_training(
+        setup, tools, checkpoints):
+    work = osp.join(setup['tmp'], _unique('load_from'))
+    with pytest.raises(CheckpointMismatchError) as err:
+        tools['train'].main([setup['cfg'], '--work-dir', work,
+                             '--cfg-options',
+                             f'load_from={checkpoints["wide"]}',
+                             f'experiment_name={_unique("l")}'])
+    assert str(err.value).startswith(
+        f"load_from {checkpoints['wide']!r} does not fit the model")
+
+
+@pytest.mark.parametrize('expert,file,message', [
+    ('clip', 'vmae_file', 'is not a CLIP image tower in the OpenAI layout'
+     ' (no conv1 / transformer.resblocks keys; found '),
+    ('vmae', 'clip_file', 'is not a VideoMAE video model (no 5-D '
+     'patch_embed.proj.weight; found '),
+])
+def test_expert_weights_of_the_wrong_kind(setup, tools, checkpoints, expert,
+                                          file, message):
+    work = osp.join(setup['tmp'], _unique('expert'))
+    with pytest.raises(ValueError) as err:
+        tools['train'].main([
+            setup['cfg'], '--work-dir', work, '--cfg-options',
+            f'model.backbone.experts.{expert}.pretrained={checkpoints[file]}',
+            f'experiment_name={_unique("e")}'])
+    msg = str(err.value)
+    assert message in msg and checkpoints[file] in msg
+    assert f'model.backbone.experts.{expert}.pretrained' in msg
+    other = 'VideoMAE' if expert == 'clip' else 'CLIP'
+    assert f'It looks like a {other} checkpoint' in msg
+
+
+# ---------------------------------------------------------------------------
+# 5. non-finite losses
+# ---------------------------------------------------------------------------
+def _tiny_wrapper(accumulative_counts=1, amp=False):
+    from mmengine.optim import AmpOptimWrapper, OptimWrapper
+    torch.manual_seed(0)
+    model = torch.nn.Linear(3, 2)
+    opt = torch.optim.AdamW(model.parameters(), lr=0.1)
+    if amp:
+        import mmengine.optim.optimizer.amp_optimizer_wrapper as amp_mod
+        saved = amp_mod.is_cuda_available
+        amp_mod.is_cuda_available = lambda: True  # AMP on a CPU-only host
+        try:
+            ow = AmpOptimWrapper(optimizer=opt, loss_scale='dynamic')
+        finally:
+            amp_mod.is_cuda_available = saved
+        ow.loss_scaler = torch.amp.GradScaler('cpu', init_scale=1024.0)
+    else:
+        ow = OptimWrapper(opt, accumulative_counts=accumulative_counts)
+    return model, ow
+
+
+def _loss(model, nan=False):
+    loss = model(torch.ones(4, 3)).pow(2).mean()
+    return loss * float('nan') if nan else loss
+
+
+def _params(model):
+    return [p.detach().clone() for p in model.parameters()]
+
+
+def test_nonfinite_loss_skips_the_update():
+    model, ow = _tiny_wrapper()
+    guard_optim_wrapper(ow, 'skip')
+    ow.update_params(_loss(model))
+    before = _params(model)
+    steps = ow.optimizer.state[next(model.parameters())]['step'].clone()
+    ow.update_params(_loss(model, nan=True))
+    assert all(torch.equal(a, b) for a, b in zip(before, _params(model)))
+    assert torch.equal(ow.optimizer.state[next(model.parameters())]['step'],
+                       steps)
+    assert all(p.grad is None or not p.grad.abs().sum() for p in
+               model.parameters())
+    ow.update_params(_loss(model))  # training goes on
+    assert not torch.equal(before[0], _params(model)[0])
+    assert ow.nonfinite_skips == 1
+
+
+def test_nonfinite_loss_in_an_accumulation_window_drops_the_window():
+    model, ow = _tiny_wrapper(accumulative_counts=2)
+    guard_optim_wrapper(ow, 'skip')
+    ow.initialize_count_status(model, 0, 8)
+    before = _params(model)
+    ow.update_params(_loss(model, nan=True))  # 1st of the window
+    ow.update_params(_loss(model))  # 2nd: the window's step is skipped
+    assert all(torch.equal(a, b) for a, b in zip(before, _params(model)))
+    ow.update_params(_loss(model))
+    ow.update_params(_loss(model))  # a clean window updates
+    assert not torch.equal(before[0], _params(model)[0])
+
+
+def test_nonfinite_gradient_with_finite_loss_is_skipped():
+    model, ow = _tiny_wrapper()
+    guard_optim_wrapper(ow, 'skip')
+    before = _params(model)
+    hook = model.weight.register_hook(lambda g: g * float('inf'))
+    ow.update_params(_loss(model))
+    hook.remove()
+    assert all(torch.equal(a, b) for a, b in zip(before, _params(model)))
+    assert ow.nonfinite_skips == 1
+
+
+def test_nonfinite_policy_stop_and_too_many_in_a_row():
+    from mmengine.logging import MessageHub
+    hub = MessageHub.get_current_instance()
+    hub.update_info('iter', 4)
+    hub.update_info('epoch', 1)
+    model, ow = _tiny_wrapper()
+    guard_optim_wrapper(ow, 'stop')
+    before = _params(model)
+    with pytest.raises(FloatingPointError) as err:
+        ow.update_params(_loss(model, nan=True))
+    assert str(err.value).startswith('non-finite loss (nan) at iteration 5 '
+                                     '(epoch 2): training stopped before '
+                                     'the update')
+    assert all(torch.equal(a, b) for a, b in zip(before, _params(model)))
+    guard_optim_wrapper(ow, 'skip', max_in_a_row=2)
+    ow.update_params(_loss(model, nan=True))
+    ow.update_params(_loss(model, nan=True))
+    with pytest.raises(FloatingPointError, match='3 steps in a row'):
+        ow.update_params(_loss(model, nan=True))
+
+
+def test_nonfinite_loss_with_amp_backs_off_the_loss_scale():
+    model, ow = _tiny_wrapper(amp=True)
+    guard_optim_wrapper(ow, 'skip')
+    assert type(ow).__name__ == 'GuardedAmpOptimWrapper'
+    ow.update_params(_loss(model))
+    before, scale = _params(model), ow.loss_scaler.get_scale()
+    ow.update_params(_loss(model, nan=True))
+    assert all(torch.equal(a, b) for a, b in zip(before, _params(model)))
+    assert ow.loss_scaler.get_scale() == scale * 0.5
+    ow.update_params(_loss(model))
+    assert not torch.equal(before[0], _params(model)[0])
+
+
+@HOOKS.register_module(force=True)
+class InjectNaNForTestHook(Hook):
+    """Multiplies the head's output by NaN at one iteration and records the
+    weights around it."""
+
+    priority = 'HIGHEST'
+
+    def __init__(self, at_iter):
+        self.at_iter = at_iter
+        self.handle = None
+        self.before = self.after = None
+
+    def _weights(self, runner):
+        return {k: v.clone() for k, v in runner.model.state_dict().items()}
+
+    def before_train_iter(self, runner, batch_idx, data_batch=None):
+        if runner.iter == self.at_iter:
+            self.before = self._weights(runner)
+            self.handle = runner.model.cls_head.register_forward_hook(
+                lambda m, i, o: o * float('nan'))
+
+    def after_train_iter(self, runner, batch_idx, data_batch=None,
+                         outputs=None):
+        if self.handle is not None:
+            self.handle.remove()
+            self.handle = None
+            self.after = self._weights(runner)
+
+
+@pytest.mark.parametrize('policy', ['skip', 'stop'])
+def test_nan_loss_during_training(setup, policy):
+    work = osp.join(setup['tmp'], _unique('nan'))
+    cfg = _cfg(setup, work, reliability=dict(nonfinite=policy))
+    cfg.custom_hooks = list(cfg.custom_hooks) + [
+        dict(type='InjectNaNForTestHook', at_iter=2)]
+    runner = Runner.from_cfg(cfg)
+    hook = [h for h in runner.hooks if isinstance(h, InjectNaNForTestHook)]
+    if policy == 'stop':
+        with pytest.raises(FloatingPointError, match=r'non-finite loss \(nan'
+                           r'\) at iteration 3 \(epoch 2\): training stopped'):
+            runner.train()
+        return
+    runner.train()
+    assert runner.iter == 4
+    before, after = hook[0].before, hook[0].after
+    assert all(torch.equal(before[k], after[k]) for k in before)
+    final = runner.model.state_dict()
+    assert all(torch.isfinite(v).all() for v in final.values()
+               if v.is_floating_point())
+    assert any(not torch.equal(before[k], final[k]) for k in before)
+    log = _log_text(runner)
+    assert 'non-finite loss (nan) at iteration 3 (epoch 2): update skipped ' \
+           '(1 skipped so far)' in log
+    assert 'nonfinite_skips: 1' in log
+
+
+# ---------------------------------------------------------------------------
+# 4. checkpoint files (the kill -9 runs are in test_reliability_resume.py)
+# ---------------------------------------------------------------------------
+def test_checkpoint_writes_are_atomic_and_resume_finds_a_complete_one(
+        tmp_path):
+    from mmengine.fileio.backends import LocalBackend
+    from mmengine.runner import find_latest_checkpoint
+
+    from cast_mmaction import compat
+    target = tmp_path / 'epoch_1.pth'
+    LocalBackend().put(b'old', str(target))
+
+    def die(f):
+        raise KeyboardInterrupt  # stands for a kill after a partial write
+
+    saved, compat.fsync_file = compat.fsync_file, die
+    try:
+        with pytest.raises(KeyboardInterrupt):
+            LocalBackend().put(b'new' * 1000, str(target))
+    finally:
+        compat.fsync_file = saved
+    assert target.read_bytes() == b'old'
+    assert os.listdir(tmp_path) == ['epoch_1.pth']
+    # an empty last_checkpoint (a kill while mmengine rewrote it) or one
+    # naming a deleted file: --resume takes the newest complete checkpoint
+    (tmp_path / 'last_checkpoint').write_text('')
+    LocalBackend().put(b'x', str(tmp_path / 'iter_9.pth'))
+    (tmp_path / '.iter_10.pth.partial-123-abc').write_bytes(b'half')
+    os.utime(tmp_path / 'epoch_1.pth', (1, 1))
+    assert find_latest_checkpoint(str(tmp_path)) == str(tmp_path /
+                                                        'iter_9.pth')
+    assert not (tmp_path / '.iter_10.pth.partial-123-abc').exists()
+    (tmp_path / 'last_checkpoint').write_text(str(tmp_path / 'gone.pth'))
+    assert find_latest_checkpoint(str(tmp_path)) == str(tmp_path /
+                                                        'iter_9.pth')
+    (tmp_path / 'last_checkpoint').write_text(str(tmp_path / 'epoch_1.pth'))
+    assert find_latest_checkpoint(str(tmp_path)) == str(tmp_path /
+                                                        'epoch_1.pth')
+
+
+def test_reproducible_sampler_skips_and_keys(setup):
+    ds = RobustDataset(_video_dataset(setup, 'train_bad', False))
+    sampler = ReproducibleSampler(ds, shuffle=True, seed=3)
+    sampler.set_epoch(2)
+    full = list(sampler)
+    assert all(k[1:] == (2, 3) for k in full) and len(full) == 12
+    sampler.skip(8, epoch=2)
+    assert list(sampler) == full[8:] and len(sampler) == 4
+    sampler.set_epoch(3)  # the skip is for one epoch only
+    assert len(sampler) == 12 and [k[0] for k in sampler] != [
+        k[0] for k in full]
