@@ -246,9 +246,10 @@ class RobustDataset:
                 if self.bad_sample == 'raise':
                     raise BadSampleError(
                         f'{path} (sample {current}) cannot be loaded: '
-                        f'{_short(e)}. Every test sample must be evaluated:'
-                        f' fix or re-encode the file, remove its line from '
-                        f'the annotation file, or score it as wrong with '
+                        f'{_short(e).rstrip(".")}. Every test sample must be '
+                        f'evaluated: fix or re-encode the file, remove its '
+                        f'line from the annotation file, or score it as '
+                        f'wrong with '
                         f"RobustDataset(bad_sample='flag') (tools/test.py "
                         f'--bad-samples flag).') from e
                 failures.append((current, path, _short(e)))

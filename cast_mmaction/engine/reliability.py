@@ -113,6 +113,11 @@ class BadSampleHook(Hook):
     :class:`TooManyBadSamplesError` listing the first ``list_first``.
     The list of bad samples survives ``--resume`` (message hub).
 
+    Distributed: each rank counts what it loads; the iteration lines show
+    rank 0's count, the epoch summary and the end-of-epoch limit check use
+    all ranks (gathered), and during an epoch a rank stops once its own
+    share exceeds the fraction of its part of the data.
+
     Args:
         max_bad_fraction (float): tolerated fraction of bad samples (0..1).
         list_first (int): offenders named in the error.
@@ -163,11 +168,15 @@ class BadSampleHook(Hook):
                                          self.epoch_skips)
         if new:
             runner.message_hub.update_info('bad_samples', dict(self.bad))
-            self._check_fraction(runner)
+            self._check_fraction(runner, local=True)
 
-    def _check_fraction(self, runner):
+    def _check_fraction(self, runner, local=False):
         total = len(runner.train_dataloader.dataset)
-        if len(self.bad) <= self.max_bad_fraction * total:
+        share = total
+        if local:  # during an epoch a rank sees its part of the data only
+            from mmengine.dist import get_world_size
+            share = total / get_world_size()
+        if len(self.bad) <= self.max_bad_fraction * share:
             return
         first = list(self.bad.values())[:self.list_first]
         lines = '\n'.join(f'  {p}: {e}' for p, e in first)
@@ -179,14 +188,31 @@ class BadSampleHook(Hook):
             f'Fix or re-encode these files (or remove their lines), or raise '
             f'the limit with --cfg-options reliability.max_bad_fraction=X.')
 
+    def _gathered(self):
+        """(bad samples, this epoch's skips) over all ranks."""
+        from mmengine.dist import all_gather_object, get_world_size
+        if get_world_size() == 1:
+            return dict(self.bad), self.epoch_skips
+        bad, skips = {}, 0
+        for part, count in all_gather_object((dict(self.bad),
+                                              self.epoch_skips)):
+            bad.update(part)
+            skips += count
+        return bad, skips
+
     def after_train_epoch(self, runner):
+        bad, skips = self._gathered()
+        if len(bad) > len(self.bad):
+            self.bad = bad
+            runner.message_hub.update_info('bad_samples', dict(self.bad))
         total = len(runner.train_dataloader.dataset)
         runner.logger.info(
             f'Epoch(train) [{runner.epoch + 1}] bad samples: '
-            f'{self.epoch_skips} skipped and replaced this epoch; '
-            f'{len(self.bad)} distinct bad of {total} '
-            f'({100.0 * len(self.bad) / max(total, 1):.2f}%, '
+            f'{skips} skipped and replaced this epoch; '
+            f'{len(bad)} distinct bad of {total} '
+            f'({100.0 * len(bad) / max(total, 1):.2f}%, '
             f'max_bad_fraction={self.max_bad_fraction})')
+        self._check_fraction(runner)
 
 
 @METRICS.register_module()

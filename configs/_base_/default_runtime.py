@@ -31,3 +31,13 @@ visualizer = dict(type='ActionVisualizer', vis_backends=vis_backends)
 log_level = 'INFO'
 load_from = None
 resume = False
+
+# What tools/train.py and tools/test.py do with unreadable videos, non-finite
+# losses, interrupted runs and checkpoints that do not fit the model; every
+# key and its default: cast_mmaction/engine/reliability.py (DEFAULTS),
+# docs/reliability.md. Override e.g. --cfg-options reliability.nonfinite=stop
+reliability = dict(
+    max_bad_fraction=0.01,  # stop when > 1% of the training videos fail
+    val_bad_samples='flag',  # validation: an unreadable video counts wrong
+    test_bad_samples='raise',  # tools/test.py: stop, naming the file
+    nonfinite='skip')  # NaN / inf loss: skip the update ('stop' to stop)
