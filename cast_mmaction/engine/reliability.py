@@ -340,6 +340,10 @@ class ResumeStateHook(Hook):
       ``ReproducibleSampler`` to leave out the batches that were already
       trained on.
 
+    Use it with ``RobustDataset(reseed=True)`` (what ``apply_reliability``
+    sets up): data loading must not draw from the training's random streams,
+    which are put back before every step.
+
     Together with ``RobustDataset``'s per-sample random streams, a run
     killed at any point and resumed ends with the same weights and metrics
     as an uninterrupted one (single process; in distributed runs the other
