@@ -15,9 +15,23 @@ clips/s, peak memory (process peak RSS on CPU, measured in a fresh
 subprocess per phase; max allocated on CUDA), trainable / total parameters
 and GFLOPs per clip (``torch.utils.flop_counter``).
 
+The optimizer of the training step is the one the config's
+``optim_wrapper`` builds (its ``optimizer`` type and arguments, its
+``constructor`` and ``paramwise_cfg``; the wrapper type and accumulation are
+ignored), e.g. ``--cfg-options optim_wrapper.optimizer.fused=True``.
+
 ``--reference-repo DIR`` runs the same harness on the authors' CAST model,
 imported at run time from a checkout of KHU-VLL/CAST (nothing of it is part
-of this package), for side-by-side figures.
+of this package), frozen as their ``run_bidirection.py`` freezes it, with
+``torch.optim.AdamW`` at its defaults for the trainable parameters (their
+training script's optimizer on CPU). ``--side-by-side`` runs ours and theirs
+alternately (``--runs`` times each, every phase in a fresh process) and
+prints both with their ratios; ``--reference-amp`` sets the autocast of
+their side (default: none, the fp32 path of their code on CPU).
+
+``--runs R`` repeats every phase in R fresh processes: times are the median
+of all R x ``--steps`` steps (with min-max), peak memory the median of the R
+runs (with min-max).
 
 ``--data`` measures the data pipeline alone: the config's train dataset
 (decode + transforms) iterated by a DataLoader with ``--num-workers`` workers,
@@ -57,6 +71,14 @@ def parse_args(argv=None):
                     help='comma list of train, infer, flops')
     ap.add_argument('--reference-repo', help='checkout of KHU-VLL/CAST: '
                     'benchmark the authors\' model instead')
+    ap.add_argument('--runs', type=int, default=1,
+                    help='fresh processes per phase (medians over all)')
+    ap.add_argument('--side-by-side', action='store_true',
+                    help='with --reference-repo: ours and theirs '
+                    'alternately, with ratios')
+    ap.add_argument('--reference-amp', choices=['none', 'bf16', 'fp16'],
+                    default='none', help='autocast of the authors\' side in '
+                    '--side-by-side')
     ap.add_argument('--json', help='also write the results here')
     ap.add_argument('--data', action='store_true',
                     help='measure the data pipeline instead of the model')
@@ -86,6 +108,24 @@ def input_spec(model_cfg):
     return frames, size
 
 
+def build_optimizer_ours(cfg, model):
+    """The torch optimizer the config's ``optim_wrapper`` builds (type,
+    arguments, constructor, paramwise_cfg), in a plain ``OptimWrapper``."""
+    from mmengine.optim import build_optim_wrapper
+    from cast_mmaction.utils import ensure_scope
+    ensure_scope()
+    ow = cfg.get('optim_wrapper')
+    if not ow or 'optimizer' not in ow:
+        raise SystemExit(f'{cfg.filename}: no optim_wrapper.optimizer in the '
+                         f'config; the training step needs one')
+    ow = ow.to_dict() if hasattr(ow, 'to_dict') else dict(ow)
+    for key in ('loss_scale', 'dtype', 'accumulative_counts', 'clip_grad',
+                'use_fsdp'):
+        ow.pop(key, None)
+    ow['type'] = 'OptimWrapper'
+    return build_optim_wrapper(model, ow).optimizer
+
+
 def build_ours(args, cfg):
     from cast_mmaction.utils import build_model
     model_cfg = cfg.model.to_dict()
@@ -110,14 +150,27 @@ def build_ours(args, cfg):
         feats = model.backbone(x)
         return model.cls_head(feats)
 
-    return model, frames, size, num_classes, train_forward, infer_forward
+    def optimizer():
+        return build_optimizer_ours(cfg, model)
+
+    return dict(model=model, frames=frames, size=size,
+                num_classes=num_classes, train_forward=train_forward,
+                infer_forward=infer_forward, optimizer=optimizer)
 
 
 def build_reference(args, cfg):
     """The authors' STCrossTransformer, frozen as their training script does
-    (run_bidirection.py: unfreeze_block on cross/Adapter/ln_post/fc_norm/head)."""
+    (run_bidirection.py: unfreeze_block on cross/Adapter/ln_post/fc_norm/head),
+    with torch AdamW at its defaults (for-loop implementation on CPU)."""
+    import torch
     import torch.nn.functional as F
-    sys.path.insert(0, os.path.abspath(args.reference_repo))
+    repo = os.path.abspath(args.reference_repo)
+    if not os.path.isfile(os.path.join(repo, 'models',
+                                       'bidir_modeling_crossattn.py')):
+        raise SystemExit(f'--reference-repo {args.reference_repo}: no '
+                         f'models/bidir_modeling_crossattn.py there; give a '
+                         f'checkout of https://github.com/KHU-VLL/CAST')
+    sys.path.insert(0, repo)
     from models.bidir_modeling_crossattn import bidir_vit_base_patch16_224
     model_cfg = cfg.model.to_dict()
     frames, size = input_spec(model_cfg)
@@ -138,7 +191,13 @@ def build_reference(args, cfg):
     def infer_forward(x):
         return model(x)
 
-    return model, frames, size, num_classes, train_forward, infer_forward
+    def optimizer():
+        trainable = [p for p in model.parameters() if p.requires_grad]
+        return torch.optim.AdamW(trainable, lr=1e-4, weight_decay=0.05)
+
+    return dict(model=model, frames=frames, size=size,
+                num_classes=num_classes, train_forward=train_forward,
+                infer_forward=infer_forward, optimizer=optimizer)
 
 
 # ---------------------------------------------------------------------------
@@ -148,14 +207,19 @@ def run_phase(args, phase):
         torch.set_num_threads(args.threads)
     cfg = _load_cfg(args)
     builder = build_reference if args.reference_repo else build_ours
-    model, frames, size, num_classes, train_fwd, infer_fwd = builder(args, cfg)
+    built = builder(args, cfg)
+    model = built['model']
+    train_fwd, infer_fwd = built['train_forward'], built['infer_forward']
+    frames, size = built['frames'], built['size']
     device = torch.device(args.device)
     model.to(device)
     cuda = device.type == 'cuda'
     amp_dtype = {'bf16': torch.bfloat16, 'fp16': torch.float16}.get(args.amp)
     b = args.batch_size
-    x = torch.randn(b, 3, frames, *size, device=device)
-    labels = torch.randint(0, num_classes, (b, ), device=device)
+    gen = torch.Generator().manual_seed(0)
+    x = torch.randn(b, 3, frames, *size, generator=gen).to(device)
+    labels = torch.randint(0, built['num_classes'], (b, ),
+                           generator=gen).to(device)
     trainable = [p for p in model.parameters() if p.requires_grad]
     res = dict(trainable_params=sum(p.numel() for p in trainable),
                total_params=sum(p.numel() for p in model.parameters()))
@@ -179,24 +243,28 @@ def run_phase(args, phase):
     if phase == 'train':
         model.train()
         fwd = torch.compile(train_fwd) if args.compile else train_fwd
-        opt = torch.optim.AdamW(trainable, lr=1e-4, weight_decay=0.05)
+        opt = built['optimizer']()
+        res['optimizer'] = _describe_optimizer(opt)
         scaler = torch.amp.GradScaler(device.type,
                                       enabled=amp_dtype == torch.float16)
-        times = []
+        times, fb_times = [], []
         for i in range(args.warmup + args.steps):
             sync()
             t0 = time.perf_counter()
             with autocast():
                 loss = fwd(x, labels)
             scaler.scale(loss).backward()
+            sync()
+            t1 = time.perf_counter()
             scaler.step(opt)
             scaler.update()
             opt.zero_grad(set_to_none=True)
             sync()
             if i >= args.warmup:
                 times.append(time.perf_counter() - t0)
-        res['train_step_s'] = statistics.median(times)
+                fb_times.append(t1 - t0)
         res['train_step_all_s'] = times
+        res['train_fwd_bwd_all_s'] = fb_times
     else:
         model.eval()
         fwd = torch.compile(infer_fwd) if args.compile else infer_fwd
@@ -210,9 +278,6 @@ def run_phase(args, phase):
                 sync()
                 if i >= args.warmup:
                     times.append(time.perf_counter() - t0)
-        med = statistics.median(times)
-        res['infer_s_per_clip'] = med / b
-        res['clips_per_s'] = b / med
         res['infer_all_s'] = times
     if cuda:
         res[f'{phase}_peak_mem_gb'] = torch.cuda.max_memory_allocated(
@@ -222,6 +287,76 @@ def run_phase(args, phase):
         res[f'{phase}_peak_mem_gb'] = resource.getrusage(
             resource.RUSAGE_SELF).ru_maxrss / 2**20
     return res
+
+
+def _describe_optimizer(opt):
+    d = opt.defaults
+    flags = [k for k in ('fused', 'foreach') if d.get(k)]
+    return (f'{type(opt).__name__}({", ".join(flags) or "for-loop"}; '
+            f'{len(opt.param_groups)} groups)')
+
+
+def summarize(runs, batch_size):
+    """Merge the results of repeated runs of the phases: medians over all
+    steps and over runs, with ranges."""
+    out = {}
+    for key in ('trainable_params', 'total_params', 'gflops_per_clip',
+                'optimizer'):
+        vals = [r[key] for r in runs if key in r]
+        if vals:
+            out[key] = vals[0]
+
+    def med(values):
+        return statistics.median(values), min(values), max(values)
+
+    steps = [t for r in runs for t in r.get('train_step_all_s', [])]
+    if steps:
+        out['train_step_s'], lo, hi = med(steps)
+        out['train_step_s_range'] = [lo, hi]
+        out['train_step_all_s'] = steps
+        fb = [t for r in runs for t in r.get('train_fwd_bwd_all_s', [])]
+        out['train_fwd_bwd_s'] = statistics.median(fb)
+        out['train_optimizer_step_s'] = statistics.median(
+            [a - b for a, b in zip(steps, fb)])
+    inf = [t for r in runs for t in r.get('infer_all_s', [])]
+    if inf:
+        m, lo, hi = med(inf)
+        out['infer_s_per_clip'] = m / batch_size
+        out['infer_s_per_clip_range'] = [lo / batch_size, hi / batch_size]
+        out['clips_per_s'] = batch_size / m
+        out['infer_all_s'] = inf
+    for phase in ('train', 'infer'):
+        mems = [r[f'{phase}_peak_mem_gb'] for r in runs
+                if f'{phase}_peak_mem_gb' in r]
+        if mems:
+            out[f'{phase}_peak_mem_gb'], lo, hi = med(mems)
+            out[f'{phase}_peak_mem_gb_range'] = [lo, hi]
+    return out
+
+
+def machine_facts(args):
+    import platform
+
+    import torch
+    facts = dict(torch=torch.__version__, python=platform.python_version(),
+                 threads=args.threads or torch.get_num_threads())
+    try:
+        with open('/proc/cpuinfo') as f:
+            info = f.read()
+        model = [ln.split(':', 1)[1].strip() for ln in info.splitlines()
+                 if ln.startswith('model name')]
+        flags = [ln.split(':', 1)[1].split() for ln in info.splitlines()
+                 if ln.startswith('flags')]
+        facts['cpu'] = f'{model[0]} x {len(model)}' if model else '?'
+        if flags:
+            facts['cpu_bf16'] = 'avx512_bf16' in flags[0] or (
+                'amx_bf16' in flags[0])
+            facts['cpu_avx512'] = 'avx512f' in flags[0]
+    except OSError:
+        pass
+    if torch.cuda.is_available() and args.device.startswith('cuda'):
+        facts['gpu'] = torch.cuda.get_device_name(torch.device(args.device))
+    return facts
 
 
 def run_data(args):
@@ -249,13 +384,91 @@ def run_data(args):
                 num_workers=args.num_workers)
 
 
-def _child(args, phase, argv):
+def _child(phase, argv):
     cmd = [sys.executable, os.path.abspath(__file__), *argv, '--_phase', phase]
     r = subprocess.run(cmd, capture_output=True, text=True)
     if r.returncode != 0:
         sys.stderr.write(r.stderr)
         raise SystemExit(f'benchmark phase {phase} failed')
-    return json.loads(r.stdout.strip().splitlines()[-1])
+    res = json.loads(r.stdout.strip().splitlines()[-1])
+    res['load_avg_1min'] = os.getloadavg()[0]
+    return res
+
+
+MULTI_VALUE = ('--cfg-options', )
+
+
+def _strip(argv, *flags, with_value=()):
+    """argv without ``flags`` and without those in ``with_value`` with their
+    value(s) (all values up to the next option for ``--cfg-options``)."""
+    out, skip = [], 0
+    for a in argv:
+        if skip == 1:
+            skip = 0
+            continue
+        if skip == 2:
+            if not a.startswith('--'):
+                continue
+            skip = 0
+        name = a.split('=', 1)[0]
+        if name in flags:
+            continue
+        if name in with_value:
+            if '=' not in a:
+                skip = 2 if name in MULTI_VALUE else 1
+            continue
+        out.append(a)
+    return out
+
+
+def _side_argv(argv, side, args):
+    base = _strip(argv, '--side-by-side', with_value=('--json', '--runs',
+                                                      '--reference-amp'))
+    if side == 'ours':
+        return _strip(base, with_value=('--reference-repo', ))
+    base = _strip(base, '--with-cp', '--compile',
+                  with_value=('--amp', '--cfg-options'))
+    return base + ['--amp', args.reference_amp]
+
+
+def _print_table(res):
+    rows = [(k, v) for k, v in res.items()
+            if not k.endswith('_all_s') and not isinstance(v, dict)]
+    width = max(len(k) for k, _ in rows)
+    for k, v in rows:
+        if isinstance(v, float):
+            v = f'{v:.4g}'
+        elif isinstance(v, list) and v and isinstance(v[0], float):
+            v = '[' + ', '.join(f'{x:.4g}' for x in v) + ']'
+        print(f'{k:<{width}}  {v}')
+
+
+SIDE_BY_SIDE_ROWS = [
+    # key, label, goal (ours / theirs <= goal)
+    ('train_step_s', 'training step (s)', 0.5),
+    ('train_peak_mem_gb', 'training peak RSS (GB)', 0.5),
+    ('infer_s_per_clip', 'inference per clip (s)', 0.6),
+    ('infer_peak_mem_gb', 'inference peak RSS (GB)', None),
+    ('train_fwd_bwd_s', 'forward + backward (s)', None),
+    ('train_optimizer_step_s', 'optimizer step (s)', None),
+]
+
+
+def _print_side_by_side(ours, theirs):
+    print(f'{"":28s} {"ours":>16s} {"authors":>16s} {"ratio":>7s}  goal')
+    for key, label, goal in SIDE_BY_SIDE_ROWS:
+        if key not in ours or key not in theirs:
+            continue
+        o, t = ours[key], theirs[key]
+        rk = key + '_range'
+
+        def fmt(v, r):
+            return f'{v:.3g}' + (f' [{r[0]:.3g}-{r[1]:.3g}]' if r else '')
+        ratio = o / t if t else float('nan')
+        mark = '' if goal is None else (
+            f'<= {goal}: ' + ('met' if ratio <= goal else 'not met'))
+        print(f'{label:28s} {fmt(o, ours.get(rk)):>16s} '
+              f'{fmt(t, theirs.get(rk)):>16s} {ratio:7.3f}  {mark}')
 
 
 def main(argv=None):
@@ -264,21 +477,51 @@ def main(argv=None):
     if args._phase:
         print(json.dumps(run_phase(args, args._phase)))
         return
+    if args.side_by_side and not args.reference_repo:
+        raise SystemExit('--side-by-side needs --reference-repo DIR')
     if args.data:
         res = run_data(args)
+        _print_table(res)
+        if args.json:
+            with open(args.json, 'w') as f:
+                json.dump(res, f, indent=2)
+        return res
+    phases = [p.strip() for p in args.phases.split(',') if p.strip()]
+    common = dict(config=args.config, batch_size=args.batch_size,
+                  device=args.device, machine=machine_facts(args))
+    if args.side_by_side:
+        sides = {'ours': [], 'theirs': []}
+        for _ in range(max(args.runs, 1)):
+            for side in ('ours', 'theirs'):  # interleaved
+                child = _side_argv(argv, side, args)
+                for phase in phases:
+                    sides[side].append(_child(phase, child))
+        ours = dict(summarize(sides['ours'], args.batch_size), amp=args.amp,
+                    with_cp=args.with_cp, compile=args.compile,
+                    cfg_options=args.cfg_options, model='ours')
+        theirs = dict(summarize(sides['theirs'], args.batch_size),
+                      amp=args.reference_amp, model='authors')
+        ours['load_avg_1min'] = [r['load_avg_1min'] for r in sides['ours']]
+        theirs['load_avg_1min'] = [r['load_avg_1min']
+                                   for r in sides['theirs']]
+        res = dict(common, runs=args.runs, ours=ours, theirs=theirs)
+        for name, side in (('ours', ours), ('authors', theirs)):
+            print(f'== {name}')
+            _print_table(side)
+        _print_side_by_side(ours, theirs)
     else:
-        res = dict(config=args.config, batch_size=args.batch_size,
-                   device=args.device, amp=args.amp, with_cp=args.with_cp,
-                   compile=args.compile,
+        runs = []
+        for _ in range(max(args.runs, 1)):
+            for phase in phases:
+                runs.append(_child(phase, argv))
+        res = dict(common, amp=args.amp, with_cp=args.with_cp,
+                   compile=args.compile, runs=args.runs,
                    model='authors' if args.reference_repo else 'ours')
-        for phase in args.phases.split(','):
-            res.update(_child(args, phase.strip(), argv))
-    rows = [(k, v) for k, v in res.items() if not k.endswith('_all_s')]
-    width = max(len(k) for k, _ in rows)
-    for k, v in rows:
-        if isinstance(v, float):
-            v = f'{v:.4g}'
-        print(f'{k:<{width}}  {v}')
+        res.update(summarize(runs, args.batch_size))
+        res['load_avg_1min'] = [r['load_avg_1min'] for r in runs]
+        _print_table(res)
+    print('machine: ' + ', '.join(f'{k} {v}' for k, v in
+                                  common['machine'].items()))
     if args.json:
         with open(args.json, 'w') as f:
             json.dump(res, f, indent=2)

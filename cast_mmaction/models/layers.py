@@ -13,6 +13,122 @@ class QuickGELU(nn.Module):
         return x * torch.sigmoid(1.702 * x)
 
 
+QUICK_GELU_SCALE = 1.702
+
+
+def _compute_dtype(x):
+    """The dtype matmuls on ``x`` run in: the autocast dtype when autocast
+    is on for ``x``'s device, else ``x``'s own dtype."""
+    dev = x.device.type
+    if torch.is_autocast_enabled(dev):
+        return torch.get_autocast_dtype(dev)
+    return x.dtype
+
+
+def _mlp_act(pre, act, inplace):
+    """The MLP activation on the pre-activation.
+
+    ``quick_gelu`` gets ``pre`` already multiplied by 1.702 (folded into
+    the first matmul) and is then a SiLU: ``x * sigmoid(1.702 x) =
+    silu(1.702 x) / 1.702``, the ``1 / 1.702`` being folded into the second
+    matmul."""
+    if act == 'quick_gelu':
+        return F.silu(pre, inplace=inplace)
+    return torch.ops.aten.gelu_(pre) if inplace else F.gelu(pre)
+
+
+def _mlp_act_backward_(grad, pre, act):
+    """d act(pre) / d pre * grad, written into ``grad``."""
+    if act == 'quick_gelu':
+        return torch.ops.aten.silu_backward.grad_input(grad, pre,
+                                                        grad_input=grad)
+    return torch.ops.aten.gelu_backward.grad_input(grad, pre,
+                                                    grad_input=grad)
+
+
+def _mlp_forward(x2d, w1, b1, w2, b2, act, keep_pre):
+    """``fc2(act(fc1 x))`` on 2-D ``x`` with weights already in the compute
+    dtype; returns (out, pre or None)."""
+    a = QUICK_GELU_SCALE if act == 'quick_gelu' else 1.0
+    if b1 is None:
+        pre = torch.mm(x2d, w1.t())
+        if a != 1.0:
+            pre.mul_(a)
+    else:
+        pre = torch.addmm(b1, x2d, w1.t(), beta=a, alpha=a)
+    h = _mlp_act(pre, act, inplace=not keep_pre)
+    if b2 is None:
+        out = torch.mm(h, w2.t())
+        if a != 1.0:
+            out.div_(a)
+    else:
+        out = torch.addmm(b2, h, w2.t(), alpha=1.0 / a)
+    return out, (pre if keep_pre else None)
+
+
+class _FrozenMLP(torch.autograd.Function):
+    """``fc2(act(fc1 x))`` with frozen ``fc1`` / ``fc2``: only the
+    pre-activation (and the weights, by reference) is kept for backward,
+    which needs no weight gradients (autograd would keep the activation
+    output as well, and QuickGELU's sigmoid on top)."""
+
+    @staticmethod
+    def forward(ctx, x, w1, b1, w2, b2, act):
+        shape = x.shape
+        out, pre = _mlp_forward(x.reshape(-1, shape[-1]), w1, b1, w2, b2,
+                                act, keep_pre=True)
+        ctx.act = act
+        ctx.save_for_backward(pre, w1, w2)
+        return out.reshape(*shape[:-1], out.shape[-1])
+
+    @staticmethod
+    def backward(ctx, grad):
+        pre, w1, w2 = ctx.saved_tensors
+        shape = grad.shape
+        g = grad.reshape(-1, shape[-1]).to(w2.dtype)
+        # the 1.702 of quick_gelu cancels: d/dx of silu(a x W1) W2 / a
+        gh = _mlp_act_backward_(torch.mm(g, w2), pre, ctx.act)
+        gx = torch.mm(gh, w1)
+        return (gx.reshape(*shape[:-1], gx.shape[-1]), None, None, None,
+                None, None)
+
+
+def frozen_mlp(x, fc1, fc2, act='gelu'):
+    """``fc2(act(fc1(x)))`` for the MLPs of the experts, ``act`` ``gelu``
+    (exact erf GELU) or ``quick_gelu`` (CLIP's ``x * sigmoid(1.702 x)``).
+
+    When ``fc1`` and ``fc2`` are frozen (the experts of CAST) the MLP is one
+    autograd node that keeps only the pre-activation for backward, and
+    without autograd the activation runs in place; QuickGELU costs one SiLU
+    pass (its scale is folded into the matmuls). Under autocast the matmuls
+    run in the autocast dtype, as ``nn.Linear`` would. A trainable ``fc1`` or
+    ``fc2`` takes the plain module path."""
+    params = [p for p in (fc1.weight, fc1.bias, fc2.weight, fc2.bias)
+              if p is not None]
+    if any(p.requires_grad for p in params):
+        h = fc1(x)
+        if act == 'quick_gelu':
+            h = h * torch.sigmoid(QUICK_GELU_SCALE * h)
+        else:
+            h = F.gelu(h)
+        return fc2(h)
+    dtype = _compute_dtype(x)
+
+    def cast(t):
+        return None if t is None else t.to(dtype)
+
+    w1, b1, w2, b2 = (cast(fc1.weight), cast(fc1.bias), cast(fc2.weight),
+                      cast(fc2.bias))
+    xc = x.to(dtype)
+    with torch.autocast(x.device.type, enabled=False):
+        if torch.is_grad_enabled() and x.requires_grad:
+            return _FrozenMLP.apply(xc, w1, b1, w2, b2, act)
+        shape = x.shape
+        out, _ = _mlp_forward(xc.reshape(-1, shape[-1]), w1, b1, w2, b2,
+                              act, keep_pre=False)
+        return out.reshape(*shape[:-1], out.shape[-1])
+
+
 class DropPath(nn.Module):
     """Stochastic depth per sample (identity in eval mode or at p=0)."""
 

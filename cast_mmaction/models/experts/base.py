@@ -11,6 +11,7 @@ any per-token tensor of that layout (any channel width) to and from
 ``prefix, grid`` with ``grid`` shaped ``(B, T, N, C)``.
 """
 import torch
+import torch.nn as nn
 from mmengine.model import BaseModule
 
 
@@ -62,6 +63,21 @@ class Expert(BaseModule):
         for name, p in self.named_parameters():
             p.requires_grad_(any(name == t or name.startswith(t + '.')
                                  for t in self.trainable_names))
+
+    def cast_frozen(self, dtype):
+        """Store every frozen parameter except those of normalisation layers
+        in ``dtype`` (the backbone's ``frozen_dtype``): the matmul weights
+        and biases, patch embeddings and position tables, which autocast
+        would cast to ``dtype`` on every use anyway. Norm weights stay in
+        full precision (autocast runs norms in fp32)."""
+        norms = (nn.LayerNorm, nn.GroupNorm, nn.BatchNorm1d, nn.BatchNorm2d,
+                 nn.BatchNorm3d)
+        for mod in self.modules():
+            if isinstance(mod, norms):
+                continue
+            for name, p in mod.named_parameters(recurse=False):
+                if not p.requires_grad and p.is_floating_point():
+                    p.data = p.data.to(dtype)
 
     def forward_plain(self, inputs):
         """The plain expert (no adapters, no fusion): pooled feature."""

@@ -12,7 +12,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from mmaction.registry import MODELS
-from ..layers import QuickGELU, grid_size, sdpa_heads
+from ..layers import QuickGELU, frozen_mlp, grid_size, sdpa_heads
 from .base import Expert, check_frames
 
 
@@ -35,6 +35,21 @@ class CLIPAttention(nn.Module):
         return self.out_proj(sdpa_heads(q, k, v, self.num_heads))
 
 
+class CLIPMlp(nn.Sequential):
+    """``c_fc -> QuickGELU -> c_proj`` (the OpenAI names); frozen, it runs
+    as one memory-lean node (:func:`~cast_mmaction.models.layers.frozen_mlp`).
+    """
+
+    def __init__(self, dim, hidden):
+        super().__init__()
+        self.add_module('c_fc', nn.Linear(dim, hidden))
+        self.add_module('gelu', QuickGELU())
+        self.add_module('c_proj', nn.Linear(hidden, dim))
+
+    def forward(self, x):
+        return frozen_mlp(x, self.c_fc, self.c_proj, 'quick_gelu')
+
+
 class CLIPBlock(nn.Module):
 
     def __init__(self, dim, num_heads, mlp_ratio=4.0, eps=1e-5):
@@ -43,10 +58,7 @@ class CLIPBlock(nn.Module):
         self.ln_1 = nn.LayerNorm(dim, eps=eps)
         self.attn = CLIPAttention(dim, num_heads)
         self.ln_2 = nn.LayerNorm(dim, eps=eps)
-        self.mlp = nn.Sequential()
-        self.mlp.add_module('c_fc', nn.Linear(dim, hidden))
-        self.mlp.add_module('gelu', QuickGELU())
-        self.mlp.add_module('c_proj', nn.Linear(hidden, dim))
+        self.mlp = CLIPMlp(dim, hidden)
 
 
 class CLIPTransformer(nn.Module):

@@ -10,7 +10,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from mmaction.registry import MODELS
-from ..layers import grid_size, sdpa_heads, sincos_table
+from ..layers import frozen_mlp, grid_size, sdpa_heads, sincos_table
 from .base import Expert
 
 
@@ -45,8 +45,8 @@ class VideoMAEMlp(nn.Module):
         self.act = nn.GELU()
         self.fc2 = nn.Linear(hidden, dim)
 
-    def forward(self, x):
-        return self.fc2(self.act(self.fc1(x)))
+    def forward(self, x):  # frozen: one memory-lean node (layers.frozen_mlp)
+        return frozen_mlp(x, self.fc1, self.fc2, 'gelu')
 
 
 class VideoMAEBlock(nn.Module):

@@ -1,0 +1,168 @@
+"""The memory / speed paths of the model compute what the plain modules do."""
+import pytest
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+from cast_mmaction.models.layers import frozen_mlp
+from cast_mmaction.models.presets import cast_recognizer_cfg
+from cast_mmaction.utils import build_model
+
+
+def _plain_mlp(x, fc1, fc2, act):
+    h = fc1(x)
+    h = h * torch.sigmoid(1.702 * h) if act == 'quick_gelu' else F.gelu(h)
+    return fc2(h)
+
+
+def _frozen_pair(dtype=torch.float64):
+    torch.manual_seed(0)
+    fc1, fc2 = nn.Linear(12, 40).to(dtype), nn.Linear(40, 12).to(dtype)
+    for p in list(fc1.parameters()) + list(fc2.parameters()):
+        nn.init.normal_(p, std=0.3)
+        p.requires_grad_(False)
+    return fc1, fc2
+
+
+@pytest.mark.parametrize('act', ['gelu', 'quick_gelu'])
+def test_frozen_mlp_matches_plain_mlp_and_its_gradient(act):
+    fc1, fc2 = _frozen_pair()
+    x = torch.randn(2, 7, 12, dtype=torch.float64, requires_grad=True)
+    y, ref = frozen_mlp(x, fc1, fc2, act), _plain_mlp(x, fc1, fc2, act)
+    torch.testing.assert_close(y, ref, rtol=1e-12, atol=1e-12)
+    g = torch.randn_like(y)
+    gx, = torch.autograd.grad(y, x, g)
+    gr, = torch.autograd.grad(ref, x, g)
+    torch.testing.assert_close(gx, gr, rtol=1e-12, atol=1e-12)
+    assert torch.autograd.gradcheck(lambda t: frozen_mlp(t, fc1, fc2, act),
+                                    (x, ))
+    with torch.no_grad():  # the in-place inference path
+        torch.testing.assert_close(frozen_mlp(x, fc1, fc2, act), ref,
+                                   rtol=1e-12, atol=1e-12)
+
+
+@pytest.mark.parametrize('act', ['gelu', 'quick_gelu'])
+def test_frozen_mlp_keeps_only_the_pre_activation(act):
+    fc1, fc2 = _frozen_pair(torch.float32)
+    x = torch.randn(3, 5, 12, requires_grad=True)
+    saved = []
+
+    def pack(t):
+        if not isinstance(t, nn.Parameter):
+            saved.append(t.numel())
+        return t
+
+    with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
+        frozen_mlp(x, fc1, fc2, act)
+    hidden = 3 * 5 * 40
+    # the pre-activation only (the weights are kept by reference)
+    assert saved == [hidden]
+    saved.clear()
+    with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
+        _plain_mlp(x, fc1, fc2, act)
+    # plain autograd: QuickGELU keeps its input and its sigmoid
+    plain = sum(n for n in saved if n == hidden)
+    assert plain >= (2 * hidden if act == 'quick_gelu' else hidden)
+
+
+def test_trainable_mlp_takes_the_module_path():
+    fc1, fc2 = _frozen_pair()
+    fc2.weight.requires_grad_(True)
+    x = torch.randn(4, 12, dtype=torch.float64)
+    frozen_mlp(x, fc1, fc2, 'quick_gelu').sum().backward()
+    assert fc2.weight.grad is not None and fc2.weight.grad.abs().sum() > 0
+
+
+def test_frozen_mlp_under_autocast_matches_linear_under_autocast():
+    fc1, fc2 = _frozen_pair(torch.float32)
+    x = torch.randn(6, 12, requires_grad=True)
+    with torch.autocast('cpu', dtype=torch.bfloat16):
+        y = frozen_mlp(x, fc1, fc2, 'gelu')
+        ref = _plain_mlp(x, fc1, fc2, 'gelu')
+    assert y.dtype == ref.dtype == torch.bfloat16
+    torch.testing.assert_close(y, ref, rtol=0, atol=0)
+    g = torch.randn(6, 12).to(torch.bfloat16)
+    gx, = torch.autograd.grad(y, x, g)
+    gr, = torch.autograd.grad(ref, x, g)
+    assert gx.dtype == torch.float32
+    torch.testing.assert_close(gx, gr, rtol=2e-2, atol=2e-2)
+
+
+def _tiny(**backbone):
+    cfg = cast_recognizer_cfg(num_classes=5, embed_dim=64, depth=3,
+                              num_heads=4, num_frames=8, img_size=32)
+    cfg['backbone'].update(backbone)
+    return build_model(cfg)
+
+
+def _randomise_trainable(model):
+    torch.manual_seed(1)
+    for p in model.parameters():
+        if p.requires_grad and p.ndim > 1:
+            nn.init.normal_(p, std=0.05)
+
+
+def test_frozen_dtype_equals_autocast_and_halves_frozen_weights():
+    ref = _tiny()
+    _randomise_trainable(ref)
+    low = _tiny(frozen_dtype='bfloat16')
+    low.load_state_dict(ref.state_dict())
+    frozen = [(n, p) for n, p in low.backbone.experts.named_parameters()
+              if not p.requires_grad]
+    assert {p.dtype for n, p in frozen if 'ln' not in n
+            and 'norm' not in n} == {torch.bfloat16}
+    assert {p.dtype for n, p in frozen if 'ln_' in n
+            or 'norm' in n} == {torch.float32}
+    assert all(p.dtype == torch.float32 for p in low.parameters()
+               if p.requires_grad)
+    x = torch.randn(2, 3, 8, 32, 32)
+    with torch.no_grad(), torch.autocast('cpu', dtype=torch.bfloat16):
+        a, b = ref.backbone(x), low.backbone(x)
+    for u, v in zip(a, b):  # global autocast: the same numbers
+        torch.testing.assert_close(u, v, rtol=0, atol=0)
+    with torch.no_grad():  # no global autocast: experts in bf16, rest fp32
+        c, d = low.backbone(x), ref.backbone(x)
+    for u, v in zip(c, d):
+        assert u.dtype == torch.float32
+        assert (u - v).abs().max() < 0.1 * v.abs().max()
+        assert (u - v).abs().max() > 0
+    low.train()
+    sum(f.sum() for f in low.backbone(x)).backward()
+    grads = [p.grad for n, p in low.backbone.named_parameters()
+             if p.requires_grad and 'attn_adapters' in n]
+    assert grads and all(g is not None and g.dtype == torch.float32
+                         for g in grads)
+
+
+def test_bad_frozen_dtype_names_the_field():
+    with pytest.raises(ValueError, match='frozen_dtype'):
+        _tiny(frozen_dtype='int8')
+
+
+@pytest.mark.parametrize('with_cp, layers', [(True, {0, 1, 2}), (1, {2}),
+                                             ([0, 2], {0, 2}),
+                                             (False, set())])
+def test_partial_activation_checkpointing_is_exact(with_cp, layers):
+    ref = _tiny()
+    _randomise_trainable(ref)
+    cp = _tiny(with_cp=with_cp)
+    cp.load_state_dict(ref.state_dict())
+    assert cp.backbone.cp_layers == layers
+    x = torch.randn(2, 3, 8, 32, 32)
+    for m in (ref, cp):
+        m.train()
+        for mod in m.modules():  # no drop path randomness
+            if hasattr(mod, 'p'):
+                mod.p = 0.0
+        sum(f.pow(2).sum() for f in m.backbone(x)).backward()
+    for (n, p), (_, q) in zip(ref.named_parameters(), cp.named_parameters()):
+        if p.grad is not None:
+            torch.testing.assert_close(p.grad, q.grad, rtol=1e-5, atol=1e-6,
+                                       msg=n)
+
+
+def test_bad_checkpoint_layers_name_the_field():
+    with pytest.raises(ValueError, match='with_cp'):
+        _tiny(with_cp=[5])
+    with pytest.raises(ValueError, match='with_cp'):
+        _tiny(with_cp=4)
