@@ -35,7 +35,7 @@ from cast_mmaction.engine.reliability import (CheckpointMismatchError,
 from mmaction.registry import DATASETS, HOOKS
 
 ROOT = osp.dirname(osp.dirname(osp.abspath(__file__)))
-BAD = ('missing', 'empty', 'truncated', 'random')
+BAD = ('missing', 'empty', 'truncated', 'truncated_tail', 'random')
 
 TINY = """
 _base_ = [{base!r}]
@@ -84,14 +84,43 @@ def _unique(prefix):
     return f'{prefix}_{os.getpid()}_{_COUNT[0]}'
 
 
+def _faststart_mp4(path, num_frames=16, size=32):
+    """An mp4 with its index (moov) before the frames, as streaming sites
+    write them: cut short, it still opens but its frames are missing."""
+    import av
+
+    from cast_mmaction.datasets.synthetic import render_clip
+    frames = render_clip(np.random.default_rng(0), 0, 0, num_frames, size)
+    with av.open(path, 'w', options={'movflags': 'faststart'}) as c:
+        stream = c.add_stream('mpeg4', rate=8)
+        stream.width = stream.height = size
+        stream.pix_fmt = 'yuv420p'
+        for i, img in enumerate(frames):
+            frame = av.VideoFrame.from_ndarray(img, format='rgb24')
+            frame.pts = i
+            for packet in stream.encode(frame):
+                c.mux(packet)
+        for packet in stream.encode():
+            c.mux(packet)
+
+
 def _write_bad_media(root, good):
-    """missing / empty / truncated / random-bytes videos under root/bad."""
+    """Under root/bad: missing, empty (0 bytes), truncated (the first third
+    of an mp4 whose index is at its end), truncated_tail (60 % of an mp4
+    whose index is at its start) and random (4 KB of random bytes) .mp4."""
     os.makedirs(osp.join(root, 'bad'), exist_ok=True)
     with open(good, 'rb') as f:
         data = f.read()
     open(osp.join(root, 'bad', 'empty.mp4'), 'wb').close()
     with open(osp.join(root, 'bad', 'truncated.mp4'), 'wb') as f:
         f.write(data[:len(data) // 3])
+    tail = osp.join(root, 'bad', 'truncated_tail.mp4')
+    _faststart_mp4(tail)
+    with open(tail, 'rb') as f:
+        fast = f.read()
+    assert fast.find(b'moov') < fast.find(b'mdat')  # index first
+    with open(tail, 'wb') as f:
+        f.write(fast[:int(len(fast) * 0.6)])
     with open(osp.join(root, 'bad', 'random.mp4'), 'wb') as f:
         f.write(np.random.default_rng(0).bytes(4096))
     return [f'bad/{name}.mp4' for name in BAD]
@@ -109,9 +138,9 @@ def setup(tmp_path_factory):
     with open(info['val_ann']) as f:
         val = [ln.strip() for ln in f if ln.strip()]
     bad = _write_bad_media(data, osp.join(data, train[0].split()[0]))
-    lists = dict(
-        train_bad=train + [f'{p} {k}' for k, p in enumerate(bad)],
-        val_bad=val + [f'{p} {k}' for k, p in enumerate(bad)],
+    lists = dict(  # 7 good + 5 bad = 12: 3 full batches of 4 per epoch
+        train_bad=train[:7] + [f'{p} {k % 4}' for k, p in enumerate(bad)],
+        val_bad=val + [f'{p} {k % 4}' for k, p in enumerate(bad)],
     )
     for name, lines in lists.items():
         with open(osp.join(data, name + '.txt'), 'w') as f:
@@ -156,10 +185,11 @@ def _log_text(runner):
 # ---------------------------------------------------------------------------
 @pytest.mark.parametrize('workers', [0, 2])
 def test_training_skips_bad_videos_and_counts_them(setup, workers):
-    """8 good + 4 bad videos (missing, empty, truncated, random bytes):
-    training runs its 2 epochs x 3 iterations to the end, every bad path is
-    logged once, each epoch's log line counts 4 skipped samples (also with
-    2 DataLoader workers, where the loading happens in other processes)."""
+    """7 good + 5 bad videos (missing, empty, truncated at either end,
+    random bytes): training runs its 2 epochs x 3 iterations to the end,
+    every bad path is logged once, each epoch's log line counts 5 skipped
+    samples (also with 2 DataLoader workers, where the loading happens in
+    other processes)."""
     work = osp.join(setup['tmp'], _unique('bad_train'))
     cfg = _cfg(setup, work, reliability=dict(max_bad_fraction=0.5), **{
         'train_dataloader.dataset.ann_file':
@@ -178,11 +208,11 @@ def test_training_skips_bad_videos_and_counts_them(setup, workers):
         assert len(hits) == 1, (path, hits)  # logged once over 2 epochs
     assert 'FileNotFoundError' in log  # the missing one, with its error
     for epoch in (1, 2):
-        assert (f'Epoch(train) [{epoch}] bad samples: 4 skipped and replaced'
-                f' this epoch; 4 distinct bad of 12') in log
+        assert (f'Epoch(train) [{epoch}] bad samples: 5 skipped and replaced'
+                f' this epoch; 5 distinct bad of 12') in log
         last_line = [ln for ln in log.splitlines()
                      if f'Epoch(train) [{epoch}][3/3]' in ln][0]
-        assert 'bad_samples: 4' in last_line
+        assert 'bad_samples: 5' in last_line
     assert osp.isfile(osp.join(work, 'epoch_2.pth'))
 
 
@@ -217,6 +247,7 @@ def test_testing_a_bad_video_raises_an_error_naming_it(setup, kind):
     ds = RobustDataset(_video_dataset(setup, 'val_bad', True))
     assert ds.bad_sample == 'raise'  # the default for test data
     idx = len(setup['val']) + BAD.index(kind)
+    assert ds.describe(idx).endswith(f'bad/{kind}.mp4')
     with pytest.raises(BadSampleError) as err:
         ds[idx]
     path = osp.join(setup['data'], 'bad', kind + '.mp4')
@@ -227,7 +258,7 @@ def test_testing_a_bad_video_raises_an_error_naming_it(setup, kind):
 
 def test_replacement_is_deterministic_and_reported(setup):
     ds = RobustDataset(_video_dataset(setup, 'train_bad', False))
-    bad_idx = len(setup['train'])  # the missing video
+    bad_idx = 7  # the missing video
     a, b = ds[(bad_idx, 3, 7)], ds[(bad_idx, 3, 7)]
     assert torch.equal(a['inputs'], b['inputs'])
     fails = a['data_samples'].metainfo['bad_samples']
@@ -239,10 +270,32 @@ def test_replacement_is_deterministic_and_reported(setup):
     assert torch.equal(ds[(0, 1, 7)]['inputs'], x1)
 
 
+def test_a_pipeline_that_fails_on_everything_stops(setup):
+    """Nothing loads (here: a list of bad videos only): the replacement gives
+    up after max_retries with the first distinct errors, instead of looping
+    or training on nothing."""
+    ann = osp.join(setup['tmp'], 'all_bad.txt')
+    with open(ann, 'w') as f:
+        f.write('\n'.join(f'{p} 0' for p in setup['bad']) + '\n')
+    ds = RobustDataset(DATASETS.build(dict(
+        type='VideoDataset', ann_file=ann,
+        data_prefix=dict(video=setup['data']),
+        pipeline=copy.deepcopy(Config.fromfile(setup['cfg']).pipe_train))),
+        max_retries=6)
+    with pytest.raises(BadSampleError) as err:
+        ds[(0, 0, 0)]
+    msg = str(err.value)
+    assert msg.startswith('7 attempts in a row to load sample 0 or a '
+                          'replacement failed (')
+    assert 'the data or the pipeline is broken. The first errors:\n  ' + \
+        osp.join(setup['data'], 'bad/missing.mp4') + ': FileNotFoundError' \
+        in msg
+
+
 def test_tools_test_raises_or_flags_bad_videos(setup, tools):
     """tools/test.py: by default a bad test video stops the test naming it;
     with --bad-samples flag every sample is evaluated, the bad ones count
-    as wrong (top-1 = good-only top-1 x 4/8) and are reported."""
+    as wrong (top-1 = good-only correct / 9) and are reported."""
     work = osp.join(setup['tmp'], _unique('test_tool'))
     ckpt = osp.join(work, 'model.pth')
     cfg = _cfg(setup, work)
@@ -264,8 +317,9 @@ def test_tools_test_raises_or_flags_bad_videos(setup, tools):
         f'test_dataloader.dataset.ann_file={bad_list}',
         f'experiment_name={_unique("t")}'])
     assert good['acc/bad_samples'] == 0
-    assert flagged['acc/bad_samples'] == 4
-    assert flagged['acc/top1'] == good['acc/top1'] * 4 / 8
+    assert flagged['acc/bad_samples'] == 5
+    correct = round(good['acc/top1'] * 4)  # of the 4 good videos
+    assert flagged['acc/top1'] == correct / 9
 
 
 def _write_wav(path, seconds=1.0, rate=16000, freq=440.0):
@@ -812,6 +866,7 @@ def test_reproducible_sampler_skips_and_keys(setup):
     sampler.set_epoch(2)
     full = list(sampler)
     assert all(k[1:] == (2, 3) for k in full) and len(full) == 12
+    assert sorted(k[0] for k in full) == list(range(12))
     sampler.skip(8, epoch=2)
     assert list(sampler) == full[8:] and len(sampler) == 4
     sampler.set_epoch(3)  # the skip is for one epoch only

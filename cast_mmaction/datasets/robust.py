@@ -260,11 +260,15 @@ class RobustDataset:
             if failures:
                 _mark(out, failures)
             return out
-        lines = '\n'.join(f'  {p}: {err}' for _, p, err in failures[:5])
+        distinct = {}
+        for _, p, err in failures:
+            distinct.setdefault(p, err)
+        lines = '\n'.join(f'  {p}: {err}'
+                          for p, err in list(distinct.items())[:5])
         raise BadSampleError(
-            f'{len(failures)} samples in a row could not be loaded (sample '
-            f'{idx} and its replacements); the data or the pipeline is '
-            f'broken:\n{lines}')
+            f'{len(failures)} attempts in a row to load sample {idx} or a '
+            f'replacement failed ({len(distinct)} different files); the data'
+            f' or the pipeline is broken. The first errors:\n{lines}')
 
     def _flagged(self, idx, failures, seed):
         """A stand-in for bad sample ``idx``: the layout of a good sample,
