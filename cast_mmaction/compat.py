@@ -303,6 +303,56 @@ def _patch_atomic_checkpoints():
     return True
 
 
+def _patch_cpu_distributed():
+    """MMEngine's DDP path assumes GPUs: ``init_dist('pytorch')`` calls
+    ``torch.cuda.set_device`` and the Runner wraps the model with
+    ``device_ids=[LOCAL_RANK]``, both of which fail on a CPU-only host. There
+    (no CUDA, no other accelerator) the process group is initialised with
+    ``gloo`` (``nccl`` needs GPUs; a configured ``gloo`` or ``mpi`` is kept)
+    and ``MMDistributedDataParallel`` gets no ``device_ids`` for a CPU
+    module, so ``tools/dist_train.sh`` runs multi-process DDP on CPUs."""
+    import torch
+    try:
+        from mmengine.dist import utils as dist_utils
+        from mmengine.model.wrappers import distributed as ddp_mod
+    except ImportError:
+        return False
+    if getattr(dist_utils._init_dist_pytorch, '_cast_cpu', False):
+        return True
+    original_init = dist_utils._init_dist_pytorch
+
+    def _accelerator():
+        from mmengine.device import (is_mlu_available, is_musa_available,
+                                     is_npu_available)
+        return (torch.cuda.is_available() or is_npu_available()
+                or is_mlu_available() or is_musa_available())
+
+    def _init_dist_pytorch(backend, init_backend='torch', **kwargs):
+        if _accelerator() or init_backend != 'torch':
+            return original_init(backend, init_backend=init_backend,
+                                 **kwargs)
+        if backend == 'nccl':
+            backend = 'gloo'
+        torch.distributed.init_process_group(backend=backend, **kwargs)
+
+    _init_dist_pytorch._cast_cpu = True
+    dist_utils._init_dist_pytorch = _init_dist_pytorch
+
+    ddp_cls = ddp_mod.MMDistributedDataParallel
+    original_ddp_init = ddp_cls.__init__
+
+    def __init__(self, module, detect_anomalous_params=False, **kwargs):
+        if kwargs.get('device_ids') is not None and all(
+                p.device.type == 'cpu' for p in module.parameters()):
+            kwargs['device_ids'] = None
+        original_ddp_init(self, module,
+                          detect_anomalous_params=detect_anomalous_params,
+                          **kwargs)
+
+    ddp_cls.__init__ = __init__
+    return True
+
+
 def load_file(path, map_location='cpu'):
     """``torch.load`` for foreign checkpoint files (OpenAI CLIP, VideoMAE,
     DeepSpeed dumps) that contain pickled non-tensor objects: under
@@ -322,4 +372,5 @@ def apply():
     _check_pkg_resources()
     _patch_color_jitter_hue()
     _patch_atomic_checkpoints()
+    _patch_cpu_distributed()
     _APPLIED = True
