@@ -336,7 +336,7 @@ def _write_wav(path, seconds=1.0, rate=16000, freq=440.0):
 def av_setup(tmp_path_factory):
     from cast_mmaction.datasets.synthetic_av import write_synthetic_av_dataset
     root = str(tmp_path_factory.mktemp('av'))
-    info = write_synthetic_av_dataset(root, num_train=4, num_val=1,
+    info = write_synthetic_av_dataset(root, num_train=5, num_val=1,
                                       num_frames=8, size=32)
     audio = osp.join(root, 'audio')
     os.makedirs(audio)
@@ -348,6 +348,7 @@ def av_setup(tmp_path_factory):
     with open(osp.join(audio, stems[2] + '.wav'), 'wb') as f:
         f.write(b'RIFF' + np.random.default_rng(1).bytes(3000))  # corrupt
     open(osp.join(audio, stems[3] + '.wav'), 'wb').close()  # empty
+    # stems[4] has no .wav at all (missing)
     return dict(info=info, audio=audio, stems=stems)
 
 
@@ -366,10 +367,12 @@ def _av_dataset(av_setup, test_mode):
         type='AudioVisualDataset', ann_file=av_setup['info']['train_ann'],
         data_prefix=dict(video=av_setup['info']['video_root'],
                          audio=av_setup['audio']),
-        num_classes=4, pipeline=pipe, test_mode=test_mode))
+        num_classes=4, pipeline=pipe, test_mode=test_mode,
+        check_files=False))  # True refuses missing files at start-up
 
 
-@pytest.mark.parametrize('k', [2, 3], ids=['corrupt_wav', 'empty_wav'])
+@pytest.mark.parametrize('k', [2, 3, 4],
+                         ids=['corrupt_wav', 'empty_wav', 'missing_wav'])
 def test_bad_audio_is_replaced_in_training_and_named_in_testing(av_setup, k):
     wav = osp.join(av_setup['audio'], av_setup['stems'][k] + '.wav')
     train = RobustDataset(_av_dataset(av_setup, False))
@@ -382,6 +385,20 @@ def test_bad_audio_is_replaced_in_training_and_named_in_testing(av_setup, k):
     test = RobustDataset(_av_dataset(av_setup, True))
     with pytest.raises(BadSampleError, match=re.escape(wav)):
         test[k]
+
+
+def test_missing_audio_files_are_refused_at_startup_by_default(av_setup):
+    """The audio-visual datasets check their files when built
+    (check_files=True, their default): a missing .wav stops before training,
+    listing it, instead of being skipped every epoch."""
+    wav = osp.join(av_setup['audio'], av_setup['stems'][4] + '.wav')
+    with pytest.raises(FileNotFoundError, match=r'1 of 5 files named by .*'
+                       r'are missing, e.g. \[' + re.escape(repr(wav))):
+        RobustDataset(dict(
+            type='AudioVisualDataset',
+            ann_file=av_setup['info']['train_ann'], pipeline=[],
+            data_prefix=dict(video=av_setup['info']['video_root'],
+                             audio=av_setup['audio']), num_classes=4))
 
 
 # ---------------------------------------------------------------------------

@@ -21,6 +21,8 @@ epoch_write    every epoch, keep 1      SIGKILL while epoch_2.pth is being
                                         written; resumes from epoch_1.pth
 workers        every iteration, keep 1  2 persistent DataLoader workers,
                                         SIGKILL before iteration 4
+control        every iteration, keep 1  as iter_kill, without the resume
+                                        machinery: must NOT reproduce
 =============  ======================  =====================================
 
 Every interrupted run is resumed with ``--resume`` (the latest checkpoint of
@@ -229,6 +231,7 @@ def test_killed_and_resumed_equals_uninterrupted(runs, name):
 def test_mid_epoch_resume_starts_at_the_right_batch(runs):
     log = runs['log']
     assert 'resuming epoch 2 after its first 1 of 2 iterations' in log
+    assert 'resumed epoch: 1, iter: 3' in log
     # the interrupted write left a partial file that the resume removed
     assert 'a partial file left by an interrupted write' in log
     for name in ('write_kill', 'epoch_write'):
