@@ -889,3 +889,39 @@ def test_reproducible_sampler_skips_and_keys(setup):
     sampler.set_epoch(3)  # the skip is for one epoch only
     assert len(sampler) == 12 and [k[0] for k in sampler] != [
         k[0] for k in full]
+
+
+def test_apply_reliability_wiring(setup):
+    """What tools/train.py / tools/test.py switch on, applied twice (the
+    second time changes nothing), and the switches."""
+    cfg = Config.fromfile(setup['cfg'])
+    apply_reliability(cfg, 'train')
+    once = copy.deepcopy(cfg._cfg_dict.to_dict())
+    apply_reliability(cfg, 'train')
+    assert cfg._cfg_dict.to_dict() == once
+    train = cfg.train_dataloader
+    assert train.dataset.type == 'RobustDataset'
+    assert train.dataset.bad_sample == 'replace'
+    assert train.dataset.num_classes == 4
+    assert train.dataset.dataset.type == 'VideoDataset'
+    assert train.sampler.type == 'ReproducibleSampler'
+    assert cfg.val_dataloader.dataset.bad_sample == 'flag'
+    assert cfg.val_evaluator.type == 'BadSampleAwareMetric'
+    assert cfg.val_evaluator.metric.type == 'AccMetric'
+    types = [h['type'] for h in cfg.custom_hooks]
+    for hook in ('BadSampleHook', 'ResumeStateHook', 'NonFiniteLossHook',
+                 'StartupCheckHook'):
+        assert types.count(hook) == 1
+    test = apply_reliability(Config.fromfile(setup['cfg']), 'test')
+    assert test.test_dataloader.dataset.bad_sample == 'raise'
+    flag = apply_reliability(Config.fromfile(setup['cfg']), 'test',
+                             test_bad_samples='flag')
+    assert flag.test_dataloader.dataset.bad_sample == 'flag'
+    off = Config.fromfile(setup['cfg'])
+    off.reliability = dict(enable=False)
+    apply_reliability(off, 'train')
+    assert off.train_dataloader.dataset.type == 'VideoDataset'
+    bad = Config.fromfile(setup['cfg'])
+    bad.reliability = dict(max_bad_fractoin=0.1)
+    with pytest.raises(KeyError, match="unknown key.*max_bad_fractoin"):
+        apply_reliability(bad, 'train')
