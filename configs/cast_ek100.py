@@ -7,7 +7,7 @@
 # TSN 16 segments, test 2 clips x 3 crops. Reported: verb 72.5 / noun 60.9 /
 # action 49.3 top-1 on the validation split.
 #
-# Train:  python tools/train.py configs/cast_ek100.py   (docs/ek100.md)
+# Train:  python tools/train.py configs/cast_ek100.py   (README.md, "EPIC-KITCHENS-100")
 # Submit: python tools/ek100_submission.py configs/cast_ek100.py CKPT ...
 custom_imports = dict(imports=['cast_mmaction'], allow_failed_imports=False)
 default_scope = 'mmaction'

@@ -5,7 +5,7 @@
 #   tools/dist_train.sh configs/cast_ssv2.py 8          # one node, 8 GPUs
 #   tools/dist_test.sh configs/cast_ssv2.py CKPT 8
 #
-# See docs/training.md for the data layout and multi-node runs.
+# See README.md, "Training and testing", for the data layout and multi-node runs.
 _base_ = ['_base_/default_runtime.py']
 
 # ---------------------------------------------------------------- paths ----
@@ -17,7 +17,7 @@ data_root_val = 'data/sthv2/videos'
 ann_file_train = 'data/sthv2/sthv2_train_list_videos.txt'
 ann_file_val = 'data/sthv2/sthv2_val_list_videos.txt'
 ann_file_test = 'data/sthv2/sthv2_val_list_videos.txt'
-label_map = 'data/sthv2/annotations/something-something-v2-labels.json'  # class names for tools/infer.py (docs/tools.md)
+label_map = 'data/sthv2/annotations/something-something-v2-labels.json'  # class names for tools/infer.py (README.md, "Class names")
 # Expert weights: OpenAI CLIP ViT-B/16 (TorchScript ViT-B-16.pt) and the
 # official VideoMAE ViT-B/16 self-supervised SSv2 checkpoint ('model' dict,
 # 'encoder.' keys).

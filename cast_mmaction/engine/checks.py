@@ -162,7 +162,7 @@ def check_paths(cfg, mode, checkpoint=None, config_name=None):
         hint = ('\nEdit the variable in the config, or override the nested '
                 f'field, e.g. --cfg-options {nested[0]}=PATH (a top-level '
                 'variable given with --cfg-options does not reach the fields '
-                'it was copied into). See docs/training.md for the data '
+                'it was copied into). See README.md ("Training and testing") for the data '
                 'layout.')
     cwd = os.getcwd()
     raise MissingPathError(

@@ -181,7 +181,7 @@ class BottleneckCrossAttention(nn.Module):
             raise ValueError(
                 f'B-CA link {self.names} uses time encodings but the backbone '
                 f'got none: the backbone needs time_encoding=dict(...) and a '
-                f'"times" input (segment timestamps, see docs/audio.md)')
+                f'"times" input (segment timestamps, see README.md, "Audio-visual recognition")')
         split = {}
         for n in self.names:
             xn = self.norm[n](self.down[n](tokens[n]))
