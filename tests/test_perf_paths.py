@@ -166,3 +166,58 @@ def test_bad_checkpoint_layers_name_the_field():
         _tiny(with_cp=[5])
     with pytest.raises(ValueError, match='with_cp'):
         _tiny(with_cp=4)
+
+
+def test_onednn_linear_matches_f_linear_in_values_and_gradients():
+    from cast_mmaction.models.layers import linear, use_onednn_linear
+    torch.manual_seed(0)
+    x = torch.randn(4, 70, 96, requires_grad=True)
+    w = torch.randn(160, 96, requires_grad=True)
+    b = torch.randn(160, requires_grad=True)
+    y = linear(x, w, b)
+    assert y.grad_fn is not None and 'Linear' in type(y.grad_fn).__name__
+    ref = F.linear(x.double(), w.double(), b.double())
+    torch.testing.assert_close(y.double(), ref, rtol=1e-5, atol=1e-4)
+    g = torch.randn_like(y)
+    grads = torch.autograd.grad(y, (x, w, b), g)
+    refs = torch.autograd.grad(ref, (x, w, b), g.double())
+    for a, r in zip(grads, refs):
+        torch.testing.assert_close(a.double(), r.double(), rtol=1e-5,
+                                   atol=1e-3)
+    # frozen weight: no weight gradient, the input is not kept
+    w.requires_grad_(False)
+    saved = []
+    with torch.autograd.graph.saved_tensors_hooks(
+            lambda t: saved.append(t.shape) or t, lambda t: t):
+        y = linear(x, w, b)
+    assert tuple(x.shape) not in [tuple(s) for s in saved]
+    assert tuple(x.reshape(-1, 96).shape) not in [tuple(s) for s in saved]
+    # the switch falls back to F.linear
+    assert type(linear(x, w, b).grad_fn).__name__ == '_LinearBackward'
+    prev = use_onednn_linear(False)
+    try:
+        assert type(linear(x, w, b).grad_fn).__name__ != '_LinearBackward'
+    finally:
+        use_onednn_linear(prev)
+    # other dtypes and autocast take F.linear
+    xd = x.detach().double()
+    torch.testing.assert_close(linear(xd, w.double(), b.double()),
+                               F.linear(xd, w.double(), b.double()),
+                               rtol=0, atol=0)
+    with torch.autocast('cpu', dtype=torch.bfloat16):
+        assert linear(x, w, b).dtype == torch.bfloat16
+
+
+def test_frozen_mlp_fp32_fast_path_matches_the_plain_mlp():
+    for act in ('gelu', 'quick_gelu'):
+        fc1, fc2 = _frozen_pair(torch.float32)
+        x = torch.randn(3, 50, 12, requires_grad=True)
+        y, ref = frozen_mlp(x, fc1, fc2, act), _plain_mlp(x, fc1, fc2, act)
+        torch.testing.assert_close(y, ref, rtol=1e-5, atol=1e-5)
+        g = torch.randn_like(y)
+        gx, = torch.autograd.grad(y, x, g)
+        gr, = torch.autograd.grad(ref, x, g)
+        torch.testing.assert_close(gx, gr, rtol=1e-5, atol=1e-5)
+        with torch.no_grad():  # fused activation in the first matmul
+            torch.testing.assert_close(frozen_mlp(x, fc1, fc2, act), ref,
+                                       rtol=1e-5, atol=1e-5)

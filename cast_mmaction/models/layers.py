@@ -15,6 +15,105 @@ class QuickGELU(nn.Module):
 
 QUICK_GELU_SCALE = 1.702
 
+# --------------------------------------------------------------------------
+# matmuls
+#
+# On CPUs, fp32 ``nn.Linear`` runs on MKL's SGEMM, which on non-Intel CPUs
+# (e.g. AMD EPYC) takes a generic code path: measured on an AMD EPYC with
+# AVX-512, 100 GFLOP/s per core against 200 for oneDNN's fp32 matmul on the
+# same dense tensors (``torch.ops.mkldnn._linear_pointwise``; docs/
+# benchmarks.md). The hot matmuls of the models therefore go through
+# :func:`linear`, which uses oneDNN for fp32 CPU tensors outside autocast
+# and ``F.linear`` everywhere else (CUDA, fp64, autocast, no oneDNN). The
+# results are fp32 matmuls either way (another summation order).
+_LP = getattr(getattr(torch.ops, 'mkldnn', None), '_linear_pointwise', None)
+_USE_ONEDNN = True
+
+
+def use_onednn_linear(enabled=True):
+    """Switch the oneDNN fp32 CPU matmul path on or off (for comparisons);
+    returns the previous setting."""
+    global _USE_ONEDNN
+    previous, _USE_ONEDNN = _USE_ONEDNN, bool(enabled)
+    return previous
+
+
+def _onednn_ok(*tensors):
+    if not _USE_ONEDNN or _LP is None:
+        return False
+    if torch.is_autocast_enabled('cpu'):
+        return False
+    return all(t is None or (t.device.type == 'cpu'
+                             and t.dtype == torch.float32)
+               for t in tensors)
+
+
+def _mm_t(a, b, bias=None, act='none'):
+    """``a @ b.T (+ bias)`` for 2-D ``a`` (n, k) and ``b`` (m, k), then an
+    optional fused activation (``'gelu'`` exact, ``'silu'``). ``b`` may be a
+    transposed view."""
+    if _onednn_ok(a, b, bias):
+        if act == 'silu':
+            return _LP(a, b, bias, 'swish', [], '')
+        if act == 'gelu':
+            return _LP(a, b, bias, 'gelu', [], 'none')
+        return _LP(a, b, bias, 'none', [], '')
+    out = torch.addmm(bias, a, b.t()) if bias is not None else a.mm(b.t())
+    if act == 'silu':
+        return F.silu(out, inplace=True)
+    if act == 'gelu':
+        return torch.ops.aten.gelu_(out)
+    return out
+
+
+class _Linear(torch.autograd.Function):
+    """``x W^T + b`` on oneDNN, with oneDNN matmuls for the gradients;
+    the input is kept for backward only when the weight needs a gradient
+    (a frozen weight keeps nothing but its reference)."""
+
+    @staticmethod
+    def forward(ctx, x, weight, bias):
+        x2 = x.reshape(-1, x.shape[-1])
+        y = _mm_t(x2, weight, bias)
+        need_w = ctx.needs_input_grad[1]
+        ctx.save_for_backward(x2 if need_w else None, weight)
+        ctx.in_shape = x.shape
+        return y.reshape(*x.shape[:-1], y.shape[-1])
+
+    @staticmethod
+    def backward(ctx, grad):
+        x2, weight = ctx.saved_tensors
+        g = grad.reshape(-1, grad.shape[-1])
+        gx = gw = gb = None
+        if ctx.needs_input_grad[0]:
+            gx = _mm_t(g, weight.t()).reshape(ctx.in_shape)
+        if ctx.needs_input_grad[1]:
+            gw = _mm_t(g.t(), x2.t())
+        if ctx.needs_input_grad[2]:
+            gb = g.sum(0)
+        return gx, gw, gb
+
+
+def linear(x, weight, bias=None):
+    """``F.linear`` with the oneDNN fp32 CPU path (see above)."""
+    if not _onednn_ok(x, weight, bias):
+        return F.linear(x, weight, bias)
+    if torch.is_grad_enabled() and (x.requires_grad or weight.requires_grad
+                                    or (bias is not None
+                                        and bias.requires_grad)):
+        return _Linear.apply(x, weight, bias)
+    x2 = x.reshape(-1, x.shape[-1])
+    y = _mm_t(x2, weight, bias)
+    return y.reshape(*x.shape[:-1], y.shape[-1])
+
+
+class Linear(nn.Linear):
+    """``nn.Linear`` (same parameters, same state dict) computed with
+    :func:`linear`."""
+
+    def forward(self, x):
+        return linear(x, self.weight, self.bias)
+
 
 def _compute_dtype(x):
     """The dtype matmuls on ``x`` run in: the autocast dtype when autocast
@@ -23,18 +122,6 @@ def _compute_dtype(x):
     if torch.is_autocast_enabled(dev):
         return torch.get_autocast_dtype(dev)
     return x.dtype
-
-
-def _mlp_act(pre, act, inplace):
-    """The MLP activation on the pre-activation.
-
-    ``quick_gelu`` gets ``pre`` already multiplied by 1.702 (folded into
-    the first matmul) and is then a SiLU: ``x * sigmoid(1.702 x) =
-    silu(1.702 x) / 1.702``, the ``1 / 1.702`` being folded into the second
-    matmul."""
-    if act == 'quick_gelu':
-        return F.silu(pre, inplace=inplace)
-    return torch.ops.aten.gelu_(pre) if inplace else F.gelu(pre)
 
 
 def _mlp_act_backward_(grad, pre, act):
@@ -48,22 +135,29 @@ def _mlp_act_backward_(grad, pre, act):
 
 def _mlp_forward(x2d, w1, b1, w2, b2, act, keep_pre):
     """``fc2(act(fc1 x))`` on 2-D ``x`` with weights already in the compute
-    dtype; returns (out, pre or None)."""
-    a = QUICK_GELU_SCALE if act == 'quick_gelu' else 1.0
-    if b1 is None:
-        pre = torch.mm(x2d, w1.t())
-        if a != 1.0:
-            pre.mul_(a)
+    dtype; returns (out, pre or None).
+
+    ``quick_gelu`` (``h * sigmoid(1.702 h)``) is computed as a SiLU of the
+    scaled pre-activation ``1.702 h`` (``silu(1.702 h) / 1.702``): the 1.702
+    is applied to the (narrow) input and first bias, the 1 / 1.702 to the
+    (narrow) output, never to the wide hidden activation. ``pre`` is the
+    scaled pre-activation for ``quick_gelu``."""
+    quick = act == 'quick_gelu'
+    a = QUICK_GELU_SCALE if quick else 1.0
+    fused = 'silu' if quick else 'gelu'
+    xs = x2d * a if quick else x2d
+    bs1 = b1 * a if (quick and b1 is not None) else b1
+    if keep_pre:
+        pre = _mm_t(xs, w1, bs1)
+        h = F.silu(pre) if quick else F.gelu(pre)
     else:
-        pre = torch.addmm(b1, x2d, w1.t(), beta=a, alpha=a)
-    h = _mlp_act(pre, act, inplace=not keep_pre)
-    if b2 is None:
-        out = torch.mm(h, w2.t())
-        if a != 1.0:
-            out.div_(a)
+        pre, h = None, _mm_t(xs, w1, bs1, act=fused)
+    if quick:
+        out = _mm_t(h, w2, None if b2 is None else b2 * a)
+        out.div_(a)
     else:
-        out = torch.addmm(b2, h, w2.t(), alpha=1.0 / a)
-    return out, (pre if keep_pre else None)
+        out = _mm_t(h, w2, b2)
+    return out, pre
 
 
 class _FrozenMLP(torch.autograd.Function):
@@ -87,8 +181,8 @@ class _FrozenMLP(torch.autograd.Function):
         shape = grad.shape
         g = grad.reshape(-1, shape[-1]).to(w2.dtype)
         # the 1.702 of quick_gelu cancels: d/dx of silu(a x W1) W2 / a
-        gh = _mlp_act_backward_(torch.mm(g, w2), pre, ctx.act)
-        gx = torch.mm(gh, w1)
+        gh = _mlp_act_backward_(_mm_t(g, w2.t()), pre, ctx.act)
+        gx = _mm_t(gh, w1.t())
         return (gx.reshape(*shape[:-1], gx.shape[-1]), None, None, None,
                 None, None)
 
@@ -99,19 +193,19 @@ def frozen_mlp(x, fc1, fc2, act='gelu'):
 
     When ``fc1`` and ``fc2`` are frozen (the experts of CAST) the MLP is one
     autograd node that keeps only the pre-activation for backward, and
-    without autograd the activation runs in place; QuickGELU costs one SiLU
-    pass (its scale is folded into the matmuls). Under autocast the matmuls
-    run in the autocast dtype, as ``nn.Linear`` would. A trainable ``fc1`` or
-    ``fc2`` takes the plain module path."""
+    without autograd the activation is fused into the first matmul (oneDNN)
+    or runs in place. Under autocast the matmuls run in the autocast dtype,
+    as ``nn.Linear`` would. A trainable ``fc1`` or ``fc2`` takes the plain
+    module path."""
     params = [p for p in (fc1.weight, fc1.bias, fc2.weight, fc2.bias)
               if p is not None]
     if any(p.requires_grad for p in params):
-        h = fc1(x)
+        h = linear(x, fc1.weight, fc1.bias)
         if act == 'quick_gelu':
             h = h * torch.sigmoid(QUICK_GELU_SCALE * h)
         else:
             h = F.gelu(h)
-        return fc2(h)
+        return linear(h, fc2.weight, fc2.bias)
     dtype = _compute_dtype(x)
 
     def cast(t):

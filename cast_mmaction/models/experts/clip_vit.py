@@ -9,10 +9,10 @@ not part of the expert: CAST pools ``ln_post`` of the class token.
 """
 import torch
 import torch.nn as nn
-import torch.nn.functional as F
 
 from mmaction.registry import MODELS
-from ..layers import QuickGELU, frozen_mlp, grid_size, sdpa_heads
+from ..layers import (Linear, QuickGELU, frozen_mlp, grid_size, linear,
+                      sdpa_heads)
 from .base import Expert, check_frames
 
 
@@ -25,13 +25,13 @@ class CLIPAttention(nn.Module):
         self.num_heads = num_heads
         self.in_proj_weight = nn.Parameter(torch.empty(3 * dim, dim))
         self.in_proj_bias = nn.Parameter(torch.zeros(3 * dim))
-        self.out_proj = nn.Linear(dim, dim)
+        self.out_proj = Linear(dim, dim)
         nn.init.xavier_uniform_(self.in_proj_weight)
         nn.init.zeros_(self.out_proj.bias)
 
     def forward(self, x):  # (B, L, C)
-        q, k, v = F.linear(x, self.in_proj_weight,
-                           self.in_proj_bias).chunk(3, dim=-1)
+        q, k, v = linear(x, self.in_proj_weight,
+                         self.in_proj_bias).chunk(3, dim=-1)
         return self.out_proj(sdpa_heads(q, k, v, self.num_heads))
 
 

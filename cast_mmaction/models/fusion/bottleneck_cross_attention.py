@@ -31,7 +31,7 @@ update for its stream; the backbone adds it through drop path.
 import torch.nn as nn
 import torch
 
-from ..layers import sdpa_heads
+from ..layers import Linear, sdpa_heads
 
 WINDOWS = ('time', 'space', 'global')
 
@@ -67,9 +67,9 @@ class WindowCrossAttention(nn.Module):
         self.window, self.num_heads = window, num_heads
         self.q_grid, self.kv_grid = tuple(q_grid), tuple(kv_grid)
         scale = (dim // num_heads)**-0.5
-        self.q = nn.Linear(dim, dim)
-        self.kv = nn.Linear(dim, 2 * dim)
-        self.proj = nn.Linear(dim, dim)
+        self.q = Linear(dim, dim)
+        self.kv = Linear(dim, 2 * dim)
+        self.proj = Linear(dim, dim)
         self.pos_embed = pos_embed
         if pos_embed:
             if window == 'time':
@@ -146,7 +146,7 @@ class BottleneckCrossAttention(nn.Module):
         dim = min(e.embed_dim for e in experts.values()) // down_ratio
         self.dim = dim
         self.down = nn.ModuleDict(
-            {n: nn.Linear(e.embed_dim, dim) for n, e in experts.items()})
+            {n: Linear(e.embed_dim, dim) for n, e in experts.items()})
         self.norm = nn.ModuleDict(
             {n: nn.LayerNorm(dim, eps=eps) for n in names})
         a, b = names
@@ -160,7 +160,7 @@ class BottleneckCrossAttention(nn.Module):
         })
         self.act = nn.GELU()
         self.up = nn.ModuleDict(
-            {n: nn.Linear(dim, e.embed_dim) for n, e in experts.items()})
+            {n: Linear(dim, e.embed_dim) for n, e in experts.items()})
         for m in list(self.down.values()) + [
                 mm for att in self.attn.values()
                 for mm in (att.q, att.kv, att.proj)
