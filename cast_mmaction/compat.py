@@ -353,6 +353,31 @@ def _patch_cpu_distributed():
     return True
 
 
+def _patch_low_precision_head_loss():
+    """MMAction2's ``BaseHead.loss_by_feat`` computes top-k accuracy through
+    ``cls_scores.numpy()``, which fails for bf16 scores ("Got unsupported
+    ScalarType BFloat16": bf16 autocast training). The scores are cast to
+    fp32 first (the loss runs in fp32 under autocast anyway)."""
+    import torch
+    try:
+        from mmaction.models.heads.base import BaseHead
+    except ImportError:
+        return False
+    original = BaseHead.loss_by_feat
+    if getattr(original, '_cast_fp32', False):
+        return True
+
+    def loss_by_feat(self, cls_scores, data_samples):
+        if isinstance(cls_scores, torch.Tensor) and cls_scores.dtype in (
+                torch.bfloat16, torch.float16):
+            cls_scores = cls_scores.float()
+        return original(self, cls_scores, data_samples)
+
+    loss_by_feat._cast_fp32 = True
+    BaseHead.loss_by_feat = loss_by_feat
+    return True
+
+
 def load_file(path, map_location='cpu'):
     """``torch.load`` for foreign checkpoint files (OpenAI CLIP, VideoMAE,
     DeepSpeed dumps) that contain pickled non-tensor objects: under
@@ -373,4 +398,5 @@ def apply():
     _patch_color_jitter_hue()
     _patch_atomic_checkpoints()
     _patch_cpu_distributed()
+    _patch_low_precision_head_loss()
     _APPLIED = True
