@@ -41,8 +41,8 @@ def use_onednn_linear(enabled=True):
 def _onednn_ok(*tensors):
     if not _USE_ONEDNN or _LP is None:
         return False
-    if torch.is_autocast_enabled('cpu'):
-        return False
+    if torch.is_autocast_enabled('cpu') or torch.compiler.is_compiling():
+        return False  # inductor lowers the op only with constant weights
     return all(t is None or (t.device.type == 'cpu'
                              and t.dtype == torch.float32)
                for t in tensors)
@@ -53,6 +53,9 @@ def _mm_t(a, b, bias=None, act='none'):
     optional fused activation (``'gelu'`` exact, ``'silu'``). ``b`` may be a
     transposed view."""
     if _onednn_ok(a, b, bias):
+        # oneDNN is fast on row- or column-major 2-D operands and falls back
+        # to a slow reference kernel on other strides
+        a, b = _dense_2d(a), _dense_2d(b)
         if act == 'silu':
             return _LP(a, b, bias, 'swish', [], '')
         if act == 'gelu':
@@ -64,6 +67,12 @@ def _mm_t(a, b, bias=None, act='none'):
     if act == 'gelu':
         return torch.ops.aten.gelu_(out)
     return out
+
+
+def _dense_2d(t):
+    if t.is_contiguous() or t.t().is_contiguous():
+        return t
+    return t.contiguous()
 
 
 class _Linear(torch.autograd.Function):
