@@ -155,7 +155,8 @@ optim_wrapper = dict(
     type='AmpOptimWrapper',  # fp16 as published; 'OptimWrapper' on CPU
     accumulative_counts=update_freq,
     optimizer=dict(type='AdamW', lr=base_lr, betas=(0.9, 0.999),
-                   weight_decay=0.05),
+                   weight_decay=0.05,
+                   fused=True),  # one kernel (docs/benchmarks.md)
     # lr x 0.75 ** (13 - layer id); no weight decay on 1-D params, biases
     # and the B-CA position tables; frozen experts get no param group
     constructor='CASTLayerDecayOptimWrapperConstructor',

@@ -221,7 +221,8 @@ optim_wrapper = dict(
         lr=base_lr,
         betas=(0.9, 0.999),
         eps=1e-8,
-        weight_decay=weight_decay),
+        weight_decay=weight_decay,
+        fused=True),  # one kernel for all tensors (docs/benchmarks.md)
     constructor='CASTLayerDecayOptimWrapperConstructor',
     paramwise_cfg=dict(layer_decay_rate=layer_decay))
 

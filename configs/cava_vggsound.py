@@ -169,7 +169,8 @@ optim_wrapper = dict(
     type='AmpOptimWrapper',  # fp16; 'OptimWrapper' on CPU
     accumulative_counts=update_freq,
     optimizer=dict(type='AdamW', lr=base_lr, betas=(0.9, 0.999), eps=1e-8,
-                   weight_decay=0.05),
+                   weight_decay=0.05,
+                   fused=True),  # one kernel (docs/benchmarks.md)
     constructor='CASTLayerDecayOptimWrapperConstructor',
     paramwise_cfg=dict(layer_decay_rate=layer_decay))
 param_scheduler = [
