@@ -122,3 +122,6 @@ default_hooks = dict(
     logger=dict(interval=10),
     checkpoint=dict(interval=max_epochs, max_keep_ckpts=1, save_best=None))
 randomness = dict(seed=0, diff_rank_seed=False)
+
+# one process (CPU or one GPU) x batch_size: what --auto-scale-lr scales from
+auto_scale_lr = dict(enable=False, base_batch_size=batch_size)

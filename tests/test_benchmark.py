@@ -4,6 +4,8 @@ import subprocess
 import sys
 import textwrap
 
+import pytest
+
 from cast_mmaction.models.presets import cast_recognizer_cfg
 from conftest import ROOT
 
@@ -34,7 +36,7 @@ def test_benchmark_tool_reports_every_figure(tmp_path):
     cfg = _tiny_cfg(tmp_path)
     out = tmp_path / 'bench.json'
     r = _run(str(cfg), '--steps', '2', '--warmup', '1', '--batch-size', '2',
-             '--phases', 'train,infer,flops', '--json', str(out))
+             '--phases', 'train,infer,flops,ckpt', '--json', str(out))
     assert r.returncode == 0, r.stderr[-2000:]
     res = json.loads(out.read_text())
     for key in ('train_step_s', 'train_peak_mem_gb', 'infer_s_per_clip',
@@ -49,6 +51,10 @@ def test_benchmark_tool_reports_every_figure(tmp_path):
     assert res['optimizer'].startswith('AdamW(fused;'), res['optimizer']
     assert int(res['optimizer'].split(';')[1].split()[0]) > 1
     assert res['machine']['torch']
+    # trainable-only checkpoint: the trainable share of the full one
+    share = res['trainable_params'] / res['total_params']
+    assert res['ckpt_trainable_only_mb'] == pytest.approx(
+        share * res['ckpt_full_mb'], rel=0.15, abs=0.05)
     assert 'train_step_s' in r.stdout
 
 
@@ -114,3 +120,43 @@ def test_child_arguments_per_side():
     assert ours == ['cfg.py', '--with-cp', '--amp', 'bf16', '--cfg-options',
                     'a=1']
     assert theirs == ['cfg.py', '--reference-repo', '/x', '--amp', 'none']
+
+
+def test_flops_count_the_onednn_matmuls(tmp_path):
+    """GFLOPs per clip include the matmuls that run on oneDNN on CPU (the
+    flop counter has no formula for that op): the tool's figure equals a
+    count of the same model on the plain F.linear path, and is larger than
+    the count of everything but the matmuls."""
+    import torch
+    from torch.utils.flop_counter import FlopCounterMode
+    from cast_mmaction.models.layers import use_onednn_linear
+    from cast_mmaction.utils import build_model
+    cfg = _tiny_cfg(tmp_path)
+    out = tmp_path / 'flops.json'
+    r = _run(str(cfg), '--phases', 'flops', '--json', str(out))
+    assert r.returncode == 0, r.stderr[-2000:]
+    got = json.loads(out.read_text())['gflops_per_clip']
+    model = build_model(cast_recognizer_cfg(
+        num_classes=5, embed_dim=64, depth=2, num_heads=4, num_frames=8,
+        img_size=32)).eval()
+    x = torch.randn(1, 3, 8, 32, 32)
+    counts = {}
+    for onednn in (False, True):
+        previous = use_onednn_linear(onednn)
+        try:
+            with torch.no_grad(), FlopCounterMode(display=False) as fc:
+                model.cls_head(model.backbone(x))
+        finally:
+            use_onednn_linear(previous)
+        counts[onednn] = fc.get_total_flops() / 1e9
+    assert got == pytest.approx(counts[False], rel=1e-6)
+    if torch.ops.mkldnn._linear_pointwise is not None:
+        assert counts[True] < 0.5 * got  # what the counter sees on oneDNN
+
+
+def test_authors_side_in_bf16_is_a_clear_error(tmp_path):
+    cfg = _tiny_cfg(tmp_path)
+    r = _run(str(cfg), '--reference-repo', str(tmp_path), '--side-by-side',
+             '--reference-amp', 'bf16')
+    assert r.returncode != 0
+    assert 'no bf16 path' in r.stderr + r.stdout

@@ -309,3 +309,44 @@ def test_train_tool_stops_with_the_field_error(tmp_path):
     assert 'MissingPathError' in proc.stderr
     assert 'ann_file_train' in proc.stderr
     assert 'vmae_weights' in proc.stderr
+
+
+def _readme_recipe_table():
+    """Rows of the README's 'Batch and accumulation of every config' table:
+    {config file: (gpus, batch, accumulation, effective batch, lr)}."""
+    import re
+    text = open(osp.join(ROOT, 'README.md')).read()
+    head = '### Batch and accumulation of every config'
+    assert head in text, f'README.md: no "{head}" section'
+    section = text.split(head, 1)[1].split('\n#', 1)[0]
+    rows = {}
+    pat = re.compile(r'^\| `configs/([\w.]+)` \| (\d+) x (\d+) x (\d+) = '
+                     r'(\d+) \| ([\d.e-]+) \|', re.M)
+    for m in pat.finditer(section):
+        name, g, b, a, e, lr = m.groups()
+        rows[name] = (int(g), int(b), int(a), int(e), float(lr))
+    return rows
+
+
+def test_readme_recipe_table_matches_every_config():
+    """The README states GPUs x batch x accumulation (and the lr) of every
+    shipped config; the figures are the configs' own: batch from the train
+    dataloader, GPUs from ``auto_scale_lr.base_batch_size`` (the GPUs x
+    batch the lr is set for), accumulation from the optim wrapper (DeepSpeed:
+    its strategy)."""
+    rows = _readme_recipe_table()
+    names = sorted(f for f in os.listdir(CONFIGS) if f.endswith('.py'))
+    assert sorted(rows) == names, 'README table vs configs/: ' + str(
+        sorted(set(rows) ^ set(names)))
+    for name in names:
+        cfg = load(name)
+        batch = cfg.train_dataloader.batch_size
+        base = cfg.auto_scale_lr.base_batch_size
+        assert base % batch == 0, name
+        gpus = base // batch
+        accum = cfg.optim_wrapper.get('accumulative_counts', 1)
+        if cfg.optim_wrapper.get('type') == 'DeepSpeedOptimWrapper':
+            accum = cfg.strategy.gradient_accumulation_steps
+        lr = cfg.optim_wrapper.optimizer.lr
+        assert rows[name] == (gpus, batch, accum, gpus * batch * accum,
+                              pytest.approx(lr, rel=1e-3)), name

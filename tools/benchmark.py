@@ -13,7 +13,9 @@ training-step time (forward + backward + AdamW over the trainable parameters;
 median of ``--steps`` steps after ``--warmup``), inference time per clip,
 clips/s, peak memory (process peak RSS on CPU, measured in a fresh
 subprocess per phase; max allocated on CUDA), trainable / total parameters
-and GFLOPs per clip (``torch.utils.flop_counter``).
+and GFLOPs per clip (``torch.utils.flop_counter``); ``--phases ckpt`` adds
+the checkpoint size on disk, full and trainable-only (what
+``TrainableCheckpointHook`` saves).
 
 The optimizer of the training step is the one the config's
 ``optim_wrapper`` builds (its ``optimizer`` type and arguments, its
@@ -68,7 +70,8 @@ def parse_args(argv=None):
     ap.add_argument('--threads', type=int, default=0,
                     help='torch threads (0: torch default)')
     ap.add_argument('--phases', default='train,infer',
-                    help='comma list of train, infer, flops')
+                    help='comma list of train, infer, flops, ckpt (checkpoint '
+                    'sizes, full and trainable-only)')
     ap.add_argument('--reference-repo', help='checkout of KHU-VLL/CAST: '
                     'benchmark the authors\' model instead')
     ap.add_argument('--runs', type=int, default=1,
@@ -232,11 +235,21 @@ def run_phase(args, phase):
         return torch.autocast(device.type, dtype=amp_dtype,
                               enabled=amp_dtype is not None)
 
+    if phase == 'ckpt':
+        return dict(res, **checkpoint_sizes(model))
+
     if phase == 'flops':
         from torch.utils.flop_counter import FlopCounterMode
+        from cast_mmaction.models.layers import use_onednn_linear
         model.eval()
-        with torch.no_grad(), FlopCounterMode(display=False) as fc:
-            infer_fwd(x[:1])
+        # FlopCounterMode has no formula for oneDNN's matmul op: count the
+        # same matmuls on the F.linear path
+        previous = use_onednn_linear(False)
+        try:
+            with torch.no_grad(), FlopCounterMode(display=False) as fc:
+                infer_fwd(x[:1])
+        finally:
+            use_onednn_linear(previous)
         res['gflops_per_clip'] = fc.get_total_flops() / 1e9
         return res
 
@@ -289,6 +302,31 @@ def run_phase(args, phase):
     return res
 
 
+def checkpoint_sizes(model):
+    """MB on disk of the model's state dict as a full checkpoint and as the
+    trainable-only checkpoint of ``TrainableCheckpointHook`` (the frozen
+    expert parameters left out; optimizer state not included in either)."""
+    import tempfile
+
+    import torch
+    from cast_mmaction.engine.trainable_checkpoint import (PREFIX,
+                                                           frozen_state)
+    state = model.state_dict()
+    experts = getattr(getattr(model, 'backbone', None), 'experts', None)
+    dropped = set()
+    for name, expert in (experts.items() if experts is not None else ()):
+        dropped |= {PREFIX + f'{name}.{n}' for n in frozen_state(expert)}
+    out = {}
+    with tempfile.TemporaryDirectory() as tmp:
+        for key, sd in (('full', state),
+                        ('trainable_only', {k: v for k, v in state.items()
+                                            if k not in dropped})):
+            path = os.path.join(tmp, key + '.pth')
+            torch.save(dict(state_dict=sd), path)
+            out[f'ckpt_{key}_mb'] = os.path.getsize(path) / 1e6
+    return out
+
+
 def _describe_optimizer(opt):
     d = opt.defaults
     flags = [k for k in ('fused', 'foreach') if d.get(k)]
@@ -301,7 +339,7 @@ def summarize(runs, batch_size):
     steps and over runs, with ranges."""
     out = {}
     for key in ('trainable_params', 'total_params', 'gflops_per_clip',
-                'optimizer'):
+                'optimizer', 'ckpt_full_mb', 'ckpt_trainable_only_mb'):
         vals = [r[key] for r in runs if key in r]
         if vals:
             out[key] = vals[0]
@@ -479,6 +517,13 @@ def main(argv=None):
         return
     if args.side_by_side and not args.reference_repo:
         raise SystemExit('--side-by-side needs --reference-repo DIR')
+    if args.reference_repo and (args.reference_amp if args.side_by_side
+                                else args.amp) == 'bf16':
+        # their LayerNorm.forward casts back only from fp16 / fp32 and
+        # fails with UnboundLocalError on a bf16 input
+        raise SystemExit('the authors\' model has no bf16 path (its '
+                         'LayerNorm handles fp16 and fp32 inputs only): use '
+                         '--reference-amp none or fp16 for their side')
     if args.data:
         res = run_data(args)
         _print_table(res)
