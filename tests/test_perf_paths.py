@@ -221,3 +221,37 @@ def test_frozen_mlp_fp32_fast_path_matches_the_plain_mlp():
         with torch.no_grad():  # fused activation in the first matmul
             torch.testing.assert_close(frozen_mlp(x, fc1, fc2, act), ref,
                                        rtol=1e-5, atol=1e-5)
+
+
+def test_torch_compile_matches_eager_in_values_and_gradients():
+    """``torch.compile`` of a CAST recognizer (as ``tools/benchmark.py
+    --compile`` uses it; inductor on CPU) gives the eager model's logits and
+    gradients of the trainable parameters."""
+    torch.manual_seed(0)
+    model = build_model(cast_recognizer_cfg(
+        num_classes=5, embed_dim=32, depth=1, num_heads=2, num_frames=4,
+        img_size=32, patch_size=16))
+    model.train()
+    for p in model.parameters():  # zero-initialised up-projections
+        if p.requires_grad:
+            nn.init.normal_(p, std=0.05)
+    x = torch.randn(2, 3, 4, 32, 32)
+
+    def step(fn):
+        model.zero_grad(set_to_none=True)
+        out = fn(x)
+        out.square().sum().backward()
+        return out.detach(), {n: p.grad.clone()
+                              for n, p in model.named_parameters()
+                              if p.grad is not None}
+
+    def eager(inp):
+        return model.cls_head(model.backbone(inp))
+
+    ref_out, ref_grads = step(eager)
+    out, grads = step(torch.compile(eager))
+    torch.testing.assert_close(out, ref_out, rtol=1e-4, atol=1e-5)
+    assert grads.keys() == ref_grads.keys() and grads
+    for n, g in grads.items():
+        torch.testing.assert_close(g, ref_grads[n], rtol=1e-3, atol=1e-5,
+                                   msg=n)
