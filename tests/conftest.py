@@ -31,3 +31,33 @@ def _mmaction_scope():
     from cast_mmaction.utils import ensure_scope
     ensure_scope()
     yield
+
+
+# The head of the tiny CAST training configs of the reliability tests (a
+# str.format template: base, data; drop_path is filled by the test module):
+# the demo config shrunk to one 32-wide layer on 4 frames of 32 px.
+TINY_CONFIG_HEAD = """
+_base_ = [{base!r}]
+data = {data!r}
+model = dict(
+    backbone=dict(
+        num_frames=4, img_size=32, drop_path_rate={drop_path},
+        experts=dict(
+            clip=dict(width=32, layers=1, heads=2),
+            vmae=dict(embed_dim=32, depth=1, num_heads=2))),
+    cls_head=dict(in_channels=32))
+pipe_train = [
+    dict(type='DecordInit'),
+    dict(type='SegmentSample', num_segments=4),
+    dict(type='DecordDecode'),
+    dict(type='Resize', scale=(32, 32), keep_ratio=False),
+    dict(type='FormatShape', input_format='NCTHW'),
+    dict(type='PackActionInputs')]
+pipe_test = [
+    dict(type='DecordInit'),
+    dict(type='SegmentSample', num_segments=4, test_mode=True),
+    dict(type='DecordDecode'),
+    dict(type='Resize', scale=(32, 32), keep_ratio=False),
+    dict(type='FormatShape', input_format='NCTHW'),
+    dict(type='PackActionInputs')]
+"""

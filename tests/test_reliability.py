@@ -34,33 +34,10 @@ from cast_mmaction.engine.reliability import (CheckpointMismatchError,
                                               guard_optim_wrapper)
 from mmaction.registry import DATASETS, HOOKS
 
-ROOT = osp.dirname(osp.dirname(osp.abspath(__file__)))
+from conftest import ROOT, TINY_CONFIG_HEAD
 BAD = ('missing', 'empty', 'truncated', 'truncated_tail', 'random')
 
-TINY = """
-_base_ = [{base!r}]
-data = {data!r}
-model = dict(
-    backbone=dict(
-        num_frames=4, img_size=32, drop_path_rate=0.1,
-        experts=dict(
-            clip=dict(width=32, layers=1, heads=2),
-            vmae=dict(embed_dim=32, depth=1, num_heads=2))),
-    cls_head=dict(in_channels=32))
-pipe_train = [
-    dict(type='DecordInit'),
-    dict(type='SegmentSample', num_segments=4),
-    dict(type='DecordDecode'),
-    dict(type='Resize', scale=(32, 32), keep_ratio=False),
-    dict(type='FormatShape', input_format='NCTHW'),
-    dict(type='PackActionInputs')]
-pipe_test = [
-    dict(type='DecordInit'),
-    dict(type='SegmentSample', num_segments=4, test_mode=True),
-    dict(type='DecordDecode'),
-    dict(type='Resize', scale=(32, 32), keep_ratio=False),
-    dict(type='FormatShape', input_format='NCTHW'),
-    dict(type='PackActionInputs')]
+TINY = TINY_CONFIG_HEAD.replace('{drop_path}', '0.1') + """
 train_dataloader = dict(
     batch_size=4, num_workers=0, persistent_workers=False,
     dataset=dict(ann_file=data + '/train_list.txt',

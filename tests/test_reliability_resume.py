@@ -39,33 +39,10 @@ import torch
 
 from cast_mmaction.datasets.synthetic import write_synthetic_video_dataset
 
-ROOT = osp.dirname(osp.dirname(osp.abspath(__file__)))
+from conftest import ROOT, TINY_CONFIG_HEAD
 ITERS = 6  # 3 epochs x 2 iterations
 
-TINY = """
-_base_ = [{base!r}]
-data = {data!r}
-model = dict(
-    backbone=dict(
-        num_frames=4, img_size=32, drop_path_rate=0.2,
-        experts=dict(
-            clip=dict(width=32, layers=1, heads=2),
-            vmae=dict(embed_dim=32, depth=1, num_heads=2))),
-    cls_head=dict(in_channels=32))
-pipe_train = [
-    dict(type='DecordInit'),
-    dict(type='SegmentSample', num_segments=4),
-    dict(type='DecordDecode'),
-    dict(type='Resize', scale=(32, 32), keep_ratio=False),
-    dict(type='FormatShape', input_format='NCTHW'),
-    dict(type='PackActionInputs')]
-pipe_test = [
-    dict(type='DecordInit'),
-    dict(type='SegmentSample', num_segments=4, test_mode=True),
-    dict(type='DecordDecode'),
-    dict(type='Resize', scale=(32, 32), keep_ratio=False),
-    dict(type='FormatShape', input_format='NCTHW'),
-    dict(type='PackActionInputs')]
+TINY = TINY_CONFIG_HEAD.replace('{drop_path}', '0.2') + """
 train_dataloader = dict(
     batch_size=4, num_workers={workers}, persistent_workers={persistent},
     dataset=dict(ann_file=data + '/train_list.txt',

@@ -309,13 +309,13 @@ def checkpoint_sizes(model):
     import tempfile
 
     import torch
-    from cast_mmaction.engine.trainable_checkpoint import (PREFIX,
+    from cast_mmaction.engine.trainable_checkpoint import (frozen_keys,
                                                            frozen_state)
     state = model.state_dict()
     experts = getattr(getattr(model, 'backbone', None), 'experts', None)
     dropped = set()
     for name, expert in (experts.items() if experts is not None else ()):
-        dropped |= {PREFIX + f'{name}.{n}' for n in frozen_state(expert)}
+        dropped.update(frozen_keys(name, frozen_state(expert)))
     out = {}
     with tempfile.TemporaryDirectory() as tmp:
         for key, sd in (('full', state),

@@ -22,13 +22,13 @@ if ROOT not in sys.path:  # run from a checkout without `pip install -e .`
     sys.path.insert(0, ROOT)
 
 import cast_mmaction  # noqa: E402,F401  (compat fixes, registrations)
-from mmengine.config import Config, DictAction  # noqa: E402
+from mmengine.config import Config  # noqa: E402
 
 from cast_mmaction.engine.checks import (  # noqa: E402
     MissingPathError, check_paths)
 from cast_mmaction.engine.reliability import apply_reliability  # noqa: E402
 from cast_mmaction.engine.runner_utils import (  # noqa: E402
-    build_runner, default_work_dir)
+    add_runner_args, apply_runner_args, build_runner)
 
 
 def parse_args(argv=None):
@@ -44,26 +44,14 @@ def parse_args(argv=None):
                    help='a video that cannot be loaded stops the test naming '
                    'it (raise, the default) or is scored as a wrong '
                    'prediction and counted as <metric>/bad_samples (flag)')
-    p.add_argument('--no-check', action='store_true',
-                   help='skip the check that every needed path exists')
-    p.add_argument('--cfg-options', nargs='+', action=DictAction,
-                   help='override config entries, key=value (nested keys '
-                   'with dots, e.g. test_dataloader.batch_size=2)')
-    p.add_argument('--launcher', choices=['none', 'pytorch', 'slurm', 'mpi'],
-                   default='none', help='job launcher (dist_test.sh: '
-                   'pytorch)')
-    p.add_argument('--local_rank', '--local-rank', type=int, default=0)
+    add_runner_args(p, 'test_dataloader.batch_size=2', 'dist_test.sh')
     args = p.parse_args(argv)
     os.environ.setdefault('LOCAL_RANK', str(args.local_rank))
     return args
 
 
 def merge_args(cfg, args):
-    cfg.launcher = args.launcher
-    if args.work_dir is not None:
-        cfg.work_dir = args.work_dir
-    elif cfg.get('work_dir') is None:
-        cfg.work_dir = default_work_dir(args.config)
+    apply_runner_args(cfg, args)
     cfg.load_from = args.checkpoint
     cfg.resume = False
     if args.dump is not None:

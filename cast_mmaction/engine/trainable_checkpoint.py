@@ -63,6 +63,12 @@ def frozen_state(expert):
     return {n: p for n, p in expert.named_parameters() if not p.requires_grad}
 
 
+def frozen_keys(name, frozen):
+    """State-dict keys of expert ``name``'s frozen parameters (``frozen``:
+    its :func:`frozen_state`): what a trainable-only checkpoint leaves out."""
+    return [PREFIX + f'{name}.{n}' for n in frozen]
+
+
 def fingerprint(tensors):
     """SHA-256 over names, dtypes, shapes and bytes of ``tensors``."""
     h = hashlib.sha256()
@@ -123,7 +129,7 @@ class TrainableCheckpointHook(Hook):
                         f'weights stay in the checkpoints', logger='current',
                         level=30)
                 continue
-            keys = [PREFIX + f'{name}.{n}' for n in frozen]
+            keys = frozen_keys(name, frozen)
             missing = [k for k in keys if k not in state]
             if missing:
                 raise KeyError(f'TrainableCheckpointHook: the checkpoint has '
