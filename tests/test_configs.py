@@ -311,13 +311,14 @@ def test_train_tool_stops_with_the_field_error(tmp_path):
     assert 'vmae_weights' in proc.stderr
 
 
-def _readme_recipe_table():
-    """Rows of the README's 'Batch and accumulation of every config' table:
-    {config file: (gpus, batch, accumulation, effective batch, lr)}."""
+def _batch_table_of_training_doc():
+    """Rows of the 'Batch and accumulation of every config' table of
+    docs/training.md: {config file: (gpus, batch, accumulation, effective
+    batch, lr)}."""
     import re
-    text = open(osp.join(ROOT, 'README.md')).read()
-    head = '### Batch and accumulation of every config'
-    assert head in text, f'README.md: no "{head}" section'
+    text = open(osp.join(ROOT, 'docs', 'training.md')).read()
+    head = '## Batch and accumulation of every config'
+    assert head in text, f'docs/training.md: no "{head}" section'
     section = text.split(head, 1)[1].split('\n#', 1)[0]
     rows = {}
     pat = re.compile(r'^\| `configs/([\w.]+)` \| (\d+) x (\d+) x (\d+) = '
@@ -328,15 +329,15 @@ def _readme_recipe_table():
     return rows
 
 
-def test_readme_recipe_table_matches_every_config():
-    """The README states GPUs x batch x accumulation (and the lr) of every
+def test_training_doc_batch_table_matches_every_config():
+    """docs/training.md states GPUs x batch x accumulation (and the lr) of every
     shipped config; the figures are the configs' own: batch from the train
     dataloader, GPUs from ``auto_scale_lr.base_batch_size`` (the GPUs x
     batch the lr is set for), accumulation from the optim wrapper (DeepSpeed:
     its strategy)."""
-    rows = _readme_recipe_table()
+    rows = _batch_table_of_training_doc()
     names = sorted(f for f in os.listdir(CONFIGS) if f.endswith('.py'))
-    assert sorted(rows) == names, 'README table vs configs/: ' + str(
+    assert sorted(rows) == names, 'docs/training.md table vs configs/: ' + str(
         sorted(set(rows) ^ set(names)))
     for name in names:
         cfg = load(name)
