@@ -117,3 +117,17 @@ def test_unlabelled_test_split_only_writes_scores(tmp_path):
     mixed.process(None, _samples([0, None, 1, 2, 2, 4]))
     with pytest.raises(ValueError, match='1 of 6 samples have no label'):
         mixed.compute_metrics(mixed.results)
+
+
+def test_the_epic_sounds_config_reports_the_benchmark_metrics():
+    import os.path as osp
+
+    from mmengine.config import Config
+    from mmengine.evaluator import Evaluator
+    root = osp.dirname(osp.dirname(osp.abspath(__file__)))
+    cfg = Config.fromfile(osp.join(root, 'configs', 'cava_epic_sounds.py'))
+    for name in ('val_evaluator', 'test_evaluator'):
+        ev = Evaluator(cfg[name].to_dict())
+        ev.process(data_samples=_samples(LABELS))
+        out = ev.evaluate(len(LABELS))
+        assert out['epic_sounds/mAUC'] == pytest.approx(EXPECTED['mAUC'])

@@ -136,6 +136,11 @@ def as_probabilities(scores, mode='auto'):
     return scores
 
 
+def _what(part):
+    """'class' for single-label scores, 'verb class' / 'noun class'."""
+    return 'class' if part == 'score' else f'{part} class'
+
+
 def check_compatible(dumps):
     """Raise :class:`DumpError` unless the dumps score the same samples, in
     the same order, with the same labels and classes."""
@@ -152,7 +157,7 @@ def check_compatible(dumps):
         for name, scores in d.parts.items():
             if scores.shape[1] != ref.parts[name].shape[1]:
                 raise DumpError(
-                    f'{d.path} scores {scores.shape[1]} {name} classes but '
+                    f'{d.path} scores {scores.shape[1]} {_what(name)}es but '
                     f'{ref.path} scores {ref.parts[name].shape[1]}; the '
                     f'models must share the label set')
         if d.ids is not None and ref.ids is not None and d.ids != ref.ids:
@@ -169,7 +174,7 @@ def check_compatible(dumps):
             bad = np.flatnonzero(labels != ref.labels[name])
             if len(bad):
                 raise DumpError(
-                    f'{d.path} and {ref.path} disagree on the {name} label '
+                    f'{d.path} and {ref.path} disagree on the {_what(name)} '
                     f'of {len(bad)} samples (first: sample {bad[0]}, '
                     f'{labels[bad[0]]} vs {ref.labels[name][bad[0]]}); the '
                     f'dumps are of different test sets or orders')
