@@ -84,12 +84,13 @@ def single(scores, labels, ids=None):
 def verb_noun(verb, noun, yv, yn):
     from mmaction.structures import ActionDataSample
     out = []
-    for i in range(len(yv)):
+    for i in range(len(verb)):
         ds = ActionDataSample()
         ds.set_field(torch.tensor(verb[i]).float(), 'pred_verb')
         ds.set_field(torch.tensor(noun[i]).float(), 'pred_noun')
-        ds.set_field(torch.tensor(yv[i]), 'gt_verb')
-        ds.set_field(torch.tensor(yn[i]), 'gt_noun')
+        if yv is not None:  # None: the unlabelled test split
+            ds.set_field(torch.tensor(yv[i]), 'gt_verb')
+            ds.set_field(torch.tensor(yn[i]), 'gt_noun')
         ds.set_metainfo(dict(narration_id=f'P01_01_{i}'))
         out.append(ds)
     return out
@@ -261,6 +262,30 @@ def test_ensemble_of_verb_noun_dumps(tmp_path, monkeypatch):
         'action_top5', 'verb_mean_class_acc', 'noun_mean_class_acc')}
     assert (fused['ek100/verb_top1'], fused['ek100/noun_top1'],
             fused['ek100/action_top1']) == pytest.approx((1, 1, 1))
+    # the fused dump, read back: the fused scores and metrics again
+    out = str(tmp_path / 'fused.pkl')
+    _tool('ensemble').main([a, b, '--out', out])
+    again = _tool('ensemble').main([out, a, '--weights', '1', '0'])
+    assert again['inputs'][0][1] == pytest.approx(fused)
+    np.testing.assert_allclose(again['scores']['verb'],
+                               (np.array(av) + bv) / 2, rtol=1e-6)
+    # the test split (no labels): fused scores for the submission tool
+    _, ua = run_test_tool(tmp_path, monkeypatch, 'ua', ek,
+                          verb_noun(av, an, None, None), dump=True)
+    _, ub = run_test_tool(tmp_path, monkeypatch, 'ub', ek,
+                          verb_noun(bv, bn, None, None), dump=True)
+    scores = str(tmp_path / 'test_scores.pkl')
+    unl = _tool('ensemble').main([ua, ub, '--weights', '1', '3',
+                                  '--ek100-scores', scores])
+    assert unl['fused'] == {}
+    from cast_mmaction.evaluation.epic_metric import load_scores
+    ids, verb, noun = load_scores(scores)
+    assert ids == ['P01_01_0', 'P01_01_1', 'P01_01_2']
+    np.testing.assert_allclose(noun, (np.array(an) + 3 * np.array(bn)) / 4,
+                               rtol=1e-6)
+    with pytest.raises(SystemExit, match='a.pkl is labelled but .*ua.pkl '
+                       'is not'):
+        _tool('ensemble').main([a, ua])
     # one of them again with a single-label dump: a clear error
     _, s = run_test_tool(tmp_path, monkeypatch, 's', dict(type='AccMetric'),
                          single(A[:3], yv), dump=True)
@@ -328,6 +353,8 @@ def test_ensemble_rejects_dumps_that_do_not_match(two_dumps, tmp_path,
                                                        'dict.pkl')])
     assert 'the scores are not probabilities' in fails([a, b], '--scores',
                                                        'prob')
+    assert 'EK100 score files need verb/noun dumps' in fails(
+        [a, b], '--ek100-scores', str(tmp_path / 's.pkl'))
 
 
 # --------------------------------------------------- UCF-101 splits ----

@@ -19,7 +19,7 @@ if ROOT not in sys.path:  # run from a checkout without `pip install -e .`
 
 import cast_mmaction  # noqa: E402,F401  (compat fixes, registrations)
 from cast_mmaction.evaluation.ensemble import (  # noqa: E402
-    DumpError, ensemble)
+    DumpError, ensemble, write_ek100_scores, write_fused_dump)
 from cast_mmaction.evaluation.summaries import (  # noqa: E402
     format_table, write_json)
 
@@ -42,6 +42,13 @@ def parse_args(argv=None):
                    'for verb/noun dumps; epic_sounds adds mAP / mAUC')
     p.add_argument('--json', metavar='OUT',
                    help='also write the per-dump and fused metrics here')
+    p.add_argument('--out', metavar='FUSED.pkl',
+                   help='also write the fused scores as a dump (the format '
+                   'of tools/test.py --dump)')
+    p.add_argument('--ek100-scores', metavar='FILE',
+                   help='verb/noun dumps: also write the fused scores in the '
+                   'official EK100 dict format (for tools/ek100_submission.py'
+                   ' --scores; the test split\'s dumps are unlabelled)')
     return p.parse_args(argv)
 
 
@@ -49,16 +56,28 @@ def main(argv=None):
     args = parse_args(argv)
     try:
         result = ensemble(args.dumps, args.weights, args.scores, args.metric)
+        if args.ek100_scores:
+            write_ek100_scores(args.ek100_scores, result['reference'],
+                               result['scores'])
+            print(f'EK100 scores written to {args.ek100_scores}')
     except DumpError as e:
         sys.exit(f'error: {e}')
+    if args.out:
+        write_fused_dump(args.out, result['reference'], result['scores'])
+        print(f'fused dump written to {args.out}')
     keys = list(result['fused'])
-    rows = [[osp.basename(p), f'{w:g}'] + [f'{100 * m[k]:.2f}' for k in keys]
-            for (p, m), w in zip(result['inputs'], result['weights'])]
-    rows.append(['fused', ''] + [f'{100 * result["fused"][k]:.2f}'
-                                 for k in keys])
-    print(f'{result["kind"]} dumps, {result["num_samples"]} samples '
-          f'(metrics in %)')
-    print(format_table(['dump', 'weight'] + keys, rows))
+    if keys:
+        rows = [[osp.basename(p), f'{w:g}']
+                + [f'{100 * m[k]:.2f}' for k in keys]
+                for (p, m), w in zip(result['inputs'], result['weights'])]
+        rows.append(['fused', ''] + [f'{100 * result["fused"][k]:.2f}'
+                                     for k in keys])
+        print(f'{result["kind"]} dumps, {result["num_samples"]} samples '
+              f'(metrics in %)')
+        print(format_table(['dump', 'weight'] + keys, rows))
+    else:
+        print(f'{result["kind"]} dumps, {result["num_samples"]} samples, '
+              f'unlabelled: no metrics')
     if args.json:
         write_json(args.json, dict(
             kind=result['kind'], num_samples=result['num_samples'],

@@ -42,21 +42,35 @@ class Dump:
     def __init__(self, path, kind, parts, labels, ids):
         self.path, self.kind = path, kind
         self.parts, self.labels, self.ids = parts, labels, ids
+        self.id_key = None
+
+    @property
+    def labelled(self):
+        return all(v is not None for v in self.labels.values())
 
     def __len__(self):
         return len(next(iter(self.parts.values())))
 
 
-def _label(entry, key, path, i):
-    if key not in entry:
-        raise DumpError(f'{path}: sample {i} has no {key}; fusion is '
-                        f'evaluated on labelled test sets')
-    value = _np(entry[key]).reshape(-1)
-    if value.size != 1:
-        raise DumpError(f'{path}: sample {i} has {value.size} values in '
-                        f'{key}; only single-label dumps (one class id per '
-                        f'sample) are supported')
-    return int(value[0])
+def _labels(data, key, path):
+    """(N,) class ids of ``key``, or None when no sample has it (the
+    unlabelled test split)."""
+    have = [key in d for d in data]
+    if not any(have):
+        return None
+    if not all(have):
+        raise DumpError(f'{path}: {have.count(False)} of {len(data)} samples '
+                        f'have no {key}; a dump is all labelled or all '
+                        f'unlabelled')
+    out = []
+    for i, d in enumerate(data):
+        value = _np(d[key]).reshape(-1)
+        if value.size != 1:
+            raise DumpError(f'{path}: sample {i} has {value.size} values in '
+                            f'{key}; only single-label dumps (one class id '
+                            f'per sample) are supported')
+        out.append(int(value[0]))
+    return np.array(out)
 
 
 def load_dump(path):
@@ -96,14 +110,13 @@ def load_dump(path):
             raise DumpError(f'{path}: {pred} has different lengths across '
                             f'samples ({sorted({r.size for r in rows})})')
         parts[name] = np.stack(rows).astype(np.float64)
-        labels[name] = np.array([_label(d, gt, path, i)
-                                 for i, d in enumerate(data)])
-    ids = None
+        labels[name] = _labels(data, gt, path)
+    dump = Dump(path, kind, parts, labels, None)
     for key in ID_KEYS:
         if all(key in d for d in data):
-            ids = [str(d[key]) for d in data]
+            dump.ids, dump.id_key = [str(d[key]) for d in data], key
             break
-    return Dump(path, kind, parts, labels, ids)
+    return dump
 
 
 def is_probability(scores, atol=1e-3):
@@ -170,6 +183,12 @@ def check_compatible(dumps):
                 + ('the same samples in another order; test both with the '
                    'same annotation file and no shuffling' if same else
                    'they hold different samples'))
+        if d.labelled != ref.labelled:
+            raise DumpError(f'{(d if d.labelled else ref).path} is labelled '
+                            f'but {(ref if d.labelled else d).path} is not; '
+                            f'dump the same test set')
+        if not d.labelled:
+            continue
         for name, labels in d.labels.items():
             bad = np.flatnonzero(labels != ref.labels[name])
             if len(bad):
@@ -198,7 +217,10 @@ def fuse(dumps, weights=None, scores='auto'):
 
 
 def evaluate(kind, parts, labels, metric='auto'):
-    """The metrics tools/test.py reports, keyed as in test_metrics.json."""
+    """The metrics tools/test.py reports, keyed as in test_metrics.json
+    (none for unlabelled dumps)."""
+    if any(v is None for v in labels.values()):
+        return OrderedDict()
     if kind == VERB_NOUN:
         if metric not in ('auto', 'ek100'):
             raise DumpError(f'verb/noun dumps are evaluated with the EK100 '
@@ -220,7 +242,8 @@ def evaluate(kind, parts, labels, metric='auto'):
 
 def ensemble(paths, weights=None, scores='auto', metric='auto'):
     """Load, fuse and evaluate. Returns ``{'kind', 'inputs': [(path,
-    metrics)], 'fused': metrics, 'weights'}``."""
+    metrics)], 'fused': metrics, 'weights', 'num_samples', 'scores': {part:
+    fused (N, C)}, 'reference': the first Dump}``."""
     dumps = [load_dump(p) for p in paths]
     fused = fuse(dumps, weights, scores)
     ref = dumps[0]
@@ -230,4 +253,41 @@ def ensemble(paths, weights=None, scores='auto', metric='auto'):
     return dict(kind=ref.kind, inputs=inputs,
                 fused=evaluate(ref.kind, fused, ref.labels, metric),
                 weights=list(weights or [1.0] * len(dumps)),
-                num_samples=len(ref))
+                num_samples=len(ref), scores=fused, reference=ref)
+
+
+def write_fused_dump(path, ref, fused):
+    """The fused scores as a dump in the format of ``tools/test.py --dump``
+    (labels and sample ids taken from ``ref``), e.g. to fuse it again."""
+    import mmengine
+    import torch
+    out = []
+    for i in range(len(ref)):
+        item = {}
+        if ref.kind == VERB_NOUN:
+            v = torch.as_tensor(fused['verb'][i], dtype=torch.float32)
+            n = torch.as_tensor(fused['noun'][i], dtype=torch.float32)
+            item.update(pred_verb=v, pred_noun=n, pred_score=torch.cat([v, n]))
+            if ref.labelled:
+                item.update(gt_verb=torch.tensor(ref.labels['verb'][i]),
+                            gt_noun=torch.tensor(ref.labels['noun'][i]))
+        else:
+            item['pred_score'] = torch.as_tensor(fused['score'][i],
+                                                 dtype=torch.float32)
+            if ref.labelled:
+                item['gt_label'] = torch.tensor([ref.labels['score'][i]])
+        if ref.ids is not None:
+            item[ref.id_key] = ref.ids[i]
+        out.append(item)
+    mmengine.dump(out, path, file_format='pkl')
+    return path
+
+
+def write_ek100_scores(path, ref, fused):
+    """Fused verb/noun scores in the official EPIC-KITCHENS dict format
+    (the input of ``tools/ek100_submission.py --scores``)."""
+    from .epic_metric import save_scores
+    if ref.kind != VERB_NOUN or ref.id_key != 'narration_id':
+        raise DumpError(f'{ref.path}: EK100 score files need verb/noun dumps '
+                        f'with narration_id (the EK100 configs\' dumps)')
+    return save_scores(path, ref.ids, fused['verb'], fused['noun'])
