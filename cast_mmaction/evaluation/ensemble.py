@@ -18,6 +18,7 @@ metrics are those ``tools/test.py`` reports for the dump's kind (MMAction2's
 ``AccMetric`` for single-label dumps, :func:`epic_metrics` for verb/noun
 dumps, optionally :func:`epic_sounds_metrics`).
 """
+import os.path as osp
 from collections import OrderedDict
 
 import numpy as np
@@ -75,8 +76,6 @@ def _labels(data, key, path):
 
 def load_dump(path):
     """Read a ``tools/test.py --dump`` file into a :class:`Dump`."""
-    import os.path as osp
-
     import mmengine
     if not osp.isfile(path):
         raise DumpError(f'{path}: dump not found (tools/test.py CONFIG CKPT '

@@ -23,6 +23,8 @@ format (``{'annotation_id': (N,) str, 'interaction_output': (N, 44)}``,
 pickled), the input of its evaluation and submission scripts. Unlabelled
 samples (the recognition test split) are only written there.
 """
+import os
+import os.path as osp
 import pickle
 from collections import OrderedDict
 from typing import Dict, List, Optional, Sequence
@@ -107,8 +109,6 @@ def epic_sounds_metrics(scores, labels):
 
 def save_sounds_scores(path, annotation_ids, scores):
     """Write the benchmark's dict-format score file (pickle)."""
-    import os
-    import os.path as osp
     if osp.dirname(path):
         os.makedirs(osp.dirname(path), exist_ok=True)
     data = dict(annotation_id=np.asarray(list(annotation_ids), dtype=object),

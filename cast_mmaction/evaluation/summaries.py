@@ -9,6 +9,7 @@ writes (``{"config": ..., "checkpoint": ..., "metrics": {key: value}}``):
 Bad input raises :class:`MetricsFileError` naming the file and what to fix.
 """
 import json
+import os
 import os.path as osp
 from collections import OrderedDict
 
@@ -154,7 +155,7 @@ def format_table(header, rows):
 
 
 def write_json(path, data):
-    import os
+    """``data`` as indented JSON at ``path`` (folders created)."""
     if osp.dirname(path):
         os.makedirs(osp.dirname(path), exist_ok=True)
     with open(path, 'w', encoding='utf-8') as f:
