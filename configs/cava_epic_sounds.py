@@ -83,3 +83,6 @@ val_dataloader = dict(dataset=dict(
     dataset, ann_file=ann_file_val, pipeline=val_pipeline, test_mode=True))
 test_dataloader = dict(dataset=dict(
     dataset, ann_file=ann_file_val, pipeline=test_pipeline, test_mode=True))
+# the benchmark's metrics: top-1/5, mean class accuracy, mAP, mAUC
+val_evaluator = dict(type='EpicSoundsMetric')
+test_evaluator = val_evaluator

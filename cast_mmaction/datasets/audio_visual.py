@@ -170,8 +170,37 @@ class KineticsSoundsDataset(AudioVisualDataset):
 class UCF101AudioDataset(AudioVisualDataset):
     """UCF-101 with its audio tracks (101 classes). About half of the
     classes have no sound at all: those videos give silence (logged by
-    ``LoadAudioFbank``), as in the published audio-visual UCF-101 results."""
+    ``LoadAudioFbank``), as in the published audio-visual UCF-101 results.
+
+    Args:
+        split (int, optional): the official train/test split (1, 2 or 3) of
+            the three-split protocol; ``ann_file`` then holds ``{split}``
+            (e.g. ``ucf101_train_split_{split}_videos.txt``, MMAction2's list
+            names), filled in here. Results are reported as the mean over
+            the three splits (``tools/average_splits.py``).
+    """
     default_num_classes = 101
+    SPLITS = (1, 2, 3)
+
+    def __init__(self, ann_file, pipeline, split=None, **kwargs):
+        has_field = isinstance(ann_file, str) and '{split}' in ann_file
+        if split is None and has_field:
+            raise AVAnnotationError(
+                f'ann_file {ann_file!r} holds {{split}} but no split is set; '
+                f'set split=1, 2 or 3')
+        if split is not None:
+            if split not in self.SPLITS:
+                raise AVAnnotationError(f'UCF-101 split must be 1, 2 or 3, '
+                                        f'got {split!r}')
+            if not has_field:
+                raise AVAnnotationError(
+                    f'split={split} but ann_file {ann_file!r} holds no '
+                    f'{{split}} placeholder, so the split would not choose '
+                    f'the clips; name the lists e.g. '
+                    f'ucf101_train_split_{{split}}_videos.txt')
+            ann_file = ann_file.replace('{split}', str(split))
+        self.split = split
+        super().__init__(ann_file, pipeline, **kwargs)
 
 
 @DATASETS.register_module()

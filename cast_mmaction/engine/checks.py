@@ -48,6 +48,8 @@ def _dataset_paths(ds, field):
     root = ds.get('data_root') or ''
     ann = ds.get('ann_file')
     if isinstance(ann, str) and ann:
+        if '{split}' in ann and ds.get('split') is not None:  # UCF-101
+            ann = ann.replace('{split}', str(ds['split']))
         path = ann if osp.isabs(ann) or not root else osp.join(root, ann)
         out.append((field + '.ann_file', path, 'file'))
     prefix = ds.get('data_prefix')
