@@ -70,18 +70,17 @@ CAST = Converter(
     key_map=CAST_KEY_MAP, adapt=adapt_cast, expects=CAST_EXPECTS,
     fit_hint='(is the config the same architecture: single-label vs '
              'verb/noun head, embed_dim, depth, links?)')
+_AV_HINT = ('(is the config the same architecture: embed_dim, depth, link '
+            'layers, revision (time encodings), the spectrogram length '
+            'input_tdim, single-label vs verb/noun head?)')
 CAVA = Converter(
     name='cava', title='official CAVA checkpoint', detect=is_cava,
     key_map=cava_key_map, adapt=adapt_av_to_model, expects=CAVA_EXPECTS,
-    ignored=AV_IGNORED, check=check_tied,
-    fit_hint='(is the config the same architecture: embed_dim, depth, '
-             'link layers, revision (time encodings), the spectrogram '
-             'length input_tdim?)')
+    ignored=AV_IGNORED, check=check_tied, fit_hint=_AV_HINT)
 CA2ST = Converter(
     name='ca2st', title='official CA2ST checkpoint', detect=is_ca2st,
     key_map=ca2st_key_map, adapt=adapt_av_to_model, expects=CA2ST_EXPECTS,
-    ignored=AV_IGNORED, check=check_tied, fit_hint=CAVA.fit_hint[:-2] +
-    ', single-label vs verb/noun head?)')
+    ignored=AV_IGNORED, check=check_tied, fit_hint=_AV_HINT)
 MSCA = Converter(
     name='msca', title='authors\' TokenShift/MSCA checkpoint',
     detect=is_official_msca, key_map=MSCA_KEY_MAP, adapt=adapt_msca,
