@@ -33,6 +33,7 @@ from contextlib import contextmanager
 import torch
 import torch.nn.functional as F
 
+from .checkpoints.state_dict import check_fit, fit_report, strip_prefixes
 from .datasets.label_maps import LabelMapError, check_num_classes, \
     load_label_maps
 
@@ -154,28 +155,17 @@ def load_weights(model, checkpoint):
         raise InferenceError(f'checkpoint {checkpoint} not found')
     sd = _state_dict_of(_load_checkpoint(checkpoint, map_location='cpu'),
                         checkpoint)
-    sd = {(k[len('module.'):] if k.startswith('module.') else k): v
-          for k, v in sd.items()}
-    own = model.state_dict()
-    missing = [k for k in own if k not in sd]
-    unexpected = [k for k in sd if k not in own]
-    shape = [f'{k}: checkpoint {tuple(sd[k].shape)} vs model '
-             f'{tuple(own[k].shape)}' for k in own
-             if k in sd and tuple(sd[k].shape) != tuple(own[k].shape)]
-    if missing or shape:
-        msg = [f'checkpoint {checkpoint} does not fit the config\'s model:']
-        if missing:
-            msg.append(f'{len(missing)} missing keys, e.g. {missing[:6]}')
-        if shape:
-            msg.append(f'{len(shape)} shape mismatches, e.g. {shape[:4]}')
-        msg.append('(is it the checkpoint of this config? other class '
-                   'counts or sizes need the matching config)')
-        raise InferenceError(' '.join(msg))
-    if unexpected:
-        warnings.warn(f'checkpoint {checkpoint}: {len(unexpected)} keys the '
-                      f'model does not use are ignored, e.g. '
-                      f'{unexpected[:6]}')
-    model.load_state_dict({k: sd[k] for k in own}, strict=True)
+    sd = strip_prefixes(sd)
+    report = check_fit(
+        fit_report(model, sd), f'checkpoint {checkpoint}',
+        'the config\'s model', hint='(is it the checkpoint of this config? '
+        'other class counts or sizes need the matching config)',
+        allow_unexpected=True, error=InferenceError)
+    if report.unexpected:
+        warnings.warn(f'checkpoint {checkpoint}: {len(report.unexpected)} '
+                      f'keys the model does not use are ignored, e.g. '
+                      f'{report.unexpected[:6]}')
+    model.load_state_dict({k: sd[k] for k in report.loadable}, strict=True)
     return model
 
 

@@ -562,7 +562,7 @@ def test_av_converter_refuses_other_checkpoints():
 def test_tied_projections_must_agree():
     from cast_mmaction.checkpoints import load_official_av
     from cast_mmaction.compat import load_file
-    from cast_mmaction.parity_av import av_sizes_from_meta
+    from cast_mmaction.parity import av_sizes_from_meta
     import json
     d = shared_fixture('ca2st_single_rev')
     meta = json.load(open(osp.join(d, 'meta.json')))
@@ -570,7 +570,7 @@ def test_tied_projections_must_agree():
     model = build_model(ca2st_recognizer_cfg(
         num_classes=10, **av_sizes_from_meta(meta)))
     sd = dict(state['module'])
-    from cast_mmaction.checkpoints.converters import detect_kind
+    from cast_mmaction.checkpoints import detect_kind
     assert detect_kind(sd) == 'ca2st'
     load_official_av(model, dict(module=sd))  # tied in the file: fine
     key = 'blocks.1.s_audio_b_cast.cross_l_down.weight'
@@ -627,7 +627,7 @@ def test_the_time_token_quirk_is_reproduced():
     import json
 
     from cast_mmaction.parity import check_dump
-    from cast_mmaction.parity_av import av_sizes_from_meta
+    from cast_mmaction.parity import av_sizes_from_meta
     d = shared_fixture('cava_single_rev')
     meta = json.load(open(osp.join(d, 'meta.json')))
     diffs = {}

@@ -11,10 +11,9 @@ import pytest
 import torch
 from torch.utils.flop_counter import FlopCounterMode
 
-from cast_mmaction.checkpoints import CONVERTERS, detect_kind
-from cast_mmaction.checkpoints.timm_vit import (convert_official_msca,
-                                                load_official_msca,
-                                                load_timm_vit, read_timm_vit)
+from cast_mmaction.checkpoints import (CONVERTERS, convert_official_msca,
+                                       detect_kind, load_official_msca,
+                                       load_timm_vit, read_timm_vit)
 from cast_mmaction.models.backbones.msca_vit import (MSCAViT,
                                                      frame_vit_recognizer_cfg,
                                                      shift_frames)

@@ -20,8 +20,9 @@ import torch  # noqa: E402
 from mmengine.config import Config, DictAction  # noqa: E402
 
 import cast_mmaction  # noqa: E402,F401
-from cast_mmaction.checkpoints import CONVERTERS, detect_kind  # noqa: E402
-from cast_mmaction.checkpoints.converters import adapt_for  # noqa: E402
+from cast_mmaction.checkpoints import (CONVERTERS, check_fit,  # noqa: E402
+                                       convert_state, detect_kind,
+                                       fit_report)
 from cast_mmaction.checkpoints.common import read_state_dict  # noqa: E402
 
 
@@ -42,8 +43,8 @@ def main(argv=None):
     args = parse_args(argv)
     state = read_state_dict(args.src, 'official checkpoint')
     kind = args.kind or detect_kind(state)
-    _, convert = CONVERTERS[kind]
-    out, unmapped = convert(state)
+    conv = CONVERTERS[kind]
+    out, unmapped = convert_state(kind, state)
     print(f'[{kind}] converted {len(out)} tensors from {args.src}')
     if unmapped:
         print(f'  not mapped ({len(unmapped)}): {unmapped[:10]}')
@@ -53,26 +54,18 @@ def main(argv=None):
         cfg.merge_from_dict(args.cfg_options)
         _clear_pretrained(cfg.model)
         model = build_model(cfg.model)
-        own = model.state_dict()
-        out, notes = adapt_for(kind)(out, model)
+        out, notes = conv.adapt(out, model)
         for n in notes:
             print('  ' + n)
-        missing = [k for k in own if k not in out]
-        unexpected = [k for k in out if k not in own]
-        bad = [k for k in out if k in own and own[k].shape != out[k].shape]
-        if missing or unexpected or bad:
-            msg = [f'the converted checkpoint does not fit {args.config}:']
-            if missing:
-                msg.append(f'  missing in checkpoint ({len(missing)}): {missing[:8]}')
-            if unexpected:
-                msg.append(f'  not in model ({len(unexpected)}): {unexpected[:8]}')
-            for k in bad[:8]:
-                msg.append(f'  shape {k}: checkpoint {tuple(out[k].shape)} vs '
-                           f'model {tuple(own[k].shape)}')
-            msg.append('  Is it the same architecture (single-label vs '
-                       'verb/noun head, class count, depth, width)?')
-            sys.exit('\n'.join(msg))
-        print(f'  fits the model of {args.config}: all {len(own)} keys')
+        try:
+            fit = check_fit(fit_report(model, out), f'the converted {kind} '
+                            f'checkpoint', args.config, conv.fit_hint)
+            if conv.check is not None:
+                conv.check(out, model)
+        except ValueError as e:  # CheckpointFitError or tied values differ
+            sys.exit(str(e))
+        print(f'  fits the model of {args.config}: all '
+              f'{len(fit.loadable)} keys')
     os.makedirs(os.path.dirname(os.path.abspath(args.dst)), exist_ok=True)
     tmp = args.dst + '.tmp'
     torch.save({'state_dict': out,

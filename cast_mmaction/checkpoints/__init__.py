@@ -1,22 +1,31 @@
-from .cast_official import (CAST_KEY_MAP, convert_official_cast,
-                            load_official_cast)
+"""Weights: expert loaders (``clip``, ``videomae``, ``ast``, ``timm_vit``),
+the official converters (key tables in ``cast_official`` / ``av_official`` /
+``timm_vit`` from the shared rows of ``key_rows``, records in ``registry``)
+and the state-dict toolkit (``state_dict``) they all fit weights with.
+Layout: docs/checkpoints.md."""
+from .ast import load_ast_expert, read_ast
+from .av_official import CA2ST_KEY_MAP, CAVA_KEY_MAP
+from .cast_official import CAST_KEY_MAP
 from .clip import load_clip_expert, read_clip_visual
+from .registry import (CONVERTERS, Converter, convert_official,
+                       convert_official_av, convert_official_cast,
+                       convert_official_msca, convert_state, detect_kind,
+                       load_official, load_official_av, load_official_cast,
+                       load_official_msca)
+from .state_dict import (CheckpointFitError, FitReport, check_fit,
+                         fit_report, load_fitted, select_prefix,
+                         strip_prefixes)
+from .timm_vit import load_timm_vit, read_timm_vit
 from .videomae import load_videomae_expert, read_videomae
 
-__all__ = ['CAST_KEY_MAP', 'convert_official_cast', 'load_official_cast',
-           'load_clip_expert', 'read_clip_visual', 'load_videomae_expert',
-           'read_videomae']
-from .converters import CONVERTERS, detect_kind, register_converter  # noqa: E402
-
-__all__ += ['CONVERTERS', 'detect_kind', 'register_converter']
-from .timm_vit import (convert_official_msca, load_official_msca,  # noqa: E402
-                       load_timm_vit, read_timm_vit)
-
-__all__ += ['convert_official_msca', 'load_official_msca', 'load_timm_vit',
-            'read_timm_vit']
-from .av_official import (CA2ST_KEY_MAP, CAVA_KEY_MAP,  # noqa: E402
-                          convert_official_av, load_official_av)
-from .ast import load_ast_expert, read_ast  # noqa: E402
-
-__all__ += ['CAVA_KEY_MAP', 'CA2ST_KEY_MAP', 'convert_official_av',
-            'load_official_av', 'load_ast_expert', 'read_ast']
+__all__ = [
+    'load_ast_expert', 'read_ast', 'load_clip_expert', 'read_clip_visual',
+    'load_videomae_expert', 'read_videomae', 'load_timm_vit',
+    'read_timm_vit', 'CAST_KEY_MAP', 'CAVA_KEY_MAP', 'CA2ST_KEY_MAP',
+    'Converter', 'CONVERTERS', 'detect_kind', 'convert_state',
+    'convert_official', 'load_official', 'convert_official_cast',
+    'load_official_cast', 'convert_official_av', 'load_official_av',
+    'convert_official_msca', 'load_official_msca', 'CheckpointFitError',
+    'FitReport', 'check_fit', 'fit_report', 'load_fitted', 'select_prefix',
+    'strip_prefixes'
+]

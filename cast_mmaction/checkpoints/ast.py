@@ -19,7 +19,9 @@ bins x 1024 frames at stride 10).
 import math
 
 from .av_official import resize_audio_grid
-from .common import load_into, read_state_dict, strip_prefix
+from .common import read_state_dict
+from .state_dict import (EXPERT_HINT, load_fitted, select_prefix,
+                         strip_prefixes)
 
 IGNORED = ('head.', 'head_dist.', 'mlp_head.', 'fc_norm.')
 _WHAT = 'AST expert weights'
@@ -28,10 +30,10 @@ _WHAT = 'AST expert weights'
 def read_ast(source):
     """The AST / DeiT tower state dict without prefixes, float32."""
     state = read_state_dict(source, _WHAT)
-    state = strip_prefix(state, ('module.', ))
+    state = strip_prefixes(state, 'module.')
     if any(k.startswith('v.') for k in state):
-        state = {k[2:]: v for k, v in state.items() if k.startswith('v.')}
-    state = strip_prefix(state, ('backbone.experts.audio.', 'backbone.'))
+        state = select_prefix(state, 'v.')
+    state = strip_prefixes(state, ('backbone.experts.audio.', 'backbone.'))
     w = state.get('patch_embed.proj.weight')
     if (w is None or w.ndim != 4 or 'cls_token' not in state
             or not any(k.startswith('blocks.') for k in state)):
@@ -97,5 +99,7 @@ def load_ast_expert(expert, source, pretrained_grid=None):
     new = (expert.f_dim, expert.t_dim)
     if old != new:
         state['pos_embed'] = resize_audio_grid(pos, old, new, num_prefix=2)
-    return load_into(expert, state, f'AST expert <- {source}',
-                     ignore_unexpected=IGNORED)
+    rep = load_fitted(expert, state, f'AST expert <- {source}', hint=EXPERT_HINT,
+                      allow_missing=True, allow_unexpected=True,
+                      ignore_unexpected=IGNORED)
+    return rep.missing, rep.unexpected

@@ -15,7 +15,9 @@ import warnings
 import torch
 
 from ..models.layers import resize_grid_embed
-from .common import load_into, read_state_dict, strip_prefix, unwrap
+from .common import read_state_dict, unwrap
+from .state_dict import (EXPERT_HINT, load_fitted, select_prefix,
+                         strip_prefixes)
 
 # OpenAI's output projection to the joint embedding is not used by CAST.
 UNUSED = ('proj', 'attnpool', 'text_projection')
@@ -29,9 +31,8 @@ def read_clip_visual(source):
     else:
         state = _read_file(source, what)
     if any(k.startswith('visual.') for k in state):
-        state = {k[len('visual.'):]: v for k, v in state.items()
-                 if k.startswith('visual.')}
-    state = strip_prefix(state, ('module.', 'backbone.'))
+        state = select_prefix(state, 'visual.')
+    state = strip_prefixes(state, ('module.', 'backbone.'))
     if 'conv1.weight' not in state or not any(
             k.startswith('transformer.resblocks.') for k in state):
         sample = ', '.join(list(state)[:5])
@@ -105,5 +106,7 @@ def load_clip_expert(expert, source):
         side = int(math.isqrt(pos.shape[0] - 1))
         state['positional_embedding'] = resize_grid_embed(
             pos, (side, side), expert.grid_hw, num_prefix=1)
-    return load_into(expert, state, f'CLIP expert <- {source}',
-                     ignore_unexpected=UNUSED)
+    rep = load_fitted(expert, state, f'CLIP expert <- {source}', hint=EXPERT_HINT,
+                      allow_missing=True, allow_unexpected=True,
+                      ignore_unexpected=UNUSED)
+    return rep.missing, rep.unexpected

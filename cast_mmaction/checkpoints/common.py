@@ -1,8 +1,10 @@
-"""Shared helpers of the checkpoint loaders and converters."""
+"""Reading checkpoint files: the one place where a weight file is opened
+(:func:`read_state_dict`) and the container unwrapping shared by every
+loader and converter. Fitting a state dict to a model is in
+:mod:`.state_dict`."""
 import os
 
 import torch
-from mmengine.logging import print_log
 
 from ..compat import load_file
 
@@ -42,47 +44,3 @@ def unwrap(obj, what):
             torch.is_tensor(v) for v in obj.values()):
         raise ValueError(f'{what}: no state dict of tensors found')
     return {k: v for k, v in obj.items() if torch.is_tensor(v)}
-
-
-def strip_prefix(state, prefixes):
-    """Strip the first matching prefix of each key (keys without any of the
-    prefixes are kept as they are)."""
-    out = {}
-    for k, v in state.items():
-        for p in prefixes:
-            if k.startswith(p):
-                k = k[len(p):]
-                break
-        out[k] = v
-    return out
-
-
-def load_into(module, state, what, ignore_unexpected=()):
-    """``load_state_dict(strict=False)`` that checks shapes first and reports
-    missing / unexpected keys. Unexpected keys starting with an entry of
-    ``ignore_unexpected`` are reported as ignored."""
-    own = module.state_dict()
-    bad = [(k, tuple(v.shape), tuple(own[k].shape)) for k, v in state.items()
-           if k in own and own[k].shape != v.shape]
-    if bad:
-        lines = '\n'.join(f'  {k}: file {a} vs model {b}' for k, a, b in bad[:10])
-        raise ValueError(f'{what}: {len(bad)} tensor shapes do not match the '
-                         f'model (wrong size or architecture?):\n{lines}')
-    state = {k: v.to(own[k].dtype) if k in own else v for k, v in state.items()}
-    result = module.load_state_dict(state, strict=False)
-    unexpected = [k for k in result.unexpected_keys
-                  if not k.startswith(tuple(ignore_unexpected))]
-    ignored = len(result.unexpected_keys) - len(unexpected)
-    msg = (f'{what}: loaded {len(state) - len(result.unexpected_keys)} '
-           f'tensors; missing {len(result.missing_keys)}'
-           f'{_few(result.missing_keys)}; unexpected {len(unexpected)}'
-           f'{_few(unexpected)}; ignored {ignored}')
-    print_log(msg, logger='current')
-    return result.missing_keys, unexpected
-
-
-def _few(keys, n=5):
-    if not keys:
-        return ''
-    more = f', ... (+{len(keys) - n})' if len(keys) > n else ''
-    return ' (' + ', '.join(keys[:n]) + more + ')'

@@ -19,7 +19,7 @@ A missing backbone tensor or a foreign one (layer scale, distillation token,
 The authors' fine-tuned TokenShift / MSCA / ViT checkpoints (``{'state_dict':
 sd}`` with ``module.base_model.`` keys of ``vit_models/modeling*.py``, the
 same names for all three nets) convert to a whole recognizer with
-:func:`convert_official_msca` (registered as converter ``msca`` for
+the converter record ``registry.MSCA`` (kind ``msca`` of
 ``tools/convert_checkpoint.py``); the variant is not stored in the file, so
 the config must name the right ``mode`` / ``shift_div``.
 """
@@ -31,8 +31,8 @@ import numpy as np
 import torch
 
 from ..models.layers import resize_grid_embed
-from .common import read_state_dict, strip_prefix, unwrap
-from .converters import register_converter
+from .common import read_state_dict, unwrap
+from .state_dict import check_fit, fit_report, strip_prefixes
 
 CLASSIFIER_KEYS = ('head.', 'head_drop.', 'pre_logits.')
 WHAT = 'ImageNet ViT weights (model.backbone.pretrained)'
@@ -141,7 +141,7 @@ def read_timm_vit(source):
         if name.endswith('.npz'):
             return _read_npz(name)
         state = read_state_dict(name, WHAT)
-    state = strip_prefix(state, ('module.', 'backbone.', 'model.'))
+    state = strip_prefixes(state, ('module.', 'backbone.', 'model.'))
     if 'patch_embed.proj.weight' not in state or not any(
             k.startswith('blocks.') for k in state):
         sample = ', '.join(list(state)[:5])
@@ -207,20 +207,9 @@ def load_timm_vit(backbone, source):
         state['pos_embed'] = resize_pos_embed(pos, backbone.grid_hw)
         notes.append(f'pos_embed resized {tuple(pos.shape)} -> '
                      f'{tuple(state["pos_embed"].shape)}')
-    own = backbone.state_dict()
-    missing = [k for k in own if k not in state]
-    unexpected = [k for k in state if k not in own]
-    bad = [k for k in state if k in own and own[k].shape != state[k].shape]
-    if missing or unexpected or bad:
-        msg = [f'{WHAT}: {name} does not fit the backbone:']
-        if missing:
-            msg.append(f'missing {missing[:8]}')
-        if unexpected:
-            msg.append(f'not in the model {unexpected[:8]} (layer scale, '
-                       f'extra tokens or another ViT variant?)')
-        msg += [f'{k}: file {tuple(state[k].shape)} vs model '
-                f'{tuple(own[k].shape)}' for k in bad[:8]]
-        raise ValueError('\n  '.join(msg))
+    check_fit(fit_report(backbone, state), f'{WHAT}: {name}',
+              'the backbone', hint='(keys not in the model: layer scale, '
+              'extra tokens or another ViT variant?)')
     backbone.load_state_dict(state, strict=True)
     print_log(f'MSCAViT <- {name}: loaded {len(state)} tensors; dropped '
               f'classifier {dropped}' + ('; ' + '; '.join(notes)
@@ -244,12 +233,16 @@ MSCA_KEY_MAP = [
     (r'transformer\.encoder\.encoder_norm\.(weight|bias)', _B + r'norm.\1'),
     (r'head\.(weight|bias)', r'cls_head.fc_cls.\1'),
 ]
-_COMPILED = [(re.compile(p + '$'), t) for p, t in MSCA_KEY_MAP]
 _QKV = re.compile(_L + r'attn\.(query|key|value)\.(weight|bias)$')
 
 
+MSCA_EXPECTS = ('transformer.embeddings.patch_embeddings.* and transformer.'
+                'encoder.layer.0.attn.query.* under module.base_model.')
+MSCA_PREFIXES = ('module.', 'base_model.')
+
+
 def _strip_official(state):
-    return strip_prefix(strip_prefix(state, ('module.', )), ('base_model.', ))
+    return strip_prefixes(strip_prefixes(state), 'base_model.')
 
 
 def is_official_msca(state):
@@ -258,31 +251,18 @@ def is_official_msca(state):
             and 'transformer.encoder.layer.0.attn.query.weight' in keys)
 
 
-def convert_official_msca(state):
-    """The authors' VideoNet state dict (ViT / TokShift / AttentionShift) ->
-    ours. Returns (converted, unmapped_keys)."""
-    state = _strip_official(unwrap(state, 'official MSCA/TokenShift '
-                                   'checkpoint'))
-    if not is_official_msca(state):
-        sample = ', '.join(list(state)[:6])
-        raise ValueError(
-            'not an authors\' TokenShift/MSCA checkpoint (no transformer.'
-            'embeddings.patch_embeddings / transformer.encoder.layer.0.attn.'
-            f'query keys; found {sample}, ...). For ImageNet ViT weights set '
-            'model.backbone.pretrained instead.')
-    out, unmapped, qkv = {}, [], {}
-    for k, v in state.items():
+def pack_qkv(out, unmapped, state):
+    """The authors keep query / key / value as three Linear layers; ours is
+    one packed ``qkv``. Packs the unmapped q/k/v rows of ``state`` into
+    ``out``; returns (out, still unmapped)."""
+    qkv, rest = {}, []
+    for k in unmapped:
         m = _QKV.match(k)
         if m:
-            qkv.setdefault((int(m.group(1)), m.group(3)), {})[m.group(2)] = v
-            continue
-        for pat, tmpl in _COMPILED:
-            mm = pat.match(k)
-            if mm:
-                out[mm.expand(tmpl)] = v
-                break
+            qkv.setdefault((int(m.group(1)), m.group(3)), {})[m.group(2)] = \
+                state[k]
         else:
-            unmapped.append(k)
+            rest.append(k)
     for (i, kind), parts in sorted(qkv.items()):
         if set(parts) != {'query', 'key', 'value'}:
             raise ValueError(f'official checkpoint: block {i} has attn.'
@@ -290,23 +270,11 @@ def convert_official_msca(state):
                              f'and value')
         out[f'{_B}blocks.{i}.attn.qkv.{kind}'] = torch.cat(
             [parts['query'], parts['key'], parts['value']], 0)
-    return out, unmapped
+    return out, rest
 
 
-register_converter('msca', is_official_msca, convert_official_msca)
-
-
-def load_official_msca(model, path_or_state, strict=True):
-    """Convert the authors' checkpoint and load it into a recognizer built
-    from one of the frame-wise ViT configs. Resizes the position table for
-    other input sizes; with ``strict`` a missing or unexpected key is an
-    error. Returns a report dict."""
-    if isinstance(path_or_state, dict):
-        state = path_or_state
-    else:
-        state = read_state_dict(path_or_state,
-                                'official MSCA/TokenShift checkpoint')
-    state, unmapped = convert_official_msca(state)
+def adapt_msca(state, model):
+    """Resize the position table for other input sizes: (state, notes)."""
     own = model.state_dict()
     notes = []
     key = _B + 'pos_embed'
@@ -315,23 +283,9 @@ def load_official_msca(model, path_or_state, strict=True):
         state[key] = resize_pos_embed(old, model.backbone.grid_hw, key)
         notes.append(f'resized {key} {tuple(old.shape)} -> '
                      f'{tuple(state[key].shape)}')
-    missing = [k for k in own if k not in state]
-    unexpected = [k for k in state if k not in own] + unmapped
-    bad = [k for k in state if k in own and own[k].shape != state[k].shape]
-    if bad:
-        raise ValueError(
-            'the official checkpoint does not fit the configured model: ' +
-            '; '.join(f'{k}: file {tuple(state[k].shape)} vs model '
-                      f'{tuple(own[k].shape)}' for k in bad[:6]) +
-            ' (check arch / num_classes / patch_size)')
-    if strict and (missing or unexpected):
-        raise ValueError(f'official checkpoint vs model: missing '
-                         f'{missing[:8]} unexpected {unexpected[:8]}')
-    model.load_state_dict({k: v.float() for k, v in state.items()
-                           if k in own}, strict=False)
-    return dict(missing=missing, unexpected=unexpected, notes=notes)
+    return state, notes
 
 
 __all__ = ['read_timm_vit', 'jax_to_timm', 'load_timm_vit',
            'resize_pos_embed', 'MSCA_KEY_MAP', 'is_official_msca',
-           'convert_official_msca', 'load_official_msca']
+           'pack_qkv', 'adapt_msca']

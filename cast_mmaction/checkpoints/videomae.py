@@ -4,7 +4,8 @@ Accepted: the authors' self-supervised checkpoints (``{'model': sd}`` with
 ``encoder.`` keys; decoder keys are ignored) and fine-tuned ones (plain keys,
 ``head`` ignored), also wrapped in ``module``/``state_dict``.
 """
-from .common import load_into, read_state_dict, strip_prefix
+from .common import read_state_dict
+from .state_dict import EXPERT_HINT, load_fitted, strip_prefixes
 
 IGNORED = ('decoder.', 'encoder_to_decoder.', 'mask_token', 'head.',
            'norm.', 'pos_embed')
@@ -13,8 +14,8 @@ IGNORED = ('decoder.', 'encoder_to_decoder.', 'mask_token', 'head.',
 def read_videomae(path):
     what = 'VideoMAE expert weights'
     state = read_state_dict(path, what)
-    state = strip_prefix(state, ('module.', 'backbone.'))
-    state = strip_prefix(state, ('encoder.', ))
+    state = strip_prefixes(state, ('module.', 'backbone.'))
+    state = strip_prefixes(state, 'encoder.')
     w = state.get('patch_embed.proj.weight')
     if w is None or w.ndim != 5:
         sample = ', '.join(list(state)[:5])
@@ -41,5 +42,7 @@ def load_videomae_expert(expert, path):
     if dim != expert.embed_dim:
         raise ValueError(f'VideoMAE weights {path} have width {dim}; set '
                          f'backbone.experts.vmae.embed_dim={dim}')
-    return load_into(expert, state, f'VideoMAE expert <- {path}',
-                     ignore_unexpected=IGNORED)
+    rep = load_fitted(expert, state, f'VideoMAE expert <- {path}', hint=EXPERT_HINT,
+                      allow_missing=True, allow_unexpected=True,
+                      ignore_unexpected=IGNORED)
+    return rep.missing, rep.unexpected

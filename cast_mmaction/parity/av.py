@@ -1,5 +1,4 @@
-"""Parity families of the audio-visual dumps (CAVA, CA2ST), registered in
-``parity.FAMILIES``.
+"""Parity families of the audio-visual dumps (CAVA, CA2ST).
 
 The dumps' ``input.pt`` is a dict ``video`` (B, 3, 16, H, W), ``spec``
 (B, 3, T, 128) and, for the revision (``_rev``) dumps, ``idx`` (B, 18)
@@ -12,7 +11,7 @@ official checkpoint goes through the converter users run.
 import copy
 import os
 
-from .parity import family
+from ..checkpoints import load_official_av
 
 
 def av_sizes_from_meta(meta):
@@ -97,8 +96,7 @@ def _override(model_cfg, built):
 
 
 def _build(meta, dump_dir, preset, model_cfg):
-    from .checkpoints.av_official import load_official_av
-    from .utils import build_model
+    from ..utils import build_model
     built = preset(meta)
     cfg = built if model_cfg is None else _override(model_cfg, built)
     model = build_model(cfg).eval()
@@ -122,9 +120,8 @@ def _time_outputs(model, ours, out, audio='audio', video='clip'):
     out['video_time_mlp_out'] = raw[video]
 
 
-@family('official CAVA STCrossTransformer')
-def _cava(meta, dump_dir, model_cfg=None):
-    from .models.presets_av import cava_recognizer_cfg
+def build_cava(meta, dump_dir, model_cfg=None):
+    from ..models.presets_av import cava_recognizer_cfg
 
     def preset(meta):
         a = meta['constructor_args_all']
@@ -146,9 +143,8 @@ def _cava(meta, dump_dir, model_cfg=None):
     return run
 
 
-@family('official CA^2ST STCrossTransformer')
-def _ca2st(meta, dump_dir, model_cfg=None):
-    from .models.presets_av import ca2st_recognizer_cfg
+def build_ca2st(meta, dump_dir, model_cfg=None):
+    from ..models.presets_av import ca2st_recognizer_cfg
 
     def preset(meta):
         a = meta['constructor_args_all']

@@ -1,0 +1,114 @@
+"""Check our models against reference dumps of the authors' code.
+
+A dump folder holds ``meta.json``, ``official_checkpoint.pth``, ``input.pt``
+and ``expected.pt`` (see tests/fixtures/README.md). :func:`check_dump` picks
+the dump's family from ``meta.json`` (:data:`FAMILIES`), builds our model,
+converts the official checkpoint with the same code users run
+(``tools/convert_checkpoint.py``), runs the input in float32 and compares
+every expected output.
+
+A family is one :class:`Family` record: the ``meta['model']`` texts it
+serves, meta keys that must be set (e.g. ``train_mode``), and
+``build(meta, dump_dir, model_cfg=None) -> run``, where ``run(inputs)``
+returns ``{output name: tensor}`` for the names of ``expected.pt``. The
+family modules (``cast``, ``av``, ``msca``) import nothing from this
+package's ``__init__``; adding a family is one module plus one record here.
+"""
+import json
+import os
+from dataclasses import dataclass
+from typing import Callable, Tuple
+
+import torch
+
+from ..compat import load_file
+from .av import av_sizes_from_meta, build_ca2st, build_cava
+from .cast import build_cast, cast_sizes_from_meta
+from .msca import build_frame_vit, frame_vit_sizes_from_meta
+
+
+@dataclass(frozen=True)
+class Family:
+    """Dumps whose ``meta['model']`` contains one of ``models`` and whose
+    meta has every key of ``require`` set (truthy) are checked with
+    ``build``; ``run`` is called under ``torch.no_grad()`` unless ``grad``
+    (a training-step family needs the backward pass)."""
+    name: str
+    models: Tuple[str, ...]
+    build: Callable
+    require: Tuple[str, ...] = ()
+    grad: bool = False
+
+    def matches(self, meta):
+        model = meta.get('model', '')
+        return any(m in model for m in self.models) and all(
+            meta.get(k) for k in self.require)
+
+
+# The first matching record wins: a family that specialises another (e.g.
+# training-step dumps, require=('train_mode',)) goes before it.
+FAMILIES = (
+    Family('cast', ('official CAST STCrossTransformer', ), build_cast),
+    Family('cava', ('official CAVA STCrossTransformer', ), build_cava),
+    Family('ca2st', ('official CA^2ST STCrossTransformer', ), build_ca2st),
+    Family('frame_vit', ('official MSCA-KV', 'official TokenShift',
+                         'official frame-wise ViT baseline'),
+           build_frame_vit),
+)
+
+
+def find_family(meta):
+    for fam in FAMILIES:
+        if fam.matches(meta):
+            return fam
+    known = [m for fam in FAMILIES for m in fam.models]
+    raise ValueError(f'unknown dump model {meta.get("model")!r}; known: '
+                     f'{known}')
+
+
+def _to_float(x):
+    if torch.is_tensor(x):
+        return x.float()
+    if isinstance(x, dict):
+        return {k: _to_float(v) for k, v in x.items()}
+    return x
+
+
+def compare(got, expected, rtol_scale=1e-4):
+    """Rows (name, max_abs_diff, tolerance, ok) for every expected output;
+    tolerance = ``rtol_scale * max(1, max|expected|)``."""
+    rows = []
+    for name, ref in expected.items():
+        ref = ref.float()
+        tol = rtol_scale * max(1.0, ref.abs().max().item())
+        if name not in got:
+            rows.append((name, float('nan'), tol, False))
+            continue
+        out = got[name].float()
+        if out.shape != ref.shape:
+            rows.append((name, float('inf'), tol, False))
+            continue
+        diff = (out - ref).abs().max().item()
+        rows.append((name, diff, tol, diff <= tol))
+    return rows
+
+
+def check_dump(dump_dir, rtol_scale=1e-4, model_cfg=None):
+    """Returns a list of rows (name, max_abs_diff, tolerance, ok). With
+    ``model_cfg`` (a recognizer config dict) the model is built from it with
+    the dump's sizes."""
+    with open(os.path.join(dump_dir, 'meta.json')) as f:
+        meta = json.load(f)
+    fam = find_family(meta)
+    kwargs = {'model_cfg': model_cfg} if model_cfg is not None else {}
+    run = fam.build(meta, dump_dir, **kwargs)
+    inputs = _to_float(load_file(os.path.join(dump_dir, 'input.pt')))
+    expected = load_file(os.path.join(dump_dir, 'expected.pt'))
+    with torch.set_grad_enabled(fam.grad):
+        got = run(inputs)
+    return compare(got, expected, rtol_scale)
+
+
+__all__ = ['Family', 'FAMILIES', 'find_family', 'check_dump', 'compare',
+           'cast_sizes_from_meta', 'av_sizes_from_meta',
+           'frame_vit_sizes_from_meta']

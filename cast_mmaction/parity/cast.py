@@ -1,0 +1,68 @@
+"""Parity family of the CAST dumps (``cast_single``, ``cast_composition``):
+the model is the CAST preset (or a given recognizer config) at the dump's
+sizes, with the official checkpoint through the converter users run."""
+import copy
+import os
+
+from ..checkpoints import load_official_cast
+
+
+def cast_sizes_from_meta(model_cfg, meta):
+    """Override the sizes of a CAST recognizer config (e.g. the ViT-B of
+    configs/cast_ssv2.py) with those of a dump, keeping its structure."""
+    cfg = copy.deepcopy(model_cfg)
+    bb = cfg['backbone']
+    bb.update(num_frames=meta['num_frames'], img_size=meta['img_size'],
+              down_ratio=meta['down_ratio'], drop_path_rate=0.0)
+    bb.pop('init_cfg', None)
+    for e in bb['experts'].values():
+        e['pretrained'] = None
+        if e['type'] == 'CLIPViTExpert':
+            e.update(width=meta['embed_dim'], layers=meta['depth'],
+                     heads=meta['num_heads'], patch_size=meta['patch_size'],
+                     mlp_ratio=meta['mlp_ratio'],
+                     frame_step=meta['tubelet_size'])
+        elif e['type'] == 'VideoMAEExpert':
+            e.update(embed_dim=meta['embed_dim'], depth=meta['depth'],
+                     num_heads=meta['num_heads'],
+                     patch_size=meta['patch_size'],
+                     tubelet_size=meta['tubelet_size'],
+                     mlp_ratio=meta['mlp_ratio'])
+    head = cfg['cls_head']
+    head['in_channels'] = meta['embed_dim']
+    if meta['composition']:
+        if head['type'] != 'CASTVerbNounHead':
+            raise ValueError(f'dump is a verb/noun model but the config head '
+                             f'is {head["type"]}')
+        head.update(num_verbs=meta['verb_classes'],
+                    num_nouns=meta['noun_classes'])
+    else:
+        if head['type'] != 'CASTHead':
+            raise ValueError(f'dump is a single-label model but the config '
+                             f'head is {head["type"]}')
+        head['num_classes'] = meta['num_classes']
+    return cfg
+
+
+def build_cast(meta, dump_dir, model_cfg=None):
+    from ..models.presets import cast_recognizer_cfg
+    from ..utils import build_model
+
+    if model_cfg is None:
+        model_cfg = cast_recognizer_cfg(composition=bool(meta['composition']))
+    cfg = cast_sizes_from_meta(model_cfg, meta)
+    model = build_model(cfg).eval()
+    load_official_cast(model, os.path.join(dump_dir,
+                                           'official_checkpoint.pth'))
+
+    def run(inputs):
+        feats = model.backbone(inputs)
+        out = dict(spatial_feature=feats[0], temporal_feature=feats[1])
+        scores = model.cls_head(feats)
+        if meta['composition']:
+            out['verb'], out['noun'] = scores
+        else:
+            out['cls_score'] = scores
+        return out
+
+    return run
