@@ -120,11 +120,9 @@ model = dict(
 dataset_type = 'VideoDataset'
 train_pipeline = [
     dict(type='DecordInit'),
-    dict(
-        type='SampleFrames',
-        clip_len=num_frames,
-        frame_interval=frame_interval,
-        num_clips=1),
+    # the authors' clip: 16 frames spread evenly over a random 64-frame span
+    dict(type='DenseSpanSample', clip_len=num_frames,
+         frame_interval=frame_interval),
     dict(type='DecordDecode'),
     dict(type='VideoRandAugment', config_str=rand_augment),
     dict(
@@ -138,12 +136,9 @@ train_pipeline = [
 ]
 val_pipeline = [
     dict(type='DecordInit'),
-    dict(
-        type='SampleFrames',
-        clip_len=num_frames,
-        frame_interval=frame_interval,
-        num_clips=1,
-        test_mode=True),
+    # the middle one of the test windows
+    dict(type='DenseSpanSample', clip_len=num_frames,
+         frame_interval=frame_interval, num_clips=1, test_mode=True),
     dict(type='DecordDecode'),
     dict(type='Resize', scale=(-1, img_size)),
     dict(type='CenterCrop', crop_size=img_size),
@@ -152,13 +147,11 @@ val_pipeline = [
 ]
 test_pipeline = [
     dict(type='DecordInit'),
-    # 5 clips evenly spaced over the video
-    dict(
-        type='SampleFrames',
-        clip_len=num_frames,
-        frame_interval=frame_interval,
-        num_clips=test_num_clips,
-        test_mode=True),
+    # the authors' test: every 4th frame cut into 5 windows of 16, the
+    # first and the last at the ends of the video
+    dict(type='DenseSpanSample', clip_len=num_frames,
+         frame_interval=frame_interval, num_clips=test_num_clips,
+         test_mode=True),
     dict(type='DecordDecode'),
     dict(type='Resize', scale=(-1, img_size)),
     dict(type='ThreeCrop', crop_size=img_size),

@@ -125,7 +125,8 @@ def test_sampling_ssv2_segments_k400_dense():
     s = ssv2.train_dataloader.dataset.pipeline[1]
     assert (s.type, s.num_segments) == ('SegmentSample', 16)
     k = k400.train_dataloader.dataset.pipeline[1]
-    assert (k.type, k.clip_len, k.frame_interval) == ('SampleFrames', 16, 4)
+    assert (k.type, k.clip_len, k.frame_interval) == ('DenseSpanSample', 16,
+                                                      4)
 
 
 @pytest.mark.filterwarnings("ignore:Detected call of")
