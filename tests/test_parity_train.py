@@ -198,3 +198,14 @@ def test_not_a_training_dump(tmp_path):
     assert not is_train_dump(str(tmp_path))
     with pytest.raises(ValueError, match='train_mode'):
         check_train_dump(str(tmp_path))
+
+
+def test_activation_checkpointing_gives_the_same_step(tmp_path):
+    """with_cp=True (recomputed layers in backward) takes the same training
+    step: the dump still passes."""
+    cfg = tmp_path / 'with_cp.py'
+    cfg.write_text(
+        f"_base_ = [{os.path.join(ROOT, 'configs', 'cast_ssv2.py')!r}]\n"
+        "model = dict(backbone=dict(with_cp=True))\n")
+    rows = _rows(shared_fixture('cast_train_single'), config=str(cfg))
+    assert not _failed(rows), _failed(rows)
