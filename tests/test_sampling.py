@@ -127,7 +127,7 @@ def test_k400_recipe_samples_like_the_authors():
         assert s.get('test_mode', False) == test
 
 
-# -- SSv2 / EPIC-KITCHENS-100 segments -----------------------------------------
+# -- SSv2 / EPIC-KITCHENS-100 segments ---------------------------------------
 def test_segments_train(monkeypatch):
     # n = 50: part 50 // 16 = 3, frame 3 i + randint(3)
     offsets = np.array([0, 1, 2] * 5 + [2])

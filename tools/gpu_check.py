@@ -2,7 +2,7 @@
 """Check the GPU training path of the CAST SSv2 recipe in one command.
 
     python tools/gpu_check.py --out gpu_check.json           # on a GPU
-    python tools/gpu_check.py --device cpu --tiny            # the script itself
+    python tools/gpu_check.py --device cpu --tiny   # the script itself
 
 Runs the recipe's model (configs/cast_ssv2.py, ViT-B, random weights) on
 CUDA and writes one JSON object (stdout, and --out):
@@ -80,7 +80,7 @@ def parse_args(argv=None):
     return ap.parse_args(argv)
 
 
-# -- building -------------------------------------------------------------------
+# -- building ---------------------------------------------------------
 def load_cfg(name):
     import cast_mmaction  # noqa: F401  (registers everything)
     from mmengine.config import Config
