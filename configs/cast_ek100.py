@@ -161,13 +161,13 @@ optim_wrapper = dict(
     # and the B-CA position tables; frozen experts get no param group
     constructor='CASTLayerDecayOptimWrapperConstructor',
     paramwise_cfg=dict(layer_decay_rate=layer_decay))
-param_scheduler = [
-    dict(type='LinearLR', start_factor=1e-3, by_epoch=True, begin=0,
-         end=warmup_epochs, convert_to_iter_based=True),
-    dict(type='CosineAnnealingLR', T_max=max_epochs - warmup_epochs,
-         eta_min=min_lr, by_epoch=True, begin=warmup_epochs, end=max_epochs,
-         convert_to_iter_based=True),
-]
+# the authors' cosine_scheduler step for step: linear warm-up from exactly 0
+# (both ends included), then cosine to min_lr (x layer scale), advanced once
+# per optimizer step (cast_mmaction/engine/schedulers.py)
+param_scheduler = [dict(type='LinearWarmupCosineLR', warmup_epochs=warmup_epochs,
+                       start_factor=0.0, eta_min_ratio=min_lr / base_lr,
+                       by_epoch=True, begin=0, end=max_epochs,
+                       convert_to_iter_based=True)]
 # the lr above is for 16 GPUs x 6 clips; `--auto-scale-lr` rescales it
 auto_scale_lr = dict(enable=False, base_batch_size=batch_size * num_gpus)
 

@@ -120,11 +120,9 @@ model = dict(
 dataset_type = 'VideoDataset'
 train_pipeline = [
     dict(type='DecordInit'),
-    dict(
-        type='SampleFrames',
-        clip_len=num_frames,
-        frame_interval=frame_interval,
-        num_clips=1),
+    # the authors' clip: 16 frames spread evenly over a random 64-frame span
+    dict(type='DenseSpanSample', clip_len=num_frames,
+         frame_interval=frame_interval),
     dict(type='DecordDecode'),
     dict(type='VideoRandAugment', config_str=rand_augment),
     dict(
@@ -138,12 +136,9 @@ train_pipeline = [
 ]
 val_pipeline = [
     dict(type='DecordInit'),
-    dict(
-        type='SampleFrames',
-        clip_len=num_frames,
-        frame_interval=frame_interval,
-        num_clips=1,
-        test_mode=True),
+    # the middle one of the test windows
+    dict(type='DenseSpanSample', clip_len=num_frames,
+         frame_interval=frame_interval, num_clips=1, test_mode=True),
     dict(type='DecordDecode'),
     dict(type='Resize', scale=(-1, img_size)),
     dict(type='CenterCrop', crop_size=img_size),
@@ -152,13 +147,11 @@ val_pipeline = [
 ]
 test_pipeline = [
     dict(type='DecordInit'),
-    # 5 clips evenly spaced over the video
-    dict(
-        type='SampleFrames',
-        clip_len=num_frames,
-        frame_interval=frame_interval,
-        num_clips=test_num_clips,
-        test_mode=True),
+    # the authors' test: every 4th frame cut into 5 windows of 16, the
+    # first and the last at the ends of the video
+    dict(type='DenseSpanSample', clip_len=num_frames,
+         frame_interval=frame_interval, num_clips=test_num_clips,
+         test_mode=True),
     dict(type='DecordDecode'),
     dict(type='Resize', scale=(-1, img_size)),
     dict(type='ThreeCrop', crop_size=img_size),
@@ -226,23 +219,18 @@ optim_wrapper = dict(
     constructor='CASTLayerDecayOptimWrapperConstructor',
     paramwise_cfg=dict(layer_decay_rate=layer_decay))
 
-param_scheduler = [
-    dict(
-        type='LinearLR',
-        start_factor=1e-3,  # the authors start at 0; MMEngine needs > 0
-        by_epoch=True,
-        begin=0,
-        end=warmup_epochs,
-        convert_to_iter_based=True),
-    dict(
-        type='CosineAnnealingLR',
-        T_max=max_epochs - warmup_epochs,
-        eta_min_ratio=min_lr_ratio,
-        by_epoch=True,
-        begin=warmup_epochs,
-        end=max_epochs,
-        convert_to_iter_based=True)
-]
+param_scheduler = [dict(
+    # the authors' cosine_scheduler step for step: linear warm-up from
+    # exactly 0 (both ends included), then cosine to min_lr (x layer scale),
+    # advanced once per optimizer step (cast_mmaction/engine/schedulers.py)
+    type='LinearWarmupCosineLR',
+    warmup_epochs=warmup_epochs,
+    start_factor=0.0,
+    eta_min_ratio=min_lr_ratio,
+    by_epoch=True,
+    begin=0,
+    end=max_epochs,
+    convert_to_iter_based=True)]
 
 # `tools/train.py --auto-scale-lr` rescales base_lr linearly to the GPUs x
 # batch_size you run with (accumulation unchanged), as the authors' rule.

@@ -216,23 +216,18 @@ optim_wrapper = dict(
     constructor='CASTLayerDecayOptimWrapperConstructor',
     paramwise_cfg=dict(layer_decay_rate=layer_decay))
 
-param_scheduler = [
-    dict(
-        type='LinearLR',
-        start_factor=1e-3,  # the authors start at 0; MMEngine needs > 0
-        by_epoch=True,
-        begin=0,
-        end=warmup_epochs,
-        convert_to_iter_based=True),
-    dict(
-        type='CosineAnnealingLR',
-        T_max=max_epochs - warmup_epochs,
-        eta_min_ratio=min_lr_ratio,
-        by_epoch=True,
-        begin=warmup_epochs,
-        end=max_epochs,
-        convert_to_iter_based=True)
-]
+param_scheduler = [dict(
+    # the authors' cosine_scheduler step for step: linear warm-up from
+    # exactly 0 (both ends included), then cosine to min_lr (x layer scale),
+    # advanced once per optimizer step (cast_mmaction/engine/schedulers.py)
+    type='LinearWarmupCosineLR',
+    warmup_epochs=warmup_epochs,
+    start_factor=0.0,
+    eta_min_ratio=min_lr_ratio,
+    by_epoch=True,
+    begin=0,
+    end=max_epochs,
+    convert_to_iter_based=True)]
 
 # `tools/train.py --auto-scale-lr` rescales base_lr linearly to the GPUs x
 # batch_size you run with (accumulation unchanged), as the authors' rule.

@@ -102,9 +102,9 @@ def test_published_recipe_values(name):
     assert ow.constructor == 'CASTLayerDecayOptimWrapperConstructor'
     assert ow.paramwise_cfg.layer_decay_rate == 0.75
     assert cfg.train_cfg.max_epochs == r['epochs']
-    warm, cos = cfg.param_scheduler
-    assert (warm.type, warm.end, cos.type, cos.begin, cos.end) == (
-        'LinearLR', 5, 'CosineAnnealingLR', 5, r['epochs'])
+    (sched, ) = cfg.param_scheduler  # the authors' warm-up + cosine
+    assert (sched.type, sched.warmup_epochs, sched.start_factor,
+            sched.end) == ('LinearWarmupCosineLR', 5, 0.0, r['epochs'])
     # pipelines: RandAugment m7 n4, RRC, flip only for K400
     train = cfg.train_dataloader.dataset.pipeline
     ra = step(train, 'VideoRandAugment')
@@ -125,13 +125,15 @@ def test_sampling_ssv2_segments_k400_dense():
     s = ssv2.train_dataloader.dataset.pipeline[1]
     assert (s.type, s.num_segments) == ('SegmentSample', 16)
     k = k400.train_dataloader.dataset.pipeline[1]
-    assert (k.type, k.clip_len, k.frame_interval) == ('SampleFrames', 16, 4)
+    assert (k.type, k.clip_len, k.frame_interval) == ('DenseSpanSample', 16,
+                                                      4)
 
 
 @pytest.mark.filterwarnings("ignore:Detected call of")
 def test_lr_schedule_warmup_then_cosine_per_group():
-    """5 warm-up epochs to the base lr, cosine to base x 1e-3 (1e-6 x
-    total_batch / 256) in every layer-decay group."""
+    """5 warm-up epochs from 0 to the base lr, cosine to base x 1e-3 (1e-6
+    x total_batch / 256) in every layer-decay group; the lr advances once
+    per optimizer step (accumulative_counts micro-batches)."""
     from mmengine.optim import build_optim_wrapper
     from mmengine.registry import PARAM_SCHEDULERS
 
@@ -144,7 +146,7 @@ def test_lr_schedule_warmup_then_cosine_per_group():
     ow = dict(plain(cfg.optim_wrapper), type='OptimWrapper')
     ow.pop('loss_scale')
     wrapper = build_optim_wrapper(model, ow)
-    iters = 4
+    iters = 4 * cfg.optim_wrapper.accumulative_counts  # 4 steps / epoch
     scheds = [PARAM_SCHEDULERS.build(
         dict(plain(s)), default_args=dict(optimizer=wrapper,
                                           epoch_length=iters))
@@ -156,10 +158,12 @@ def test_lr_schedule_warmup_then_cosine_per_group():
         for s in scheds:
             s.step()
     lrs = np.array(lrs)
-    assert lrs[0] == pytest.approx(np.array(base) * 1e-3)
-    assert lrs[5 * iters] == pytest.approx(base)  # end of warm-up
-    # one step before the end of the cosine: within 10% of the minimum
-    assert lrs[-1] == pytest.approx(np.array(base) * 1e-3, rel=0.1)
+    assert np.all(lrs[0] == 0.0)  # the authors warm up from exactly 0
+    assert lrs[5 * iters - 1] == pytest.approx(base)  # end of warm-up
+    assert lrs[5 * iters] == pytest.approx(base)  # start of the cosine
+    # the last optimizer step: one step before the end of the cosine
+    last = 1e-3 + (1 - 1e-3) * 0.5 * (1 + np.cos(np.pi * 179 / 180))
+    assert lrs[-1] == pytest.approx(np.array(base) * last)
     assert np.all(np.diff(lrs[5 * iters:, 0]) <= 1e-12)  # cosine decay
     assert base[0] == pytest.approx(1.5e-3)
 

@@ -14,6 +14,11 @@ more than TOL_SCALE x max(1, max|expected|).
 With ``--config CFG`` the model is the config's model with its sizes
 (width, depth, heads, frames, classes...) overridden by meta.json, which
 checks that the config describes the published architecture.
+
+A training dump (meta.train_mode) is checked by
+cast_mmaction.parity_train: loss, trainable set, gradients of one training
+step, optimizer groups and lr schedule of the recipe (configs/cast_ssv2.py,
+configs/cast_ek100.py for verb/noun dumps, or --config).
 """
 import argparse
 import os
@@ -23,6 +28,8 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 import cast_mmaction  # noqa: E402,F401
 from cast_mmaction.parity import check_dump  # noqa: E402
+from cast_mmaction.parity_train import (check_train_dump,  # noqa: E402
+                                        is_train_dump)
 
 
 def main(argv=None):
@@ -39,15 +46,21 @@ def main(argv=None):
     failed = []
     for d in args.dumps:
         print(f'== {d}')
+        train = is_train_dump(d)
         try:
-            rows = check_dump(d, args.tol_scale, model_cfg=model_cfg)
+            rows = (check_train_dump(d, args.tol_scale, config=args.config)
+                    if train else
+                    check_dump(d, args.tol_scale, model_cfg=model_cfg))
         except Exception as e:  # noqa: BLE001 - report and go on
             print(f'  ERROR {type(e).__name__}: {e}')
             failed.append(d)
             continue
-        print(f'  {"output":<24}{"max|diff|":>12}{"tolerance":>12}  result')
+        w = max([24] + [len(r[0]) + 1 for r in rows])
+        print(f'  {"check" if train else "output":<{w}}'
+              f'{"value" if train else "max|diff|":>12}{"tolerance":>12}'
+              f'  result')
         for name, diff, tol, ok in rows:
-            print(f'  {name:<24}{diff:>12.3e}{tol:>12.3e}  '
+            print(f'  {name:<{w}}{diff:>12.3e}{tol:>12.3e}  '
                   f'{"ok" if ok else "FAIL"}')
         if not all(r[3] for r in rows):
             failed.append(d)

@@ -249,16 +249,10 @@ class EpicSampleFrames(BaseTransform):
         self.test_mode = test_mode
 
     def sample(self, first, last):
-        n = last - first + 1
-        tick = n / self.num_segments
-        starts = tick * np.arange(self.num_segments)
-        if self.test_mode:
-            offsets = np.arange(self.num_clips) / self.num_clips
-            pos = starts[None, :] + tick * offsets[:, None]
-        else:
-            pos = starts + tick * np.random.rand(self.num_segments)
-        inds = np.floor(pos).astype(np.int64).reshape(-1)
-        return first + np.clip(inds, 0, n - 1)
+        # the authors' EK100 / SSv2 segment sampling (transforms/sampling.py)
+        from .sampling import segment_indices
+        return first + segment_indices(last - first + 1, self.num_segments,
+                                       self.num_clips, self.test_mode)
 
     def transform(self, results: Dict) -> Dict:
         first, last = results['segment_frames']

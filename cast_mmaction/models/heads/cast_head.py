@@ -171,7 +171,12 @@ class CASTVerbNounHead(BaseHead):
 
     def _ce(self, scores, labels, num_classes):
         labels = labels.to(scores.device)
-        if labels.ndim == 1:
+        if not labels.is_floating_point():
+            # hard labels, (B,) or (B, 1): an integer (B, 1) must not be
+            # taken for a (B, classes) soft target
+            labels = F.one_hot(labels.reshape(-1).long(),
+                               num_classes).to(scores.dtype)
+        elif labels.ndim == 1:
             labels = F.one_hot(labels.long(), num_classes).to(scores.dtype)
         eps = self.label_smooth_eps
         if eps:

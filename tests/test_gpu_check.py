@@ -1,0 +1,63 @@
+"""tools/gpu_check.py on the CPU, up to the point where CUDA is needed
+(issue 13, part 4); the GPU run itself is recorded in
+docs/training_parity.md."""
+import json
+import subprocess
+import sys
+
+import pytest
+import torch
+
+from conftest import ROOT
+
+
+def _tool(*args, timeout=900):
+    return subprocess.run([sys.executable, 'tools/gpu_check.py', *args],
+                          cwd=ROOT, capture_output=True, text=True,
+                          timeout=timeout)
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason='a GPU is present')
+def test_cpu_only_machine_gets_a_clear_message():
+    r = _tool()
+    assert r.returncode == 2
+    assert 'no CUDA device' in r.stderr and '--device cpu --tiny' in r.stderr
+    r = _tool('--device', 'cpu')  # the ViT-B checks are for a GPU
+    assert r.returncode == 2 and '--tiny' in r.stderr
+
+
+def test_tiny_cpu_run_builds_and_runs_every_check():
+    r = _tool('--device', 'cpu', '--tiny', '--steps', '2', '--batch', '2')
+    assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
+    rep = json.loads(r.stdout[r.stdout.index('{'):])
+    assert rep['ok'] is True and rep['tiny'] is True
+    c = rep['checks']
+    assert set(c) == {'amp_train', 'precision', 'sdpa', 'fsdp', 'deepspeed'}
+    amp = c['amp_train']
+    assert amp['ok'] and len(amp['losses']) == 2 and amp['all_finite']
+    assert amp['accumulative_counts'] == 4  # the recipe's update_freq
+    bf16 = c['precision']['bfloat16']
+    assert 0 < bf16['logits_rel'] < 0.05 and 0 < bf16['grad_rel_global'] < 0.2
+    assert sum(c['sdpa']['kernels'].values()) > 0
+    assert c['fsdp']['ok'] is None and c['fsdp']['built'] == 'FSDPStrategy'
+    assert c['deepspeed']['ok'] is None
+
+
+def test_unknown_check_is_named():
+    r = _tool('--device', 'cpu', '--tiny', '--checks', 'amp_train,bogus')
+    assert r.returncode == 2 and "['bogus']" in r.stderr
+
+
+def test_sdpa_kernel_detection_sees_the_math_kernel():
+    """The check that fails a run on the math kernel can see it."""
+    sys.path.insert(0, ROOT)
+    from tools.gpu_check import sdpa_kernels
+    from torch.nn.attention import SDPBackend, sdpa_kernel
+    q = torch.randn(1, 2, 8, 16)
+
+    def attend():
+        torch.nn.functional.scaled_dot_product_attention(q, q, q)
+
+    with sdpa_kernel([SDPBackend.MATH]):
+        assert sdpa_kernels(attend).get('math', 0) >= 1
+    assert 'math' not in sdpa_kernels(attend)  # the CPU default: flash
