@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 import torch
 
-from cast_mmaction.parity_train import check_train_dump, is_train_dump
+from cast_mmaction.parity.train import check_train_dump, is_train_dump
 from conftest import ROOT, shared_fixture
 
 TRAIN_DUMPS = ['cast_train_single', 'cast_train_composition']

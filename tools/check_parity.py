@@ -16,7 +16,7 @@ With ``--config CFG`` the model is the config's model with its sizes
 checks that the config describes the published architecture.
 
 A training dump (meta.train_mode) is checked by
-cast_mmaction.parity_train: loss, trainable set, gradients of one training
+cast_mmaction.parity.train: loss, trainable set, gradients of one training
 step, optimizer groups and lr schedule of the recipe (configs/cast_ssv2.py,
 configs/cast_ek100.py for verb/noun dumps, or --config).
 """
@@ -27,9 +27,8 @@ import sys
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 import cast_mmaction  # noqa: E402,F401
-from cast_mmaction.parity import check_dump  # noqa: E402
-from cast_mmaction.parity_train import (check_train_dump,  # noqa: E402
-                                        is_train_dump)
+from cast_mmaction.parity import (check_dump, find_family,  # noqa: E402
+                                  read_meta)
 
 
 def main(argv=None):
@@ -46,11 +45,12 @@ def main(argv=None):
     failed = []
     for d in args.dumps:
         print(f'== {d}')
-        train = is_train_dump(d)
         try:
-            rows = (check_train_dump(d, args.tol_scale, config=args.config)
-                    if train else
-                    check_dump(d, args.tol_scale, model_cfg=model_cfg))
+            # a family with its own check (training dumps) prints
+            # check / value rows, the forward families output / max|diff|
+            train = find_family(read_meta(d)).check is not None
+            rows = check_dump(d, args.tol_scale, model_cfg=model_cfg,
+                              config=args.config)
         except Exception as e:  # noqa: BLE001 - report and go on
             print(f'  ERROR {type(e).__name__}: {e}')
             failed.append(d)

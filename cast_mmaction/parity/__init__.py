@@ -17,7 +17,7 @@ package's ``__init__``; adding a family is one module plus one record here.
 import json
 import os
 from dataclasses import dataclass
-from typing import Callable, Tuple
+from typing import Callable, Optional, Tuple
 
 import torch
 
@@ -25,6 +25,7 @@ from ..compat import load_file
 from .av import av_sizes_from_meta, build_ca2st, build_cava
 from .cast import build_cast, cast_sizes_from_meta
 from .msca import build_frame_vit, frame_vit_sizes_from_meta
+from .train import check_train_dump
 
 
 @dataclass(frozen=True)
@@ -38,6 +39,11 @@ class Family:
     build: Callable
     require: Tuple[str, ...] = ()
     grad: bool = False
+    #: a family whose check is not "run the input, compare the outputs"
+    #: (training dumps: loss, gradients, optimizer groups, schedule) gives
+    #: ``check(dump_dir, rtol_scale, config=None) -> rows`` instead of
+    #: ``build``
+    check: Optional[Callable] = None
 
     def matches(self, meta):
         model = meta.get('model', '')
@@ -48,6 +54,8 @@ class Family:
 # The first matching record wins: a family that specialises another (e.g.
 # training-step dumps, require=('train_mode',)) goes before it.
 FAMILIES = (
+    Family('cast_train', ('official CAST STCrossTransformer', ), None,
+           require=('train_mode', ), grad=True, check=check_train_dump),
     Family('cast', ('official CAST STCrossTransformer', ), build_cast),
     Family('cava', ('official CAVA STCrossTransformer', ), build_cava),
     Family('ca2st', ('official CA^2ST STCrossTransformer', ), build_ca2st),
@@ -93,13 +101,20 @@ def compare(got, expected, rtol_scale=1e-4):
     return rows
 
 
-def check_dump(dump_dir, rtol_scale=1e-4, model_cfg=None):
+def read_meta(dump_dir):
+    with open(os.path.join(dump_dir, 'meta.json')) as f:
+        return json.load(f)
+
+
+def check_dump(dump_dir, rtol_scale=1e-4, model_cfg=None, config=None):
     """Returns a list of rows (name, max_abs_diff, tolerance, ok). With
     ``model_cfg`` (a recognizer config dict) the model is built from it with
-    the dump's sizes."""
-    with open(os.path.join(dump_dir, 'meta.json')) as f:
-        meta = json.load(f)
+    the dump's sizes; a training-dump family reads the recipe from the
+    ``config`` file instead (default: the family's recipe)."""
+    meta = read_meta(dump_dir)
     fam = find_family(meta)
+    if fam.check is not None:
+        return fam.check(dump_dir, rtol_scale, config=config)
     kwargs = {'model_cfg': model_cfg} if model_cfg is not None else {}
     run = fam.build(meta, dump_dir, **kwargs)
     inputs = _to_float(load_file(os.path.join(dump_dir, 'input.pt')))
@@ -110,5 +125,6 @@ def check_dump(dump_dir, rtol_scale=1e-4, model_cfg=None):
 
 
 __all__ = ['Family', 'FAMILIES', 'find_family', 'check_dump', 'compare',
+           'read_meta', 'check_train_dump',
            'cast_sizes_from_meta', 'av_sizes_from_meta',
            'frame_vit_sizes_from_meta']

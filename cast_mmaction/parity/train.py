@@ -36,9 +36,10 @@ import warnings
 
 import torch
 
-from .compat import load_file
+from ..compat import load_file
 
-_REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+_REPO = os.path.dirname(os.path.dirname(os.path.dirname(
+    os.path.abspath(__file__))))
 RECIPES = dict(single=os.path.join(_REPO, 'configs', 'cast_ssv2.py'),
                composition=os.path.join(_REPO, 'configs', 'cast_ek100.py'))
 GRAD_ABS = 1e-8  # the absolute term of the gradient criterion
@@ -65,9 +66,9 @@ def _recipe(meta, config):
 def build_train_model(meta, dump_dir, cfg):
     """The recipe's model at the dump's sizes with the dump's official
     checkpoint, in train mode (drop path 0 as in the dump)."""
-    from .checkpoints import load_official_cast
-    from .parity import cast_sizes_from_meta
-    from .utils import build_model
+    from ..checkpoints import load_official_cast
+    from .cast import cast_sizes_from_meta
+    from ..utils import build_model
 
     if meta.get('drop_path_rate', 0.0) != 0.0:
         raise ValueError(f'training dumps are compared at drop_path_rate 0; '
@@ -102,12 +103,17 @@ def build_optim_wrapper_cpu(model, cfg):
 def official_names(dump_dir, model):
     """Our parameter name -> the authors' name, through the converter's key
     table applied to the official checkpoint's keys."""
-    from .checkpoints.cast_official import map_key, read_official_cast
+    from ..checkpoints.common import read_state_dict
+    from ..checkpoints.key_rows import map_keys
+    from ..checkpoints.registry import CAST
+    from ..checkpoints.state_dict import strip_prefixes
+    state = strip_prefixes(read_state_dict(
+        os.path.join(dump_dir, 'official_checkpoint.pth'),
+        'official CAST checkpoint'))
+    table = CAST.table(state)
     ours = {}
-    for k in read_official_cast(os.path.join(dump_dir,
-                                             'official_checkpoint.pth')):
-        new = map_key(k)
-        if new is not None:
+    for k in state:  # key by key, so that each of ours knows its source
+        for new in map_keys({k: None}, table)[0]:
             ours.setdefault(new, k)
     names = dict(model.named_parameters())
     return {n: ours.get(n) for n in names}
