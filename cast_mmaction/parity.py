@@ -11,7 +11,7 @@ import os
 
 import torch
 
-from .compat import load_file
+from .safe_load import load_checkpoint  # weights_only + allow-list
 
 FAMILIES = {}
 
@@ -116,8 +116,8 @@ def check_dump(dump_dir, rtol_scale=1e-4, model_cfg=None):
     builder = _find_family(meta)
     kwargs = {'model_cfg': model_cfg} if model_cfg is not None else {}
     run = builder(meta, dump_dir, **kwargs)
-    inputs = _to_float(load_file(os.path.join(dump_dir, 'input.pt')))
-    expected = load_file(os.path.join(dump_dir, 'expected.pt'))
+    inputs = _to_float(load_checkpoint(os.path.join(dump_dir, 'input.pt')))
+    expected = load_checkpoint(os.path.join(dump_dir, 'expected.pt'))
     with torch.no_grad():
         got = run(inputs)
     rows = []
