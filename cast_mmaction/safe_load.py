@@ -363,7 +363,8 @@ def load_checkpoint(path, map_location='cpu', what='checkpoint'):
         with open(path, 'rb') as f:
             if f.read(1) != pickle.PROTO:
                 raise ValueError(f'{what} {path}: not a PyTorch checkpoint '
-                                 f'(neither a zip archive nor a pickle)')
+                                 f'(neither a complete zip archive nor a '
+                                 f'pickle: truncated, or another format)')
     try:
         with _allow_list():
             return torch.load(path, map_location=map_location,
@@ -684,6 +685,7 @@ def load_pickle(path, what='pickle file'):
     import numpy as np
     import torch
     mu = _numpy_multiarray()
+    numeric = (getattr(np, '_core', None) or np.core).numeric
     allowed = {
         'collections.OrderedDict': collections.OrderedDict,
         # NumPy arrays, scalars, dtypes (see allowed_globals)
@@ -693,6 +695,10 @@ def load_pickle(path, what='pickle file'):
         'numpy.core.multiarray.scalar': mu.scalar,
         'numpy.ndarray': np.ndarray,
         'numpy.dtype': np.dtype,
+        # arrays of pickle protocol 5: raw bytes + dtype + shape (NumPy
+        # refuses object dtypes there)
+        'numpy._core.numeric._frombuffer': numeric._frombuffer,
+        'numpy.core.numeric._frombuffer': numeric._frombuffer,
         # tensors: PyTorch's rebuild function and a weights_only load of
         # the storage bytes
         'torch._utils._rebuild_tensor_v2': torch._utils._rebuild_tensor_v2,
