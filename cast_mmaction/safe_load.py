@@ -169,10 +169,9 @@ def _pop_model_trust(node, where):
 # ----------------------------------------------------------------------------
 # the allow-list
 # ----------------------------------------------------------------------------
-def _numpy_multiarray():
+def _numpy_core():
     import numpy as np
-    core = getattr(np, '_core', None) or np.core  # NumPy 2 / NumPy 1
-    return core.multiarray
+    return getattr(np, '_core', None) or np.core  # NumPy 2 / NumPy 1
 
 
 def _history_buffer_class():
@@ -241,7 +240,7 @@ def allowed_globals():
         import argparse
 
         import numpy as np
-        mu = _numpy_multiarray()
+        mu = _numpy_core().multiarray
         history_buffer = _history_buffer_class()
         _ALLOWED = [
             # NumPy arrays: the NumPy RNG state of exact resume
@@ -380,9 +379,6 @@ def load_from_local(filename, map_location=None):
     """MMEngine's loader of local checkpoint files (``load_from``,
     ``--resume``, ``tools/test.py``, ``init_cfg=dict(type='Pretrained')``),
     re-registered by ``compat.py``: :func:`load_checkpoint`."""
-    filename = osp.expanduser(filename)
-    if not osp.isfile(filename):
-        raise FileNotFoundError(f'checkpoint file {filename} not found')
     return load_checkpoint(filename, map_location=map_location)
 
 
@@ -684,8 +680,8 @@ def load_pickle(path, what='pickle file'):
 
     import numpy as np
     import torch
-    mu = _numpy_multiarray()
-    numeric = (getattr(np, '_core', None) or np.core).numeric
+    mu = _numpy_core().multiarray
+    numeric = _numpy_core().numeric
     allowed = {
         'collections.OrderedDict': collections.OrderedDict,
         # NumPy arrays, scalars, dtypes (see allowed_globals)

@@ -518,7 +518,7 @@ def test_authors_reference_checkpoints_load():
 # ----------------------------------------------------------------------------
 # tools/convert_checkpoint.py and tools/to_safetensors.py
 # ----------------------------------------------------------------------------
-def test_convert_checkpoint_refuses_malicious_file(tmp_path, tools, capsys):
+def test_convert_checkpoint_refuses_malicious_file(tmp_path, tools):
     path, marker = evil_checkpoint(tmp_path / 'evil.pt')
     dst = tmp_path / 'out.pth'
     with pytest.raises(SystemExit) as err:
@@ -645,13 +645,17 @@ def test_our_checkpoint_loads_through_the_allow_list(run):
 
 
 def test_resume_load_from_and_test_tool(run, tools):
-    # --resume continues from the trainable-only checkpoint
+    # --resume continues from the trainable-only checkpoint (epoch 1 is not
+    # trained, nor its checkpoint written, again)
+    with open(run['ckpt'], 'rb') as f:
+        first = f.read()
     tools['train'].main([run['cfg'], '--work-dir', run['work'], '--resume',
                          '--cfg-options', 'train_cfg.max_epochs=2',
                          f'experiment_name={_unique("sec")}'])
     resumed = load_checkpoint(osp.join(run['work'], 'epoch_2.pth'))
-    assert resumed['meta']['epoch'] == 2
-    assert resumed['meta']['iter'] == 2  # the second iteration ran
+    assert resumed['meta']['epoch'] == 2 and resumed['meta']['iter'] == 2
+    with open(run['ckpt'], 'rb') as f:
+        assert f.read() == first
     # tools/test.py on the .pth and on its .safetensors copy
     st = str(run['root'] / 'epoch_1.safetensors')
     assert tools['to_safetensors'].main([run['ckpt'], st]) == 0
