@@ -3,7 +3,7 @@
 so that opening it can never run code (docs/security.md).
 
     python tools/to_safetensors.py work_dirs/demo/epoch_20.pth demo.safetensors
-    python tools/to_safetensors.py their.pth clean.safetensors --trust-checkpoint
+    python tools/to_safetensors.py a.pth a.safetensors --trust-checkpoint
 
 SRC is any checkpoint this package reads: one of our runs (MMEngine
 ``{'state_dict', 'meta', ...}``, trainable-only ones included), an expert or
