@@ -139,6 +139,18 @@ def test_loaders_refuse_a_malicious_pickle(tmp_path, loader, payload):
     _refused(err, marker, payload.split('.')[1])
 
 
+def test_legacy_format_malicious_pickle_refused(tmp_path):
+    """torch < 1.6 files are a plain pickle stream, not a zip."""
+    marker = str(tmp_path / 'MARKER')
+    path = tmp_path / 'old.pth'
+    torch.save({'model': {'w': torch.ones(2)}, 'x': ShellPayload(marker)},
+               path, _use_new_zipfile_serialization=False)
+    assert not zipfile.is_zipfile(path)
+    with pytest.raises(UntrustedCheckpointError) as err:
+        load_checkpoint(path)
+    _refused(err, marker)
+
+
 def test_score_pickle_refused_and_real_ones_load(tmp_path):
     from cast_mmaction.evaluation.epic_metric import load_scores, save_scores
     marker = str(tmp_path / 'MARKER')
@@ -489,9 +501,13 @@ def test_real_foreign_layouts_load(tmp_path):
     }
     files.update({f'authors_{k}.pth': v for k, v in
                   _authors_layouts(sd('a.weight', 'b.bias')).items()})
+    # torch < 1.6 wrote a plain pickle stream, not a zip
+    files['legacy_format.pth'] = dict(files['authors_plain.pth'])
     for name, obj in files.items():
         path = tmp_path / name
-        torch.save(obj, path)
+        zipped = not name.startswith('legacy')
+        torch.save(obj, path, _use_new_zipfile_serialization=zipped)
+        assert zipfile.is_zipfile(path) == zipped
         got = load_checkpoint(path)
         _same(got, torch.load(path, weights_only=False), name)
         state = read_state_dict(str(path), name)
