@@ -59,28 +59,34 @@ def _patch_missing_drn():
 
 
 def _patch_torch_load_weights_only():
-    """mmengine 0.10.7 loads checkpoints with ``torch.load(path)``; since
-    torch 2.6 that defaults to ``weights_only=True`` and refuses the
-    checkpoints mmengine itself writes (they pickle the message hub, numpy
-    scalars and the config), so ``--resume`` and ``load_from`` fail. We
-    re-register mmengine's local-file loader with ``weights_only=False``.
-    This only affects files the user points mmengine at (their own runs or
-    checkpoints written by ``tools/convert_checkpoint.py``)."""
-    import torch
-    from mmengine.runner.checkpoint import CheckpointLoader
+    """mmengine <= 0.10.7 opens checkpoints with a bare ``torch.load(path)``
+    (``load_from_local``; ``load_from_http`` through torch.hub with
+    ``weights_only=False``). Under torch < 2.6 that unpickles anything, so a
+    file can run code when it is opened; under torch >= 2.6 ``torch.load``
+    defaults to ``weights_only=True`` and refuses the checkpoints mmengine
+    itself writes (NumPy values and the message hub in them), so
+    ``--resume``, ``load_from`` and ``tools/test.py`` fail. We re-register
+    mmengine's loaders of local files and of ``http(s)://`` URLs (which
+    ``torchvision://``, ``open-mmlab://`` and ``mmcls://`` resolve to) with
+    :mod:`cast_mmaction.safe_load`: ``weights_only=True`` plus the
+    allow-list of the benign types real checkpoints carry; other files are
+    refused unless the user trusts them (docs/security.md)."""
+    import mmengine
+    from mmengine.runner import checkpoint as ckpt_mod
+    from mmengine.utils import digit_version
 
-    if getattr(CheckpointLoader, '_cast_mmaction_patched', False):
+    from . import safe_load
+
+    if digit_version(mmengine.__version__) > digit_version('0.10.7'):
+        return False  # a later mmengine: not known to have the defect
+    loader = ckpt_mod.CheckpointLoader
+    if getattr(loader, '_cast_mmaction_patched', False):
         return False
-
-    def load_from_local(filename, map_location):
-        filename = os.path.expanduser(filename)
-        if not os.path.isfile(filename):
-            raise FileNotFoundError(f'checkpoint file {filename} not found')
-        return torch.load(filename, map_location=map_location,
-                          weights_only=False)
-
-    CheckpointLoader.register_scheme(prefixes='', force=True)(load_from_local)
-    CheckpointLoader._cast_mmaction_patched = True
+    loader.register_scheme(prefixes='', force=True)(safe_load.load_from_local)
+    loader.register_scheme(prefixes=('http://', 'https://'),
+                           force=True)(safe_load.load_from_url)
+    ckpt_mod.load_from_http = safe_load.load_from_url  # torchvision:// etc.
+    loader._cast_mmaction_patched = True
     return True
 
 
@@ -376,15 +382,6 @@ def _patch_low_precision_head_loss():
     loss_by_feat._cast_fp32 = True
     BaseHead.loss_by_feat = loss_by_feat
     return True
-
-
-def load_file(path, map_location='cpu'):
-    """``torch.load`` for foreign checkpoint files (OpenAI CLIP, VideoMAE,
-    DeepSpeed dumps) that contain pickled non-tensor objects: under
-    torch >= 2.6 ``weights_only=True`` rejects them. Only call this on files
-    the user chose."""
-    import torch
-    return torch.load(path, map_location=map_location, weights_only=False)
 
 
 def apply():

@@ -551,7 +551,7 @@ def test_ast_loader_names_wrong_files(tmp_path):
 
 def test_av_converter_refuses_other_checkpoints():
     from cast_mmaction.checkpoints import convert_official_av, detect_kind
-    from cast_mmaction.compat import load_file
+    from cast_mmaction.safe_load import load_checkpoint as load_file
     cast = load_file(osp.join(FIXTURES, 'cast_single',
                               'official_checkpoint.pth'))
     with pytest.raises(ValueError, match='not an official CAVA / CA2ST'):
@@ -561,7 +561,7 @@ def test_av_converter_refuses_other_checkpoints():
 
 def test_tied_projections_must_agree():
     from cast_mmaction.checkpoints import load_official_av
-    from cast_mmaction.compat import load_file
+    from cast_mmaction.safe_load import load_checkpoint as load_file
     from cast_mmaction.parity import av_sizes_from_meta
     import json
     d = shared_fixture('ca2st_single_rev')

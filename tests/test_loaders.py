@@ -190,7 +190,7 @@ def test_convert_tool_output_loads_with_mmengine(tmp_path):
     reference outputs when loaded the way tools/test.py loads it."""
     from mmengine.runner import load_checkpoint
 
-    from cast_mmaction.compat import load_file
+    from cast_mmaction.safe_load import load_checkpoint as load_file
     from cast_mmaction.models.presets import cast_recognizer_cfg
     from cast_mmaction.utils import build_model
     cfg_path = tmp_path / 'tiny_cast.py'

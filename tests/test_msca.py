@@ -20,6 +20,7 @@ from cast_mmaction.models.backbones.msca_vit import (MSCAViT,
 from cast_mmaction.models.layers import resize_grid_embed
 from cast_mmaction.parity import check_dump
 from cast_mmaction.utils import build_model
+from cast_mmaction.safe_load import load_checkpoint
 from conftest import ROOT, shared_fixture
 
 TINY = dict(embed_dim=48, depth=2, num_heads=4, mlp_ratio=2.0, patch_size=8,
@@ -51,7 +52,7 @@ def test_reference_dump(name):
 
 def test_dump_checkpoint_detected_and_fully_mapped():
     path = osp.join(shared_fixture('msca_kv'), 'official_checkpoint.pth')
-    raw = torch.load(path, weights_only=False)
+    raw = load_checkpoint(path)
     assert detect_kind(raw['state_dict']) == 'msca'
     out, unmapped = convert_official_msca(raw)
     assert unmapped == []

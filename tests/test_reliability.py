@@ -32,6 +32,7 @@ from cast_mmaction.engine.reliability import (CheckpointMismatchError,
                                               apply_reliability,
                                               check_checkpoint,
                                               guard_optim_wrapper)
+from cast_mmaction.safe_load import load_checkpoint
 from mmaction.registry import DATASETS, HOOKS
 
 from conftest import ROOT, TINY_CONFIG_HEAD
@@ -608,7 +609,7 @@ def test_tools_test_refuses_a_checkpoint_of_another_architecture(
 def test_checkpoint_check_accepts_the_right_checkpoint(setup, checkpoints):
     from cast_mmaction.utils import build_model
     model = build_model(Config.fromfile(setup['cfg']).model)
-    ckpt = torch.load(checkpoints['own'], weights_only=False)
+    ckpt = load_checkpoint(checkpoints['own'])
     assert check_checkpoint(model, ckpt) == len(model.state_dict())
     # fine-tuning (load_from while training): another head is allowed,
     # another backbone is not

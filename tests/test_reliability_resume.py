@@ -38,6 +38,7 @@ import pytest
 import torch
 
 from cast_mmaction.datasets.synthetic import write_synthetic_video_dataset
+from cast_mmaction.safe_load import load_checkpoint
 
 from conftest import ROOT, TINY_CONFIG_HEAD
 ITERS = 6  # 3 epochs x 2 iterations
@@ -146,7 +147,7 @@ def _final(run):
     name = 'epoch_3.pth' if run['by_epoch'] else f'iter_{ITERS}.pth'
     path = osp.join(run['work'], name)
     assert osp.isfile(path), os.listdir(run['work'])
-    return torch.load(path, map_location='cpu', weights_only=False)
+    return load_checkpoint(path)
 
 
 def _assert_same_state(a, b):
@@ -235,8 +236,8 @@ def test_control_without_resume_state_does_not_reproduce(runs):
     losses, _ = _records(run['record'])
     ref_losses, _ = _records(ref['record'])
     assert max(losses) > ITERS - 1  # the interrupted epoch ran again
-    last = torch.load(osp.join(run['work'], f'iter_{max(losses) + 1}.pth'),
-                      map_location='cpu', weights_only=False)
+    last = load_checkpoint(osp.join(run['work'],
+                                    f'iter_{max(losses) + 1}.pth'))
     ref_sd = _final(ref)['state_dict']
     assert any(not torch.equal(v, ref_sd[k])
                for k, v in last['state_dict'].items())

@@ -12,7 +12,7 @@ from cast_mmaction.checkpoints import (CONVERTERS, CheckpointFitError,
                                        fit_report, load_fitted,
                                        load_official_cast, select_prefix,
                                        strip_prefixes)
-from cast_mmaction.compat import load_file
+from cast_mmaction.safe_load import load_checkpoint as load_file
 from cast_mmaction.parity import FAMILIES, Family, find_family
 from conftest import shared_fixture
 

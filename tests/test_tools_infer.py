@@ -9,6 +9,8 @@ import numpy as np
 import pytest
 import torch
 
+from cast_mmaction.safe_load import load_checkpoint
+
 from conftest import ROOT
 
 MEAN = [123.675, 116.28, 103.53]
@@ -224,7 +226,7 @@ def test_infer_single_video_label_map_override_and_mismatch(media, tmp_path,
 
 def test_infer_rejects_checkpoint_of_another_model(media, tmp_path, capsys):
     infer = load_tool('infer')
-    sd = torch.load(media['ckpt'], weights_only=False)['state_dict']
+    sd = load_checkpoint(media['ckpt'])['state_dict']
     partial = {k: v for k, v in sd.items() if not k.startswith('cls_head')}
     torch.save({'state_dict': partial, 'meta': {}}, tmp_path / 'p.pth')
     rc = infer.main([media['videos'][0], '--config', media['cfg'],
@@ -503,7 +505,7 @@ def test_extract_features_pt_keep_views_with_labels(media, tmp_path):
                    media['ckpt'], '--out-dir', str(out), '--format', 'pt',
                    '--keep-views', '--num-workers', '0'])
     assert rc == 0
-    data = torch.load(out / 'features.pt', weights_only=False)
+    data = load_checkpoint(out / 'features.pt')
     assert data['labels'] == [0, 1, 2]
     assert data['videos'] == media['videos'][:3]
     assert data['features']['spatial'].shape == (3, NUM_VIEWS, 32)

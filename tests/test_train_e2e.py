@@ -8,9 +8,9 @@ import subprocess
 import sys
 
 import pytest
-import torch
 
 from cast_mmaction.datasets.synthetic import write_synthetic_video_dataset
+from cast_mmaction.safe_load import load_checkpoint
 
 ROOT = osp.dirname(osp.dirname(osp.abspath(__file__)))
 
@@ -93,7 +93,7 @@ def test_training_writes_checkpoints(trained):
         last = f.read().strip()
     assert osp.basename(last) == 'epoch_2.pth' and osp.isfile(last)
     assert not osp.exists(osp.join(work, 'epoch_1.pth'))  # max_keep_ckpts
-    ckpt = torch.load(last, map_location='cpu', weights_only=False)
+    ckpt = load_checkpoint(last)
     assert ckpt['meta']['epoch'] == 2
     sd = ckpt['state_dict']
     assert any(k.startswith('backbone.links.clip_vmae.0.') for k in sd)

@@ -16,6 +16,7 @@ from cast_mmaction.engine.trainable_checkpoint import (KEY, fingerprint,
                                                        restore_frozen_experts)
 from cast_mmaction.models.presets import cast_recognizer_cfg
 from cast_mmaction.utils import build_model
+from cast_mmaction.safe_load import load_checkpoint
 from conftest import ROOT
 
 SIZE = dict(num_classes=4, embed_dim=32, depth=2, num_heads=2, num_frames=4,
@@ -90,7 +91,7 @@ def trained(tmp_path_factory):
 
 
 def _load(path):
-    return torch.load(path, map_location='cpu', weights_only=False)
+    return load_checkpoint(path)
 
 
 def test_checkpoint_holds_only_what_trains(trained):

@@ -43,6 +43,7 @@ sys.path.insert(0, osp.dirname(osp.dirname(osp.abspath(__file__))))
 
 import cast_mmaction  # noqa: E402,F401
 from cast_mmaction import inference as inf  # noqa: E402
+from cast_mmaction import safe_load  # noqa: E402
 
 
 # ----------------------------------------------------------------------------
@@ -346,10 +347,12 @@ def main(argv=None):
     ap.add_argument('--label-map', nargs='+')
     ap.add_argument('--device')
     ap.add_argument('--cfg-options', nargs='+', action=DictAction)
+    safe_load.add_trust_argument(ap, '--checkpoint')
     args = ap.parse_args(argv)
     from cast_mmaction.datasets.label_maps import LabelMapError
     try:
         cfg = inf.load_config(args.config, args.cfg_options)
+        safe_load.trust_inputs(cfg, args.checkpoint, args.trust_checkpoint)
         model = inf.init_model(cfg, args.checkpoint, args.device)
         names, _ = inf.label_names_for(model, args.label_map, cfg)
         pipeline = inf.build_test_pipeline(cfg, one_view=True)
@@ -357,7 +360,8 @@ def main(argv=None):
             raise inf.InferenceError(f'video {args.video} not found')
         packed = inf.run_pipeline(pipeline, inf.make_sample(args.video))
         res = compute_maps(model, packed, args.link, args.layer)
-    except (inf.InferenceError, inf.PipelineError, LabelMapError) as e:
+    except (inf.InferenceError, inf.PipelineError, LabelMapError,
+            safe_load.UntrustedCheckpointError) as e:
         print(f'error: {e}', file=sys.stderr)
         return 2
     bb = model.backbone

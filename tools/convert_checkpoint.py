@@ -24,13 +24,18 @@ from cast_mmaction.checkpoints import (CONVERTERS, check_fit,  # noqa: E402
                                        convert_state, detect_kind,
                                        fit_report)
 from cast_mmaction.checkpoints.common import read_state_dict  # noqa: E402
+from cast_mmaction import safe_load  # noqa: E402  (docs/security.md)
 
 
 def parse_args(argv=None):
     ap = argparse.ArgumentParser(description=__doc__,
                                  formatter_class=argparse.RawTextHelpFormatter)
     ap.add_argument('src', help='official checkpoint file')
-    ap.add_argument('dst', help='output file (.pth)')
+    ap.add_argument('dst', help='output file (.pth, or .safetensors: no '
+                    'pickle, recommended for sharing)')
+    ap.add_argument('--format', choices=('pth', 'safetensors'),
+                    help='output format (default: by the extension of dst)')
+    safe_load.add_trust_argument(ap, 'src')
     ap.add_argument('--config', help='config whose model the result must fit')
     ap.add_argument('--kind', choices=sorted(CONVERTERS),
                     help='checkpoint family (default: detected)')
@@ -41,7 +46,12 @@ def parse_args(argv=None):
 
 def main(argv=None):
     args = parse_args(argv)
-    state = read_state_dict(args.src, 'official checkpoint')
+    if args.trust_checkpoint:
+        safe_load.trust(args.src)
+    try:
+        state = read_state_dict(args.src, 'official checkpoint')
+    except safe_load.UntrustedCheckpointError as e:
+        sys.exit(f'UntrustedCheckpointError: {e}')
     kind = args.kind or detect_kind(state)
     conv = CONVERTERS[kind]
     out, unmapped = convert_state(kind, state)
@@ -52,6 +62,7 @@ def main(argv=None):
         from cast_mmaction.utils import build_model
         cfg = Config.fromfile(args.config)
         cfg.merge_from_dict(args.cfg_options)
+        safe_load.trust_config(cfg)  # removes model trust_checkpoint fields
         _clear_pretrained(cfg.model)
         model = build_model(cfg.model)
         out, notes = conv.adapt(out, model)
@@ -67,11 +78,17 @@ def main(argv=None):
         print(f'  fits the model of {args.config}: all '
               f'{len(fit.loadable)} keys')
     os.makedirs(os.path.dirname(os.path.abspath(args.dst)), exist_ok=True)
-    tmp = args.dst + '.tmp'
-    torch.save({'state_dict': out,
-                'meta': dict(converted_from=os.path.abspath(args.src),
-                             kind=kind, config=args.config)}, tmp)
-    os.replace(tmp, args.dst)
+    ckpt = {'state_dict': out,
+            'meta': dict(converted_from=os.path.abspath(args.src), kind=kind,
+                         config=args.config)}
+    fmt = args.format or ('safetensors' if args.dst.endswith('.safetensors')
+                          else 'pth')
+    if fmt == 'safetensors':
+        safe_load.save_safetensors(ckpt, args.dst)
+    else:
+        tmp = args.dst + '.tmp'
+        torch.save(ckpt, tmp)
+        os.replace(tmp, args.dst)
     print(f'wrote {args.dst}')
 
 

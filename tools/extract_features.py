@@ -42,6 +42,7 @@ sys.path.insert(0, osp.dirname(osp.dirname(osp.abspath(__file__))))
 
 import cast_mmaction  # noqa: E402,F401
 from cast_mmaction import inference as inf  # noqa: E402
+from cast_mmaction import safe_load  # noqa: E402
 
 
 def parse_args(argv=None):
@@ -64,6 +65,7 @@ def parse_args(argv=None):
     ap.add_argument('--num-workers', type=int,
                     default=min(4, os.cpu_count() or 1))
     ap.add_argument('--cfg-options', nargs='+', action=DictAction)
+    safe_load.add_trust_argument(ap, '--checkpoint')
     return ap.parse_args(argv)
 
 
@@ -73,9 +75,10 @@ def main(argv=None):
     try:
         items = inf.collect_inputs(args.input, args.data_root)
         cfg = inf.load_config(args.config, args.cfg_options)
+        safe_load.trust_inputs(cfg, args.checkpoint, args.trust_checkpoint)
         model = inf.init_model(cfg, args.checkpoint, args.device)
         pipeline = inf.build_test_pipeline(cfg, one_view=args.one_view)
-    except inf.InferenceError as e:
+    except (inf.InferenceError, safe_load.UntrustedCheckpointError) as e:
         print(f'error: {e}', file=sys.stderr)
         return 2
     streams = inf.stream_info(model)

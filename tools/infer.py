@@ -33,6 +33,7 @@ sys.path.insert(0, osp.dirname(osp.dirname(osp.abspath(__file__))))
 
 import cast_mmaction  # noqa: E402,F401
 from cast_mmaction import inference as inf  # noqa: E402
+from cast_mmaction import safe_load  # noqa: E402
 from cast_mmaction.datasets.label_maps import LabelMapError  # noqa: E402
 
 
@@ -66,6 +67,7 @@ def parse_args(argv=None):
                     help='no per-video lines (progress bar and summary only)')
     ap.add_argument('--cfg-options', nargs='+', action=DictAction,
                     help='override config settings, key=value')
+    safe_load.add_trust_argument(ap, '--checkpoint')
     args = ap.parse_args(argv)
     if args.topk < 1:
         ap.error('--topk must be >= 1')
@@ -142,10 +144,12 @@ def main(argv=None):
     try:
         items = inf.collect_inputs(args.input, args.data_root)
         cfg = inf.load_config(args.config, args.cfg_options)
+        safe_load.trust_inputs(cfg, args.checkpoint, args.trust_checkpoint)
         model = inf.init_model(cfg, args.checkpoint, args.device)
         names, names_from = inf.label_names_for(model, args.label_map, cfg)
         pipeline = inf.build_test_pipeline(cfg, one_view=args.one_view)
-    except (inf.InferenceError, LabelMapError) as e:
+    except (inf.InferenceError, LabelMapError,
+            safe_load.UntrustedCheckpointError) as e:
         print(f'error: {e}', file=sys.stderr)
         return 2
     device = next(model.parameters()).device

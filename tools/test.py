@@ -29,6 +29,8 @@ from cast_mmaction.engine.checks import (  # noqa: E402
 from cast_mmaction.engine.reliability import apply_reliability  # noqa: E402
 from cast_mmaction.engine.runner_utils import (  # noqa: E402
     add_runner_args, apply_runner_args, build_runner)
+from cast_mmaction.safe_load import (  # noqa: E402  (docs/security.md)
+    UntrustedCheckpointError, add_trust_argument, trust_config)
 
 
 def parse_args(argv=None):
@@ -45,6 +47,7 @@ def parse_args(argv=None):
                    'it (raise, the default) or is scored as a wrong '
                    'prediction and counted as <metric>/bad_samples (flag)')
     add_runner_args(p, 'test_dataloader.batch_size=2', 'dist_test.sh')
+    add_trust_argument(p, 'CHECKPOINT')
     args = p.parse_args(argv)
     os.environ.setdefault('LOCAL_RANK', str(args.local_rank))
     return args
@@ -65,6 +68,9 @@ def merge_args(cfg, args):
             cfg.test_evaluator = [evaluators, dump]
     if args.cfg_options:
         cfg.merge_from_dict(args.cfg_options)
+    if args.trust_checkpoint:  # security: CHECKPOINT may need any object
+        cfg.trust_checkpoint = True
+    trust_config(cfg)
     return cfg
 
 
@@ -94,7 +100,10 @@ def main(argv=None):
     # a checkpoint that does not fit the model stops here (reliability.md)
     apply_reliability(cfg, 'test', test_bad_samples=args.bad_samples)
     runner = build_runner(cfg)
-    metrics = runner.test()
+    try:
+        metrics = runner.test()
+    except UntrustedCheckpointError as e:  # names the type and the flag
+        sys.exit(f'UntrustedCheckpointError: {e}')
     metrics = {k: float(v) if hasattr(v, '__float__') else v
                for k, v in (metrics or {}).items()}
     from mmengine.dist import is_main_process

@@ -28,6 +28,8 @@ from cast_mmaction.engine.checks import (  # noqa: E402
 from cast_mmaction.engine.reliability import apply_reliability  # noqa: E402
 from cast_mmaction.engine.runner_utils import (  # noqa: E402
     add_runner_args, apply_runner_args, build_runner)
+from cast_mmaction.safe_load import (  # noqa: E402  (docs/security.md)
+    UntrustedCheckpointError, add_trust_argument, trust_config)
 
 
 def parse_args(argv=None):
@@ -52,6 +54,7 @@ def parse_args(argv=None):
     p.add_argument('--deterministic', action='store_true',
                    help='deterministic CUDNN settings')
     add_runner_args(p, 'train_dataloader.batch_size=4', 'dist_train.sh')
+    add_trust_argument(p, 'the --resume / load_from checkpoint')
     args = p.parse_args(argv)
     os.environ.setdefault('LOCAL_RANK', str(args.local_rank))
     return args
@@ -87,6 +90,9 @@ def merge_args(cfg, args):
         cfg.randomness = randomness
     if args.cfg_options:
         cfg.merge_from_dict(args.cfg_options)
+    if args.trust_checkpoint:  # security: load_from / resume file
+        cfg.trust_checkpoint = True
+    trust_config(cfg)
     return cfg
 
 
@@ -103,7 +109,10 @@ def main(argv=None):
     # skipped, annotations / widths / checkpoints checked (docs/reliability.md)
     apply_reliability(cfg, 'train')
     runner = build_runner(cfg)
-    runner.train()
+    try:
+        runner.train()
+    except UntrustedCheckpointError as e:  # names the type and the flag
+        sys.exit(f'UntrustedCheckpointError: {e}')
     return runner
 
 

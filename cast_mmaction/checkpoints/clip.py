@@ -10,9 +10,6 @@ Accepted sources:
 """
 import math
 import os
-import warnings
-
-import torch
 
 from ..models.layers import resize_grid_embed
 from .common import read_state_dict, unwrap
@@ -54,14 +51,8 @@ def _read_file(path, what):
     if not os.path.isfile(path):
         raise FileNotFoundError(f'{what}: file not found: {path} (set '
                                 f'model.backbone.experts.clip.pretrained)')
-    if not path.endswith('.safetensors'):
-        try:  # OpenAI releases TorchScript archives
-            with warnings.catch_warnings():
-                warnings.simplefilter('ignore', FutureWarning)
-                jit = torch.jit.load(path, map_location='cpu')
-            return dict(jit.state_dict())
-        except RuntimeError:  # not TorchScript: a plain state dict file
-            pass
+    # OpenAI's TorchScript archives too: read_state_dict takes their tensors
+    # without running their code (safe_load.read_torchscript_state)
     return read_state_dict(path, what)
 
 

@@ -6,7 +6,7 @@ import os
 
 import torch
 
-from ..compat import load_file
+from ..safe_load import UntrustedCheckpointError, load_checkpoint  # security
 
 WRAPPER_KEYS = ('module', 'model', 'state_dict', 'model_state')
 
@@ -24,8 +24,10 @@ def read_state_dict(path, what):
         from safetensors.torch import load_file as load_st
         obj = load_st(path)
     else:
-        try:
-            obj = load_file(path)
+        try:  # weights_only + allow-list, TorchScript read without running
+            obj = load_checkpoint(path, what=what)
+        except UntrustedCheckpointError:  # names the type and the trust flag
+            raise
         except Exception as e:  # noqa: BLE001 - re-raised with context
             raise ValueError(f'{what}: cannot read {path} as a PyTorch '
                              f'checkpoint ({type(e).__name__}: {e})') from e

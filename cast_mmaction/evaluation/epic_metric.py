@@ -122,11 +122,12 @@ def load_scores(path):
     """
     if not osp.isfile(path):
         raise FileNotFoundError(f'score file {path} not found')
+    # opened without running code a file may carry (docs/security.md)
+    from ..safe_load import load_checkpoint, load_pickle
     if path.endswith('.pt'):
-        data = torch.load(path, map_location='cpu', weights_only=False)
+        data = load_checkpoint(path, what='score file')
     else:
-        with open(path, 'rb') as f:
-            data = pickle.load(f)
+        data = load_pickle(path, what='score file')
     if isinstance(data, (list, tuple)):
         try:
             ids = [str(d['narration_id']) for d in data]

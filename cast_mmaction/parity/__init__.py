@@ -21,7 +21,7 @@ from typing import Callable, Optional, Tuple
 
 import torch
 
-from ..compat import load_file
+from ..safe_load import load_checkpoint  # weights_only + allow-list
 from .av import av_sizes_from_meta, build_ca2st, build_cava
 from .cast import build_cast, cast_sizes_from_meta
 from .msca import build_frame_vit, frame_vit_sizes_from_meta
@@ -117,8 +117,8 @@ def check_dump(dump_dir, rtol_scale=1e-4, model_cfg=None, config=None):
         return fam.check(dump_dir, rtol_scale, config=config)
     kwargs = {'model_cfg': model_cfg} if model_cfg is not None else {}
     run = fam.build(meta, dump_dir, **kwargs)
-    inputs = _to_float(load_file(os.path.join(dump_dir, 'input.pt')))
-    expected = load_file(os.path.join(dump_dir, 'expected.pt'))
+    inputs = _to_float(load_checkpoint(os.path.join(dump_dir, 'input.pt')))
+    expected = load_checkpoint(os.path.join(dump_dir, 'expected.pt'))
     with torch.set_grad_enabled(fam.grad):
         got = run(inputs)
     return compare(got, expected, rtol_scale)

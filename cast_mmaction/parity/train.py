@@ -36,7 +36,7 @@ import warnings
 
 import torch
 
-from ..compat import load_file
+from ..safe_load import load_checkpoint  # weights_only + allow-list
 
 _REPO = os.path.dirname(os.path.dirname(os.path.dirname(
     os.path.abspath(__file__))))
@@ -222,8 +222,8 @@ def check_train_dump(dump_dir, tol=1e-4, config=None):
     _, cfg = _recipe(meta, config)
     torch.manual_seed(0)
     model = build_train_model(meta, dump_dir, cfg)
-    inputs = load_file(os.path.join(dump_dir, 'input.pt'))
-    expected = load_file(os.path.join(dump_dir, 'expected.pt'))
+    inputs = load_checkpoint(os.path.join(dump_dir, 'input.pt'))
+    expected = load_checkpoint(os.path.join(dump_dir, 'expected.pt'))
     rows = []
 
     # trainable set
