@@ -113,8 +113,8 @@ class RobustDataset:
             (``apply_reliability`` passes the model head's).
         sample_timeout (float): seconds one sample may take to load before
             it is interrupted and handled as a bad sample (0: no limit);
-            a load stuck in C code past twice the limit ends the process
-            with a stack dump naming the file (see
+            a load stuck in C code past twice the limit (at least 30 s
+            more) ends the process with a stack dump naming the file (see
             :mod:`~cast_mmaction.datasets.sample_timeout`).
     """
 

@@ -29,7 +29,7 @@ soft limit ``seconds``
     ``get_batch`` spinning in C++, see dmlc/decord#373 and #375, some of
     which even hold the GIL); a call that returns late raises the error
     when it returns.
-hard limit ``hard_seconds`` (default ``2 * seconds``)
+hard limit ``hard_seconds`` (default ``max(2 * seconds, seconds + 30)``)
     for the C calls that never return: :mod:`faulthandler`'s C watchdog
     thread (it needs no GIL) prints the stack of every thread -- the
     loading frame is shown as ``File "<sample: PATH>" ... in load`` -- and
@@ -61,7 +61,7 @@ import time
 import types
 
 __all__ = ['SampleTimeoutError', 'call_with_time_limit', 'check_time_limit',
-           'REPEAT']
+           'default_hard_limit', 'REPEAT']
 
 #: seconds between repeated interruptions once the soft limit has passed
 REPEAT = 1.0
@@ -191,19 +191,25 @@ class _ThreadTimer:
             ctypes.c_ulong(self.target), ctypes.py_object())
 
 
+def default_hard_limit(seconds):
+    """The hard limit of a soft limit of ``seconds``."""
+    return max(2.0 * seconds, seconds + 30.0)
+
+
 def call_with_time_limit(fn, *args, seconds, hard_seconds=None,
                          label='sample',
                          setting='RobustDataset.sample_timeout', **kwargs):
     """``fn(*args, **kwargs)`` under a soft limit of ``seconds``
     (:class:`SampleTimeoutError`) and a hard one of ``hard_seconds``
-    (default ``2 * seconds``; process exit with a stack dump): see the
+    (default ``max(2 * seconds, seconds + 30)``; process exit with a stack
+    dump; 0: none): see the
     module's documentation. ``label`` names the sample in messages,
     ``setting`` the option that sets the limit."""
     seconds = check_time_limit(seconds, 'the sample time limit')
     if not seconds or getattr(_local, 'scope', None) is not None:
         return fn(*args, **kwargs)
     hard = check_time_limit(hard_seconds, 'the hard sample time limit') \
-        if hard_seconds is not None else 2 * seconds
+        if hard_seconds is not None else default_hard_limit(seconds)
     if hard and hard < seconds:
         raise ValueError(f'the hard sample time limit ({hard} s) must not be '
                          f'shorter than the soft one ({seconds} s)')
