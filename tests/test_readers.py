@@ -77,6 +77,10 @@ def bounded(seconds=BOUND):
 
 @pytest.fixture(scope='module')
 def media(tmp_path_factory):
+    import av
+    if 'libx264' not in av.codecs_available:
+        pytest.skip('this PyAV build has no libx264 encoder to write H.264 '
+                    'test files with a given key-frame interval')
     root = tmp_path_factory.mktemp('readers')
     videos = {}
     for g in GOPS:
@@ -200,7 +204,7 @@ def test_pyav_still_seeks_forward_over_long_gaps(media):
     try:
         _timed_get(reader, [10, 300], 'g=12 gap')
         assert reader.seeks == 2
-        assert len(decoded) < 40, decoded
+        assert len(decoded) <= 2 * 12, decoded  # at most a GOP per seek
     finally:
         reader.close()
 
