@@ -282,6 +282,49 @@ def test_interrupted_decoders_leak_no_files_or_threads(long_video, load):
     assert _os_threads() <= threads
 
 
+class _InterruptedDecodes(torch.utils.data.Dataset):
+    """In a DataLoader worker: item 0 and 6 report the worker's open files
+    and OS threads; items 1-5 are PyAV / decord loads interrupted by the
+    limit."""
+
+    def __init__(self, path):
+        self.path = path
+
+    def __len__(self):
+        return 7
+
+    def __getitem__(self, i):
+        if i in (0, 6):
+            gc.collect()
+            time.sleep(0.2)  # decoder threads end a moment after their close
+            return dict(pid=os.getpid(), fds=_fds(), threads=_os_threads())
+        load = (_pyav_forever, _pyav_forever_unclosed, _decord_forever)[i % 3]
+        try:
+            call_with_time_limit(load, self.path, seconds=0.5)
+        except SampleTimeoutError as e:
+            return dict(pid=os.getpid(), error=str(e), opened=OPEN[-1])
+        return dict(pid=os.getpid(), error=None)
+
+
+@pytest.mark.skipif(not osp.isdir('/proc/self/fd'), reason='needs /proc')
+def test_no_leaks_in_a_dataloader_worker(long_video):
+    # two passes through one persistent worker: after the first, the
+    # worker's lazily created pools exist, so the second pass's item 0 is
+    # the baseline for everything that follows
+    loader = torch.utils.data.DataLoader(
+        _InterruptedDecodes(long_video), batch_size=None, num_workers=1,
+        persistent_workers=True)
+    with watchdog(120):
+        first = list(loader)
+        second = list(loader)
+    assert len({r['pid'] for r in first + second}) == 1  # one worker
+    for r in first[1:6] + second[1:6]:
+        assert r['error'] and 'interrupted after' in r['error']
+        assert r['opened'][0] > second[0]['fds']  # a file was open
+    assert second[6]['fds'] == second[0]['fds'] == first[6]['fds']
+    assert second[6]['threads'] <= second[0]['threads']
+
+
 # ---------------------------------------------------------------------------
 # RobustDataset: a deliberately hanging transform
 # ---------------------------------------------------------------------------
