@@ -32,7 +32,7 @@ soft limit ``seconds``
 hard limit ``hard_seconds`` (default ``max(2 * seconds, seconds + 30)``)
     for the C calls that never return: :mod:`faulthandler`'s C watchdog
     thread (it needs no GIL) prints the stack of every thread -- the
-    loading frame is shown as ``File "<sample: PATH>" ... in load`` -- and
+    loading frame is shown as ``File "<sample N: PATH>" ... in load`` -- and
     ends the process with status 1. In a DataLoader worker the main process
     then stops with ``DataLoader worker (pid ...) exited unexpectedly``; a
     DDP rank that exits makes ``torchrun`` stop the others. The run fails
@@ -75,6 +75,8 @@ _local = threading.local()
 
 
 def check_time_limit(seconds, what):
+    """``seconds`` as a float >= 0 (``None``: 0, no limit); a clear
+    ``ValueError`` naming ``what`` otherwise."""
     if seconds is None:
         return 0.0
     try:
