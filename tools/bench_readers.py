@@ -16,6 +16,7 @@ decoded and closed as ``EpicVideoInit`` + ``EpicDecode`` do. Every decoded
 frame is checked against its bar code. The same segments (``--seed``) are
 used for both readers, which run alternately for ``--rounds`` rounds; the
 table gives the median clips/s over the rounds (min-max) of one process,
+the part of a clip's time spent opening the file,
 and the median CPU seconds per clip (all threads of the process: PyAV
 decodes with FFmpeg's frame threads, decord with ``num_threads=1``), which
 is what counts when DataLoader workers keep every core busy.
@@ -214,18 +215,21 @@ def clip_indices(rng, num_frames, segment, num_segments=16):
 
 
 def time_reader(backend, path, clips, check=True):
-    """(wall seconds, CPU seconds of the process, all threads) of each
-    clip of ``clips`` (open, decode, close)."""
+    """(wall seconds, CPU seconds of the process (all threads), of which
+    opening the file: wall, CPU) of each clip of ``clips`` (open, decode,
+    close)."""
     from cast_mmaction.datasets.transforms.epic import _READERS
     times = []
     for inds in clips:
         t, c = time.perf_counter(), time.process_time()
         reader = _READERS[backend](path)
+        opened = (time.perf_counter() - t, time.process_time() - c)
         try:
             frames = reader.get_frames(inds)
         finally:
             reader.close()
-        times.append((time.perf_counter() - t, time.process_time() - c))
+        times.append((time.perf_counter() - t, time.process_time() - c) +
+                     opened)
         if check:
             got = [frame_index(f) for f in frames]
             if got != [int(i) for i in inds]:
@@ -303,21 +307,29 @@ def main(argv=None):
                  for _ in range(args.clips)]
         per = {b: [] for b in args.readers}
         cpu = {b: [] for b in args.readers}
+        opening = {b: [] for b in args.readers}
         for _ in range(args.rounds):
             for b in args.readers:
                 times = time_reader(b, path, clips, check=g is not None)
-                per[b].append(len(times) / sum(w for w, _ in times))
-                cpu[b].append(sum(c for _, c in times) / len(times))
+                per[b].append(len(times) / sum(t[0] for t in times))
+                cpu[b].append(sum(t[1] for t in times) / len(times))
+                opening[b].append((sum(t[2] for t in times) / len(times),
+                                   sum(t[3] for t in times) / len(times)))
         for b in args.readers:
             rates = per[b]
             row = dict(file=osp.basename(path), gop=g, reader=b,
                        clips_per_s=statistics.median(rates),
                        min=min(rates), max=max(rates),
-                       cpu_s_per_clip=statistics.median(cpu[b]))
+                       cpu_s_per_clip=statistics.median(cpu[b]),
+                       open_s=statistics.median(o[0] for o in opening[b]),
+                       open_cpu_s=statistics.median(o[1]
+                                                    for o in opening[b]))
             results.append(row)
             print(f'{row["file"]:<44} {b:<7} {row["clips_per_s"]:7.2f} '
                   f'clips/s ({row["min"]:.2f}-{row["max"]:.2f}), '
-                  f'{row["cpu_s_per_clip"]:.3f} CPU s/clip', flush=True)
+                  f'{row["cpu_s_per_clip"]:.3f} CPU s/clip; opening the '
+                  f'file {row["open_s"]:.3f} s ({row["open_cpu_s"]:.3f} '
+                  f'CPU s)', flush=True)
     if args.json:
         with open(args.json, 'w') as f:
             json.dump(dict(cpu=_cpu(), args=vars(args), results=results), f,
