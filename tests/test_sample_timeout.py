@@ -201,6 +201,36 @@ def test_a_c_call_that_never_returns_ends_the_process_naming_the_file(
     assert default_hard_limit(120) == 240 and default_hard_limit(2) == 32
 
 
+def _stuck_in_c():
+    import ctypes
+    libc = ctypes.PyDLL(None)
+    mutex = ctypes.create_string_buffer(64)
+    libc.pthread_mutex_lock(mutex)
+    libc.pthread_mutex_lock(mutex)
+
+
+class _StuckItem(torch.utils.data.Dataset):
+
+    def __len__(self):
+        return 1
+
+    def __getitem__(self, i):
+        return call_with_time_limit(_stuck_in_c, seconds=1, hard_seconds=3,
+                                    label='sample 0: /data/stuck_in_worker.mp4')
+
+
+def test_a_worker_stuck_in_c_stops_the_loader_instead_of_hanging(capfd):
+    loader = torch.utils.data.DataLoader(_StuckItem(), batch_size=None,
+                                         num_workers=1)
+    t = time.monotonic()
+    with watchdog(120), pytest.raises(RuntimeError,
+                                      match='exited unexpectedly'):
+        list(loader)
+    assert time.monotonic() - t < 3 + 30
+    err = capfd.readouterr().err
+    assert 'File "<sample 0: /data/stuck_in_worker.mp4>"' in err
+
+
 # ---------------------------------------------------------------------------
 # resources
 # ---------------------------------------------------------------------------
