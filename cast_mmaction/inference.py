@@ -36,6 +36,8 @@ import torch.nn.functional as F
 from .checkpoints.state_dict import check_fit, fit_report, strip_prefixes
 from .datasets.label_maps import LabelMapError, check_num_classes, \
     load_label_maps
+from .datasets.sample_timeout import SampleTimeoutError, \
+    call_with_time_limit, check_time_limit
 
 VIDEO_EXTS = ('.mp4', '.avi', '.mkv', '.webm', '.mov', '.m4v', '.mpg',
               '.mpeg', '.flv', '.wmv', '.3gp', '.ts', '.mts', '.ogv')
@@ -271,11 +273,15 @@ def run_pipeline(pipeline, sample):
 
 
 class _VideoItems(torch.utils.data.Dataset):
-    """Runs the test pipeline on each video; a failure becomes an error
-    record instead of an exception (the run goes on)."""
+    """Runs the test pipeline on each video; a failure, or a video that
+    takes longer than ``sample_timeout`` seconds (see
+    :mod:`~cast_mmaction.datasets.sample_timeout`), becomes an error record
+    instead of an exception (the run goes on)."""
 
-    def __init__(self, items, pipeline):
+    def __init__(self, items, pipeline, sample_timeout=120):
         self.items, self.pipeline = items, pipeline
+        self.sample_timeout = check_time_limit(sample_timeout,
+                                               'sample_timeout')
 
     def __len__(self):
         return len(self.items)
@@ -283,9 +289,13 @@ class _VideoItems(torch.utils.data.Dataset):
     def __getitem__(self, i):
         item = self.items[i]
         try:
-            packed = run_pipeline(self.pipeline, make_sample(item['video']))
+            packed = call_with_time_limit(
+                run_pipeline, self.pipeline, make_sample(item['video']),
+                seconds=self.sample_timeout, label=f'video {item["video"]}',
+                setting='iter_videos(sample_timeout=...)')
             return dict(item=item, packed=packed, error=None)
-        except PipelineError as e:  # reported, the run continues
+        except (PipelineError, SampleTimeoutError) as e:  # reported, the
+            # run continues
             return dict(item=item, packed=None, error=str(e))
 
 
@@ -293,12 +303,15 @@ def _first(batch):
     return batch
 
 
-def iter_videos(items, pipeline, batch_size=1, num_workers=0):
+def iter_videos(items, pipeline, batch_size=1, num_workers=0,
+                sample_timeout=120):
     """Yield lists of ``dict(item, packed, error)`` of up to ``batch_size``
-    videos, decoded by ``num_workers`` DataLoader workers."""
+    videos, decoded by ``num_workers`` DataLoader workers; a video whose
+    decoding takes longer than ``sample_timeout`` seconds (0: no limit) gets
+    an error record."""
     loader = torch.utils.data.DataLoader(
-        _VideoItems(items, pipeline), batch_size=batch_size, shuffle=False,
-        num_workers=num_workers, collate_fn=_first,
+        _VideoItems(items, pipeline, sample_timeout), batch_size=batch_size,
+        shuffle=False, num_workers=num_workers, collate_fn=_first,
         persistent_workers=False)
     yield from loader
 

@@ -44,6 +44,7 @@ import torch
 from mmengine.dataset import DefaultSampler
 
 from mmaction.registry import DATA_SAMPLERS, DATASETS
+from .sample_timeout import check_time_limit, call_with_time_limit
 
 __all__ = ['RobustDataset', 'ReproducibleSampler', 'BadSampleError',
            'sample_rng_scope']
@@ -110,6 +111,11 @@ class RobustDataset:
             duplicates, paths outside the data root) when built.
         num_classes (int, optional): bound of the labels for that check
             (``apply_reliability`` passes the model head's).
+        sample_timeout (float): seconds one sample may take to load before
+            it is interrupted and handled as a bad sample (0: no limit);
+            a load stuck in C code past twice the limit (at least 30 s
+            more) ends the process with a stack dump naming the file (see
+            :mod:`~cast_mmaction.datasets.sample_timeout`).
     """
 
     #: the sampler may pass ``(index, epoch, seed)`` keys
@@ -117,7 +123,8 @@ class RobustDataset:
 
     def __init__(self, dataset, bad_sample=None, max_retries=10, seed=0,
                  reseed=True, check_annotations=True, num_classes=None,
-                 num_classes_field='model.cls_head.num_classes'):
+                 num_classes_field='model.cls_head.num_classes',
+                 sample_timeout=120):
         if isinstance(dataset, dict):
             dataset = DATASETS.build(dataset)
         self.dataset = dataset
@@ -137,6 +144,8 @@ class RobustDataset:
         self.check_annotations = check_annotations
         self.num_classes = num_classes
         self.num_classes_field = num_classes_field
+        self.sample_timeout = check_time_limit(
+            sample_timeout, 'RobustDataset.sample_timeout')
         self._checked = False
         if getattr(dataset, '_fully_initialized', True):
             self._check()
@@ -199,6 +208,17 @@ class RobustDataset:
         return main
 
     def _load(self, idx):
+        ds = self.dataset
+        if not getattr(ds, '_fully_initialized', True):
+            ds.full_init()  # not part of the sample's time
+        if not self.sample_timeout:
+            return self._load_now(idx)
+        return call_with_time_limit(self._load_now, idx,
+                                    seconds=self.sample_timeout,
+                                    label=f'sample {idx}: '
+                                    f'{self.describe(idx)}')
+
+    def _load_now(self, idx):
         ds = self.dataset
         if hasattr(ds, 'prepare_data'):
             if not getattr(ds, '_fully_initialized', True):

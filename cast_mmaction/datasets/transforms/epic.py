@@ -38,9 +38,17 @@ from ..epic_kitchens import EpicSegmentError, resolve_segment
 # --------------------------------------------------------------------------
 # video readers: random access to a few frames of a long file
 # --------------------------------------------------------------------------
+def _past_the_end(path, missing, last_index):
+    print_log(f'{path}: frames {missing[:5]} lie past the last decodable '
+              f'frame {last_index}; using that frame', logger='current',
+              level=30)
+
+
 class DecordVideoReader:
     """decord: ``get_batch`` seeks to the nearest key frame before each
-    requested frame and decodes from there."""
+    requested frame and decodes from there (in C++; see
+    ``docs/video_readers.md`` for what the per-sample time limit can and
+    cannot interrupt there)."""
 
     def __init__(self, path, num_threads=1):
         try:
@@ -56,8 +64,18 @@ class DecordVideoReader:
         self.fps = float(self._vr.get_avg_fps())
 
     def get_frames(self, indices):
-        """(N, H, W, 3) uint8 RGB for sorted unique ``indices``."""
-        return self._vr.get_batch(list(map(int, indices))).asnumpy()
+        """(N, H, W, 3) uint8 RGB for ``indices`` (in their order);
+        indices past the end of the file give its last frame (with a
+        warning), as :class:`PyAVVideoReader` does."""
+        wanted = [int(i) for i in indices]
+        if any(i < 0 for i in wanted):
+            raise ValueError(f'{self.path}: negative frame index in '
+                             f'{wanted[:5]}')
+        last = self.num_frames - 1
+        missing = [i for i in wanted if i > last]
+        if missing:
+            _past_the_end(self.path, missing, last)
+        return self._vr.get_batch([min(i, last) for i in wanted]).asnumpy()
 
     def close(self):
         self._vr = None
@@ -65,12 +83,27 @@ class DecordVideoReader:
 
 class PyAVVideoReader:
     """PyAV: seeks to the key frame before a wanted frame and decodes
-    forward, re-seeking only when the next wanted frame is far ahead."""
+    forward to it, however far that key frame is.
+
+    Wanted frames are visited in ascending order. Each one costs at most
+    one seek: the reader seeks when it has nothing decoded yet, when the
+    frame lies behind the decoder (unsorted input) or, as an optimisation,
+    when it lies more than ``seek_gap`` frames ahead of the last decoded
+    frame (a key frame in between saves decoding the gap). After a seek it
+    decodes forward until it reaches that frame or the end of the stream,
+    never seeking again for the same frame, so every call ends after at
+    most ``len(indices)`` seeks and a bounded number of decoded frames.
+    (Before issue 18 a frame more than ``seek_gap`` frames after its key
+    frame made the reader seek back to that key frame forever.)
+    """
 
     def __init__(self, path, seek_gap=60):
         import av
+        if seek_gap < 1:
+            raise ValueError(f'PyAVVideoReader.seek_gap must be >= 1, got '
+                             f'{seek_gap}')
         self.path = path
-        self.seek_gap = seek_gap
+        self.seek_gap = int(seek_gap)
         self._container = av.open(path)
         stream = self._container.streams.video[0]
         stream.thread_type = 'AUTO'
@@ -89,52 +122,62 @@ class PyAVVideoReader:
                 secs = (self._container.duration or 0) / 1e6
             n = int(round(secs * self.fps))
         self.num_frames = int(n)
+        self.seeks = 0  # seeks made so far (tests, benchmarks)
 
     def _index(self, frame):
         return int(round((frame.pts - self._t0) * self._tb * self.fps))
 
     def _seek(self, index):
+        """Iterator of the decoded frames from the key frame at or before
+        frame ``index``."""
+        self.seeks += 1
         pts = int(index / self.fps / self._tb) + self._t0
         self._container.seek(max(pts, self._t0), stream=self._stream,
                              backward=True, any_frame=False)
         return self._container.decode(self._stream)
 
     def get_frames(self, indices):
+        """(N, H, W, 3) uint8 RGB for ``indices`` (any order, repeats
+        allowed). Indices past the last decodable frame give that frame,
+        with a warning."""
         wanted = [int(i) for i in indices]
+        if any(i < 0 for i in wanted):
+            raise ValueError(f'{self.path}: negative frame index in '
+                             f'{wanted[:5]}')
+        todo = sorted(set(wanted))
         out = {}
-        frames = None
+        frames = None  # decoded-frame iterator since the last seek
         pos = None  # index of the last decoded frame
-        last = None
-        k = 0
-        while k < len(wanted):
-            target = wanted[k]
+        last = None  # the last decoded frame
+        k = 0  # todo[:k] are done
+        while k < len(todo):
+            target = todo[k]
             if frames is None or pos is None or target < pos or \
                     target - pos > self.seek_gap:
-                frames = self._seek(target)
-                pos = None
-            frame = next(frames, None)
-            if frame is None:  # end of stream
+                frames, pos = self._seek(target), None
+            # decode forward to ``target``: every step consumes a frame of
+            # a finite stream, no step seeks
+            for frame in frames:
+                if frame.pts is None:
+                    continue
+                pos, last = self._index(frame), frame
+                if pos >= target:
+                    break
+            else:  # end of the stream before ``target``: so are the rest
                 break
-            if frame.pts is None:
-                continue
-            pos = self._index(frame)
-            last = frame
-            if k < len(wanted) and wanted[k] <= pos:
-                # the exact frame (or, should the container's time stamps
-                # skip an index, the first frame after it)
-                img = frame.to_ndarray(format='rgb24')
-                while k < len(wanted) and wanted[k] <= pos:
-                    out[wanted[k]] = img
-                    k += 1
-        if len(out) < len(wanted):
+            # the exact frame (or, should the time stamps skip an index, the
+            # first one after it) for every wanted index up to ``pos``
+            img = last.to_ndarray(format='rgb24')
+            while k < len(todo) and todo[k] <= pos:
+                out[todo[k]] = img
+                k += 1
+        if k < len(todo):
             if last is None:
-                raise EpicSegmentError(f'{self.path}: PyAV decoded no frames')
-            missing = [i for i in wanted if i not in out]
-            print_log(f'{self.path}: frames {missing[:5]} lie past the last '
-                      f'decodable frame {pos}; using that frame',
-                      logger='current', level=30)
+                raise EpicSegmentError(f'{self.path}: PyAV decoded no frames '
+                                       f'at or before frame {todo[k]}')
+            _past_the_end(self.path, todo[k:], pos)
             fill = last.to_ndarray(format='rgb24')
-            for i in missing:
+            for i in todo[k:]:
                 out[i] = fill
         return np.stack([out[i] for i in wanted])
 
