@@ -719,12 +719,7 @@ def _demo_cfg(config, info, work_dir):
     cfg = Config.fromfile(osp.join(ROOT, 'configs', config + '.py'))
     bb = cfg.model.backbone
     for e in bb.experts.values():
-        for k in ('width', 'embed_dim'):
-            if k in e:
-                e[k] = 32
-        for k in ('heads', 'num_heads'):
-            if k in e:
-                e[k] = 2
+        e.update(embed_dim=32, num_heads=2)
         if 'input_tdim' in e:
             e['input_tdim'] = 60
     cfg.model.cls_head.in_channels = 32

@@ -29,7 +29,7 @@ model = dict(
         num_frames=4,
         img_size=32,
         experts=dict(
-            clip=dict(type='CLIPViTExpert', width=32, layers=1, heads=2,
+            clip=dict(type='CLIPViTExpert', embed_dim=32, depth=1, num_heads=2,
                       patch_size=16),
             vmae=dict(type='VideoMAEExpert', embed_dim=32, depth=1,
                       num_heads=2, patch_size=16, tubelet_size=2)),

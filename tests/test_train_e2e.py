@@ -21,7 +21,7 @@ model = dict(
     backbone=dict(
         num_frames=4, img_size=32,
         experts=dict(
-            clip=dict(width=32, layers=1, heads=2, frozen=True),
+            clip=dict(embed_dim=32, depth=1, num_heads=2, frozen=True),
             vmae=dict(embed_dim=32, depth=1, num_heads=2, frozen=True))),
     cls_head=dict(in_channels=32, init_std=0.02))
 pipe_train = [
