@@ -295,3 +295,24 @@ def test_activation_checkpointing_matches(monkeypatch, with_cp, layers):
     with torch.no_grad():
         bb_cp.eval()(x)
     assert checkpointed == []
+
+
+def test_window_tables_are_described_for_converters():
+    """``position_table_layout``: every learned window table with the expert
+    whose grid it spans and the axis, from the policy table (what a
+    checkpoint converter needs to resize it)."""
+    from cast_mmaction.models.fusion import position_table_layout
+    bb = tiny_backbone()
+    layout = position_table_layout(bb)
+    tables = {k for k in bb.state_dict() if k.rsplit('.', 1)[-1] in (
+        'q_pos', 'kv_pos', 'q_pos_t', 'kv_pos_t')}
+    assert set(layout) == tables and len(tables) == 2 * 4
+    # T2S: clip queries over time; S2T: vmae queries over the patches
+    assert layout['links.clip_vmae.0.attn.clip.q_pos'] == ('clip', 't')
+    assert layout['links.clip_vmae.0.attn.clip.kv_pos'] == ('vmae', 't')
+    assert layout['links.clip_vmae.1.attn.vmae.q_pos'] == ('vmae', 'n')
+    assert layout['links.clip_vmae.1.attn.vmae.kv_pos'] == ('clip', 'n')
+    for key, (name, axis) in layout.items():
+        expert = bb.experts[name]
+        size = expert.grid_t if axis == 't' else expert.grid_n
+        assert bb.state_dict()[key].shape[0] == size, key
