@@ -42,7 +42,8 @@ import os.path as osp
 
 __all__ = ['AnnotationError', 'check_list_file', 'check_dataset_annotations',
            'outside_root', 'check_data_list', 'check_data_infos',
-           'csv_id_lines', 'data_infos', 'fail_at', 'register_annotation_check',
+           'csv_id_lines', 'data_infos', 'fail_at',
+           'register_annotation_check',
            'EXTERNAL_CHECKS']
 
 

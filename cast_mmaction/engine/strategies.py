@@ -5,9 +5,10 @@ before its ``forward`` runs. The multi-expert backbone calls the experts in
 pieces (attention branch, MLP branch) rather than through whole blocks, so
 the units must be the modules whose ``forward`` is called: the experts'
 attention and MLP modules and the B-CA links. Each expert class declares its
-units (``Expert.fsdp_units``), the links theirs (``BottleneckCrossAttention``
-is one unit); ``cast_fsdp_wrap_policy`` wraps exactly those (norms, adapters, embeddings and heads stay in the root
-unit, which is gathered for the whole step). Config::
+units (``Expert.fsdp_units``); a B-CA link (``BottleneckCrossAttention``) is
+one unit. ``cast_fsdp_wrap_policy`` wraps exactly those (norms, adapters,
+embeddings and heads stay in the root unit, which is gathered for the whole
+step). Config::
 
     strategy = dict(
         type='FSDPStrategy',

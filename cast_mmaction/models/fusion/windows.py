@@ -120,9 +120,10 @@ def register_window_policy(policy, force=False):
 
 def get_window_policy(name):
     if name not in WINDOW_POLICIES:
-        raise ValueError(f'window must be one of {tuple(WINDOW_POLICIES)}, '
-                         f'got {name!r} (new policies: '
-                         f'cast_mmaction.models.fusion.register_window_policy)')
+        raise ValueError(
+            f'window must be one of {tuple(WINDOW_POLICIES)}, got {name!r} '
+            f'(new policies: cast_mmaction.models.fusion.'
+            f'register_window_policy)')
     return WINDOW_POLICIES[name]
 
 
