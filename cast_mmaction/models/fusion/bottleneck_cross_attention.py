@@ -80,11 +80,16 @@ class WindowCrossAttention(nn.Module):
         return [(f'{side}_pos{s}', side, ax) for s, ax in self.policy.tables
                 for side in ('q', 'kv')]
 
-    def forward(self, q, kv):
-        shape = q.shape
+    def add_positions(self, q, kv):
+        """The query and key grids plus their window position tables."""
         if self.pos_embed:
             q = self.policy.add_tables(q, self._tables('q'))
             kv = self.policy.add_tables(kv, self._tables('kv'))
+        return q, kv
+
+    def forward(self, q, kv):
+        shape = q.shape
+        q, kv = self.add_positions(q, kv)
         q, kv = self.policy.to_seq(q), self.policy.to_seq(kv)
         k, v = self.kv(kv).chunk(2, dim=-1)
         out = self.proj(sdpa_heads(self.q(q), k, v, self.num_heads))
