@@ -328,24 +328,22 @@ def predict(model, packed_list):
         return model.test_step(data)
 
 
+# stream name of each declared expert role (``Expert.role``)
+_ROLE_STREAMS = dict(image='spatial', video='temporal', audio='audio')
+
+
 def _stream_roles(backbone):
-    """Names of the pooled streams in backbone output order: ``spatial``
-    (CLIP), ``temporal`` (VideoMAE), ``audio`` (audio experts); other
-    experts keep their config name."""
+    """Names of the pooled streams in backbone output order, from the role
+    each expert class declares (``Expert.role``): ``spatial`` (image
+    experts such as CLIP), ``temporal`` (video experts such as VideoMAE),
+    ``audio``; experts without a role, and a second expert of the same
+    role, keep their config name."""
     names = list(getattr(backbone, 'stream_names', []) or [])
     experts = getattr(backbone, 'experts', {})
     roles = []
     for n in names:
         e = experts[n] if n in experts else None
-        kind = type(e).__name__ if e is not None else ''
-        if getattr(e, 'modality', None) == 'audio':
-            role = 'audio'
-        elif kind.startswith('CLIP'):
-            role = 'spatial'
-        elif kind.startswith('VideoMAE'):
-            role = 'temporal'
-        else:
-            role = n
+        role = _ROLE_STREAMS.get(getattr(e, 'role', None), n)
         roles.append(role if role not in roles else n)
     return names, roles
 

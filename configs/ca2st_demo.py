@@ -22,8 +22,8 @@ model = dict(
         num_frames=num_frames,
         img_size=img_size,
         experts=dict(
-            clip=dict(type='CLIPViTExpert', width=width, layers=depth,
-                      heads=heads, patch_size=16, mlp_ratio=4.0,
+            clip=dict(type='CLIPViTExpert', embed_dim=width, depth=depth,
+                      num_heads=heads, patch_size=16, mlp_ratio=4.0,
                       frame_start=1, frame_step=2, pretrained=None,
                       frozen=expert_frozen),
             vmae=dict(type='VideoMAEExpert', embed_dim=width, depth=depth,

@@ -10,7 +10,8 @@
 # inside the segment from the video's audio track.
 #
 #   python tools/train.py configs/ca2st_ek100.py
-_base_ = ['_base_/default_runtime.py']
+_base_ = ['_base_/default_runtime.py',
+          '_base_/models/ca2st_vit_b_verb_noun.py']
 
 # ---- where your files are ---------------------------------------------------
 ek100_video_root = 'data/ek100/videos'
@@ -36,49 +37,18 @@ base_lr = 1e-3 * batch_size * num_gpus * update_freq / 256
 min_lr = 1e-6 * batch_size * num_gpus * update_freq / 256
 layer_decay = 0.75
 
-_audio_head = dict(act='quick_gelu', zero_init=False)
-# cast_mmaction.models.presets_av.ca2st_recognizer_cfg(composition=True)
+# The CA2ST ViT-B of _base_/models/ca2st_vit_b_verb_noun.py
+# (= presets_av.ca2st_recognizer_cfg(composition=True)).
 model = dict(
-    type='AudioVisualRecognizer',
     backbone=dict(
-        type='CASTBackbone',
         num_frames=num_segments,
-        img_size=224,
         experts=dict(
-            clip=dict(type='CLIPViTExpert', width=768, layers=12, heads=12,
-                      patch_size=16, mlp_ratio=4.0, frame_start=1,
-                      frame_step=2, post_norm_eps=1e-5,
-                      pretrained=clip_weights),
-            vmae=dict(type='VideoMAEExpert', embed_dim=768, depth=12,
-                      num_heads=12, patch_size=16, tubelet_size=2,
-                      mlp_ratio=4.0, pretrained=vmae_weights),
-            audio=dict(type='ASTExpert', embed_dim=768, depth=12,
-                       num_heads=12, mlp_ratio=4.0, input_fdim=128,
-                       input_tdim=audio_frames, fstride=10, tstride=10,
-                       pretrained=ast_weights)),
-        links=[
-            dict(experts=('clip', 'vmae'),
-                 windows=dict(clip='time', vmae='space'), layers=None),
-            dict(experts=('clip', 'audio'),
-                 windows=dict(clip='global', audio='global'),
-                 layers=[9, 10, 11], num_heads=12),
-            dict(experts=('vmae', 'audio'),
-                 windows=dict(vmae='global', audio='global'),
-                 layers=[9, 10, 11], num_heads=12),
-        ],
-        down_ratio=2,
-        drop_path_rate=0.2,
-        with_cp=False),
-    cls_head=dict(
-        type='CASTVerbNounHead', num_verbs=97, num_nouns=300,
-        in_channels=768, verb_stream=1, noun_stream=0,
-        noun_adapters=[dict(stream=0), dict(stream=2, **_audio_head)],
-        verb_adapters=[dict(stream=1), dict(stream=2, **_audio_head)],
-        label_smooth_eps=0.1, average_clips='prob'),
+            clip=dict(pretrained=clip_weights),
+            vmae=dict(pretrained=vmae_weights),
+            audio=dict(input_tdim=audio_frames, pretrained=ast_weights)),
+        drop_path_rate=0.2),
+    cls_head=dict(label_smooth_eps=0.1),
     data_preprocessor=dict(
-        type='AudioVisualDataPreprocessor',
-        video=dict(mean=[123.675, 116.28, 103.53],
-                   std=[58.395, 57.12, 57.375]),
         blending=dict(type='AudioVisualMixup', num_verbs=97, num_nouns=300,
                       mixup_alpha=0.8, cutmix_alpha=1.0, prob=0.9,
                       switch_prob=0.0)))

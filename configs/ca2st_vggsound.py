@@ -17,7 +17,10 @@ num_classes = 309
 num_frames = 16
 audio_frames = 1024
 
-# cast_mmaction.models.presets_av.ca2st_recognizer_cfg(num_classes=309)
+# The CA2ST ViT-B of _base_/models/ca2st_vit_b.py
+# (= presets_av.ca2st_recognizer_cfg(num_classes=309)), spelled out here
+# because this recipe inherits the CAVA recipe's data and schedule and
+# MMEngine takes each key from one base only.
 model = dict(
     _delete_=True,
     type='AudioVisualRecognizer',
@@ -26,9 +29,9 @@ model = dict(
         num_frames=num_frames,
         img_size=224,
         experts=dict(
-            clip=dict(type='CLIPViTExpert', width=768, layers=12, heads=12,
-                      patch_size=16, mlp_ratio=4.0, frame_start=1,
-                      frame_step=2, post_norm_eps=1e-5,
+            clip=dict(type='CLIPViTExpert', embed_dim=768, depth=12,
+                      num_heads=12, patch_size=16, mlp_ratio=4.0,
+                      frame_start=1, frame_step=2, post_norm_eps=1e-5,
                       pretrained=clip_weights),
             vmae=dict(type='VideoMAEExpert', embed_dim=768, depth=12,
                       num_heads=12, patch_size=16, tubelet_size=2,

@@ -7,7 +7,7 @@
 # 4 classes = {red square, blue disc} x {moving right, moving left}: colour
 # alone or direction alone gives at most 50% (chance 25%), so the model must
 # use both streams. Runs on a CPU in minutes.
-_base_ = ['_base_/default_runtime.py']
+_base_ = ['_base_/default_runtime.py', '_base_/models/cast_vit_b.py']
 
 # ---------------------------------------------------------------- paths ----
 data_root = 'demo_data'
@@ -46,55 +46,31 @@ expert_frozen = False
 # (>= 98%).
 head_init_std = 2.0
 
+# The CAST of _base_/models/cast_vit_b.py at this tiny size.
 model = dict(
-    type='Recognizer3D',
     backbone=dict(
-        type='CASTBackbone',
         num_frames=num_frames,
         img_size=img_size,
         experts=dict(
             clip=dict(
-                type='CLIPViTExpert',
-                width=width,
-                layers=depth,
-                heads=heads,
-                patch_size=patch_size,
-                mlp_ratio=4.0,
-                frame_start=1,
-                frame_step=2,
-                pretrained=clip_weights,
-                frozen=expert_frozen),
-            vmae=dict(
-                type='VideoMAEExpert',
                 embed_dim=width,
                 depth=depth,
                 num_heads=heads,
                 patch_size=patch_size,
-                tubelet_size=2,
-                mlp_ratio=4.0,
+                pretrained=clip_weights,
+                frozen=expert_frozen),
+            vmae=dict(
+                embed_dim=width,
+                depth=depth,
+                num_heads=heads,
+                patch_size=patch_size,
                 pretrained=vmae_weights,
-                frozen=expert_frozen)),
-        links=[
-            dict(
-                experts=('clip', 'vmae'),
-                windows=dict(clip='time', vmae='space'),
-                layers=None)
-        ],
-        down_ratio=2,
-        drop_path_rate=0.0),
+                frozen=expert_frozen))),
     cls_head=dict(
-        type='CASTHead',
         num_classes=num_classes,
         in_channels=width,
-        num_streams=2,
         label_smooth_eps=0.1,
-        init_std=head_init_std,
-        average_clips='prob'),
-    data_preprocessor=dict(
-        type='ActionDataPreprocessor',
-        mean=[123.675, 116.28, 103.53],
-        std=[58.395, 57.12, 57.375],
-        format_shape='NCTHW'))
+        init_std=head_init_std))
 
 # ----------------------------------------------------------------- data ----
 # Random frame offsets in every segment; no flip (it would swap the motion

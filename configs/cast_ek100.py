@@ -11,6 +11,7 @@
 # Submit: python tools/ek100_submission.py configs/cast_ek100.py CKPT ...
 custom_imports = dict(imports=['cast_mmaction'], allow_failed_imports=False)
 default_scope = 'mmaction'
+_base_ = ['_base_/models/cast_vit_b_verb_noun.py']
 
 # ---- where your files are ---------------------------------------------------
 # Videos: one file per video_id. The official release is
@@ -43,36 +44,18 @@ base_lr = 1e-3 * batch_size * num_gpus * update_freq / 256   # 1.5e-3
 min_lr = 1e-6 * batch_size * num_gpus * update_freq / 256
 layer_decay = 0.75
 
-# ---- model: cast_mmaction.models.presets.cast_recognizer_cfg(composition=True)
+# ---- model: the CAST ViT-B of _base_/models/cast_vit_b_verb_noun.py
+# (= presets.cast_recognizer_cfg(composition=True)): noun from the spatial
+# (CLIP) stream, verb from the temporal (VideoMAE) stream
 model = dict(
-    type='Recognizer3D',
     backbone=dict(
-        type='CASTBackbone',
         num_frames=num_segments,
-        img_size=224,
         experts=dict(
-            clip=dict(type='CLIPViTExpert', width=768, layers=12, heads=12,
-                      patch_size=16, mlp_ratio=4.0, frame_start=1,
-                      frame_step=2, pretrained=clip_weights),
-            vmae=dict(type='VideoMAEExpert', embed_dim=768, depth=12,
-                      num_heads=12, patch_size=16, tubelet_size=2,
-                      mlp_ratio=4.0, pretrained=vmae_weights)),
-        links=[dict(experts=('clip', 'vmae'),
-                    windows=dict(clip='time', vmae='space'),
-                    layers=None)],
-        down_ratio=2,
-        drop_path_rate=0.2,
-        with_cp=False),
-    # noun from the spatial (CLIP, stream 0), verb from the temporal
-    # (VideoMAE, stream 1) stream; loss CE(verb) + CE(noun)
-    cls_head=dict(type='CASTVerbNounHead', num_verbs=97, num_nouns=300,
-                  in_channels=768, verb_stream=1, noun_stream=0,
-                  label_smooth_eps=0.1, average_clips='prob'),
+            clip=dict(pretrained=clip_weights),
+            vmae=dict(pretrained=vmae_weights)),
+        drop_path_rate=0.2),
+    cls_head=dict(label_smooth_eps=0.1),
     data_preprocessor=dict(
-        type='ActionDataPreprocessor',
-        mean=[123.675, 116.28, 103.53],
-        std=[58.395, 57.12, 57.375],
-        format_shape='NCTHW',
         # one lam and one permutation for the clips, the verbs and the nouns
         blending=dict(type='VerbNounMixupCutmix', num_verbs=97,
                       num_nouns=300, mixup_alpha=0.8, cutmix_alpha=1.0,

@@ -6,7 +6,7 @@
 #   tools/dist_test.sh configs/cast_k400.py CKPT 8
 #
 # See README.md, "Training and testing", for the data layout and multi-node runs.
-_base_ = ['_base_/default_runtime.py']
+_base_ = ['_base_/default_runtime.py', '_base_/models/cast_vit_b.py']
 
 # ---------------------------------------------------------------- paths ----
 # Videos resized to a short side of 320 px, split into a train and a val
@@ -55,54 +55,18 @@ test_num_clips = 5
 test_num_crops = 3  # ThreeCrop
 
 # ---------------------------------------------------------------- model ----
-# ViT-B CAST (cast_mmaction.models.presets.cast_backbone_cfg() defaults)
+# The ViT-B CAST of _base_/models/cast_vit_b.py (= presets.cast_recognizer_cfg())
+# with this recipe's clip size, weights, classes and regularisation.
 model = dict(
-    type='Recognizer3D',
     backbone=dict(
-        type='CASTBackbone',
         num_frames=num_frames,
         img_size=img_size,
         experts=dict(
-            clip=dict(
-                type='CLIPViTExpert',
-                width=768,
-                layers=12,
-                heads=12,
-                patch_size=16,
-                mlp_ratio=4.0,
-                frame_start=1,  # frames 1, 3, ..., 15
-                frame_step=2,
-                pretrained=clip_weights),
-            vmae=dict(
-                type='VideoMAEExpert',
-                embed_dim=768,
-                depth=12,
-                num_heads=12,
-                patch_size=16,
-                tubelet_size=2,
-                mlp_ratio=4.0,
-                pretrained=vmae_weights)),
-        links=[
-            dict(
-                experts=('clip', 'vmae'),
-                windows=dict(clip='time', vmae='space'),
-                layers=None)  # B-CAST in every layer
-        ],
-        down_ratio=2,
-        drop_path_rate=drop_path,
-        with_cp=False),  # True: activation checkpointing, less memory
-    cls_head=dict(
-        type='CASTHead',
-        num_classes=num_classes,
-        in_channels=768,
-        num_streams=2,
-        label_smooth_eps=label_smoothing,
-        average_clips='prob'),  # softmax scores averaged over views
+            clip=dict(pretrained=clip_weights),
+            vmae=dict(pretrained=vmae_weights)),
+        drop_path_rate=drop_path),
+    cls_head=dict(num_classes=num_classes, label_smooth_eps=label_smoothing),
     data_preprocessor=dict(
-        type='ActionDataPreprocessor',
-        mean=[123.675, 116.28, 103.53],  # ImageNet, on 0..255
-        std=[58.395, 57.12, 57.375],
-        format_shape='NCTHW',
         blending=dict(
             type='RandomBatchAugment',
             augments=[

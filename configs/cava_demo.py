@@ -6,7 +6,7 @@
 #
 # 4 classes = {red, blue} square x {low, high} tone: the model must use the
 # video AND the audio stream. Runs on a CPU in minutes.
-_base_ = ['_base_/default_runtime.py']
+_base_ = ['_base_/default_runtime.py', '_base_/models/cava_vit_b.py']
 
 data_root = 'demo_av_data'
 ann_file_train = 'demo_av_data/train_list.txt'
@@ -29,34 +29,19 @@ warmup_epochs = 1
 # their pretrained experts; set expert_frozen = True to see that split)
 expert_frozen = False
 
+# The CAVA of _base_/models/cava_vit_b.py at this tiny size.
 model = dict(
-    type='AudioVisualRecognizer',
     backbone=dict(
-        type='CASTBackbone',
         num_frames=num_frames,
         img_size=img_size,
         experts=dict(
-            clip=dict(type='CLIPViTExpert', width=width, layers=depth,
-                      heads=heads, patch_size=16, mlp_ratio=4.0,
-                      frame_start=1, frame_step=2, post_norm_eps=1e-6,
-                      pretrained=None, frozen=expert_frozen),
-            audio=dict(type='ASTExpert', embed_dim=width, depth=depth,
-                       num_heads=heads, mlp_ratio=4.0, input_fdim=128,
-                       input_tdim=audio_frames, fstride=10, tstride=10,
-                       pretrained=None, frozen=expert_frozen)),
-        links=[dict(experts=('clip', 'audio'),
-                    windows=dict(clip='global', audio='global'),
-                    layers=None)],
-        down_ratio=2,
-        drop_path_rate=0.0),
-    cls_head=dict(type='CASTHead', num_classes=num_classes,
-                  in_channels=width, num_streams=2,
-                  stream_adapters=[dict(skip=True), dict(skip=True)],
-                  label_smooth_eps=0.1, average_clips='prob'),
+            clip=dict(embed_dim=width, depth=depth, num_heads=heads,
+                      frozen=expert_frozen),
+            audio=dict(embed_dim=width, depth=depth, num_heads=heads,
+                       input_tdim=audio_frames, frozen=expert_frozen))),
+    cls_head=dict(num_classes=num_classes, in_channels=width,
+                  label_smooth_eps=0.1),
     data_preprocessor=dict(
-        type='AudioVisualDataPreprocessor',
-        video=dict(mean=[123.675, 116.28, 103.53],
-                   std=[58.395, 57.12, 57.375]),
         blending=dict(type='AudioVisualMixup', num_classes=num_classes,
                       mixup_alpha=0.8, cutmix_alpha=1.0, prob=0.5)))
 

@@ -14,7 +14,7 @@
 #
 #   python tools/train.py configs/cava_vggsound.py
 #   python tools/test.py configs/cava_vggsound.py work_dirs/.../best.pth
-_base_ = ['_base_/default_runtime.py']
+_base_ = ['_base_/default_runtime.py', '_base_/models/cava_vit_b.py']
 
 # ---------------------------------------------------------------- paths ----
 # Videos with their sound (mp4 with an audio track; the audio is decoded from
@@ -53,44 +53,19 @@ drop_path = 0.2
 label_smoothing = 0.1
 
 # ---------------------------------------------------------------- model ----
-# cast_mmaction.models.presets_av.cava_recognizer_cfg(num_classes=309)
+# The CAVA ViT-B of _base_/models/cava_vit_b.py
+# (= presets_av.cava_recognizer_cfg()) with this recipe's sizes and weights.
 model = dict(
-    type='AudioVisualRecognizer',
     backbone=dict(
-        type='CASTBackbone',
         num_frames=num_frames,
         img_size=img_size,
         experts=dict(
-            clip=dict(
-                type='CLIPViTExpert', width=768, layers=12, heads=12,
-                patch_size=16, mlp_ratio=4.0,
-                frame_start=1, frame_step=2,  # frames 1, 3, ..., 15
-                post_norm_eps=1e-6,  # CAVA's ln_post is a 1e-6 LayerNorm
-                pretrained=clip_weights),
-            audio=dict(
-                type='ASTExpert', embed_dim=768, depth=12, num_heads=12,
-                mlp_ratio=4.0, input_fdim=num_mel_bins,
-                input_tdim=audio_frames, fstride=10, tstride=10,
-                pretrained=ast_weights)),
-        links=[
-            # B-CA audio <-> space in every layer, global windows
-            dict(experts=('clip', 'audio'),
-                 windows=dict(clip='global', audio='global'),
-                 layers=None, pos_embed=True, time_encoding=False)
-        ],
-        time_encoding=None,
-        down_ratio=2,
-        drop_path_rate=drop_path,
-        with_cp=False),
-    # head(adapter(clip) + adapter(audio)); CAVA's head adapters keep a skip
-    cls_head=dict(
-        type='CASTHead', num_classes=num_classes, in_channels=768,
-        num_streams=2, stream_adapters=[dict(skip=True), dict(skip=True)],
-        label_smooth_eps=label_smoothing, average_clips='prob'),
+            clip=dict(pretrained=clip_weights),
+            audio=dict(input_fdim=num_mel_bins, input_tdim=audio_frames,
+                       pretrained=ast_weights)),
+        drop_path_rate=drop_path),
+    cls_head=dict(num_classes=num_classes, label_smooth_eps=label_smoothing),
     data_preprocessor=dict(
-        type='AudioVisualDataPreprocessor',
-        video=dict(mean=[123.675, 116.28, 103.53],
-                   std=[58.395, 57.12, 57.375]),
         # one permutation and one weight for video, spectrogram and labels
         blending=dict(type='AudioVisualMixup', num_classes=num_classes,
                       mixup_alpha=0.8, cutmix_alpha=1.0, prob=1.0,

@@ -11,7 +11,7 @@
 #
 #   python tools/train.py configs/msca_k400.py
 #   tools/dist_train.sh configs/msca_k400.py 2    # the authors' 2 GPUs
-_base_ = ['_base_/default_runtime.py']
+_base_ = ['_base_/default_runtime.py', '_base_/models/msca_vit_b.py']
 
 # ImageNet-21k ViT-B/16: timm vit_base_patch16_224.orig_in21k
 # (model.safetensors or pytorch_model.bin from its hub page) or the original
@@ -24,32 +24,9 @@ num_frames = 8
 frame_interval = 32
 img_size = 224
 
+# The MSCA-KV ViT-B/16 of _base_/models/msca_vit_b.py with its weights.
 model = dict(
-    type='Recognizer3D',
-    backbone=dict(
-        type='MSCAViT',
-        arch='base',  # 'small' / 'large' (sizes in MSCAViT ARCH_SETTINGS)
-        patch_size=16,
-        img_size=img_size,
-        mode='msca_heads',  # plain | msca_heads | msca_patches | tokenshift
-        shift_div=12,  # 12 heads // 12 = one head from t+1, one from t-1
-        shift_qkv='kv',  # MSCA-KV; 'q', 'k', 'v', 'qkv' are the other variants
-        drop_path_rate=0.0,
-        pretrained=vit_weights,
-        with_cp=False),  # True: activation checkpointing per block
-    cls_head=dict(
-        type='FrameClsHead',
-        num_classes=400,
-        in_channels=768,
-        dropout_ratio=0.0,
-        init_std=0.0,  # the authors' zero_head
-        label_smooth_eps=0.1,
-        average_clips='score'),  # the authors average logits over views
-    data_preprocessor=dict(
-        type='ActionDataPreprocessor',
-        mean=[127.5, 127.5, 127.5],  # ToTensor + Normalize(0.5, 0.5)
-        std=[127.5, 127.5, 127.5],
-        format_shape='NCTHW'))
+    backbone=dict(img_size=img_size, pretrained=vit_weights))
 
 dataset_type = 'VideoDataset'
 data_root = 'data/kinetics400/videos_train'

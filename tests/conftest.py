@@ -43,7 +43,7 @@ model = dict(
     backbone=dict(
         num_frames=4, img_size=32, drop_path_rate={drop_path},
         experts=dict(
-            clip=dict(width=32, layers=1, heads=2),
+            clip=dict(embed_dim=32, depth=1, num_heads=2),
             vmae=dict(embed_dim=32, depth=1, num_heads=2))),
     cls_head=dict(in_channels=32))
 pipe_train = [

@@ -25,6 +25,7 @@ from cast_mmaction.models.presets_av import (ca2st_backbone_cfg,
                                              cava_backbone_cfg,
                                              cava_recognizer_cfg)
 from cast_mmaction.utils import build_model
+from _metric_check import dump_evaluator, top1_of_dump
 from conftest import FIXTURES, ROOT, shared_fixture
 
 EPS32 = float(np.finfo(np.float32).eps)
@@ -719,12 +720,7 @@ def _demo_cfg(config, info, work_dir):
     cfg = Config.fromfile(osp.join(ROOT, 'configs', config + '.py'))
     bb = cfg.model.backbone
     for e in bb.experts.values():
-        for k in ('width', 'embed_dim'):
-            if k in e:
-                e[k] = 32
-        for k in ('heads', 'num_heads'):
-            if k in e:
-                e[k] = 2
+        e.update(embed_dim=32, num_heads=2)
         if 'input_tdim' in e:
             e['input_tdim'] = 60
     cfg.model.cls_head.in_channels = 32
@@ -760,6 +756,8 @@ def test_train_and_test_end_to_end(av_data, tmp_path, config, revision):
                 link.update(pos_embed=False, time_encoding=True)
         bb.time_encoding = dict(split=True)
         bb.share_projections = True
+    dump = tmp_path / 'preds.pkl'
+    cfg.test_evaluator = dump_evaluator(cfg.test_evaluator, dump)
     runner = Runner.from_cfg(cfg)
     model = runner.model
     assert type(model).__name__ == 'AudioVisualRecognizer'
@@ -773,7 +771,10 @@ def test_train_and_test_end_to_end(av_data, tmp_path, config, revision):
     assert np.isfinite(loss)
     metrics = runner.test()
     assert set(metrics) >= {'acc/top1', 'acc/top5'}
-    assert 0.0 <= metrics['acc/top1'] <= 1.0
+    top1, count = top1_of_dump(dump)
+    with open(av_data['val_ann']) as f:
+        assert count == len(f.read().split('\n')) - 1  # one per test clip
+    assert metrics['acc/top1'] == pytest.approx(top1)
 
 
 def test_epic_sounds_pipeline_on_an_untrimmed_video(media, tmp_path):

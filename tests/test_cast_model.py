@@ -204,8 +204,23 @@ def test_mismatched_patch_grids_are_refused():
 
 def test_mismatched_depths_are_refused():
     cfg = cast_backbone_cfg(**TINY)
-    cfg['experts']['clip']['layers'] = 3
+    cfg['experts']['clip']['depth'] = 3
     with pytest.raises(ValueError, match='same depth'):
+        build_model(cfg)
+
+
+@pytest.mark.parametrize('old,new', [('width', 'embed_dim'),
+                                     ('layers', 'depth'),
+                                     ('heads', 'num_heads')])
+def test_retired_clip_size_names_say_the_new_field(old, new):
+    """One size vocabulary for every expert: the CLIP expert's former
+    ``width`` / ``layers`` / ``heads`` are refused, naming the new field."""
+    cfg = cast_backbone_cfg(**TINY)
+    clip = cfg['experts']['clip']
+    value = clip.pop(new)
+    clip[old] = value
+    with pytest.raises(TypeError, match=rf'backbone.experts.clip: .*'
+                       rf'{old} renamed.* write {new}={value}'):
         build_model(cfg)
 
 
@@ -230,21 +245,74 @@ def test_drop_path_schedule_and_train_mode_randomness():
     assert rates == pytest.approx([0.0, 0.3])
 
 
-def test_activation_checkpointing_matches():
+@pytest.mark.parametrize('with_cp,layers', [(True, [0, 1]), (1, [1]),
+                                            ([0], [0])])
+def test_activation_checkpointing_matches(monkeypatch, with_cp, layers):
+    """A backbone built with ``with_cp`` checkpoints exactly the chosen
+    layers (each recomputed in backward) and gives the outputs and gradients
+    of the same weights without checkpointing."""
+    import cast_mmaction.models.backbones.cast as cast_mod
     torch.manual_seed(0)
     bb = tiny_backbone()
-    bb_cp = copy.deepcopy(bb)
-    bb_cp.with_cp = True
     with torch.no_grad():
-        for (n, p), (_, q) in zip(bb.named_parameters(),
-                                  bb_cp.named_parameters()):
+        for p in bb.parameters():
             if p.requires_grad:
                 p.normal_(0, 0.02)
-                q.copy_(p)
+    bb_cp = tiny_backbone(with_cp=with_cp)
+    bb_cp.load_state_dict(bb.state_dict())
+    assert bb_cp.cp_layers == set(layers) and not bb.cp_layers
+
+    checkpointed, layer_runs = [], []
+    real_checkpoint, real_layer = cast_mod.cp.checkpoint, bb_cp._layer
+
+    def counting_checkpoint(fn, i, *args, **kwargs):
+        checkpointed.append(i)
+        return real_checkpoint(fn, i, *args, **kwargs)
+
+    def counting_layer(i, *args):
+        layer_runs.append(i)
+        return real_layer(i, *args)
+
+    monkeypatch.setattr(cast_mod.cp, 'checkpoint', counting_checkpoint)
+    monkeypatch.setattr(bb_cp, '_layer', counting_layer)
     x = torch.randn(1, 3, 8, 32, 32)
     out, out_cp = bb.train()(x), bb_cp.train()(x)
+    assert checkpointed == layers
+    for o, o_cp in zip(out, out_cp):
+        torch.testing.assert_close(o, o_cp, rtol=0, atol=0)
     sum(o.sum() for o in out).backward()
     sum(o.sum() for o in out_cp).backward()
+    # every layer ran once forward, the checkpointed ones again in backward
+    assert sorted(layer_runs) == sorted([0, 1] + layers)
+    grads = 0
     for (n, p), (_, q) in zip(bb.named_parameters(), bb_cp.named_parameters()):
         if p.grad is not None:
+            grads += 1
             torch.testing.assert_close(p.grad, q.grad, rtol=1e-4, atol=1e-6)
+    assert grads > 0
+    # no checkpointing at inference
+    checkpointed.clear()
+    with torch.no_grad():
+        bb_cp.eval()(x)
+    assert checkpointed == []
+
+
+def test_window_tables_are_described_for_converters():
+    """``position_table_layout``: every learned window table with the expert
+    whose grid it spans and the axis, from the policy table (what a
+    checkpoint converter needs to resize it)."""
+    from cast_mmaction.models.fusion import position_table_layout
+    bb = tiny_backbone()
+    layout = position_table_layout(bb)
+    tables = {k for k in bb.state_dict() if k.rsplit('.', 1)[-1] in (
+        'q_pos', 'kv_pos', 'q_pos_t', 'kv_pos_t')}
+    assert set(layout) == tables and len(tables) == 2 * 4
+    # T2S: clip queries over time; S2T: vmae queries over the patches
+    assert layout['links.clip_vmae.0.attn.clip.q_pos'] == ('clip', 't')
+    assert layout['links.clip_vmae.0.attn.clip.kv_pos'] == ('vmae', 't')
+    assert layout['links.clip_vmae.1.attn.vmae.q_pos'] == ('vmae', 'n')
+    assert layout['links.clip_vmae.1.attn.vmae.kv_pos'] == ('clip', 'n')
+    for key, (name, axis) in layout.items():
+        expert = bb.experts[name]
+        size = expert.grid_t if axis == 't' else expert.grid_n
+        assert bb.state_dict()[key].shape[0] == size, key

@@ -120,6 +120,57 @@ def test_published_recipe_values(name):
     assert step(test, 'Resize').scale == (-1, 224)
 
 
+def _recipe_preset(name, cfg):
+    """The preset (built from configs/_base_/models/) that recipe ``name``
+    should equal, given the recipe's own weights and regularisation."""
+    from cast_mmaction.models.presets_av import (ca2st_backbone_cfg,
+                                                 cava_backbone_cfg)
+    bb = cfg.model.backbone
+    experts = bb.experts
+    common = dict(num_frames=bb.num_frames,
+                  drop_path_rate=bb.drop_path_rate)
+    if name.startswith('cast_'):
+        return cast_backbone_cfg(clip_pretrained=cfg.clip_weights,
+                                 vmae_pretrained=cfg.vmae_weights, **common)
+    audio = dict(input_tdim=experts.audio.input_tdim,
+                 ast_pretrained=cfg.ast_weights,
+                 clip_pretrained=cfg.clip_weights, **common)
+    if name.startswith('cava_'):
+        return cava_backbone_cfg(**audio)
+    return ca2st_backbone_cfg(vmae_pretrained=cfg.vmae_weights, **audio)
+
+
+@pytest.mark.parametrize('name', ['cast_ssv2.py', 'cast_k400.py',
+                                  'cast_ek100.py', 'cava_vggsound.py',
+                                  'cava_epic_sounds.py', 'ca2st_vggsound.py',
+                                  'ca2st_ek100.py'])
+def test_recipes_use_the_one_model_definition(name):
+    """Every full-size recipe's backbone is the model of its
+    configs/_base_/models/ file (what the presets build), expert stream order
+    included; ca2st_vggsound.py, which has to spell its model out, too."""
+    cfg = load(name)
+    expect = _recipe_preset(name, cfg)
+    got = plain(cfg.model.backbone)
+    got_links = [dict(link, layers=link.get('layers')) for link in
+                 got.pop('links')]
+    want = plain(expect)
+    want_links = [dict(link, layers=link.get('layers')) for link in
+                  want.pop('links')]
+    assert got == want
+    assert got_links == want_links
+    assert list(cfg.model.backbone.experts) == list(expect['experts'])
+
+
+def test_old_clip_size_names_are_gone_from_the_configs():
+    import glob
+    for path in glob.glob(osp.join(CONFIGS, '**', '*.py'), recursive=True):
+        cfg = Config.fromfile(path)
+        if 'model' not in cfg:
+            continue  # runtime / strategy bases
+        for e in cfg.model.backbone.get('experts', {}).values():
+            assert not {'width', 'layers', 'heads'} & set(e), path
+
+
 def test_sampling_ssv2_segments_k400_dense():
     ssv2, k400 = load('cast_ssv2.py'), load('cast_k400.py')
     s = ssv2.train_dataloader.dataset.pipeline[1]

@@ -610,7 +610,7 @@ def _shrink(cfg, ek, work_dir):
     """The shipped config with a tiny CAST, tiny frames and the test data."""
     bb = cfg.model.backbone
     bb.update(num_frames=4, img_size=32)
-    bb.experts.clip.update(width=32, layers=1, heads=2, pretrained=None)
+    bb.experts.clip.update(embed_dim=32, depth=1, num_heads=2, pretrained=None)
     bb.experts.vmae.update(embed_dim=32, depth=1, num_heads=2,
                            pretrained=None)
     cfg.model.cls_head.in_channels = 32

@@ -14,7 +14,7 @@ from conftest import FIXTURES, ROOT
 
 
 def tiny_clip(**kw):
-    args = dict(width=64, layers=2, heads=4, patch_size=16, img_size=32,
+    args = dict(embed_dim=64, depth=2, num_heads=4, patch_size=16, img_size=32,
                 num_frames=4)
     args.update(kw)
     return CLIPViTExpert(**args)
@@ -121,9 +121,9 @@ def test_clip_loader_refuses_wrong_files(tmp_path):
         load_clip_expert(tiny_clip(), str(tmp_path / 'junk.pt'))
     with pytest.raises(FileNotFoundError, match='pretrained'):
         load_clip_expert(tiny_clip(), str(tmp_path / 'missing.pt'))
-    src = tiny_clip(width=96, heads=4)
+    src = tiny_clip(embed_dim=96, num_heads=4)
     torch.save(src.state_dict(), tmp_path / 'wide.pt')
-    with pytest.raises(ValueError, match='width=96'):
+    with pytest.raises(ValueError, match='embed_dim=96'):
         load_clip_expert(tiny_clip(), str(tmp_path / 'wide.pt'))
     with pytest.raises(ValueError, match='open_clip:MODEL:TAG'):
         load_clip_expert(tiny_clip(), 'open_clip:ViT-B-16')

@@ -21,6 +21,7 @@ from cast_mmaction.models.layers import resize_grid_embed
 from cast_mmaction.parity import check_dump
 from cast_mmaction.utils import build_model
 from cast_mmaction.safe_load import load_checkpoint
+from _metric_check import dump_evaluator, top1_of_dump
 from conftest import ROOT, shared_fixture
 
 TINY = dict(embed_dim=48, depth=2, num_heads=4, mlp_ratio=2.0, patch_size=8,
@@ -466,7 +467,7 @@ def _shrink_pipeline(pipeline, size):
 
 @pytest.fixture(scope='module')
 def synthetic_videos(tmp_path_factory):
-    synthetic = pytest.importorskip('cast_mmaction.datasets.synthetic')
+    from cast_mmaction.datasets import synthetic
     root = tmp_path_factory.mktemp('msca_videos')
     return synthetic.write_synthetic_video_dataset(
         str(root), num_train_per_class=2, num_val_per_class=1,
@@ -502,6 +503,8 @@ def test_train_and_test_from_config(tmp_path, synthetic_videos, config, mode):
     cfg.default_hooks.logger.interval = 1
     cfg.work_dir = str(tmp_path)
     cfg.experiment_name = f'msca_{mode}_{config}'
+    dump = tmp_path / 'preds.pkl'
+    cfg.test_evaluator = dump_evaluator(cfg.test_evaluator, dump)
     runner = Runner.from_cfg(cfg)
     before = {k: v.clone() for k, v in runner.model.state_dict().items()}
     runner.train()
@@ -512,7 +515,10 @@ def test_train_and_test_from_config(tmp_path, synthetic_videos, config, mode):
     ckpt = osp.join(str(tmp_path), 'epoch_1.pth')
     assert osp.isfile(ckpt)
     metrics = runner.test()
-    assert 0.0 <= metrics['acc/top1'] <= 1.0
+    top1, count = top1_of_dump(dump)
+    with open(data['val_ann']) as f:
+        assert count == len(f.read().split('\n')) - 1  # one per val video
+    assert metrics['acc/top1'] == pytest.approx(top1)
     if config != 'msca_k400.py':
         return
     # the checkpoint restores the trained model in a fresh runner

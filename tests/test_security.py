@@ -234,7 +234,7 @@ def _experts():
     from cast_mmaction.models.experts import CLIPViTExpert, VideoMAEExpert
     from cast_mmaction.models.experts.ast import ASTExpert
     return {
-        'clip': lambda p: CLIPViTExpert(width=32, layers=1, heads=2,
+        'clip': lambda p: CLIPViTExpert(embed_dim=32, depth=1, num_heads=2,
                                         patch_size=16, img_size=32,
                                         num_frames=4, pretrained=p),
         'vmae': lambda p: VideoMAEExpert(embed_dim=32, depth=1, num_heads=2,

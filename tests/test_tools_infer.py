@@ -63,7 +63,7 @@ model = dict(
     backbone=dict(
         type='CASTBackbone', num_frames=8, img_size=32,
         experts=dict(
-            clip=dict(type='CLIPViTExpert', width=32, layers=2, heads=2,
+            clip=dict(type='CLIPViTExpert', embed_dim=32, depth=2, num_heads=2,
                       patch_size=8, frame_start=1, frame_step=2),
             vmae=dict(type='VideoMAEExpert', embed_dim=32, depth=2,
                       num_heads=2, patch_size=8, tubelet_size=2)),
@@ -346,7 +346,7 @@ model = dict(
     backbone=dict(
         type='CASTBackbone', num_frames=8, img_size=32,
         experts=dict(
-            clip=dict(type='CLIPViTExpert', width=32, layers=1, heads=2,
+            clip=dict(type='CLIPViTExpert', embed_dim=32, depth=1, num_heads=2,
                       patch_size=16, frame_start=1, frame_step=2),
             audio=dict(type='ASTExpert', embed_dim=32, depth=1, num_heads=2,
                        input_fdim=128, input_tdim=100, fstride=10,

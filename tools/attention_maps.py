@@ -61,21 +61,11 @@ def window_attention(module, q, kv):
         out: ``proj(weights @ v)`` in the module's output layout
             (B, Tq, Nq, d), to compare with the module's forward.
     """
-    b, tq, nq, d = q.shape
-    _, tk, nk, _ = kv.shape
-    if getattr(module, 'pos_embed', False):
-        q = module._add_pos(q, module.q_pos, getattr(module, 'q_pos_t', None))
-        kv = module._add_pos(kv, module.kv_pos,
-                             getattr(module, 'kv_pos_t', None))
-    if module.window == 'time':  # a query (t, n) sees keys (:, n)
-        qw = q.transpose(1, 2).reshape(b * nq, tq, d)
-        kvw = kv.transpose(1, 2).reshape(b * nk, tk, d)
-    elif module.window == 'space':  # a query (t, n) sees keys (t, :)
-        qw = q.reshape(b * tq, nq, d)
-        kvw = kv.reshape(b * tk, nk, d)
-    else:
-        qw = q.reshape(b, tq * nq, d)
-        kvw = kv.reshape(b, tk * nk, d)
+    d = q.shape[-1]
+    shape = q.shape
+    q, kv = module.add_positions(q, kv)
+    # the window's attention problems (models/fusion/windows.py)
+    qw, kvw = module.policy.to_seq(q), module.policy.to_seq(kv)
     h = module.num_heads
     dh = d // h
     qh = module.q(qw)
@@ -87,11 +77,7 @@ def window_attention(module, q, kv):
     logits = heads(qh) @ heads(k).transpose(-2, -1) * dh**-0.5
     weights = logits.softmax(-1)
     ctx = (weights @ heads(v)).transpose(1, 2).reshape(qw.shape[0], -1, d)
-    out = module.proj(ctx)
-    if module.window == 'time':
-        out = out.reshape(b, nq, tq, d).transpose(1, 2)
-    else:
-        out = out.reshape(b, tq, nq, d)
+    out = module.policy.from_seq(module.proj(ctx), shape)
     return weights, out
 
 
@@ -101,11 +87,12 @@ def grid_maps(module, weights, q_shape, kv_shape):
     b, tq, nq, _ = q_shape
     _, tk, nk, _ = kv_shape
     w = weights.mean(1)
-    if module.window == 'time':  # (B*Nq, Tq, Tk)
+    group_by = module.policy.group_by
+    if group_by == 'n':  # time: (B*Nq, Tq, Tk)
         return w.reshape(b, nq, tq, tk).transpose(1, 2)
-    if module.window == 'space':  # (B*Tq, Nq, Nk)
+    if group_by == 't':  # space: (B*Tq, Nq, Nk)
         return w.reshape(b, tq, nq, nk)
-    return w.reshape(b, tq, nq, tk * nk)
+    return w.reshape(b, tq, nq, tk * nk)  # global: every key
 
 
 class AttentionRecorder:

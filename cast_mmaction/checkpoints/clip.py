@@ -91,7 +91,7 @@ def load_clip_expert(expert, source):
     if width != expert.embed_dim:
         raise ValueError(f'CLIP weights {source} have width {width}, the '
                          f'expert {expert.embed_dim}: set backbone.experts.'
-                         f'clip.width={width} (ViT-B 768, ViT-L 1024)')
+                         f'clip.embed_dim={width} (ViT-B 768, ViT-L 1024)')
     pos = state.get('positional_embedding')
     if pos is not None and pos.shape[0] != expert.grid_n + 1:
         side = int(math.isqrt(pos.shape[0] - 1))

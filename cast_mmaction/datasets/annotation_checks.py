@@ -13,6 +13,14 @@ dataset is built, i.e. before the first iteration, and raises
     train_list.txt, line 7: label 174 is outside 0..173 (num_classes=174,
     model.cls_head.num_classes)
 
+Each dataset class checks its own annotations: it defines
+``verify_annotations(num_classes, num_classes_field)`` (returning the number
+of checked samples) from the helpers of this module, and
+:func:`check_dataset_annotations` calls it. Classes this package does not
+own (MMAction2's ``VideoDataset``) have their check in
+:data:`EXTERNAL_CHECKS` (:func:`register_annotation_check`); any other
+dataset with an ``ann_file`` gets the data-root check of its built samples.
+
 What is checked, per dataset type:
 
 * ``VideoDataset`` lists (SSv2, K400, the demo) and the list files of the
@@ -33,7 +41,10 @@ import csv
 import os.path as osp
 
 __all__ = ['AnnotationError', 'check_list_file', 'check_dataset_annotations',
-           'outside_root']
+           'outside_root', 'check_data_list', 'check_data_infos',
+           'csv_id_lines', 'data_infos', 'fail_at',
+           'register_annotation_check',
+           'EXTERNAL_CHECKS']
 
 
 class AnnotationError(ValueError):
@@ -62,8 +73,12 @@ def outside_root(path, root):
     return not _inside(osp.join(root, path), root)
 
 
-def _fail(path, line, msg):
+def fail_at(path, line, msg):
+    """Raise :class:`AnnotationError` naming ``path`` and ``line``."""
     raise AnnotationError(f'{path}, line {line}: {msg}')
+
+
+_fail = fail_at
 
 
 def _is_int(text):
@@ -188,7 +203,7 @@ def check_list_file(path,
     return count
 
 
-def _csv_id_lines(path, column, encoding='utf-8-sig'):
+def csv_id_lines(path, column, encoding='utf-8-sig'):
     """{id: [line numbers]} of a CSV with a header naming ``column``."""
     out = {}
     with open(path, newline='', encoding=encoding) as f:
@@ -201,26 +216,14 @@ def _csv_id_lines(path, column, encoding='utf-8-sig'):
     return out
 
 
-def _vggsound_rows(path, split):
-    """Line numbers of the official vggsound.csv rows of ``split``, in
-    order (the order of the dataset's samples)."""
-    lines = []
-    with open(path, newline='', encoding='utf-8') as f:
-        reader = csv.reader(f)
-        for row in reader:
-            if len(row) >= 4 and row[3].strip() == split:
-                lines.append(reader.line_num)
-    return lines
-
-
-def _infos(dataset):
+def data_infos(dataset):
     """The data infos of a built dataset (its ``data_list`` may have been
     serialised away)."""
     return [dataset.get_data_info(i) for i in range(len(dataset))]
 
 
-def _check_data_list(ds, data_list, path, lines, id_key=None,
-                     roots=(('filename', 'video'), ('audio_path', 'audio'))):
+def check_data_list(ds, data_list, path, lines, id_key=None,
+                    roots=(('filename', 'video'), ('audio_path', 'audio'))):
     """Paths outside their data root and repeated ids of a built data list;
     ``lines[k]`` is the line of sample ``k`` (None when unknown)."""
     prefix = getattr(ds, 'data_prefix', None) or {}
@@ -248,13 +251,62 @@ def _check_data_list(ds, data_list, path, lines, id_key=None,
             seen[ident] = where if where is not None else k
 
 
+def check_data_infos(dataset):
+    """The check of a dataset that has no check of its own: the built
+    samples' paths stay inside their data roots. Returns the sample count
+    (0 without an ``ann_file``)."""
+    if not (getattr(dataset, 'ann_file', None)
+            and hasattr(dataset, 'get_data_info')):
+        return 0
+    data_list = data_infos(dataset)
+    check_data_list(dataset, data_list, dataset.ann_file, None)
+    return len(data_list)
+
+
+def _check_video_dataset(dataset, num_classes, num_classes_field):
+    """MMAction2's ``VideoDataset``: its list file, line by line (a subclass
+    with its own reader gets the generic check)."""
+    from mmaction.datasets import VideoDataset
+    if type(dataset).load_data_list is not VideoDataset.load_data_list:
+        return check_data_infos(dataset)
+    prefix = getattr(dataset, 'data_prefix', None) or {}
+    return check_list_file(
+        dataset.ann_file, prefix.get('video') or '', num_classes,
+        bool(getattr(dataset, 'test_mode', False)),
+        getattr(dataset, 'delimiter', ' '),
+        bool(getattr(dataset, 'multi_class', False)),
+        num_classes_field=num_classes_field)
+
+
+# {class: check(dataset, num_classes, num_classes_field)} for dataset classes
+# that cannot carry a ``verify_annotations`` method (not ours to edit)
+EXTERNAL_CHECKS = {}
+
+
+def register_annotation_check(cls, check):
+    """Check datasets of ``cls`` (and its subclasses) with ``check``."""
+    EXTERNAL_CHECKS[cls] = check
+    return check
+
+
+def _external_check(dataset):
+    from mmaction.datasets import VideoDataset
+    EXTERNAL_CHECKS.setdefault(VideoDataset, _check_video_dataset)
+    for cls in type(dataset).__mro__:
+        if cls in EXTERNAL_CHECKS:
+            return EXTERNAL_CHECKS[cls]
+    return None
+
+
 def check_dataset_annotations(dataset, num_classes=None,
                               num_classes_field='model.cls_head.num_classes'):
     """Run the checks that fit ``dataset`` (a built MMAction2 dataset, or an
-    MMEngine wrapper of one). ``num_classes`` (e.g. the model head's) bounds
+    MMEngine wrapper of one): its own ``verify_annotations``, else the
+    :data:`EXTERNAL_CHECKS` entry of its class, else
+    :func:`check_data_infos`. ``num_classes`` (e.g. the model head's) bounds
     the labels when the dataset itself does not know its class count.
 
-    Returns the number of checked samples (0 when the type is unknown).
+    Returns the number of checked samples (0 when nothing could be checked).
     """
     from mmengine.dataset import ConcatDataset, RepeatDataset
     inner = getattr(dataset, 'dataset', None)
@@ -267,64 +319,16 @@ def check_dataset_annotations(dataset, num_classes=None,
         return sum(
             check_dataset_annotations(d, num_classes, num_classes_field)
             for d in dataset.datasets)
-
-    from mmaction.datasets import VideoDataset
-
-    from .audio_visual import AudioVisualDataset, EpicSoundsDataset
-    from .audio_visual import VGGSoundDataset
-    from .epic_kitchens import EpicKitchens100Dataset
     if hasattr(dataset, 'full_init') and not getattr(
             dataset, '_fully_initialized', True):
         dataset.full_init()
-    ann = getattr(dataset, 'ann_file', None)
-    test_mode = bool(getattr(dataset, 'test_mode', False))
-    prefix = getattr(dataset, 'data_prefix', None) or {}
     own = getattr(dataset, 'num_classes', None)
     if own is not None:
         num_classes, num_classes_field = own, 'dataset num_classes'
-    if isinstance(dataset, VideoDataset) and type(
-            dataset).load_data_list is VideoDataset.load_data_list:
-        return check_list_file(
-            ann, prefix.get('video') or '', num_classes, test_mode,
-            getattr(dataset, 'delimiter', ' '),
-            bool(getattr(dataset, 'multi_class', False)),
-            num_classes_field=num_classes_field)
-    if isinstance(dataset, EpicKitchens100Dataset):
-        data_list = _infos(dataset)
-        _check_data_list(dataset, data_list, ann,
-                         [d.get('csv_line') for d in data_list],
-                         id_key='narration_id')
-        return len(data_list)
-    if isinstance(dataset, EpicSoundsDataset):
-        data_list = _infos(dataset)
-        ids = _csv_id_lines(ann, 'annotation_id')
-        for ident, lines in ids.items():
-            if len(lines) > 1:
-                _fail(ann, lines[1], f'annotation_id {ident!r} repeats line '
-                      f'{lines[0]} (a duplicate sample); remove one of the '
-                      f'two rows')
-        lines = [(ids.get(d.get('annotation_id')) or [None])[0]
-                 for d in data_list]
-        _check_data_list(dataset, data_list, ann, lines)
-        return len(data_list)
-    if isinstance(dataset, VGGSoundDataset) and dataset._is_csv():
-        data_list = _infos(dataset)
-        lines = _vggsound_rows(ann, dataset.split)
-        if len(lines) != len(data_list):
-            lines = None
-        _check_data_list(dataset, data_list, ann, lines, id_key='filename')
-        return len(data_list)
-    if isinstance(dataset, AudioVisualDataset) and type(
-            dataset).load_data_list in (AudioVisualDataset.load_data_list,
-                                        VGGSoundDataset.load_data_list):
-        count = check_list_file(
-            ann, prefix.get('video') or '', num_classes, test_mode,
-            layout='label_last', num_classes_field=num_classes_field)
-        _check_data_list(dataset, _infos(dataset), ann, None,
-                         roots=(('audio_path', 'audio'), ))
-        return count
-    if ann and hasattr(dataset, 'get_data_info'):
-        data_list = _infos(dataset)
-        _check_data_list(dataset, data_list, ann, None)
-        return len(data_list)
-    return 0
+    method = getattr(dataset, 'verify_annotations', None)
+    if callable(method):
+        return method(num_classes, num_classes_field)
+    check = _external_check(dataset)
+    if check is not None:
+        return check(dataset, num_classes, num_classes_field)
+    return check_data_infos(dataset)

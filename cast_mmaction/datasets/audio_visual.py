@@ -38,6 +38,9 @@ from mmengine.logging import print_log
 
 from mmaction.datasets.base import BaseActionDataset
 from mmaction.registry import DATASETS
+from .annotation_checks import (check_data_infos, check_data_list,
+                                check_list_file, csv_id_lines, data_infos,
+                                fail_at)
 
 VIDEO_EXTS = ('.mp4', '.mkv', '.avi', '.webm', '.mov', '.MP4')
 
@@ -148,6 +151,27 @@ class AudioVisualDataset(BaseActionDataset):
                   f'{osp.basename(self.ann_file)}', logger='current')
         return data_list
 
+    def verify_annotations(self, num_classes=None,
+                           num_classes_field='model.cls_head.num_classes'):
+        """The list file line by line (layout, labels, duplicates, paths
+        inside ``data_prefix['video']``) and the audio paths of the built
+        samples; a subclass with its own reader gets the generic check
+        (``annotation_checks.check_data_infos``). Returns the sample
+        count."""
+        if type(self).load_data_list is not AudioVisualDataset.load_data_list:
+            return check_data_infos(self)
+        return self._verify_list_file(num_classes, num_classes_field)
+
+    def _verify_list_file(self, num_classes, num_classes_field):
+        prefix = self.data_prefix or {}
+        count = check_list_file(
+            self.ann_file, prefix.get('video') or '', num_classes,
+            bool(self.test_mode), layout='label_last',
+            num_classes_field=num_classes_field)
+        check_data_list(self, data_infos(self), self.ann_file, None,
+                        roots=(('audio_path', 'audio'), ))
+        return count
+
     def load_data_list(self) -> List[dict]:
         data_list = []
         for line, rel, label in _read_list(self.ann_file):
@@ -230,6 +254,34 @@ class VGGSoundDataset(AudioVisualDataset):
             first = f.readline()
         return first.count(',') >= 3
 
+    def _csv_rows(self):
+        """Line numbers of the official CSV rows of ``self.split``, in
+        order (the order of the samples)."""
+        lines = []
+        with open(self.ann_file, newline='', encoding='utf-8') as f:
+            reader = csv.reader(f)
+            for row in reader:
+                if len(row) >= 4 and row[3].strip() == self.split:
+                    lines.append(reader.line_num)
+        return lines
+
+    def verify_annotations(self, num_classes=None,
+                           num_classes_field='model.cls_head.num_classes'):
+        """A list file: as :class:`AudioVisualDataset`; the official CSV
+        (whose reader checks layout and labels): repeated clips and paths
+        outside the data roots, naming the CSV line."""
+        if type(self).load_data_list is not VGGSoundDataset.load_data_list:
+            return check_data_infos(self)
+        if not self._is_csv():
+            return self._verify_list_file(num_classes, num_classes_field)
+        data_list = data_infos(self)
+        lines = self._csv_rows()
+        if len(lines) != len(data_list):
+            lines = None
+        check_data_list(self, data_list, self.ann_file, lines,
+                        id_key='filename')
+        return len(data_list)
+
     def _classes(self, rows):
         names = self.class_names
         if isinstance(names, str):
@@ -309,6 +361,23 @@ class EpicSoundsDataset(AudioVisualDataset):
         self.video_path_tmpl = video_path_tmpl
         self.audio_path_tmpl = audio_path_tmpl
         super().__init__(ann_file, pipeline, **kwargs)
+
+    def verify_annotations(self, num_classes=None,
+                           num_classes_field='model.cls_head.num_classes'):
+        """Repeated ``annotation_id`` rows and paths outside the data roots
+        (the reader checks layout and labels). Returns the sample count."""
+        ann = self.ann_file
+        data_list = data_infos(self)
+        ids = csv_id_lines(ann, 'annotation_id')
+        for ident, lines in ids.items():
+            if len(lines) > 1:
+                fail_at(ann, lines[1], f'annotation_id {ident!r} repeats '
+                        f'line {lines[0]} (a duplicate sample); remove one '
+                        f'of the two rows')
+        lines = [(ids.get(d.get('annotation_id')) or [None])[0]
+                 for d in data_list]
+        check_data_list(self, data_list, ann, lines)
+        return len(data_list)
 
     def _format(self, tmpl, row, n, field):
         try:

@@ -47,6 +47,7 @@ from mmengine.logging import print_log
 
 from mmaction.registry import DATASETS
 from mmaction.datasets.base import BaseActionDataset
+from .annotation_checks import check_data_list, data_infos
 
 NUM_VERBS = 97
 NUM_NOUNS = 300
@@ -410,6 +411,17 @@ class EpicKitchens100Dataset(BaseActionDataset):
                 f'video_path_tmpl {self.video_path_tmpl!r} names column {e} '
                 f'that the CSV does not have') from None
         return osp.join(root, rel)
+
+    def verify_annotations(self, num_classes=None,
+                           num_classes_field='model.cls_head.num_classes'):
+        """Repeated ``narration_id`` rows and videos outside the data root,
+        naming the CSV line (``read_epic_csv`` checks layout and labels).
+        Returns the sample count."""
+        data_list = data_infos(self)
+        check_data_list(self, data_list, self.ann_file,
+                        [d.get('csv_line') for d in data_list],
+                        id_key='narration_id')
+        return len(data_list)
 
     def load_data_list(self) -> List[dict]:
         items = read_epic_csv(self.ann_file, self.ann_format, self.num_verbs,

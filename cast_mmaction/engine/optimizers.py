@@ -3,9 +3,10 @@
 The published CAST fine-tuning gives every trainable parameter a *layer id*
 and scales its learning rate by ``decay ** (depth + 1 - id)``:
 
-* id ``0``: the experts' embeddings (CLIP ``conv1``, ``class_embedding``,
-  ``positional_embedding``, ``ln_pre``; VideoMAE ``patch_embed``; AST /
-  frame-ViT ``patch_embed``, ``cls_token``, ``dist_token``, ``pos_embed``);
+* id ``0``: the experts' embeddings, as each expert class declares them
+  (``Expert.embedding_names``: CLIP ``conv1``, ``class_embedding``,
+  ``positional_embedding``, ``ln_pre``; VideoMAE ``patch_embed``; AST
+  ``patch_embed``, ``cls_token``, ``dist_token``, ``pos_embed``);
 * id ``i + 1``: everything of layer ``i``: the experts' blocks
   (``experts.*.transformer.resblocks.i``, ``experts.*.blocks.i``), the
   adapters ``attn_adapters.*.i`` / ``mlp_adapters.*.i`` and the B-CA links
@@ -13,11 +14,13 @@ and scales its learning rate by ``decay ** (depth + 1 - id)``:
 * id ``depth + 1``: the rest (CLIP ``ln_post``, VideoMAE ``fc_norm``, the
   heads, time-encoding MLPs, ...): full learning rate.
 
-Weight decay is 0 for 1-D parameters, biases and the B-CA position tables
-(``q_pos``, ``kv_pos``, ``q_pos_t``, ``kv_pos_t``, ``pos_embed``), as the
-authors' ``no_weight_decay`` list. Parameters with ``requires_grad=False``
-(the frozen experts) get no param group at all, so the optimizer keeps state
-only for what trains.
+Weight decay is 0 for 1-D parameters, biases, the B-CA position tables
+(``q_pos``, ``kv_pos``, ``q_pos_t``, ``kv_pos_t``: the tables of the
+registered window policies, ``models/fusion/windows.py``) and the names
+expert classes declare (``Expert.no_weight_decay_names``: AST
+``pos_embed``), as the authors' ``no_weight_decay`` list. Parameters with
+``requires_grad=False`` (the frozen experts) get no param group at all, so
+the optimizer keeps state only for what trains.
 
 Config::
 
@@ -32,7 +35,7 @@ Config::
 off), ``num_layers`` (default ``model.backbone.depth``), ``no_decay_names``
 (last name components without weight decay, added to the defaults),
 ``embed_names`` (first name components of an expert that count as its
-embeddings, added to the defaults).
+embeddings, added to the expert's own ``embedding_names``).
 
 An expert may define ``get_layer_id(name, depth)`` (``name`` relative to the
 expert) to override the rules above.
@@ -46,11 +49,6 @@ from mmengine.optim import DefaultOptimWrapperConstructor
 
 from mmaction.registry import OPTIM_WRAPPER_CONSTRUCTORS
 
-DEFAULT_NO_DECAY_NAMES = ('q_pos', 'kv_pos', 'q_pos_t', 'kv_pos_t',
-                          'pos_embed')
-DEFAULT_EMBED_NAMES = ('conv1', 'class_embedding', 'positional_embedding',
-                       'ln_pre', 'patch_embed', 'cls_token', 'dist_token',
-                       'pos_embed', 'mask_token', 'temporal_embedding')
 # backbone containers indexed <container>.<stream or link name>.<layer>
 LAYER_CONTAINERS = ('attn_adapters', 'mlp_adapters', 'links')
 _BLOCK_RE = re.compile(r'(?:^|\.)(?:resblocks|blocks|layers)\.(\d+)(?:\.|$)')
@@ -60,10 +58,37 @@ def _backbone_of(model):
     return getattr(model, 'backbone', model)
 
 
-def get_layer_id(name, depth, backbone=None, embed_names=DEFAULT_EMBED_NAMES,
+def _expert_classes():
+    from ..models.experts import Expert
+    return Expert.all_classes()
+
+
+def expert_embedding_names(expert=None):
+    """First name components of ``expert``'s embeddings (its class's
+    ``embedding_names``); without an expert, those of every expert class."""
+    if expert is not None:
+        return tuple(getattr(expert, 'embedding_names', ()))
+    names = []
+    for cls in _expert_classes():
+        names.extend(n for n in cls.embedding_names if n not in names)
+    return tuple(names)
+
+
+def default_no_decay_names():
+    """The window policies' position tables and every expert class's
+    ``no_weight_decay_names``."""
+    from ..models.fusion import position_table_names
+    names = list(position_table_names())
+    for cls in _expert_classes():
+        names.extend(n for n in cls.no_weight_decay_names if n not in names)
+    return tuple(names)
+
+
+def get_layer_id(name, depth, backbone=None, embed_names=(),
                  backbone_prefix='backbone.'):
     """Layer id (0 .. depth + 1) of parameter ``name`` of a recognizer whose
-    backbone is a multi-expert backbone of ``depth`` layers."""
+    backbone is a multi-expert backbone of ``depth`` layers. ``embed_names``
+    are added to the expert's own ``embedding_names``."""
     rest_id = depth + 1
     if not name.startswith(backbone_prefix):
         return rest_id  # heads, necks
@@ -76,7 +101,7 @@ def get_layer_id(name, depth, backbone=None, embed_names=DEFAULT_EMBED_NAMES,
             expert = backbone.experts[expert_name]
         if expert is not None and hasattr(expert, 'get_layer_id'):
             return int(expert.get_layer_id(local, depth))
-        if parts[2] in embed_names:
+        if parts[2] in expert_embedding_names(expert) + tuple(embed_names):
             return 0
         m = _BLOCK_RE.search(local)
         if m:
@@ -97,7 +122,9 @@ def get_layer_id(name, depth, backbone=None, embed_names=DEFAULT_EMBED_NAMES,
     return rest_id
 
 
-def skips_weight_decay(name, param, no_decay_names=DEFAULT_NO_DECAY_NAMES):
+def skips_weight_decay(name, param, no_decay_names=None):
+    if no_decay_names is None:
+        no_decay_names = default_no_decay_names()
     return (param.ndim <= 1 or name.endswith('.bias')
             or name.rsplit('.', 1)[-1] in no_decay_names)
 
@@ -128,10 +155,9 @@ class CASTLayerDecayOptimWrapperConstructor(DefaultOptimWrapperConstructor):
             raise ValueError(f'optim_wrapper.paramwise_cfg.layer_decay_rate='
                              f'{self.layer_decay_rate}: use a value in (0, 1]')
         self.num_layers = cfg.get('num_layers')
-        self.no_decay_names = tuple(DEFAULT_NO_DECAY_NAMES) + tuple(
+        self.no_decay_names = default_no_decay_names() + tuple(
             cfg.get('no_decay_names', ()))
-        self.embed_names = tuple(DEFAULT_EMBED_NAMES) + tuple(
-            cfg.get('embed_names', ()))
+        self.embed_names = tuple(cfg.get('embed_names', ()))
         if self.base_lr is None:
             raise ValueError('optim_wrapper.optimizer.lr is required by the '
                              'layer-wise lr decay')

@@ -4,9 +4,11 @@ FSDP shards parameters per *wrapped unit*, gathering a unit's weights just
 before its ``forward`` runs. The multi-expert backbone calls the experts in
 pieces (attention branch, MLP branch) rather than through whole blocks, so
 the units must be the modules whose ``forward`` is called: the experts'
-attention and MLP modules and the B-CA links. ``cast_fsdp_wrap_policy``
-wraps exactly those (norms, adapters, embeddings and heads stay in the root
-unit, which is gathered for the whole step). Config::
+attention and MLP modules and the B-CA links. Each expert class declares its
+units (``Expert.fsdp_units``); a B-CA link (``BottleneckCrossAttention``) is
+one unit. ``cast_fsdp_wrap_policy`` wraps exactly those (norms, adapters,
+embeddings and heads stay in the root unit, which is gathered for the whole
+step). Config::
 
     strategy = dict(
         type='FSDPStrategy',
@@ -20,13 +22,14 @@ from mmengine.registry import FUNCTIONS
 
 def fsdp_units():
     """Module classes whose ``forward`` the backbone calls and that hold the
-    bulk of the parameters."""
-    from ..models.experts.ast import ASTAttention
-    from ..models.experts.clip_vit import CLIPAttention, CLIPMlp
-    from ..models.experts.videomae_vit import VideoMAEAttention, VideoMAEMlp
+    bulk of the parameters: the ``fsdp_units`` every imported expert class
+    declares, and the B-CA links."""
+    from ..models.experts import Expert
     from ..models.fusion import BottleneckCrossAttention
-    return (CLIPAttention, CLIPMlp, VideoMAEAttention, VideoMAEMlp,
-            ASTAttention, BottleneckCrossAttention)
+    units = []
+    for cls in Expert.all_classes():
+        units.extend(u for u in cls.fsdp_units if u not in units)
+    return tuple(units) + (BottleneckCrossAttention, )
 
 
 @FUNCTIONS.register_module()

@@ -15,23 +15,33 @@ Stream order of the pooled features (and of the head adapters): CAVA
 ``(clip, audio)``, CA2ST ``(clip, vmae, audio)``.
 """
 
+from .presets import base_model, set_sizes
+
 AST_MEAN, AST_STD = -4.2677393, 4.5689974  # AudioSet fbank statistics
 
 
-def _clip(embed_dim, depth, num_heads, patch_size, mlp_ratio, tubelet_size,
-          post_norm_eps, pretrained):
-    return dict(type='CLIPViTExpert', width=embed_dim, layers=depth,
-                heads=num_heads, patch_size=patch_size, mlp_ratio=mlp_ratio,
-                frame_start=1, frame_step=tubelet_size,
-                post_norm_eps=post_norm_eps, pretrained=pretrained)
+def _av_model(name, embed_dim, depth, num_heads, num_frames, img_size,
+              patch_size, tubelet_size, down_ratio, mlp_ratio,
+              drop_path_rate, input_fdim, input_tdim, fstride, tstride,
+              with_cp, pretrained):
+    model = set_sizes(base_model(name), embed_dim, depth, num_heads,
+                      num_frames, img_size, patch_size, tubelet_size,
+                      down_ratio, mlp_ratio, drop_path_rate, with_cp)
+    bb = model['backbone']
+    bb['experts']['audio'].update(input_fdim=input_fdim,
+                                  input_tdim=input_tdim, fstride=fstride,
+                                  tstride=tstride)
+    for name, weights in pretrained.items():
+        bb['experts'][name]['pretrained'] = weights
+    return model
 
 
-def _ast(embed_dim, depth, num_heads, mlp_ratio, input_fdim, input_tdim,
-         fstride, tstride, pretrained):
-    return dict(type='ASTExpert', embed_dim=embed_dim, depth=depth,
-                num_heads=num_heads, mlp_ratio=mlp_ratio,
-                input_fdim=input_fdim, input_tdim=input_tdim,
-                fstride=fstride, tstride=tstride, pretrained=pretrained)
+def _revision(bb, links, revision, split_time_mlp):
+    """``revision``: time encodings instead of learned tables in
+    ``links``."""
+    for link in links:
+        link.update(pos_embed=not revision, time_encoding=revision)
+    bb['time_encoding'] = dict(split=split_time_mlp) if revision else None
 
 
 def cava_backbone_cfg(embed_dim=768, depth=12, num_heads=12, num_frames=16,
@@ -41,24 +51,16 @@ def cava_backbone_cfg(embed_dim=768, depth=12, num_heads=12, num_frames=16,
                       link_layers=None, revision=False, split_time_mlp=True,
                       clip_pretrained=None, ast_pretrained=None,
                       with_cp=False):
-    """CAVA: CLIP (frames 1, 3, ...) + AST, B-CA with global windows."""
-    return dict(
-        type='CASTBackbone',
-        num_frames=num_frames,
-        img_size=img_size,
-        experts=dict(
-            clip=_clip(embed_dim, depth, num_heads, patch_size, mlp_ratio,
-                       tubelet_size, 1e-6, clip_pretrained),
-            audio=_ast(embed_dim, depth, num_heads, mlp_ratio, input_fdim,
-                       input_tdim, fstride, tstride, ast_pretrained)),
-        links=[dict(experts=('clip', 'audio'),
-                    windows=dict(clip='global', audio='global'),
-                    layers=link_layers, pos_embed=not revision,
-                    time_encoding=revision)],
-        time_encoding=dict(split=split_time_mlp) if revision else None,
-        down_ratio=down_ratio,
-        drop_path_rate=drop_path_rate,
-        with_cp=with_cp)
+    """CAVA: CLIP (frames 1, 3, ...) + AST, B-CA with global windows
+    (``configs/_base_/models/cava_vit_b.py`` at these sizes)."""
+    bb = _av_model('cava_vit_b', embed_dim, depth, num_heads, num_frames,
+                   img_size, patch_size, tubelet_size, down_ratio, mlp_ratio,
+                   drop_path_rate, input_fdim, input_tdim, fstride, tstride,
+                   with_cp, dict(clip=clip_pretrained,
+                                 audio=ast_pretrained))['backbone']
+    bb['links'][0]['layers'] = link_layers
+    _revision(bb, bb['links'], revision, split_time_mlp)
+    return bb
 
 
 def ca2st_backbone_cfg(embed_dim=768, depth=12, num_heads=12,
@@ -70,41 +72,26 @@ def ca2st_backbone_cfg(embed_dim=768, depth=12, num_heads=12,
                        split_time_mlp=True, share_projections=None,
                        clip_pretrained=None, vmae_pretrained=None,
                        ast_pretrained=None, with_cp=False):
-    """CA2ST: CLIP + VideoMAE + AST. ``audio_link_layers`` defaults to the
-    last three layers (9, 10, 11 of 12)."""
+    """CA2ST: CLIP + VideoMAE + AST (``configs/_base_/models/ca2st_vit_b.py``
+    at these sizes). ``audio_link_layers`` defaults to the last three layers
+    (9, 10, 11 of 12)."""
     if audio_link_layers is None:
         audio_link_layers = list(range(max(0, depth - 3), depth))
     audio_heads = audio_num_heads or num_heads
     if share_projections is None:
         share_projections = revision
-    audio_link = dict(layers=list(audio_link_layers), num_heads=audio_heads,
-                      pos_embed=not revision, time_encoding=revision)
-    return dict(
-        type='CASTBackbone',
-        num_frames=num_frames,
-        img_size=img_size,
-        experts=dict(
-            clip=_clip(embed_dim, depth, num_heads, patch_size, mlp_ratio,
-                       tubelet_size, 1e-5, clip_pretrained),
-            vmae=dict(type='VideoMAEExpert', embed_dim=embed_dim,
-                      depth=depth, num_heads=num_heads,
-                      patch_size=patch_size, tubelet_size=tubelet_size,
-                      mlp_ratio=mlp_ratio, pretrained=vmae_pretrained),
-            audio=_ast(embed_dim, depth, audio_heads, mlp_ratio, input_fdim,
-                       input_tdim, fstride, tstride, ast_pretrained)),
-        links=[
-            dict(experts=('clip', 'vmae'),
-                 windows=dict(clip='time', vmae='space')),
-            dict(experts=('clip', 'audio'),
-                 windows=dict(clip='global', audio='global'), **audio_link),
-            dict(experts=('vmae', 'audio'),
-                 windows=dict(vmae='global', audio='global'), **audio_link),
-        ],
-        time_encoding=dict(split=split_time_mlp) if revision else None,
-        share_projections=share_projections,
-        down_ratio=down_ratio,
-        drop_path_rate=drop_path_rate,
-        with_cp=with_cp)
+    bb = _av_model('ca2st_vit_b', embed_dim, depth, num_heads, num_frames,
+                   img_size, patch_size, tubelet_size, down_ratio, mlp_ratio,
+                   drop_path_rate, input_fdim, input_tdim, fstride, tstride,
+                   with_cp, dict(clip=clip_pretrained, vmae=vmae_pretrained,
+                                 audio=ast_pretrained))['backbone']
+    bb['experts']['audio']['num_heads'] = audio_heads
+    audio_links = [link for link in bb['links'] if 'audio' in link['experts']]
+    for link in audio_links:
+        link.update(layers=list(audio_link_layers), num_heads=audio_heads)
+    _revision(bb, audio_links, revision, split_time_mlp)
+    bb['share_projections'] = share_projections
+    return bb
 
 
 def av_data_preprocessor_cfg(blending=None):
@@ -116,24 +103,19 @@ def av_data_preprocessor_cfg(blending=None):
                 blending=blending)
 
 
-_AUDIO_HEAD = dict(act='quick_gelu', zero_init=False)
-
-
 def cava_recognizer_cfg(num_classes=309, label_smooth_eps=0.0,
                         average_clips='prob', data_preprocessor=None,
                         **backbone_kwargs):
     """CAVA: head(adapter(clip) + adapter(audio)), adapters with skip."""
-    backbone = cava_backbone_cfg(**backbone_kwargs)
-    dim = backbone['experts']['clip']['width']
-    head = dict(type='CASTHead', num_classes=num_classes, in_channels=dim,
-                num_streams=2,
-                stream_adapters=[dict(skip=True), dict(skip=True)],
-                label_smooth_eps=label_smooth_eps,
-                average_clips=average_clips)
-    return dict(type='AudioVisualRecognizer', backbone=backbone,
-                cls_head=head,
-                data_preprocessor=data_preprocessor or
-                av_data_preprocessor_cfg())
+    model = base_model('cava_vit_b')
+    model['backbone'] = cava_backbone_cfg(**backbone_kwargs)
+    model['cls_head'].update(
+        num_classes=num_classes,
+        in_channels=model['backbone']['experts']['clip']['embed_dim'],
+        label_smooth_eps=label_smooth_eps, average_clips=average_clips)
+    model['data_preprocessor'] = (data_preprocessor
+                                  or av_data_preprocessor_cfg())
+    return model
 
 
 def ca2st_recognizer_cfg(num_classes=309, composition=False, verb_classes=97,
@@ -144,25 +126,17 @@ def ca2st_recognizer_cfg(num_classes=309, composition=False, verb_classes=97,
     audio_adapter(audio)); verb / noun (EPIC-KITCHENS-100): noun head on
     adapter(clip) + audio_adapter(audio), verb head on adapter(vmae) +
     audio_adapter(audio)."""
-    backbone = ca2st_backbone_cfg(**backbone_kwargs)
-    dim = backbone['experts']['clip']['width']
+    model = base_model('ca2st_vit_b_verb_noun' if composition else
+                       'ca2st_vit_b')
+    model['backbone'] = ca2st_backbone_cfg(**backbone_kwargs)
+    head = dict(in_channels=model['backbone']['experts']['clip']['embed_dim'],
+                label_smooth_eps=label_smooth_eps,
+                average_clips=average_clips)
     if composition:
-        head = dict(type='CASTVerbNounHead', num_verbs=verb_classes,
-                    num_nouns=noun_classes, in_channels=dim, verb_stream=1,
-                    noun_stream=0,
-                    noun_adapters=[dict(stream=0),
-                                   dict(stream=2, **_AUDIO_HEAD)],
-                    verb_adapters=[dict(stream=1),
-                                   dict(stream=2, **_AUDIO_HEAD)],
-                    label_smooth_eps=label_smooth_eps,
-                    average_clips=average_clips)
+        head.update(num_verbs=verb_classes, num_nouns=noun_classes)
     else:
-        head = dict(type='CASTHead', num_classes=num_classes,
-                    in_channels=dim, num_streams=3,
-                    stream_adapters=[dict(), dict(), dict(_AUDIO_HEAD)],
-                    label_smooth_eps=label_smooth_eps,
-                    average_clips=average_clips)
-    return dict(type='AudioVisualRecognizer', backbone=backbone,
-                cls_head=head,
-                data_preprocessor=data_preprocessor or
-                av_data_preprocessor_cfg())
+        head.update(num_classes=num_classes)
+    model['cls_head'].update(head)
+    model['data_preprocessor'] = (data_preprocessor
+                                  or av_data_preprocessor_cfg())
+    return model

@@ -18,8 +18,9 @@ def cast_sizes_from_meta(model_cfg, meta):
     for e in bb['experts'].values():
         e['pretrained'] = None
         if e['type'] == 'CLIPViTExpert':
-            e.update(width=meta['embed_dim'], layers=meta['depth'],
-                     heads=meta['num_heads'], patch_size=meta['patch_size'],
+            e.update(embed_dim=meta['embed_dim'], depth=meta['depth'],
+                     num_heads=meta['num_heads'],
+                     patch_size=meta['patch_size'],
                      mlp_ratio=meta['mlp_ratio'],
                      frame_step=meta['tubelet_size'])
         elif e['type'] == 'VideoMAEExpert':

@@ -147,7 +147,7 @@ class CASTBackbone(BaseModule):
         if len(set(depths.values())) != 1:
             raise ValueError(f'experts run in lock-step and need the same '
                              f'depth; got {depths} (backbone.experts.*.'
-                             f'layers/depth)')
+                             f'depth)')
         self.depth = depth = next(iter(depths.values()))
         self.num_frames = num_frames
         self.mlp_adapter_scale = mlp_adapter_scale

@@ -103,6 +103,10 @@ class ASTExpert(Expert):
     """
 
     modality = 'audio'
+    role = 'audio'
+    fsdp_units = (ASTAttention, VideoMAEMlp)
+    embedding_names = ('patch_embed', 'cls_token', 'dist_token', 'pos_embed')
+    no_weight_decay_names = ('pos_embed', )
     trainable_names = ('norm', )
 
     def __init__(self,

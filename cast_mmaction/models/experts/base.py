@@ -15,14 +15,61 @@ import torch.nn as nn
 from mmengine.model import BaseModule
 
 
+ROLES = ('image', 'video', 'audio')
+
+
 class Expert(BaseModule):
-    """Base class of experts. Subclasses set ``embed_dim``, ``num_heads``,
-    ``depth``, ``grid_t``, ``grid_n``, ``modality`` and
-    ``trainable_names`` (parameter-name prefixes that stay trainable when the
-    expert is frozen), and implement the methods below."""
+    """Base class of experts.
+
+    Instances set ``embed_dim``, ``depth``, ``num_heads`` (the one size
+    vocabulary of every expert), ``grid_t`` and ``grid_n``, and implement the
+    methods below. Each expert class *declares* what the rest of the package
+    needs to know about it, so that adding an expert is writing its own file
+    (no list elsewhere to extend):
+
+    * ``modality``: the input it reads (``'video'`` or ``'audio'``: the key of
+      a dict input);
+    * ``role``: what it models, one of :data:`ROLES` (``'image'``: a
+      frame-wise image model such as CLIP, the *spatial* stream;
+      ``'video'``: a space-time model such as VideoMAE, the *temporal*
+      stream; ``'audio'``). ``inference.stream_info`` names the pooled
+      streams by it;
+    * ``fsdp_units``: the module classes whose ``forward`` the backbone calls
+      (attention and MLP modules); ``engine.strategies`` wraps each instance
+      as one FSDP unit;
+    * ``embedding_names``: first name components (relative to the expert) of
+      its embedding parameters, layer id 0 of the layer-wise lr decay
+      (``engine.optimizers``);
+    * ``no_weight_decay_names``: last name components of parameters without
+      weight decay (besides 1-D tensors and biases, which never get it);
+    * ``trainable_names``: parameter-name prefixes that stay trainable when
+      the expert is frozen.
+    """
 
     modality = 'video'
+    role = None
+    fsdp_units = ()
+    embedding_names = ()
+    no_weight_decay_names = ()
     trainable_names = ()
+
+    def __init_subclass__(cls, **kwargs):
+        super().__init_subclass__(**kwargs)
+        if cls.role is not None and cls.role not in ROLES:
+            raise TypeError(f'{cls.__name__}.role={cls.role!r}: use one of '
+                            f'{ROLES}')
+
+    @classmethod
+    def all_classes(cls):
+        """Every imported subclass of :class:`Expert` (the experts of this
+        package and those a config's ``custom_imports`` brought in)."""
+        out, todo = [], list(cls.__subclasses__())
+        while todo:
+            c = todo.pop(0)
+            if c not in out:
+                out.append(c)
+                todo.extend(c.__subclasses__())
+        return out
 
     # -- input and output -------------------------------------------------
     def embed(self, inputs):
@@ -92,6 +139,20 @@ class Expert(BaseModule):
         return self.forward_plain(inputs)
 
 
+RENAMED = dict(width='embed_dim', layers='depth', heads='num_heads')
+
+
+def reject_renamed(owner, **given):
+    """Refuse the retired size names (``width`` / ``layers`` / ``heads``):
+    every expert is sized by ``embed_dim`` / ``depth`` / ``num_heads``."""
+    used = {k: v for k, v in given.items() if v is not None}
+    if used:
+        fix = ', '.join(f'{RENAMED[k]}={v!r}' for k, v in used.items())
+        raise TypeError(
+            f'{owner}: {", ".join(sorted(used))} renamed: every expert is '
+            f'sized by embed_dim / depth / num_heads; write {fix} instead')
+
+
 def check_frames(num_frames, start, step, field):
     idx = list(range(start, num_frames, step))
     if not idx:
@@ -101,4 +162,4 @@ def check_frames(num_frames, start, step, field):
     return len(idx)
 
 
-__all__ = ['Expert', 'check_frames', 'torch']
+__all__ = ['Expert', 'ROLES', 'check_frames', 'reject_renamed', 'torch']

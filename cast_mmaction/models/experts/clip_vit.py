@@ -13,7 +13,7 @@ import torch.nn as nn
 from mmaction.registry import MODELS
 from ..layers import (Linear, QuickGELU, frozen_mlp, grid_size, linear,
                       sdpa_heads)
-from .base import Expert, check_frames
+from .base import Expert, check_frames, reject_renamed
 
 
 class CLIPAttention(nn.Module):
@@ -62,11 +62,13 @@ class CLIPBlock(nn.Module):
 
 
 class CLIPTransformer(nn.Module):
+    """``resblocks`` (the OpenAI checkpoint's container name)."""
 
-    def __init__(self, width, layers, heads, mlp_ratio, eps):
+    def __init__(self, embed_dim, depth, num_heads, mlp_ratio, eps):
         super().__init__()
         self.resblocks = nn.ModuleList(
-            CLIPBlock(width, heads, mlp_ratio, eps) for _ in range(layers))
+            CLIPBlock(embed_dim, num_heads, mlp_ratio, eps)
+            for _ in range(depth))
 
 
 @MODELS.register_module()
@@ -74,8 +76,9 @@ class CLIPViTExpert(Expert):
     """CLIP ViT image tower applied to selected frames of a clip.
 
     Args:
-        width, layers, heads, patch_size: tower size (ViT-B/16: 768, 12, 12,
-            16; ViT-L/14: 1024, 24, 16, 14).
+        embed_dim, depth, num_heads, patch_size: tower size (ViT-B/16: 768,
+            12, 12, 16; ViT-L/14: 1024, 24, 16, 14); OpenAI's ``width``,
+            ``layers``, ``heads`` (the checkpoint keys keep their names).
         img_size: input resolution (int or (H, W)).
         num_frames: frames of the input clip.
         frame_start, frame_step: which frames the expert sees
@@ -88,12 +91,16 @@ class CLIPViTExpert(Expert):
     """
 
     modality = 'video'
+    role = 'image'
+    fsdp_units = (CLIPAttention, CLIPMlp)
+    embedding_names = ('conv1', 'class_embedding', 'positional_embedding',
+                       'ln_pre')
     trainable_names = ('ln_post', )
 
     def __init__(self,
-                 width=768,
-                 layers=12,
-                 heads=12,
+                 embed_dim=768,
+                 depth=12,
+                 num_heads=12,
                  patch_size=16,
                  img_size=224,
                  num_frames=16,
@@ -104,12 +111,18 @@ class CLIPViTExpert(Expert):
                  post_norm_eps=1e-5,
                  pretrained=None,
                  frozen=True,
-                 init_cfg=None):
+                 init_cfg=None,
+                 width=None,
+                 layers=None,
+                 heads=None):
         super().__init__(init_cfg=init_cfg)
-        if width % heads:
-            raise ValueError(f'CLIP expert: width={width} is not divisible '
-                             f'by heads={heads}')
-        self.embed_dim, self.depth, self.num_heads = width, layers, heads
+        reject_renamed('CLIPViTExpert', width=width, layers=layers,
+                       heads=heads)
+        if embed_dim % num_heads:
+            raise ValueError(f'CLIP expert: embed_dim={embed_dim} is not '
+                             f'divisible by num_heads={num_heads}')
+        self.embed_dim, self.depth = embed_dim, depth
+        self.num_heads = num_heads
         self.patch_size = patch_size
         self.grid_hw = grid_size(img_size, patch_size,
                                  'img_size (CLIP expert)')
@@ -120,15 +133,16 @@ class CLIPViTExpert(Expert):
         self.num_frames = num_frames
         self.pretrained = pretrained
         self.num_prefix_tokens = 1
-        scale = width**-0.5
-        self.conv1 = nn.Conv2d(3, width, patch_size, patch_size, bias=False)
-        self.class_embedding = nn.Parameter(scale * torch.randn(width))
+        scale = embed_dim**-0.5
+        self.conv1 = nn.Conv2d(3, embed_dim, patch_size, patch_size,
+                               bias=False)
+        self.class_embedding = nn.Parameter(scale * torch.randn(embed_dim))
         self.positional_embedding = nn.Parameter(
-            scale * torch.randn(self.grid_n + 1, width))
-        self.ln_pre = nn.LayerNorm(width, eps=eps)
-        self.transformer = CLIPTransformer(width, layers, heads, mlp_ratio,
-                                           eps)
-        self.ln_post = nn.LayerNorm(width, eps=post_norm_eps)
+            scale * torch.randn(self.grid_n + 1, embed_dim))
+        self.ln_pre = nn.LayerNorm(embed_dim, eps=eps)
+        self.transformer = CLIPTransformer(embed_dim, depth, num_heads,
+                                           mlp_ratio, eps)
+        self.ln_post = nn.LayerNorm(embed_dim, eps=post_norm_eps)
         if frozen:
             self.freeze()
 

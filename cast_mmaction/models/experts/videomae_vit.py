@@ -78,6 +78,9 @@ class VideoMAEExpert(Expert):
     """
 
     modality = 'video'
+    role = 'video'
+    fsdp_units = (VideoMAEAttention, VideoMAEMlp)
+    embedding_names = ('patch_embed', )
     trainable_names = ('fc_norm', )
 
     def __init__(self,

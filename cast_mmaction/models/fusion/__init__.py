@@ -1,8 +1,12 @@
 from .adapter import Adapter
 from .bottleneck_cross_attention import (BottleneckCrossAttention,
-                                         WindowCrossAttention)
+                                         WindowCrossAttention,
+                                         position_table_layout)
+from .time_encoding import SegmentTimeMLP
+from .windows import (WINDOW_POLICIES, WindowPolicy, get_window_policy,
+                      position_table_names, register_window_policy)
 
-__all__ = ['Adapter', 'BottleneckCrossAttention', 'WindowCrossAttention']
-from .time_encoding import SegmentTimeMLP  # noqa: E402
-
-__all__ += ['SegmentTimeMLP']
+__all__ = ['Adapter', 'BottleneckCrossAttention', 'WindowCrossAttention',
+           'SegmentTimeMLP', 'WINDOW_POLICIES', 'WindowPolicy',
+           'get_window_policy', 'position_table_names',
+           'position_table_layout', 'register_window_policy']

@@ -3,7 +3,8 @@
 A *link* joins two streams ``a`` and ``b``. Each stream is projected down
 (``down``, Linear D -> d) and normalised (``norm``); then two cross-attentions
 run, one where ``a`` queries ``b`` and one where ``b`` queries ``a``, each
-restricted to a *window* of the other stream's patch grid ``(T, N)``:
+restricted to a *window* of the other stream's patch grid ``(T, N)``
+(one row each in the policy table of ``windows.py``):
 
 ``time``
     a query at ``(t, n)`` sees the other stream's tokens ``(:, n)``: the same
@@ -32,38 +33,26 @@ import torch.nn as nn
 import torch
 
 from ..layers import Linear, sdpa_heads
-
-WINDOWS = ('time', 'space', 'global')
-
+from .windows import get_window_policy
 
 class WindowCrossAttention(nn.Module):
     """Multi-head cross-attention of query grid (B, Tq, Nq, d) on key/value
-    grid (B, Tk, Nk, d) inside a window. Parameters: ``q`` and ``kv`` (with
-    biases), ``proj``, and the window's position tables ``q_pos`` /
-    ``kv_pos`` (plus ``q_pos_t`` / ``kv_pos_t`` for ``global`` with
-    space-time positions)."""
+    grid (B, Tk, Nk, d) inside a window (a row of
+    :data:`~.windows.WINDOW_POLICIES`). Parameters: ``q`` and ``kv`` (with
+    biases), ``proj``, and the window's position tables (``q_pos`` /
+    ``kv_pos``, plus ``q_pos_t`` / ``kv_pos_t`` for ``global``: the
+    policy's ``tables``)."""
 
     def __init__(self, dim, num_heads, window, q_grid, kv_grid,
                  pos_embed=True):
         super().__init__()
-        if window not in WINDOWS:
-            raise ValueError(f'window must be one of {WINDOWS}, got '
-                             f'{window!r}')
+        policy = get_window_policy(window)
         if dim % num_heads:
             raise ValueError(f'B-CA width {dim} is not divisible by '
                              f'num_heads={num_heads}; change down_ratio or '
                              f'num_heads')
-        (tq, nq), (tk, nk) = q_grid, kv_grid
-        if window == 'time' and nq != nk:
-            raise ValueError(
-                f'a time-window link needs the same number of patches per '
-                f'frame on both sides, got {nq} and {nk}: make the experts\' '
-                f'img_size / patch_size give the same grid')
-        if window == 'space' and tq != tk:
-            raise ValueError(
-                f'a space-window link needs the same number of time steps on '
-                f'both sides, got {tq} and {tk}: adjust num_frames, '
-                f'tubelet_size or the spatial expert\'s frame_step')
+        policy.check(q_grid, kv_grid)
+        self.policy = policy
         self.window, self.num_heads = window, num_heads
         self.q_grid, self.kv_grid = tuple(q_grid), tuple(kv_grid)
         scale = (dim // num_heads)**-0.5
@@ -71,46 +60,40 @@ class WindowCrossAttention(nn.Module):
         self.kv = Linear(dim, 2 * dim)
         self.proj = Linear(dim, dim)
         self.pos_embed = pos_embed
+        axis = dict(t=0, n=1)
         if pos_embed:
-            if window == 'time':
-                self.q_pos = nn.Parameter(scale * torch.randn(tq, dim))
-                self.kv_pos = nn.Parameter(scale * torch.randn(tk, dim))
-            else:  # space, and the spatial half of global
-                self.q_pos = nn.Parameter(scale * torch.randn(nq, dim))
-                self.kv_pos = nn.Parameter(scale * torch.randn(nk, dim))
-            if window == 'global':
-                self.q_pos_t = nn.Parameter(scale * torch.randn(tq, dim))
-                self.kv_pos_t = nn.Parameter(scale * torch.randn(tk, dim))
+            for suffix, ax in policy.tables:
+                for side, grid in (('q', self.q_grid), ('kv', self.kv_grid)):
+                    self.register_parameter(
+                        f'{side}_pos{suffix}', nn.Parameter(
+                            scale * torch.randn(grid[axis[ax]], dim)))
 
-    def _add_pos(self, x, pos, pos_t=None):  # x (B, T, N, d)
-        if self.window == 'time':
-            return x + pos[None, :, None]
-        x = x + pos[None, None]
-        if pos_t is not None:
-            x = x + pos_t[None, :, None]
-        return x
+    def _tables(self, side):
+        return [getattr(self, f'{side}_pos{s}') for s, _ in
+                self.policy.tables]
+
+    def position_tables(self):
+        """``[(parameter name, side ('q' / 'kv'), axis ('t' / 'n'))]`` of the
+        learned position tables (empty without ``pos_embed``)."""
+        if not self.pos_embed:
+            return []
+        return [(f'{side}_pos{s}', side, ax) for s, ax in self.policy.tables
+                for side in ('q', 'kv')]
+
+    def add_positions(self, q, kv):
+        """The query and key grids plus their window position tables."""
+        if self.pos_embed:
+            q = self.policy.add_tables(q, self._tables('q'))
+            kv = self.policy.add_tables(kv, self._tables('kv'))
+        return q, kv
 
     def forward(self, q, kv):
-        b, tq, nq, d = q.shape
-        _, tk, nk, _ = kv.shape
-        if self.pos_embed:
-            q = self._add_pos(q, self.q_pos, getattr(self, 'q_pos_t', None))
-            kv = self._add_pos(kv, self.kv_pos,
-                               getattr(self, 'kv_pos_t', None))
-        if self.window == 'time':  # (B*N, T, d)
-            q = q.transpose(1, 2).reshape(b * nq, tq, d)
-            kv = kv.transpose(1, 2).reshape(b * nk, tk, d)
-        elif self.window == 'space':  # (B*T, N, d)
-            q = q.reshape(b * tq, nq, d)
-            kv = kv.reshape(b * tk, nk, d)
-        else:  # (B, T*N, d)
-            q = q.reshape(b, tq * nq, d)
-            kv = kv.reshape(b, tk * nk, d)
+        shape = q.shape
+        q, kv = self.add_positions(q, kv)
+        q, kv = self.policy.to_seq(q), self.policy.to_seq(kv)
         k, v = self.kv(kv).chunk(2, dim=-1)
         out = self.proj(sdpa_heads(self.q(q), k, v, self.num_heads))
-        if self.window == 'time':
-            return out.reshape(b, nq, tq, d).transpose(1, 2)
-        return out.reshape(b, tq, nq, d)
+        return self.policy.from_seq(out, shape)
 
     def extra_repr(self):
         return (f'window={self.window}, heads={self.num_heads}, '
@@ -171,6 +154,18 @@ class BottleneckCrossAttention(nn.Module):
             nn.init.zeros_(m.weight)
             nn.init.zeros_(m.bias)
 
+    def position_tables(self):
+        """``[(name relative to the link, expert name, axis)]`` of the
+        learned window tables: ``axis`` ('t' or 'n', see ``windows.py``) of
+        the grid of expert ``expert name``."""
+        out = []
+        for q_name, att in self.attn.items():
+            kv_name = next(n for n in self.names if n != q_name)
+            for pname, side, axis in att.position_tables():
+                out.append((f'attn.{q_name}.{pname}',
+                            q_name if side == 'q' else kv_name, axis))
+        return out
+
     def forward(self, tokens, experts, batch, time_enc=None):
         """``tokens``: {name: stream tokens}; ``time_enc``: {name: (B, T, N,
         d)} (used when the link was built with ``time_encoding``). Returns
@@ -196,3 +191,18 @@ class BottleneckCrossAttention(nn.Module):
             merged = experts[q_name].merge(prefix, attended, batch)
             out[q_name] = self.up[q_name](self.act(merged))
         return out
+
+
+def position_table_layout(model):
+    """``{state-dict key: (expert name, axis)}`` of every learned B-CA window
+    table in ``model``: what a checkpoint converter needs to resize a table
+    whose length differs from the model's (``axis`` 't': a 1-D table over
+    that expert's time steps; 'n': over its patch grid, e.g. ``grid_hw`` of a
+    video expert or ``(f_dim, t_dim)`` of the AST expert)."""
+    out = {}
+    for prefix, mod in model.named_modules():
+        if isinstance(mod, BottleneckCrossAttention):
+            for name, expert, axis in mod.position_tables():
+                key = f'{prefix}.{name}' if prefix else name
+                out[key] = (expert, axis)
+    return out

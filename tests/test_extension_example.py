@@ -1,0 +1,142 @@
+"""The worked example of docs/architecture.md: a new expert, a new window
+policy and a new dataset, each written in the user's own file
+(docs/examples/my_extension.py) plus a config, with no edit of the package.
+Every place that used to need a hand-kept list picks the new pieces up from
+their own declarations."""
+import os.path as osp
+
+import pytest
+import torch
+from mmengine.config import Config
+
+from cast_mmaction.datasets.annotation_checks import (AnnotationError,
+                                                      check_dataset_annotations)
+from cast_mmaction.engine.optimizers import (
+    CASTLayerDecayOptimWrapperConstructor, get_layer_id)
+from cast_mmaction.engine.strategies import cast_fsdp_wrap_policy, fsdp_units
+from cast_mmaction.inference import stream_info
+from cast_mmaction.models.fusion import (WINDOW_POLICIES,
+                                         position_table_layout,
+                                         register_window_policy)
+from cast_mmaction.utils import build_model
+from conftest import ROOT
+
+EXAMPLES = osp.join(ROOT, 'docs', 'examples')
+
+
+@pytest.fixture
+def example(monkeypatch):
+    """The example config, loaded as a user would: its custom_imports bring
+    in my_extension.py from the PYTHONPATH."""
+    monkeypatch.syspath_prepend(EXAMPLES)
+    cfg = Config.fromfile(osp.join(EXAMPLES, 'my_extension_config.py'))
+    import my_extension
+    return cfg, my_extension
+
+
+def _model(cfg):
+    torch.manual_seed(0)
+    model = build_model(cfg.model).eval()
+    with torch.no_grad():  # let the links act (their up-projections start
+        for name, p in model.named_parameters():  # at zero)
+            if '.up.' in name:
+                p.normal_(0, 0.02)
+    return model
+
+
+def test_new_expert_and_window_policy_run_in_the_backbone(example):
+    cfg, ext = example
+    model = _model(cfg)
+    bb = model.backbone
+    assert isinstance(bb.experts['diff'], ext.FrameDiffExpert)
+    link = bb.links['clip_diff']['0']
+    assert {a.window for a in link.attn.values()} == {'global_time'}
+    # the policy's tables: one over each side's time steps
+    assert link.attn['clip'].q_pos.shape == (4, 32)  # CLIP: frames 1,3,5,7
+    assert link.attn['clip'].kv_pos.shape == (7, 32)  # 7 frame differences
+    assert not hasattr(link.attn['clip'], 'q_pos_t')
+    x = torch.randn(2, 3, 8, 32, 32)
+    with torch.no_grad():
+        feats = model.backbone(x)
+        assert [f.shape for f in feats] == [(2, 64), (2, 64)]
+        assert model.cls_head(feats).shape == (2, 3)
+        # the link changes the CLIP stream (it sees the diff expert)
+        x2 = x.clone()
+        x2[:, :, 2] += 1.0  # a frame CLIP does not see (frames 1, 3, ...)
+        assert not torch.allclose(model.backbone(x2)[0], feats[0])
+
+
+def test_pieces_declare_themselves(example):
+    cfg, ext = example
+    model = _model(cfg)
+    # FSDP units: the new expert's attention / MLP modules
+    assert {ext.DiffAttention, ext.DiffMlp} <= set(fsdp_units())
+    units = [m for m in model.modules()
+             if cast_fsdp_wrap_policy(m, False, 10**9)]
+    assert sum(isinstance(m, ext.DiffAttention) for m in units) == 2
+    # stream roles (inference / feature extraction) from Expert.role
+    assert [r for r, _, _ in stream_info(model)] == ['spatial', 'temporal']
+    # layer-wise lr decay: its embeddings are layer 0, its blocks 1..depth
+    bb = model.backbone
+    assert get_layer_id('backbone.experts.diff.pos_embed', 2, bb) == 0
+    assert get_layer_id('backbone.experts.diff.patch_embed.weight', 2,
+                        bb) == 0
+    assert get_layer_id('backbone.experts.diff.blocks.1.mlp.0.weight', 2,
+                        bb) == 2
+    # no weight decay: the new policy's tables and the expert's pos_embed
+    for p in bb.experts['diff'].parameters():
+        p.requires_grad_(True)
+    ctor = CASTLayerDecayOptimWrapperConstructor(
+        dict(optimizer=dict(type='AdamW', lr=1e-3, weight_decay=0.05)))
+    groups = ctor.param_groups(model)
+    no_decay = {id(p) for g in groups if g.get('weight_decay') == 0.0
+                for p in g['params']}
+    assert id(bb.experts['diff'].pos_embed) in no_decay
+    assert id(bb.links['clip_diff']['0'].attn['diff'].q_pos) in no_decay
+    # converters: what each window table spans
+    layout = position_table_layout(model)
+    assert layout['backbone.links.clip_diff.0.attn.clip.q_pos'] == ('clip',
+                                                                    't')
+    assert layout['backbone.links.clip_diff.0.attn.clip.kv_pos'] == ('diff',
+                                                                     't')
+
+
+def test_window_policy_table_refuses_a_clash_and_an_unknown_name(example):
+    from cast_mmaction.models.fusion import WindowPolicy
+    assert 'global_time' in WINDOW_POLICIES
+    with pytest.raises(KeyError, match='global_time'):
+        register_window_policy(WindowPolicy('global_time', None, ()))
+    with pytest.raises(ValueError, match="axis 'x'"):
+        WindowPolicy('bad', None, (('', 'x'), ))
+    cfg, _ = example
+    cfg.model.backbone.links[0].windows.diff = 'nearby'
+    with pytest.raises(ValueError, match="one of .*global_time.*'nearby'"):
+        build_model(cfg.model)
+
+
+def _dataset(cfg, tmp_path, rows):
+    from mmaction.registry import DATASETS
+    ann = tmp_path / 'clips.csv'
+    ann.write_text('video,label\n' + ''.join(f'{v},{lab}\n'
+                                            for v, lab in rows))
+    ds_cfg = cfg.train_dataloader.dataset.to_dict()
+    ds_cfg.update(ann_file=str(ann),
+                  data_prefix=dict(video=str(tmp_path / 'videos')))
+    return DATASETS.build(ds_cfg), str(ann)
+
+
+def test_new_dataset_checks_its_own_annotations(example, tmp_path):
+    cfg, ext = example
+    ds, ann = _dataset(cfg, tmp_path, [('a.mp4', 0), ('b.mp4', 2)])
+    assert isinstance(ds, ext.CsvClipDataset)
+    assert check_dataset_annotations(ds) == 2
+    ds, ann = _dataset(cfg, tmp_path, [('a.mp4', 0), ('b.mp4', 3)])
+    with pytest.raises(AnnotationError,
+                       match=rf'{ann}, line 3: label 3 is outside 0..2'):
+        check_dataset_annotations(ds)
+    ds, ann = _dataset(cfg, tmp_path, [('a.mp4', 0), ('a.mp4', 1)])
+    with pytest.raises(AnnotationError, match=rf'{ann}, line 3: .*repeats'):
+        check_dataset_annotations(ds)
+    ds, ann = _dataset(cfg, tmp_path, [('../x.mp4', 0)])
+    with pytest.raises(AnnotationError, match='outside the data root'):
+        check_dataset_annotations(ds)
