@@ -533,7 +533,7 @@ def test_audio_visual_annotation_errors(tmp_path):
      'give the same grid'),
     (['model.backbone.experts.vmae.depth=2'], ValueError,
      "experts run in lock-step and need the same depth; got {'clip': 1, "
-     "'vmae': 2} (backbone.experts.*.layers/depth)"),
+     "'vmae': 2} (backbone.experts.*.depth)"),
 ])
 def test_impossible_shapes_fail_at_startup(setup, tools, options, exc,
                                            message):
