@@ -23,6 +23,46 @@ def _mmaction_root():
     return list(spec.submodule_search_locations)[0]
 
 
+def _version_tuple(text):
+    parts = []
+    for piece in text.split('.')[:3]:
+        digits = ''.join(c for c in piece if c.isdigit())
+        if not digits:
+            break
+        parts.append(int(digits))
+    return tuple(parts)
+
+
+def _patch_multimodal_with_new_transformers():
+    """mmaction2 <= 1.2.0 imports its VindLU models whenever
+    ``transformers>=4.28`` is installed (``WITH_MULTIMODAL``), and VindLU's
+    ``modeling_bert.py`` imports ``apply_chunking_to_forward`` (and two
+    pruning helpers) from ``transformers.modeling_utils``, which
+    transformers 4.56 stopped re-exporting; so with transformers >= 4.56 in
+    the environment ``import mmaction.models`` raises ImportError and no
+    MMAction2 model can be built. We switch ``WITH_MULTIMODAL`` off before
+    ``mmaction.models`` is imported: MMAction2 then registers its own
+    placeholders for the three VindLU models (building one says to install
+    the multimodal extras), everything else imports normally. Older
+    transformers, a newer mmaction2 or an absent transformers are left
+    alone."""
+    import importlib.metadata as md
+    if 'mmaction.models' in sys.modules:
+        return False
+    try:
+        tf_version = _version_tuple(md.version('transformers'))
+        mm_version = _version_tuple(md.version('mmaction2'))
+    except md.PackageNotFoundError:
+        return False
+    if tf_version < (4, 56) or mm_version > (1, 2, 0):
+        return False
+    from mmaction.utils import dependency
+    if not getattr(dependency, 'WITH_MULTIMODAL', False):
+        return False
+    dependency.WITH_MULTIMODAL = False
+    return True
+
+
 def _patch_missing_drn():
     """mmaction2 1.2.0 on PyPI ships without ``mmaction/models/localizers/drn``
     although ``mmaction/models/localizers/__init__.py`` imports it, so
@@ -390,6 +430,7 @@ def apply():
     if _APPLIED:
         return
     _patch_missing_drn()
+    _patch_multimodal_with_new_transformers()
     _patch_torch_load_weights_only()
     _check_pkg_resources()
     _patch_color_jitter_hue()
