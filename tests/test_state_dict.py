@@ -181,3 +181,54 @@ def test_family_records_match_on_model_text_and_required_keys():
     assert find_family(meta).name == 'cast'
     with pytest.raises(ValueError, match='unknown dump model'):
         find_family({'model': 'someone else\'s net'})
+
+
+def test_window_tables_are_resized_through_the_policy_table():
+    """The authors' 16-frame 224 px CAST checkpoint into a model of 8 frames
+    at 112 px: every B-CA window table is found through the window-policy
+    table (its expert and axis) and resized to that expert's grid; a policy
+    registered by a user gets the same treatment with no converter rule."""
+    from cast_mmaction.checkpoints.cast_official import adapt_to_model
+    from cast_mmaction.models.fusion import (WINDOW_POLICIES, WindowPolicy,
+                                             position_table_layout,
+                                             register_window_policy)
+    from cast_mmaction.models.presets import cast_recognizer_cfg
+    from cast_mmaction.utils import build_model
+
+    def model(num_frames, img_size, windows=None):
+        cfg = cast_recognizer_cfg(num_classes=10, embed_dim=32, depth=1,
+                                  num_heads=2, num_frames=num_frames,
+                                  img_size=img_size)
+        if windows:
+            cfg['backbone']['links'][0]['windows'] = windows
+        return build_model(cfg)
+
+    big, small = model(16, 224), model(8, 112)
+    layout = position_table_layout(small)
+    assert sorted(a for _, a in layout.values()) == ['n', 'n', 't', 't']
+    state, notes = adapt_to_model(dict(big.state_dict()), small)
+    for key, (_, axis) in layout.items():
+        assert state[key].shape == small.state_dict()[key].shape, key
+        assert any(key in n for n in notes), key
+    # a time table of 8 steps -> 4: the 1-D resize
+    from cast_mmaction.models.layers import (resize_1d_embed,
+                                             resize_grid_embed)
+    tkey = next(k for k, (_, a) in layout.items() if a == 't')
+    assert torch.equal(state[tkey], resize_1d_embed(big.state_dict()[tkey], 4))
+    # a patch table 14x14 -> 7x7 goes through the 2-D grid resize, not 1-D
+    nkey = next(k for k, (_, a) in layout.items() if a == 'n')
+    assert torch.equal(state[nkey], resize_grid_embed(
+        big.state_dict()[nkey], (14, 14), (7, 7)))
+
+    name = 'test_time_pair'
+    if name not in WINDOW_POLICIES:  # the 'time' grouping, tables renamed
+        register_window_policy(WindowPolicy(
+            name, group_by='n', tables=(('_pair', 't'), )))
+    windows = dict(clip=name, vmae='space')
+    big, small = model(16, 224, windows), model(8, 224, windows)
+    state, notes = adapt_to_model(dict(big.state_dict()), small)
+    pair = [k for k in position_table_layout(small) if k.endswith('_pair')]
+    assert len(pair) == 2
+    for key in pair:
+        assert state[key].shape == small.state_dict()[key].shape
+        assert any(key in n for n in notes)

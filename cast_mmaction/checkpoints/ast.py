@@ -18,7 +18,7 @@ bins x 1024 frames at stride 10).
 """
 import math
 
-from .av_official import resize_audio_grid
+from ..models.layers import resize_audio_grid
 from .common import read_state_dict
 from .state_dict import (EXPERT_HINT, load_fitted, select_prefix,
                          strip_prefixes)

@@ -25,11 +25,10 @@ Naming traps of the official code, resolved in the tables:
   ``share_projections=True``.
 * ``audio_ln_post`` exists in every checkpoint but is unused (ignored).
 """
-import re
 
 import torch
-import torch.nn.functional as F
 
+from ..models.layers import resize_audio_grid
 from .cast_official import adapt_to_model
 from .key_rows import (AUDIO, adapter_rows, ast_rows, bca_rows, clip_rows,
                        global_pos, head_adapter_rows, videomae_rows,
@@ -167,67 +166,24 @@ def ca2st_key_map(state):
 
 # ---------------------------------------------------------------------------
 # adapting to a model with other sizes
-def _resize_axis(grid, size, axis):
-    """Centre-crop (shorter) or bilinearly resize (longer) one axis of a
-    (1, C, F, T) grid, as AST does for its position table."""
-    old = grid.shape[axis]
-    if size == old:
-        return grid
-    if size < old:
-        start = old // 2 - size // 2
-        return grid.narrow(axis, start, size)
-    shape = list(grid.shape[-2:])
-    shape[axis - 2] = size
-    return F.interpolate(grid, size=tuple(shape), mode='bilinear',
-                         align_corners=False)
-
-
-def resize_audio_grid(table, old_grid, new_grid, num_prefix=0):
-    """(.., P + f*t, C) table over a frequency-major (f, t) patch grid ->
-    the ``new_grid`` (time axis first, then frequency: crop or resize)."""
-    squeeze = table.ndim == 2
-    x = table[None] if squeeze else table
-    prefix, grid = x[:, :num_prefix], x[:, num_prefix:]
-    c = grid.shape[-1]
-    (fo, to), (fn, tn) = old_grid, new_grid
-    if grid.shape[1] != fo * to:
-        raise ValueError(f'audio position table has {grid.shape[1]} patches, '
-                         f'not {fo}x{to}')
-    dtype = grid.dtype
-    g = grid.float().transpose(1, 2).reshape(1, c, fo, to)
-    g = _resize_axis(g, tn, 3)
-    g = _resize_axis(g, fn, 2)
-    g = g.reshape(1, c, fn * tn).transpose(1, 2).to(dtype)
-    out = torch.cat([prefix, g], dim=1)
-    return out[0] if squeeze else out
-
-
 def adapt_av_to_model(state, model):
-    """Resize the AST position table and the audio tables of the B-CA when
-    the model's spectrogram length differs from the checkpoint's. Other
-    tables go through the CAST rules. Returns (state, notes)."""
+    """Resize the AST position table when the model's spectrogram length
+    differs from the checkpoint's; the B-CA window tables (audio ones
+    included) and CLIP's table go through :func:`adapt_to_model`. Returns
+    (state, notes)."""
     own = model.state_dict()
     notes = []
-    audio = None
-    bb = getattr(model, 'backbone', None)
-    if bb is not None and 'audio' in getattr(bb, 'experts', {}):
-        audio = bb.experts['audio']
-    for k, v in list(state.items()):
-        if k not in own or own[k].shape == v.shape or audio is None:
-            continue
-        fdim = audio.f_dim
-        if k == AUDIO + 'pos_embed':
-            state[k] = resize_audio_grid(v, (fdim, (v.shape[1] - 2) // fdim),
-                                         (fdim, audio.t_dim), 2)
-        elif re.search(r'\.attn\.\w+\.(q_pos|kv_pos)$', k) and (
-                own[k].shape[0] == audio.grid_n):
-            state[k] = resize_audio_grid(v, (fdim, v.shape[0] // fdim),
-                                         (fdim, audio.t_dim))
-        else:
-            continue
+    experts = getattr(getattr(model, 'backbone', None), 'experts', {})
+    audio = experts['audio'] if 'audio' in experts else None
+    k = AUDIO + 'pos_embed'
+    if audio is not None and k in state and k in own and (
+            own[k].shape != state[k].shape):
+        v, fdim = state[k], audio.f_dim
+        state[k] = resize_audio_grid(v, (fdim, (v.shape[1] - 2) // fdim),
+                                     (fdim, audio.t_dim), 2)
         notes.append(f'resized {k} {tuple(v.shape)} -> '
                      f'{tuple(state[k].shape)}')
-    state, more = adapt_to_model(state, own)
+    state, more = adapt_to_model(state, model)
     return state, notes + more
 
 

@@ -9,7 +9,8 @@ names are those of the shipped configs (``clip``, ``vmae``, link
 """
 import math
 
-from ..models.layers import resize_1d_embed, resize_grid_embed
+from ..models.layers import (resize_1d_embed, resize_audio_grid,
+                             resize_grid_embed)
 from .key_rows import (adapter_rows, bca_rows, clip_rows, head_adapter_rows,
                        videomae_rows, window_attn_rows)
 from .state_dict import strip_prefixes
@@ -49,36 +50,54 @@ def is_cast(state):
             and not any(k.startswith(('ast_', 'audio_')) for k in keys))
 
 
-def adapt_to_model(state, model_state):
-    """Resize position tables whose size differs from the model's (other
-    input sizes or frame counts). Returns (state, notes)."""
+def _resize_patch_table(table, expert):
+    """A window table over ``expert``'s patches (axis 'n') -> its grid. The
+    checkpoint's grid is the square one of its length (the authors' 224 px
+    frames), an AST's the frequency-major (f, t) grid with the expert's
+    frequency bins."""
+    old = table.shape[0]
+    if getattr(expert, 'role', None) == 'audio':
+        fdim = expert.f_dim
+        return resize_audio_grid(table, (fdim, old // fdim),
+                                 (fdim, expert.t_dim))
+    side = math.isqrt(old)
+    grid = getattr(expert, 'grid_hw', None)
+    if side * side != old or grid is None:
+        return resize_1d_embed(table, expert.grid_n)
+    return resize_grid_embed(table, (side, side), tuple(grid))
+
+
+def adapt_to_model(state, model):
+    """Resize position tables whose size differs from ``model``'s (other
+    input sizes, frame counts or spectrogram lengths). The B-CA window tables
+    are found through the window-policy table
+    (:func:`~cast_mmaction.models.fusion.position_table_layout`: each table's
+    expert and axis), so a new window policy needs no rule here. Returns
+    (state, notes)."""
+    from ..models.fusion import position_table_layout
+    own = model.state_dict()
+    layout = position_table_layout(model)
+    experts = getattr(getattr(model, 'backbone', None), 'experts', {})
     notes = []
     for k, v in list(state.items()):
-        if k not in model_state or model_state[k].shape == v.shape:
+        if k not in own or own[k].shape == v.shape:
             continue
-        target = model_state[k].shape
-        if k.endswith('positional_embedding'):
+        target = own[k].shape
+        if k.endswith('positional_embedding'):  # CLIP: class token + grid
             old, new = v.shape[0] - 1, target[0] - 1
             state[k] = resize_grid_embed(v, (math.isqrt(old), ) * 2,
                                          (math.isqrt(new), ) * 2, 1)
-        elif k.endswith(('q_pos', 'kv_pos', 'q_pos_t', 'kv_pos_t')):
-            old, new = v.shape[0], target[0]
-            if '_t' not in k and math.isqrt(old)**2 == old and math.isqrt(
-                    new)**2 == new and k.split('.')[-2] == 'vmae':
-                # space tables of the S2T attention: a patch grid
-                state[k] = resize_grid_embed(v, (math.isqrt(old), ) * 2,
-                                             (math.isqrt(new), ) * 2)
+        elif k in layout:
+            expert_name, axis = layout[k]
+            if axis == 't':
+                state[k] = resize_1d_embed(v, target[0])
             else:
-                state[k] = resize_1d_embed(v, new)
+                state[k] = _resize_patch_table(v, experts[expert_name])
         else:
             continue
-        notes.append(f'resized {k} {tuple(v.shape)} -> {tuple(target)}')
+        notes.append(f'resized {k} {tuple(v.shape)} -> '
+                     f'{tuple(state[k].shape)}')
     return state, notes
 
 
-def adapt_cast(state, model):
-    """The converter-record form of :func:`adapt_to_model`."""
-    return adapt_to_model(state, model.state_dict())
-
-
-__all__ = ['CAST_KEY_MAP', 'is_cast', 'adapt_to_model', 'adapt_cast']
+__all__ = ['CAST_KEY_MAP', 'is_cast', 'adapt_to_model']

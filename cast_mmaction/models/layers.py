@@ -341,3 +341,38 @@ def grid_size(img_size, patch_size, field='img_size'):
             f'{field}={img_size} is not divisible by patch_size={patch_size}; '
             f'change {field} (e.g. to {math.ceil(h / ph) * ph}) or patch_size')
     return h // ph, w // pw
+
+
+def _resize_axis(grid, size, axis):
+    """Centre-crop (shorter) or bilinearly resize (longer) one axis of a
+    (1, C, F, T) grid, as AST does for its position table."""
+    old = grid.shape[axis]
+    if size == old:
+        return grid
+    if size < old:
+        start = old // 2 - size // 2
+        return grid.narrow(axis, start, size)
+    shape = list(grid.shape[-2:])
+    shape[axis - 2] = size
+    return F.interpolate(grid, size=tuple(shape), mode='bilinear',
+                         align_corners=False)
+
+
+def resize_audio_grid(table, old_grid, new_grid, num_prefix=0):
+    """(.., P + f*t, C) table over a frequency-major (f, t) patch grid ->
+    the ``new_grid`` (time axis first, then frequency: crop or resize)."""
+    squeeze = table.ndim == 2
+    x = table[None] if squeeze else table
+    prefix, grid = x[:, :num_prefix], x[:, num_prefix:]
+    c = grid.shape[-1]
+    (fo, to), (fn, tn) = old_grid, new_grid
+    if grid.shape[1] != fo * to:
+        raise ValueError(f'audio position table has {grid.shape[1]} patches, '
+                         f'not {fo}x{to}')
+    dtype = grid.dtype
+    g = grid.float().transpose(1, 2).reshape(1, c, fo, to)
+    g = _resize_axis(g, tn, 3)
+    g = _resize_axis(g, fn, 2)
+    g = g.reshape(1, c, fn * tn).transpose(1, 2).to(dtype)
+    out = torch.cat([prefix, g], dim=1)
+    return out[0] if squeeze else out
