@@ -1,7 +1,28 @@
 """Install with ``pip install -e .`` (see README.md, "Install")."""
+import os
 import re
+import shutil
 
 from setuptools import find_packages, setup
+from setuptools.command.build_py import build_py
+
+
+class BuildWithConfigs(build_py):
+    """A non-editable install (a wheel) carries ``configs/`` inside the
+    package as ``cast_mmaction/.mim/configs`` (MMAction2's layout), so the
+    model definitions that ``cast_mmaction.models.presets`` reads from
+    ``configs/_base_/models/`` exist there too."""
+
+    def run(self):
+        super().run()
+        src = os.path.join(os.path.dirname(os.path.abspath(__file__)),
+                           'configs')
+        dst = os.path.join(self.build_lib, 'cast_mmaction', '.mim', 'configs')
+        if os.path.isdir(src):
+            shutil.rmtree(dst, ignore_errors=True)
+            shutil.copytree(src, dst, ignore=shutil.ignore_patterns(
+                '__pycache__', '*.pyc'))
+
 
 with open('cast_mmaction/__init__.py') as f:
     VERSION = re.search(r"__version__ = '([^']+)'", f.read()).group(1)
@@ -15,12 +36,14 @@ setup(
     long_description_content_type='text/markdown',
     packages=find_packages(include=['cast_mmaction', 'cast_mmaction.*']),
     python_requires='>=3.9',
+    cmdclass={'build_py': BuildWithConfigs},
     # The pinned, tested set lives in requirements.txt; these are the
     # minimal constraints. mmcv (compiled, 2.1.x) or mmcv-lite 2.1.0 is
     # chosen by tools/install_deps.py so a user's compiled mmcv is never
     # replaced.
     install_requires=[
-        'torch>=2.1',
+        # torch.serialization.safe_globals (safe_load's scoped allow-list)
+        'torch>=2.5',
         'mmengine==0.10.7',
         'mmaction2>=1.2.0,<1.3',
         # mmaction2 1.2.0 imports importlib_metadata without declaring it

@@ -11,9 +11,15 @@ import copy
 import functools
 import os.path as osp
 
-MODEL_BASES = osp.join(
-    osp.dirname(osp.dirname(osp.dirname(osp.abspath(__file__)))), 'configs',
-    '_base_', 'models')
+_PACKAGE = osp.dirname(osp.dirname(osp.abspath(__file__)))
+# a clone (editable install): <repo>/configs; a wheel: the copy setup.py
+# puts inside the package (cast_mmaction/.mim/configs, MMAction2's layout)
+MODEL_BASES = next(
+    (p for p in (osp.join(osp.dirname(_PACKAGE), 'configs', '_base_',
+                          'models'),
+                 osp.join(_PACKAGE, '.mim', 'configs', '_base_', 'models'))
+     if osp.isdir(p)),
+    osp.join(osp.dirname(_PACKAGE), 'configs', '_base_', 'models'))
 
 
 @functools.lru_cache(maxsize=None)
@@ -23,8 +29,9 @@ def _read_base(name):
     if not osp.isfile(path):
         raise FileNotFoundError(
             f'model definition {path} not found: the presets read '
-            f'configs/_base_/models/ of the source tree; install the plugin '
-            f'from a clone (pip install -e .)')
+            f'configs/_base_/models/ of the source tree or the copy a wheel '
+            f'carries in cast_mmaction/.mim/configs; reinstall the plugin '
+            f'(pip install -e . from a clone, or pip install .)')
     return Config.fromfile(path).model.to_dict()
 
 

@@ -1,0 +1,29 @@
+"""A wheel of the plugin (non-editable install) carries what the package
+reads at run time: the model definitions of configs/_base_/models/."""
+import os
+import subprocess
+import sys
+
+from conftest import ROOT
+
+
+def test_wheel_carries_the_model_definitions(tmp_path):
+    wheels, target = tmp_path / 'wheels', tmp_path / 'site'
+    subprocess.run([sys.executable, '-m', 'pip', 'wheel', '-q', '--no-deps',
+                    '--no-build-isolation', ROOT, '-w', str(wheels)],
+                   check=True, capture_output=True)
+    wheel = next(wheels.glob('cast_mmaction-*.whl'))
+    subprocess.run([sys.executable, '-m', 'pip', 'install', '-q', '--no-deps',
+                    '--target', str(target), str(wheel)], check=True,
+                   capture_output=True)
+    probe = ('import cast_mmaction.models.presets as p, sys;'
+             'print(p.__file__); print(p.MODEL_BASES);'
+             'm = p.base_model("cast_vit_b");'
+             'print(sorted(m["backbone"]["experts"]))')
+    env = dict(os.environ, PYTHONPATH=str(target))
+    out = subprocess.run([sys.executable, '-c', probe], cwd=str(tmp_path),
+                         env=env, capture_output=True, text=True, check=True)
+    path, bases, experts = out.stdout.strip().splitlines()[-3:]
+    assert path.startswith(str(target)), path  # the installed copy ran
+    assert bases.startswith(str(target)) and '.mim' in bases, bases
+    assert experts == "['clip', 'vmae']"
