@@ -20,53 +20,90 @@ import signal
 import sys
 import traceback
 
+from mmengine.hooks import Hook
 
-def _register_hooks():
-    from mmengine.hooks import Hook
+from mmaction.registry import HOOKS
 
-    from mmaction.registry import HOOKS
+# The hooks below are registered when this module is imported: by the
+# driver, and by MMAction2's own tools through the test configs'
+# custom_imports = dict(imports=['cast_mmaction', '_reliability_driver'])
+# (tests/ on PYTHONPATH; tests/test_reliability_tools.py).
 
-    @HOOKS.register_module(force=True)
-    class RecordForTestHook(Hook):
-        priority = 'LOWEST'
 
-        def __init__(self, path):
-            self.path = path
+@HOOKS.register_module(force=True)
+class RecordForTestHook(Hook):
+    """Appends one JSON line per training iteration (``iter``, ``loss``),
+    validation (``val_epoch``, ``metrics``) and test (``test_metrics``)."""
 
-        def _write(self, item):
-            with open(self.path, 'a') as f:
-                f.write(json.dumps(item) + '\n')
+    priority = 'LOWEST'
 
-        def after_train_iter(self, runner, batch_idx, data_batch=None,
-                             outputs=None):
-            self._write(dict(iter=runner.iter,
-                             loss=float(outputs['loss'])))
+    def __init__(self, path):
+        self.path = path
 
-        def after_val_epoch(self, runner, metrics=None):
-            self._write(dict(val_epoch=runner.epoch,
-                             metrics={k: float(v)
-                                      for k, v in (metrics or {}).items()}))
+    def _write(self, item):
+        with open(self.path, 'a') as f:
+            f.write(json.dumps(item) + '\n')
 
-    @HOOKS.register_module(force=True)
-    class KillForTestHook(Hook):
-        priority = 'HIGHEST'
+    def after_train_iter(self, runner, batch_idx, data_batch=None,
+                         outputs=None):
+        self._write(dict(iter=runner.iter, loss=float(outputs['loss'])))
 
-        def __init__(self, at_iter):
-            self.at_iter = at_iter
+    def after_val_epoch(self, runner, metrics=None):
+        self._write(dict(val_epoch=runner.epoch,
+                         metrics={k: float(v)
+                                  for k, v in (metrics or {}).items()}))
 
-        def before_train_iter(self, runner, batch_idx, data_batch=None):
-            if runner.iter == self.at_iter:
-                sys.stdout.flush()
-                os.kill(os.getpid(), signal.SIGKILL)
+    def after_test_epoch(self, runner, metrics=None):
+        self._write(dict(test_metrics={k: float(v) for k, v in (
+            metrics or {}).items()}))
+
+
+@HOOKS.register_module(force=True)
+class KillForTestHook(Hook):
+    """SIGKILL just before training iteration ``at_iter`` (``runner.iter``)."""
+
+    priority = 'HIGHEST'
+
+    def __init__(self, at_iter):
+        self.at_iter = at_iter
+
+    def before_train_iter(self, runner, batch_idx, data_batch=None):
+        if runner.iter == self.at_iter:
+            sys.stdout.flush()
+            os.kill(os.getpid(), signal.SIGKILL)
+
+
+@HOOKS.register_module(force=True)
+class NaNForTestHook(Hook):
+    """Multiplies the head's output by NaN at training iteration
+    ``at_iter``: a non-finite loss there."""
+
+    priority = 'HIGHEST'
+
+    def __init__(self, at_iter):
+        self.at_iter = at_iter
+        self.handle = None
+
+    def before_train_iter(self, runner, batch_idx, data_batch=None):
+        if runner.iter == self.at_iter:
+            model = getattr(runner.model, 'module', runner.model)
+            self.handle = model.cls_head.register_forward_hook(
+                lambda m, i, o: o * float('nan'))
+
+    def after_train_iter(self, runner, batch_idx, data_batch=None,
+                         outputs=None):
+        if self.handle is not None:
+            self.handle.remove()
+            self.handle = None
 
 
 def _kill_in_write(name):
-    from cast_mmaction import compat
-    original = compat.fsync_file
+    from cast_mmaction.engine import checkpoint_files as cf
+    original = cf.fsync_file
 
     def fsync_then_die(f):
         base = os.path.basename(f.name)
-        if base.startswith(f'.{name}{compat.PARTIAL_MARK}'):
+        if base.startswith(f'.{name}{cf.PARTIAL_MARK}'):
             f.flush()
             size = os.fstat(f.fileno()).st_size
             os.ftruncate(f.fileno(), size // 2)  # half of it on disk
@@ -75,7 +112,7 @@ def _kill_in_write(name):
             os.kill(os.getpid(), signal.SIGKILL)
         original(f)
 
-    compat.fsync_file = fsync_then_die
+    cf.fsync_file = fsync_then_die
 
 
 def main(spec_path):
@@ -92,7 +129,6 @@ def main(spec_path):
         '_train_tool', os.path.join(root, 'tools', 'train.py'))
     train_tool = importlib.util.module_from_spec(spec_train)
     spec_train.loader.exec_module(train_tool)
-    _register_hooks()
     results = {}
     for run in spec['runs']:
         sys.stdout.flush()

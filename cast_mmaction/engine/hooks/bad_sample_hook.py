@@ -29,7 +29,8 @@ class BadSampleHook(Hook):
     after each epoch one line sums it up. When the distinct bad samples
     exceed ``max_bad_fraction`` of the training set the run stops with
     :class:`TooManyBadSamplesError` listing the first ``list_first``.
-    The list of bad samples survives ``--resume`` (message hub).
+    The list of bad samples and the current epoch's count survive
+    ``--resume`` (message hub, saved in every checkpoint).
 
     Distributed: each rank counts what it loads; the iteration lines show
     rank 0's count, the epoch summary and the end-of-epoch limit check use
@@ -58,7 +59,10 @@ class BadSampleHook(Hook):
             self.bad = dict(saved)
 
     def before_train_epoch(self, runner):
-        self.epoch_skips = 0
+        # a run resumed mid-epoch goes on counting that epoch's skips
+        saved = runner.message_hub.get_info('bad_samples_epoch_skips')
+        self.epoch_skips = saved[1] if isinstance(saved, (list, tuple)) and \
+            saved[0] == runner.epoch else 0
 
     @staticmethod
     def _failures(data_batch):
@@ -84,6 +88,8 @@ class BadSampleHook(Hook):
                         f'({error})')
         runner.message_hub.update_scalar('train/bad_samples',
                                          self.epoch_skips)
+        runner.message_hub.update_info('bad_samples_epoch_skips',
+                                       (runner.epoch, self.epoch_skips))
         if new:
             runner.message_hub.update_info('bad_samples', dict(self.bad))
             self._check_fraction(runner, local=True)
