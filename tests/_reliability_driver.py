@@ -76,16 +76,23 @@ class KillForTestHook(Hook):
 @HOOKS.register_module(force=True)
 class NaNForTestHook(Hook):
     """Multiplies the head's output by NaN at training iteration
-    ``at_iter``: a non-finite loss there."""
+    ``at_iter`` (a non-finite loss there) and keeps the weights before and
+    after that iteration (``before``, ``after``)."""
 
     priority = 'HIGHEST'
 
     def __init__(self, at_iter):
         self.at_iter = at_iter
         self.handle = None
+        self.before = self.after = None
+
+    @staticmethod
+    def _weights(runner):
+        return {k: v.clone() for k, v in runner.model.state_dict().items()}
 
     def before_train_iter(self, runner, batch_idx, data_batch=None):
         if runner.iter == self.at_iter:
+            self.before = self._weights(runner)
             model = getattr(runner.model, 'module', runner.model)
             self.handle = model.cls_head.register_forward_hook(
                 lambda m, i, o: o * float('nan'))
@@ -95,6 +102,35 @@ class NaNForTestHook(Hook):
         if self.handle is not None:
             self.handle.remove()
             self.handle = None
+            self.after = self._weights(runner)
+
+
+def read_records(path):
+    """What RecordForTestHook wrote: ({iter: [loss, ...]}, [validation
+    items], [test metrics])."""
+    with open(path) as f:
+        items = [json.loads(line) for line in f]
+    losses = {}
+    for item in items:
+        if 'iter' in item:
+            losses.setdefault(item['iter'], []).append(item['loss'])
+    vals = [item for item in items if 'val_epoch' in item]
+    tests = [item['test_metrics'] for item in items if 'test_metrics' in item]
+    return losses, vals, tests
+
+
+def synthetic_lists(data, num_train_per_class):
+    """Synthetic 32 px videos under ``data`` (seed 11); returns the dataset
+    info and the lines of its training and validation lists."""
+    from cast_mmaction.datasets.synthetic import write_synthetic_video_dataset
+    info = write_synthetic_video_dataset(
+        data, num_train_per_class=num_train_per_class, num_val_per_class=1,
+        num_frames=8, size=32, seed=11)
+    lines = []
+    for key in ('train_ann', 'val_ann'):
+        with open(info[key]) as f:
+            lines.append([ln.strip() for ln in f if ln.strip()])
+    return info, lines[0], lines[1]
 
 
 def _kill_in_write(name):

@@ -19,21 +19,20 @@ import numpy as np
 import pytest
 import torch
 from mmengine.config import Config
-from mmengine.hooks import Hook
 from mmengine.runner import Runner
 
 from cast_mmaction.datasets.annotation_checks import (AnnotationError,
                                                       check_list_file)
 from cast_mmaction.datasets.robust import (BadSampleError, RobustDataset,
                                            ReproducibleSampler)
-from cast_mmaction.datasets.synthetic import write_synthetic_video_dataset
 from cast_mmaction.engine.checkpoint_check import (CheckpointMismatchError,
                                                    check_checkpoint)
 from cast_mmaction.engine.guarded_optim_wrapper import (
     GuardedAmpOptimWrapper, GuardedOptimWrapper)
 from cast_mmaction.engine.hooks import TooManyBadSamplesError
-from mmaction.registry import DATASETS, HOOKS
+from mmaction.registry import DATASETS
 
+from _reliability_driver import NaNForTestHook, synthetic_lists
 from conftest import ROOT, TINY_CONFIG_HEAD
 BAD = ('missing', 'empty', 'truncated', 'truncated_tail', 'random')
 
@@ -107,13 +106,7 @@ def _write_bad_media(root, good):
 def setup(tmp_path_factory):
     tmp = str(tmp_path_factory.mktemp('reliability'))
     data = osp.join(tmp, 'data')
-    info = write_synthetic_video_dataset(data, num_train_per_class=2,
-                                         num_val_per_class=1, num_frames=8,
-                                         size=32, seed=11)
-    with open(info['train_ann']) as f:
-        train = [ln.strip() for ln in f if ln.strip()]
-    with open(info['val_ann']) as f:
-        val = [ln.strip() for ln in f if ln.strip()]
+    info, train, val = synthetic_lists(data, num_train_per_class=2)
     bad = _write_bad_media(data, osp.join(data, train[0].split()[0]))
     lists = dict(  # 7 good + 5 bad = 12: 3 full batches of 4 per epoch
         train_bad=train[:7] + [f'{p} {k % 4}' for k, p in enumerate(bad)],
@@ -767,43 +760,14 @@ def test_nonfinite_loss_with_amp_backs_off_the_loss_scale():
     assert not torch.equal(before[0], _params(model)[0])
 
 
-@HOOKS.register_module(force=True)
-class InjectNaNForTestHook(Hook):
-    """Multiplies the head's output by NaN at one iteration and records the
-    weights around it."""
-
-    priority = 'HIGHEST'
-
-    def __init__(self, at_iter):
-        self.at_iter = at_iter
-        self.handle = None
-        self.before = self.after = None
-
-    def _weights(self, runner):
-        return {k: v.clone() for k, v in runner.model.state_dict().items()}
-
-    def before_train_iter(self, runner, batch_idx, data_batch=None):
-        if runner.iter == self.at_iter:
-            self.before = self._weights(runner)
-            self.handle = runner.model.cls_head.register_forward_hook(
-                lambda m, i, o: o * float('nan'))
-
-    def after_train_iter(self, runner, batch_idx, data_batch=None,
-                         outputs=None):
-        if self.handle is not None:
-            self.handle.remove()
-            self.handle = None
-            self.after = self._weights(runner)
-
-
 @pytest.mark.parametrize('policy', ['skip', 'stop'])
 def test_nan_loss_during_training(setup, policy):
     work = osp.join(setup['tmp'], _unique('nan'))
     cfg = _cfg(setup, work, **{'optim_wrapper.nonfinite': policy})
     cfg.custom_hooks = list(cfg.custom_hooks) + [
-        dict(type='InjectNaNForTestHook', at_iter=2)]
+        dict(type='NaNForTestHook', at_iter=2)]
     runner = Runner.from_cfg(cfg)
-    hook = [h for h in runner.hooks if isinstance(h, InjectNaNForTestHook)]
+    hook = [h for h in runner.hooks if isinstance(h, NaNForTestHook)]
     if policy == 'stop':
         with pytest.raises(FloatingPointError, match=r'non-finite loss \(nan'
                            r'\) at iteration 3 \(epoch 2\): training stopped'):
@@ -982,3 +946,29 @@ def test_startup_check_refuses_legacy_settings_and_class_mismatch(setup):
     with pytest.raises(ValueError, match=r'train_dataloader.dataset.'
                        r'num_classes=5 .* but model.cls_head.num_classes=4'):
         Runner.from_cfg(cfg).train()
+
+
+def test_compat_patches_run_only_on_the_affected_versions(monkeypatch):
+    """compat.py holds defect fixes only, each gated on the releases that
+    have the defect: on a newer mmaction2 / mmengine (here: pretended) they
+    do nothing; the checkpoint features are hooks now, not patches."""
+    from cast_mmaction import compat
+    assert compat._release('1.2.0rc1') == (1, 2, 0)
+    assert compat._release('0.10.7+cu121') == (0, 10, 7)
+    assert compat._affected('mmaction2') and compat._affected('mmengine')
+    newer = {'mmaction2': '1.3.0', 'mmengine': '0.11.0'}
+    monkeypatch.setattr(compat, '_version', lambda dist: newer[dist])
+    assert not compat._affected('mmaction2')
+    assert not compat._affected('mmengine')
+    for patch in (compat._patch_missing_drn, compat._check_pkg_resources,
+                  compat._patch_color_jitter_hue,
+                  compat._patch_cpu_distributed,
+                  compat._patch_low_precision_head_loss):
+        assert patch() is False, patch.__name__
+    # mmengine's own checkpoint writing is left alone
+    from mmengine.fileio.backends import LocalBackend
+    from mmengine.hooks import CheckpointHook
+    assert LocalBackend.put.__module__.startswith('mmengine.')
+    assert CheckpointHook._save_checkpoint_with_step.__module__.startswith(
+        'mmengine.')
+    assert not hasattr(compat, '_patch_atomic_checkpoints')

@@ -39,6 +39,7 @@ import torch
 
 from cast_mmaction.datasets.synthetic import write_synthetic_video_dataset
 
+from _reliability_driver import read_records
 from conftest import ROOT, TINY_CONFIG_HEAD
 ITERS = 6  # 3 epochs x 2 iterations
 
@@ -147,13 +148,7 @@ def runs(tmp_path_factory):
 
 
 def _records(path):
-    with open(path) as f:
-        items = [json.loads(line) for line in f]
-    losses = {}
-    for item in items:
-        if 'iter' in item:
-            losses.setdefault(item['iter'], []).append(item['loss'])
-    vals = [item for item in items if 'val_epoch' in item]
+    losses, vals, _ = read_records(path)
     return losses, vals
 
 
