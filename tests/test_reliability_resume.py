@@ -69,8 +69,8 @@ custom_hooks = [dict(type='RecordForTestHook', path={record!r})] + {extra}
 # plain MMEngine resumption: the training sampler, data loading and hooks
 # without ReproducibleSampler, per-sample random streams and ResumeStateHook
 NOT_EXACT = """
-train_dataloader = dict(sampler=dict(type='DefaultSampler'),
-                        dataset=dict(reseed=False))
+train_dataloader.update(sampler=dict(type='DefaultSampler'))
+train_dataloader['dataset'].update(reseed=False)
 _hooks = dict(_base_.default_hooks)
 _hooks.pop('resume_state')
 default_hooks = dict(_delete_=True, **_hooks)
