@@ -14,7 +14,7 @@ num_classes = 31
 
 model = dict(cls_head=dict(num_classes=num_classes),
              data_preprocessor=dict(blending=dict(num_classes=num_classes)))
-dataset = dict(_delete_=True, type='RobustDataset', num_classes=num_classes,
+dataset = dict(_delete_=True, type='RobustDataset',
                dataset_type='KineticsSoundsDataset',
                data_prefix=dict(video=data_root))
 train_dataloader = dict(dataset=dict(

@@ -15,7 +15,7 @@ num_classes = 101
 
 model = dict(cls_head=dict(num_classes=num_classes),
              data_preprocessor=dict(blending=dict(num_classes=num_classes)))
-dataset = dict(_delete_=True, type='RobustDataset', num_classes=num_classes,
+dataset = dict(_delete_=True, type='RobustDataset',
                dataset_type='UCF101AudioDataset',
                data_prefix=dict(video=data_root))
 train_dataloader = dict(dataset=dict(

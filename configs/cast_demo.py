@@ -128,7 +128,6 @@ train_dataloader = dict(
     dataset=dict(
         type='RobustDataset',
         bad_sample='replace',  # unreadable: another sample, counted
-        num_classes=num_classes,  # bound of the annotation check
         dataset_type=dataset_type,
         ann_file=ann_file_train,
         data_prefix=dict(video=data_root),
@@ -141,7 +140,6 @@ val_dataloader = dict(
     dataset=dict(
         type='RobustDataset',
         bad_sample='flag',  # unreadable: scored wrong and counted
-        num_classes=num_classes,
         dataset_type=dataset_type,
         ann_file=ann_file_val,
         data_prefix=dict(video=data_root_val),
@@ -155,7 +153,6 @@ test_dataloader = dict(
     dataset=dict(
         type='RobustDataset',
         bad_sample='raise',  # unreadable: an error naming the file
-        num_classes=num_classes,
         dataset_type=dataset_type,
         ann_file=ann_file_test,
         data_prefix=dict(video=data_root_val),

@@ -163,7 +163,6 @@ train_dataloader = dict(
     dataset=dict(
         type='RobustDataset',
         bad_sample='replace',  # unreadable: another sample, counted
-        num_classes=num_classes,  # bound of the annotation check
         dataset_type=dataset_type,
         ann_file=ann_file_train,
         data_prefix=dict(video=data_root),
@@ -176,7 +175,6 @@ val_dataloader = dict(
     dataset=dict(
         type='RobustDataset',
         bad_sample='flag',  # unreadable: scored wrong and counted
-        num_classes=num_classes,
         dataset_type=dataset_type,
         ann_file=ann_file_val,
         data_prefix=dict(video=data_root_val),
@@ -190,7 +188,6 @@ test_dataloader = dict(
     dataset=dict(
         type='RobustDataset',
         bad_sample='raise',  # unreadable: an error naming the file
-        num_classes=num_classes,
         dataset_type=dataset_type,
         ann_file=ann_file_test,
         data_prefix=dict(video=data_root_val),

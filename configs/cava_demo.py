@@ -86,9 +86,8 @@ test_pipeline = [
     dict(type='FormatShape', input_format='NCTHW'),
     dict(type='PackAudioVisualInputs'),
 ]
-# RobustDataset wraps the dataset (dataset_type); num_classes bounds the
-# labels of the annotation check; bad_sample per loader
-dataset = dict(type='RobustDataset', num_classes=num_classes,
+# RobustDataset wraps the dataset (dataset_type); bad_sample per loader
+dataset = dict(type='RobustDataset',
                dataset_type='AudioVisualDataset',
                data_prefix=dict(video=data_root))
 train_dataloader = dict(

@@ -72,7 +72,7 @@ test_pipeline = [
     dict(type='FormatShape', input_format='NCTHW'),
     dict(type='PackAudioVisualInputs'),
 ]
-dataset = dict(_delete_=True, type='RobustDataset', num_classes=num_classes,
+dataset = dict(_delete_=True, type='RobustDataset',
                dataset_type='EpicSoundsDataset',
                data_prefix=dict(video=epic_video_root,
                                 audio=epic_audio_root),

@@ -142,7 +142,7 @@ test_pipeline = [
 # RobustDataset wraps the dataset (dataset_type); bad_sample per loader:
 # training replaces an unreadable video (counted), validation scores it
 # wrong (counted), testing stops naming it
-dataset = dict(type='RobustDataset', num_classes=num_classes,
+dataset = dict(type='RobustDataset',
                dataset_type='VGGSoundDataset',
                data_prefix=dict(video=data_root),
                video_path_tmpl=video_path_tmpl)

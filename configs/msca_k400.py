@@ -115,7 +115,7 @@ train_dataloader = dict(
     sampler=dict(type='ReproducibleSampler', shuffle=True),
     dataset=dict(type='RobustDataset',
                  bad_sample='replace',  # unreadable: another sample, counted
-                 num_classes=400, dataset_type=dataset_type,
+                 dataset_type=dataset_type,
                  ann_file=ann_file_train,
                  data_prefix=dict(video=data_root), pipeline=train_pipeline))
 val_dataloader = dict(
@@ -125,7 +125,7 @@ val_dataloader = dict(
     sampler=dict(type='DefaultSampler', shuffle=False),
     dataset=dict(type='RobustDataset',
                  bad_sample='flag',  # unreadable: scored wrong, counted
-                 num_classes=400, dataset_type=dataset_type,
+                 dataset_type=dataset_type,
                  ann_file=ann_file_val,
                  data_prefix=dict(video=data_root_val),
                  pipeline=val_pipeline, test_mode=True))
@@ -136,7 +136,7 @@ test_dataloader = dict(
     sampler=dict(type='DefaultSampler', shuffle=False),
     dataset=dict(type='RobustDataset',
                  bad_sample='raise',  # unreadable: an error naming it
-                 num_classes=400, dataset_type=dataset_type,
+                 dataset_type=dataset_type,
                  ann_file=ann_file_test,
                  data_prefix=dict(video=data_root_val),
                  pipeline=test_pipeline, test_mode=True))

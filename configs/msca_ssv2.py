@@ -58,16 +58,16 @@ test_pipeline = [
 ]
 
 train_dataloader = dict(
-    dataset=dict(num_classes=174, dataset_type=dataset_type,
+    dataset=dict(dataset_type=dataset_type,
                  ann_file=ann_file_train,
                  data_prefix=dict(video=data_root), pipeline=train_pipeline))
 val_dataloader = dict(
-    dataset=dict(num_classes=174, dataset_type=dataset_type,
+    dataset=dict(dataset_type=dataset_type,
                  ann_file=ann_file_val,
                  data_prefix=dict(video=data_root_val),
                  pipeline=val_pipeline, test_mode=True))
 test_dataloader = dict(
-    dataset=dict(num_classes=174, dataset_type=dataset_type,
+    dataset=dict(dataset_type=dataset_type,
                  ann_file=ann_file_test,
                  data_prefix=dict(video=data_root_val),
                  pipeline=test_pipeline, test_mode=True))

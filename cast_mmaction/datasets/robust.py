@@ -42,7 +42,7 @@ fields sit beside the wrapper's, so that the usual override paths
     train_dataloader = dict(
         sampler=dict(type='ReproducibleSampler', shuffle=True),
         dataset=dict(type='RobustDataset', bad_sample='replace',
-                     num_classes=num_classes, dataset_type='VideoDataset',
+                     dataset_type='VideoDataset',
                      ann_file=..., data_prefix=..., pipeline=...))
 
 MMEngine's nested form (``dataset=dict(type='VideoDataset', ...)``, or a
@@ -125,11 +125,12 @@ class RobustDataset:
             ``(seed, epoch, index)`` (needed for exact resumption).
         check_annotations (bool): check the annotation file (labels, layout,
             duplicates, paths outside the data root) when built.
-        num_classes (int, optional): bound of the labels for that check
-            (the recipes give the head's ``num_classes``;
-            ``StartupCheckHook`` checks that they agree). It is the
-            wrapper's own argument: a dataset that needs ``num_classes``
-            itself (``multi_class``) takes the nested form.
+        num_classes (int, optional): bound of the labels for that check.
+            Unset (the recipes), ``StartupCheckHook`` checks the labels
+            against the model head's ``num_classes`` before the first
+            iteration; set, it must equal the head's. It is the wrapper's
+            own argument: a dataset that needs ``num_classes`` itself
+            (``multi_class``) takes the nested form.
         num_classes_field (str): the config field named in label errors.
         **dataset_args: the wrapped dataset's arguments (with
             ``dataset_type``).

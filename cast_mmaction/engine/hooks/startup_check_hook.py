@@ -70,8 +70,10 @@ class StartupCheckHook(Hook):
     """Checks at start-up
 
     * that the model's expert widths fit the head (:func:`check_model`);
-    * that the training set's label bound (``RobustDataset.num_classes``,
-      used to check the annotation file) is the head's ``num_classes``;
+    * that the labels of the training, validation and test annotation files
+      lie within the head's ``num_classes`` (``RobustDataset`` checks the
+      files when built; the bound comes from the head unless the dataset
+      sets its own ``num_classes``, which must then equal it);
     * that a checkpoint given to ``tools/test.py`` (or MMAction2's),
       ``load_from`` or ``--resume`` fits the model
       (:func:`~cast_mmaction.engine.checkpoint_check.check_checkpoint`):
@@ -99,18 +101,42 @@ class StartupCheckHook(Hook):
         check_model(runner.model)
 
     def before_train(self, runner):
-        dataset = getattr(runner.train_dataloader, 'dataset', None)
-        bound = getattr(dataset, 'num_classes', None) if type(
-            dataset).__name__ == 'RobustDataset' else None
+        self._check_labels(runner, runner.train_dataloader.dataset,
+                           'train_dataloader')
+        val_loop = getattr(runner, '_val_loop', None)
+        loader = getattr(val_loop, 'dataloader', None)
+        if loader is not None:
+            self._check_labels(runner, loader.dataset, 'val_dataloader')
+
+    def before_test(self, runner):
+        self._check_labels(runner, runner.test_dataloader.dataset,
+                           'test_dataloader')
+
+    @staticmethod
+    def _check_labels(runner, dataset, loader):
+        """The annotation labels against the head's ``num_classes``:
+        ``RobustDataset`` checked the file when it was built, against its
+        own ``num_classes`` if the config gives one (then it must be the
+        head's); without one the labels are checked here, before the first
+        iteration."""
+        if type(dataset).__name__ != 'RobustDataset' or \
+                not dataset.check_annotations:
+            return
         head = getattr(_unwrap(runner.model), 'cls_head', None)
         classes = getattr(head, 'num_classes', None)
-        if isinstance(bound, int) and isinstance(classes, int) and \
-                bound != classes:
+        if not isinstance(classes, int):
+            return
+        if dataset.num_classes is None:
+            from ...datasets.annotation_checks import \
+                check_dataset_annotations
+            check_dataset_annotations(dataset.dataset, classes,
+                                      'model.cls_head.num_classes')
+        elif dataset.num_classes != classes:
             raise ValueError(
-                f'train_dataloader.dataset.num_classes={bound} (the label '
-                f'bound of the annotation check) but model.cls_head.'
-                f'num_classes={classes}: set both to the number of classes '
-                f'(the recipes derive both from num_classes).')
+                f'{loader}.dataset.num_classes={dataset.num_classes} (the '
+                f'label bound of the annotation check) but model.cls_head.'
+                f'num_classes={classes}: set both to the number of classes, '
+                f'or leave the dataset\'s out (the head\'s is used).')
 
     def after_load_checkpoint(self, runner, checkpoint):
         from mmengine.runner import BaseLoop
