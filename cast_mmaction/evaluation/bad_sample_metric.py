@@ -25,7 +25,8 @@ class BadSampleAwareMetric(BaseMetric):
     (metainfo ``bad_sample``) get a prediction that ranks their true class
     last, so they count as wrong under top-k / mean-class / verb-noun-action
     accuracy, and ``<prefix>/bad_samples`` reports how many there were (the
-    files are logged). Without flagged samples it is the wrapped metric.
+    files are logged). Without flagged samples its metrics are the wrapped
+    metric's plus ``<prefix>/bad_samples: 0``.
 
     Args:
         metric (dict | BaseMetric, optional): the metric, e.g.
