@@ -25,6 +25,9 @@ _patch_cpu_distributed     mmengine DDP assumes CUDA      mmengine <= 0.10.7,
                                                           no accelerator
 _patch_low_precision_...   BaseHead.loss_by_feat calls    mmaction2 <= 1.2.0
                            .numpy() on bf16 scores
+_patch_vindlu_transformers  VindLU imports helpers that   mmaction2 <= 1.2.0,
+  _imports                 newer transformers moved out   names missing
+                           of modeling_utils
 =========================  =============================  ================
 """
 import importlib.metadata
@@ -110,6 +113,33 @@ def _patch_missing_drn():
     sys.modules[name] = pkg
     sys.modules[name + '.drn'] = mod
     return True
+
+
+def _patch_vindlu_transformers_imports():
+    """mmaction2 1.2.0 imports its VindLU models whenever ``transformers``
+    >= 4.28 is installed, and ``mmaction/models/multimodal/vindlu/
+    modeling_bert.py`` takes ``apply_chunking_to_forward``,
+    ``find_pruneable_heads_and_indices`` and ``prune_linear_layer`` from
+    ``transformers.modeling_utils``. Newer transformers (4.57 here) keep them
+    only in ``transformers.pytorch_utils``, so ``import mmaction.models`` (and
+    every config with ``custom_imports = ['cast_mmaction']``) fails with
+    ``ImportError: cannot import name 'apply_chunking_to_forward'``. We make
+    the three names available where mmaction2 looks for them (the same
+    functions). No upstream issue found."""
+    if not _affected('mmaction2') or \
+            importlib.util.find_spec('transformers') is None:
+        return False
+    names = ('apply_chunking_to_forward', 'find_pruneable_heads_and_indices',
+             'prune_linear_layer')
+    try:
+        from transformers import modeling_utils, pytorch_utils
+    except ImportError:  # a broken transformers: mmaction2 reports it
+        return False
+    missing = [n for n in names if not hasattr(modeling_utils, n)
+               and hasattr(pytorch_utils, n)]
+    for name in missing:
+        setattr(modeling_utils, name, getattr(pytorch_utils, name))
+    return bool(missing)
 
 
 def _patch_torch_load_weights_only():
@@ -283,6 +313,7 @@ def apply():
     if _APPLIED:
         return
     _patch_missing_drn()
+    _patch_vindlu_transformers_imports()
     _patch_torch_load_weights_only()
     _check_pkg_resources()
     _patch_color_jitter_hue()
