@@ -1,17 +1,71 @@
 """The one place for work-arounds of upstream defects in the OpenMMLab stack.
 
-Every patch here names the defect it covers and is idempotent. :func:`apply`
-runs on ``import cast_mmaction`` before anything imports ``mmaction.models``.
-Nothing here changes behaviour on an installation that does not have the
-defect (each patch checks for it first).
+Only defect fixes live here (features are hooks and utilities of
+``cast_mmaction.engine``). Every patch names the defect it covers, runs only
+on the versions that have it (:func:`_affected`: the last release checked is
+the upper bound, a later release is left alone) and checks for the defect
+itself, and is idempotent. :func:`apply` runs on ``import cast_mmaction``
+before anything imports ``mmaction.models``.
+
+=========================  =============================  ================
+patch                      defect                         gated on
+=========================  =============================  ================
+_patch_missing_drn         mmaction2 wheel lacks          mmaction2 <= 1.2.0
+                           models/localizers/drn          (wheel only)
+                           (open-mmlab/mmaction2#2714)
+_patch_torch_load_...      mmengine loads its own         (its own docstring)
+                           checkpoints with torch.load
+                           (weights_only since torch 2.6)
+_check_pkg_resources       mmengine imports pkg_resources mmengine <= 0.10.7,
+                           (gone in setuptools >= 81)     no pkg_resources
+                                                          (a warning)
+_patch_color_jitter_hue    ColorJitter.adjust_hue uint8   mmaction2 <= 1.2.0,
+                           overflow under NumPy 2         numpy >= 2
+_patch_cpu_distributed     mmengine DDP assumes CUDA      mmengine <= 0.10.7,
+                                                          no accelerator
+_patch_low_precision_...   BaseHead.loss_by_feat calls    mmaction2 <= 1.2.0
+                           .numpy() on bf16 scores
+_patch_vindlu_transformers  VindLU imports helpers that   mmaction2 <= 1.2.0,
+  _imports                 transformers >= 4.56 moved     names missing
+                           out of modeling_utils
+=========================  =============================  ================
 """
+import importlib.metadata
 import importlib.util
 import os
+import re
 import sys
 import types
 import warnings
 
 _APPLIED = False
+
+#: the last release of each package on which the defects below were seen
+#: (and the patches tested); a later release is left alone
+LAST_CHECKED = {'mmaction2': '1.2.0', 'mmengine': '0.10.7'}
+
+
+def _version(dist):
+    try:
+        return importlib.metadata.version(dist)
+    except importlib.metadata.PackageNotFoundError:
+        return None
+
+
+def _release(version):
+    """(major, minor, patch) of a version string ('1.2.0rc1' -> (1, 2, 0))."""
+    parts = [int(re.match(r'\d*', p).group() or 0)
+             for p in str(version).split('+')[0].split('.')[:3]]
+    return tuple(parts + [0] * (3 - len(parts)))
+
+
+def _affected(dist):
+    """True when the installed ``dist`` is not newer than the last release
+    checked for its defects (``LAST_CHECKED``); unknown versions count as
+    affected (each patch still checks for the defect itself)."""
+    version = _version(dist)
+    return version is None or _release(version) <= _release(
+        LAST_CHECKED[dist])
 
 
 def _mmaction_root():
@@ -23,53 +77,16 @@ def _mmaction_root():
     return list(spec.submodule_search_locations)[0]
 
 
-def _version_tuple(text):
-    parts = []
-    for piece in text.split('.')[:3]:
-        digits = ''.join(c for c in piece if c.isdigit())
-        if not digits:
-            break
-        parts.append(int(digits))
-    return tuple(parts)
-
-
-def _patch_multimodal_with_new_transformers():
-    """mmaction2 <= 1.2.0 imports its VindLU models whenever
-    ``transformers>=4.28`` is installed (``WITH_MULTIMODAL``), and VindLU's
-    ``modeling_bert.py`` imports ``apply_chunking_to_forward`` (and two
-    pruning helpers) from ``transformers.modeling_utils``, which
-    transformers 4.56 stopped re-exporting; so with transformers >= 4.56 in
-    the environment ``import mmaction.models`` raises ImportError and no
-    MMAction2 model can be built. We switch ``WITH_MULTIMODAL`` off before
-    ``mmaction.models`` is imported: MMAction2 then registers its own
-    placeholders for the three VindLU models (building one says to install
-    the multimodal extras), everything else imports normally. Older
-    transformers, a newer mmaction2 or an absent transformers are left
-    alone."""
-    import importlib.metadata as md
-    if 'mmaction.models' in sys.modules:
-        return False
-    try:
-        tf_version = _version_tuple(md.version('transformers'))
-        mm_version = _version_tuple(md.version('mmaction2'))
-    except md.PackageNotFoundError:
-        return False
-    if tf_version < (4, 56) or mm_version > (1, 2, 0):
-        return False
-    from mmaction.utils import dependency
-    if not getattr(dependency, 'WITH_MULTIMODAL', False):
-        return False
-    dependency.WITH_MULTIMODAL = False
-    return True
-
-
 def _patch_missing_drn():
     """mmaction2 1.2.0 on PyPI ships without ``mmaction/models/localizers/drn``
     although ``mmaction/models/localizers/__init__.py`` imports it, so
     ``import mmaction.models`` raises ModuleNotFoundError. We register an
     empty stand-in package whose ``DRN`` explains the gap when built; every
     other model of the wheel imports as usual. A source install of mmaction2
-    has the folder and is left alone."""
+    has the folder and is left alone. Upstream: open-mmlab/mmaction2#2714
+    (open; the 1.2.0 wheel is the latest release)."""
+    if not _affected('mmaction2'):
+        return False
     root = _mmaction_root()
     if os.path.exists(os.path.join(root, 'models', 'localizers', 'drn',
                                    'drn.py')):
@@ -95,6 +112,42 @@ def _patch_missing_drn():
     pkg.drn = mod
     sys.modules[name] = pkg
     sys.modules[name + '.drn'] = mod
+    return True
+
+
+def _patch_vindlu_transformers_imports():
+    """mmaction2 1.2.0 imports its VindLU models whenever ``transformers``
+    >= 4.28 is installed, and ``mmaction/models/multimodal/vindlu/
+    modeling_bert.py`` takes ``apply_chunking_to_forward``,
+    ``find_pruneable_heads_and_indices`` and ``prune_linear_layer`` from
+    ``transformers.modeling_utils``. transformers 4.56 and later keep them
+    only in ``transformers.pytorch_utils``, so ``import mmaction.models`` (and
+    every config with ``custom_imports = ['cast_mmaction']``) fails with
+    ``ImportError: cannot import name 'apply_chunking_to_forward'``. We make
+    the three names available where mmaction2 looks for them (the same
+    functions). Where a transformers has them in neither place, MMAction2's
+    ``WITH_MULTIMODAL`` switch is turned off instead: MMAction2 registers its
+    own placeholders for the three VindLU models and everything else imports.
+    No upstream issue found."""
+    if not _affected('mmaction2') or \
+            importlib.util.find_spec('transformers') is None or \
+            'mmaction.models' in sys.modules:
+        return False
+    names = ('apply_chunking_to_forward', 'find_pruneable_heads_and_indices',
+             'prune_linear_layer')
+    try:
+        from transformers import modeling_utils, pytorch_utils
+    except ImportError:  # a broken transformers: mmaction2 reports it
+        return False
+    missing = [n for n in names if not hasattr(modeling_utils, n)]
+    if not missing:
+        return False
+    if all(hasattr(pytorch_utils, n) for n in missing):
+        for name in missing:
+            setattr(modeling_utils, name, getattr(pytorch_utils, name))
+        return True
+    from mmaction.utils import dependency
+    dependency.WITH_MULTIMODAL = False
     return True
 
 
@@ -134,7 +187,11 @@ def _check_pkg_resources():
     """``_base_ = 'mmaction::...'`` in configs makes mmengine import
     ``pkg_resources``, which setuptools >= 81 no longer provides. We pin
     ``setuptools<81`` in setup.py; this warns early when it is absent
-    instead of failing deep inside config parsing."""
+    instead of failing deep inside config parsing (mmengine <= 0.10.7
+    imports ``pkg_resources`` in ``mmengine.utils.package_utils``; the
+    same removal breaks mmcv's setup, open-mmlab/mmcv#3325)."""
+    if not _affected('mmengine'):
+        return False
     if importlib.util.find_spec('pkg_resources') is None:
         warnings.warn(
             'pkg_resources is missing (setuptools >= 81): configs that use '
@@ -149,9 +206,12 @@ def _patch_color_jitter_hue():
     to the uint8 hue channel; with NumPy >= 2 (NEP 50) any negative hue
     factor raises ``OverflowError: Python integer -N out of bounds for
     uint8``, so ``ColorJitter(hue=...)`` crashes about half the time. We
-    compute the same ``(h + offset) % 180`` in int16 (what NumPy 1 did)."""
+    compute the same ``(h + offset) % 180`` in int16 (what NumPy 1 did).
+    No upstream issue found; the same NumPy 2 defect in torchvision is
+    pytorch/vision#8536."""
     import numpy as np
-    if np.lib.NumpyVersion(np.__version__) < '2.0.0':
+    if not _affected('mmaction2') or \
+            np.lib.NumpyVersion(np.__version__) < '2.0.0':
         return False
     from mmaction.datasets.transforms import processing
     cj = getattr(processing, 'ColorJitter', None)
@@ -171,184 +231,6 @@ def _patch_color_jitter_hue():
     return True
 
 
-#: temporary files of interrupted writes: ``.<name>.partial-<pid>-<rand>``
-PARTIAL_MARK = '.partial-'
-
-
-def fsync_file(f):
-    """``os.fsync`` of an open file (a function, so that tests can simulate a
-    kill at this point)."""
-    f.flush()
-    os.fsync(f.fileno())
-
-
-def atomic_write(path, data):
-    """Write ``data`` (bytes or str) to ``path`` so that a reader (or a run
-    killed at any moment) sees either the old file or the complete new one:
-    a temporary file in the same folder, fsync, rename, fsync of the
-    folder."""
-    import tempfile
-    folder = os.path.dirname(os.path.abspath(path))
-    os.makedirs(folder, exist_ok=True)
-    name = os.path.basename(path)
-    fd, tmp = tempfile.mkstemp(prefix=f'.{name}{PARTIAL_MARK}{os.getpid()}-',
-                               dir=folder)
-    os.close(fd)
-    try:
-        with open(tmp, 'wb') as f:
-            f.write(data.encode('utf-8') if isinstance(data, str) else data)
-            fsync_file(f)
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.remove(tmp)
-        raise
-    try:  # make the rename itself durable
-        dfd = os.open(folder, os.O_RDONLY)
-        try:
-            os.fsync(dfd)
-        finally:
-            os.close(dfd)
-    except OSError:  # some file systems refuse fsync on folders
-        pass
-
-
-def _checkpoint_files(folder):
-    """Complete checkpoint files of a work dir, newest first (``best_*``
-    excluded: they are not resumption points)."""
-    out = []
-    for name in os.listdir(folder):
-        if name.startswith(('.', 'best_')) or not name.endswith('.pth'):
-            continue
-        path = os.path.join(folder, name)
-        if os.path.isfile(path):
-            out.append((os.path.getmtime(path), path))
-    return [p for _, p in sorted(out, reverse=True)]
-
-
-def _patch_atomic_checkpoints():
-    """mmengine 0.10.7 writes checkpoints in place
-    (``LocalBackend.put``: ``open(path, 'wb').write``): a run killed during
-    the write leaves a truncated ``epoch_N.pth``. Worse, ``CheckpointHook``
-    deletes the oldest kept checkpoint *before* writing the new one, so with
-    ``max_keep_ckpts=1`` a kill mid-write leaves nothing to resume from, and
-    ``last_checkpoint`` (written in place after the save) can be empty or
-    name a deleted file; ``--resume`` then fails.
-
-    We make ``LocalBackend.put`` / ``put_text`` atomic (:func:`atomic_write`),
-    delay ``CheckpointHook``'s removals (old and previous-best checkpoints)
-    until the new checkpoint and ``last_checkpoint`` are written, and make
-    ``find_latest_checkpoint`` (what ``--resume`` without a file uses) fall
-    back to the newest complete ``*.pth`` of the work dir when
-    ``last_checkpoint`` is empty or names a missing file; it also deletes
-    temporary files left by interrupted writes. Remote backends are
-    untouched."""
-    from mmengine.fileio.backends import local_backend
-    from mmengine.hooks import checkpoint_hook
-    from mmengine.runner import checkpoint as ckpt_mod
-    from mmengine.runner import runner as runner_mod
-
-    LocalBackend = local_backend.LocalBackend
-    if getattr(LocalBackend, '_cast_mmaction_atomic', False):
-        return False
-
-    def put(self, obj, filepath):
-        atomic_write(str(filepath), obj)
-
-    def put_text(self, obj, filepath, encoding='utf-8'):
-        atomic_write(str(filepath), obj.encode(encoding))
-
-    put.__doc__ = 'Atomic ' + (LocalBackend.put.__doc__ or '')
-    put_text.__doc__ = 'Atomic ' + (LocalBackend.put_text.__doc__ or '')
-    LocalBackend.put, LocalBackend.put_text = put, put_text
-    LocalBackend._cast_mmaction_atomic = True
-
-    class _DeferRemovals:
-        """A file backend whose remove / rmtree wait for :meth:`flush`."""
-
-        def __init__(self, backend):
-            self._backend, self._removals = backend, []
-
-        def remove(self, path):
-            self._removals.append(('remove', path))
-
-        def rmtree(self, path):
-            self._removals.append(('rmtree', path))
-
-        def __getattr__(self, name):
-            return getattr(self._backend, name)
-
-        def flush(self):
-            for method, path in self._removals:
-                getattr(self._backend, method)(path)
-
-    def deferring(original):
-        def wrapper(self, *args, **kwargs):
-            backend = getattr(self, 'file_backend', None)
-            if backend is None or isinstance(backend, _DeferRemovals):
-                return original(self, *args, **kwargs)
-            proxy = _DeferRemovals(backend)
-            self.file_backend = proxy
-            try:
-                result = original(self, *args, **kwargs)
-            finally:
-                self.file_backend = backend
-            proxy.flush()  # only once the new checkpoint is complete
-            return result
-        wrapper.__wrapped__ = original
-        wrapper.__doc__ = original.__doc__
-        return wrapper
-
-    hook = checkpoint_hook.CheckpointHook
-    hook._save_checkpoint_with_step = deferring(
-        hook._save_checkpoint_with_step)
-    hook._save_best_checkpoint = deferring(hook._save_best_checkpoint)
-
-    original_find = ckpt_mod.find_latest_checkpoint
-
-    def find_latest_checkpoint(path):
-        from mmengine.logging import print_log
-        if not os.path.isdir(path):
-            return original_find(path)
-        for name in os.listdir(path):
-            if PARTIAL_MARK in name and name.startswith('.'):
-                os.remove(os.path.join(path, name))
-                print_log(f'removed {name}, a partial file left by an '
-                          f'interrupted write', logger='current')
-        record = os.path.join(path, 'last_checkpoint')
-        last = None
-        if os.path.exists(record):
-            with open(record) as f:
-                last = f.read().strip() or None
-        if last is not None and ('://' in last or os.path.isfile(last)):
-            return last
-        found = _checkpoint_files(path)
-        if not found:
-            if last is None:
-                return original_find(path)
-            print_log(f'last_checkpoint names {last!r}, which is gone, and '
-                      f'{path} holds no other checkpoint: starting afresh',
-                      logger='current', level=30)
-            return None
-        print_log(f'last_checkpoint in {path} is '
-                  f'{"missing" if last is None else repr(last) + " (gone)"}'
-                  f'; resuming from the newest complete checkpoint, '
-                  f'{found[0]}', logger='current', level=30)
-        return found[0]
-
-    find_latest_checkpoint.__doc__ = original_find.__doc__
-    ckpt_mod.find_latest_checkpoint = find_latest_checkpoint
-    runner_mod.find_latest_checkpoint = find_latest_checkpoint
-    import mmengine.runner as runner_pkg
-    runner_pkg.find_latest_checkpoint = find_latest_checkpoint
-    try:
-        from mmengine.runner import _flexible_runner
-        _flexible_runner.find_latest_checkpoint = find_latest_checkpoint
-    except ImportError:  # optional dependencies of FlexibleRunner
-        pass
-    return True
-
-
 def _patch_cpu_distributed():
     """MMEngine's DDP path assumes GPUs: ``init_dist('pytorch')`` calls
     ``torch.cuda.set_device`` and the Runner wraps the model with
@@ -356,8 +238,12 @@ def _patch_cpu_distributed():
     (no CUDA, no other accelerator) the process group is initialised with
     ``gloo`` (``nccl`` needs GPUs; a configured ``gloo`` or ``mpi`` is kept)
     and ``MMDistributedDataParallel`` gets no ``device_ids`` for a CPU
-    module, so ``tools/dist_train.sh`` runs multi-process DDP on CPUs."""
+    module, so ``tools/dist_train.sh`` runs multi-process DDP on CPUs.
+    Only where neither CUDA nor another accelerator exists (the defect
+    cannot occur elsewhere); no upstream issue found."""
     import torch
+    if not _affected('mmengine'):
+        return False
     try:
         from mmengine.dist import utils as dist_utils
         from mmengine.model.wrappers import distributed as ddp_mod
@@ -403,8 +289,11 @@ def _patch_low_precision_head_loss():
     """MMAction2's ``BaseHead.loss_by_feat`` computes top-k accuracy through
     ``cls_scores.numpy()``, which fails for bf16 scores ("Got unsupported
     ScalarType BFloat16": bf16 autocast training). The scores are cast to
-    fp32 first (the loss runs in fp32 under autocast anyway)."""
+    fp32 first (the loss runs in fp32 under autocast anyway). No upstream
+    issue found."""
     import torch
+    if not _affected('mmaction2'):
+        return False
     try:
         from mmaction.models.heads.base import BaseHead
     except ImportError:
@@ -430,11 +319,10 @@ def apply():
     if _APPLIED:
         return
     _patch_missing_drn()
-    _patch_multimodal_with_new_transformers()
+    _patch_vindlu_transformers_imports()
     _patch_torch_load_weights_only()
     _check_pkg_resources()
     _patch_color_jitter_hue()
-    _patch_atomic_checkpoints()
     _patch_cpu_distributed()
     _patch_low_precision_head_loss()
     _APPLIED = True

@@ -94,24 +94,29 @@ test_pipeline = [
     dict(type='FormatShape', input_format='NCTHW'),
     dict(type='PackAudioVisualInputs'),
 ]
-dataset = dict(type=dataset_type, data_prefix=dict(video=ek100_video_root),
+# RobustDataset wraps the dataset (dataset_type); bad_sample per loader
+dataset = dict(type='RobustDataset', dataset_type=dataset_type,
+               data_prefix=dict(video=ek100_video_root),
                video_path_tmpl=ek100_video_path_tmpl)
 train_dataloader = dict(
     batch_size=batch_size, num_workers=8, persistent_workers=True,
-    sampler=dict(type='DefaultSampler', shuffle=True),
-    dataset=dict(dataset, ann_file=ek100_train_csv, pipeline=train_pipeline))
+    sampler=dict(type='ReproducibleSampler', shuffle=True),
+    dataset=dict(dataset, bad_sample='replace', ann_file=ek100_train_csv,
+                 pipeline=train_pipeline))
 val_dataloader = dict(
     batch_size=batch_size, num_workers=8, persistent_workers=True,
     sampler=dict(type='DefaultSampler', shuffle=False),
-    dataset=dict(dataset, ann_file=ek100_val_csv, pipeline=val_pipeline,
-                 test_mode=True))
+    dataset=dict(dataset, bad_sample='flag', ann_file=ek100_val_csv,
+                 pipeline=val_pipeline, test_mode=True))
 test_dataloader = dict(
     batch_size=1, num_workers=8, persistent_workers=True,
     sampler=dict(type='DefaultSampler', shuffle=False),
-    dataset=dict(dataset, ann_file=ek100_val_csv, pipeline=test_pipeline,
-                 test_mode=True))
-val_evaluator = dict(type='EpicKitchensMetric')
-test_evaluator = dict(type='EpicKitchensMetric')
+    dataset=dict(dataset, bad_sample='raise', ann_file=ek100_val_csv,
+                 pipeline=test_pipeline, test_mode=True))
+val_evaluator = dict(type='BadSampleAwareMetric',
+                     metric_type='EpicKitchensMetric')
+test_evaluator = dict(type='BadSampleAwareMetric',
+                      metric_type='EpicKitchensMetric')
 
 # ---- schedule -----------------------------------------------------------------
 train_cfg = dict(type='EpochBasedTrainLoop', max_epochs=max_epochs,
@@ -119,7 +124,7 @@ train_cfg = dict(type='EpochBasedTrainLoop', max_epochs=max_epochs,
 val_cfg = dict(type='ValLoop')
 test_cfg = dict(type='TestLoop')
 optim_wrapper = dict(
-    type='AmpOptimWrapper',
+    type='GuardedAmpOptimWrapper',  # a NaN/inf loss skips the update
     accumulative_counts=update_freq,
     optimizer=dict(type='AdamW', lr=base_lr, betas=(0.9, 0.999),
                    weight_decay=0.05,
@@ -135,5 +140,5 @@ param_scheduler = [
 ]
 auto_scale_lr = dict(enable=False, base_batch_size=batch_size * num_gpus)
 default_hooks = dict(
-    checkpoint=dict(type='CheckpointHook', interval=5, max_keep_ckpts=3,
+    checkpoint=dict(type='AtomicCheckpointHook', interval=5, max_keep_ckpts=3,
                     save_best='ek100/action_top1', rule='greater'))

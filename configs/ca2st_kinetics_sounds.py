@@ -14,13 +14,17 @@ num_classes = 31
 
 model = dict(cls_head=dict(num_classes=num_classes),
              data_preprocessor=dict(blending=dict(num_classes=num_classes)))
-dataset = dict(_delete_=True, type='KineticsSoundsDataset',
+dataset = dict(_delete_=True, type='RobustDataset',
+               dataset_type='KineticsSoundsDataset',
                data_prefix=dict(video=data_root))
 train_dataloader = dict(dataset=dict(
-    dataset, ann_file=ann_file_train, pipeline={{_base_.train_pipeline}}))
+    dataset, bad_sample='replace',
+    ann_file=ann_file_train, pipeline={{_base_.train_pipeline}}))
 val_dataloader = dict(dataset=dict(
-    dataset, ann_file=ann_file_val, pipeline={{_base_.val_pipeline}},
+    dataset, bad_sample='flag',
+    ann_file=ann_file_val, pipeline={{_base_.val_pipeline}},
     test_mode=True))
 test_dataloader = dict(dataset=dict(
-    dataset, ann_file=ann_file_val, pipeline={{_base_.test_pipeline}},
+    dataset, bad_sample='raise',
+    ann_file=ann_file_val, pipeline={{_base_.test_pipeline}},
     test_mode=True))

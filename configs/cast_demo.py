@@ -99,9 +99,12 @@ train_dataloader = dict(
     num_workers=0,  # decoding 64 px clips is cheap; 2 cores go to the model
     persistent_workers=False,
     drop_last=True,
-    sampler=dict(type='DefaultSampler', shuffle=True),
+    # the same batches after a mid-epoch --resume
+    sampler=dict(type='ReproducibleSampler', shuffle=True),
     dataset=dict(
-        type=dataset_type,
+        type='RobustDataset',
+        bad_sample='replace',  # unreadable: another sample, counted
+        dataset_type=dataset_type,
         ann_file=ann_file_train,
         data_prefix=dict(video=data_root),
         pipeline=train_pipeline))
@@ -111,7 +114,9 @@ val_dataloader = dict(
     persistent_workers=False,
     sampler=dict(type='DefaultSampler', shuffle=False),
     dataset=dict(
-        type=dataset_type,
+        type='RobustDataset',
+        bad_sample='flag',  # unreadable: scored wrong and counted
+        dataset_type=dataset_type,
         ann_file=ann_file_val,
         data_prefix=dict(video=data_root_val),
         pipeline=test_pipeline,
@@ -122,12 +127,15 @@ test_dataloader = dict(
     persistent_workers=False,
     sampler=dict(type='DefaultSampler', shuffle=False),
     dataset=dict(
-        type=dataset_type,
+        type='RobustDataset',
+        bad_sample='raise',  # unreadable: an error naming the file
+        dataset_type=dataset_type,
         ann_file=ann_file_test,
         data_prefix=dict(video=data_root_val),
         pipeline=test_pipeline,
         test_mode=True))
-val_evaluator = dict(type='AccMetric')
+# flagged (unreadable) samples count as wrong; acc/bad_samples counts them
+val_evaluator = dict(type='BadSampleAwareMetric', metric_type='AccMetric')
 test_evaluator = val_evaluator
 
 train_cfg = dict(
@@ -140,7 +148,8 @@ test_cfg = dict(type='TestLoop')
 
 # The recipe's optimiser (AdamW + layer-wise lr decay), fp32 on a CPU.
 optim_wrapper = dict(
-    type='OptimWrapper',
+    # a NaN/inf loss skips the update (nonfinite='skip'; 'stop' stops)
+    type='GuardedOptimWrapper',
     optimizer=dict(
         type='AdamW', lr=base_lr, betas=(0.9, 0.999), weight_decay=0.05),
     constructor='CASTLayerDecayOptimWrapperConstructor',

@@ -9,6 +9,8 @@
 #
 # Train:  python tools/train.py configs/cast_ek100.py   (README.md, "EPIC-KITCHENS-100")
 # Submit: python tools/ek100_submission.py configs/cast_ek100.py CKPT ...
+# bad samples counted, exact --resume, start-up checks (docs/reliability.md)
+_base_ = ['_base_/reliability.py']
 custom_imports = dict(imports=['cast_mmaction'], allow_failed_imports=False)
 default_scope = 'mmaction'
 _base_ = ['_base_/models/cast_vit_b_verb_noun.py']
@@ -100,8 +102,11 @@ train_dataloader = dict(
     batch_size=batch_size,
     num_workers=8,
     persistent_workers=True,
-    sampler=dict(type='DefaultSampler', shuffle=True),
-    dataset=dict(type=dataset_type, ann_file=ek100_train_csv,
+    sampler=dict(type='ReproducibleSampler', shuffle=True),
+    dataset=dict(type='RobustDataset',
+                 bad_sample='replace',  # unreadable: another sample, counted
+                 dataset_type=dataset_type,
+                 ann_file=ek100_train_csv,
                  data_prefix=dict(video=ek100_video_root),
                  video_path_tmpl=ek100_video_path_tmpl,
                  pipeline=train_pipeline))
@@ -110,7 +115,10 @@ val_dataloader = dict(
     num_workers=8,
     persistent_workers=True,
     sampler=dict(type='DefaultSampler', shuffle=False),
-    dataset=dict(type=dataset_type, ann_file=ek100_val_csv,
+    dataset=dict(type='RobustDataset',
+                 bad_sample='flag',  # unreadable: scored wrong, counted
+                 dataset_type=dataset_type,
+                 ann_file=ek100_val_csv,
                  data_prefix=dict(video=ek100_video_root),
                  video_path_tmpl=ek100_video_path_tmpl,
                  pipeline=val_pipeline, test_mode=True))
@@ -121,12 +129,18 @@ test_dataloader = dict(
     num_workers=8,
     persistent_workers=True,
     sampler=dict(type='DefaultSampler', shuffle=False),
-    dataset=dict(type=dataset_type, ann_file=ek100_val_csv,
+    dataset=dict(type='RobustDataset',
+                 bad_sample='raise',  # unreadable: an error naming it
+                 dataset_type=dataset_type,
+                 ann_file=ek100_val_csv,
                  data_prefix=dict(video=ek100_video_root),
                  video_path_tmpl=ek100_video_path_tmpl,
                  pipeline=test_pipeline, test_mode=True))
-val_evaluator = dict(type='EpicKitchensMetric')
-test_evaluator = dict(type='EpicKitchensMetric')
+# flagged (unreadable) samples count as wrong; ek100/bad_samples counts them
+val_evaluator = dict(type='BadSampleAwareMetric',
+                     metric_type='EpicKitchensMetric')
+test_evaluator = dict(type='BadSampleAwareMetric',
+                      metric_type='EpicKitchensMetric')
 
 # ---- schedule -----------------------------------------------------------------
 train_cfg = dict(type='EpochBasedTrainLoop', max_epochs=max_epochs,
@@ -135,7 +149,9 @@ val_cfg = dict(type='ValLoop')
 test_cfg = dict(type='TestLoop')
 
 optim_wrapper = dict(
-    type='AmpOptimWrapper',  # fp16 as published; 'OptimWrapper' on CPU
+    # fp16 as published ('GuardedOptimWrapper' on CPU); a NaN/inf loss
+    # skips the update (nonfinite='skip'; 'stop' stops the run)
+    type='GuardedAmpOptimWrapper',
     accumulative_counts=update_freq,
     optimizer=dict(type='AdamW', lr=base_lr, betas=(0.9, 0.999),
                    weight_decay=0.05,
@@ -160,7 +176,7 @@ default_hooks = dict(
     timer=dict(type='IterTimerHook'),
     logger=dict(type='LoggerHook', interval=20, ignore_last=False),
     param_scheduler=dict(type='ParamSchedulerHook'),
-    checkpoint=dict(type='CheckpointHook', interval=5, max_keep_ckpts=3,
+    checkpoint=dict(type='AtomicCheckpointHook', interval=5, max_keep_ckpts=3,
                     save_best='ek100/action_top1', rule='greater'),
     sampler_seed=dict(type='DistSamplerSeedHook'),
     sync_buffers=dict(type='SyncBuffersHook'))

@@ -122,9 +122,12 @@ train_dataloader = dict(
     num_workers=8,
     persistent_workers=True,
     drop_last=True,
-    sampler=dict(type='DefaultSampler', shuffle=True),
+    # the same batches after a mid-epoch --resume
+    sampler=dict(type='ReproducibleSampler', shuffle=True),
     dataset=dict(
-        type=dataset_type,
+        type='RobustDataset',
+        bad_sample='replace',  # unreadable: another sample, counted
+        dataset_type=dataset_type,
         ann_file=ann_file_train,
         data_prefix=dict(video=data_root),
         pipeline=train_pipeline))
@@ -134,7 +137,9 @@ val_dataloader = dict(
     persistent_workers=True,
     sampler=dict(type='DefaultSampler', shuffle=False),
     dataset=dict(
-        type=dataset_type,
+        type='RobustDataset',
+        bad_sample='flag',  # unreadable: scored wrong and counted
+        dataset_type=dataset_type,
         ann_file=ann_file_val,
         data_prefix=dict(video=data_root_val),
         pipeline=val_pipeline,
@@ -145,13 +150,16 @@ test_dataloader = dict(
     persistent_workers=True,
     sampler=dict(type='DefaultSampler', shuffle=False),
     dataset=dict(
-        type=dataset_type,
+        type='RobustDataset',
+        bad_sample='raise',  # unreadable: an error naming the file
+        dataset_type=dataset_type,
         ann_file=ann_file_test,
         data_prefix=dict(video=data_root_val),
         pipeline=test_pipeline,
         test_mode=True))
 
-val_evaluator = dict(type='AccMetric')
+# flagged (unreadable) samples count as wrong; acc/bad_samples counts them
+val_evaluator = dict(type='BadSampleAwareMetric', metric_type='AccMetric')
 test_evaluator = val_evaluator
 
 train_cfg = dict(
@@ -164,7 +172,9 @@ test_cfg = dict(type='TestLoop')
 
 # ------------------------------------------------------------ optimiser ----
 optim_wrapper = dict(
-    type='AmpOptimWrapper',  # fp16, as the authors' DeepSpeed runs
+    # fp16, as the authors' DeepSpeed runs; a NaN/inf loss skips the update
+    # (nonfinite='skip', the default; 'stop' stops the run)
+    type='GuardedAmpOptimWrapper',
     loss_scale=dict(init_scale=2.0**7, growth_interval=128),
     accumulative_counts=update_freq,
     optimizer=dict(

@@ -11,6 +11,8 @@ _base_ = ['./cast_ssv2.py', './_base_/strategies/deepspeed.py']
 # DeepSpeed does the accumulation (the recipe's update_freq)
 strategy = dict(gradient_accumulation_steps={{_base_.update_freq}})
 
+# DeepSpeed's own fp16 loss scaler skips the steps whose gradients overflow
+# (the recipe's GuardedAmpOptimWrapper does not apply to DeepSpeed)
 optim_wrapper = dict(
     _delete_=True,
     type='DeepSpeedOptimWrapper',

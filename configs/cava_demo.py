@@ -71,19 +71,23 @@ test_pipeline = [
     dict(type='FormatShape', input_format='NCTHW'),
     dict(type='PackAudioVisualInputs'),
 ]
-dataset = dict(type='AudioVisualDataset', data_prefix=dict(video=data_root),
-               num_classes=num_classes)
+# RobustDataset wraps the dataset (dataset_type); bad_sample per loader
+dataset = dict(type='RobustDataset',
+               dataset_type='AudioVisualDataset',
+               data_prefix=dict(video=data_root))
 train_dataloader = dict(
     batch_size=batch_size, num_workers=1, persistent_workers=True,
-    drop_last=True, sampler=dict(type='DefaultSampler', shuffle=True),
-    dataset=dict(dataset, ann_file=ann_file_train, pipeline=train_pipeline))
+    drop_last=True, sampler=dict(type='ReproducibleSampler', shuffle=True),
+    dataset=dict(dataset, bad_sample='replace', ann_file=ann_file_train,
+                 pipeline=train_pipeline))
 val_dataloader = dict(
     batch_size=batch_size, num_workers=1, persistent_workers=True,
     sampler=dict(type='DefaultSampler', shuffle=False),
-    dataset=dict(dataset, ann_file=ann_file_val, pipeline=test_pipeline,
-                 test_mode=True))
-test_dataloader = val_dataloader
-val_evaluator = dict(type='AccMetric')
+    dataset=dict(dataset, bad_sample='flag', ann_file=ann_file_val,
+                 pipeline=test_pipeline, test_mode=True))
+test_dataloader = dict(val_dataloader, dataset=dict(
+    val_dataloader['dataset'], bad_sample='raise'))
+val_evaluator = dict(type='BadSampleAwareMetric', metric_type='AccMetric')
 test_evaluator = val_evaluator
 
 train_cfg = dict(type='EpochBasedTrainLoop', max_epochs=max_epochs,
@@ -91,7 +95,7 @@ train_cfg = dict(type='EpochBasedTrainLoop', max_epochs=max_epochs,
 val_cfg = dict(type='ValLoop')
 test_cfg = dict(type='TestLoop')
 optim_wrapper = dict(
-    type='OptimWrapper',
+    type='GuardedOptimWrapper',  # a NaN/inf loss skips the update
     optimizer=dict(type='AdamW', lr=base_lr, betas=(0.9, 0.999),
                    weight_decay=0.05),
     constructor='CASTLayerDecayOptimWrapperConstructor',

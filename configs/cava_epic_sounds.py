@@ -72,17 +72,23 @@ test_pipeline = [
     dict(type='FormatShape', input_format='NCTHW'),
     dict(type='PackAudioVisualInputs'),
 ]
-dataset = dict(_delete_=True, type='EpicSoundsDataset',
+dataset = dict(_delete_=True, type='RobustDataset',
+               dataset_type='EpicSoundsDataset',
                data_prefix=dict(video=epic_video_root,
                                 audio=epic_audio_root),
                video_path_tmpl=epic_video_path_tmpl,
                audio_path_tmpl=epic_audio_path_tmpl)
 train_dataloader = dict(dataset=dict(
-    dataset, ann_file=ann_file_train, pipeline=train_pipeline))
+    dataset, bad_sample='replace',
+    ann_file=ann_file_train, pipeline=train_pipeline))
 val_dataloader = dict(dataset=dict(
-    dataset, ann_file=ann_file_val, pipeline=val_pipeline, test_mode=True))
+    dataset, bad_sample='flag',
+    ann_file=ann_file_val, pipeline=val_pipeline, test_mode=True))
 test_dataloader = dict(dataset=dict(
-    dataset, ann_file=ann_file_val, pipeline=test_pipeline, test_mode=True))
-# the benchmark's metrics: top-1/5, mean class accuracy, mAP, mAUC
-val_evaluator = dict(type='EpicSoundsMetric')
+    dataset, bad_sample='raise',
+    ann_file=ann_file_val, pipeline=test_pipeline, test_mode=True))
+# the benchmark's metrics: top-1/5, mean class accuracy, mAP, mAUC (an
+# unreadable clip counts as a wrong prediction)
+val_evaluator = dict(type='BadSampleAwareMetric',
+                     metric_type='EpicSoundsMetric')
 test_evaluator = val_evaluator

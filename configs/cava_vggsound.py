@@ -114,24 +114,30 @@ test_pipeline = [
     dict(type='FormatShape', input_format='NCTHW'),
     dict(type='PackAudioVisualInputs')
 ]
-dataset = dict(type='VGGSoundDataset', data_prefix=dict(video=data_root),
+# RobustDataset wraps the dataset (dataset_type); bad_sample per loader:
+# training replaces an unreadable video (counted), validation scores it
+# wrong (counted), testing stops naming it
+dataset = dict(type='RobustDataset',
+               dataset_type='VGGSoundDataset',
+               data_prefix=dict(video=data_root),
                video_path_tmpl=video_path_tmpl)
 train_dataloader = dict(
     batch_size=batch_size, num_workers=8, persistent_workers=True,
-    drop_last=True, sampler=dict(type='DefaultSampler', shuffle=True),
-    dataset=dict(dataset, ann_file=ann_file_train, split='train',
+    drop_last=True, sampler=dict(type='ReproducibleSampler', shuffle=True),
+    dataset=dict(dataset, bad_sample='replace', ann_file=ann_file_train,
+                 split='train',
                  pipeline=train_pipeline))
 val_dataloader = dict(
     batch_size=batch_size, num_workers=8, persistent_workers=True,
     sampler=dict(type='DefaultSampler', shuffle=False),
-    dataset=dict(dataset, ann_file=ann_file_val, split='test',
-                 pipeline=val_pipeline, test_mode=True))
+    dataset=dict(dataset, bad_sample='flag', ann_file=ann_file_val,
+                 split='test', pipeline=val_pipeline, test_mode=True))
 test_dataloader = dict(
     batch_size=1, num_workers=8, persistent_workers=True,
     sampler=dict(type='DefaultSampler', shuffle=False),
-    dataset=dict(dataset, ann_file=ann_file_val, split='test',
-                 pipeline=test_pipeline, test_mode=True))
-val_evaluator = dict(type='AccMetric')
+    dataset=dict(dataset, bad_sample='raise', ann_file=ann_file_val,
+                 split='test', pipeline=test_pipeline, test_mode=True))
+val_evaluator = dict(type='BadSampleAwareMetric', metric_type='AccMetric')
 test_evaluator = val_evaluator
 
 train_cfg = dict(type='EpochBasedTrainLoop', max_epochs=max_epochs,
@@ -141,7 +147,8 @@ test_cfg = dict(type='TestLoop')
 
 # ------------------------------------------------------------ optimiser ----
 optim_wrapper = dict(
-    type='AmpOptimWrapper',  # fp16; 'OptimWrapper' on CPU
+    # fp16 ('GuardedOptimWrapper' on CPU); a NaN/inf loss skips the update
+    type='GuardedAmpOptimWrapper',
     accumulative_counts=update_freq,
     optimizer=dict(type='AdamW', lr=base_lr, betas=(0.9, 0.999), eps=1e-8,
                    weight_decay=0.05,

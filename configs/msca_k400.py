@@ -89,15 +89,21 @@ train_dataloader = dict(
     batch_size=21,
     num_workers=8,
     persistent_workers=True,
-    sampler=dict(type='DefaultSampler', shuffle=True),
-    dataset=dict(type=dataset_type, ann_file=ann_file_train,
+    sampler=dict(type='ReproducibleSampler', shuffle=True),
+    dataset=dict(type='RobustDataset',
+                 bad_sample='replace',  # unreadable: another sample, counted
+                 dataset_type=dataset_type,
+                 ann_file=ann_file_train,
                  data_prefix=dict(video=data_root), pipeline=train_pipeline))
 val_dataloader = dict(
     batch_size=2,
     num_workers=8,
     persistent_workers=True,
     sampler=dict(type='DefaultSampler', shuffle=False),
-    dataset=dict(type=dataset_type, ann_file=ann_file_val,
+    dataset=dict(type='RobustDataset',
+                 bad_sample='flag',  # unreadable: scored wrong, counted
+                 dataset_type=dataset_type,
+                 ann_file=ann_file_val,
                  data_prefix=dict(video=data_root_val),
                  pipeline=val_pipeline, test_mode=True))
 test_dataloader = dict(
@@ -105,11 +111,14 @@ test_dataloader = dict(
     num_workers=8,
     persistent_workers=True,
     sampler=dict(type='DefaultSampler', shuffle=False),
-    dataset=dict(type=dataset_type, ann_file=ann_file_test,
+    dataset=dict(type='RobustDataset',
+                 bad_sample='raise',  # unreadable: an error naming it
+                 dataset_type=dataset_type,
+                 ann_file=ann_file_test,
                  data_prefix=dict(video=data_root_val),
                  pipeline=test_pipeline, test_mode=True))
 
-val_evaluator = dict(type='AccMetric')
+val_evaluator = dict(type='BadSampleAwareMetric', metric_type='AccMetric')
 test_evaluator = val_evaluator
 
 max_epochs = 18
@@ -119,6 +128,7 @@ val_cfg = dict(type='ValLoop')
 test_cfg = dict(type='TestLoop')
 
 optim_wrapper = dict(
+    type='GuardedOptimWrapper',  # a NaN/inf loss skips the update
     optimizer=dict(type='SGD', lr=0.1, momentum=0.9, weight_decay=0.0),
     clip_grad=dict(max_norm=1.0, norm_type=2),
     accumulative_counts=10)

@@ -58,13 +58,16 @@ test_pipeline = [
 ]
 
 train_dataloader = dict(
-    dataset=dict(type=dataset_type, ann_file=ann_file_train,
+    dataset=dict(dataset_type=dataset_type,
+                 ann_file=ann_file_train,
                  data_prefix=dict(video=data_root), pipeline=train_pipeline))
 val_dataloader = dict(
-    dataset=dict(type=dataset_type, ann_file=ann_file_val,
+    dataset=dict(dataset_type=dataset_type,
+                 ann_file=ann_file_val,
                  data_prefix=dict(video=data_root_val),
                  pipeline=val_pipeline, test_mode=True))
 test_dataloader = dict(
-    dataset=dict(type=dataset_type, ann_file=ann_file_test,
+    dataset=dict(dataset_type=dataset_type,
+                 ann_file=ann_file_test,
                  data_prefix=dict(video=data_root_val),
                  pipeline=test_pipeline, test_mode=True))

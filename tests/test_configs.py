@@ -45,7 +45,8 @@ def test_parses_with_runtime_and_plugin(name):
     assert plain(cfg.custom_imports) == dict(imports=['cast_mmaction'],
                                              allow_failed_imports=False)
     ckpt = cfg.default_hooks.checkpoint
-    assert ckpt.type == 'CheckpointHook' and ckpt.max_keep_ckpts >= 1
+    # MMEngine's CheckpointHook with atomic writes (docs/reliability.md)
+    assert ckpt.type == 'AtomicCheckpointHook' and ckpt.max_keep_ckpts >= 1
     for key in ('data_root', 'data_root_val', 'ann_file_train',
                 'ann_file_val', 'ann_file_test', 'clip_weights',
                 'vmae_weights'):
@@ -92,7 +93,7 @@ def test_published_recipe_values(name):
     assert blend.probs == pytest.approx([r['mixup_prob'], 0.0])
     # optimiser
     ow = cfg.optim_wrapper
-    assert ow.type == 'AmpOptimWrapper'
+    assert ow.type == 'GuardedAmpOptimWrapper'  # AMP + non-finite guard
     assert ow.accumulative_counts == r['update_freq']
     opt = ow.optimizer
     assert opt.type == 'AdamW' and tuple(opt.betas) == (0.9, 0.999)

@@ -40,6 +40,7 @@ import torch
 from cast_mmaction.datasets.synthetic import write_synthetic_video_dataset
 from cast_mmaction.safe_load import load_checkpoint
 
+from _reliability_driver import read_records
 from conftest import ROOT, TINY_CONFIG_HEAD
 ITERS = 6  # 3 epochs x 2 iterations
 
@@ -66,6 +67,21 @@ custom_hooks = [dict(type='RecordForTestHook', path={record!r})] + {extra}
 """
 
 
+# plain MMEngine resumption: the training sampler, data loading and hooks
+# without ReproducibleSampler, per-sample random streams and ResumeStateHook
+NOT_EXACT = """
+train_dataloader.update(sampler=dict(type='DefaultSampler'))
+train_dataloader['dataset'].update(reseed=False)
+_hooks = dict(_base_.default_hooks)
+_hooks.pop('resume_state')
+default_hooks = dict(_delete_=True, **_hooks)
+default_hooks.update(
+    checkpoint=dict(type='AtomicCheckpointHook', interval=1,
+                    max_keep_ckpts=1, by_epoch=False),
+    logger=dict(type='LoggerHook', interval=1))
+"""
+
+
 def _config(folder, name, data, record, by_epoch=False, workers=0,
             exact=True, extra=()):
     path = osp.join(folder, name + '.py')
@@ -75,7 +91,7 @@ def _config(folder, name, data, record, by_epoch=False, workers=0,
             record=record, by_epoch=by_epoch, workers=workers,
             persistent=workers > 0, extra=list(extra)))
         if not exact:
-            f.write('reliability = dict(exact_resume=False)\n')
+            f.write(NOT_EXACT)
     return path
 
 
@@ -133,13 +149,7 @@ def runs(tmp_path_factory):
 
 
 def _records(path):
-    with open(path) as f:
-        items = [json.loads(line) for line in f]
-    losses = {}
-    for item in items:
-        if 'iter' in item:
-            losses.setdefault(item['iter'], []).append(item['loss'])
-    vals = [item for item in items if 'val_epoch' in item]
+    losses, vals, _ = read_records(path)
     return losses, vals
 
 
@@ -230,8 +240,8 @@ def test_interrupted_write_keeps_the_previous_checkpoint(runs):
 def test_control_without_resume_state_does_not_reproduce(runs):
     """The comparison above can fail: the same kill and resume without
     ResumeStateHook / ReproducibleSampler / per-sample random streams
-    (``reliability.exact_resume=False``, i.e. plain MMEngine 0.10.7) redoes
-    the whole interrupted epoch with other random numbers."""
+    (NOT_EXACT: plain MMEngine 0.10.7) redoes the whole interrupted epoch
+    with other random numbers."""
     ref, run = runs['info']['reference'], runs['info']['control']
     losses, _ = _records(run['record'])
     ref_losses, _ = _records(ref['record'])

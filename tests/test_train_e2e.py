@@ -134,6 +134,9 @@ def test_test_tool_loads_checkpoint_and_reports_top1(trained):
     assert score.shape[-1] == 4
     # softmax averaged over the views: a probability vector
     assert float(score.sum()) == pytest.approx(1.0, abs=1e-4)
+    # every test video was loaded (the recipe's BadSampleAwareMetric counts
+    # none)
+    assert metrics['acc/bad_samples'] == 0
 
 
 def test_resume_continues_from_the_checkpoint(trained):

@@ -9,7 +9,10 @@ softmax scores averaged over views (``average_clips='prob'``).
 
 ``CHECKPOINT`` is a checkpoint written by tools/train.py or by
 tools/convert_checkpoint.py (official CAST weights). The metrics are
-printed and written to ``<work-dir>/test_metrics.json``.
+printed and written to ``<work-dir>/test_metrics.json``. What an
+unreadable test video does (``test_dataloader.dataset.bad_sample``) and the
+check that the checkpoint fits the model are in the config, so MMAction2's
+own tools/test.py behaves the same (docs/reliability.md).
 """
 import argparse
 import json
@@ -26,7 +29,6 @@ from mmengine.config import Config  # noqa: E402
 
 from cast_mmaction.engine.checks import (  # noqa: E402
     MissingPathError, check_paths)
-from cast_mmaction.engine.reliability import apply_reliability  # noqa: E402
 from cast_mmaction.engine.runner_utils import (  # noqa: E402
     add_runner_args, apply_runner_args, build_runner)
 from cast_mmaction.safe_load import (  # noqa: E402  (docs/security.md)
@@ -44,8 +46,9 @@ def parse_args(argv=None):
                    'pickle file')
     p.add_argument('--bad-samples', choices=['raise', 'flag'], default=None,
                    help='a video that cannot be loaded stops the test naming '
-                   'it (raise, the default) or is scored as a wrong '
-                   'prediction and counted as <metric>/bad_samples (flag)')
+                   'it (raise, the recipes\' default) or is scored as a wrong '
+                   'prediction and counted as <metric>/bad_samples (flag); '
+                   'sets test_dataloader.dataset.bad_sample')
     add_runner_args(p, 'test_dataloader.batch_size=2', 'dist_test.sh')
     add_trust_argument(p, 'CHECKPOINT')
     args = p.parse_args(argv)
@@ -66,6 +69,14 @@ def merge_args(cfg, args):
             cfg.test_evaluator = list(evaluators) + [dump]
         else:
             cfg.test_evaluator = [evaluators, dump]
+    if args.bad_samples is not None:
+        dataset = cfg.test_dataloader.get('dataset') or {}
+        if dataset.get('type') != 'RobustDataset':
+            raise ValueError(
+                f'--bad-samples needs test_dataloader.dataset of type '
+                f"'RobustDataset' (this config's is {dataset.get('type')!r}; "
+                f'see docs/reliability.md)')
+        dataset.bad_sample = args.bad_samples
     if args.cfg_options:
         cfg.merge_from_dict(args.cfg_options)
     if args.trust_checkpoint:  # security: CHECKPOINT may need any object
@@ -96,9 +107,6 @@ def main(argv=None):
                         config_name=args.config)
         except MissingPathError as e:  # a clear message, no traceback
             sys.exit(f'MissingPathError: {e}')
-    # unreadable test videos: an error naming them, or --bad-samples flag;
-    # a checkpoint that does not fit the model stops here (reliability.md)
-    apply_reliability(cfg, 'test', test_bad_samples=args.bad_samples)
     runner = build_runner(cfg)
     try:
         metrics = runner.test()

@@ -9,7 +9,9 @@ config; the cast_mmaction plugin is imported first, so configs need no
 
 Every path the run needs (data, annotation files, expert weights) is checked
 before the Runner starts; a missing one stops the run with an error that
-names its config field.
+names its config field. Everything else (bad videos skipped and counted,
+exact --resume, non-finite losses, start-up checks) is in the config itself,
+so MMAction2's own tools/train.py behaves the same (docs/reliability.md).
 """
 import argparse
 import os
@@ -25,11 +27,15 @@ from mmengine.config import Config  # noqa: E402
 
 from cast_mmaction.engine.checks import (  # noqa: E402
     MissingPathError, check_paths)
-from cast_mmaction.engine.reliability import apply_reliability  # noqa: E402
 from cast_mmaction.engine.runner_utils import (  # noqa: E402
     add_runner_args, apply_runner_args, build_runner)
 from cast_mmaction.safe_load import (  # noqa: E402  (docs/security.md)
     UntrustedCheckpointError, add_trust_argument, trust_config)
+
+
+#: what --amp turns an optimiser wrapper type into
+AMP_OF = dict(OptimWrapper='AmpOptimWrapper',
+              GuardedOptimWrapper='GuardedAmpOptimWrapper')
 
 
 def parse_args(argv=None):
@@ -42,8 +48,9 @@ def parse_args(argv=None):
                    help='resume from CHECKPOINT, or without a value from the '
                    'latest checkpoint in the work dir')
     p.add_argument('--amp', action='store_true',
-                   help='mixed precision (AmpOptimWrapper); the CAST recipes '
-                   'use it already')
+                   help='mixed precision (OptimWrapper -> AmpOptimWrapper, '
+                   'GuardedOptimWrapper -> GuardedAmpOptimWrapper); the CAST '
+                   'recipes use it already')
     p.add_argument('--no-validate', action='store_true',
                    help='do not evaluate on the validation set while '
                    'training')
@@ -66,10 +73,10 @@ def merge_args(cfg, args):
         cfg.val_cfg = cfg.val_dataloader = cfg.val_evaluator = None
     if args.amp:
         wrapper = cfg.optim_wrapper.get('type', 'OptimWrapper')
-        if wrapper == 'OptimWrapper':
-            cfg.optim_wrapper.type = 'AmpOptimWrapper'
+        if wrapper in AMP_OF:
+            cfg.optim_wrapper.type = AMP_OF[wrapper]
             cfg.optim_wrapper.setdefault('loss_scale', 'dynamic')
-        elif wrapper != 'AmpOptimWrapper':
+        elif wrapper not in AMP_OF.values():
             print(f'--amp ignored: optim_wrapper.type is {wrapper}')
     if args.resume == 'auto':
         cfg.resume, cfg.load_from = True, None
@@ -105,9 +112,6 @@ def main(argv=None):
             check_paths(cfg, 'train', config_name=args.config)
         except MissingPathError as e:  # a clear message, no traceback
             sys.exit(f'MissingPathError: {e}')
-    # bad videos skipped and counted, exact --resume, non-finite losses
-    # skipped, annotations / widths / checkpoints checked (docs/reliability.md)
-    apply_reliability(cfg, 'train')
     runner = build_runner(cfg)
     try:
         runner.train()

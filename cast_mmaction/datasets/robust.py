@@ -10,7 +10,7 @@ unreadable audio track does:
     the seed, the epoch and the index (so a resumed run sees the same
     replacement); the failure (index, path, error) travels to the main
     process in the returned sample's metainfo (``bad_samples``), where
-    :class:`~cast_mmaction.engine.reliability.BadSampleHook` logs each
+    :class:`~cast_mmaction.engine.hooks.BadSampleHook` logs each
     path once, counts the epoch's skips in the log line and stops the run
     when more than ``max_bad_fraction`` of the data set is bad. This works
     the same with any number of DataLoader workers.
@@ -34,6 +34,19 @@ whether they are persistent.
 Annotations are checked when the wrapper is built
 (:func:`~cast_mmaction.datasets.annotation_checks.check_dataset_annotations`),
 i.e. before the first iteration.
+
+In a config the wrapped dataset is named by ``dataset_type`` and its own
+fields sit beside the wrapper's, so that the usual override paths
+(``--cfg-options train_dataloader.dataset.ann_file=...``) keep working::
+
+    train_dataloader = dict(
+        sampler=dict(type='ReproducibleSampler', shuffle=True),
+        dataset=dict(type='RobustDataset', bad_sample='replace',
+                     dataset_type='VideoDataset',
+                     ann_file=..., data_prefix=..., pipeline=...))
+
+MMEngine's nested form (``dataset=dict(type='VideoDataset', ...)``, or a
+built dataset) works too.
 """
 import copy
 import random
@@ -96,7 +109,11 @@ class RobustDataset:
     clear error (testing) or are scored as wrong (``flag``).
 
     Args:
-        dataset (dict | Dataset): the wrapped dataset or its config.
+        dataset (dict | Dataset, optional): the wrapped dataset or its
+            config (MMEngine's nested wrapper form).
+        dataset_type (str, optional): instead of ``dataset``: the wrapped
+            dataset's type; its arguments are the remaining keyword
+            arguments (``ann_file``, ``data_prefix``, ``pipeline``, ...).
         bad_sample (str, optional): ``'replace'``, ``'raise'`` or ``'flag'``;
             default ``'raise'`` for a ``test_mode`` dataset, else
             ``'replace'``.
@@ -109,24 +126,30 @@ class RobustDataset:
             ``(seed, epoch, index)`` (needed for exact resumption).
         check_annotations (bool): check the annotation file (labels, layout,
             duplicates, paths outside the data root) when built.
-        num_classes (int, optional): bound of the labels for that check
-            (``apply_reliability`` passes the model head's).
+        num_classes (int, optional): bound of the labels for that check.
+            Unset (the recipes), ``StartupCheckHook`` checks the labels
+            against the model head's ``num_classes`` before the first
+            iteration; set, it must equal the head's. It is the wrapper's
+            own argument: a dataset that needs ``num_classes`` itself
+            (``multi_class``) takes the nested form.
+        num_classes_field (str): the config field named in label errors.
         sample_timeout (float): seconds one sample may take to load before
             it is interrupted and handled as a bad sample (0: no limit);
             a load stuck in C code past twice the limit (at least 30 s
             more) ends the process with a stack dump naming the file (see
             :mod:`~cast_mmaction.datasets.sample_timeout`).
+        **dataset_args: the wrapped dataset's arguments (with
+            ``dataset_type``).
     """
 
     #: the sampler may pass ``(index, epoch, seed)`` keys
     accepts_sample_keys = True
 
-    def __init__(self, dataset, bad_sample=None, max_retries=10, seed=0,
+    def __init__(self, dataset=None, bad_sample=None, max_retries=10, seed=0,
                  reseed=True, check_annotations=True, num_classes=None,
                  num_classes_field='model.cls_head.num_classes',
-                 sample_timeout=120):
-        if isinstance(dataset, dict):
-            dataset = DATASETS.build(dataset)
+                 sample_timeout=120, dataset_type=None, **dataset_args):
+        dataset = _wrapped(dataset, dataset_type, dataset_args)
         self.dataset = dataset
         test_mode = bool(getattr(dataset, 'test_mode', False))
         if bad_sample is None:
@@ -269,9 +292,9 @@ class RobustDataset:
                         f'{_short(e).rstrip(".")}. Every test sample must be '
                         f'evaluated: fix or re-encode the file, remove its '
                         f'line from the annotation file, or score it as '
-                        f'wrong with '
-                        f"RobustDataset(bad_sample='flag') (tools/test.py "
-                        f'--bad-samples flag).') from e
+                        f"wrong with <loader>.dataset.bad_sample='flag' "
+                        f'(RobustDataset; tools/test.py --bad-samples '
+                        f'flag).') from e
                 failures.append((current, path, _short(e)))
                 if self.bad_sample == 'flag':
                     return self._flagged(idx, failures, seed)
@@ -319,6 +342,27 @@ class RobustDataset:
                                      bad_sample_error=failures[0][2]))
             out['data_samples'] = sample
         return out
+
+
+def _wrapped(dataset, dataset_type, dataset_args):
+    """The dataset RobustDataset wraps, built from either form."""
+    if dataset_type is not None:
+        if dataset is not None:
+            raise ValueError('RobustDataset takes dataset=dict(...) or '
+                             'dataset_type=... with the dataset\'s fields, '
+                             'not both')
+        return DATASETS.build(dict(type=dataset_type, **dataset_args))
+    if dataset_args:
+        raise TypeError(
+            f'RobustDataset got {sorted(dataset_args)} but no dataset_type: '
+            f'name the wrapped dataset beside its fields (dataset_type='
+            f"'VideoDataset'), or put them into dataset=dict(type=..., ...)")
+    if dataset is None:
+        raise TypeError('RobustDataset needs dataset_type=... (with the '
+                        'dataset\'s fields) or dataset=dict(...)')
+    if isinstance(dataset, dict):
+        return DATASETS.build(dataset)
+    return dataset
 
 
 def _zeros_like(x):

@@ -1,6 +1,9 @@
 # Runtime shared by the CAST recipes: MMAction2 scope, the plugin import,
 # a checkpoint every epoch (the last `max_keep_ckpts` kept, plus the best
-# on the validation metric), logging, distributed / worker settings.
+# on the validation metric), logging, distributed / worker settings, and
+# the reliability hooks of reliability.py.
+_base_ = ['./reliability.py']
+
 default_scope = 'mmaction'
 custom_imports = dict(imports=['cast_mmaction'], allow_failed_imports=False)
 
@@ -9,8 +12,11 @@ default_hooks = dict(
     timer=dict(type='IterTimerHook'),
     logger=dict(type='LoggerHook', interval=20, ignore_last=False),
     param_scheduler=dict(type='ParamSchedulerHook'),
+    # CheckpointHook whose files survive a kill at any moment (atomic writes,
+    # old ones removed after the new one is complete, --resume finds a
+    # complete one); type='CheckpointHook' for MMEngine's own
     checkpoint=dict(
-        type='CheckpointHook', interval=1, max_keep_ckpts=3,
+        type='AtomicCheckpointHook', interval=1, max_keep_ckpts=3,
         save_best='auto'),
     sampler_seed=dict(type='DistSamplerSeedHook'),
     sync_buffers=dict(type='SyncBuffersHook'))
@@ -32,12 +38,3 @@ log_level = 'INFO'
 load_from = None
 resume = False
 
-# What tools/train.py and tools/test.py do with unreadable videos, non-finite
-# losses, interrupted runs and checkpoints that do not fit the model; every
-# key and its default: cast_mmaction/engine/reliability.py (DEFAULTS),
-# docs/reliability.md. Override e.g. --cfg-options reliability.nonfinite=stop
-reliability = dict(
-    max_bad_fraction=0.01,  # stop when > 1% of the training videos fail
-    val_bad_samples='flag',  # validation: an unreadable video counts wrong
-    test_bad_samples='raise',  # tools/test.py: stop, naming the file
-    nonfinite='skip')  # NaN / inf loss: skip the update ('stop' to stop)

@@ -1,4 +1,4 @@
-"""Hooks of the package."""
+"""ParameterCountHook: trainable and total parameters when a run starts."""
 from mmengine.hooks import Hook
 
 from mmaction.registry import HOOKS
@@ -12,7 +12,7 @@ class ParameterCountHook(Hook):
     priority = 'VERY_LOW'
 
     def _log(self, runner):
-        from ..utils import param_counts
+        from ...utils import param_counts
         model = runner.model
         model = getattr(model, 'module', model)
         train, total = param_counts(model)

@@ -1,0 +1,143 @@
+"""Checkpoint files that survive a kill at any moment (used by
+:class:`~cast_mmaction.engine.hooks.AtomicCheckpointHook`).
+
+* :func:`atomic_write`: a reader (or a resumed run) sees either the old
+  file or the complete new one, never a truncated one;
+* :class:`AtomicLocalBackend`: MMEngine's local file backend with atomic
+  ``put`` / ``put_text``, registered as the file backend ``'atomic_local'``
+  (``backend_args=dict(backend='atomic_local')``);
+* :func:`resolve_last_checkpoint`: what ``--resume`` (without a file)
+  should resume from when ``last_checkpoint`` is empty or names a file that
+  is gone, and the clean-up of files left by interrupted writes.
+"""
+import os
+import os.path as osp
+import tempfile
+
+from mmengine.fileio import LocalBackend, register_backend
+from mmengine.logging import print_log
+
+__all__ = ['PARTIAL_MARK', 'ATOMIC_BACKEND', 'atomic_write', 'fsync_file',
+           'AtomicLocalBackend', 'complete_checkpoints',
+           'resolve_last_checkpoint']
+
+#: temporary files of interrupted writes: ``.<name>.partial-<pid>-<rand>``
+PARTIAL_MARK = '.partial-'
+#: the name :class:`AtomicLocalBackend` is registered under
+ATOMIC_BACKEND = 'atomic_local'
+
+
+def fsync_file(f):
+    """``os.fsync`` of an open file (a function, so that tests can simulate a
+    kill at this point)."""
+    f.flush()
+    os.fsync(f.fileno())
+
+
+def atomic_write(path, data):
+    """Write ``data`` (bytes or str) to ``path`` so that a reader (or a run
+    killed at any moment) sees either the old file or the complete new one:
+    a temporary file in the same folder, fsync, rename, fsync of the
+    folder."""
+    folder = osp.dirname(osp.abspath(path))
+    os.makedirs(folder, exist_ok=True)
+    name = osp.basename(path)
+    fd, tmp = tempfile.mkstemp(prefix=f'.{name}{PARTIAL_MARK}{os.getpid()}-',
+                               dir=folder)
+    os.close(fd)
+    try:
+        with open(tmp, 'wb') as f:
+            f.write(data.encode('utf-8') if isinstance(data, str) else data)
+            fsync_file(f)
+        os.replace(tmp, path)
+    except BaseException:
+        if osp.exists(tmp):
+            os.remove(tmp)
+        raise
+    try:  # make the rename itself durable
+        dfd = os.open(folder, os.O_RDONLY)
+        try:
+            os.fsync(dfd)
+        finally:
+            os.close(dfd)
+    except OSError:  # some file systems refuse fsync on folders
+        pass
+
+
+class AtomicLocalBackend(LocalBackend):
+    """MMEngine's ``LocalBackend`` whose writes are atomic
+    (:func:`atomic_write`): a run killed while a checkpoint is written leaves
+    the previous file (or none), never a truncated ``epoch_N.pth``."""
+
+    def put(self, obj, filepath):
+        atomic_write(str(filepath), obj)
+
+    def put_text(self, obj, filepath, encoding='utf-8'):
+        atomic_write(str(filepath), obj.encode(encoding))
+
+
+register_backend(ATOMIC_BACKEND, AtomicLocalBackend, force=True)
+
+
+def complete_checkpoints(folder):
+    """Complete checkpoint files of a work dir, newest first (``best_*``
+    excluded: they are not resumption points; temporary files of
+    interrupted writes start with a dot)."""
+    out = []
+    for name in os.listdir(folder):
+        if name.startswith(('.', 'best_')) or not name.endswith('.pth'):
+            continue
+        path = osp.join(folder, name)
+        if osp.isfile(path):
+            out.append((osp.getmtime(path), path))
+    return [p for _, p in sorted(out, reverse=True)]
+
+
+def _remove_partial_files(folder):
+    for name in os.listdir(folder):
+        if name.startswith('.') and PARTIAL_MARK in name:
+            try:
+                os.remove(osp.join(folder, name))
+            except FileNotFoundError:
+                continue
+            print_log(f'removed {name}, a partial file left by an '
+                      f'interrupted write', logger='current')
+
+
+def resolve_last_checkpoint(work_dir):
+    """Make ``<work_dir>/last_checkpoint`` name a checkpoint that exists, so
+    that MMEngine's ``find_latest_checkpoint`` (what ``--resume`` without a
+    file uses) resumes from it; return that checkpoint (or None).
+
+    MMEngine writes ``last_checkpoint`` in place after each save and reads
+    it back verbatim: a kill while it was written leaves it empty, and a
+    checkpoint removed by hand leaves it naming a missing file; either way
+    ``--resume`` fails. Here an empty, missing or stale record is replaced
+    (atomically) by the newest complete ``*.pth`` of the work dir; with none
+    left, a stale record is removed so that the run starts afresh. Temporary
+    files of interrupted writes are deleted."""
+    if not osp.isdir(work_dir):
+        return None
+    _remove_partial_files(work_dir)
+    record = osp.join(work_dir, 'last_checkpoint')
+    last = None
+    if osp.exists(record):
+        with open(record) as f:
+            last = f.read().strip()
+    if last and ('://' in last or osp.isfile(last)):
+        return last
+    found = complete_checkpoints(work_dir)
+    if not found:
+        if last is not None:
+            os.remove(record)
+            print_log(f'last_checkpoint in {work_dir} names '
+                      f'{last or "nothing"!r}, and no other checkpoint is '
+                      f'there: starting afresh', logger='current', level=30)
+        return None
+    state = ('missing' if last is None else 'empty' if not last else
+             f'{last!r} (gone)')
+    print_log(f'last_checkpoint in {work_dir} is {state}; resuming from the '
+              f'newest complete checkpoint, {found[0]}', logger='current',
+              level=30)
+    atomic_write(record, found[0])
+    return found[0]

@@ -1,0 +1,154 @@
+"""StartupCheckHook: refuse, before the first iteration, a model whose
+experts do not fit its head, a checkpoint that does not fit the model, and
+settings that would be silently ignored.
+
+Config (``configs/_base_/reliability.py``)::
+
+    default_hooks = dict(startup_check=dict(type='StartupCheckHook'))
+"""
+from mmengine.hooks import Hook
+
+from mmaction.registry import HOOKS
+
+from ..checkpoint_check import check_checkpoint
+
+__all__ = ['StartupCheckHook', 'check_model']
+
+# where each setting of the former ``reliability = dict(...)`` lives now
+_MOVED = dict(
+    max_bad_fraction='default_hooks.bad_samples.max_bad_fraction',
+    val_bad_samples="val_dataloader.dataset.bad_sample ('flag' / 'raise')",
+    test_bad_samples="test_dataloader.dataset.bad_sample ('raise' / 'flag')",
+    nonfinite="optim_wrapper.nonfinite ('skip' / 'stop'; type "
+    'GuardedOptimWrapper or GuardedAmpOptimWrapper)',
+    max_nonfinite_in_a_row='optim_wrapper.max_nonfinite_in_a_row',
+    check_annotations='<loader>.dataset.check_annotations (RobustDataset)',
+    exact_resume="default_hooks.resume_state, train_dataloader.sampler "
+    "type 'ReproducibleSampler', train_dataloader.dataset.reseed",
+    check_startup='default_hooks.startup_check')
+
+
+def _unwrap(model):
+    return getattr(model, 'module', model)
+
+
+def check_model(model):
+    """Shapes a config can get wrong that the model builds with but cannot
+    run: every stream's width must be the head's ``in_channels`` and the
+    head must expect as many streams as there are experts."""
+    model = _unwrap(model)
+    backbone = getattr(model, 'backbone', None)
+    head = getattr(model, 'cls_head', None)
+    experts = getattr(backbone, 'experts', None)
+    if experts is None or head is None:
+        return
+    if type(head).__name__ not in ('CASTHead', 'CASTVerbNounHead'):
+        return
+    widths = {name: getattr(e, 'embed_dim', None)
+              for name, e in experts.items()}
+    channels = getattr(head, 'in_channels', None)
+    bad = {n: w for n, w in widths.items() if w is not None and w != channels}
+    if bad:
+        fields = ', '.join(
+            f'model.backbone.experts.{n}.embed_dim={w}'
+            for n, w in bad.items())
+        raise ValueError(
+            f'model.cls_head.in_channels={channels} does not match the '
+            f'experts\' widths {widths} ({fields}): the head reads every '
+            f'stream\'s pooled feature, so every expert\'s embed_dim and '
+            f'cls_head.in_channels must be equal.')
+    streams = getattr(head, 'num_streams', None)
+    if streams is not None and streams != len(widths):
+        raise ValueError(
+            f'model.cls_head.num_streams={streams} but the backbone has '
+            f'{len(widths)} experts ({", ".join(widths)}); set '
+            f'model.cls_head.num_streams={len(widths)}.')
+
+
+@HOOKS.register_module()
+class StartupCheckHook(Hook):
+    """Checks at start-up
+
+    * that the model's expert widths fit the head (:func:`check_model`);
+    * that the labels of the training, validation and test annotation files
+      lie within the head's ``num_classes`` (``RobustDataset`` checks the
+      files when built; the bound comes from the head unless the dataset
+      sets its own ``num_classes``, which must then equal it);
+    * that a checkpoint given to ``tools/test.py`` (or MMAction2's),
+      ``load_from`` or ``--resume`` fits the model
+      (:func:`~cast_mmaction.engine.checkpoint_check.check_checkpoint`):
+      MMEngine would load a mismatching checkpoint with a warning and test
+      (or train) a half-random model;
+    * that the config has no ``reliability = dict(...)`` (read by earlier
+      versions of the tools, ignored now): the error names the fields that
+      replaced each key.
+    """
+
+    priority = 'VERY_HIGH'
+
+    def before_run(self, runner):
+        legacy = (getattr(runner, 'cfg', None) or {}).get('reliability')
+        if legacy is not None:
+            keys = list(legacy) if isinstance(legacy, dict) else []
+            moved = '; '.join(f'{k} -> {_MOVED[k]}' for k in keys
+                              if k in _MOVED)
+            raise ValueError(
+                'the config sets reliability = dict(...), which is no longer '
+                'read: the settings are fields of the hooks, dataset wrappers '
+                'and optimiser wrapper the config names '
+                '(configs/_base_/reliability.py, docs/reliability.md). '
+                'Remove it' + (f' and set: {moved}' if moved else '') + '.')
+        check_model(runner.model)
+
+    def before_train(self, runner):
+        self._check_labels(runner, runner.train_dataloader.dataset,
+                           'train_dataloader')
+        val_loop = getattr(runner, '_val_loop', None)
+        loader = getattr(val_loop, 'dataloader', None)
+        if loader is not None:
+            self._check_labels(runner, loader.dataset, 'val_dataloader')
+
+    def before_test(self, runner):
+        self._check_labels(runner, runner.test_dataloader.dataset,
+                           'test_dataloader')
+
+    @staticmethod
+    def _check_labels(runner, dataset, loader):
+        """The annotation labels against the head's ``num_classes``:
+        ``RobustDataset`` checked the file when it was built, against its
+        own ``num_classes`` if the config gives one (then it must be the
+        head's); without one the labels are checked here, before the first
+        iteration."""
+        if type(dataset).__name__ != 'RobustDataset' or \
+                not dataset.check_annotations:
+            return
+        head = getattr(_unwrap(runner.model), 'cls_head', None)
+        classes = getattr(head, 'num_classes', None)
+        if not isinstance(classes, int):
+            return
+        if dataset.num_classes is None:
+            from ...datasets.annotation_checks import \
+                check_dataset_annotations
+            check_dataset_annotations(dataset.dataset, classes,
+                                      'model.cls_head.num_classes')
+        elif dataset.num_classes != classes:
+            raise ValueError(
+                f'{loader}.dataset.num_classes={dataset.num_classes} (the '
+                f'label bound of the annotation check) but model.cls_head.'
+                f'num_classes={classes}: set both to the number of classes, '
+                f'or leave the dataset\'s out (the head\'s is used).')
+
+    def after_load_checkpoint(self, runner, checkpoint):
+        from mmengine.runner import BaseLoop
+        resume = bool(getattr(runner, '_resume', False))
+        # Runner.train() builds the train loop before loading; test() not
+        training = isinstance(getattr(runner, '_train_loop', None), BaseLoop)
+        source = getattr(runner, '_load_from', None)
+        if source is None and resume:
+            from mmengine.runner.checkpoint import find_latest_checkpoint
+            source = find_latest_checkpoint(runner.work_dir)
+        what = ('the resumed checkpoint' if resume else
+                'load_from' if training else 'the checkpoint to test')
+        check_checkpoint(runner.model, checkpoint,
+                         f'{what} {source!r}' if source else what,
+                         strict=resume or not training)
