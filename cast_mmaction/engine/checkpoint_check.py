@@ -2,10 +2,11 @@
 (:func:`check_checkpoint`, used by
 :class:`~cast_mmaction.engine.hooks.StartupCheckHook`)."""
 import logging
-import re
 
 import torch
 from mmengine.logging import print_log
+
+from ..checkpoints.state_dict import fit_report, strip_prefixes
 
 __all__ = ['CheckpointMismatchError', 'check_checkpoint']
 
@@ -33,7 +34,7 @@ def _state_dict_of(checkpoint):
         sd = checkpoint['state_dict']
     if not isinstance(sd, dict):
         return None
-    sd = {re.sub(r'^module\.', '', k): v for k, v in sd.items()}
+    sd = strip_prefixes(sd)
     if not sd or not all(isinstance(v, torch.Tensor) for v in sd.values()):
         return None
     return sd
@@ -65,13 +66,10 @@ def check_checkpoint(model, checkpoint, source='the checkpoint',
         raise CheckpointMismatchError(
             f'{source} holds no state dict of tensors (top-level keys '
             f'{keys}); it is not a checkpoint of this code base.{hint}')
-    own = model.state_dict()
     frozen = {n for n, p in model.named_parameters() if not p.requires_grad}
-    missing = [k for k in own if k not in sd]
-    unexpected = [k for k in sd if k not in own]
-    shapes = [(k, tuple(sd[k].shape), tuple(own[k].shape)) for k in own
-              if k in sd and sd[k].shape != own[k].shape]
-    loaded = len(own) - len(missing) - len(shapes)
+    rep = fit_report(model, sd)  # the toolkit every loader uses
+    missing, unexpected, shapes = rep.missing, rep.unexpected, rep.mismatched
+    loaded = len(rep.loadable)
     problems = []
     head_shapes = [s for s in shapes if s[0].startswith('cls_head.')]
     if not strict:
