@@ -822,3 +822,28 @@ def test_safetensors_round_trip_and_corrupt_files(tmp_path):
     (tmp_path / 'cut.pt').write_bytes(buf.getvalue()[:200])
     with pytest.raises(ValueError, match='truncated'):
         load_checkpoint(tmp_path / 'cut.pt')
+
+
+def test_ek100_submission_refuses_a_malicious_score_file(tmp_path, capsys):
+    """tools/ek100_submission.py --scores opens the file through the safe
+    loader: refused with the offending type named, unless trusted."""
+    import pickle
+    marker = str(tmp_path / 'MARKER')
+    scores = tmp_path / 'scores.pkl'
+    with open(scores, 'wb') as f:
+        pickle.dump({'narration_id': ['P01_101_0'],
+                     'verb_output': np.zeros((1, 97), np.float32),
+                     'noun_output': np.zeros((1, 300), np.float32),
+                     'x': ShellPayload(marker)}, f)
+    csv = tmp_path / 'test_timestamps.csv'
+    csv.write_text('narration_id,participant_id,video_id,narration_timestamp,'
+                   'start_timestamp,stop_timestamp,start_frame,stop_frame\n'
+                   'P01_101_0,P01,P01_101,00:00:01.00,00:00:01.00,'
+                   '00:00:02.00,50,100\n')
+    tool = load_tool('ek100_submission')
+    argv = ['--scores', str(scores), '--test-csv', str(csv), '--out',
+            str(tmp_path / 'sub.json'), '--sls-pt', '0', '--sls-tl', '0',
+            '--sls-td', '0']
+    assert tool.main(argv) == 2
+    _refused(capsys.readouterr().err, marker)
+    assert not (tmp_path / 'sub.json').exists()

@@ -196,6 +196,8 @@ def run_test(config, checkpoint, test_csv, work_dir=None, cfg_options=None,
         cfg.merge_from_dict(cfg_options)
     cfg.launcher = launcher
     cfg.load_from = checkpoint
+    from cast_mmaction import safe_load
+    safe_load.trust_config(cfg)  # the config's trust_checkpoint fields
     cfg.work_dir = work_dir or cfg.get('work_dir') or osp.join(
         'work_dirs', osp.splitext(osp.basename(config))[0])
     cfg.test_dataloader.dataset.ann_file = test_csv
@@ -231,6 +233,8 @@ def parse_args(argv=None):
     ap.add_argument('--launcher', default='none',
                     choices=['none', 'pytorch', 'slurm', 'mpi'])
     ap.add_argument('--local_rank', '--local-rank', type=int, default=0)
+    from cast_mmaction import safe_load
+    safe_load.add_trust_argument(ap, 'the checkpoint or --scores file')
     args = ap.parse_args(argv)
     if 'LOCAL_RANK' not in os.environ:
         os.environ['LOCAL_RANK'] = str(args.local_rank)
@@ -238,7 +242,20 @@ def parse_args(argv=None):
 
 
 def main(argv=None):
+    from cast_mmaction import safe_load
     ap, args = parse_args(argv)
+    try:
+        # --trust-checkpoint: the named checkpoint / score file may hold
+        # objects outside the allow-list (docs/security.md)
+        with safe_load.trusted(*((args.checkpoint, args.scores)
+                                 if args.trust_checkpoint else ())):
+            return _main(ap, args)
+    except safe_load.UntrustedCheckpointError as e:
+        print(f'error: {e}', file=sys.stderr)
+        return 2
+
+
+def _main(ap, args):
     test_csv = args.test_csv
     if test_csv is None and args.config:
         from mmengine.config import Config
