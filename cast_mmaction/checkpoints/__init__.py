@@ -29,3 +29,8 @@ __all__ = [
     'FitReport', 'check_fit', 'fit_report', 'load_fitted', 'select_prefix',
     'strip_prefixes'
 ]
+from .timm_expert import load_timm_expert, read_timm_expert  # noqa: E402
+from .videomae_v2 import load_videomae_v2_expert, read_videomae_v2  # noqa: E402,E501
+
+__all__ += ['load_timm_expert', 'read_timm_expert', 'load_videomae_v2_expert',
+            'read_videomae_v2']
