@@ -127,6 +127,12 @@ class TimmViTExpert(Expert):
             raise ValueError(f'TimmViTExpert: {e} (model_name='
                              f'{model_name!r}; list them with '
                              f'timm.list_models("*vit*"))') from e
+        except TypeError as e:  # a non-ViT model refuses img_size / sizes
+            raise TypeError(
+                f'TimmViTExpert: timm cannot build {model_name} with '
+                f'img_size={img_size}, {kwargs} ({e}); supported are timm\'s '
+                f'VisionTransformer (ViT, DeiT-3, CLIP, SigLIP, DINOv2) and '
+                f'Eva (EVA, EVA-02) models') from e
         model = self.model
         families, kinds = _block_kinds()
         if not isinstance(model, families):
