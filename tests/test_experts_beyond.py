@@ -93,6 +93,10 @@ def test_timm_expert_equals_timm_forward(tmp_path, family):
     state = ref.state_dict()
     if family == 'dinov2_reg4':  # a DDP-wrapped file
         state = {'module.' + k: v for k, v in state.items()}
+    if family == 'eva02_clip':  # open_clip's layout: timm trunk + text tower
+        state = {'visual.trunk.' + k: v for k, v in state.items()}
+        state['visual.head.proj.weight'] = torch.randn(32, 64)
+        state['text.token_embedding.weight'] = torch.randn(10, 32)
     path = _save(state, tmp_path / f'w{ext}')
     expert = _timm_expert(name, size, extra, path).eval()
     x = torch.randn(2, 3, 4, size, size)
