@@ -240,6 +240,7 @@ def test_timm_expert_declarations():
     from cast_mmaction.engine.strategies import fsdp_units
     from cast_mmaction.inference import stream_info
     units = fsdp_units()
+    assert all(isinstance(u, type) for u in units)
     assert {Attention, EvaAttention, Mlp} <= set(units)
     cfg = _cast_cfg('dinov2_reg4')
     model = build_model(cfg)
@@ -248,6 +249,12 @@ def test_timm_expert_declarations():
     assert expert.get_layer_id('model.reg_token', 2) == 0
     assert expert.get_layer_id('model.blocks.1.mlp.fc1.weight', 2) == 2
     assert expert.get_layer_id('model.norm.weight', 2) == 3
+    from cast_mmaction.engine.strategies import cast_fsdp_wrap_policy
+    wrapped = {n for n, m in model.named_modules()
+               if cast_fsdp_wrap_policy(m, False, 10**9)}
+    for i in range(2):  # the modules whose forward the backbone calls
+        for part in ('attn', 'mlp'):
+            assert f'backbone.experts.clip.model.blocks.{i}.{part}' in wrapped
     assert [r[:2] for r in stream_info(model)] == [('spatial', 'clip'),
                                                    ('temporal', 'vmae')]
 
@@ -600,3 +607,25 @@ def test_config_parameter_counts_at_full_size():
     assert (train, total) == _documented_counts()
     text = open(osp.join(ROOT, 'configs', CONFIG)).read().replace('\n# ', ' ')
     assert f'{train:,} trainable of {total:,} in total' in text
+
+
+@pytest.mark.parametrize('family', ['siglip', 'eva02_clip'])
+def test_timm_expert_with_frozen_bf16_weights(family):
+    """``frozen_dtype='bfloat16'``: the frozen timm blocks run in bf16 (the
+    attention pool and norms stay fp32) and the features stay close to the
+    fp32 ones."""
+    name, size, extra, _ = FAMILIES[family]
+    cfg = _cast_cfg(family)
+    torch.manual_seed(0)
+    full = build_model(cfg).eval()
+    cfg['backbone']['frozen_dtype'] = 'bfloat16'
+    low = build_model(cfg).eval()
+    low.load_state_dict(full.state_dict())
+    low.backbone.experts['clip'].cast_frozen(torch.bfloat16)
+    blk = low.backbone.experts['clip'].model.blocks[0]
+    assert next(blk.attn.parameters()).dtype == torch.bfloat16
+    x = torch.randn(2, 3, 4, size, size)
+    with torch.no_grad():
+        a, b = full.backbone(x)[0], low.backbone(x)[0]
+    assert b.dtype == torch.float32
+    assert _rel(b, a) < 5e-2

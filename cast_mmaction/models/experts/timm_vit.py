@@ -39,11 +39,12 @@ class _TimmUnits:
     def __get__(self, obj, owner):
         try:
             from timm.layers import Attention, GluMlp, Mlp, SwiGLU
-            from timm.layers import SwiGLUPacked
             from timm.models.eva import EvaAttention
         except ImportError:
             return ()
-        return (Attention, EvaAttention, Mlp, GluMlp, SwiGLU, SwiGLUPacked)
+        # (timm's SwiGLUPacked is a partial of GluMlp)
+        units = (Attention, EvaAttention, Mlp, GluMlp, SwiGLU)
+        return tuple(u for u in units if isinstance(u, type))
 
 
 def _block_kinds():
@@ -192,6 +193,17 @@ class TimmViTExpert(Expert):
             if parts[1] == 'blocks' and parts[2].isdigit():
                 return int(parts[2]) + 1
         return depth + 1
+
+    def cast_frozen(self, dtype):
+        """As :meth:`Expert.cast_frozen`, but the pooling head (SigLIP's
+        attention pool) stays in full precision: the backbone runs
+        :meth:`pool` outside the frozen-dtype autocast, like the trainable
+        norms."""
+        super().cast_frozen(dtype)
+        head = getattr(self.model, 'attn_pool', None)
+        if head is not None:
+            for p in head.parameters():
+                p.data = p.data.float()
 
     # -- tokens ---------------------------------------------------------
     def embed(self, video):  # (B, C, T, H, W) -> (B*Ts, prefix + N, D)
