@@ -545,11 +545,29 @@ def test_config_builds_and_trains_at_tiny_size():
     assert clip.model_name == 'eva02_base_patch16_clip_224'
     assert type(vmae).__name__ == 'VideoMAEv2Expert'
     assert clip.token_grid == vmae.token_grid == (2, 4)
+    with torch.no_grad():  # move zero-init parts (head) so gradients flow
+        for p in model.parameters():
+            if p.requires_grad and p.ndim == 2 and p.abs().sum() == 0:
+                p.normal_(0, 0.02)
+        model.backbone.attn_adapters['clip']['0'].fc2.weight.zero_()
     out = model.cls_head(model.backbone(torch.randn(2, 3, 4, 32, 32)))
     assert out.shape == (2, 5)
-    out.logsumexp(-1).sum().backward()
-    assert model.backbone.attn_adapters['clip']['0'].fc2.weight.grad is not \
-        None
+    # the recipe's optimiser: layer-wise lr decay groups over the trainable
+    # parameters (the timm expert's final norm after the last layer)
+    from mmengine.optim import build_optim_wrapper
+    ow = copy.deepcopy(cfg.optim_wrapper)
+    ow.update(type='OptimWrapper', accumulative_counts=1)
+    ow.pop('loss_scale')
+    ow.optimizer.fused = False
+    wrapper = build_optim_wrapper(model, ow)
+    groups = {p: g['lr_scale'] for g in wrapper.optimizer.param_groups
+              for p in g['params']}
+    norm = model.backbone.experts['clip'].model.norm.weight
+    assert groups[norm] == 1.0
+    assert set(groups) == {p for p in model.parameters() if p.requires_grad}
+    wrapper.update_params(out.logsumexp(-1).sum())
+    assert model.backbone.attn_adapters['clip']['0'].fc2.weight.abs().sum() \
+        > 0
 
 
 def _documented_counts():
