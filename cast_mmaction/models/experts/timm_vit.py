@@ -185,7 +185,8 @@ class TimmViTExpert(Expert):
 
     def get_layer_id(self, name, depth):
         """Layer-wise lr decay id of parameter ``name`` (relative to the
-        expert): embeddings 0, block ``i`` ``i + 1``, the rest ``depth + 1``."""
+        expert): embeddings 0, block ``i`` ``i + 1``, the rest
+        ``depth + 1``."""
         parts = name.split('.')
         if parts[0] == 'model' and len(parts) > 1:
             if parts[1] in _EMBEDDINGS:
