@@ -15,8 +15,10 @@ from .registry import (CONVERTERS, Converter, convert_official,
 from .state_dict import (CheckpointFitError, FitReport, check_fit,
                          fit_report, load_fitted, select_prefix,
                          strip_prefixes)
+from .timm_expert import load_timm_expert, read_timm_expert
 from .timm_vit import load_timm_vit, read_timm_vit
 from .videomae import load_videomae_expert, read_videomae
+from .videomae_v2 import load_videomae_v2_expert, read_videomae_v2
 
 __all__ = [
     'load_ast_expert', 'read_ast', 'load_clip_expert', 'read_clip_visual',
@@ -29,3 +31,6 @@ __all__ = [
     'FitReport', 'check_fit', 'fit_report', 'load_fitted', 'select_prefix',
     'strip_prefixes'
 ]
+
+__all__ += ['load_timm_expert', 'read_timm_expert', 'load_videomae_v2_expert',
+            'read_videomae_v2']

@@ -6,3 +6,9 @@ __all__ = ['Expert', 'CLIPViTExpert', 'VideoMAEExpert']
 from .ast import ASTExpert  # noqa: E402
 
 __all__ += ['ASTExpert']
+from .timm_vit import TimmViTExpert  # noqa: E402
+
+__all__ += ['TimmViTExpert']
+from .videomae_v2 import VideoMAEv2Expert  # noqa: E402
+
+__all__ += ['VideoMAEv2Expert']
