@@ -10,10 +10,9 @@
 # Train:  python tools/train.py configs/cast_ek100.py   (README.md, "EPIC-KITCHENS-100")
 # Submit: python tools/ek100_submission.py configs/cast_ek100.py CKPT ...
 # bad samples counted, exact --resume, start-up checks (docs/reliability.md)
-_base_ = ['_base_/reliability.py']
+_base_ = ['_base_/reliability.py', '_base_/models/cast_vit_b_verb_noun.py']
 custom_imports = dict(imports=['cast_mmaction'], allow_failed_imports=False)
 default_scope = 'mmaction'
-_base_ = ['_base_/models/cast_vit_b_verb_noun.py']
 
 # ---- where your files are ---------------------------------------------------
 # Videos: one file per video_id. The official release is
