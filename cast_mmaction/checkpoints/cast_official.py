@@ -43,10 +43,12 @@ CAST_EXPECTS = 'blocks.*.t2s_cross.* and clip_conv1.weight (B-CAST / CLIP)'
 
 
 def is_cast(state):
+    from .ablation_official import ablation_layout  # non-uniform: that kind
     keys = strip_prefixes(state)
     return ('clip_conv1.weight' in keys and 'patch_embed.proj.weight' in keys
             and any('.t2s_cross.' in k for k in keys)
-            and not any(k.startswith(('ast_', 'audio_')) for k in keys))
+            and not any(k.startswith(('ast_', 'audio_')) for k in keys)
+            and not ablation_layout(keys))
 
 
 def adapt_to_model(state, model_state):

@@ -1,0 +1,98 @@
+"""Checkpoints of the authors' extended CAST model with ablation switches
+(``joohyun7u/CA2ST``, ``models/bidir_modeling_crossattn.py``).
+
+Their key names are those of the CAST release (``cast_official``), so the
+key table is ``CAST_KEY_MAP``; what differs is the layout: blocks without
+B-CAST (``CA`` / ``late_fusion``), without adapters (``use_Adapter``),
+without self-attention or MLP branches (``use_SA`` / ``use_MLP``), deeper
+than the pretrained experts, and head adapters (``noun_last_Adapter`` /
+``verb_last_Adapter``) that verb/noun and single-expert models store but do
+not use. Detection accepts exactly the files whose layout is not the uniform
+CAST one (``is_cast`` leaves them to this record); converting into a model
+drops, and reports, the tensors the model does not use: head adapters of a
+head without adapters and the tower of an expert the model does not have
+(a ``clip_only`` checkpoint into a CLIP-only model). The record is
+``registry.CAST_ABLATION``; ``parity/cast_ablation.py`` maps the
+constructor switches to a config.
+"""
+import re
+
+from .cast_official import adapt_to_model
+from .state_dict import strip_prefixes
+
+ABLATION_EXPECTS = ('a CAST layout (clip_conv1.weight, patch_embed.proj.'
+                    'weight) whose blocks differ in links, adapters or '
+                    'branches, or a verb/noun head with noun_last_Adapter')
+
+_BLOCK = re.compile(r'blocks\.(\d+)\.(\w+)')
+_PARTS = dict(link=('t2s_cross', 's2t_cross', 'cross_s_down', 'cross_t_down'),
+              adapter=('S_Adapter', 'T_Adapter', 'S_MLP_Adapter',
+                       'T_MLP_Adapter'),
+              attn=('clip_ln_1', 'clip_attn', 'norm1', 'attn'),
+              mlp=('clip_ln_2', 'clip_mlp', 'norm2', 'mlp'))
+
+
+def ablation_layout(state):
+    """Why ``state`` is not the uniform CAST layout: a list of reasons
+    (empty for a uniform one)."""
+    keys = strip_prefixes(state)
+    blocks, has = set(), {p: set() for p in _PARTS}
+    for k in keys:
+        m = _BLOCK.match(k)
+        if not m:
+            continue
+        i = int(m.group(1))
+        blocks.add(i)
+        for part, names in _PARTS.items():
+            if m.group(2) in names:
+                has[part].add(i)
+    reasons = [f'{part} in blocks {sorted(has[part])} of {len(blocks)}'
+               for part in _PARTS if has[part] != blocks]
+    one_way = {k.split('.')[2] for k in keys if _BLOCK.match(k)} & {
+        't2s_cross', 's2t_cross'}
+    if len(one_way) == 1:
+        reasons.append(f'one-way links ({one_way.pop()} only)')
+    if 'noun_last_Adapter.D_fc1.weight' in keys and (
+            'head_verb.weight' in keys):
+        reasons.append('verb/noun head with (unused) noun_last_Adapter')
+    return reasons
+
+
+def is_cast_ablation(state):
+    keys = strip_prefixes(state)
+    return ('clip_conv1.weight' in keys and 'patch_embed.proj.weight' in keys
+            and not any(k.startswith(('ast_', 'audio_')) for k in keys)
+            and bool(ablation_layout(keys)))
+
+
+_EXPERT_PARTS = ('experts', 'attn_adapters', 'mlp_adapters')
+
+
+def adapt_ablation(state, model):
+    """Drop (and report) the tensors ``model`` does not use, then fit the
+    position tables as for CAST."""
+    own = model.state_dict()
+    experts = set(getattr(model.backbone, 'experts', {}))
+    unused = []
+    for k in list(state):
+        if k in own:
+            continue
+        parts = k.split('.')
+        head_adapter = k.startswith('cls_head.adapters.')
+        other_expert = (len(parts) > 2 and parts[0] == 'backbone'
+                        and parts[1] in _EXPERT_PARTS
+                        and parts[2] not in experts)
+        if head_adapter or other_expert:
+            unused.append(k)
+            del state[k]
+    notes = []
+    if unused:
+        notes.append(f'ignored {len(unused)} tensors this model does not use '
+                     f'(head adapters of a head without adapters, towers of '
+                     f'experts it does not have): {", ".join(unused)}')
+    state, more = adapt_to_model(state, own)
+    return state, notes + more
+
+
+__all__ = ['ABLATION_EXPECTS', 'ablation_layout', 'is_cast_ablation',
+           'adapt_ablation']
