@@ -70,7 +70,9 @@ _EXPERT_PARTS = ('experts', 'attn_adapters', 'mlp_adapters')
 
 def adapt_ablation(state, model):
     """Drop (and report) the tensors ``model`` does not use, then fit the
-    position tables as for CAST."""
+    position tables as for CAST. Also the ``adapt`` of the CAST record: a
+    uniform layout can be a single-expert model (``clip_only`` /
+    ``vmae_only`` with B-CAST everywhere), whose head has no adapters."""
     own = model.state_dict()
     experts = set(getattr(model.backbone, 'experts', {}))
     unused = []

@@ -20,7 +20,7 @@ from .ablation_official import (ABLATION_EXPECTS, adapt_ablation,
 from .av_official import (CA2ST_EXPECTS, CAVA_EXPECTS, IGNORED as AV_IGNORED,
                           adapt_av_to_model, ca2st_key_map, cava_key_map,
                           check_tied, is_ca2st, is_cava)
-from .cast_official import CAST_EXPECTS, CAST_KEY_MAP, adapt_cast, is_cast
+from .cast_official import CAST_EXPECTS, CAST_KEY_MAP, is_cast
 from .common import read_state_dict, unwrap
 from .key_rows import compile_rows, map_keys
 from .state_dict import check_fit, fit_report, strip_prefixes
@@ -69,7 +69,7 @@ def _compiled(rows):
 
 CAST = Converter(
     name='cast', title='official CAST checkpoint', detect=is_cast,
-    key_map=CAST_KEY_MAP, adapt=adapt_cast, expects=CAST_EXPECTS,
+    key_map=CAST_KEY_MAP, adapt=adapt_ablation, expects=CAST_EXPECTS,
     fit_hint='(is the config the same architecture: single-label vs '
              'verb/noun head, embed_dim, depth, links?)')
 CAST_ABLATION = Converter(

@@ -32,6 +32,9 @@ import os
 
 from ..checkpoints import load_official
 
+#: a checkpoint with the uniform CAST layout (every switch at its default but
+#: the head) is a 'cast' one, the others 'cast_ablation'
+KINDS = ['cast', 'cast_ablation']
 #: the constructor defaults of the authors' STCrossTransformer we read
 DEFAULTS = dict(img_size=224, patch_size=16, vmae_patch_size=None,
                 embed_dim=768, depth=12, num_heads=12, mlp_ratio=4.0,
@@ -134,14 +137,14 @@ def build_cast_ablation(meta, dump_dir, model_cfg=None):
     ckpt = os.path.join(dump_dir, 'official_checkpoint.pth')
     cfg = ablation_model_cfg(args, model_cfg)
     model = build_model(cfg).eval()
-    load_official(model, ckpt, ['cast_ablation'])
+    load_official(model, ckpt, KINDS)
     only = 'clip' if args.get('clip_only') else (
         'vmae' if args.get('vmae_only') else None)
     single = None
     if only and not cfg['backbone']['links']:
         # what the single-expert recipes build, from the same checkpoint
         single = build_model(single_expert_cfg(cfg, only)).eval()
-        load_official(single, ckpt, ['cast_ablation'])
+        load_official(single, ckpt, KINDS)
     comp = bool(args.get('composition'))
 
     def run(inputs):
