@@ -355,3 +355,200 @@ def test_converter_detection_and_refusals():
 def test_ablation_dumps_match(name):
     rows = check_dump(shared_fixture(name))
     assert rows and all(ok for *_, ok in rows), rows
+
+
+# -- link directions, order, bottleneck --------------------------------------
+def _randomise(model, seed=1, only=None):
+    gen = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for name, p in model.named_parameters():
+            if only is None or only in name:
+                p.copy_(0.2 * torch.randn(p.shape, generator=gen))
+
+
+def _cast_backbone(depth=2, links=None, **link_kw):
+    from cast_mmaction.models.presets import cast_backbone_cfg
+    cfg = cast_backbone_cfg(embed_dim=32, depth=depth, num_heads=2,
+                            num_frames=4, img_size=32)
+    cfg['links'][0].update(link_kw)
+    if links is not None:
+        cfg['links'] = links
+    return build_model(cfg).eval()
+
+
+def _with_link(no_link, with_link):
+    """``with_link`` gets every weight of ``no_link`` and random links."""
+    missing = with_link.load_state_dict(no_link.state_dict(), strict=False)
+    assert not missing.unexpected_keys
+    assert all('links.' in k for k in missing.missing_keys)
+    _randomise(with_link, seed=5, only='links.')
+    return with_link
+
+
+@pytest.mark.parametrize('direction,receiver,silent',
+                         [('vmae->clip', 0, 1), ('clip->vmae', 1, 0)])
+def test_one_way_link_leaves_the_other_stream_as_without_link(
+        direction, receiver, silent):
+    torch.manual_seed(0)
+    plain = _cast_backbone(links=[])
+    _randomise(plain, only='adapters')
+    linked = _with_link(plain, _cast_backbone(directions=[direction]))
+    link = linked.links['clip_vmae']['0']
+    assert list(link.up) == [('clip', 'vmae')[receiver]]  # no unused modules
+    x = torch.randn(2, 3, 4, 32, 32)
+    with torch.no_grad():
+        a, b = plain(x), linked(x)
+    assert torch.equal(a[silent], b[silent])
+    assert not torch.allclose(a[receiver], b[receiver])
+
+
+def test_one_way_audio_link_cava():
+    from cast_mmaction.models.presets_av import cava_backbone_cfg
+    sizes = dict(embed_dim=32, depth=2, num_heads=2, num_frames=4,
+                 img_size=32, input_tdim=60)
+    cfg = cava_backbone_cfg(**sizes)
+    cfg_plain = copy.deepcopy(cfg)
+    cfg_plain['links'] = []
+    cfg['links'][0]['directions'] = ['clip->audio']
+    torch.manual_seed(0)
+    plain = build_model(cfg_plain).eval()
+    _randomise(plain, only='adapters')
+    linked = _with_link(plain, build_model(cfg).eval())
+    inputs = dict(video=torch.randn(1, 3, 4, 32, 32),
+                  audio=torch.randn(1, 60, 128))
+    with torch.no_grad():
+        a, b = plain(inputs), linked(inputs)
+    names = list(linked.experts)
+    clip, audio = names.index('clip'), names.index('audio')
+    assert torch.equal(a[clip], b[clip])
+    assert not torch.allclose(a[audio], b[audio])
+
+
+def test_link_switches_on_ca2st_audio_links():
+    """Direction, order and bottleneck on the CA2ST audio links: the links
+    build with their own widths and receivers and the model runs."""
+    from cast_mmaction.models.presets_av import ca2st_backbone_cfg
+    cfg = ca2st_backbone_cfg(embed_dim=32, depth=2, num_heads=2,
+                             num_frames=4, img_size=32, input_tdim=60,
+                             audio_link_layers=[1])
+    audio = [lk for lk in cfg['links'] if 'audio' in lk['experts']]
+    audio[0].update(directions=['audio->clip', 'clip->audio'],
+                    order='sequential', down_ratio=4)
+    audio[1].update(directions='audio->vmae', down_ratio=1)
+    bb = build_model(cfg).eval()
+    a0 = bb.links['_'.join(audio[0]['experts'])]['1']
+    a1 = bb.links['_'.join(audio[1]['experts'])]['1']
+    assert (a0.dim, a1.dim) == (8, 32)
+    assert a0.receivers == ['clip', 'audio'] and list(a1.up) == ['vmae']
+    out = bb(dict(video=torch.randn(1, 3, 4, 32, 32),
+                  audio=torch.randn(1, 60, 128)))
+    assert len(out) == 3 and all(torch.isfinite(o).all() for o in out)
+
+
+def test_order_sequential_second_reads_first_update():
+    torch.manual_seed(0)
+    base = _cast_backbone(depth=1)
+    _randomise(base, seed=2, only='adapters')
+    _randomise(base, seed=3, only='links.')
+    outs = {}
+    for name, kw in (('parallel', {}),
+                     ('t2s_first', dict(directions=['vmae->clip',
+                                                    'clip->vmae'],
+                                        order='sequential')),
+                     ('s2t_first', dict(directions=['clip->vmae',
+                                                    'vmae->clip'],
+                                        order='sequential'))):
+        m = _cast_backbone(depth=1, **kw)
+        m.load_state_dict(base.state_dict())
+        x = torch.randn(2, 3, 4, 32, 32, generator=torch.Generator()
+                        .manual_seed(7))
+        with torch.no_grad():  # the token streams after the layer
+            xs = [m.experts[n].embed(x) for n in m.stream_names]
+            outs[name] = m._layer(0, 2, None, *xs)
+    par, t2s, s2t = outs['parallel'], outs['t2s_first'], outs['s2t_first']
+    # the first direction reads what parallel reads; the second reads the
+    # stream the first updated
+    assert torch.equal(t2s[0], par[0]) and not torch.allclose(t2s[1], par[1])
+    assert torch.equal(s2t[1], par[1]) and not torch.allclose(s2t[0], par[0])
+    # the default is parallel: 'both' spelled out gives the same
+    m = _cast_backbone(depth=1, directions='both', order='parallel')
+    m.load_state_dict(base.state_dict())
+    with torch.no_grad():
+        same = m._layer(0, 2, None, *[m.experts[n].embed(x)
+                                      for n in m.stream_names])
+    assert all(torch.equal(p, q) for p, q in zip(par, same))
+
+
+def test_link_switch_errors():
+    with pytest.raises(ValueError, match="list them"):
+        _cast_backbone(order='sequential')
+    with pytest.raises(ValueError, match="'vmae->clip'"):
+        _cast_backbone(directions=['clip->clip'])
+    with pytest.raises(ValueError, match='order'):
+        _cast_backbone(order='t2s_first')
+    with pytest.raises(ValueError, match='down_ratio'):
+        _cast_backbone(down_ratio=0)
+
+
+@pytest.mark.parametrize('ratio,width', [(1, 32), (2, 16), (4, 8)])
+def test_bottleneck_ratio_per_link(ratio, width):
+    bb = _cast_backbone(down_ratio=ratio)
+    link = bb.links['clip_vmae']['0']
+    assert link.dim == width and link.down['clip'].weight.shape == (width, 32)
+    # per link parameters: 2 x (down, norm, up) + 2 x (q, kv, proj, tables)
+    T, N = 2, 4
+    expect = 2 * (32 * width + width + 2 * width + width * 32 + 32) + 2 * (
+        4 * width * width + 4 * width) + width * 2 * T + width * 2 * N
+    assert sum(p.numel() for p in link.parameters()) == expect
+
+
+# -- fresh layers and branch switches -----------------------------------------
+def test_backbone_deeper_than_experts_adds_fresh_trainable_layers():
+    from cast_mmaction.models.presets import cast_backbone_cfg
+    cfg = cast_backbone_cfg(embed_dim=32, depth=2, num_heads=2, num_frames=4,
+                            img_size=32)
+    cfg.update(depth=4, adapter_layers=[2, 3], attn_layers=[0, 1, 2],
+               mlp_layers=[0, 1, 3])
+    cfg['links'][0]['layers'] = [2, 3]
+    bb = build_model(cfg)
+    clip = bb.experts['clip']
+    assert clip.depth == 4 and bb.depth == 4
+    for i in range(4):
+        trainable = {p.requires_grad for p in
+                     clip.layer_module(i).parameters()}
+        assert trainable == ({False} if i < 2 else {True}), i
+    keys = bb.state_dict()
+    assert 'experts.clip.transformer.resblocks.3.attn.in_proj_weight' not in keys
+    assert 'experts.vmae.blocks.2.mlp.fc1.weight' not in keys
+    assert 'experts.vmae.blocks.2.norm1.weight' in keys
+    assert sorted(bb.attn_adapters['clip']) == ['2']  # layer 3 has no attention
+    assert sorted(bb.mlp_adapters['vmae']) == ['3']
+    out = bb(torch.randn(1, 3, 4, 32, 32))
+    sum((o * torch.randn_like(o)).sum() for o in out).backward()
+    grad = clip.layer_module(2).attn.in_proj_weight.grad
+    assert grad is not None and grad.abs().sum() > 0
+    with pytest.raises(ValueError, match='less than the depth'):
+        build_model(dict(cfg, depth=1))
+
+
+# -- CASTHead options ---------------------------------------------------------
+def test_cast_head_fusion_options():
+    from mmaction.registry import MODELS
+    f = (torch.randn(3, 16), torch.randn(3, 16))
+    mean = MODELS.build(dict(type='CASTHead', num_classes=4, in_channels=16,
+                             fusion='mean'))
+    _randomise(mean, seed=4, only='adapters')
+    a0, a1 = mean.adapters
+    manual = mean.fc_cls(((f[0] + a0.fc2(a0.act(a0.fc1(f[0])))) +
+                          (f[1] + a1.fc2(a1.act(a1.fc1(f[1]))))) / 2)
+    torch.testing.assert_close(mean(f), manual)
+    none = MODELS.build(dict(type='CASTHead', num_classes=4, in_channels=16,
+                             fusion='none', streams=[1]))
+    assert len(none.adapters) == 0
+    torch.testing.assert_close(none(f), none.fc_cls(f[1]))
+    with pytest.raises(ValueError, match='reads one stream'):
+        MODELS.build(dict(type='CASTHead', num_classes=4, in_channels=16,
+                          fusion='none'))
+    with pytest.raises(ValueError, match='streams'):
+        MODELS.build(dict(type='CASTHead', num_classes=4, in_channels=16,
+                          streams=[2]))
