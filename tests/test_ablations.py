@@ -552,3 +552,148 @@ def test_cast_head_fusion_options():
     with pytest.raises(ValueError, match='streams'):
         MODELS.build(dict(type='CASTHead', num_classes=4, in_channels=16,
                           streams=[2]))
+
+
+# -- configs/ablations ---------------------------------------------------------
+import glob  # noqa: E402
+import os.path as osp  # noqa: E402
+
+from conftest import ROOT  # noqa: E402
+
+ABLATION_CONFIGS = sorted(
+    osp.basename(p)[:-3]
+    for p in glob.glob(osp.join(ROOT, 'configs', 'ablations', '*.py')))
+_MISSING = object()
+
+
+def _flat(d, prefix=''):
+    out = {}
+    for k, v in d.items():
+        key = f'{prefix}{k}'
+        if isinstance(v, dict) and v:
+            out.update(_flat(v, key + '.'))
+        else:
+            out[key] = v
+    return out
+
+
+def _load(path):
+    from mmengine.config import Config
+    return Config.fromfile(path)
+
+
+def test_every_ablation_row_has_a_config():
+    assert len(ABLATION_CONFIGS) >= 15
+    for needed in ('cast_ssv2_t2s_only', 'cast_ssv2_s2t_only',
+                   'cast_ssv2_t2s_then_s2t', 'cast_ssv2_s2t_then_t2s',
+                   'cast_ssv2_bottleneck_1', 'cast_ssv2_windows_swapped',
+                   'cast_ssv2_bcast_from_6', 'cast_ek100_bcast_from_6',
+                   'cast_ek100_late_fusion_3', 'clip_adapters_ssv2',
+                   'vmae_adapters_ssv2', 'cast_ssv2_no_link'):
+        assert needed in ABLATION_CONFIGS
+
+
+@pytest.mark.parametrize('name', ABLATION_CONFIGS)
+def test_ablation_config_differs_from_its_recipe_only_where_named(name):
+    cfg = _load(osp.join(ROOT, 'configs', 'ablations', name + '.py'))
+    abl = cfg.ablation
+    recipe = _load(osp.join(ROOT, abl['recipe']))
+    a, b = _flat(cfg.to_dict()), _flat(recipe.to_dict())
+    diff = {k for k in set(a) | set(b) if not k.startswith('ablation.')
+            and a.get(k, _MISSING) != b.get(k, _MISSING)}
+    varies = abl['varies']
+
+    def named(k):
+        return any(k == v or k.startswith(v + '.') for v in varies)
+
+    assert diff and all(named(k) for k in diff), sorted(diff)
+    for v in varies:  # and each named field does differ
+        assert any(k == v or k.startswith(v + '.') for k in diff), v
+    assert abl['claim']
+
+
+def _expected_trainable(model):
+    """Trainable parameters counted from the config (a second count, from
+    the sizes, of what the build holds)."""
+    bb, head = model['backbone'], model['cls_head']
+    experts = bb['experts']
+    D = {n: e['embed_dim'] for n, e in experts.items()}
+    L = bb.get('depth') or next(iter(experts.values()))['depth']
+
+    def layers(x):
+        return set(range(L)) if x is None else set(x)
+
+    attn, mlp = layers(bb.get('attn_layers')), layers(bb.get('mlp_layers'))
+    adapt = layers(bb.get('adapter_layers'))
+
+    def adapter(d):
+        return 2 * d * (d // 4) + d // 4 + d
+
+    frames = bb['num_frames']
+    grid = {}
+    count = 0
+    for n, e in experts.items():
+        d = D[n]
+        count += 2 * d  # ln_post / fc_norm
+        count += adapter(d) * (len(adapt & attn) + len(adapt & mlp))
+        clip = e['type'] == 'CLIPViTExpert'
+        for i in range(e['depth'], L):  # fresh layers train
+            if i in attn:
+                count += 4 * d * d + (6 if clip else 5) * d
+            if i in mlp:
+                count += 8 * d * d + 7 * d
+        t = len(range(1, frames, 2)) if clip else frames // 2
+        grid[n] = dict(time=t, space=(224 // 16)**2)
+    for link in bb.get('links') or []:
+        a, b = link['experts']
+        d = min(D[a], D[b]) // link.get('down_ratio', bb.get('down_ratio', 2))
+        dirs = link.get('directions', 'both')
+        receivers = [a, b] if dirs == 'both' else [
+            s.split('->')[1] for s in dirs]
+        per = sum(D[n] * d + d + 2 * d for n in (a, b))  # down + norm
+        for q in receivers:
+            kv = b if q == a else a
+            w = link['windows'][q]
+            per += 4 * d * d + 4 * d + d * (grid[q][w] + grid[kv][w])
+            per += d * D[q] + D[q]  # up
+        n_layers = L if link.get('layers') is None else len(link['layers'])
+        count += per * n_layers
+    d = head['in_channels']
+    if head['type'] == 'CASTHead':
+        streams = head.get('streams') or range(head['num_streams'])
+        if head.get('fusion', 'sum') != 'none':
+            count += adapter(d) * len(streams)
+        count += d * head['num_classes'] + head['num_classes']
+    else:
+        count += d * (head['num_verbs'] + head['num_nouns'])
+        count += head['num_verbs'] + head['num_nouns']
+    return count
+
+
+@pytest.mark.parametrize('name', ABLATION_CONFIGS + ['../cast_ssv2',
+                                                     '../cast_ek100'])
+def test_ablation_config_builds_with_its_trainable_parameters(name):
+    """Every config builds at its ViT-B size (on the meta device: shapes
+    only) with the trainable parameters its fields imply."""
+    cfg = _load(osp.join(ROOT, 'configs', 'ablations', name + '.py'))
+    with torch.device('meta'):  # (the preprocessor's mixup needs data)
+        parts = [build_model(cfg.model[k]) for k in ('backbone', 'cls_head')]
+    trainable = sum(p.numel() for m in parts for p in m.parameters()
+                    if p.requires_grad)
+    assert trainable == _expected_trainable(cfg.model.to_dict()), name
+
+
+def test_late_fusion_config_real_build():
+    """One real ViT-B build: the late-fusion recipe (15 layers, 3 fresh)."""
+    cfg = _load(osp.join(ROOT, 'configs', 'ablations',
+                         'cast_ek100_late_fusion_3.py'))
+    model = build_model(cfg.model)
+    bb = model.backbone
+    assert bb.depth == 15 and sorted(map(int, bb.links['clip_vmae'])) == [
+        12, 13, 14]
+    fresh = bb.experts['vmae'].layer_module(13)
+    assert all(p.requires_grad for p in fresh.parameters())
+    assert not any(p.requires_grad for p in
+                   bb.experts['vmae'].layer_module(11).parameters())
+    trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
+    assert trainable == _expected_trainable(cfg.model.to_dict())

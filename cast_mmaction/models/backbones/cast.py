@@ -309,7 +309,7 @@ class CASTBackbone(BaseModule):
             self._tie_projections()
         self._build_time_encoding(time_encoding, timed)
 
-        dpr = torch.linspace(0, drop_path_rate, depth).tolist()
+        dpr = torch.linspace(0, drop_path_rate, depth, device='cpu').tolist()
         self.drop_path = nn.ModuleList(DropPath(r) for r in dpr)
 
     def _tie_projections(self):
