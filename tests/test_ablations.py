@@ -697,3 +697,10 @@ def test_late_fusion_config_real_build():
                    bb.experts['vmae'].layer_module(11).parameters())
     trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
     assert trainable == _expected_trainable(cfg.model.to_dict())
+
+
+def test_docs_table_names_every_ablation_config():
+    text = open(osp.join(ROOT, 'docs', 'ablations.md')).read()
+    missing = [n for n in ABLATION_CONFIGS
+               if f'`configs/ablations/{n}.py`' not in text]
+    assert not missing, f'docs/ablations.md does not list {missing}'
