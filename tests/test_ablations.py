@@ -81,7 +81,8 @@ def authors_state(args, seed=0):
             lin(b + 'clip_attn.out_proj', D, D)
             norm(b + 'norm1')
             shapes[b + 'attn.qkv.weight'] = (3 * D, D)
-            shapes[b + 'attn.q_bias'] = shapes[b + 'attn.v_bias'] = (D, )
+            if a['qkv_bias']:
+                shapes[b + 'attn.q_bias'] = shapes[b + 'attn.v_bias'] = (D, )
             lin(b + 'attn.proj', D, D)
             if lyr['adapter']:
                 adapter(b + 'S_Adapter')
@@ -102,8 +103,8 @@ def authors_state(args, seed=0):
                 lin(c + 't2s_proj', d, d)
         if lyr['mlp']:
             norm(b + 'clip_ln_2')
-            lin(b + 'clip_mlp.c_fc', H, D)
-            lin(b + 'clip_mlp.c_proj', D, H)
+            lin(b + 'clip_mlp.c_fc', 4 * D, D)  # 4 x whatever mlp_ratio
+            lin(b + 'clip_mlp.c_proj', D, 4 * D)
             norm(b + 'norm2')
             lin(b + 'mlp.fc1', H, D)
             lin(b + 'mlp.fc2', D, H)
@@ -179,7 +180,8 @@ def authors_forward(sd, args, x):
             ys = lin(_attend(q, k, vv, h), b + 'clip_attn.out_proj')
             bias = torch.cat([sd[b + 'attn.q_bias'],
                               torch.zeros_like(sd[b + 'attn.q_bias']),
-                              sd[b + 'attn.v_bias']])
+                              sd[b + 'attn.v_bias']]) if (
+                                  b + 'attn.q_bias') in sd else None
             q, k, vv = F.linear(ln(v, b + 'norm1', 1e-6),
                                 sd[b + 'attn.qkv.weight'], bias).chunk(3, -1)
             yt = lin(_attend(q, k, vv, h), b + 'attn.proj')
@@ -264,6 +266,10 @@ CASES = {
     'late_fusion_adapters_ca': dict(late_fusion=1, CA=2),
     'other_size': dict(embed_dim=48, num_heads=4, depth=2, down_ratio=4,
                        num_classes=7),
+    'other_size_vmae_only_from_1': dict(embed_dim=64, num_heads=4, depth=3,
+                                        mlp_ratio=2, qkv_bias=False,
+                                        all_frames=8, CA=1, vmae_only=True,
+                                        composition=True),
 }
 
 
@@ -348,6 +354,8 @@ def test_converter_detection_and_refusals():
         load_official(model, sd, ['cast_ablation'])
     with pytest.raises(ValueError, match='unknown switches'):
         ablation_model_cfg(dict(TINY, use_SAA=False))
+    with pytest.raises(ValueError, match='use_learnable_pos_emb'):
+        ablation_model_cfg(dict(TINY, use_learnable_pos_emb=True))
 
 
 @pytest.mark.parametrize('name', ['cast_abl_clip_only', 'cast_abl_bcast_from',
@@ -704,3 +712,20 @@ def test_docs_table_names_every_ablation_config():
     missing = [n for n in ABLATION_CONFIGS
                if f'`configs/ablations/{n}.py`' not in text]
     assert not missing, f'docs/ablations.md does not list {missing}'
+
+
+@pytest.mark.parametrize('name', ['cast_abl_clip_only', 'cast_abl_bcast_from',
+                                  'cast_abl_late_fusion'])
+def test_ablation_files_are_one_kind_and_fully_mapped(name):
+    import os
+    from cast_mmaction.checkpoints import CONVERTERS, convert_state
+    from cast_mmaction.safe_load import load_checkpoint
+    raw = load_checkpoint(os.path.join(shared_fixture(name),
+                                       'official_checkpoint.pth'))
+    state = raw['module']
+    assert detect_kind(state) == 'cast_ablation'
+    out, unmapped = convert_state('cast_ablation', state)
+    assert unmapped == [] and len(out) == len(state)
+    for other in set(CONVERTERS) - {'cast_ablation'}:
+        with pytest.raises(ValueError, match='not an '):
+            convert_state(other, state)

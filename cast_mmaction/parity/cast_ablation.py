@@ -23,8 +23,8 @@ composition        ``CASTVerbNounHead`` 97 verbs (temporal) / 300 nouns
                    (spatial); the stored last adapters are unused
 =================  =======================================================
 
-Fixed in that code: CLIP sees frames 1, 3, ... (``[:, :, 1::2]``), CLIP
-LayerNorms eps 1e-5, VideoMAE / link LayerNorms eps 1e-6, MLP adapters
+Fixed in that code: CLIP sees frames 1, 3, ... (``[:, :, 1::2]``), its MLP
+is 4 x wide (``mlp_ratio`` sizes VideoMAE's only), CLIP LayerNorms eps 1e-5, VideoMAE / link LayerNorms eps 1e-6, MLP adapters
 scaled by 0.5.
 """
 import copy
@@ -43,21 +43,27 @@ DEFAULTS = dict(img_size=224, patch_size=16, vmae_patch_size=None,
                 late_fusion=0, CA=0, use_Adapter=True, use_SA=True,
                 use_MLP=True, clip_only=False, vmae_only=False,
                 audio_enabled=False, drop_path_rate=0.0)
-#: arguments without effect on the eval forward (initialisation, dropout)
+#: arguments without effect on the eval forward (initialisation, dropout,
+#: unused by that code)
 INERT = ('init_scale', 'drop_rate', 'attn_drop_rate', 'head_drop_rate',
-         'init_values', 'use_mean_pooling', 'in_chans', 'qk_scale',
-         'use_learnable_pos_emb', 'fusion_method', 'audio_patch',
+         'init_values', 'use_mean_pooling', 'fusion_method', 'audio_patch',
          'pretrained_cfg', 'pretrained_cfg_overlay')
+#: arguments mapped only at the value the released models use
+FIXED = dict(in_chans=3, qk_scale=None, use_learnable_pos_emb=False)
 
 
 def ablation_model_cfg(args, model_cfg=None):
     """The authors' ``constructor_args`` -> our recognizer config (the CAST
     preset, or ``model_cfg``, with the sizes and switches set)."""
     from ..models.presets import cast_recognizer_cfg, set_sizes
-    unknown = set(args) - set(DEFAULTS) - set(INERT)
+    unknown = set(args) - set(DEFAULTS) - set(INERT) - set(FIXED)
     if unknown:
         raise ValueError(f'constructor_args: unknown switches '
                          f'{sorted(unknown)}; known: {sorted(DEFAULTS)}')
+    for k, v in FIXED.items():
+        if args.get(k, v) != v:
+            raise ValueError(f'constructor_args.{k}={args[k]!r} is not '
+                             f'mapped (only {v!r})')
     a = dict(DEFAULTS, **args)
     if a['audio_enabled']:
         raise ValueError('constructor_args.audio_enabled: the audio variant '
@@ -78,8 +84,10 @@ def ablation_model_cfg(args, model_cfg=None):
     bb = cfg['backbone']
     bb.pop('init_cfg', None)
     clip, vmae = bb['experts']['clip'], bb['experts']['vmae']
+    # that code's CLIP MLP is 4 x wide whatever mlp_ratio (VideoMAE's follows
+    # it)
     clip.update(frame_start=1, frame_step=2, eps=1e-5, post_norm_eps=1e-5,
-                pretrained=None)
+                mlp_ratio=4.0, pretrained=None)
     vmae.update(qkv_bias=bool(a['qkv_bias']), eps=1e-6, pretrained=None)
     bb.update(link_eps=1e-6, mlp_adapter_scale=0.5)
     fusion = list(range(lf, depth))
