@@ -10,6 +10,7 @@ names are those of the shipped configs (``clip``, ``vmae``, link
 import math
 
 from ..models.layers import resize_1d_embed, resize_grid_embed
+from .ablation_layout import ablation_layout  # non-uniform: cast_ablation
 from .key_rows import (adapter_rows, bca_rows, clip_rows, head_adapter_rows,
                        videomae_rows, window_attn_rows)
 from .state_dict import strip_prefixes
@@ -43,7 +44,6 @@ CAST_EXPECTS = 'blocks.*.t2s_cross.* and clip_conv1.weight (B-CAST / CLIP)'
 
 
 def is_cast(state):
-    from .ablation_official import ablation_layout  # non-uniform: that kind
     keys = strip_prefixes(state)
     return ('clip_conv1.weight' in keys and 'patch_embed.proj.weight' in keys
             and any('.t2s_cross.' in k for k in keys)
