@@ -729,3 +729,26 @@ def test_ablation_files_are_one_kind_and_fully_mapped(name):
     for other in set(CONVERTERS) - {'cast_ablation'}:
         with pytest.raises(ValueError, match='not an '):
             convert_state(other, state)
+
+
+def test_fresh_layers_get_their_layer_lr():
+    """Late fusion: the fresh layers train, with the layer-wise lr decay of
+    their depth (the backbone's, 3 here, not the experts' pretrained 2)."""
+    from mmengine.optim import build_optim_wrapper
+    from cast_mmaction.models.presets import cast_recognizer_cfg
+    cfg = cast_recognizer_cfg(num_classes=5, embed_dim=32, depth=2,
+                              num_heads=2, num_frames=4, img_size=32)
+    cfg['backbone'].update(depth=3, adapter_layers=[2])
+    cfg['backbone']['links'][0]['layers'] = [2]
+    model = build_model(cfg)
+    wrapper = build_optim_wrapper(model, dict(
+        type='OptimWrapper', optimizer=dict(type='AdamW', lr=1.0),
+        constructor='CASTLayerDecayOptimWrapperConstructor',
+        paramwise_cfg=dict(layer_decay_rate=0.5)))
+    names = {id(p): n for n, p in model.named_parameters()}
+    lr = {names[id(p)]: g['lr'] for g in wrapper.optimizer.param_groups
+          for p in g['params']}
+    fresh = 'backbone.experts.vmae.blocks.2.attn.qkv.weight'
+    assert lr[fresh] == pytest.approx(0.5**(4 - 3))  # layer id 3 of 0..4
+    assert lr['backbone.links.clip_vmae.2.down.clip.weight'] == lr[fresh]
+    assert 'backbone.experts.vmae.blocks.1.attn.qkv.weight' not in lr  # frozen
