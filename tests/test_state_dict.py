@@ -174,8 +174,12 @@ def test_family_records_match_on_model_text_and_required_keys():
     assert not train.matches(meta)
     assert train.matches(dict(meta, train_mode=True))
     assert not train.matches({'model': 'official CAVA', 'train_mode': True})
-    assert [f.name for f in FAMILIES] == ['cast_train', 'cast', 'cava',
-                                          'ca2st', 'frame_vit']
+    assert [f.name for f in FAMILIES] == ['cast_train', 'cast',
+                                          'cast_ablation', 'cava', 'ca2st',
+                                          'frame_vit']
+    assert find_family({'model': "authors' extended CAST STCrossTransformer "
+                                 "with ablation switches"}).name == (
+        'cast_ablation')
     # a training dump goes to the training family, a forward dump past it
     assert find_family(dict(meta, train_mode=True)).name == 'cast_train'
     assert find_family(meta).name == 'cast'

@@ -11,6 +11,7 @@ import math
 
 from ..models.layers import (resize_1d_embed, resize_audio_grid,
                              resize_grid_embed)
+from .ablation_layout import ablation_layout  # non-uniform: cast_ablation
 from .key_rows import (adapter_rows, bca_rows, clip_rows, head_adapter_rows,
                        videomae_rows, window_attn_rows)
 from .state_dict import strip_prefixes
@@ -47,7 +48,8 @@ def is_cast(state):
     keys = strip_prefixes(state)
     return ('clip_conv1.weight' in keys and 'patch_embed.proj.weight' in keys
             and any('.t2s_cross.' in k for k in keys)
-            and not any(k.startswith(('ast_', 'audio_')) for k in keys))
+            and not any(k.startswith(('ast_', 'audio_')) for k in keys)
+            and not ablation_layout(keys))
 
 
 def _resize_patch_table(table, expert):

@@ -15,11 +15,12 @@ import re
 from dataclasses import dataclass
 from typing import Callable, Optional, Sequence, Union
 
+from .ablation_official import (ABLATION_EXPECTS, adapt_ablation,
+                                is_cast_ablation)
 from .av_official import (CA2ST_EXPECTS, CAVA_EXPECTS, IGNORED as AV_IGNORED,
                           adapt_av_to_model, ca2st_key_map, cava_key_map,
                           check_tied, is_ca2st, is_cava)
-from .cast_official import (CAST_EXPECTS, CAST_KEY_MAP, adapt_to_model,
-                            is_cast)
+from .cast_official import CAST_EXPECTS, CAST_KEY_MAP, is_cast
 from .common import read_state_dict, unwrap
 from .key_rows import compile_rows, map_keys
 from .state_dict import check_fit, fit_report, strip_prefixes
@@ -68,9 +69,16 @@ def _compiled(rows):
 
 CAST = Converter(
     name='cast', title='official CAST checkpoint', detect=is_cast,
-    key_map=CAST_KEY_MAP, adapt=adapt_to_model, expects=CAST_EXPECTS,
+    key_map=CAST_KEY_MAP, adapt=adapt_ablation, expects=CAST_EXPECTS,
     fit_hint='(is the config the same architecture: single-label vs '
              'verb/noun head, embed_dim, depth, links?)')
+CAST_ABLATION = Converter(
+    name='cast_ablation', title='official CAST ablation checkpoint '
+    '(joohyun7u/CA2ST)', detect=is_cast_ablation, key_map=CAST_KEY_MAP,
+    adapt=adapt_ablation, expects=ABLATION_EXPECTS,
+    fit_hint='(does the config set the same switches: link layers, '
+             'adapter_layers, attn_layers / mlp_layers, depth, experts, head '
+             'fusion? parity/cast_ablation.ablation_model_cfg maps them)')
 _AV_HINT = ('(is the config the same architecture: embed_dim, depth, link '
             'layers, revision (time encodings), the spectrogram length '
             'input_tdim, single-label vs verb/noun head?)')
@@ -89,7 +97,7 @@ MSCA = Converter(
     fit_hint='(check the backbone arch / num_classes / patch_size)')
 
 # every converter, in the order detection reports them
-CONVERTERS = {c.name: c for c in (CAST, CAVA, CA2ST, MSCA)}
+CONVERTERS = {c.name: c for c in (CAST, CAST_ABLATION, CAVA, CA2ST, MSCA)}
 
 _NOT_OFFICIAL_HINT = (
     'For the weights of one expert (CLIP, VideoMAE, AST, ImageNet ViT) set '
@@ -222,7 +230,7 @@ def convert_cast_state_dict(state):
     return convert_state('cast', state)
 
 
-__all__ = ['Converter', 'CONVERTERS', 'CAST', 'CAVA', 'CA2ST', 'MSCA',
+__all__ = ['Converter', 'CONVERTERS', 'CAST', 'CAST_ABLATION', 'CAVA', 'CA2ST', 'MSCA',
            'detect_kind', 'convert_state', 'convert_official',
            'load_official', 'convert_official_cast', 'load_official_cast',
            'convert_official_av', 'load_official_av', 'load_official_msca',

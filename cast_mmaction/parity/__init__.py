@@ -24,6 +24,7 @@ import torch
 from ..safe_load import load_checkpoint  # weights_only + allow-list
 from .av import av_sizes_from_meta, build_ca2st, build_cava
 from .cast import build_cast, cast_sizes_from_meta
+from .cast_ablation import ablation_model_cfg, build_cast_ablation
 from .msca import build_frame_vit, frame_vit_sizes_from_meta
 from .train import check_train_dump
 
@@ -57,6 +58,8 @@ FAMILIES = (
     Family('cast_train', ('official CAST STCrossTransformer', ), None,
            require=('train_mode', ), grad=True, check=check_train_dump),
     Family('cast', ('official CAST STCrossTransformer', ), build_cast),
+    Family('cast_ablation', ('CAST STCrossTransformer with ablation '
+                             'switches', ), build_cast_ablation),
     Family('cava', ('official CAVA STCrossTransformer', ), build_cava),
     Family('ca2st', ('official CA^2ST STCrossTransformer', ), build_ca2st),
     Family('frame_vit', ('official MSCA-KV', 'official TokenShift',
@@ -126,5 +129,5 @@ def check_dump(dump_dir, rtol_scale=1e-4, model_cfg=None, config=None):
 
 __all__ = ['Family', 'FAMILIES', 'find_family', 'check_dump', 'compare',
            'read_meta', 'check_train_dump',
-           'cast_sizes_from_meta', 'av_sizes_from_meta',
+           'cast_sizes_from_meta', 'av_sizes_from_meta', 'ablation_model_cfg',
            'frame_vit_sizes_from_meta']

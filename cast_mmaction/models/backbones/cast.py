@@ -65,6 +65,53 @@ def _accepts(type_name, key):
                                 for p in params.values())
 
 
+def _default(type_name, key):
+    """The default of argument ``key`` of the registered class (None when
+    it has none)."""
+    cls = MODELS.get(type_name) if isinstance(type_name, str) else type_name
+    if cls is None:
+        return None
+    param = inspect.signature(cls.__init__).parameters.get(key)
+    if param is None or param.default is inspect.Parameter.empty:
+        return None
+    return param.default
+
+
+def _link_directions(link, pair, k):
+    """A link's ``directions`` / ``order`` -> (receivers in order,
+    sequential)."""
+    field = f'backbone.links[{k}]'
+    dirs = link.get('directions', 'both')
+    order = link.get('order', 'parallel')
+    if order not in ('parallel', 'sequential'):
+        raise ValueError(f"{field}.order={order!r}: use 'parallel' or "
+                         f"'sequential'")
+    a, b = pair
+    if dirs == 'both':
+        if order == 'sequential':
+            raise ValueError(
+                f"{field}: order='sequential' runs the directions in the "
+                f"order listed; list them, e.g. directions=['{b}->{a}', "
+                f"'{a}->{b}']")
+        return list(pair), False
+    if isinstance(dirs, str):
+        dirs = [dirs]
+    receivers = []
+    for d in dirs:
+        src, _, dst = str(d).partition('->')
+        src, dst = src.strip(), dst.strip()
+        if {src, dst} != set(pair) or dst in receivers:
+            raise ValueError(
+                f"{field}.directions: {d!r} is not one of '{b}->{a}', "
+                f"'{a}->{b}' (each at most once; 'src->dst': dst queries src "
+                f"and receives the update) or 'both'")
+        receivers.append(dst)
+    if not receivers:
+        raise ValueError(f'{field}.directions is empty; leave the link out '
+                         f'instead')
+    return receivers, order == 'sequential' and len(receivers) > 1
+
+
 @MODELS.register_module()
 class CASTBackbone(BaseModule):
     """Experts + adapters + B-CA links.
@@ -78,12 +125,29 @@ class CASTBackbone(BaseModule):
             every layer. A link may also set ``num_heads``, ``name``,
             ``pos_embed`` (learned window tables, default True), ``eps``
             (its LayerNorm epsilon, default ``link_eps``) and
-            ``time_encoding`` (add time encodings, default False). Links
-            run in list order, each on the streams left by the previous one.
+            ``time_encoding`` (add time encodings, default False),
+            ``down_ratio`` (its bottleneck, default the backbone's; 1: none),
+            ``directions`` and ``order`` (below). Links run in list order,
+            each on the streams left by the previous one.
+
+            ``directions``: ``'both'`` (default) or a list of ``'src->dst'``
+            (``dst`` queries ``src`` and receives the update; CAST's T2S is
+            ``'vmae->clip'``, S2T ``'clip->vmae'``). A stream no direction
+            reaches is left exactly as without the link. ``order``:
+            ``'parallel'`` (default: every direction reads the same
+            streams) or ``'sequential'`` (the directions run in list order,
+            each reading the streams the previous one updated).
         num_frames, img_size: clip size, passed to every expert whose class
             takes these arguments and does not set them.
         adapter_ratio: adapter bottleneck (0.25: 768 -> 192).
-        adapter_layers: layers that get adapters (None: all).
+        adapter_layers: layers that get adapters (None: all); a layer gets
+            an attention (MLP) adapter only where it has that branch.
+        depth: None (the experts' depth), or a depth larger than the
+            experts' configured (pretrained) depth: each expert gets the
+            extra layers, initialised fresh and trainable (late fusion).
+        attn_layers, mlp_layers: layers that run the experts' self-attention
+            / MLP branch (None: all); elsewhere the branch is removed from
+            the experts (its parameters leave the state dict).
         mlp_adapter_scale: scale of the MLP-branch adapter (0.5).
         down_ratio: B-CA bottleneck = width // down_ratio.
         drop_path_rate: stochastic depth, linear from 0 to this over layers,
@@ -122,6 +186,9 @@ class CASTBackbone(BaseModule):
                  down_ratio=2,
                  drop_path_rate=0.0,
                  link_eps=1e-6,
+                 depth=None,
+                 attn_layers=None,
+                 mlp_layers=None,
                  with_cp=False,
                  frozen_dtype=None,
                  share_projections=False,
@@ -132,15 +199,27 @@ class CASTBackbone(BaseModule):
             raise ValueError('backbone.experts is empty')
         built = OrderedDict()
         shared = dict(num_frames=num_frames, img_size=img_size)
+        fresh = {}  # expert name -> its configured (pretrained) depth
         for name, cfg in experts.items():
             cfg = dict(cfg)
             for key, value in shared.items():
                 if _accepts(cfg.get('type'), key):
                     cfg.setdefault(key, value)
+            if depth is not None:
+                fresh[name] = cfg.get('depth', _default(cfg.get('type'),
+                                                        'depth'))
+                if fresh[name] is not None and depth < fresh[name]:
+                    raise ValueError(
+                        f'backbone.depth={depth} is less than the depth '
+                        f'{fresh[name]} of backbone.experts.{name}; set '
+                        f'the expert depth instead')
+                cfg['depth'] = depth
             try:
                 built[name] = MODELS.build(cfg)
             except (TypeError, ValueError) as e:
                 raise type(e)(f'backbone.experts.{name}: {e}') from e
+            if fresh.get(name) is not None:
+                built[name].unfreeze_layers(range(fresh[name], depth))
         self.experts = nn.ModuleDict(built)
         self.stream_names = list(built)
         depths = {n: e.depth for n, e in built.items()}
@@ -160,26 +239,35 @@ class CASTBackbone(BaseModule):
             for expert in built.values():
                 expert.cast_frozen(self.frozen_dtype)
 
-        layers = range(depth) if adapter_layers is None else adapter_layers
-        self.adapter_layers = sorted(set(layers))
-        self._check_layers(self.adapter_layers, 'adapter_layers')
+        self.adapter_layers = self._layer_set(adapter_layers,
+                                              'adapter_layers')
+        self.attn_layers = self._layer_set(attn_layers, 'attn_layers')
+        self.mlp_layers = self._layer_set(mlp_layers, 'mlp_layers')
+        for i in range(depth):
+            for branch, on in (('attn', self.attn_layers),
+                               ('mlp', self.mlp_layers)):
+                if i not in on:
+                    for e in built.values():
+                        e.remove_branch(i, branch)
 
-        def adapters(skip):
+        def adapters(skip, branch_layers):
             return nn.ModuleDict({
                 n: nn.ModuleDict({
                     str(i): Adapter(e.embed_dim, adapter_ratio, skip=skip)
-                    for i in self.adapter_layers
+                    for i in self.adapter_layers if i in branch_layers
                 })
                 for n, e in built.items()
             })
 
-        self.attn_adapters = adapters(skip=True)
-        self.mlp_adapters = adapters(skip=False)
+        self.attn_adapters = adapters(True, self.attn_layers)
+        self.mlp_adapters = adapters(False, self.mlp_layers)
 
         self.links = nn.ModuleDict()
         self._links_at = [[] for _ in range(depth)]
         known = {'experts', 'windows', 'layers', 'num_heads', 'name',
-                 'pos_embed', 'eps', 'time_encoding'}
+                 'pos_embed', 'eps', 'time_encoding', 'down_ratio',
+                 'directions', 'order'}
+        self._link_order = {}  # link name -> receivers in order, if sequential
         timed = {}  # expert name -> B-CA width of its time encodings
         for k, link in enumerate(links):
             link = dict(link)
@@ -201,12 +289,16 @@ class CASTBackbone(BaseModule):
             self._check_layers(lyr, f'links[{k}].layers')
             heads = link.get('num_heads', built[pair[0]].num_heads)
             use_time = bool(link.get('time_encoding', False))
+            receivers, sequential = _link_directions(link, pair, k)
+            if sequential:
+                self._link_order[name] = receivers
             mods = nn.ModuleDict()
             for i in lyr:
                 mods[str(i)] = BottleneckCrossAttention(
                     {n: built[n] for n in pair}, dict(link['windows']),
-                    heads, down_ratio, link.get('eps', link_eps),
-                    link.get('pos_embed', True), use_time)
+                    heads, link.get('down_ratio', down_ratio),
+                    link.get('eps', link_eps), link.get('pos_embed', True),
+                    use_time, receivers)
                 self._links_at[i].append(name)
             if use_time and lyr:
                 for n in pair:
@@ -217,7 +309,7 @@ class CASTBackbone(BaseModule):
             self._tie_projections()
         self._build_time_encoding(time_encoding, timed)
 
-        dpr = torch.linspace(0, drop_path_rate, depth).tolist()
+        dpr = torch.linspace(0, drop_path_rate, depth, device='cpu').tolist()
         self.drop_path = nn.ModuleList(DropPath(r) for r in dpr)
 
     def _tie_projections(self):
@@ -233,6 +325,9 @@ class CASTBackbone(BaseModule):
                         continue
                     first = owner[n]
                     for part in ('down', 'up'):
+                        if n not in getattr(first, part) or n not in getattr(
+                                link, part):
+                            continue  # a one-way link has no up for n
                         a, b = getattr(first, part)[n], getattr(link, part)[n]
                         if a.weight.shape != b.weight.shape:
                             raise ValueError(
@@ -320,6 +415,12 @@ class CASTBackbone(BaseModule):
             y = y.to(dtype)
         return y
 
+    def _layer_set(self, layers, field):
+        layers = range(self.depth) if layers is None else layers
+        layers = sorted(set(int(i) for i in layers))
+        self._check_layers(layers, field)
+        return layers
+
     def _check_layers(self, layers, field):
         bad = [i for i in layers if not 0 <= i < self.depth]
         if bad:
@@ -387,16 +488,25 @@ class CASTBackbone(BaseModule):
         key = str(i)
         drop = self.drop_path[i]
         for n in names:
+            if i not in self.attn_layers:
+                break
             y = self._run_expert(experts[n].attn_branch, i, tokens[n])
             if key in self.attn_adapters[n]:
                 y = self.attn_adapters[n][key](y)
             tokens[n] = tokens[n] + y
         for link_name in self._links_at[i]:
-            updates = self.links[link_name][key](tokens, experts, batch,
-                                                 time_grids)
-            for n, upd in updates.items():
-                tokens[n] = tokens[n] + drop(upd)
+            link = self.links[link_name][key]
+            # parallel: one call on the same streams; sequential: one call
+            # per receiver, each on the streams the previous one updated
+            steps = [[q] for q in self._link_order[link_name]] if (
+                link_name in self._link_order) else [None]
+            for queries in steps:
+                updates = link(tokens, experts, batch, time_grids, queries)
+                for n, upd in updates.items():
+                    tokens[n] = tokens[n] + drop(upd)
         for n in names:
+            if i not in self.mlp_layers:
+                break
             x = tokens[n]
             xn = self._run_expert(experts[n].mlp_norm, i, x)
             y = self._run_expert(experts[n].mlp_branch, i, xn)

@@ -105,6 +105,7 @@ class ASTExpert(Expert):
     modality = 'audio'
     role = 'audio'
     fsdp_units = (ASTAttention, VideoMAEMlp)
+    branch_modules = dict(attn=('norm1', 'attn'), mlp=('norm2', 'mlp'))
     embedding_names = ('patch_embed', 'cls_token', 'dist_token', 'pos_embed')
     no_weight_decay_names = ('pos_embed', )
     trainable_names = ('norm', )
@@ -197,6 +198,9 @@ class ASTExpert(Expert):
         return (x[:, 0] + x[:, 1]) / 2
 
     # -- one layer, in pieces --------------------------------------------
+    def layer_module(self, i):
+        return self.blocks[i]
+
     def attn_branch(self, i, x):
         blk = self.blocks[i]
         return blk.attn(blk.norm1(x))

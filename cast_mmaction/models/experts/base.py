@@ -43,7 +43,11 @@ class Expert(BaseModule):
     * ``no_weight_decay_names``: last name components of parameters without
       weight decay (besides 1-D tensors and biases, which never get it);
     * ``trainable_names``: parameter-name prefixes that stay trainable when
-      the expert is frozen.
+      the expert is frozen;
+    * ``branch_modules``: ``{'attn': names, 'mlp': names}``, the modules of
+      one layer (:meth:`layer_module`) that make its attention / MLP branch,
+      removed where the backbone switches that branch off
+      (:meth:`remove_branch`; ablations of late fusion).
     """
 
     modality = 'video'
@@ -52,6 +56,7 @@ class Expert(BaseModule):
     embedding_names = ()
     no_weight_decay_names = ()
     trainable_names = ()
+    branch_modules = {}
 
     def __init_subclass__(cls, **kwargs):
         super().__init_subclass__(**kwargs)
@@ -90,6 +95,32 @@ class Expert(BaseModule):
 
     def mlp_branch(self, i, xn):
         raise NotImplementedError
+
+    # -- per-layer switches (backbone ablations) ----------------------------
+    def layer_module(self, i):
+        """The module holding layer ``i``'s parameters."""
+        raise NotImplementedError(
+            f'{type(self).__name__} does not expose its layers '
+            f'(layer_module); it cannot have fresh layers or branch switches')
+
+    def remove_branch(self, i, branch):
+        """Delete layer ``i``'s ``branch`` (``'attn'`` or ``'mlp'``): the
+        backbone does not run it and its parameters leave the state dict."""
+        names = self.branch_modules.get(branch)
+        if not names:
+            raise NotImplementedError(
+                f'{type(self).__name__} declares no {branch!r} modules in '
+                f'branch_modules; it cannot switch that branch off')
+        blk = self.layer_module(i)
+        for n in names:
+            setattr(blk, n, None)
+
+    def unfreeze_layers(self, layers):
+        """Make every parameter of ``layers`` trainable (layers beyond the
+        pretrained depth: initialised fresh and trained)."""
+        for i in layers:
+            for p in self.layer_module(i).parameters():
+                p.requires_grad_(True)
 
     # -- token layout -----------------------------------------------------
     def split(self, x, batch):

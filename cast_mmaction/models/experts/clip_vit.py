@@ -93,6 +93,7 @@ class CLIPViTExpert(Expert):
     modality = 'video'
     role = 'image'
     fsdp_units = (CLIPAttention, CLIPMlp)
+    branch_modules = dict(attn=('ln_1', 'attn'), mlp=('ln_2', 'mlp'))
     embedding_names = ('conv1', 'class_embedding', 'positional_embedding',
                        'ln_pre')
     trainable_names = ('ln_post', )
@@ -163,6 +164,9 @@ class CLIPViTExpert(Expert):
         cls = self.class_embedding.to(x.dtype).expand(x.shape[0], 1, -1)
         x = torch.cat([cls, x], dim=1) + self.positional_embedding.to(x.dtype)
         return self.ln_pre(x)
+
+    def layer_module(self, i):
+        return self.transformer.resblocks[i]
 
     def attn_branch(self, i, x):
         blk = self.transformer.resblocks[i]

@@ -80,6 +80,7 @@ class VideoMAEExpert(Expert):
     modality = 'video'
     role = 'video'
     fsdp_units = (VideoMAEAttention, VideoMAEMlp)
+    branch_modules = dict(attn=('norm1', 'attn'), mlp=('norm2', 'mlp'))
     embedding_names = ('patch_embed', )
     trainable_names = ('fc_norm', )
 
@@ -143,6 +144,9 @@ class VideoMAEExpert(Expert):
                 f'data pipeline')
         x = self.patch_embed.proj(video).flatten(2).transpose(1, 2)
         return x + self.pos_embed.to(x.dtype)
+
+    def layer_module(self, i):
+        return self.blocks[i]
 
     def attn_branch(self, i, x):
         blk = self.blocks[i]

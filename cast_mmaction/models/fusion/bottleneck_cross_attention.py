@@ -114,10 +114,14 @@ class BottleneckCrossAttention(nn.Module):
         pos_embed: learn window position tables.
         time_encoding: add the per-sample time-encoding grids passed to
             :meth:`forward` to the patch tokens of both streams.
+        receivers: the streams that query the other one and receive an
+            update (default both); a one-way link has no cross-attention
+            and up-projection for the other stream, which it leaves as it
+            is. ``down_ratio=1`` keeps the full width (projections D -> D).
     """
 
     def __init__(self, experts, windows, num_heads, down_ratio=2, eps=1e-6,
-                 pos_embed=True, time_encoding=False):
+                 pos_embed=True, time_encoding=False, receivers=None):
         super().__init__()
         names = list(experts)
         if len(names) != 2 or set(windows) != set(names):
@@ -125,25 +129,31 @@ class BottleneckCrossAttention(nn.Module):
                              f'for each, got experts {names} and windows '
                              f'{windows}')
         self.names = names
+        receivers = names if receivers is None else list(receivers)
+        if not receivers or set(receivers) - set(names):
+            raise ValueError(f'link {names}: receivers must be a non-empty '
+                             f'subset of its experts, got {receivers}')
+        self.receivers = [n for n in names if n in receivers]
         self.time_encoding = bool(time_encoding)
+        if not (isinstance(down_ratio, int) and down_ratio >= 1):
+            raise ValueError(f'link {names}: down_ratio must be an integer >= '
+                             f'1 (1: no bottleneck), got {down_ratio!r}')
         dim = min(e.embed_dim for e in experts.values()) // down_ratio
         self.dim = dim
         self.down = nn.ModuleDict(
             {n: Linear(e.embed_dim, dim) for n, e in experts.items()})
         self.norm = nn.ModuleDict(
             {n: nn.LayerNorm(dim, eps=eps) for n in names})
-        a, b = names
+        other = dict(zip(names, names[::-1]))
         self.attn = nn.ModuleDict({
-            a: WindowCrossAttention(dim, num_heads, windows[a],
-                                    experts[a].token_grid,
-                                    experts[b].token_grid, pos_embed),
-            b: WindowCrossAttention(dim, num_heads, windows[b],
-                                    experts[b].token_grid,
-                                    experts[a].token_grid, pos_embed),
+            q: WindowCrossAttention(dim, num_heads, windows[q],
+                                    experts[q].token_grid,
+                                    experts[other[q]].token_grid, pos_embed)
+            for q in self.receivers
         })
         self.act = nn.GELU()
         self.up = nn.ModuleDict(
-            {n: Linear(dim, e.embed_dim) for n, e in experts.items()})
+            {n: Linear(dim, experts[n].embed_dim) for n in self.receivers})
         for m in list(self.down.values()) + [
                 mm for att in self.attn.values()
                 for mm in (att.q, att.kv, att.proj)
@@ -166,11 +176,12 @@ class BottleneckCrossAttention(nn.Module):
                             q_name if side == 'q' else kv_name, axis))
         return out
 
-    def forward(self, tokens, experts, batch, time_enc=None):
+    def forward(self, tokens, experts, batch, time_enc=None, queries=None):
         """``tokens``: {name: stream tokens}; ``time_enc``: {name: (B, T, N,
-        d)} (used when the link was built with ``time_encoding``). Returns
-        {name: update}."""
-        a, b = self.names
+        d)} (used when the link was built with ``time_encoding``);
+        ``queries``: the receivers to compute (default all, in parallel on
+        the same ``tokens``). Returns {name: update}."""
+        queries = self.receivers if queries is None else queries
         if self.time_encoding and (time_enc is None or any(
                 n not in time_enc for n in self.names)):
             raise ValueError(
@@ -185,7 +196,8 @@ class BottleneckCrossAttention(nn.Module):
                 grid = grid + time_enc[n].to(grid.dtype)
             split[n] = (prefix, grid)
         out = {}
-        for q_name, kv_name in ((a, b), (b, a)):
+        for q_name in queries:
+            kv_name = next(n for n in self.names if n != q_name)
             prefix, grid = split[q_name]
             attended = self.attn[q_name](grid, split[kv_name][1])
             merged = experts[q_name].merge(prefix, attended, batch)

@@ -2,7 +2,11 @@
 
 ``CASTHead`` (SSv2 / K400 and the audio-visual single-label models): one
 no-skip, zero-initialised adapter per stream, summed, then a linear
-classifier: ``fc_cls(sum_s adapter_s(feat_s))``.
+classifier: ``fc_cls(sum_s adapter_s(feat_s))``. Options (ablations):
+``fusion='mean'`` is the head of the authors' later code,
+``fc_cls(mean_s (feat_s + adapter_s(feat_s)))`` (skip-connected adapters);
+``fusion='none'`` is ``fc_cls(feat)`` on one stream (single-expert
+baselines); ``streams`` picks the pooled streams the head reads.
 
 ``CASTVerbNounHead`` (EPIC-KITCHENS-100): a noun classifier on one stream
 (the spatial CLIP stream) and a verb classifier on another (the temporal
@@ -56,6 +60,12 @@ class CASTHead(BaseHead):
         dropout_ratio: dropout before the classifier (the published
             ``head_drop_rate``, 0 in the recipes).
         init_std: std of the classifier's trunc-normal init.
+        fusion: ``'sum'`` (default: summed no-skip adapters), ``'mean'``
+            (mean of skip-connected adapters) or ``'none'`` (no adapter; the
+            head reads exactly one stream).
+        streams: indices of the backbone's pooled streams the head reads
+            (default all ``num_streams``), e.g. ``[0]`` for a head on the
+            spatial stream of a two-expert backbone.
         **kwargs: ``BaseHead`` arguments (``loss_cls``, ``label_smooth_eps``,
             ``average_clips``, ``topk``).
     """
@@ -67,20 +77,36 @@ class CASTHead(BaseHead):
                  adapter_ratio=0.25,
                  dropout_ratio=0.0,
                  init_std=0.02,
+                 fusion='sum',
+                 streams=None,
                  **kwargs):
         kwargs.setdefault('average_clips', 'prob')
         # audio-visual models: one adapter spec per stream (_stream_adapter)
         stream_adapters = kwargs.pop('stream_adapters', None)
         super().__init__(num_classes, in_channels, **kwargs)
+        if fusion not in ('sum', 'mean', 'none'):
+            raise ValueError(f"CASTHead.fusion={fusion!r}: use 'sum', 'mean' "
+                             f"or 'none'")
         self.num_streams = num_streams
+        self.fusion = fusion
+        self.streams = list(range(num_streams)) if streams is None else [
+            int(i) for i in streams]
+        bad = [i for i in self.streams if not 0 <= i < num_streams]
+        if bad or not self.streams:
+            raise ValueError(f'CASTHead.streams={streams}: indices in 0..'
+                             f'{num_streams - 1} (num_streams={num_streams})')
+        if fusion == 'none' and len(self.streams) != 1:
+            raise ValueError(f"CASTHead(fusion='none') reads one stream; set "
+                             f"streams=[i] (got {self.streams})")
         self.adapters = nn.ModuleList(
-            Adapter(in_channels, adapter_ratio, skip=False)
-            for _ in range(num_streams))
+            Adapter(in_channels, adapter_ratio, skip=fusion == 'mean')
+            for _ in ([] if fusion == 'none' else self.streams))
         if stream_adapters is not None:
-            if len(stream_adapters) != num_streams:
+            if len(stream_adapters) != len(self.adapters):
                 raise ValueError(f'CASTHead.stream_adapters has '
                                  f'{len(stream_adapters)} entries for '
-                                 f'num_streams={num_streams}')
+                                 f'{len(self.adapters)} head adapters '
+                                 f'(streams={self.streams})')
             self.adapters = nn.ModuleList(
                 _stream_adapter(in_channels, adapter_ratio, spec)
                 for spec in stream_adapters)
@@ -98,7 +124,13 @@ class CASTHead(BaseHead):
             raise ValueError(f'CASTHead(num_streams={self.num_streams}) got '
                              f'{len(feats)} pooled streams from the backbone;'
                              f' set cls_head.num_streams')
-        x = sum(a(f) for a, f in zip(self.adapters, feats))
+        feats = [feats[i] for i in self.streams]
+        if self.fusion == 'none':
+            x = feats[0]
+        else:
+            x = sum(a(f) for a, f in zip(self.adapters, feats))
+            if self.fusion == 'mean':
+                x = x / len(feats)
         return self.fc_cls(self.dropout(x))
 
 

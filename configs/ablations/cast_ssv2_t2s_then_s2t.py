@@ -1,0 +1,24 @@
+# Ablation: sequential B-CAST: T2S first, then S2T on the updated CLIP stream
+# Varies configs/cast_ssv2.py in model.backbone.links only (data, schedule and
+# everything else are the recipe's; tests/test_ablations.py checks it).
+# Tests the claim: the two directions exchange information at once (parallel)
+# rather than one after the other
+#
+#   tools/dist_train.sh configs/ablations/cast_ssv2_t2s_then_s2t.py 8
+#   tools/dist_test.sh configs/ablations/cast_ssv2_t2s_then_s2t.py CKPT 8 \
+#       --work-dir work_dirs/cast_ssv2_t2s_then_s2t
+_base_ = ['../cast_ssv2.py']
+
+ablation = dict(
+    recipe='configs/cast_ssv2.py',
+    varies=['model.backbone.links'],
+    claim=('the two directions exchange information at once (parallel) '
+           'rather than one after the other'))
+
+model = dict(backbone=dict(links=[
+    dict(experts=('clip', 'vmae'),
+         windows=dict(clip='time', vmae='space'),
+         layers=None,
+         directions=['vmae->clip', 'clip->vmae'],
+         order='sequential')
+]))
