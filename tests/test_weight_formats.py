@@ -334,7 +334,7 @@ def timm_clip(name, seed):
     return randomize(model, seed)
 
 
-def test_timm_clip_image_tower(tmp_path):
+def test_timm_clip_image_tower(tmp_path, monkeypatch):
     # OpenAI's CLIP computes QuickGELU: timm's *_quickgelu_* definition is
     # the one whose forward the expert must reproduce
     model = timm_clip('vit_base_patch16_clip_quickgelu_224.openai', 9)
@@ -351,6 +351,22 @@ def test_timm_clip_image_tower(tmp_path):
         assert_close(expert.forward_plain(video),
                      model.forward_head(feats, pre_logits=True),
                      'timm CLIP pooled')
+    # as timm publishes it on the Hugging Face hub (config.json +
+    # model.safetensors), through the local cache
+    from timm.models._hub import save_for_hf
+    save_for_hf(model.float(), str(tmp_path / 'hub_folder'),
+                safe_serialization=True)
+    hub = tmp_path / 'hub'
+    _fill_cache(hub, 'timm/vit_base_patch16_clip_224.openai',
+                tmp_path / 'hub_folder')
+    monkeypatch.setenv('HF_HUB_CACHE', str(hub))
+    cached = clip_expert(pretrained='hf:timm/vit_base_patch16_clip_224.openai')
+    cached.init_weights()
+    with torch.no_grad():
+        assert_close(f64(cached).forward_plain(video),
+                     f64(model).forward_head(model.forward_features(images),
+                                             pre_logits=True),
+                     'timm CLIP from the hub cache')
     # the same file from timm's GELU definition of the OpenAI weights loads
     # (the file cannot say which activation it was run with)
     gelu = timm_clip('vit_base_patch16_clip_224.openai', 9)

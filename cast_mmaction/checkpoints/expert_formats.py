@@ -33,9 +33,11 @@ from .common import read_state_dict
 from .key_rows import compile_rows, fuse_parts, map_keys
 from .state_dict import select_prefix
 
-#: weight files of a transformers folder, in the order transformers uses
+#: weight files of a transformers (or timm / open_clip hub) folder, in the
+#: order transformers uses, then open_clip's names
 HF_WEIGHTS = ('model.safetensors', 'model.safetensors.index.json',
-              'pytorch_model.bin', 'pytorch_model.bin.index.json')
+              'pytorch_model.bin', 'pytorch_model.bin.index.json',
+              'open_clip_model.safetensors', 'open_clip_pytorch_model.bin')
 
 
 @dataclass
