@@ -540,3 +540,24 @@ def test_convert_tool_expert_mode(tmp_path, monkeypatch, capsys, ext):
     tool.main([str(tmp_path / 'clip'), str(tmp_path / 'clip.pth'),
                '--expert', 'clip', '--config', str(cfg)])
     assert 'loads into model.backbone.experts.clip' in capsys.readouterr().out
+
+
+def test_folders_and_hf_references_pass_the_start_up_check(tmp_path):
+    """tools/train.py checks `pretrained` paths before building: a
+    transformers folder is a path that exists, an hf: reference is resolved
+    when the expert loads (with the error of the hf: test above)."""
+    from mmengine.config import Config
+
+    from cast_mmaction.engine.checks import missing_paths
+    from cast_mmaction.engine.trainable_checkpoint import _is_source
+    folder = tmp_path / 'saved'
+    folder.mkdir()
+    cfg = Config(dict(model=dict(backbone=dict(experts=dict(
+        clip=dict(pretrained='hf:openai/clip-vit-base-patch16'),
+        vmae=dict(pretrained=str(folder)),
+        audio=dict(pretrained=str(tmp_path / 'absent'))))),
+        train_dataloader=None))
+    missing = [f for f, *_ in missing_paths(cfg, 'train')]
+    assert missing == ['model.backbone.experts.audio.pretrained']
+    assert _is_source(str(folder)) and _is_source('hf:MCG-NJU/videomae-base')
+    assert not _is_source(str(tmp_path / 'absent'))
