@@ -536,6 +536,12 @@ def test_convert_tool_expert_mode(tmp_path, monkeypatch, capsys, ext):
                    '--expert', 'videomae'])
     assert 'pass it as the CLIP' in str(err.value.code)
     assert not (tmp_path / 'x.pth').exists()
+    # expert weights without --expert: told which flag to pass
+    with pytest.raises(SystemExit, match='Pass --expert clip'):
+        tool.main([str(tmp_path / 'clip'), str(tmp_path / 'x.pth')])
+    with pytest.raises(SystemExit, match='Pass --expert videomae'):
+        tool.main([str(tmp_path / 'saved' / 'model.safetensors'),
+                   str(tmp_path / 'x.pth')])
     # the CLIP expert of the same config, from the folder
     tool.main([str(tmp_path / 'clip'), str(tmp_path / 'clip.pth'),
                '--expert', 'clip', '--config', str(cfg)])

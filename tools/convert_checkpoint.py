@@ -37,6 +37,8 @@ from cast_mmaction.checkpoints import (CONVERTERS, check_fit,  # noqa: E402
                                        convert_state, detect_kind,
                                        fit_report)
 from cast_mmaction.checkpoints.common import read_state_dict  # noqa: E402
+from cast_mmaction.checkpoints.expert_formats import (  # noqa: E402
+    Source, describe, read_source)
 from cast_mmaction import safe_load  # noqa: E402  (docs/security.md)
 from cast_mmaction.checkpoints.ast import load_ast_expert, read_ast  # noqa
 from cast_mmaction.checkpoints.clip import (load_clip_expert,  # noqa: E402
@@ -44,6 +46,8 @@ from cast_mmaction.checkpoints.clip import (load_clip_expert,  # noqa: E402
 from cast_mmaction.checkpoints.videomae import (  # noqa: E402
     load_videomae_expert, read_videomae)
 
+#: the expert of expert_formats.describe -> its --expert name
+EXPERT_NAMES = {'CLIP': 'clip', 'VideoMAE': 'videomae', 'AST': 'ast'}
 #: --expert: (expert class in configs, reader, loader)
 EXPERTS = {
     'clip': ('CLIPViTExpert', read_clip_visual, load_clip_expert),
@@ -83,10 +87,17 @@ def main(argv=None):
     if args.expert:
         return convert_expert(args)
     try:
+        if args.src.startswith('hf:') or os.path.isdir(args.src):
+            _not_a_full_model(args.src, read_source(args.src, 'checkpoint',
+                                                    'SRC'))
         state = read_state_dict(args.src, 'official checkpoint')
     except safe_load.UntrustedCheckpointError as e:
         sys.exit(f'UntrustedCheckpointError: {e}')
-    kind = args.kind or detect_kind(state)
+    try:
+        kind = args.kind or detect_kind(state)
+    except ValueError as e:
+        _not_a_full_model(args.src, Source(state), e)
+        raise
     conv = CONVERTERS[kind]
     out, unmapped = convert_state(kind, state)
     print(f'[{kind}] converted {len(out)} tensors from {args.src}')
@@ -114,6 +125,18 @@ def main(argv=None):
     _write(args, {'state_dict': out,
                   'meta': dict(converted_from=os.path.abspath(args.src),
                                kind=kind, config=args.config)})
+
+
+def _not_a_full_model(src, source, error=None):
+    """Exit naming the --expert flag when ``source`` holds expert weights
+    (a transformers folder, an hf: reference, a tower's state dict)."""
+    label, owner = describe(source.state, source.config)
+    if owner is not None:
+        sys.exit(f'{error or ""}\n{src} is {label}: expert weights, not a '
+                 f'full model. Pass --expert {EXPERT_NAMES[owner]}'.strip())
+    if error is None:
+        sys.exit(f'{src} is a folder / hf: reference without the weights of '
+                 f'a full model: pass a checkpoint file')
 
 
 def _write(args, ckpt):
