@@ -143,6 +143,21 @@ def test_transformers_videomae(tmp_path, cls, safe):
                              f'{cls} pooled <- {source}')
 
 
+def test_transformers_sharded_folder(tmp_path):
+    """Big models are saved in shards with an index: every shard is read."""
+    config = hf_videomae_config()
+    model = randomize(transformers.VideoMAEModel(config), 12)
+    model.save_pretrained(tmp_path / 'm', max_shard_size='20KB')
+    assert (tmp_path / 'm' / 'model.safetensors.index.json').is_file()
+    assert len(list((tmp_path / 'm').glob('model-*.safetensors'))) > 1
+    video = torch.randn(1, 3, 4, 32, 32, dtype=torch.float64)
+    ref, _ = _videomae_reference(f64(model), video)
+    expert = vmae_expert(config, pretrained=str(tmp_path / 'm'))
+    expert.init_weights()
+    with torch.no_grad():
+        assert_close(expert_tokens(f64(expert), video), ref, 'sharded')
+
+
 def test_transformers_videomae_transposed_weight_is_caught(tmp_path):
     """The comparison above fails for a wrongly packed q;k;v (so a wrong
     key map could not pass)."""
@@ -329,8 +344,8 @@ def test_transformers_clip_wrong_kinds(tmp_path):
 
 def timm_clip(name, seed):
     model = timm.create_model(name, pretrained=False, embed_dim=DIM,
-                              depth=DEPTH, num_heads=HEADS, mlp_ratio=MLP / DIM,
-                              img_size=32, patch_size=8)
+                              depth=DEPTH, num_heads=HEADS,
+                              mlp_ratio=MLP / DIM, img_size=32, patch_size=8)
     return randomize(model, seed)
 
 
@@ -482,7 +497,8 @@ def test_transformers_folder_is_opened_by_the_safe_loader(tmp_path):
                folder / 'pytorch_model.bin')
     (folder / 'config.json').write_text('{"architectures": ["VideoMAEModel"]}')
     with pytest.raises(UntrustedCheckpointError):
-        vmae_expert(hf_videomae_config(), pretrained=str(folder)).init_weights()
+        vmae_expert(hf_videomae_config(),
+                    pretrained=str(folder)).init_weights()
     assert not (tmp_path / 'MARKER').exists()
 
 

@@ -23,6 +23,7 @@ does not know. :func:`describe` names what a state dict is, for the
 import json
 import os
 import os.path as osp
+import re
 from dataclasses import dataclass, field
 from typing import Callable, Optional
 
@@ -149,7 +150,6 @@ def convert(fmt, state, what):
     """Map ``state`` (already through :meth:`ExpertFormat.select`) into the
     expert's names; a key no row maps and no ``ignored`` regex drops is an
     error (a table that misses a key would otherwise load a wrong model)."""
-    import re
     for pat, reason in fmt.refuse:
         bad = [k for k in state if re.match(pat, k)]
         if bad:

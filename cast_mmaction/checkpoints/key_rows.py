@@ -159,9 +159,12 @@ def hf_videomae_rows():
     return _hf_layer_rows(layer, qkv_bias=False) + [
         (r'embeddings\.patch_embeddings\.projection\.(weight|bias)',
          r'patch_embed.proj.\1'),
-        (layer + r'attention\.attention\.(q|v)_bias', r'blocks.\1.attn.\2_bias'),
-        (layer + r'attention\.attention\.query\.bias', r'blocks.\1.attn.q_bias'),
-        (layer + r'attention\.attention\.value\.bias', r'blocks.\1.attn.v_bias'),
+        (layer + r'attention\.attention\.(q|v)_bias',
+         r'blocks.\1.attn.\2_bias'),
+        (layer + r'attention\.attention\.query\.bias',
+         r'blocks.\1.attn.q_bias'),
+        (layer + r'attention\.attention\.value\.bias',
+         r'blocks.\1.attn.v_bias'),
         (r'fc_norm\.(weight|bias)', r'fc_norm.\1'),
     ]
 

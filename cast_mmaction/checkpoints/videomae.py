@@ -39,7 +39,8 @@ FORMATS = (
         'transformers', 'transformers VideoMAE checkpoint',
         detect=lambda s: ndim(
             s, 'embeddings.patch_embeddings.projection.weight') == 5,
-        rows=hf_videomae_rows(), prefix=('videomae.', ), keep=('fc_norm.', ),
+        rows=hf_videomae_rows(), prefix=('videomae.', ),
+        keep=('fc_norm.', ),
         ignored=(r'decoder\..*', r'encoder_to_decoder\..*', 'mask_token',
                  r'classifier\..*', r'layernorm\..*',
                  r'embeddings\.position_embeddings')),
@@ -108,7 +109,8 @@ def load_videomae_expert(expert, path):
         raise ValueError(f'VideoMAE weights {path} have width {dim}; set '
                          f'backbone.experts.vmae.embed_dim={dim}')
     if src.config is not None:
-        eps_note(src.config, expert.blocks[0].norm1.eps, f'VideoMAE expert <- {path}')
+        eps_note(src.config, expert.blocks[0].norm1.eps,
+                 f'VideoMAE expert <- {path}')
     rep = load_fitted(expert, state, f'VideoMAE expert <- {path}', hint=EXPERT_HINT,
                       allow_missing=True, allow_unexpected=True,
                       ignore_unexpected=IGNORED)
