@@ -15,8 +15,8 @@ expert's ``pretrained`` field accepts (the authors' / OpenAI / open_clip
 files, a ``transformers`` folder or its weight file, ``hf:ORG/NAME`` from the
 local Hugging Face cache, timm CLIP towers, MMAction2 VisionTransformer
 checkpoints; docs/weights.md). The tool recognises the layout, maps it into
-the expert's names and writes them as a plain state dict, which the
-expert's ``pretrained`` field loads as it is. With ``--config`` it first
+the expert's names and writes them (``{'state_dict': ..., 'meta': ...}``),
+a file the expert's ``pretrained`` field loads as it is. With ``--config`` it first
 loads SRC into that expert of the config's model (the same checks as
 training: patch / width / grid, every tensor's shape) and reports what
 was loaded, missing or ignored:
@@ -157,9 +157,9 @@ def _source(src):
 
 
 def convert_expert(args):
-    """``--expert``: SRC's tower in the expert's names (a plain state dict
-    its ``pretrained`` field loads); with ``--config``, loaded into that
-    expert of the config's model first."""
+    """``--expert``: SRC's tower in the expert's names (a file its
+    ``pretrained`` field loads); with ``--config``, loaded into that expert
+    of the config's model first."""
     expert_type, read, load = EXPERTS[args.expert]
     try:
         state = read(args.src)
