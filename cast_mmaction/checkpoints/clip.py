@@ -1,59 +1,93 @@
 """Load a CLIP image tower into :class:`CLIPViTExpert`.
 
-Accepted sources:
+Accepted sources (a file, a saved folder, or ``hf:ORG/NAME``; see
+:mod:`.expert_formats`):
 
 * the OpenAI TorchScript archive (``ViT-B-16.pt``, ``ViT-L-14.pt``),
 * an OpenAI / open_clip state dict (``.pt``, ``.bin``, ``.safetensors``),
   full CLIP (``visual.*`` keys) or the image tower alone,
+* ``transformers`` ``CLIPModel`` / ``CLIPVisionModel`` (e.g.
+  ``openai/clip-vit-base-patch16``): q / k / v packed into ``in_proj``,
+  the text tower and projections ignored; a config whose ``hidden_act``
+  is not ``quick_gelu`` is refused (the expert computes QuickGELU);
+* timm CLIP image towers (``vit_base_patch16_clip_224.openai`` and the
+  like: ``norm_pre``, ``blocks.*``; the ``head`` projection ignored);
 * ``open_clip:MODEL:TAG`` (e.g. ``open_clip:ViT-B-16:openai``), resolved by
   open_clip from its local cache (no download happens here).
 """
 import math
-import os
 
 from ..models.layers import resize_grid_embed
-from .common import read_state_dict, unwrap
+from .common import unwrap
+from .expert_formats import (ExpertFormat, check_activation, convert,
+                             detect_format, eps_note, ndim, read_source,
+                             squeeze_leading, wrong_kind)
+from .key_rows import hf_clip_vision_rows, timm_clip_rows
 from .state_dict import (EXPERT_HINT, load_fitted, select_prefix,
                          strip_prefixes)
 
 # OpenAI's output projection to the joint embedding is not used by CAST.
 UNUSED = ('proj', 'attnpool', 'text_projection')
+_WHAT = 'CLIP expert weights'
+_FIELD = 'model.backbone.experts.clip.pretrained'
+
+FORMATS = (
+    ExpertFormat(
+        'transformers', 'transformers CLIP checkpoint',
+        detect=lambda s: 'embeddings.patch_embedding.weight' in s,
+        rows=hf_clip_vision_rows(), prefix=('vision_model.', ),
+        ignored=(r'embeddings\.position_ids', )),
+    ExpertFormat(
+        'timm', 'timm CLIP image tower',
+        detect=lambda s: (ndim(s, 'patch_embed.proj.weight') == 4
+                          and 'norm_pre.weight' in s),
+        rows=timm_clip_rows(),
+        ignored=(r'head\..*', r'fc_norm\..*'),
+        refuse=((r'patch_embed\.proj\.bias',
+                 'a patch-embedding bias, which CLIP towers do not have'),
+                (r'blocks\.\d+\.ls[12]\.gamma',
+                 'layer scale, which CLIP towers do not have')),
+        finish=lambda s: squeeze_leading(s, 'class_embedding',
+                                         'positional_embedding')),
+)
 
 
-def read_clip_visual(source):
-    """Return the image-tower state dict (keys without ``visual.``)."""
-    what = 'CLIP expert weights'
+def _read(source):
     if isinstance(source, str) and source.startswith('open_clip:'):
-        state = _from_open_clip_tag(source)
+        state, src = _from_open_clip_tag(source), None
+        raw, config, where = state, None, source
     else:
-        state = _read_file(source, what)
+        # OpenAI's TorchScript archives too: read_state_dict takes their
+        # tensors without running their code (safe_load.read_torchscript_state)
+        src = read_source(source, _WHAT, _FIELD)
+        state, raw, config, where = src.state, src.state, src.config, src.where
+    state = strip_prefixes(state, ('module.', ))
+    arch = src.architecture if src is not None else None
+    if arch and arch.startswith('CLIPText'):
+        raise wrong_kind(_WHAT, where, 'a CLIP image tower', raw, config,
+                         'CLIP', _FIELD)
+    fmt, sub = detect_format(state, FORMATS)
+    if fmt is not None:
+        if config is not None:
+            check_activation(config, 'quick_gelu', _WHAT, where,
+                             sub='vision_config')
+        return convert(fmt, sub, f'{_WHAT} ({where})'), src
     if any(k.startswith('visual.') for k in state):
         state = select_prefix(state, 'visual.')
     state = strip_prefixes(state, ('module.', 'backbone.'))
     if 'conv1.weight' not in state or not any(
             k.startswith('transformer.resblocks.') for k in state):
-        sample = ', '.join(list(state)[:5])
-        hint = ''
-        if 'patch_embed.proj.weight' in state or any(
-                k.startswith('encoder.') for k in state):
-            hint = ' It looks like a VideoMAE checkpoint: pass it as the ' \
-                   'VideoMAE expert\'s pretrained file.'
-        raise ValueError(f'{what}: {source} is not a CLIP image tower in '
-                         f'the OpenAI layout (no conv1 / transformer.'
-                         f'resblocks keys; found {sample}, ...).{hint}'
-                         f' (config field: model.backbone.experts.clip.'
-                         f'pretrained)')
-    return {k: v.float() for k, v in state.items()}
+        raise wrong_kind(_WHAT, source, 'a CLIP image tower in a known '
+                         'layout (OpenAI / open_clip: conv1, transformer.'
+                         'resblocks; transformers; timm)', raw, config,
+                         'CLIP', _FIELD)
+    return state, src
 
 
-def _read_file(path, what):
-    path = os.path.expanduser(str(path))
-    if not os.path.isfile(path):
-        raise FileNotFoundError(f'{what}: file not found: {path} (set '
-                                f'model.backbone.experts.clip.pretrained)')
-    # OpenAI's TorchScript archives too: read_state_dict takes their tensors
-    # without running their code (safe_load.read_torchscript_state)
-    return read_state_dict(path, what)
+def read_clip_visual(source):
+    """Return the image-tower state dict in the expert's (OpenAI) names,
+    float32."""
+    return {k: v.float() for k, v in _read(source)[0].items()}
 
 
 def _from_open_clip_tag(source):
@@ -81,7 +115,11 @@ def load_clip_expert(expert, source):
     """Load ``source`` into ``expert`` (a :class:`CLIPViTExpert`), resizing
     the position table when the expert's grid differs. Returns
     (missing, unexpected) key lists."""
-    state = read_clip_visual(source)
+    state, src = _read(source)
+    state = {k: v.float() for k, v in state.items()}
+    if src is not None and src.config is not None:
+        eps_note(src.config, expert.ln_pre.eps, f'CLIP expert <- {source}',
+                 sub='vision_config')
     ckpt_patch = state['conv1.weight'].shape[-1]
     if ckpt_patch != expert.patch_size:
         raise ValueError(f'CLIP weights {source} have patch size '

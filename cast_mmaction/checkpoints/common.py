@@ -20,17 +20,14 @@ def read_state_dict(path, what):
     path = os.path.expanduser(str(path))
     if not os.path.isfile(path):
         raise FileNotFoundError(f'{what}: file not found: {path}')
-    if path.endswith('.safetensors'):
-        from safetensors.torch import load_file as load_st
-        obj = load_st(path)
-    else:
-        try:  # weights_only + allow-list, TorchScript read without running
-            obj = load_checkpoint(path, what=what)
-        except UntrustedCheckpointError:  # names the type and the trust flag
-            raise
-        except Exception as e:  # noqa: BLE001 - re-raised with context
-            raise ValueError(f'{what}: cannot read {path} as a PyTorch '
-                             f'checkpoint ({type(e).__name__}: {e})') from e
+    kind = 'safetensors' if path.endswith('.safetensors') else 'PyTorch'
+    try:  # safetensors; weights_only + allow-list; TorchScript not run
+        obj = load_checkpoint(path, what=what)
+    except UntrustedCheckpointError:  # names the type and the trust flag
+        raise
+    except Exception as e:  # noqa: BLE001 - re-raised with context
+        raise ValueError(f'{what}: cannot read {path} as a {kind} '
+                         f'checkpoint ({type(e).__name__}: {e})') from e
     return unwrap(obj, f'{what} ({path})')
 
 

@@ -10,6 +10,8 @@ are named in its file. :func:`map_keys` applies a table.
 """
 import re
 
+import torch
+
 CLIP = 'backbone.experts.clip.'
 VMAE = 'backbone.experts.vmae.'
 AUDIO = 'backbone.experts.audio.'
@@ -119,6 +121,158 @@ def global_pos(q_tag, kv_tag):
     return {f'{q_tag}_space_pos': 'q_pos', f'{q_tag}_temporal_pos': 'q_pos_t',
             f'{kv_tag}_space_pos': 'kv_pos',
             f'{kv_tag}_temporal_pos': 'kv_pos_t'}
+
+
+# ---------------------------------------------------------------------------
+# Expert towers as other libraries save them, mapped to the expert's own
+# names (relative to the expert, as its ``pretrained`` loader fits them).
+# A template ending in ``:q`` / ``:k`` / ``:v`` (or ``:query`` ...) is one
+# third of a fused q;k;v tensor: :func:`fuse_parts` joins the three.
+# ---------------------------------------------------------------------------
+def _hf_layer_rows(layer, qkv_bias):
+    """One BERT-style ``transformers`` ViT layer (VideoMAE, AST in
+    transformers 4): ``attention.attention.{query,key,value}``,
+    ``attention.output.dense``, ``intermediate.dense``, ``output.dense``,
+    ``layernorm_before`` / ``_after``. ``qkv_bias``: the q/k/v biases are
+    fused too (AST); otherwise only the weights are (VideoMAE)."""
+    b = r'blocks.\1.'
+    parts = r'(weight|bias)' if qkv_bias else r'(weight)'
+    return [
+        (layer + r'attention\.attention\.(query|key|value)\.' + parts,
+         b + r'attn.qkv.\3:\2'),
+        (layer + r'attention\.output\.dense\.(weight|bias)',
+         b + r'attn.proj.\2'),
+        (layer + r'intermediate\.dense\.(weight|bias)', b + r'mlp.fc1.\2'),
+        (layer + r'output\.dense\.(weight|bias)', b + r'mlp.fc2.\2'),
+        (layer + r'layernorm_before\.(weight|bias)', b + r'norm1.\2'),
+        (layer + r'layernorm_after\.(weight|bias)', b + r'norm2.\2'),
+    ]
+
+
+def hf_videomae_rows():
+    """``transformers`` VideoMAE (``VideoMAEModel``; the ``videomae.`` part
+    of ``VideoMAEForPreTraining`` / ``ForVideoClassification``) ->
+    ``VideoMAEExpert``. k has no bias; q / v biases are ``q_bias`` /
+    ``v_bias`` (transformers 4) or ``query.bias`` / ``value.bias``
+    (transformers 5)."""
+    layer = r'encoder\.layer\.(\d+)\.'
+    return _hf_layer_rows(layer, qkv_bias=False) + [
+        (r'embeddings\.patch_embeddings\.projection\.(weight|bias)',
+         r'patch_embed.proj.\1'),
+        (layer + r'attention\.attention\.(q|v)_bias',
+         r'blocks.\1.attn.\2_bias'),
+        (layer + r'attention\.attention\.query\.bias',
+         r'blocks.\1.attn.q_bias'),
+        (layer + r'attention\.attention\.value\.bias',
+         r'blocks.\1.attn.v_bias'),
+        (r'fc_norm\.(weight|bias)', r'fc_norm.\1'),
+    ]
+
+
+def hf_ast_rows():
+    """``transformers`` AST (``ASTModel``; the
+    ``audio_spectrogram_transformer.`` part of ``ASTForAudioClassification``)
+    -> ``ASTExpert``, in the layer names of transformers 4
+    (``encoder.layer.N.attention.attention.query``) and 5
+    (``layers.N.attention.q_proj``)."""
+    v5 = r'layers\.(\d+)\.'
+    return _hf_layer_rows(r'encoder\.layer\.(\d+)\.', qkv_bias=True) + [
+        (r'embeddings\.cls_token', 'cls_token'),
+        (r'embeddings\.distillation_token', 'dist_token'),
+        (r'embeddings\.position_embeddings', 'pos_embed'),
+        (r'embeddings\.patch_embeddings\.projection\.(weight|bias)',
+         r'patch_embed.proj.\1'),
+        (v5 + r'attention\.(q|k|v)_proj\.(weight|bias)',
+         r'blocks.\1.attn.qkv.\3:\2'),
+        (v5 + r'attention\.o_proj\.(weight|bias)', r'blocks.\1.attn.proj.\2'),
+        (v5 + r'mlp\.(fc1|fc2)\.(weight|bias)', r'blocks.\1.mlp.\2.\3'),
+        (v5 + r'layernorm_before\.(weight|bias)', r'blocks.\1.norm1.\2'),
+        (v5 + r'layernorm_after\.(weight|bias)', r'blocks.\1.norm2.\2'),
+        (r'layernorm\.(weight|bias)', r'norm.\1'),
+    ]
+
+
+def hf_clip_vision_rows():
+    """``transformers`` CLIP image tower (``CLIPVisionModel``; the
+    ``vision_model.`` part of ``CLIPModel``) -> ``CLIPViTExpert`` (the OpenAI
+    names). q / k / v are separate there, packed in ``in_proj_*`` here;
+    ``pre_layrnorm`` is transformers' spelling."""
+    layer = r'encoder\.layers\.(\d+)\.'
+    rb = r'transformer.resblocks.\1.'
+    return [
+        (r'embeddings\.class_embedding', 'class_embedding'),
+        (r'embeddings\.patch_embedding\.weight', 'conv1.weight'),
+        (r'embeddings\.position_embedding\.weight', 'positional_embedding'),
+        (r'pre_lay(?:r|er)norm\.(weight|bias)', r'ln_pre.\1'),
+        (layer + r'self_attn\.(q|k|v)_proj\.(weight|bias)',
+         rb + r'attn.in_proj_\3:\2'),
+        (layer + r'self_attn\.out_proj\.(weight|bias)',
+         rb + r'attn.out_proj.\2'),
+        (layer + r'layer_norm([12])\.(weight|bias)', rb + r'ln_\2.\3'),
+        (layer + r'mlp\.fc1\.(weight|bias)', rb + r'mlp.c_fc.\2'),
+        (layer + r'mlp\.fc2\.(weight|bias)', rb + r'mlp.c_proj.\2'),
+        (r'post_layernorm\.(weight|bias)', r'ln_post.\1'),
+    ]
+
+
+def timm_clip_rows():
+    """timm CLIP image towers (``vit_base_patch16_clip_224.openai`` ...:
+    a pre-norm ViT with ``norm_pre``) -> ``CLIPViTExpert``. The fused
+    ``qkv`` is OpenAI's ``in_proj`` as it is; ``cls_token`` (1, 1, D) and
+    ``pos_embed`` (1, 1+N, D) lose their leading singleton axes."""
+    blk = r'blocks\.(\d+)\.'
+    rb = r'transformer.resblocks.\1.'
+    return [
+        (r'cls_token', 'class_embedding'),
+        (r'pos_embed', 'positional_embedding'),
+        (r'patch_embed\.proj\.weight', 'conv1.weight'),
+        (r'norm_pre\.(weight|bias)', r'ln_pre.\1'),
+        (blk + r'norm([12])\.(weight|bias)', rb + r'ln_\2.\3'),
+        (blk + r'attn\.qkv\.(weight|bias)', rb + r'attn.in_proj_\2'),
+        (blk + r'attn\.proj\.(weight|bias)', rb + r'attn.out_proj.\2'),
+        (blk + r'mlp\.fc1\.(weight|bias)', rb + r'mlp.c_fc.\2'),
+        (blk + r'mlp\.fc2\.(weight|bias)', rb + r'mlp.c_proj.\2'),
+        (r'norm\.(weight|bias)', r'ln_post.\1'),
+    ]
+
+
+def mmaction_vit_rows():
+    """MMAction2's ``VisionTransformer`` backbone (``vit_mae.py``, its
+    VideoMAE models; ``backbone.`` stripped) -> ``VideoMAEExpert``: the
+    patch embedding is ``projection`` and the MLP an mmcv ``FFN``."""
+    blk = r'blocks\.(\d+)\.'
+    return [
+        (r'patch_embed\.projection\.(weight|bias)', r'patch_embed.proj.\1'),
+        (blk + r'(norm1|norm2)\.(weight|bias)', r'blocks.\1.\2.\3'),
+        (blk + r'attn\.(qkv\.weight|q_bias|v_bias|proj\.weight|proj\.bias)',
+         r'blocks.\1.attn.\2'),
+        (blk + r'mlp\.layers\.0\.0\.(weight|bias)', r'blocks.\1.mlp.fc1.\2'),
+        (blk + r'mlp\.layers\.1\.(weight|bias)', r'blocks.\1.mlp.fc2.\2'),
+        (r'fc_norm\.(weight|bias)', r'fc_norm.\1'),
+    ]
+
+
+_PART_ORDER = {'q': 0, 'query': 0, 'k': 1, 'key': 1, 'v': 2, 'value': 2}
+
+
+def fuse_parts(state, what='checkpoint'):
+    """Join the ``KEY:q`` / ``KEY:k`` / ``KEY:v`` entries a table produced
+    into one ``KEY`` tensor (q;k;v along dim 0, nn.MultiheadAttention's and
+    timm's packing). A missing third is an error naming the key."""
+    out, groups = {}, {}
+    for k, v in state.items():
+        base, sep, part = k.rpartition(':')
+        if sep and part in _PART_ORDER:
+            groups.setdefault(base, {})[_PART_ORDER[part]] = v
+        else:
+            out[k] = v
+    for base, parts in groups.items():
+        if sorted(parts) != [0, 1, 2]:
+            have = ''.join('qkv'[i] for i in sorted(parts))
+            raise ValueError(f'{what}: {base} needs query, key and value '
+                             f'tensors; the file has only {have}')
+        out[base] = torch.cat([parts[0], parts[1], parts[2]], dim=0)
+    return out
 
 
 def compile_rows(rows):

@@ -17,7 +17,7 @@ nested field it ended up in (``train_dataloader.dataset.ann_file``).
 import os
 import os.path as osp
 
-_SCHEMES = ('http://', 'https://', 's3://', 'open_clip:', 'hf-hub:',
+_SCHEMES = ('http://', 'https://', 's3://', 'open_clip:', 'hf-hub:', 'hf:',
             'torchvision://', 'mmcls://', 'openmmlab://', 'pavi://')
 
 
@@ -69,7 +69,8 @@ def _pretrained_paths(obj, field):
         for key, value in obj.items():
             sub = f'{field}.{key}'
             if key == 'pretrained' and isinstance(value, str) and value:
-                out.append((sub, value, 'file'))
+                is_dir = osp.isdir(osp.expanduser(value))  # transformers
+                out.append((sub, value, 'dir' if is_dir else 'file'))
             elif (key == 'checkpoint' and isinstance(value, str) and value
                   and isinstance(obj.get('type'), str)
                   and obj.get('type') == 'Pretrained'):

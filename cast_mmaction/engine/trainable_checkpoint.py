@@ -16,7 +16,8 @@ Config::
     custom_hooks = [dict(type='ParameterCountHook'),
                     dict(type='TrainableCheckpointHook')]
 
-Only experts whose ``pretrained`` is a file (or an ``open_clip:`` tag) are
+Only experts whose ``pretrained`` is a file or folder (or an ``open_clip:`` /
+``hf:`` reference) are
 dropped; an expert trained from random weights (no ``pretrained``), or one
 that is not frozen, stays in the checkpoint. The optimizer state in a
 checkpoint covers the trainable parameters only (see
@@ -54,8 +55,9 @@ def _experts(model):
 def _is_source(pretrained):
     if not isinstance(pretrained, str) or not pretrained:
         return False
-    return pretrained.startswith('open_clip:') or osp.isfile(
-        osp.expanduser(pretrained))
+    path = osp.expanduser(pretrained)  # a file, a transformers folder
+    return (pretrained.startswith(('open_clip:', 'hf:')) or osp.isfile(path)
+            or osp.isdir(path))
 
 
 def frozen_state(expert):
