@@ -135,12 +135,10 @@ def runner_batch(cfg, tiny, batch, seed):
 
 def optim_wrapper_cfg(cfg, cuda):
     ow = copy.deepcopy(cfg.optim_wrapper.to_dict())
-    if not cuda and ow.get('type') == 'AmpOptimWrapper':
-        # MMEngine's AmpOptimWrapper needs CUDA: the CPU run checks the rest
-        ow['type'] = 'OptimWrapper'
-        for k in ('loss_scale', 'dtype', 'use_fsdp'):
-            ow.pop(k, None)
     if not cuda:
+        # MMEngine's AmpOptimWrapper needs CUDA: the CPU run checks the rest
+        from cast_mmaction.engine.guarded_optim_wrapper import without_amp
+        ow = without_amp(ow)
         ow.get('optimizer', {}).pop('fused', None)
     return ow
 

@@ -31,11 +31,7 @@ from cast_mmaction.engine.runner_utils import (  # noqa: E402
     add_runner_args, apply_runner_args, build_runner)
 from cast_mmaction.safe_load import (  # noqa: E402  (docs/security.md)
     UntrustedCheckpointError, add_trust_argument, trust_config)
-
-
-#: what --amp turns an optimiser wrapper type into
-AMP_OF = dict(OptimWrapper='AmpOptimWrapper',
-              GuardedOptimWrapper='GuardedAmpOptimWrapper')
+from cast_mmaction.engine.guarded_optim_wrapper import AMP_OF  # noqa: E402
 
 
 def parse_args(argv=None):

@@ -157,3 +157,25 @@ class GuardedAmpOptimWrapper(NonFiniteGuard, AmpOptimWrapper):
     """``AmpOptimWrapper`` with :class:`NonFiniteGuard` (``nonfinite``,
     ``max_nonfinite_in_a_row``, ``check_grads`` plus ``AmpOptimWrapper``'s
     arguments)."""
+
+
+#: the mixed-precision wrapper type of each full-precision one (``--amp``)
+AMP_OF = dict(OptimWrapper='AmpOptimWrapper',
+              GuardedOptimWrapper='GuardedAmpOptimWrapper')
+#: and back (MMEngine's ``AmpOptimWrapper`` refuses to build without an
+#: accelerator)
+FULL_PRECISION_OF = {amp: full for full, amp in AMP_OF.items()}
+
+
+def without_amp(optim_wrapper):
+    """A copy of an ``optim_wrapper`` config dict whose mixed-precision
+    wrapper type is replaced by its full-precision one (the AMP-only keys
+    dropped); the param groups, the optimizer and the accumulation are
+    unchanged. Used to run the recipes' training step on a CPU."""
+    import copy
+    ow = copy.deepcopy(dict(optim_wrapper))
+    if ow.get('type') in FULL_PRECISION_OF:
+        ow['type'] = FULL_PRECISION_OF[ow['type']]
+        for k in ('loss_scale', 'dtype', 'use_fsdp'):
+            ow.pop(k, None)
+    return ow

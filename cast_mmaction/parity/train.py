@@ -82,15 +82,15 @@ def build_train_model(meta, dump_dir, cfg):
 
 def build_optim_wrapper_cpu(model, cfg):
     """The recipe's ``optim_wrapper`` built as the Runner does; an
-    ``AmpOptimWrapper`` (CUDA only) becomes an ``OptimWrapper``, which
+    ``(Guarded)AmpOptimWrapper`` (CUDA only) becomes its full-precision
+    wrapper, which
     changes neither the param groups nor the accumulation."""
     from mmengine.logging import MMLogger
     from mmengine.optim import build_optim_wrapper
-    ow = copy.deepcopy(cfg.optim_wrapper.to_dict())
-    if ow.get('type') == 'AmpOptimWrapper' and not torch.cuda.is_available():
-        ow['type'] = 'OptimWrapper'
-        for k in ('loss_scale', 'dtype', 'use_fsdp'):
-            ow.pop(k, None)
+    from ..engine.guarded_optim_wrapper import without_amp
+    ow = cfg.optim_wrapper.to_dict()
+    if not torch.cuda.is_available():
+        ow = without_amp(ow)
     logger = MMLogger.get_current_instance()
     level = logger.level
     logger.setLevel('WARNING')  # the constructor's group table: not here
