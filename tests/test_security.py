@@ -582,8 +582,8 @@ def test_convert_authors_dump_to_safetensors_and_trust_flag(tmp_path, tools):
 # a tiny training run: our checkpoints, resume, load_from, tools
 # ----------------------------------------------------------------------------
 TINY = TINY_CONFIG_HEAD.replace('{drop_path}', '0.1').replace(
-    'clip=dict(width=32, layers=1, heads=2)',
-    'clip=dict(width=32, layers=1, heads=2, frozen=True,\n'
+    'clip=dict(embed_dim=32, depth=1, num_heads=2)',
+    'clip=dict(embed_dim=32, depth=1, num_heads=2, frozen=True,\n'
     '                 pretrained={clip!r})'
 ).replace(
     'vmae=dict(embed_dim=32, depth=1, num_heads=2)',
