@@ -534,8 +534,8 @@ def test_ddp_run_finishes_when_one_ranks_sample_hangs(videos, tmp_path):
         val_cfg = val_dataloader = val_evaluator = None
         optim_wrapper = dict(optimizer=dict(type='AdamW', lr=1e-3))
         default_hooks = dict(logger=dict(interval=1),
-                             checkpoint=dict(interval=100, save_best=None))
-        reliability = dict(max_bad_fraction=0.5)
+                             checkpoint=dict(interval=100, save_best=None),
+                             bad_samples=dict(max_bad_fraction=0.5))
         custom_hooks = [dict(type='DumpBadHook')]
         '''))
     work = tmp_path / 'work'
