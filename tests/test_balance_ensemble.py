@@ -46,8 +46,7 @@ def run_test_tool(tmp_path, monkeypatch, name, evaluator, samples,
     """tools/test.py CONFIG CKPT --work-dir <tmp>/<name> [--dump]: returns
     (work dir, dump path or None)."""
     cfg = tmp_path / f'{name}.py'
-    cfg.write_text(f'reliability = dict(enable=False)\n'
-                   f'test_evaluator = {evaluator!r}\n')
+    cfg.write_text(f'test_evaluator = {evaluator!r}\n')
     tool = _tool('test')
     monkeypatch.setattr(tool, 'build_runner',
                         lambda c: _Runner(c, samples))
