@@ -33,12 +33,12 @@ from collections import OrderedDict
 
 import torch
 import torch.nn as nn
-import torch.utils.checkpoint as cp
 from mmengine.model import BaseModule
 
 from mmaction.registry import MODELS
 from ..fusion import Adapter, BottleneckCrossAttention
 from ..fusion.time_encoding import SegmentTimeMLP, video_slot_segments
+from ..checkpointing import checkpoint, make_policy
 from ..layers import DropPath
 
 
@@ -94,6 +94,11 @@ class CASTBackbone(BaseModule):
             of layer indices. A checkpointed layer keeps only its input
             streams and recomputes its forward in backward (about 170 MB less
             per ViT-B layer at batch 1 in fp32, for one more layer forward).
+        checkpoint_policy: None / ``'full'`` (``with_cp`` as above),
+            ``'selective'`` or ``'attention'``: checkpoint the ``with_cp``
+            layers (all when ``with_cp`` is False) but keep attention (and
+            with ``'selective'`` the q/k/v projections) and recompute only
+            the cheap rest (models/checkpointing.py; docs/benchmarks.md).
         frozen_dtype: None, or ``'bfloat16'`` / ``'float16'``: store the
             experts' frozen weights (all but their norms) in this dtype and
             run the experts' blocks under autocast to it, while the trainable
@@ -123,6 +128,7 @@ class CASTBackbone(BaseModule):
                  drop_path_rate=0.0,
                  link_eps=1e-6,
                  with_cp=False,
+                 checkpoint_policy=None,
                  frozen_dtype=None,
                  share_projections=False,
                  time_encoding=None,
@@ -151,7 +157,9 @@ class CASTBackbone(BaseModule):
         self.depth = depth = next(iter(depths.values()))
         self.num_frames = num_frames
         self.mlp_adapter_scale = mlp_adapter_scale
-        self.cp_layers = self._cp_layers(with_cp, depth)
+        self.cp_policy = make_policy(checkpoint_policy)
+        self.cp_layers = self._cp_layers(
+            True if self.cp_policy and not with_cp else with_cp, depth)
         self.with_cp = with_cp
         self.frozen_dtype = None
         if frozen_dtype is not None and _as_dtype(
@@ -425,8 +433,8 @@ class CASTBackbone(BaseModule):
         for i in range(self.depth):
             if (i in self.cp_layers and self.training
                     and torch.is_grad_enabled()):
-                xs = cp.checkpoint(self._layer, i, batch, time_grids, *xs,
-                                   use_reentrant=False)
+                xs = checkpoint(self._layer, i, batch, time_grids, *xs,
+                                policy=self.cp_policy)
             else:
                 xs = self._layer(i, batch, time_grids, *xs)
         return tuple(self.experts[n].pool(x, batch)
