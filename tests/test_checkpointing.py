@@ -28,8 +28,9 @@ def _grads(model, x):
 
 @pytest.mark.parametrize('policy, with_cp, layers', [
     ('selective', False, {0, 1}), ('attention', False, {0, 1}),
-    ('full', True, {0, 1}), ('selective', 1, {1}),
-    (SavePolicy(widen=(3, 4), min_k=16), False, {0, 1})])
+    ('full', True, {0, 1}), ('selective', 1, {1}), ('narrow', False, {0, 1}),
+    (SavePolicy(widen=(3, 4), min_k=16), False, {0, 1}),
+    (SavePolicy(widen=(), narrow=True, min_k=16), False, {0, 1})])
 def test_selective_checkpointing_gives_the_plain_gradients(policy, with_cp,
                                                            layers):
     ref = _tiny()
@@ -99,4 +100,5 @@ def test_bad_policy_names_the_field():
     with pytest.raises(ValueError, match='checkpoint_policy'):
         _tiny(checkpoint_policy='cheap')
     assert make_policy('full') is None and make_policy(None) is None
-    assert checkpointing.POLICIES == ('full', 'attention', 'selective')
+    assert checkpointing.POLICIES == ('full', 'attention', 'selective',
+                                    'narrow')

@@ -26,6 +26,10 @@ Policies (``backbone.checkpoint_policy``; the layers are those of
   backward needs. The experts' MLP hidden activation (4x width, the largest
   tensor of a layer) is recomputed: its matmul is ~23% of a layer's FLOPs
   but its output ~40% of the layer's memory.
+- ``'narrow'``: attention, plus the outputs of the matmuls that do not widen
+  (``m <= k``, ``k >= min_k``): the experts' attention projection and MLP
+  output (fc2: 4x the FLOPs per byte of fc1), the adapters' and B-CAST's
+  down projections; q/k/v and the MLP hidden activation are recomputed.
 - a :class:`SavePolicy` for other choices (e.g. ``widen=(3, 4)`` keeps the
   MLP hidden activation as well).
 """
@@ -34,7 +38,7 @@ import functools
 import torch
 import torch.utils.checkpoint as cp
 
-POLICIES = ('full', 'attention', 'selective')
+POLICIES = ('full', 'attention', 'selective', 'narrow')
 
 
 def _ops(names, namespace='aten'):
@@ -68,16 +72,18 @@ class SavePolicy:
         widen: keep a 2-D matmul output (n, m) of an (n, k) input when
             ``m == w * k`` for a ``w`` in ``widen`` and ``k >= min_k``
             (empty: keep no matmul).
+        narrow: also keep matmul outputs with ``m <= k`` and ``k >= min_k``.
         min_k: see ``widen``.
     """
 
-    def __init__(self, attention=True, widen=(3, ), min_k=512):
+    def __init__(self, attention=True, widen=(3, ), min_k=512, narrow=False):
         self.attention = attention
+        self.narrow = narrow
         self.widen = tuple(widen)
         self.min_k = min_k
 
     def _keep_matmul(self, op, args):
-        if not self.widen:
+        if not self.widen and not self.narrow:
             return False
         p = _packet(op)
         if p in _ONEDNN_MM:
@@ -89,7 +95,8 @@ class SavePolicy:
             k, m = a.shape[-1], b.shape[-1]
         else:
             return False
-        return k >= self.min_k and any(m == w * k for w in self.widen)
+        return k >= self.min_k and (any(m == w * k for w in self.widen)
+                                    or (self.narrow and m <= k))
 
     def __call__(self, ctx, op, *args, **kwargs):
         p = _packet(op)
@@ -100,7 +107,7 @@ class SavePolicy:
 
     def __repr__(self):
         return (f'SavePolicy(attention={self.attention}, widen='
-                f'{self.widen}, min_k={self.min_k})')
+                f'{self.widen}, min_k={self.min_k}, narrow={self.narrow})')
 
 
 def make_policy(policy):
@@ -114,6 +121,8 @@ def make_policy(policy):
         return SavePolicy(attention=True, widen=())
     if policy == 'selective':
         return SavePolicy()
+    if policy == 'narrow':
+        return SavePolicy(widen=(), narrow=True)
     raise ValueError(f'backbone.checkpoint_policy={policy!r}: use one of '
                      f'{POLICIES}, None or a SavePolicy')
 

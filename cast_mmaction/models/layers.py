@@ -239,7 +239,8 @@ def _mlp_forward(x2d, w1, b1, w2, b2, act, keep_pre):
         pre, h = None, _mm_t(xs, w1, bs1, act=fused)
     if quick:
         out = _mm_t(h, w2, None if b2 is None else b2 * a)
-        out.div_(a)
+        out = out / a  # not in place: selective checkpointing may keep
+        # the matmul output (models/checkpointing.py)
     else:
         out = _mm_t(h, w2, b2)
     return out, pre
