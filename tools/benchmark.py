@@ -13,7 +13,10 @@ training-step time (forward + backward + AdamW over the trainable parameters;
 median of ``--steps`` steps after ``--warmup``), inference time per clip,
 clips/s, peak memory (process peak RSS on CPU, measured in a fresh
 subprocess per phase; max allocated on CUDA), trainable / total parameters
-and GFLOPs per clip (``torch.utils.flop_counter``); ``--phases ckpt`` adds
+GFLOPs per clip and per training step (``torch.utils.flop_counter``, oneDNN
+matmuls included), the machine's matmul peak measured in the same run
+(``peak`` phase) and the achieved GFLOP/s with their % of that peak, for
+ours and, side by side, the authors'; ``--phases ckpt`` adds
 the checkpoint size on disk, full and trainable-only (what
 ``TrainableCheckpointHook`` saves).
 
