@@ -28,7 +28,8 @@ def _grads(model, x):
 
 @pytest.mark.parametrize('policy, with_cp, layers', [
     ('selective', False, {0, 1}), ('attention', False, {0, 1}),
-    ('full', True, {0, 1}), ('selective', 1, {1}), ('narrow', False, {0, 1}),
+    ('full', True, {0, 1}), ('full', False, {0, 1}), ('selective', 1, {1}),
+    ('narrow', False, {0, 1}),
     (SavePolicy(widen=(3, 4), min_k=16), False, {0, 1}),
     (SavePolicy(widen=(), narrow=True, min_k=16), False, {0, 1})])
 def test_selective_checkpointing_gives_the_plain_gradients(policy, with_cp,

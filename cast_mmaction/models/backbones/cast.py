@@ -33,6 +33,7 @@ from collections import OrderedDict
 
 import torch
 import torch.nn as nn
+import torch.utils.checkpoint as cp  # noqa: F401 (tests patch it)
 from mmengine.model import BaseModule
 
 from mmaction.registry import MODELS
@@ -95,10 +96,10 @@ class CASTBackbone(BaseModule):
             streams and recomputes its forward in backward (about 170 MB less
             per ViT-B layer at batch 1 in fp32, for one more layer forward).
         checkpoint_policy: None / ``'full'`` (``with_cp`` as above),
-            ``'selective'`` or ``'attention'``: checkpoint the ``with_cp``
-            layers (all when ``with_cp`` is False) but keep attention (and
-            with ``'selective'`` the q/k/v projections) and recompute only
-            the cheap rest (models/checkpointing.py; docs/benchmarks.md).
+            ``'selective'``, ``'narrow'`` or ``'attention'``: checkpoint the
+            ``with_cp`` layers (all when ``with_cp`` is False), keeping
+            attention (and q/k/v, or the non-widening matmuls) and
+            recomputing the rest (models/checkpointing.py; docs/benchmarks.md).
         frozen_dtype: None, or ``'bfloat16'`` / ``'float16'``: store the
             experts' frozen weights (all but their norms) in this dtype and
             run the experts' blocks under autocast to it, while the trainable
@@ -159,7 +160,7 @@ class CASTBackbone(BaseModule):
         self.mlp_adapter_scale = mlp_adapter_scale
         self.cp_policy = make_policy(checkpoint_policy)
         self.cp_layers = self._cp_layers(
-            True if self.cp_policy and not with_cp else with_cp, depth)
+            with_cp or checkpoint_policy is not None, depth)
         self.with_cp = with_cp
         self.frozen_dtype = None
         if frozen_dtype is not None and _as_dtype(
