@@ -122,24 +122,30 @@ def test_child_arguments_per_side():
     assert theirs == ['cfg.py', '--reference-repo', '/x', '--amp', 'none']
 
 
-def test_flops_count_the_onednn_matmuls(tmp_path):
-    """GFLOPs per clip include the matmuls that run on oneDNN on CPU (the
-    flop counter has no formula for that op): the tool's figure equals a
-    count of the same model on the plain F.linear path, and is larger than
-    the count of everything but the matmuls."""
+def test_flops_count_the_onednn_matmuls_and_the_training_step(tmp_path):
+    """GFLOPs per clip include the matmuls that run on oneDNN on CPU and in
+    the custom autograd Functions (``_Linear``, ``_FrozenMLP``): the tool's
+    figure equals a count of the same model on the plain F.linear path;
+    the training step counts forward + backward (1.5-3x the forward of its
+    batch: input gradients of the matmuls, weight gradients of the trainable
+    ones only)."""
     import torch
     from torch.utils.flop_counter import FlopCounterMode
-    from cast_mmaction.models.layers import use_onednn_linear
+    from cast_mmaction.models.layers import (register_flop_formulas,
+                                             use_onednn_linear)
     from cast_mmaction.utils import build_model
     cfg = _tiny_cfg(tmp_path)
     out = tmp_path / 'flops.json'
-    r = _run(str(cfg), '--phases', 'flops', '--json', str(out))
+    r = _run(str(cfg), '--phases', 'flops', '--batch-size', '2', '--json',
+             str(out))
     assert r.returncode == 0, r.stderr[-2000:]
-    got = json.loads(out.read_text())['gflops_per_clip']
+    res = json.loads(out.read_text())
+    got = res['gflops_per_clip']
     model = build_model(cast_recognizer_cfg(
         num_classes=5, embed_dim=64, depth=2, num_heads=4, num_frames=8,
         img_size=32)).eval()
     x = torch.randn(1, 3, 8, 32, 32)
+    register_flop_formulas()
     counts = {}
     for onednn in (False, True):
         previous = use_onednn_linear(onednn)
@@ -150,8 +156,48 @@ def test_flops_count_the_onednn_matmuls(tmp_path):
             use_onednn_linear(previous)
         counts[onednn] = fc.get_total_flops() / 1e9
     assert got == pytest.approx(counts[False], rel=1e-6)
-    if torch.ops.mkldnn._linear_pointwise is not None:
-        assert counts[True] < 0.5 * got  # what the counter sees on oneDNN
+    assert counts[True] == pytest.approx(counts[False], rel=1e-6)
+    # training step of batch 2: forward (2 clips) + backward
+    assert 2 * 1.5 * got < res["train_gflops_per_step"] < 2 * 3.05 * got
+
+
+def test_peak_and_percent_of_peak(tmp_path):
+    """The benchmark measures the matmul peak in the same run and reports
+    achieved GFLOP/s and % of that peak; the JSON names the CPU and its
+    ISA."""
+    cfg = _tiny_cfg(tmp_path)
+    out = tmp_path / 'peak.json'
+    r = _run(str(cfg), '--steps', '1', '--warmup', '1', '--phases',
+             'train,infer,flops,peak', '--json', str(out))
+    assert r.returncode == 0, r.stderr[-2000:]
+    res = json.loads(out.read_text())
+    assert res['peak_gflops'] > 0 and res['peak_dtype'] == 'float32'
+    (detail, ) = res['peak_detail']
+    assert max(detail.values()) == res['peak_gflops']
+    assert any(k.startswith('F.linear ') for k in detail)
+    assert res['train_gflops_per_s'] == pytest.approx(
+        res['train_gflops_per_step'] / res['train_step_s'])
+    assert res['infer_gflops_per_s'] == pytest.approx(
+        res['gflops_per_clip'] / res['infer_s_per_clip'])
+    for key in ('train', 'infer'):
+        assert res[f'{key}_pct_of_peak'] == pytest.approx(
+            100 * res[f'{key}_gflops_per_s'] / res['peak_gflops'])
+    m = res['machine']
+    assert m['cpu'] and isinstance(m.get('cpu_isa'), list)
+    if 'avx2' in open('/proc/cpuinfo').read():
+        assert 'avx2' in m['cpu_isa']
+    assert 'train_pct_of_peak' in r.stdout
+
+
+def test_efficiency_uses_one_peak_for_both_sides():
+    res = dict(train_gflops_per_step=10.0, train_step_s=2.0,
+               train_fwd_bwd_s=1.0, gflops_per_clip=3.0,
+               infer_s_per_clip=1.5, peak_gflops=99.0)
+    benchmark.add_efficiency(res, peak=20.0)
+    assert res['train_gflops_per_s'] == 5.0
+    assert res['train_pct_of_peak'] == 25.0
+    assert res['train_fwd_bwd_pct_of_peak'] == 50.0
+    assert res['infer_pct_of_peak'] == 10.0
 
 
 def test_authors_side_in_bf16_is_a_clear_error(tmp_path):

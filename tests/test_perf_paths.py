@@ -168,7 +168,16 @@ def test_bad_checkpoint_layers_name_the_field():
         _tiny(with_cp=4)
 
 
-def test_onednn_linear_matches_f_linear_in_values_and_gradients():
+@pytest.fixture
+def onednn_on():
+    """The oneDNN path forced on (the per-machine choice may be off)."""
+    from cast_mmaction.models.layers import use_onednn_linear
+    prev = use_onednn_linear(True)
+    yield
+    use_onednn_linear(prev)
+
+
+def test_onednn_linear_matches_f_linear_in_values_and_gradients(onednn_on):
     from cast_mmaction.models.layers import linear, use_onednn_linear
     torch.manual_seed(0)
     x = torch.randn(4, 70, 96, requires_grad=True)
@@ -255,3 +264,34 @@ def test_torch_compile_matches_eager_in_values_and_gradients():
     for n, g in grads.items():
         torch.testing.assert_close(g, ref_grads[n], rtol=1e-3, atol=1e-5,
                                    msg=n)
+
+
+def test_fast_path_is_chosen_per_machine_and_never_slower(monkeypatch):
+    """The per-machine choice: a cached micro-benchmark of both paths,
+    oneDNN only when measurably faster; the environment variable and
+    ``use_onednn_linear`` override it; a bad value names the variable."""
+    from cast_mmaction.models import layers
+    prev = layers.use_onednn_linear(None)
+    try:
+        monkeypatch.setattr(layers, '_FASTER', {})
+        faster, details = layers.onednn_linear_faster(reps=2)
+        if layers._LP is not None:
+            assert details['onednn_gflops'] > 0 and details['plain_gflops'] > 0
+            assert faster == (details['onednn_gflops']
+                              > details['plain_gflops'] / 0.95)
+        assert layers.onednn_linear_faster() == (faster, details)  # cached
+        x, w = torch.randn(8, 16), torch.randn(4, 16)
+        monkeypatch.setenv('CAST_ONEDNN_LINEAR', 'auto')
+        assert layers._onednn_ok(x, w) == (faster and layers._LP is not None)
+        monkeypatch.setenv('CAST_ONEDNN_LINEAR', '0')
+        assert not layers._onednn_ok(x, w)
+        monkeypatch.setenv('CAST_ONEDNN_LINEAR', '1')
+        assert layers._onednn_ok(x, w) == (layers._LP is not None)
+        layers.use_onednn_linear(False)  # the switch wins over the variable
+        assert not layers._onednn_ok(x, w)
+        layers.use_onednn_linear(None)
+        monkeypatch.setenv('CAST_ONEDNN_LINEAR', 'fast')
+        with pytest.raises(ValueError, match='CAST_ONEDNN_LINEAR'):
+            layers._onednn_ok(x, w)
+    finally:
+        layers.use_onednn_linear(prev)

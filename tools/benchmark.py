@@ -13,7 +13,10 @@ training-step time (forward + backward + AdamW over the trainable parameters;
 median of ``--steps`` steps after ``--warmup``), inference time per clip,
 clips/s, peak memory (process peak RSS on CPU, measured in a fresh
 subprocess per phase; max allocated on CUDA), trainable / total parameters
-and GFLOPs per clip (``torch.utils.flop_counter``); ``--phases ckpt`` adds
+GFLOPs per clip and per training step (``torch.utils.flop_counter``, oneDNN
+matmuls included), the machine's matmul peak measured in the same run
+(``peak`` phase) and the achieved GFLOP/s with their % of that peak, for
+ours and, side by side, the authors'; ``--phases ckpt`` adds
 the checkpoint size on disk, full and trainable-only (what
 ``TrainableCheckpointHook`` saves).
 
@@ -69,9 +72,11 @@ def parse_args(argv=None):
     ap.add_argument('--warmup', type=int, default=2)
     ap.add_argument('--threads', type=int, default=0,
                     help='torch threads (0: torch default)')
-    ap.add_argument('--phases', default='train,infer',
-                    help='comma list of train, infer, flops, ckpt (checkpoint '
-                    'sizes, full and trainable-only)')
+    ap.add_argument('--phases', default='train,infer,flops,peak',
+                    help='comma list of train, infer, flops (inference and '
+                    'training-step FLOPs), peak (the machine\'s matmul rate '
+                    'in this run: GFLOP/s and %% of it are reported), ckpt '
+                    '(checkpoint sizes, full and trainable-only)')
     ap.add_argument('--reference-repo', help='checkout of KHU-VLL/CAST: '
                     'benchmark the authors\' model instead')
     ap.add_argument('--runs', type=int, default=1,
@@ -239,19 +244,12 @@ def run_phase(args, phase):
         return dict(res, **checkpoint_sizes(model))
 
     if phase == 'flops':
-        from torch.utils.flop_counter import FlopCounterMode
-        from cast_mmaction.models.layers import use_onednn_linear
-        model.eval()
-        # FlopCounterMode has no formula for oneDNN's matmul op: count the
-        # same matmuls on the F.linear path
-        previous = use_onednn_linear(False)
-        try:
-            with torch.no_grad(), FlopCounterMode(display=False) as fc:
-                infer_fwd(x[:1])
-        finally:
-            use_onednn_linear(previous)
-        res['gflops_per_clip'] = fc.get_total_flops() / 1e9
-        return res
+        return dict(res, **count_flops(model, train_fwd, infer_fwd, x,
+                                       labels, autocast))
+
+    if phase == 'peak':
+        return dict(res, **matmul_peak(model, device, amp_dtype, frames,
+                                       size, b))
 
     if phase == 'train':
         model.train()
@@ -302,6 +300,97 @@ def run_phase(args, phase):
     return res
 
 
+def count_flops(model, train_fwd, infer_fwd, x, labels, autocast):
+    """FLOPs (``torch.utils.flop_counter``) of inference per clip and of one
+    training step (forward + backward of the loss), on the path the model
+    runs: oneDNN's linear (used by ``_Linear``, ``_FrozenMLP`` and
+    ``linear`` of models/layers.py) gets a formula, the other matmuls and
+    fused attention (forward and backward) have torch's. The training step is
+    counted without activation checkpointing (model FLOPs: the recompute of
+    ``with_cp`` / ``checkpoint_policy`` is extra work, not progress)."""
+    import torch
+    from torch.utils.flop_counter import FlopCounterMode
+    from cast_mmaction.models.layers import register_flop_formulas
+    register_flop_formulas()
+    model.eval()
+    with torch.no_grad(), FlopCounterMode(display=False) as fc:
+        with autocast():
+            infer_fwd(x[:1])
+    out = dict(gflops_per_clip=fc.get_total_flops() / 1e9)
+    bb = getattr(model, 'backbone', None)
+    cp_layers = getattr(bb, 'cp_layers', None)
+    if cp_layers is not None:
+        bb.cp_layers = set()
+    model.train()
+    try:
+        with FlopCounterMode(display=False) as fc:
+            with autocast():
+                loss = train_fwd(x, labels)
+            loss.backward()
+    finally:
+        if cp_layers is not None:
+            bb.cp_layers = cp_layers
+    model.zero_grad(set_to_none=True)
+    out['train_gflops_per_step'] = fc.get_total_flops() / 1e9
+    return out
+
+
+def matmul_shapes(model, tokens, top=3):
+    """The ``top`` largest distinct (in, out) linear shapes of the model, as
+    (tokens, in, out) matmuls."""
+    import torch.nn as nn
+    shapes = {(m.in_features, m.out_features) for m in model.modules()
+              if isinstance(m, nn.Linear)}
+    shapes = sorted(shapes, key=lambda s: -s[0] * s[1])[:top]
+    return [(tokens, k, n) for k, n in shapes] or [(tokens, 768, 3072)]
+
+
+def matmul_peak(model, device, amp_dtype, frames, size, batch, reps=5):
+    """The machine's dense matmul rate in this process (same threads, device
+    and dtype as the model): the model's largest linear shapes at its token
+    count, through ``F.linear`` (autocast dtype on CUDA / with ``--amp``)
+    and, for fp32 on CPU, oneDNN's linear as well; each the best of ``reps``
+    timed runs after one warm-up, alternated. The peak is the best rate of
+    any shape and path: the yardstick the model's FLOP rate is divided by."""
+    import torch
+    import torch.nn.functional as F
+    from cast_mmaction.models import layers
+    cuda = device.type == 'cuda'
+    tokens = max(1024, batch * frames * (size[0] // 16) * (size[1] // 16))
+    dtype = amp_dtype or torch.float32
+    if not cuda and amp_dtype is None:
+        dtype = torch.float32
+    paths = {'F.linear': F.linear}
+    if not cuda and dtype == torch.float32 and layers._LP is not None:
+        paths['onednn'] = lambda a, w, b: layers._LP(a, w, b, 'none', [], '')
+    detail = {}
+    gen = torch.Generator().manual_seed(0)
+    for n, k, m in matmul_shapes(model, tokens):
+        a = torch.randn(n, k, generator=gen).to(device, dtype)
+        w = torch.randn(m, k, generator=gen).to(device, dtype)
+        bias = torch.randn(m, generator=gen).to(device, dtype)
+        best = dict.fromkeys(paths, float('inf'))
+        with torch.no_grad():
+            for i in range(reps + 1):
+                for name, fn in paths.items():
+                    if cuda:
+                        torch.cuda.synchronize(device)
+                    t0 = time.perf_counter()
+                    fn(a, w, bias)
+                    if cuda:
+                        torch.cuda.synchronize(device)
+                    if i:
+                        best[name] = min(best[name],
+                                         time.perf_counter() - t0)
+        for name, t in best.items():
+            detail[f'{name} {n}x{k}x{m}'] = 2 * n * k * m / t / 1e9
+    faster, _ = (layers.onednn_linear_faster() if not cuda
+                 else (False, None))
+    return dict(peak_gflops=max(detail.values()), peak_detail=detail,
+                peak_dtype=str(dtype).replace('torch.', ''),
+                onednn_linear_chosen=bool(faster and dtype == torch.float32))
+
+
 def checkpoint_sizes(model):
     """MB on disk of the model's state dict as a full checkpoint and as the
     trainable-only checkpoint of ``TrainableCheckpointHook`` (the frozen
@@ -339,7 +428,9 @@ def summarize(runs, batch_size):
     steps and over runs, with ranges."""
     out = {}
     for key in ('trainable_params', 'total_params', 'gflops_per_clip',
-                'optimizer', 'ckpt_full_mb', 'ckpt_trainable_only_mb'):
+                'train_gflops_per_step', 'optimizer', 'ckpt_full_mb',
+                'ckpt_trainable_only_mb', 'peak_dtype',
+                'onednn_linear_chosen'):
         vals = [r[key] for r in runs if key in r]
         if vals:
             out[key] = vals[0]
@@ -363,6 +454,12 @@ def summarize(runs, batch_size):
         out['infer_s_per_clip_range'] = [lo / batch_size, hi / batch_size]
         out['clips_per_s'] = batch_size / m
         out['infer_all_s'] = inf
+    peaks = [r['peak_gflops'] for r in runs if 'peak_gflops' in r]
+    if peaks:
+        out['peak_gflops'], lo, hi = med(peaks)
+        out['peak_gflops_range'] = [lo, hi]
+        out['peak_detail'] = [r['peak_detail'] for r in runs
+                              if 'peak_detail' in r]
     for phase in ('train', 'infer'):
         mems = [r[f'{phase}_peak_mem_gb'] for r in runs
                 if f'{phase}_peak_mem_gb' in r]
@@ -370,6 +467,32 @@ def summarize(runs, batch_size):
             out[f'{phase}_peak_mem_gb'], lo, hi = med(mems)
             out[f'{phase}_peak_mem_gb_range'] = [lo, hi]
     return out
+
+
+def add_efficiency(res, peak=None):
+    """Achieved GFLOP/s of the training step and of inference, and their
+    share of the matmul peak measured in the same run (``peak``, default the
+    result's own ``peak_gflops``), in place."""
+    peak = peak or res.get('peak_gflops')
+    if 'train_gflops_per_step' in res and 'train_step_s' in res:
+        res['train_gflops_per_s'] = (res['train_gflops_per_step']
+                                     / res['train_step_s'])
+        if 'train_fwd_bwd_s' in res:
+            res['train_fwd_bwd_gflops_per_s'] = (
+                res['train_gflops_per_step'] / res['train_fwd_bwd_s'])
+    if 'gflops_per_clip' in res and 'infer_s_per_clip' in res:
+        res['infer_gflops_per_s'] = (res['gflops_per_clip']
+                                     / res['infer_s_per_clip'])
+    if peak:
+        for key in ('train', 'train_fwd_bwd', 'infer'):
+            if f'{key}_gflops_per_s' in res:
+                res[f'{key}_pct_of_peak'] = (100 * res[f'{key}_gflops_per_s']
+                                             / peak)
+    return res
+
+
+ISA_FLAGS = ('avx2', 'fma', 'avx512f', 'avx512_bf16', 'avx512_fp16',
+             'avx512_vnni', 'amx_tile', 'amx_bf16', 'amx_int8', 'avx_vnni')
 
 
 def machine_facts(args):
@@ -390,6 +513,7 @@ def machine_facts(args):
             facts['cpu_bf16'] = 'avx512_bf16' in flags[0] or (
                 'amx_bf16' in flags[0])
             facts['cpu_avx512'] = 'avx512f' in flags[0]
+            facts['cpu_isa'] = [f for f in ISA_FLAGS if f in flags[0]]
     except OSError:
         pass
     if torch.cuda.is_available() and args.device.startswith('cuda'):
@@ -471,7 +595,8 @@ def _side_argv(argv, side, args):
 
 def _print_table(res):
     rows = [(k, v) for k, v in res.items()
-            if not k.endswith('_all_s') and not isinstance(v, dict)]
+            if not k.endswith('_all_s') and not isinstance(v, dict)
+            and k != 'peak_detail']
     width = max(len(k) for k, _ in rows)
     for k, v in rows:
         if isinstance(v, float):
@@ -489,6 +614,10 @@ SIDE_BY_SIDE_ROWS = [
     ('infer_peak_mem_gb', 'inference peak RSS (GB)', None),
     ('train_fwd_bwd_s', 'forward + backward (s)', None),
     ('train_optimizer_step_s', 'optimizer step (s)', None),
+    ('train_gflops_per_s', 'training GFLOP/s', None),
+    ('train_pct_of_peak', 'training % of matmul peak', None),
+    ('infer_gflops_per_s', 'inference GFLOP/s', None),
+    ('infer_pct_of_peak', 'inference % of matmul peak', None),
 ]
 
 
@@ -546,6 +675,14 @@ def main(argv=None):
                     cfg_options=args.cfg_options, model='ours')
         theirs = dict(summarize(sides['theirs'], args.batch_size),
                       amp=args.reference_amp, model='authors')
+        # one yardstick for both sides: the matmul peak over all their runs
+        peaks = [r['peak_gflops'] for side in sides.values() for r in side
+                 if 'peak_gflops' in r]
+        peak = max(peaks) if peaks else None
+        for side in (ours, theirs):
+            add_efficiency(side, peak)
+            if peak:
+                side['peak_gflops_both_sides'] = peak
         ours['load_avg_1min'] = [r['load_avg_1min'] for r in sides['ours']]
         theirs['load_avg_1min'] = [r['load_avg_1min']
                                    for r in sides['theirs']]
@@ -563,6 +700,7 @@ def main(argv=None):
                    compile=args.compile, runs=args.runs,
                    model='authors' if args.reference_repo else 'ours')
         res.update(summarize(runs, args.batch_size))
+        add_efficiency(res)
         res['load_avg_1min'] = [r['load_avg_1min'] for r in runs]
         _print_table(res)
     print('machine: ' + ', '.join(f'{k} {v}' for k, v in

@@ -1,5 +1,6 @@
 """Small building blocks shared by every model of the package."""
 import math
+import os
 
 import torch
 import torch.nn as nn
@@ -22,30 +23,105 @@ QUICK_GELU_SCALE = 1.702
 # (e.g. AMD EPYC) takes a generic code path: measured on an AMD EPYC with
 # AVX-512, 100 GFLOP/s per core against 200 for oneDNN's fp32 matmul on the
 # same dense tensors (``torch.ops.mkldnn._linear_pointwise``; docs/
-# benchmarks.md). The hot matmuls of the models therefore go through
+# benchmarks.md); on an AVX2-only EPYC and on Intel Xeons both run at about
+# the same rate. The hot matmuls of the models therefore go through
 # :func:`linear`, which uses oneDNN for fp32 CPU tensors outside autocast
-# and ``F.linear`` everywhere else (CUDA, fp64, autocast, no oneDNN). The
-# results are fp32 matmuls either way (another summation order).
+# *when it is faster on this machine* and ``F.linear`` everywhere else (CUDA,
+# fp64, autocast, no oneDNN). Which one is faster is decided once per process
+# and thread count by :func:`onednn_linear_faster` (a micro-benchmark of both
+# on a ViT-B MLP shape, alternated); ``CAST_ONEDNN_LINEAR=0`` / ``1`` in the
+# environment or :func:`use_onednn_linear` fixes it. The results are fp32
+# matmuls either way (another summation order).
 _LP = getattr(getattr(torch.ops, 'mkldnn', None), '_linear_pointwise', None)
-_USE_ONEDNN = True
+_USE_ONEDNN = None  # None: decided by onednn_linear_faster()
+_FASTER = {}  # threads -> (onednn faster?, details)
 
 
 def use_onednn_linear(enabled=True):
-    """Switch the oneDNN fp32 CPU matmul path on or off (for comparisons);
-    returns the previous setting."""
+    """Switch the oneDNN fp32 CPU matmul path on (True), off (False) or back
+    to the per-machine choice (None); returns the previous setting."""
     global _USE_ONEDNN
-    previous, _USE_ONEDNN = _USE_ONEDNN, bool(enabled)
+    previous = _USE_ONEDNN
+    _USE_ONEDNN = None if enabled is None else bool(enabled)
     return previous
 
 
+def onednn_linear_faster(reps=5, shape=(512, 768, 3072)):
+    """Whether oneDNN's fp32 linear beats ``F.linear`` on this CPU at the
+    current thread count: both run ``reps`` times, alternated, on an
+    (n, k) x (k, m) ViT-B MLP product; oneDNN is chosen only when its best
+    time is at least 5% below ``F.linear``'s (never slower than the plain
+    path). Measured once per thread count and cached; returns
+    ``(faster, details)`` with the GFLOP/s of both."""
+    threads = torch.get_num_threads()
+    if threads in _FASTER:
+        return _FASTER[threads]
+    if _LP is None:
+        _FASTER[threads] = (False, dict(reason='no oneDNN'))
+        return _FASTER[threads]
+    import time
+    n, k, m = shape
+    gen = torch.Generator().manual_seed(0)
+    x = torch.randn(n, k, generator=gen)
+    w = torch.randn(m, k, generator=gen)
+    b = torch.randn(m, generator=gen)
+    best = {'onednn': float('inf'), 'plain': float('inf')}
+    # outside any dispatch mode the first use may run under (a FLOP
+    # counter, selective checkpointing's caching, ...)
+    from torch.utils._python_dispatch import _disable_current_modes
+    with torch.no_grad(), _disable_current_modes():
+        for i in range(reps + 1):
+            for name in ('onednn', 'plain'):
+                t0 = time.perf_counter()
+                if name == 'onednn':
+                    _LP(x, w, b, 'none', [], '')
+                else:
+                    F.linear(x, w, b)
+                dt = time.perf_counter() - t0
+                if i:  # the first round warms up
+                    best[name] = min(best[name], dt)
+    flop = 2 * n * k * m
+    details = {f'{name}_gflops': flop / t / 1e9 for name, t in best.items()}
+    faster = best['onednn'] < 0.95 * best['plain']
+    _FASTER[threads] = (faster, details)
+    return _FASTER[threads]
+
+
+def _onednn_enabled():
+    if _USE_ONEDNN is not None:
+        return _USE_ONEDNN
+    env = os.environ.get('CAST_ONEDNN_LINEAR', 'auto').lower()
+    if env in ('0', 'false', 'off'):
+        return False
+    if env in ('1', 'true', 'on'):
+        return True
+    if env != 'auto':
+        raise ValueError(f'CAST_ONEDNN_LINEAR={env!r}: use 0, 1 or auto')
+    return onednn_linear_faster()[0]
+
+
 def _onednn_ok(*tensors):
-    if not _USE_ONEDNN or _LP is None:
+    if _LP is None:
         return False
     if torch.is_autocast_enabled('cpu') or torch.compiler.is_compiling():
         return False  # inductor lowers the op only with constant weights
     return all(t is None or (t.device.type == 'cpu'
                              and t.dtype == torch.float32)
-               for t in tensors)
+               for t in tensors) and _onednn_enabled()
+
+
+def register_flop_formulas():
+    """Teach ``torch.utils.flop_counter`` oneDNN's linear (2 n k m), so that
+    FLOPs are counted on the path the model runs (``_Linear``,
+    ``_FrozenMLP`` and :func:`linear` call it); idempotent."""
+    from torch.utils import flop_counter
+    if _LP is None or _LP.default in flop_counter.flop_registry:
+        return
+
+    @flop_counter.register_flop_formula(_LP)
+    def _linear_pointwise_flop(x_shape, *args, out_shape=None, **kwargs):
+        # x (..., k) -> out (..., m), for the plain and the binary overloads
+        return 2 * math.prod(x_shape[:-1]) * x_shape[-1] * out_shape[-1]
 
 
 def _mm_t(a, b, bias=None, act='none'):
@@ -163,7 +239,8 @@ def _mlp_forward(x2d, w1, b1, w2, b2, act, keep_pre):
         pre, h = None, _mm_t(xs, w1, bs1, act=fused)
     if quick:
         out = _mm_t(h, w2, None if b2 is None else b2 * a)
-        out.div_(a)
+        out = out / a  # not in place: selective checkpointing may keep
+        # the matmul output (models/checkpointing.py)
     else:
         out = _mm_t(h, w2, b2)
     return out, pre

@@ -33,12 +33,13 @@ from collections import OrderedDict
 
 import torch
 import torch.nn as nn
-import torch.utils.checkpoint as cp
+import torch.utils.checkpoint as cp  # noqa: F401 (tests patch it)
 from mmengine.model import BaseModule
 
 from mmaction.registry import MODELS
 from ..fusion import Adapter, BottleneckCrossAttention
 from ..fusion.time_encoding import SegmentTimeMLP, video_slot_segments
+from ..checkpointing import checkpoint, make_policy
 from ..layers import DropPath
 
 
@@ -158,6 +159,11 @@ class CASTBackbone(BaseModule):
             of layer indices. A checkpointed layer keeps only its input
             streams and recomputes its forward in backward (about 170 MB less
             per ViT-B layer at batch 1 in fp32, for one more layer forward).
+        checkpoint_policy: None / ``'full'`` (``with_cp`` as above),
+            ``'selective'``, ``'narrow'`` or ``'attention'``: checkpoint the
+            ``with_cp`` layers (all when ``with_cp`` is False), keeping
+            attention (and q/k/v, or the non-widening matmuls) and
+            recomputing the rest (models/checkpointing.py; docs/benchmarks.md).
         frozen_dtype: None, or ``'bfloat16'`` / ``'float16'``: store the
             experts' frozen weights (all but their norms) in this dtype and
             run the experts' blocks under autocast to it, while the trainable
@@ -190,6 +196,7 @@ class CASTBackbone(BaseModule):
                  attn_layers=None,
                  mlp_layers=None,
                  with_cp=False,
+                 checkpoint_policy=None,
                  frozen_dtype=None,
                  share_projections=False,
                  time_encoding=None,
@@ -230,7 +237,9 @@ class CASTBackbone(BaseModule):
         self.depth = depth = next(iter(depths.values()))
         self.num_frames = num_frames
         self.mlp_adapter_scale = mlp_adapter_scale
-        self.cp_layers = self._cp_layers(with_cp, depth)
+        self.cp_policy = make_policy(checkpoint_policy)
+        self.cp_layers = self._cp_layers(
+            with_cp or checkpoint_policy is not None, depth)
         self.with_cp = with_cp
         self.frozen_dtype = None
         if frozen_dtype is not None and _as_dtype(
@@ -535,8 +544,8 @@ class CASTBackbone(BaseModule):
         for i in range(self.depth):
             if (i in self.cp_layers and self.training
                     and torch.is_grad_enabled()):
-                xs = cp.checkpoint(self._layer, i, batch, time_grids, *xs,
-                                   use_reentrant=False)
+                xs = checkpoint(self._layer, i, batch, time_grids, *xs,
+                                policy=self.cp_policy)
             else:
                 xs = self._layer(i, batch, time_grids, *xs)
         return tuple(self.experts[n].pool(x, batch)

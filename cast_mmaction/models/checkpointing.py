@@ -1,0 +1,140 @@
+"""Selective activation checkpointing: recompute what is cheap, keep what is
+expensive.
+
+Full per-layer checkpointing (``with_cp``) keeps only a layer's input and
+recomputes its whole forward in backward: the least memory, one more forward
+of the layer in time. Selective checkpointing runs the same
+``torch.utils.checkpoint`` region but, in the forward, stores the outputs of
+the operators a *policy* names; the recompute in backward reuses them instead
+of running those operators again. Everything else of the layer (LayerNorms,
+GELU / QuickGELU, residual adds, the adapters' and B-CAST's narrow matmuls,
+the matmuls the policy does not keep) is recomputed. Gradients are those of
+the plain model: the recompute runs the same operators on the same inputs
+(the RNG state of dropout / drop path is restored by ``checkpoint``).
+
+Policies (``backbone.checkpoint_policy``; the layers are those of
+``with_cp``, every layer when ``with_cp`` is False):
+
+- ``'full'``: keep nothing (``with_cp`` alone).
+- ``'attention'``: keep the outputs of fused attention
+  (``scaled_dot_product_attention``: output and log-sum-exp); attention
+  over 1568 tokens costs ~4x its FLOPs per second of a matmul on CPU and its
+  output is one token-width tensor.
+- ``'selective'``: attention, plus the outputs of the matmuls that widen
+  the token width exactly 3x with a reduction dimension of at least
+  ``min_k`` (512): the experts' q/k/v projections, which attention's
+  backward needs. The experts' MLP hidden activation (4x width, the largest
+  tensor of a layer) is recomputed: its matmul is ~23% of a layer's FLOPs
+  but its output ~40% of the layer's memory.
+- ``'narrow'``: attention, plus the outputs of the matmuls that do not widen
+  (``m <= k``, ``k >= min_k``): the experts' attention projection and MLP
+  output (fc2: 4x the FLOPs per byte of fc1), the adapters' and B-CAST's
+  down projections; q/k/v and the MLP hidden activation are recomputed.
+- a :class:`SavePolicy` for other choices (e.g. ``widen=(3, 4)`` keeps the
+  MLP hidden activation as well).
+"""
+import functools
+
+import torch
+import torch.utils.checkpoint as cp
+
+POLICIES = ('full', 'attention', 'selective', 'narrow')
+
+
+def _ops(names, namespace='aten'):
+    ns = getattr(torch.ops, namespace, None)
+    out = []
+    for n in names:
+        packet = getattr(ns, n, None) if ns is not None else None
+        if packet is not None:
+            out.append(packet)
+    return out
+
+
+_ATTENTION = _ops(['_scaled_dot_product_flash_attention_for_cpu',
+                   '_scaled_dot_product_flash_attention',
+                   '_scaled_dot_product_efficient_attention',
+                   '_scaled_dot_product_cudnn_attention',
+                   '_flash_attention_forward', '_efficient_attention_forward'])
+_MM = _ops(['mm', 'addmm'])
+_ONEDNN_MM = _ops(['_linear_pointwise'], 'mkldnn')
+
+
+def _packet(op):
+    return getattr(op, 'overloadpacket', op)
+
+
+class SavePolicy:
+    """Which operator outputs a selectively checkpointed region keeps.
+
+    Args:
+        attention: keep fused attention's outputs.
+        widen: keep a 2-D matmul output (n, m) of an (n, k) input when
+            ``m == w * k`` for a ``w`` in ``widen`` and ``k >= min_k``
+            (empty: keep no matmul).
+        narrow: also keep matmul outputs with ``m <= k`` and ``k >= min_k``.
+        min_k: see ``widen``.
+    """
+
+    def __init__(self, attention=True, widen=(3, ), min_k=512, narrow=False):
+        self.attention = attention
+        self.narrow = narrow
+        self.widen = tuple(widen)
+        self.min_k = min_k
+
+    def _keep_matmul(self, op, args):
+        if not self.widen and not self.narrow:
+            return False
+        p = _packet(op)
+        if p in _ONEDNN_MM:
+            a, w = args[0], args[1]  # x (n, k), weight (m, k)
+            k, m = a.shape[-1], w.shape[0]
+        elif p in _MM:
+            a, b = (args[1], args[2]) if p is torch.ops.aten.addmm else (
+                args[0], args[1])
+            k, m = a.shape[-1], b.shape[-1]
+        else:
+            return False
+        return k >= self.min_k and (any(m == w * k for w in self.widen)
+                                    or (self.narrow and m <= k))
+
+    def __call__(self, ctx, op, *args, **kwargs):
+        p = _packet(op)
+        keep = (self.attention and p in _ATTENTION) or self._keep_matmul(
+            op, args)
+        return (cp.CheckpointPolicy.MUST_SAVE if keep else
+                cp.CheckpointPolicy.PREFER_RECOMPUTE)
+
+    def __repr__(self):
+        return (f'SavePolicy(attention={self.attention}, widen='
+                f'{self.widen}, min_k={self.min_k}, narrow={self.narrow})')
+
+
+def make_policy(policy):
+    """A :class:`SavePolicy` for a policy name (or the policy itself); None
+    for ``'full'`` / None (plain checkpointing)."""
+    if policy is None or policy == 'full':
+        return None
+    if isinstance(policy, SavePolicy):
+        return policy
+    if policy == 'attention':
+        return SavePolicy(attention=True, widen=())
+    if policy == 'selective':
+        return SavePolicy()
+    if policy == 'narrow':
+        return SavePolicy(widen=(), narrow=True)
+    raise ValueError(f'backbone.checkpoint_policy={policy!r}: use one of '
+                     f'{POLICIES}, None or a SavePolicy')
+
+
+def checkpoint(fn, *args, policy=None):
+    """``fn(*args)`` as a non-reentrant checkpointed region; with a
+    :class:`SavePolicy` (or its name) the region keeps the outputs the policy
+    names and recomputes the rest in backward."""
+    policy = make_policy(policy)
+    if policy is None:
+        return cp.checkpoint(fn, *args, use_reentrant=False)
+    context_fn = functools.partial(cp.create_selective_checkpoint_contexts,
+                                   policy)
+    return cp.checkpoint(fn, *args, use_reentrant=False,
+                         context_fn=context_fn)
