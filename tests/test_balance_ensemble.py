@@ -430,11 +430,12 @@ def test_ucf101_split_chooses_the_lists(tmp_path):
         build(ann_file=str(tmp_path / 'train_split_1.txt'), split=1)
 
 
-def test_ucf101_config_split_field(tmp_path):
+@pytest.mark.parametrize('name', ['ca2st_ucf101.py', 'cava_ucf101.py'])
+def test_ucf101_config_split_field(tmp_path, name):
     from mmengine.config import Config
 
     from cast_mmaction.engine.checks import required_paths
-    cfg = Config.fromfile(osp.join(ROOT, 'configs', 'ca2st_ucf101.py'))
+    cfg = Config.fromfile(osp.join(ROOT, 'configs', name))
     assert cfg.split == 1
     for loader in ('train_dataloader', 'val_dataloader', 'test_dataloader'):
         assert cfg[loader].dataset.split == 1
@@ -443,3 +444,25 @@ def test_ucf101_config_split_field(tmp_path):
     paths = dict((f, p) for f, p, _ in required_paths(cfg, 'test', 'x.pth'))
     assert paths['test_dataloader.dataset.ann_file'] == \
         'data/ucf101/ucf101_val_split_3_videos.txt'
+
+
+@pytest.mark.parametrize('name,dataset,classes', [
+    ('cava_ucf101.py', 'UCF101AudioDataset', 101),
+    ('cava_kinetics_sounds.py', 'KineticsSoundsDataset', 31)])
+def test_cava_configs_of_the_ca2st_paper_sets(name, dataset, classes):
+    """CAVA on UCF-101 and Kinetics-Sounds: the CAVA model (AST + CLIP, one
+    global link) with the set's dataset and classes, the data of the CA2ST
+    config of the same set."""
+    from mmengine.config import Config
+    cfg = Config.fromfile(osp.join(ROOT, 'configs', name))
+    other = Config.fromfile(osp.join(ROOT, 'configs',
+                                     name.replace('cava_', 'ca2st_')))
+    assert list(cfg.model.backbone.experts) == ['clip', 'audio']
+    assert len(cfg.model.backbone.links) == 1
+    assert cfg.model.cls_head.num_classes == classes
+    assert cfg.model.data_preprocessor.blending.num_classes == classes
+    for loader in ('train_dataloader', 'val_dataloader', 'test_dataloader'):
+        ds, ref = cfg[loader].dataset, other[loader].dataset
+        assert ds.dataset_type == dataset
+        for key in ('ann_file', 'data_prefix', 'bad_sample', 'split'):
+            assert ds.get(key) == ref.get(key), (loader, key)
