@@ -92,9 +92,10 @@ def test_linear_gradcheck(needs, bias, layout):
 @pytest.mark.skipif(not ONEDNN, reason='torch has no oneDNN _linear_pointwise')
 @pytest.mark.parametrize('bias', [True, False])
 @pytest.mark.parametrize('noncontig', [False, True])
-def test_linear_fp32_fast_path_gradients(bias, noncontig):
-    """linear() on fp32 CPU tensors with grad takes _Linear on oneDNN; its
-    gradients equal float64 autograd of F.linear to fp32 precision."""
+def test_linear_fp32_fast_path_gradients(bias, noncontig, onednn_on):
+    """linear() on fp32 CPU tensors with grad takes _Linear on oneDNN (forced
+    on: the per-machine choice may prefer F.linear); its gradients equal
+    float64 autograd of F.linear to fp32 precision."""
     x64, w64 = _t((3, 6, 16), 3), _t((8, 16), 4)
     b64 = _t((8, ), 5) if bias else None
     gy = _t((3, 6, 8), 6, False)

@@ -168,15 +168,6 @@ def test_bad_checkpoint_layers_name_the_field():
         _tiny(with_cp=4)
 
 
-@pytest.fixture
-def onednn_on():
-    """The oneDNN path forced on (the per-machine choice may be off)."""
-    from cast_mmaction.models.layers import use_onednn_linear
-    prev = use_onednn_linear(True)
-    yield
-    use_onednn_linear(prev)
-
-
 def test_onednn_linear_matches_f_linear_in_values_and_gradients(onednn_on):
     from cast_mmaction.models.layers import linear, use_onednn_linear
     torch.manual_seed(0)

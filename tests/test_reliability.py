@@ -629,10 +629,11 @@ def test_load_from_of_another_architecture_fails_before_training(
 
 
 @pytest.mark.parametrize('expert,file,message', [
-    ('clip', 'vmae_file', 'is not a CLIP image tower in the OpenAI layout'
-     ' (no conv1 / transformer.resblocks keys; found '),
+    ('clip', 'vmae_file', 'is not a CLIP image tower in a known layout '
+     '(OpenAI / open_clip: conv1, transformer.resblocks; transformers; '
+     'timm) (found '),
     ('vmae', 'clip_file', 'is not a VideoMAE video model (no 5-D '
-     'patch_embed.proj.weight; found '),
+     'patch_embed.proj.weight) (found '),
 ])
 def test_expert_weights_of_the_wrong_kind(setup, tools, checkpoints, expert,
                                           file, message):
