@@ -5,6 +5,7 @@ import copy
 import os
 
 from ..checkpoints import load_official_cast
+from ..models.presets import set_sizes
 
 
 def cast_sizes_from_meta(model_cfg, meta):
@@ -12,23 +13,16 @@ def cast_sizes_from_meta(model_cfg, meta):
     configs/cast_ssv2.py) with those of a dump, keeping its structure."""
     cfg = copy.deepcopy(model_cfg)
     bb = cfg['backbone']
-    bb.update(num_frames=meta['num_frames'], img_size=meta['img_size'],
-              down_ratio=meta['down_ratio'], drop_path_rate=0.0)
+    # the one size vocabulary: the presets' setter sizes every expert
+    set_sizes(cfg, embed_dim=meta['embed_dim'], depth=meta['depth'],
+              num_heads=meta['num_heads'], num_frames=meta['num_frames'],
+              img_size=meta['img_size'], patch_size=meta['patch_size'],
+              tubelet_size=meta['tubelet_size'],
+              down_ratio=meta['down_ratio'], mlp_ratio=meta['mlp_ratio'],
+              with_cp=bb.get('with_cp', False))
     bb.pop('init_cfg', None)
     for e in bb['experts'].values():
         e['pretrained'] = None
-        if e['type'] == 'CLIPViTExpert':
-            e.update(embed_dim=meta['embed_dim'], depth=meta['depth'],
-                     num_heads=meta['num_heads'],
-                     patch_size=meta['patch_size'],
-                     mlp_ratio=meta['mlp_ratio'],
-                     frame_step=meta['tubelet_size'])
-        elif e['type'] == 'VideoMAEExpert':
-            e.update(embed_dim=meta['embed_dim'], depth=meta['depth'],
-                     num_heads=meta['num_heads'],
-                     patch_size=meta['patch_size'],
-                     tubelet_size=meta['tubelet_size'],
-                     mlp_ratio=meta['mlp_ratio'])
     head = cfg['cls_head']
     head['in_channels'] = meta['embed_dim']
     if meta['composition']:
