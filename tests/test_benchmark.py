@@ -189,6 +189,38 @@ def test_peak_and_percent_of_peak(tmp_path):
     assert 'train_pct_of_peak' in r.stdout
 
 
+def test_peak_is_timed_by_the_chosen_clock():
+    """--clock cpu times the peak (and the steps) with the process CPU time:
+    a fake clock that advances 0.5 s per reading gives every path exactly
+    2*n*k*m / 0.5 s."""
+    import torch.nn as nn
+    ticks = iter(range(10**6))
+
+    def fake_clock():
+        return 0.5 * next(ticks)
+
+    model = nn.Sequential(nn.Linear(16, 48))
+    res = benchmark.matmul_peak(model, benchmark_device(), None, 2, (32, 32),
+                                1, reps=2, clock=fake_clock)
+    n, k, m = 1024, 16, 48
+    assert res['peak_gflops'] == pytest.approx(2 * n * k * m / 0.5 / 1e9)
+    args = benchmark.parse_args(['cfg.py', '--clock', 'cpu'])
+    assert benchmark.get_clock(args) is benchmark.time.process_time
+    assert benchmark.get_clock(benchmark.parse_args(['cfg.py'])) is (
+        benchmark.time.perf_counter)
+
+
+def benchmark_device():
+    import torch
+    return torch.device('cpu')
+
+
+def test_cpu_clock_on_cuda_is_a_clear_error(tmp_path):
+    r = _run(str(_tiny_cfg(tmp_path)), '--device', 'cuda', '--clock', 'cpu')
+    assert r.returncode != 0
+    assert '--clock cpu' in r.stderr + r.stdout
+
+
 def test_efficiency_uses_one_peak_for_both_sides():
     res = dict(train_gflops_per_step=10.0, train_step_s=2.0,
                train_fwd_bwd_s=1.0, gflops_per_clip=3.0,
