@@ -150,17 +150,29 @@ def _affine_matrix(name, arg, w, h):
     raise KeyError(name)
 
 
-def _cubic_weights(d):
-    """Pillow's transform bicubic (cubic convolution with a = -1)."""
-    d2, d3 = d * d, d * d * d
-    return (-d + 2 * d2 - d3, 1 - 2 * d2 + d3, d + d2 - d3, -d2 + d3)
+def _cubic(v1, v2, v3, v4, d):
+    """Pillow's transform bicubic (cubic convolution, a = -1) in its
+    Horner form, exact on flat regions."""
+    p2 = v3 - v1
+    p3 = 2 * (v1 - v2) + v3 - v4
+    p4 = (v2 - v1) + (v4 - v3)
+    return v2 + d * (p2 + d * (p3 + d * p4))
 
 
-def _affine(x, matrix, resample, fill):
+def _linear(v1, v2, d):
+    """Pillow's transform bilinear step ``a + (b - a) d``."""
+    return v1 + (v2 - v1) * d
+
+
+def _affine(x, matrix, resample, fill, dtype=torch.float64):
     """Pillow's ``Image.transform(size, AFFINE, matrix, resample,
     fillcolor=fill)``: output pixel centre (x + .5, y + .5) maps to input
     (a x + b y + c, d x + e y + f); outside the frame: ``fill``; inside:
-    clamped neighbours; the result truncated to uint8 values."""
+    clamped neighbours (Pillow's taps and formulas); the result truncated to
+    uint8 values. Interpolated in ``dtype``: float64 (Pillow computes in
+    double) gives Pillow's values exactly, float32 within 1 grey level."""
+    out_dtype = x.dtype
+    x = x.to(dtype)
     f, c, h, w = x.shape
     dev = x.device
     a, b, cc, d, e, ff = (float(v) for v in matrix)
@@ -180,29 +192,27 @@ def _affine(x, matrix, resample, fill):
         dx = (u - x0).to(x.dtype).view(-1)
         dy = (v - y0).to(x.dtype).view(-1)
         x0, y0 = x0.long(), y0.long()
-        if resample == 'bicubic':
-            offs, wx, wy = (-1, 0, 1, 2), _cubic_weights(dx), \
-                _cubic_weights(dy)
-        else:  # bilinear
-            offs, wx, wy = (0, 1), (1 - dx, dx), (1 - dy, dy)
-        out = 0
-        for oy, wyk in zip(offs, wy):
+        offs, interp = (((-1, 0, 1, 2), _cubic) if resample == 'bicubic'
+                        else ((0, 1), _linear))
+        rows = []
+        for oy in offs:
             iy = (y0 + oy).clamp(0, h - 1) * w
-            row = 0
-            for ox, wxk in zip(offs, wx):
-                idx = (iy + (x0 + ox).clamp(0, w - 1)).view(-1)
-                row = row + flat[:, idx] * wxk
-            out = out + row * wyk
+            taps = [flat[:, (iy + (x0 + ox).clamp(0, w - 1)).view(-1)]
+                    for ox in offs]
+            rows.append(interp(*taps, dx))
+        out = interp(*rows, dy)
         out = out.floor_().clamp_(0, 255)
     out = out.view(f, c, h, w)
     fill_t = torch.tensor(fill, dtype=x.dtype, device=dev).view(1, c, 1, 1)
-    return torch.where(inside.view(1, 1, h, w), out, fill_t)
+    return torch.where(inside.view(1, 1, h, w), out, fill_t).to(out_dtype)
 
 
 # --------------------------------------------------------------- ops ------
-def apply_op(x, name, arg, resample='bicubic', fill=(128, 128, 128)):
+def apply_op(x, name, arg, resample='bicubic', fill=(128, 128, 128),
+             geometry_dtype=torch.float64):
     """One RandAugment op (``rand_augment.apply_op``'s names and
-    arguments) on ``x``: (F, 3, H, W) float holding uint8 values."""
+    arguments) on ``x``: (F, 3, H, W) float holding uint8 values;
+    ``geometry_dtype``: the interpolation dtype of the geometric ops."""
     if name == 'AutoContrast':
         return _autocontrast(x)
     if name == 'Equalize':
@@ -214,7 +224,8 @@ def apply_op(x, name, arg, resample='bicubic', fill=(128, 128, 128)):
         if name == 'Rotate' and arg % 360.0 == 0:
             return x  # Pillow returns a copy
         h, w = x.shape[-2:]
-        return _affine(x, _affine_matrix(name, arg, w, h), resample, fill)
+        return _affine(x, _affine_matrix(name, arg, w, h), resample, fill,
+                       geometry_dtype)
     if name in ('Posterize', 'PosterizeIncreasing'):
         if arg >= 8:
             return x
@@ -240,10 +251,11 @@ def apply_op(x, name, arg, resample='bicubic', fill=(128, 128, 128)):
     raise KeyError(f'unknown RandAugment op {name!r}')
 
 
-def apply_plan(x, plan, fill=(128, 128, 128)):
+def apply_plan(x, plan, fill=(128, 128, 128), geometry_dtype=torch.float64):
     """Apply a ``VideoRandAugment.sample`` plan to every frame of ``x``."""
     for name, arg, resample in plan:
-        x = apply_op(x, name, arg, _RESAMPLE.get(resample, resample), fill)
+        x = apply_op(x, name, arg, _RESAMPLE.get(resample, resample), fill,
+                     geometry_dtype)
     return x
 
 
@@ -308,6 +320,9 @@ class DeviceAugmentPreprocessor(ActionDataPreprocessor):
         flip_ratio (float): probability of a horizontal flip per clip.
         seed (int | None): base seed; None: ``torch.initial_seed()`` at
             the first call (MMEngine's ``randomness.seed``).
+        exact_geometry (bool): interpolate Rotate / Shear / Translate in
+            float64 as Pillow does (its values exactly); False: float32
+            (within 1 grey level; for GPUs with slow float64).
         **kwargs: ``ActionDataPreprocessor``'s (mean, std, blending, ...);
             ``format_shape`` must be ``'NCTHW'``.
 
@@ -322,6 +337,7 @@ class DeviceAugmentPreprocessor(ActionDataPreprocessor):
                  aspect_ratio_range=(3 / 4, 4 / 3),
                  flip_ratio=0.0,
                  seed=None,
+                 exact_geometry=True,
                  format_shape='NCTHW',
                  **kwargs):
         if format_shape != 'NCTHW':
@@ -348,6 +364,8 @@ class DeviceAugmentPreprocessor(ActionDataPreprocessor):
         if seed is not None and int(seed) < 0:
             raise ValueError('DeviceAugmentPreprocessor.seed must be >= 0')
         self.seed = None if seed is None else int(seed)
+        self.geometry_dtype = (torch.float64 if exact_geometry
+                               else torch.float32)
         self._last_iter, self._repeat = None, -1
         self.last = None
 
@@ -379,7 +397,8 @@ class DeviceAugmentPreprocessor(ActionDataPreprocessor):
             (), generator=generator).item() < self.flip_ratio)
         x = frames.permute(0, 3, 1, 2).to(torch.float32)
         if plan:
-            x = apply_plan(x, plan, self.rand_augment.fill)
+            x = apply_plan(x, plan, self.rand_augment.fill,
+                           self.geometry_dtype)
         x = crop_resize(x, box, self.crop_size)
         if flip:
             x = x.flip(-1)
