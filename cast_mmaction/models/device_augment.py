@@ -152,16 +152,16 @@ def _affine_matrix(name, arg, w, h):
 
 def _cubic(v1, v2, v3, v4, d):
     """Pillow's transform bicubic (cubic convolution, a = -1) in its
-    Horner form, exact on flat regions."""
+    Horner form and order of operations, exact on flat regions."""
+    p4 = (v2 - v1).sub_(v3).add_(v4)
+    p3 = (v1 - v2).mul_(2).add_(v3).sub_(v4)
     p2 = v3 - v1
-    p3 = 2 * (v1 - v2) + v3 - v4
-    p4 = (v2 - v1) + (v4 - v3)
-    return v2 + d * (p2 + d * (p3 + d * p4))
+    return p4.mul_(d).add_(p3).mul_(d).add_(p2).mul_(d).add_(v2)
 
 
 def _linear(v1, v2, d):
     """Pillow's transform bilinear step ``a + (b - a) d``."""
-    return v1 + (v2 - v1) * d
+    return (v2 - v1).mul_(d).add_(v1)
 
 
 def _affine(x, matrix, resample, fill, dtype=torch.float64):
@@ -181,28 +181,30 @@ def _affine(x, matrix, resample, fill, dtype=torch.float64):
     xin = a * xs + b * ys + cc
     yin = d * xs + e * ys + ff
     inside = (xin >= 0) & (xin < w) & (yin >= 0) & (yin < h)
-    flat = x.reshape(f * c, h * w)
+    # pixels as rows of (F x C) values: a tap is one contiguous row copy
+    flat = x.permute(2, 3, 0, 1).reshape(h * w, f * c)
     if resample == 'nearest':
         ix = xin.floor().clamp(0, w - 1).long()
         iy = yin.floor().clamp(0, h - 1).long()
-        out = flat[:, (iy * w + ix).view(-1)]
+        out = flat.index_select(0, (iy * w + ix).view(-1))
     else:
         u, v = xin - 0.5, yin - 0.5
         x0, y0 = u.floor(), v.floor()
-        dx = (u - x0).to(x.dtype).view(-1)
-        dy = (v - y0).to(x.dtype).view(-1)
+        dx = (u - x0).to(x.dtype).view(-1, 1)
+        dy = (v - y0).to(x.dtype).view(-1, 1)
         x0, y0 = x0.long(), y0.long()
         offs, interp = (((-1, 0, 1, 2), _cubic) if resample == 'bicubic'
                         else ((0, 1), _linear))
+        cols = [(x0 + ox).clamp(0, w - 1) for ox in offs]
         rows = []
         for oy in offs:
             iy = (y0 + oy).clamp(0, h - 1) * w
-            taps = [flat[:, (iy + (x0 + ox).clamp(0, w - 1)).view(-1)]
-                    for ox in offs]
+            taps = [flat.index_select(0, (iy + col).view(-1))
+                    for col in cols]
             rows.append(interp(*taps, dx))
         out = interp(*rows, dy)
         out = out.floor_().clamp_(0, 255)
-    out = out.view(f, c, h, w)
+    out = out.view(h, w, f, c).permute(2, 3, 0, 1)
     fill_t = torch.tensor(fill, dtype=x.dtype, device=dev).view(1, c, 1, 1)
     return torch.where(inside.view(1, 1, h, w), out, fill_t).to(out_dtype)
 
