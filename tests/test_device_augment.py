@@ -111,24 +111,26 @@ def test_geometric_ops_equal_pillow(name, arg, resample):
 
 def test_a_whole_plan_matches_the_cpu_transform():
     """Plans of the recipe (colour and geometric ops chained, rounded to
-    uint8 after each op as Pillow does) on every frame at once."""
+    uint8 after each op as Pillow does) on every frame at once: identical
+    to VideoRandAugment with the default exact geometry; with float32
+    geometry a 1-level difference can move an Equalize / AutoContrast bin,
+    so only the average is close."""
     t = ra.VideoRandAugment('rand-m7-n4-mstd0.5-inc1', prob=1.0)
     frames = video(t=3, seed=1)
     x = torch.from_numpy(frames).permute(0, 3, 1, 2).float()
     np.random.seed(0)
-    worst = []
+    means = []
     for _ in range(12):
         plan = t.sample()
         want = np.stack(t.apply(list(frames), plan)).astype(np.int64)
         got = da.apply_plan(x, plan, t.fill).permute(0, 2, 3, 1).numpy()
-        diff = np.abs(got.astype(np.int64) - want)
-        worst.append(diff.mean())
-        geometric = any(p[0] in dict(GEOMETRIC) for p in plan)
-        if not geometric:
-            assert diff.max() == 0, plan
-    # 1-level differences of a geometric op can move an Equalize /
-    # AutoContrast bin; on average the clips agree
-    assert np.mean(worst) < 0.05 and max(worst) < 0.5, worst
+        np.testing.assert_array_equal(got.astype(np.int64), want,
+                                      err_msg=str(plan))
+        got32 = da.apply_plan(x, plan, t.fill, torch.float32)
+        diff = np.abs(got32.permute(0, 2, 3, 1).numpy().astype(np.int64) -
+                      want)
+        means.append(diff.mean())
+    assert np.mean(means) < 0.05, means
 
 
 @pytest.mark.parametrize('box', [(0, 0, 80, 48), (5, 3, 45, 33),
@@ -219,9 +221,8 @@ def test_normalisation_and_layout_exact_without_resampling():
 
 def test_whole_device_path_close_to_the_cpu_pipeline():
     """The recipe's draws (plan, box, flip) replayed on the CPU pipeline:
-    the same layout and dtype; values within the resampling tolerance
-    (1 grey level = 1 / std after normalisation) except where a geometric
-    op's 1-level difference moved an Equalize / AutoContrast bin."""
+    the same layout and dtype; values within the resize tolerance (1 grey
+    level, i.e. 1 / std after normalisation, on few values)."""
     frames = video(seed=2)
     pre = device(rand_augment=dict(config_str='rand-m7-n4-mstd0.5-inc1'),
                  flip_ratio=0.5)
@@ -234,8 +235,9 @@ def test_whole_device_path_close_to_the_cpu_pipeline():
         want = cpu_pipeline(frames, pre.last[0], (32, 40))
         assert out.shape == want.shape and out.dtype == want.dtype
         diff = ((out - want).abs() * torch.tensor(STD).view(3, 1, 1, 1))
-        means.append(diff.mean().item())
-    assert np.mean(means) < 0.1, means
+        assert diff.max().item() <= RESIZE_MAX + 1e-3
+        means.append((diff > 0.5).float().mean().item())
+    assert max(means) <= RESIZE_FRAC, means
 
 
 # ------------------------------------------------------ random parts ------

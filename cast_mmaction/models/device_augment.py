@@ -204,7 +204,7 @@ def _affine(x, matrix, resample, fill, dtype=torch.float64):
             rows.append(interp(*taps, dx))
         out = interp(*rows, dy)
         out = out.floor_().clamp_(0, 255)
-    out = out.view(h, w, f, c).permute(2, 3, 0, 1)
+    out = out.view(h, w, f, c).permute(2, 3, 0, 1).contiguous()
     fill_t = torch.tensor(fill, dtype=x.dtype, device=dev).view(1, c, 1, 1)
     return torch.where(inside.view(1, 1, h, w), out, fill_t).to(out_dtype)
 
@@ -406,7 +406,7 @@ class DeviceAugmentPreprocessor(ActionDataPreprocessor):
             x = x.flip(-1)
         x = x.to(torch.uint8)
         n = int(num_clips)
-        x = x.view(n, x.shape[0] // n, *x.shape[1:]).transpose(1, 2)
+        x = x.reshape(n, x.shape[0] // n, *x.shape[1:]).transpose(1, 2)
         return x.contiguous(), dict(plan=plan, box=box, flip=flip)
 
     @staticmethod
