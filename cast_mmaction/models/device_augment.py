@@ -8,13 +8,12 @@ device, applies per clip and batched over its frames
 
 1. RandAugment with the plan of ``VideoRandAugment`` (drawn by the same
    ``VideoRandAugment.sample``; one plan per clip, the same transform on
-   every frame), each op re-implemented in torch to give Pillow's result
-   (colour ops exactly, geometric ops within the tolerances of
-   docs/device_augmentation.md);
+   every frame), each op re-implemented in torch with Pillow's arithmetic
+   (docs/device_augmentation.md states what is exact);
 2. ``RandomResizedCrop`` (MMAction2's box sampling: 10 tries of a
    log-uniform aspect ratio and a uniform area, the first box that fits,
-   else the centre square) and the resize to ``crop_size`` (bilinear,
-   half-pixel centres, no antialias: OpenCV's ``INTER_LINEAR``);
+   else the centre square) and the resize to ``crop_size`` with OpenCV's
+   uint8 ``INTER_LINEAR`` arithmetic (what MMAction2's ``Resize`` runs);
 3. an optional horizontal flip (K400);
 
 then rounds to uint8 values, as the CPU pipeline's uint8 frames, and hands
@@ -290,17 +289,47 @@ def sample_crop_box(img_shape, area_range=(0.08, 1.0),
     return x0, y0, x0 + size, y0 + size
 
 
+def _linear_taps(src, dst, clamp):
+    """OpenCV ``INTER_LINEAR`` taps of one axis: source indices (i0, i1)
+    and 11-bit fixed-point weights (w0, w1), computed as OpenCV does
+    (float32 offsets; the horizontal axis clamps weights at the borders,
+    the vertical axis only the indices)."""
+    scale = 1.0 / (dst / src)
+    pos = ((torch.arange(dst, dtype=torch.float64) + 0.5) * scale - 0.5)
+    pos = pos.to(torch.float32)
+    i0 = pos.floor()
+    frac = pos - i0
+    i0 = i0.long()
+    if clamp:
+        low, high = i0 < 0, i0 >= src - 1
+        frac = torch.where(low | high, torch.zeros_like(frac), frac)
+        i0 = torch.where(low, torch.zeros_like(i0), i0)
+        i0 = torch.where(high, torch.full_like(i0, src - 1), i0)
+    one = torch.tensor(1.0, dtype=torch.float32)
+    w0 = ((one - frac) * 2048).round().to(torch.int32)
+    w1 = (frac * 2048).round().to(torch.int32)
+    return (i0.clamp(0, src - 1), (i0 + 1).clamp(0, src - 1), w0, w1)
+
+
 def crop_resize(x, box, size):
-    """Crop ``box`` (left, top, right, bottom) of ``x`` (F, C, H, W) and
-    resize it to ``size`` (h, w): bilinear with half-pixel centres and no
-    antialias (OpenCV ``INTER_LINEAR``), rounded to uint8 values."""
-    left, top, right, bottom = box
+    """Crop ``box`` (left, top, right, bottom) of ``x`` (F, C, H, W, uint8
+    values) and resize it to ``size`` (h, w) as MMAction2's ``Resize``
+    (``cv2.resize``, ``INTER_LINEAR``, uint8) does: 11-bit fixed-point
+    weights, a horizontal pass in int32, then OpenCV's vectorised vertical
+    pass ``((r0 >> 4) * b0 >> 16) + ((r1 >> 4) * b1 >> 16) + 2 >> 2``."""
+    left, top, right, bottom = (int(v) for v in box)
     x = x[..., top:bottom, left:right]
-    if tuple(x.shape[-2:]) != tuple(size):
-        x = F.interpolate(x, size=tuple(size), mode='bilinear',
-                          align_corners=False, antialias=False)
-        x = x.add_(0.5).floor_().clamp_(0, 255)
-    return x
+    h, w = x.shape[-2:]
+    if (h, w) == tuple(size):
+        return x
+    dev, dtype = x.device, x.dtype
+    xi = x.to(torch.int32)
+    c0, c1, a0, a1 = (t.to(dev) for t in _linear_taps(w, size[1], True))
+    rows = xi[..., c0] * a0 + xi[..., c1] * a1
+    r0, r1, b0, b1 = (t.to(dev) for t in _linear_taps(h, size[0], False))
+    top_rows = ((rows[..., r0, :] >> 4) * b0.view(-1, 1)) >> 16
+    bottom_rows = ((rows[..., r1, :] >> 4) * b1.view(-1, 1)) >> 16
+    return ((top_rows + bottom_rows + 2) >> 2).clamp_(0, 255).to(dtype)
 
 
 # ------------------------------------------------------- preprocessor -----
