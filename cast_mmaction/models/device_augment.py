@@ -47,7 +47,7 @@ _RESAMPLE = {Image.NEAREST: 'nearest', Image.BILINEAR: 'bilinear',
              Image.BICUBIC: 'bicubic'}
 
 
-# ------------------------------------------------------------ blending ----
+# --------------------------------------------------------- colour ops -----
 def _blend(degenerate, img, factor):
     """Pillow's ``Image.blend(degenerate, img, factor)`` on uint8 values:
     float32 ``d + factor * (i - d)``, truncated, clipped to 0..255."""
