@@ -130,10 +130,12 @@ def test_a_whole_plan_matches_the_cpu_transform():
 
 
 @pytest.mark.parametrize('shape,box,size', [
-    ((48, 80), (0, 0, 80, 48), (32, 40)), ((48, 80), (5, 3, 45, 33), (32, 40)),
-    ((48, 80), (17, 0, 77, 48), (32, 40)), ((48, 80), (30, 10, 35, 16),
-                                            (32, 40)),
-    ((48, 80), (0, 20, 80, 44), (32, 40)), ((48, 80), (0, 0, 40, 32), (32, 40)),
+    ((48, 80), (0, 0, 80, 48), (32, 40)),
+    ((48, 80), (5, 3, 45, 33), (32, 40)),
+    ((48, 80), (17, 0, 77, 48), (32, 40)),
+    ((48, 80), (30, 10, 35, 16), (32, 40)),
+    ((48, 80), (0, 20, 80, 44), (32, 40)),
+    ((48, 80), (0, 0, 40, 32), (32, 40)),
     ((240, 427), (100, 17, 358, 214), (224, 224)),
     ((240, 427), (3, 90, 130, 187), (224, 224)),
     ((320, 568), (200, 0, 520, 320), (224, 224))])
@@ -498,3 +500,15 @@ def test_configs_train_one_iteration(name, sampler, tmp_path):
     assert runner.iter == 1
     draws = runner.model.data_preprocessor.last
     assert len(draws) == 2 and all(len(d['box']) == 4 for d in draws)
+
+
+def test_autocast_leaves_the_augmentation_alone():
+    """MMEngine runs the data preprocessor inside the optim wrapper's
+    autocast context (AMP recipes): the batch is the same float32 one."""
+    kw = dict(rand_augment=dict(config_str='rand-m9-n4-mstd0.5-inc1',
+                                prob=1.0), flip_ratio=0.5)
+    a = device(seed=3, **kw)(copy.deepcopy(_batch()), training=True)
+    with torch.autocast('cpu', dtype=torch.bfloat16):
+        b = device(seed=3, **kw)(copy.deepcopy(_batch()), training=True)
+    assert b['inputs'].dtype == torch.float32
+    assert torch.equal(a['inputs'], b['inputs'])

@@ -33,7 +33,6 @@ import math
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 from mmaction.models.data_preprocessors import ActionDataPreprocessor
 from mmaction.registry import MODELS
 from mmengine.dist import get_rank
