@@ -1,11 +1,12 @@
 """DeviceAugmentPreprocessor (the training augmentation on the device) gives
 what the CPU pipeline (VideoRandAugment + RandomResizedCrop + Resize + Flip +
-FormatShape + PackActionInputs + ActionDataPreprocessor) gives: the same
+FormatShape + PackActionInputs + ActionDataPreprocessor) gives: identical
 values where the pipeline is deterministic (each op at a fixed argument, a
-fixed crop box, normalisation), within the tolerances stated here and in
-docs/device_augmentation.md; the same distribution where it is random (plans
-drawn by the same code; crop boxes vs MMAction2's sampler by a KS test); and
-the same draws again for the same seed."""
+fixed crop box, flip, normalisation, the whole batch; the float32 geometry
+option within the tolerance stated here and in docs/device_augmentation.md);
+the same distribution where it is random (plans drawn by the same code; crop
+boxes vs MMAction2's sampler by KS tests); the same draws for the same
+seed."""
 import copy
 import os.path as osp
 import random
