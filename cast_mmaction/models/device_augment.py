@@ -348,8 +348,8 @@ class DeviceAugmentPreprocessor(ActionDataPreprocessor):
         crop_size (int | tuple): output (h, w) of the crop + resize.
         area_range, aspect_ratio_range: ``RandomResizedCrop``'s.
         flip_ratio (float): probability of a horizontal flip per clip.
-        seed (int | None): base seed; None: ``torch.initial_seed()`` at
-            the first call (MMEngine's ``randomness.seed``).
+        seed (int | None): base seed; None: ``torch.initial_seed()``
+            (set by MMEngine's runner from ``randomness.seed``).
         exact_geometry (bool): interpolate Rotate / Shear / Translate in
             float64 as Pillow does (its values exactly); False: float32
             (within 1 grey level; for GPUs with slow float64).
