@@ -30,11 +30,16 @@ Frames are ``results['imgs']``: a list of (H, W, 3) uint8 RGB arrays (what
 ``DecordDecode`` / ``PyAVDecode`` give) or one (T, H, W, 3) uint8 array.
 Place the transform after decoding and before cropping, as the authors do.
 Randomness comes from NumPy's global generator (seeded per worker by
-MMEngine).
+MMEngine). :meth:`VideoRandAugment.sample` draws a clip's plan from any
+generator with NumPy's ``RandomState`` interface; :class:`TorchRandomState`
+gives that interface to a ``torch.Generator``, so the batched device path
+(``cast_mmaction.models.device_augment``) draws its plans with this same
+code.
 """
 import re
 
 import numpy as np
+import torch
 from PIL import Image, ImageEnhance, ImageOps
 
 from mmaction.registry import TRANSFORMS
@@ -116,7 +121,11 @@ def apply_op(img, name, arg, resample=Image.BICUBIC, fill=(128, 128, 128)):
         return _affine(img, (1, 0, 0, 0, 1, arg * img.size[1]), resample,
                        fill)
     if name in ('Posterize', 'PosterizeIncreasing'):
-        return img if arg >= 8 else ImageOps.posterize(img, arg)
+        if arg >= 8:
+            return img
+        if arg <= 0:  # keep 0 bits: black (Pillow >= 10 refuses bits=0)
+            return Image.new(img.mode, img.size, 0)
+        return ImageOps.posterize(img, arg)
     if name in ('Solarize', 'SolarizeIncreasing'):
         return ImageOps.solarize(img, arg)
     if name == 'SolarizeAdd':
@@ -161,6 +170,29 @@ def parse_config_str(config_str):
                              f'section {part!r} is not supported (m, n, '
                              f'mstd, inc)')
     return out
+
+
+class TorchRandomState:
+    """NumPy ``RandomState``'s ``randint`` / ``random_sample`` / ``normal``
+    (the calls :meth:`VideoRandAugment.sample` makes) drawn from a
+    ``torch.Generator``: the same plan code on either generator, the same
+    distribution."""
+
+    def __init__(self, generator):
+        self.generator = generator
+
+    def randint(self, high, size=None):
+        shape = () if size is None else (int(size), )
+        out = torch.randint(int(high), shape, generator=self.generator)
+        return int(out) if size is None else out.tolist()
+
+    def random_sample(self):
+        return torch.rand((), generator=self.generator,
+                          dtype=torch.float64).item()
+
+    def normal(self, loc=0.0, scale=1.0):
+        return loc + scale * torch.randn((), generator=self.generator,
+                                         dtype=torch.float64).item()
 
 
 @TRANSFORMS.register_module()
@@ -233,7 +265,11 @@ class VideoRandAugment(BaseTransform):
     # -- one draw per clip -------------------------------------------------
     def sample(self, rng=np.random):
         """Draw the clip's transformation: a list of ``(name, arg,
-        resample)`` for the ops that will be applied, in order."""
+        resample)`` for the ops that will be applied, in order.
+
+        ``rng``: NumPy's global generator (the default), a
+        ``np.random.RandomState``, or a :class:`TorchRandomState`; the one
+        plan code for the CPU transform and the device preprocessor."""
         chosen = rng.randint(len(self.ops), size=self.num_layers)
         plan = []
         for idx in chosen:
