@@ -239,3 +239,91 @@ def test_torchcodec_probe_names_what_to_install(monkeypatch):
     why = torchcodec_unavailable()
     assert why is not None and 'cannot be imported' in why
     assert 'pip install torchcodec' in why and 'FFmpeg' in why
+
+
+@pytest.mark.parametrize('kind', sorted(KINDS))
+def test_pyav_skips_unwanted_nonref_frames_bit_identically(videos, kind):
+    """skip_nonref (the default) does not send unwanted non-reference
+    frames to the decoder: fewer packets decoded, the same arrays as
+    without it and as decord, for train and test sampling."""
+    from cast_mmaction.datasets.transforms.sampling import (
+        dense_test_indices, dense_train_indices, segment_indices)
+    n = KINDS[kind]['frames']
+    np.random.seed(0)
+    clips = ([dense_train_indices(n) for _ in range(3)] +
+             [dense_test_indices(n, num_clips=5)]) if kind == 'k400' else \
+        ([segment_indices(n, 16) for _ in range(3)] +
+         [segment_indices(n, 16, 2, test_mode=True)])
+    skipped = 0
+    for inds in clips:
+        got = {}
+        for skip in (True, False):
+            r = PyAVVideoReader(videos[kind], num_threads=1,
+                                skip_nonref=skip)
+            got[skip] = r.get_frames(inds)
+            if skip:
+                skipped += r.skipped
+            else:
+                assert r.skipped == 0
+            r.close()
+        r = READERS['decord'](videos[kind])
+        ref = r.get_frames(inds)
+        np.testing.assert_array_equal(got[True], got[False])
+        np.testing.assert_array_equal(got[True], ref)
+        assert [br.frame_index(f) for f in got[True]] == [int(i)
+                                                          for i in inds]
+    assert skipped > 0  # libx264's B-frames: some are never referenced
+
+
+def _write_variant(path, pix='yuv420p', codec='libx264', params=None,
+                   frames=30):
+    import av
+    tex = br._texture(2 * W, H)
+    with av.open(path, 'w') as c:
+        opts = {'g': '12', 'crf': '23'}
+        if params:
+            opts['x264-params'] = params
+        if codec != 'libx264':
+            opts = {'g': '12', 'crf': '30', 'b': '0', 'deadline': 'realtime'}
+        v = c.add_stream(codec, rate=25, options=opts)
+        v.width, v.height, v.pix_fmt = W, H, pix
+        for i in range(frames):
+            f = av.VideoFrame.from_ndarray(br.indexed_frame(i, W, H, tex),
+                                           format='rgb24').reformat(
+                                               format=pix)
+            f.pts = i
+            for p in v.encode(f):
+                c.mux(p)
+        for p in v.encode():
+            c.mux(p)
+
+
+@pytest.mark.parametrize('variant', [
+    dict(params='colorprim=bt709:transfer=bt709:colormatrix=bt709'),
+    dict(params='fullrange=on'),
+    dict(pix='yuvj420p'),
+    dict(pix='yuv444p'),
+    dict(codec='libvpx-vp9', ext='webm'),
+], ids=['bt709', 'fullrange', 'yuvj420p', 'yuv444p', 'vp9-webm'])
+def test_decoders_bit_identical_across_formats(tmp_path, variant):
+    """decord, PyAV and torchcodec return the same arrays on colour-tagged,
+    full-range and 4:4:4 H.264 and on VP9 webm (SSv2's original format)."""
+    import av
+    variant = dict(variant)
+    ext = variant.pop('ext', 'mp4')
+    codec = variant.get('codec', 'libx264')
+    if codec not in av.codecs_available:
+        pytest.skip(f'this PyAV build has no {codec} encoder')
+    path = str(tmp_path / f'v.{ext}')
+    _write_variant(path, **variant)
+    inds = [29, 0, 5, 17, 5, 13]
+    out = {}
+    for b in READERS:
+        if b == 'torchcodec' and TC_WHY:
+            continue
+        r = READERS[b](path, num_threads=1)
+        out[b] = r.get_frames(inds)
+        r.close()
+        assert [br.frame_index(f) for f in out[b]] == inds, b
+    for b in out:
+        np.testing.assert_array_equal(out[b], out['decord'], err_msg=b)
