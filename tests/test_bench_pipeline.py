@@ -49,11 +49,11 @@ def _check_totals(res, clips):
 
 @pytest.mark.parametrize('config,names', [
     ('configs/cast_ssv2.py',
-     ['DecordInit', 'SegmentSample', 'DecordDecode', 'VideoRandAugment',
+     ['VideoInit', 'SegmentSample', 'VideoDecode', 'VideoRandAugment',
       'RandomResizedCrop', 'Resize', 'FormatShape', 'PackActionInputs',
       'collate']),
     ('configs/cast_k400.py',
-     ['DecordInit', 'DenseSpanSample', 'DecordDecode', 'VideoRandAugment',
+     ['VideoInit', 'DenseSpanSample', 'VideoDecode', 'VideoRandAugment',
       'RandomResizedCrop', 'Resize', 'Flip', 'FormatShape',
       'PackActionInputs', 'collate']),
 ])
@@ -69,10 +69,10 @@ def test_recipe_train_breakdown(workdir, config, names):
     assert res['batches'] == 3  # 2 + 2 + 1 clips
     # every decoded frame was checked against its bar code
     assert res['frames_checked'] == 6 * 16
-    assert res['pinned'] == ['DecordInit']
+    assert res['pinned'] == ['VideoInit']
     _check_totals(res, 5)
     by = {s['name']: s for s in res['stages']}
-    assert by['DecordDecode']['cpu_ms'] > by['SegmentSample' if 'ssv2' in
+    assert by['VideoDecode']['cpu_ms'] > by['SegmentSample' if 'ssv2' in
                                             config else
                                             'DenseSpanSample']['cpu_ms']
 

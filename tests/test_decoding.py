@@ -65,18 +65,24 @@ def videos(tmp_path_factory):
 
 
 def _pipeline(kind, split, backend=None):
-    """The recipe's pipeline; with ``backend``, DecordInit / DecordDecode
-    replaced by VideoInit / VideoDecode."""
+    """The recipe's pipeline with ``backend`` in VideoInit; without,
+    MMAction2's DecordInit / DecordDecode in place of VideoInit /
+    VideoDecode (the pipelines before this change)."""
     cfg = Config.fromfile(osp.join(ROOT, CONFIGS[kind]))
     pipe = copy.deepcopy(cfg[f'{split}_pipeline'])
-    if backend:
-        for t in pipe:
-            if t['type'] == 'DecordInit':
+    types = [t['type'] for t in pipe]
+    assert types[0] == 'VideoInit' and types[2] == 'VideoDecode'
+    assert pipe[0]['backend'] == cfg.video_backend == 'pyav'
+    for t in pipe:
+        if t['type'] == 'VideoInit':
+            if backend:
+                t['backend'] = backend
+            else:
                 t.clear()
-                t.update(type='VideoInit', backend=backend)
-            elif t['type'] == 'DecordDecode':
-                t.clear()
-                t.update(type='VideoDecode')
+                t.update(type='DecordInit')
+        elif t['type'] == 'VideoDecode' and not backend:
+            t.clear()
+            t.update(type='DecordDecode')
     return [TRANSFORMS.build(t) for t in pipe]
 
 

@@ -400,6 +400,10 @@ def decoder_variants(short_side=224):
     for b in backends:
         out.append((b, dict(type='VideoInit', backend=b, num_threads=1),
                     dict(type='VideoDecode')))
+        if b == 'pyav':  # what skipping unwanted non-reference frames saves
+            out.append(('pyav skip_nonref=False',
+                        dict(type='VideoInit', backend=b, num_threads=1,
+                             skip_nonref=False), dict(type='VideoDecode')))
     for b in backends:
         if short_side:
             out.append((f'{b} short_side={short_side}',
