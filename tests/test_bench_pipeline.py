@@ -139,3 +139,14 @@ def test_compare_decoders_small(workdir, tmp_path):
                           'pyav']
     assert 'decord short_side=224' in labels
     assert all(r['cpu_ms'] > 0 and r['split'] == 'val' for r in rows)
+
+
+def test_resize_diff_measures_a_real_difference(workdir):
+    """The reduced-size decode has Resize's size and differs from
+    decode-then-Resize a little (not bit-identical)."""
+    rows = bp.resize_diff(workdir, configs=[
+        osp.join(ROOT, 'configs', 'cast_ssv2.py')], clips=1, videos=2)
+    assert {r['decoder'] for r in rows} >= {'decord', 'pyav'}
+    for r in rows:
+        assert r['shape'] == [16, 224, 398, 3]
+        assert 0 < r['mean_abs_diff'] < 8

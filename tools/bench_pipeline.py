@@ -6,6 +6,7 @@ video decoder is fastest for each case.
     python tools/bench_pipeline.py --config configs/cast_ssv2_device_aug.py --clips 48
     python tools/bench_pipeline.py --split val --json out.json
     python tools/bench_pipeline.py --compare-decoders             # decord / PyAV / torchcodec
+    python tools/bench_pipeline.py --resize-diff --split val      # short-side decode vs Resize
 
 Synthetic videos of the datasets' real sizes and lengths are written once
 into ``--workdir`` (H.264 mp4, libx264 ``crf=23`` preset medium = ffmpeg's
@@ -486,6 +487,56 @@ def compare_decoders(workdir, configs=DEFAULT_CONFIGS, splits=('train', 'val'),
     return rows
 
 
+def resize_diff(workdir, configs=DEFAULT_CONFIGS, split='val', clips=8,
+                videos=8, short_side=224, seed=0):
+    """How far the reduced-size decode (``VideoInit(short_side=S)``) is
+    from decode-then-``Resize(scale=(-1, S))``: mean and max absolute
+    difference (0-255) over the frames of ``clips`` clips, per decoder."""
+    import numpy as np
+    from cast_mmaction.datasets.transforms.decoding import (
+        READERS, torchcodec_unavailable)
+    from cast_mmaction.utils import ensure_scope
+    from mmaction.registry import TRANSFORMS
+    ensure_scope()
+    rows = []
+    resize = TRANSFORMS.build(dict(type='Resize', scale=(-1, short_side)))
+    for config in configs:
+        cfg = load_config(config)
+        kind = guess_kind(config)
+        ann, folder = ensure_videos(workdir, kind, videos)
+        files = [osp.join(folder, ln.split()[0])
+                 for ln in open(ann).read().splitlines()]
+        sampler = TRANSFORMS.build(_sampler_cfg(cfg, split))
+        for backend in READERS:
+            if backend == 'torchcodec' and torchcodec_unavailable():
+                continue
+            diffs, peak = [], 0
+            for k in range(clips):
+                out = []
+                for side in (None, short_side):
+                    res = TRANSFORMS.build(dict(
+                        type='VideoInit', backend=backend,
+                        short_side=side))(dict(filename=files[k % len(
+                            files)], start_index=0, modality='RGB'))
+                    np.random.seed(seed + k)
+                    res = TRANSFORMS.build(dict(type='VideoDecode'))(
+                        sampler(res))
+                    if side is None:
+                        res = resize(res)
+                    out.append(np.stack(res['imgs']).astype(np.int16))
+                d = np.abs(out[0] - out[1])
+                diffs.append(float(d.mean()))
+                peak = max(peak, int(d.max()))
+            row = dict(config=config, video_kind=kind, split=split,
+                       decoder=backend, short_side=short_side,
+                       mean_abs_diff=statistics.mean(diffs), max_abs_diff=peak,
+                       shape=list(out[1].shape))
+            rows.append(row)
+            print(f'| {kind} | {backend} | {row["mean_abs_diff"]:.2f} | '
+                  f'{peak} |', flush=True)
+    return rows
+
+
 # --------------------------------------------------------------------------
 def parse_args(argv=None):
     from mmengine.config import DictAction
@@ -509,6 +560,9 @@ def parse_args(argv=None):
                     help='also time the model\'s data_preprocessor')
     ap.add_argument('--device', default='cpu')
     ap.add_argument('--compare-decoders', action='store_true')
+    ap.add_argument('--resize-diff', action='store_true',
+                    help='how far --short-side decoding is from '
+                    'decode-then-Resize (mean / max |difference|)')
     ap.add_argument('--rounds', type=int, default=3,
                     help='--compare-decoders: rounds (decoders alternate)')
     ap.add_argument('--short-side', type=int, default=224,
@@ -530,7 +584,14 @@ def main(argv=None):
           f'ISA {" ".join(facts.get("cpu_isa", []))}); load average '
           f'{" ".join(f"{x:.2f}" for x in os.getloadavg())}', flush=True)
     out = dict(machine=facts, args=vars(args), results=[])
-    if args.compare_decoders:
+    if args.resize_diff:
+        print('| videos | decoder | mean abs diff | max abs diff |')
+        print('| --- | --- | --- | --- |')
+        out['resize_diff'] = resize_diff(
+            args.workdir, args.config, split=args.split, clips=args.clips,
+            videos=args.videos or 8, short_side=args.short_side,
+            seed=args.seed)
+    elif args.compare_decoders:
         print('| videos | sampling | decoder | CPU ms/clip | wall ms/clip |')
         print('| --- | --- | --- | --- | --- |')
         out['decoders'] = compare_decoders(
