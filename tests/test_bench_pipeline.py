@@ -150,3 +150,17 @@ def test_resize_diff_measures_a_real_difference(workdir):
     for r in rows:
         assert r['shape'] == [16, 224, 398, 3]
         assert 0 < r['mean_abs_diff'] < 8
+
+
+@pytest.mark.parametrize('decoder,types', [
+    ('mmaction', ['DecordInit', 'DecordDecode']),
+    ('decord', ['VideoInit', 'VideoDecode'])])
+def test_decoder_swap(workdir, decoder, types):
+    """--decoder times the same pipeline with another decoder (mmaction:
+    the recipes' DecordInit + DecordDecode before issue 16)."""
+    res = bp.time_pipeline(osp.join(ROOT, 'configs', 'cast_k400.py'), 'val',
+                           clips=2, warmup=0, workdir=workdir, kind=TINY,
+                           decoder=decoder)
+    names = [s['name'] for s in res['stages']]
+    assert [names[0], names[2]] == types
+    assert res['decoder'] == decoder and res['frames_checked'] == 2 * 16

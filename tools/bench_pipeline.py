@@ -189,7 +189,26 @@ def load_config(config, cfg_options=None):
     return cfg
 
 
-def build_dataset(cfg, split, ann_file, folder):
+def swap_decoder(pipeline, decoder):
+    """``pipeline`` (list of transform dicts, edited in place) decoding
+    with ``decoder``: ``'mmaction'`` = MMAction2's DecordInit +
+    DecordDecode, or a ``VideoInit`` backend (``'decord'``, ``'pyav'``,
+    ``'torchcodec'``) with ``VideoDecode``; ``None``: as configured."""
+    if not decoder:
+        return pipeline
+    for t in pipeline:
+        if t['type'] in ('DecordInit', 'VideoInit'):
+            t.clear()
+            t.update(type='DecordInit') if decoder == 'mmaction' else \
+                t.update(type='VideoInit', backend=decoder)
+        elif t['type'] in ('DecordDecode', 'VideoDecode'):
+            t.clear()
+            t['type'] = 'DecordDecode' if decoder == 'mmaction' else \
+                'VideoDecode'
+    return pipeline
+
+
+def build_dataset(cfg, split, ann_file, folder, decoder=None):
     from cast_mmaction.utils import ensure_scope
     from mmaction.registry import DATASETS
     ensure_scope()
@@ -197,6 +216,10 @@ def build_dataset(cfg, split, ann_file, folder):
     inner = _innermost(ds_cfg)
     inner['ann_file'] = ann_file
     inner['data_prefix'] = dict(video=folder)
+    if decoder:
+        pipe = ds_cfg['pipeline'] if 'pipeline' in ds_cfg else \
+            inner['pipeline']
+        swap_decoder(pipe, decoder)
     dataset = DATASETS.build(ds_cfg)
     if hasattr(dataset, 'full_init'):
         dataset.full_init()
@@ -242,7 +265,7 @@ def _set_threads(transforms, threads):
 def time_pipeline(config, split='train', clips=24, warmup=2, workdir=None,
                   threads=1, videos=None, kind=None, batch_size=None,
                   cfg_options=None, seed=0, preprocess=False, device='cpu',
-                  check_frames=True):
+                  check_frames=True, decoder=None):
     """Per-transform CPU and wall time of ``clips`` clips (after
     ``warmup``) of ``config``'s ``split`` pipeline on synthetic videos;
     collate per ``batch_size`` clips. Returns a dict (see module doc)."""
@@ -255,7 +278,7 @@ def time_pipeline(config, split='train', clips=24, warmup=2, workdir=None,
     kind_name = kind if isinstance(kind, str) else 'custom'
     nvid = videos or max(4, min(clips, 16))
     ann, folder = ensure_videos(workdir, kind_name, nvid, spec)
-    dataset = build_dataset(cfg, split, ann, folder)
+    dataset = build_dataset(cfg, split, ann, folder, decoder)
     transforms = list(dataset.pipeline.transforms)
     names = stage_names(transforms)
     pinned = _set_threads(transforms, threads)
@@ -331,6 +354,7 @@ def time_pipeline(config, split='train', clips=24, warmup=2, workdir=None,
         s['wall_pct'] = 100.0 * s['wall_ms'] / tot_w if tot_w else 0.0
     per_clip_c = cpu.sum(1) * 1e3
     out = dict(config=config, split=split, video_kind=kind_name,
+               decoder=decoder or 'as configured',
                video=spec, clips=clips, warmup=warmup, batch_size=bs,
                batches=batches, threads=threads, pinned=pinned,
                stages=stages, total_cpu_ms=tot_c, total_wall_ms=tot_w,
@@ -559,6 +583,11 @@ def parse_args(argv=None):
     ap.add_argument('--preprocess', action='store_true',
                     help='also time the model\'s data_preprocessor')
     ap.add_argument('--device', default='cpu')
+    ap.add_argument('--decoder', choices=('mmaction', 'decord', 'pyav',
+                                          'torchcodec'),
+                    help='decode with this instead of the config\'s '
+                    'decoder (mmaction: DecordInit + DecordDecode, the '
+                    'recipes before issue 16; else VideoInit(backend=...))')
     ap.add_argument('--compare-decoders', action='store_true')
     ap.add_argument('--resize-diff', action='store_true',
                     help='how far --short-side decoding is from '
@@ -603,7 +632,8 @@ def main(argv=None):
             res = time_pipeline(
                 config, args.split, args.clips, args.warmup, args.workdir,
                 args.threads, args.videos, args.video_kind, args.batch_size,
-                args.cfg_options, args.seed, args.preprocess, args.device)
+                args.cfg_options, args.seed, args.preprocess, args.device,
+                decoder=args.decoder)
             print_breakdown(res)
             out['results'].append(res)
     out['load_avg_end'] = os.getloadavg()
