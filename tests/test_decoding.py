@@ -333,3 +333,20 @@ def test_decoders_bit_identical_across_formats(tmp_path, variant):
         assert [br.frame_index(f) for f in out[b]] == inds, b
     for b in out:
         np.testing.assert_array_equal(out[b], out['decord'], err_msg=b)
+
+
+@pytest.mark.parametrize('inds', [[305], [290, 310], [299], [150, 298]])
+def test_pyav_skip_keeps_the_last_frame_for_past_the_end(videos, inds):
+    """Indices at or past the end stand for the last decodable frame: the
+    same frames with and without skip_nonref, through the end-of-stream
+    flush. (libx264 ends a stream with a reference frame, so these files
+    cannot show the reader's guard against skipping an unreferenced last
+    frame; they check the end-of-stream path with skipping on.)"""
+    got = []
+    for skip in (True, False):
+        r = PyAVVideoReader(videos['k400'], num_threads=1, skip_nonref=skip)
+        got.append(r.get_frames(inds))
+        r.close()
+    np.testing.assert_array_equal(got[0], got[1])
+    assert [br.frame_index(f) for f in got[0]] == [min(i, 299)
+                                                   for i in inds]

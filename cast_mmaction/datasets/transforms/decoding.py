@@ -182,6 +182,7 @@ class PyAVVideoReader:
         self.seeks = 0  # seeks made so far (tests, benchmarks)
         self.skipped = 0  # packets not decoded (skip_nonref)
         self._wanted = set()
+        self._skip = False
         self._nal_size = None  # bytes of the NAL length prefix (AVCC)
         extra = stream.codec_context.extradata
         if skip_nonref and stream.codec_context.name == 'h264' and extra \
@@ -199,7 +200,7 @@ class PyAVVideoReader:
         pts = int(index / self.fps / self._tb) + self._t0
         self._container.seek(max(pts, self._t0), stream=self._stream,
                              backward=True, any_frame=False)
-        if self._nal_size is None:
+        if self._nal_size is None or not self._skip:
             return self._container.decode(self._stream)
         return self._decode_needed(self._wanted)
 
@@ -234,6 +235,9 @@ class PyAVVideoReader:
         wanted = _check_indices(self.path, indices)
         self._wanted = set(wanted)  # the frames skip_nonref keeps
         todo = sorted(self._wanted)
+        # a frame at or past the end stands for the last decodable frame,
+        # which must then be decoded whatever its kind: no skipping
+        self._skip = bool(todo) and todo[-1] < self.num_frames - 1
         out = {}
         frames = None  # decoded-frame iterator since the last seek
         pos = None  # index of the last decoded frame
