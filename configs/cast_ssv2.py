@@ -51,6 +51,10 @@ mixup_switch_prob = 0.0
 rand_augment = 'rand-m7-n4-mstd0.5-inc1'
 test_num_clips = 2
 test_num_crops = 3  # ThreeCrop
+# Video decoder (cast_mmaction/datasets/transforms/decoding.py): 'pyav',
+# 'decord' or 'torchcodec' give identical frames (tests/test_decoding.py);
+# PyAV, one thread per worker, is the fastest here (docs/data_pipeline.md).
+video_backend = 'pyav'
 
 # ---------------------------------------------------------------- model ----
 # The ViT-B CAST of _base_/models/cast_vit_b.py (= presets.cast_recognizer_cfg())
@@ -81,9 +85,9 @@ model = dict(
 # ----------------------------------------------------------------- data ----
 dataset_type = 'VideoDataset'
 train_pipeline = [
-    dict(type='DecordInit'),
+    dict(type='VideoInit', backend=video_backend),
     dict(type='SegmentSample', num_segments=num_frames),
-    dict(type='DecordDecode'),
+    dict(type='VideoDecode'),
     dict(type='VideoRandAugment', config_str=rand_augment),
     dict(
         type='RandomResizedCrop',
@@ -95,22 +99,22 @@ train_pipeline = [
     dict(type='PackActionInputs')
 ]
 val_pipeline = [
-    dict(type='DecordInit'),
+    dict(type='VideoInit', backend=video_backend),
     dict(type='SegmentSample', num_segments=num_frames, test_mode=True),
-    dict(type='DecordDecode'),
+    dict(type='VideoDecode'),
     dict(type='Resize', scale=(-1, img_size)),
     dict(type='CenterCrop', crop_size=img_size),
     dict(type='FormatShape', input_format='NCTHW'),
     dict(type='PackActionInputs')
 ]
 test_pipeline = [
-    dict(type='DecordInit'),
+    dict(type='VideoInit', backend=video_backend),
     dict(
         type='SegmentSample',
         num_segments=num_frames,
         num_clips=test_num_clips,
         test_mode=True),
-    dict(type='DecordDecode'),
+    dict(type='VideoDecode'),
     dict(type='Resize', scale=(-1, img_size)),
     dict(type='ThreeCrop', crop_size=img_size),
     dict(type='FormatShape', input_format='NCTHW'),

@@ -1,4 +1,5 @@
 """Registers its modules in MMAction2's registries on import."""
+from . import decoding  # noqa: F401
 from . import epic  # noqa: F401
 from . import rand_augment  # noqa: F401
 from . import sampling  # noqa: F401

@@ -25,7 +25,6 @@ between.
 import os.path as osp
 from typing import Dict, Optional, Sequence
 
-import numpy as np
 import torch
 from mmcv.transforms import BaseTransform
 from mmengine.logging import print_log
@@ -33,160 +32,11 @@ from mmengine.logging import print_log
 from mmaction.datasets.transforms import PackActionInputs
 from mmaction.registry import TRANSFORMS
 from ..epic_kitchens import EpicSegmentError, resolve_segment
+from .decoding import (DecordVideoReader, PyAVVideoReader,  # noqa: F401
+                       VideoDecode)
 
 
-# --------------------------------------------------------------------------
-# video readers: random access to a few frames of a long file
-# --------------------------------------------------------------------------
-def _past_the_end(path, missing, last_index):
-    print_log(f'{path}: frames {missing[:5]} lie past the last decodable '
-              f'frame {last_index}; using that frame', logger='current',
-              level=30)
-
-
-class DecordVideoReader:
-    """decord: ``get_batch`` seeks to the nearest key frame before each
-    requested frame and decodes from there (in C++; see
-    ``docs/video_readers.md`` for what the per-sample time limit can and
-    cannot interrupt there)."""
-
-    def __init__(self, path, num_threads=1):
-        try:
-            import decord
-        except ImportError as e:  # pragma: no cover - decord is pinned
-            raise ImportError('EpicVideoInit(backend="decord") needs decord '
-                              '(pip install decord), or use backend="pyav"'
-                              ) from e
-        self.path = path
-        self._vr = decord.VideoReader(path, num_threads=num_threads,
-                                      ctx=decord.cpu(0))
-        self.num_frames = len(self._vr)
-        self.fps = float(self._vr.get_avg_fps())
-
-    def get_frames(self, indices):
-        """(N, H, W, 3) uint8 RGB for ``indices`` (in their order);
-        indices past the end of the file give its last frame (with a
-        warning), as :class:`PyAVVideoReader` does."""
-        wanted = [int(i) for i in indices]
-        if any(i < 0 for i in wanted):
-            raise ValueError(f'{self.path}: negative frame index in '
-                             f'{wanted[:5]}')
-        last = self.num_frames - 1
-        missing = [i for i in wanted if i > last]
-        if missing:
-            _past_the_end(self.path, missing, last)
-        return self._vr.get_batch([min(i, last) for i in wanted]).asnumpy()
-
-    def close(self):
-        self._vr = None
-
-
-class PyAVVideoReader:
-    """PyAV: seeks to the key frame before a wanted frame and decodes
-    forward to it, however far that key frame is.
-
-    Wanted frames are visited in ascending order. Each one costs at most
-    one seek: the reader seeks when it has nothing decoded yet, when the
-    frame lies behind the decoder (unsorted input) or, as an optimisation,
-    when it lies more than ``seek_gap`` frames ahead of the last decoded
-    frame (a key frame in between saves decoding the gap). After a seek it
-    decodes forward until it reaches that frame or the end of the stream,
-    never seeking again for the same frame, so every call ends after at
-    most ``len(indices)`` seeks and a bounded number of decoded frames.
-    (Before issue 18 a frame more than ``seek_gap`` frames after its key
-    frame made the reader seek back to that key frame forever.)
-    """
-
-    def __init__(self, path, seek_gap=60):
-        import av
-        if seek_gap < 1:
-            raise ValueError(f'PyAVVideoReader.seek_gap must be >= 1, got '
-                             f'{seek_gap}')
-        self.path = path
-        self.seek_gap = int(seek_gap)
-        self._container = av.open(path)
-        stream = self._container.streams.video[0]
-        stream.thread_type = 'AUTO'
-        self._stream = stream
-        rate = stream.average_rate or stream.guessed_rate
-        if not rate:
-            raise EpicSegmentError(f'{path}: PyAV reports no frame rate')
-        self.fps = float(rate)
-        self._tb = float(stream.time_base)
-        self._t0 = stream.start_time or 0
-        n = stream.frames
-        if not n:
-            if stream.duration:
-                secs = stream.duration * self._tb
-            else:
-                secs = (self._container.duration or 0) / 1e6
-            n = int(round(secs * self.fps))
-        self.num_frames = int(n)
-        self.seeks = 0  # seeks made so far (tests, benchmarks)
-
-    def _index(self, frame):
-        return int(round((frame.pts - self._t0) * self._tb * self.fps))
-
-    def _seek(self, index):
-        """Iterator of the decoded frames from the key frame at or before
-        frame ``index``."""
-        self.seeks += 1
-        pts = int(index / self.fps / self._tb) + self._t0
-        self._container.seek(max(pts, self._t0), stream=self._stream,
-                             backward=True, any_frame=False)
-        return self._container.decode(self._stream)
-
-    def get_frames(self, indices):
-        """(N, H, W, 3) uint8 RGB for ``indices`` (any order, repeats
-        allowed). Indices past the last decodable frame give that frame,
-        with a warning."""
-        wanted = [int(i) for i in indices]
-        if any(i < 0 for i in wanted):
-            raise ValueError(f'{self.path}: negative frame index in '
-                             f'{wanted[:5]}')
-        todo = sorted(set(wanted))
-        out = {}
-        frames = None  # decoded-frame iterator since the last seek
-        pos = None  # index of the last decoded frame
-        last = None  # the last decoded frame
-        k = 0  # todo[:k] are done
-        while k < len(todo):
-            target = todo[k]
-            if frames is None or pos is None or target < pos or \
-                    target - pos > self.seek_gap:
-                frames, pos = self._seek(target), None
-            # decode forward to ``target``: every step consumes a frame of
-            # a finite stream, no step seeks
-            for frame in frames:
-                if frame.pts is None:
-                    continue
-                pos, last = self._index(frame), frame
-                if pos >= target:
-                    break
-            else:  # end of the stream before ``target``: so are the rest
-                break
-            # the exact frame (or, should the time stamps skip an index, the
-            # first one after it) for every wanted index up to ``pos``
-            img = last.to_ndarray(format='rgb24')
-            while k < len(todo) and todo[k] <= pos:
-                out[todo[k]] = img
-                k += 1
-        if k < len(todo):
-            if last is None:
-                raise EpicSegmentError(f'{self.path}: PyAV decoded no frames '
-                                       f'at or before frame {todo[k]}')
-            _past_the_end(self.path, todo[k:], pos)
-            fill = last.to_ndarray(format='rgb24')
-            for i in todo[k:]:
-                out[i] = fill
-        return np.stack([out[i] for i in wanted])
-
-    def close(self):
-        if self._container is not None:
-            self._container.close()
-            self._container = None
-
-
+# the readers live in decoding.py (shared with VideoInit / VideoDecode)
 _READERS = dict(decord=DecordVideoReader, pyav=PyAVVideoReader)
 _WARNED = set()
 
@@ -311,24 +161,10 @@ class EpicSampleFrames(BaseTransform):
 
 
 @TRANSFORMS.register_module()
-class EpicDecode(BaseTransform):
+class EpicDecode(VideoDecode):
     """Decode the frames in ``frame_inds`` (each distinct frame once) and
     close the reader. Adds ``imgs`` (list of H x W x 3 RGB uint8),
-    ``original_shape`` and ``img_shape``."""
-
-    def transform(self, results: Dict) -> Dict:
-        reader = results.pop('video_reader')
-        inds = np.asarray(results['frame_inds'], dtype=np.int64)
-        uniq, inverse = np.unique(inds, return_inverse=True)
-        try:
-            frames = reader.get_frames(uniq)
-        finally:
-            reader.close()
-        imgs = [frames[i] for i in inverse.reshape(-1)]
-        results['imgs'] = imgs
-        results['original_shape'] = imgs[0].shape[:2]
-        results['img_shape'] = imgs[0].shape[:2]
-        return results
+    ``original_shape`` and ``img_shape`` (:class:`VideoDecode`)."""
 
 
 @TRANSFORMS.register_module()
