@@ -19,10 +19,10 @@ model = dict(
         flip_ratio=0.5))
 
 train_pipeline = [
-    dict(type='DecordInit'),
+    dict(type='VideoInit', backend={{_base_.video_backend}}),
     dict(type='DenseSpanSample', clip_len={{_base_.num_frames}},
          frame_interval={{_base_.frame_interval}}),
-    dict(type='DecordDecode'),
+    dict(type='VideoDecode'),
     # uint8 frames at the decoded size; augmented on the device
     dict(type='PackRawFrames')
 ]

@@ -19,9 +19,9 @@ model = dict(
         flip_ratio=0.0))
 
 train_pipeline = [
-    dict(type='DecordInit'),
+    dict(type='VideoInit', backend={{_base_.video_backend}}),
     dict(type='SegmentSample', num_segments={{_base_.num_frames}}),
-    dict(type='DecordDecode'),
+    dict(type='VideoDecode'),
     # uint8 frames at the decoded size; augmented on the device
     dict(type='PackRawFrames')
 ]
