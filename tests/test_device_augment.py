@@ -163,7 +163,9 @@ def cpu_pipeline(frames, draw, size, blending=None):
     (its plan), RandomResizedCrop (its box), Resize, Flip, FormatShape,
     PackActionInputs, ActionDataPreprocessor."""
     from mmaction.datasets.transforms import RandomResizedCrop
-    orig = RandomResizedCrop.get_crop_bbox
+    # the staticmethod object itself: restoring the plain function would
+    # make it an instance method for every later test
+    orig = RandomResizedCrop.__dict__['get_crop_bbox']
     RandomResizedCrop.get_crop_bbox = staticmethod(
         lambda *a, **k: draw['box'])
     try:
