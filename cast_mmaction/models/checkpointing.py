@@ -32,13 +32,39 @@ Policies (``backbone.checkpoint_policy``; the layers are those of
   down projections; q/k/v and the MLP hidden activation are recomputed.
 - a :class:`SavePolicy` for other choices (e.g. ``widen=(3, 4)`` keeps the
   MLP hidden activation as well).
+
+The policies above wrap a *whole layer*: its recompute replays the layer's
+forward in order, the experts' big frozen matmuls included, up to the last
+tensor backward needs (~1.2-1.3x the step's time). :class:`FusionPolicy`
+instead puts small checkpoint regions *inside* the layer, around the cheap
+trainable fusion work only, and keeps every tensor the frozen experts save:
+
+- ``'fusion'``: (1) each B-CA link after its down projections (LayerNorm,
+  position / time additions, q / kv / proj at the bottleneck width, window
+  attention, GELU, up projection are recomputed from the kept down
+  outputs); (2) each attention-branch adapter (recomputed from its input,
+  the expert's attention output); (3) each MLP-branch adapter together with
+  the expert's second LayerNorm (``x -> (LN2(x), adapter(LN2(x)))``: the
+  LayerNorm output, which only the adapter keeps, is recomputed from the
+  LayerNorm input that the frozen block keeps anyway). No expert matmul is
+  ever rerun.
+- ``'fusion_qkv'``: ``'fusion'`` plus the experts' first LayerNorm and
+  q / k / v projection: each stream's attention branch (with its adapter)
+  is one region that keeps fused attention's outputs and the attention
+  projection's output (:class:`SavePolicy` ``widen=(1, )``) and recomputes
+  LN1 and the q / k / v matmul (~7% of the training step's FLOPs, the
+  q / k / v tensors are 3 token-widths per layer and stream).
+
+A :class:`FusionPolicy` also chooses the parts one by one (``links``,
+``adapters``, ``qkv``).
 """
 import functools
 
 import torch
 import torch.utils.checkpoint as cp
 
-POLICIES = ('full', 'attention', 'selective', 'narrow')
+POLICIES = ('full', 'attention', 'selective', 'narrow', 'fusion',
+            'fusion_qkv')
 
 
 def _ops(names, namespace='aten'):
@@ -110,13 +136,45 @@ class SavePolicy:
                 f'{self.widen}, min_k={self.min_k}, narrow={self.narrow})')
 
 
+class FusionPolicy:
+    """Checkpoint regions inside each selected layer around the trainable
+    fusion work (see the module docstring), instead of one region around the
+    layer.
+
+    Args:
+        links: recompute each B-CA link after its down projections.
+        adapters: recompute the adapters (the MLP-branch one together with
+            the expert's second LayerNorm).
+        qkv: recompute each expert's first LayerNorm and q / k / v
+            projection (attention and its projection's output are kept).
+    """
+
+    def __init__(self, links=True, adapters=True, qkv=False):
+        self.links, self.adapters, self.qkv = bool(links), bool(adapters), \
+            bool(qkv)
+        # the attention-branch region: keep fused attention's outputs and
+        # the matmuls that keep the width (in that region only the expert's
+        # attention projection, at any width); LN1, q / k / v and the
+        # adapter are recomputed
+        self.attention_policy = SavePolicy(attention=True, widen=(1, ),
+                                           min_k=1)
+
+    def __repr__(self):
+        return (f'FusionPolicy(links={self.links}, adapters='
+                f'{self.adapters}, qkv={self.qkv})')
+
+
 def make_policy(policy):
-    """A :class:`SavePolicy` for a policy name (or the policy itself); None
-    for ``'full'`` / None (plain checkpointing)."""
+    """A :class:`SavePolicy` or :class:`FusionPolicy` for a policy name (or
+    the policy itself); None for ``'full'`` / None (plain checkpointing)."""
     if policy is None or policy == 'full':
         return None
-    if isinstance(policy, SavePolicy):
+    if isinstance(policy, (SavePolicy, FusionPolicy)):
         return policy
+    if policy == 'fusion':
+        return FusionPolicy()
+    if policy == 'fusion_qkv':
+        return FusionPolicy(qkv=True)
     if policy == 'attention':
         return SavePolicy(attention=True, widen=())
     if policy == 'selective':
@@ -124,7 +182,7 @@ def make_policy(policy):
     if policy == 'narrow':
         return SavePolicy(widen=(), narrow=True)
     raise ValueError(f'backbone.checkpoint_policy={policy!r}: use one of '
-                     f'{POLICIES}, None or a SavePolicy')
+                     f'{POLICIES}, None, a SavePolicy or a FusionPolicy')
 
 
 def checkpoint(fn, *args, policy=None):
@@ -132,6 +190,10 @@ def checkpoint(fn, *args, policy=None):
     :class:`SavePolicy` (or its name) the region keeps the outputs the policy
     names and recomputes the rest in backward."""
     policy = make_policy(policy)
+    if isinstance(policy, FusionPolicy):
+        raise TypeError('a FusionPolicy places its own regions inside a '
+                        'layer (CASTBackbone._layer); it does not wrap one '
+                        'function')
     if policy is None:
         return cp.checkpoint(fn, *args, use_reentrant=False)
     context_fn = functools.partial(cp.create_selective_checkpoint_contexts,
