@@ -552,7 +552,10 @@ class CASTBackbone(BaseModule):
         return y
 
     def _attn_part(self, i, n, x, parts):
-        if parts is not None and parts.qkv:
+        if parts is not None and parts.qkv and x.requires_grad:
+            # (a stream that needs no gradient, e.g. the frozen embedding's
+            # output at layer 0, keeps nothing in the frozen branch: no
+            # region there, which would keep attention's output for nothing)
             # one region: keep attention and its projection's output,
             # recompute LN1, q / k / v and the adapter
             return checkpoint(self._attn_branch_adapter, i, n, x,
