@@ -285,3 +285,20 @@ def test_fusion_policy_parts_and_inference():
     finally:
         checkpointing.cp.checkpoint = real
     assert not calls
+
+
+def test_malloc_mmap_threshold_is_an_explicit_opt_in(monkeypatch):
+    import cast_mmaction.models.backbones.cast as cast_mod
+    calls = []  # (the real one would change this test process's malloc)
+    monkeypatch.setattr(cast_mod, 'set_malloc_mmap_threshold',
+                        lambda n: calls.append(n))
+    _tiny_backbone('cast')
+    assert calls == []  # never without the field
+    _tiny_backbone('cast', malloc_mmap_threshold=1 << 20)
+    assert calls == [1 << 20]
+
+
+@pytest.mark.parametrize('bad', [0, -1, 64 << 20, 1.5, '1M', True])
+def test_malloc_mmap_threshold_bad_values_name_the_field(bad):
+    with pytest.raises(ValueError, match='malloc_mmap_threshold'):
+        checkpointing.set_malloc_mmap_threshold(bad)

@@ -57,7 +57,16 @@ trainable fusion work only, and keeps every tensor the frozen experts save:
 
 A :class:`FusionPolicy` also chooses the parts one by one (``links``,
 ``adapters``, ``qkv``).
+
+On CPU the peak resident memory also holds what glibc's allocator keeps of
+freed tensors (its heap is returned to the system only from the top).
+:func:`set_malloc_mmap_threshold` (the backbone's opt-in
+``malloc_mmap_threshold`` field, process-wide, never set on import) makes
+glibc map every allocation of at least that many bytes separately and
+unmap it when freed.
 """
+import ctypes
+import ctypes.util
 import functools
 
 import torch
@@ -200,3 +209,29 @@ def checkpoint(fn, *args, policy=None):
                                    policy)
     return cp.checkpoint(fn, *args, use_reentrant=False,
                          context_fn=context_fn)
+
+
+_M_MMAP_THRESHOLD = -3  # glibc malloc.h
+_MMAP_THRESHOLD_MAX = 32 << 20  # glibc's bound on 64-bit (HEAP_MAX_SIZE / 2)
+
+
+def set_malloc_mmap_threshold(nbytes, field='backbone.malloc_mmap_threshold'):
+    """Process-wide: glibc's ``M_MMAP_THRESHOLD`` (``mallopt``) to
+    ``nbytes``, the same as ``MALLOC_MMAP_THRESHOLD_=nbytes`` in the
+    environment. Every CPU tensor of at least ``nbytes`` then gets its own
+    mapping, returned to the system when the tensor is freed, so the process
+    holds no freed activation memory (``docs/benchmarks.md``: lower peak
+    RSS, page faults on each such allocation). Needs glibc (Linux)."""
+    if isinstance(nbytes, bool) or not isinstance(nbytes, int) or not (
+            0 < nbytes <= _MMAP_THRESHOLD_MAX):
+        raise ValueError(f'{field}={nbytes!r}: give a number of bytes in '
+                         f'1..{_MMAP_THRESHOLD_MAX} (e.g. 1048576) or None')
+    name = ctypes.util.find_library('c')
+    try:
+        libc = ctypes.CDLL(name)
+        libc.gnu_get_libc_version  # glibc's; musl / macOS have no such
+        mallopt = libc.mallopt
+    except (OSError, AttributeError, TypeError):
+        raise RuntimeError(f'{field} needs glibc (Linux); set it to None')
+    if mallopt(_M_MMAP_THRESHOLD, nbytes) != 1:
+        raise RuntimeError(f'{field}={nbytes}: glibc refused the value')
