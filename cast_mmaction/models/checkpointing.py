@@ -49,11 +49,13 @@ trainable fusion work only, and keeps every tensor the frozen experts save:
   LayerNorm input that the frozen block keeps anyway). No expert matmul is
   ever rerun.
 - ``'fusion_qkv'``: ``'fusion'`` plus the experts' first LayerNorm and
-  q / k / v projection: each stream's attention branch (with its adapter)
-  is one region that keeps fused attention's outputs and the attention
-  projection's output (:class:`SavePolicy` ``widen=(1, )``) and recomputes
-  LN1 and the q / k / v matmul (~7% of the training step's FLOPs, the
-  q / k / v tensors are 3 token-widths per layer and stream).
+  q / k / v projection: each stream's attention branch, its adapter, the
+  residual add and the down projection of the layer's first link are one
+  region that keeps fused attention's outputs, the attention projection's
+  output and the down projection's output and recomputes LN1, the q / k / v
+  matmul (~7% of the training step's FLOPs; q / k / v are 3 token-widths
+  per layer and stream), the adapter and the residual add (whose output,
+  one token-width, only the down projection keeps).
 
 A :class:`FusionPolicy` also chooses the parts one by one (``links``,
 ``adapters``, ``qkv``).
@@ -111,25 +113,31 @@ class SavePolicy:
         min_k: see ``widen``.
     """
 
-    def __init__(self, attention=True, widen=(3, ), min_k=512, narrow=False):
+    def __init__(self, attention=True, widen=(3, ), min_k=512, narrow=False,
+                 weights=()):
         self.attention = attention
         self.narrow = narrow
         self.widen = tuple(widen)
         self.min_k = min_k
+        # also keep the products with these weights (by storage)
+        self.weights = {w.untyped_storage().data_ptr() for w in weights}
 
     def _keep_matmul(self, op, args):
-        if not self.widen and not self.narrow:
+        if not self.widen and not self.narrow and not self.weights:
             return False
         p = _packet(op)
         if p in _ONEDNN_MM:
             a, w = args[0], args[1]  # x (n, k), weight (m, k)
             k, m = a.shape[-1], w.shape[0]
         elif p in _MM:
-            a, b = (args[1], args[2]) if p is torch.ops.aten.addmm else (
-                args[0], args[1])
-            k, m = a.shape[-1], b.shape[-1]
+            a, w = (args[1], args[2]) if p is torch.ops.aten.addmm else (
+                args[0], args[1])  # w: the weight transposed, (k, m)
+            k, m = a.shape[-1], w.shape[-1]
         else:
             return False
+        if self.weights and isinstance(w, torch.Tensor) and (
+                w.untyped_storage().data_ptr() in self.weights):
+            return True
         return k >= self.min_k and (any(m == w * k for w in self.widen)
                                     or (self.narrow and m <= k))
 
@@ -142,7 +150,8 @@ class SavePolicy:
 
     def __repr__(self):
         return (f'SavePolicy(attention={self.attention}, widen='
-                f'{self.widen}, min_k={self.min_k}, narrow={self.narrow})')
+                f'{self.widen}, min_k={self.min_k}, narrow={self.narrow}, '
+                f'weights={len(self.weights)})')
 
 
 class FusionPolicy:
@@ -161,12 +170,17 @@ class FusionPolicy:
     def __init__(self, links=True, adapters=True, qkv=False):
         self.links, self.adapters, self.qkv = bool(links), bool(adapters), \
             bool(qkv)
-        # the attention-branch region: keep fused attention's outputs and
-        # the matmuls that keep the width (in that region only the expert's
-        # attention projection, at any width); LN1, q / k / v and the
-        # adapter are recomputed
-        self.attention_policy = SavePolicy(attention=True, widen=(1, ),
-                                           min_k=1)
+
+    def attention_policy(self, down=None):
+        """The policy of a stream's attention region (attention branch,
+        adapter, residual add and, given, the layer's first link's down
+        projection ``down`` of that stream): keep fused attention's outputs,
+        the matmuls that keep the width (in that region only the expert's
+        attention projection, at any width) and ``down``'s output; LN1,
+        q / k / v, the adapter and the residual add (the down projection's
+        input) are recomputed."""
+        return SavePolicy(attention=True, widen=(1, ), min_k=1, weights=(
+            () if down is None else (down.weight, )))
 
     def __repr__(self):
         return (f'FusionPolicy(links={self.links}, adapters='

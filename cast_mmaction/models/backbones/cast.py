@@ -513,10 +513,28 @@ class CASTBackbone(BaseModule):
         tokens = dict(zip(names, xs))
         key = str(i)
         drop = self.drop_path[i]
+        first = self.links[self._links_at[i][0]][key] if (
+            self._links_at[i]) else None
+        downs = {}  # the first link's down projections, when computed here
         for n in names:
             if i not in self.attn_layers:
                 break
-            tokens[n] = tokens[n] + self._attn_part(i, n, tokens[n], parts)
+            if parts is not None and parts.qkv and tokens[n].requires_grad:
+                # one region: keep attention, its projection's output and
+                # the down projection's; recompute LN1, q / k / v, the
+                # adapter and the residual add. (A stream that needs no
+                # gradient, e.g. the frozen embedding's output at layer 0,
+                # keeps nothing in the frozen branch: no region there.)
+                down = first.down[n] if first is not None and (
+                    n in first.names) else None
+                tokens[n], d = checkpoint(self._attn_down, i, n, tokens[n],
+                                          down,
+                                          policy=parts.attention_policy(down))
+                if d is not None:
+                    downs[n] = d
+            else:
+                tokens[n] = tokens[n] + self._attn_part(i, n, tokens[n],
+                                                        parts)
         for link_name in self._links_at[i]:
             link = self.links[link_name][key]
             # parallel: one call on the same streams; sequential: one call
@@ -524,14 +542,21 @@ class CASTBackbone(BaseModule):
             steps = [[q] for q in self._link_order[link_name]] if (
                 link_name in self._link_order) else [None]
             for queries in steps:
-                if parts is not None and parts.links:
-                    # the down projections (and their inputs, for the down
-                    # weights' gradient) are kept; the rest is recomputed
-                    updates = checkpoint(link.attend, link.project(tokens),
-                                         experts, batch, time_grids, queries)
-                else:
+                if parts is None:
                     updates = link(tokens, experts, batch, time_grids,
                                    queries)
+                else:
+                    # only the layer's first link step reads the down
+                    # projections computed above
+                    d = {m: downs[m] if m in downs else link.down[m](
+                        tokens[m]) for m in link.names}
+                    downs = {}
+                    # the down projections (and their inputs, for the down
+                    # weights' gradient) are kept; the rest is recomputed
+                    updates = checkpoint(
+                        link.attend, d, experts, batch, time_grids,
+                        queries) if parts.links else link.attend(
+                            d, experts, batch, time_grids, queries)
                 for n, upd in updates.items():
                     tokens[n] = tokens[n] + drop(upd)
         for n in names:
@@ -561,15 +586,13 @@ class CASTBackbone(BaseModule):
             y = self.attn_adapters[n][str(i)](y)
         return y
 
+    def _attn_down(self, i, n, x, down):
+        """``x`` + the attention branch through its adapter, and ``down``
+        (a link's down projection, or None) of that."""
+        x = x + self._attn_branch_adapter(i, n, x)
+        return x, None if down is None else down(x)
+
     def _attn_part(self, i, n, x, parts):
-        if parts is not None and parts.qkv and x.requires_grad:
-            # (a stream that needs no gradient, e.g. the frozen embedding's
-            # output at layer 0, keeps nothing in the frozen branch: no
-            # region there, which would keep attention's output for nothing)
-            # one region: keep attention and its projection's output,
-            # recompute LN1, q / k / v and the adapter
-            return checkpoint(self._attn_branch_adapter, i, n, x,
-                              policy=parts.attention_policy)
         if parts is None or not parts.adapters or (
                 str(i) not in self.attn_adapters[n]):
             return self._attn_branch_adapter(i, n, x)
