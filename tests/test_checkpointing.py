@@ -102,4 +102,206 @@ def test_bad_policy_names_the_field():
         _tiny(checkpoint_policy='cheap')
     assert make_policy('full') is None and make_policy(None) is None
     assert checkpointing.POLICIES == ('full', 'attention', 'selective',
-                                    'narrow')
+                                      'narrow', 'fusion', 'fusion_qkv')
+    with pytest.raises(TypeError, match='FusionPolicy'):
+        checkpointing.checkpoint(lambda x: x, torch.ones(1),
+                                 policy='fusion')
+
+
+# -- 'fusion' / 'fusion_qkv': regions inside the layer ------------------------
+def _tiny_backbone(kind, **backbone):
+    """Tiny backbones with every link type and direction: CAST (time /
+    space windows; both, one-way, sequential), CAVA (global windows) and
+    CA2ST (a sequential and a one-way audio link; revision: time encodings
+    and shared projections; else the one-way link without bottleneck)."""
+    from cast_mmaction.models.presets import cast_backbone_cfg
+    from cast_mmaction.models.presets_av import (ca2st_backbone_cfg,
+                                                 cava_backbone_cfg)
+    sizes = dict(embed_dim=32, depth=2, num_heads=2, num_frames=4,
+                 img_size=32)
+    if kind.startswith('cast'):
+        cfg = cast_backbone_cfg(**sizes)
+        cfg['links'][0].update({
+            'cast': {},
+            'cast_one_way': dict(directions=['vmae->clip']),
+            'cast_sequential': dict(directions=['clip->vmae', 'vmae->clip'],
+                                    order='sequential'),
+        }[kind])
+    elif kind == 'cava':
+        cfg = cava_backbone_cfg(input_tdim=60, **sizes)
+    else:  # revision: time encodings and shared projections
+        revision = kind == 'ca2st'
+        cfg = ca2st_backbone_cfg(input_tdim=60, revision=revision,
+                                 audio_link_layers=[1], **sizes)
+        audio = [lk for lk in cfg['links'] if 'audio' in lk['experts']]
+        audio[0].update(directions=['audio->clip', 'clip->audio'],
+                        order='sequential')
+        audio[1].update(directions='audio->vmae')
+        if not revision:
+            audio[1].update(down_ratio=1)
+    cfg.update(drop_path_rate=0.2, **backbone)
+    return build_model(cfg)
+
+
+def _inputs(kind):
+    g = torch.Generator().manual_seed(5)
+    video = torch.randn(2, 3, 4, 32, 32, generator=g)
+    if kind.startswith('cast'):
+        return video
+    out = dict(video=video, audio=torch.randn(2, 60, 128, generator=g))
+    if kind == 'ca2st':
+        out['times'] = torch.tensor([[0.0, 2.0, 0.1, 0.6, 1.1, 1.6],
+                                     [0.5, 2.5, 0.6, 1.1, 1.6, 2.1]])
+    return out
+
+
+def _run(bb, x):
+    """Outputs, gradients and the matmuls run in backward, by the name of
+    the parameter they multiply with (None: none, e.g. weight gradients),
+    of one training step."""
+    from collections import Counter
+    from torch.utils._python_dispatch import TorchDispatchMode
+    params = {p.data_ptr(): n for n, p in bb.named_parameters()}
+    matmuls = (torch.ops.aten.mm, torch.ops.aten.addmm,
+               *checkpointing._ONEDNN_MM)
+
+    class Matmuls(TorchDispatchMode):
+        def __init__(self):
+            super().__init__()
+            self.seen = Counter()
+
+        def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+            if getattr(func, 'overloadpacket', func) in matmuls:
+                names = [params.get(a.data_ptr()) for a in args
+                         if isinstance(a, torch.Tensor) and a.ndim == 2]
+                self.seen[next((n for n in names if n), None)] += 1
+            return func(*args, **(kwargs or {}))
+
+    bb.train()
+    torch.manual_seed(3)  # the same drop-path masks on every model
+    out = bb(x)
+    mode = Matmuls()
+    with mode:
+        sum(f.pow(2).sum() for f in out).backward()
+    grads = {n: p.grad for n, p in bb.named_parameters()
+             if p.grad is not None}
+    return out, grads, mode.seen
+
+
+KINDS = ('cast', 'cast_one_way', 'cast_sequential', 'cava', 'ca2st',
+         'ca2st_plain')
+
+
+@pytest.mark.parametrize('kind', KINDS)
+@pytest.mark.parametrize('policy, with_cp, layers', [
+    ('fusion', False, {0, 1}), ('fusion_qkv', False, {0, 1}),
+    ('fusion', [1], {1}), ('fusion_qkv', 1, {1})])
+def test_fusion_policies_give_the_plain_gradients_and_rerun_no_expert_matmul(
+        kind, policy, with_cp, layers):
+    ref = _tiny_backbone(kind)
+    torch.manual_seed(1)
+    with torch.no_grad():
+        for p in ref.parameters():  # zero-initialised ups / adapters too
+            if p.requires_grad:
+                p.normal_(0, 0.1)
+    model = _tiny_backbone(kind, checkpoint_policy=policy, with_cp=with_cp)
+    model.load_state_dict(ref.state_dict())
+    assert model.cp_layers == layers
+    x = _inputs(kind)
+    out_ref, want, mm_ref = _run(ref, x)
+    out, got, mm = _run(model, x)
+    for a, b in zip(out, out_ref):  # the same operators in the forward
+        torch.testing.assert_close(a, b, rtol=0, atol=0)
+    assert want.keys() == got.keys() and len(want) > 10
+    for n in want:
+        torch.testing.assert_close(got[n], want[n], rtol=0, atol=1e-6,
+                                   msg=n)
+    # what backward ran on top of the plain model's backward: the recompute
+    rerun = mm - mm_ref
+    assert not mm_ref - mm  # nothing of the plain backward is skipped
+    assert rerun, 'nothing was recomputed'
+    qkv = ('in_proj_weight', 'attn.qkv.weight')
+    for name in rerun:
+        # no expert matmul but q / k / v ('fusion_qkv'); no down projection
+        assert name is not None and '.down.' not in name, name
+        if name.startswith('experts.'):
+            assert policy == 'fusion_qkv' and name.endswith(qkv), name
+    n_qkv = sum(c for n, c in rerun.items() if n.startswith('experts.'))
+    streams = len(model.stream_names)
+    # layer 0's streams (the frozen embedding's output) need no gradient:
+    # its frozen attention keeps nothing and gets no region
+    assert n_qkv == (streams * len(layers - {0}) if policy == 'fusion_qkv'
+                     else 0)
+    # the links' other matmuls and the adapters are recomputed
+    assert any('.up.' in n for n in rerun)
+    assert any('adapters.' in n for n in rerun)
+
+
+def test_fusion_policy_under_frozen_dtype_and_autocast():
+    """bf16 frozen experts (autocast inside the backbone) and a global
+    bf16 autocast: the fusion regions recompute the same bf16 values."""
+    for kw, amp in ((dict(frozen_dtype='bfloat16'), False),
+                    (dict(), True)):
+        ref = _tiny_backbone('cast', **kw)
+        torch.manual_seed(1)
+        with torch.no_grad():
+            for p in ref.parameters():
+                if p.requires_grad:
+                    p.normal_(0, 0.1)
+        model = _tiny_backbone('cast', checkpoint_policy='fusion_qkv', **kw)
+        model.load_state_dict(ref.state_dict())
+        x = _inputs('cast')
+        with torch.autocast('cpu', dtype=torch.bfloat16, enabled=amp):
+            out_ref, want, _ = _run(ref, x)
+            out, got, _ = _run(model, x)
+        for a, b in zip(out, out_ref):
+            torch.testing.assert_close(a, b, rtol=0, atol=0)
+        for n in want:
+            torch.testing.assert_close(got[n], want[n], rtol=0, atol=1e-6,
+                                       msg=n)
+
+
+def test_fusion_policy_parts_and_inference():
+    pol = make_policy('fusion')
+    assert isinstance(pol, checkpointing.FusionPolicy)
+    assert (pol.links, pol.adapters, pol.qkv) == (True, True, False)
+    assert make_policy('fusion_qkv').qkv
+    only_links = checkpointing.FusionPolicy(adapters=False)
+    ref = _tiny_backbone('cast')
+    model = _tiny_backbone('cast', checkpoint_policy=only_links)
+    model.load_state_dict(ref.state_dict())
+    _, want, mm_ref = _run(ref, _inputs('cast'))
+    _, got, mm = _run(model, _inputs('cast'))
+    for n in want:
+        torch.testing.assert_close(got[n], want[n], rtol=0, atol=1e-6)
+    rerun = mm - mm_ref
+    assert rerun and all(n.startswith('links.') for n in rerun), rerun
+    # no region without autograd
+    calls = []
+    real = checkpointing.cp.checkpoint
+    checkpointing.cp.checkpoint = lambda *a, **k: calls.append(1) or real(
+        *a, **k)
+    try:
+        with torch.no_grad():
+            model.train()(_inputs('cast'))
+        model.eval()(_inputs('cast'))
+    finally:
+        checkpointing.cp.checkpoint = real
+    assert not calls
+
+
+def test_malloc_mmap_threshold_is_an_explicit_opt_in(monkeypatch):
+    import cast_mmaction.models.backbones.cast as cast_mod
+    calls = []  # (the real one would change this test process's malloc)
+    monkeypatch.setattr(cast_mod, 'set_malloc_mmap_threshold',
+                        lambda n: calls.append(n))
+    _tiny_backbone('cast')
+    assert calls == []  # never without the field
+    _tiny_backbone('cast', malloc_mmap_threshold=1 << 20)
+    assert calls == [1 << 20]
+
+
+@pytest.mark.parametrize('bad', [0, -1, 64 << 20, 1.5, '1M', True])
+def test_malloc_mmap_threshold_bad_values_name_the_field(bad):
+    with pytest.raises(ValueError, match='malloc_mmap_threshold'):
+        checkpointing.set_malloc_mmap_threshold(bad)

@@ -32,13 +32,50 @@ Policies (``backbone.checkpoint_policy``; the layers are those of
   down projections; q/k/v and the MLP hidden activation are recomputed.
 - a :class:`SavePolicy` for other choices (e.g. ``widen=(3, 4)`` keeps the
   MLP hidden activation as well).
+
+The policies above wrap a *whole layer*: its recompute replays the layer's
+forward in order, the experts' big frozen matmuls included, up to the last
+tensor backward needs (~1.2-1.3x the step's time). :class:`FusionPolicy`
+instead puts small checkpoint regions *inside* the layer, around the cheap
+trainable fusion work only, and keeps every tensor the frozen experts save:
+
+- ``'fusion'``: (1) each B-CA link after its down projections (LayerNorm,
+  position / time additions, q / kv / proj at the bottleneck width, window
+  attention, GELU, up projection are recomputed from the kept down
+  outputs); (2) each attention-branch adapter (recomputed from its input,
+  the expert's attention output); (3) each MLP-branch adapter together with
+  the expert's second LayerNorm (``x -> (LN2(x), adapter(LN2(x)))``: the
+  LayerNorm output, which only the adapter keeps, is recomputed from the
+  LayerNorm input that the frozen block keeps anyway). No expert matmul is
+  ever rerun.
+- ``'fusion_qkv'``: ``'fusion'`` plus the experts' first LayerNorm and
+  q / k / v projection: each stream's attention branch, its adapter, the
+  residual add and the down projection of the layer's first link are one
+  region that keeps fused attention's outputs, the attention projection's
+  output and the down projection's output and recomputes LN1, the q / k / v
+  matmul (~7% of the training step's FLOPs; q / k / v are 3 token-widths
+  per layer and stream), the adapter and the residual add (whose output,
+  one token-width, only the down projection keeps).
+
+A :class:`FusionPolicy` also chooses the parts one by one (``links``,
+``adapters``, ``qkv``).
+
+On CPU the peak resident memory also holds what glibc's allocator keeps of
+freed tensors (its heap is returned to the system only from the top).
+:func:`set_malloc_mmap_threshold` (the backbone's opt-in
+``malloc_mmap_threshold`` field, process-wide, never set on import) makes
+glibc map every allocation of at least that many bytes separately and
+unmap it when freed.
 """
+import ctypes
+import ctypes.util
 import functools
 
 import torch
 import torch.utils.checkpoint as cp
 
-POLICIES = ('full', 'attention', 'selective', 'narrow')
+POLICIES = ('full', 'attention', 'selective', 'narrow', 'fusion',
+            'fusion_qkv')
 
 
 def _ops(names, namespace='aten'):
@@ -76,25 +113,31 @@ class SavePolicy:
         min_k: see ``widen``.
     """
 
-    def __init__(self, attention=True, widen=(3, ), min_k=512, narrow=False):
+    def __init__(self, attention=True, widen=(3, ), min_k=512, narrow=False,
+                 weights=()):
         self.attention = attention
         self.narrow = narrow
         self.widen = tuple(widen)
         self.min_k = min_k
+        # also keep the products with these weights (by storage)
+        self.weights = {w.untyped_storage().data_ptr() for w in weights}
 
     def _keep_matmul(self, op, args):
-        if not self.widen and not self.narrow:
+        if not self.widen and not self.narrow and not self.weights:
             return False
         p = _packet(op)
         if p in _ONEDNN_MM:
             a, w = args[0], args[1]  # x (n, k), weight (m, k)
             k, m = a.shape[-1], w.shape[0]
         elif p in _MM:
-            a, b = (args[1], args[2]) if p is torch.ops.aten.addmm else (
-                args[0], args[1])
-            k, m = a.shape[-1], b.shape[-1]
+            a, w = (args[1], args[2]) if p is torch.ops.aten.addmm else (
+                args[0], args[1])  # w: the weight transposed, (k, m)
+            k, m = a.shape[-1], w.shape[-1]
         else:
             return False
+        if self.weights and isinstance(w, torch.Tensor) and (
+                w.untyped_storage().data_ptr() in self.weights):
+            return True
         return k >= self.min_k and (any(m == w * k for w in self.widen)
                                     or (self.narrow and m <= k))
 
@@ -107,16 +150,54 @@ class SavePolicy:
 
     def __repr__(self):
         return (f'SavePolicy(attention={self.attention}, widen='
-                f'{self.widen}, min_k={self.min_k}, narrow={self.narrow})')
+                f'{self.widen}, min_k={self.min_k}, narrow={self.narrow}, '
+                f'weights={len(self.weights)})')
+
+
+class FusionPolicy:
+    """Checkpoint regions inside each selected layer around the trainable
+    fusion work (see the module docstring), instead of one region around the
+    layer.
+
+    Args:
+        links: recompute each B-CA link after its down projections.
+        adapters: recompute the adapters (the MLP-branch one together with
+            the expert's second LayerNorm).
+        qkv: recompute each expert's first LayerNorm and q / k / v
+            projection (attention and its projection's output are kept).
+    """
+
+    def __init__(self, links=True, adapters=True, qkv=False):
+        self.links, self.adapters, self.qkv = bool(links), bool(adapters), \
+            bool(qkv)
+
+    def attention_policy(self, down=None):
+        """The policy of a stream's attention region (attention branch,
+        adapter, residual add and, given, the layer's first link's down
+        projection ``down`` of that stream): keep fused attention's outputs,
+        the matmuls that keep the width (in that region only the expert's
+        attention projection, at any width) and ``down``'s output; LN1,
+        q / k / v, the adapter and the residual add (the down projection's
+        input) are recomputed."""
+        return SavePolicy(attention=True, widen=(1, ), min_k=1, weights=(
+            () if down is None else (down.weight, )))
+
+    def __repr__(self):
+        return (f'FusionPolicy(links={self.links}, adapters='
+                f'{self.adapters}, qkv={self.qkv})')
 
 
 def make_policy(policy):
-    """A :class:`SavePolicy` for a policy name (or the policy itself); None
-    for ``'full'`` / None (plain checkpointing)."""
+    """A :class:`SavePolicy` or :class:`FusionPolicy` for a policy name (or
+    the policy itself); None for ``'full'`` / None (plain checkpointing)."""
     if policy is None or policy == 'full':
         return None
-    if isinstance(policy, SavePolicy):
+    if isinstance(policy, (SavePolicy, FusionPolicy)):
         return policy
+    if policy == 'fusion':
+        return FusionPolicy()
+    if policy == 'fusion_qkv':
+        return FusionPolicy(qkv=True)
     if policy == 'attention':
         return SavePolicy(attention=True, widen=())
     if policy == 'selective':
@@ -124,7 +205,7 @@ def make_policy(policy):
     if policy == 'narrow':
         return SavePolicy(widen=(), narrow=True)
     raise ValueError(f'backbone.checkpoint_policy={policy!r}: use one of '
-                     f'{POLICIES}, None or a SavePolicy')
+                     f'{POLICIES}, None, a SavePolicy or a FusionPolicy')
 
 
 def checkpoint(fn, *args, policy=None):
@@ -132,9 +213,39 @@ def checkpoint(fn, *args, policy=None):
     :class:`SavePolicy` (or its name) the region keeps the outputs the policy
     names and recomputes the rest in backward."""
     policy = make_policy(policy)
+    if isinstance(policy, FusionPolicy):
+        raise TypeError('a FusionPolicy places its own regions inside a '
+                        'layer (CASTBackbone._layer); it does not wrap one '
+                        'function')
     if policy is None:
         return cp.checkpoint(fn, *args, use_reentrant=False)
     context_fn = functools.partial(cp.create_selective_checkpoint_contexts,
                                    policy)
     return cp.checkpoint(fn, *args, use_reentrant=False,
                          context_fn=context_fn)
+
+
+_M_MMAP_THRESHOLD = -3  # glibc malloc.h
+_MMAP_THRESHOLD_MAX = 32 << 20  # glibc's bound on 64-bit (HEAP_MAX_SIZE / 2)
+
+
+def set_malloc_mmap_threshold(nbytes, field='backbone.malloc_mmap_threshold'):
+    """Process-wide: glibc's ``M_MMAP_THRESHOLD`` (``mallopt``) to
+    ``nbytes``, the same as ``MALLOC_MMAP_THRESHOLD_=nbytes`` in the
+    environment. Every CPU tensor of at least ``nbytes`` then gets its own
+    mapping, returned to the system when the tensor is freed, so the process
+    holds no freed activation memory (``docs/benchmarks.md``: lower peak
+    RSS, page faults on each such allocation). Needs glibc (Linux)."""
+    if isinstance(nbytes, bool) or not isinstance(nbytes, int) or not (
+            0 < nbytes <= _MMAP_THRESHOLD_MAX):
+        raise ValueError(f'{field}={nbytes!r}: give a number of bytes in '
+                         f'1..{_MMAP_THRESHOLD_MAX} (e.g. 1048576) or None')
+    name = ctypes.util.find_library('c')
+    try:
+        libc = ctypes.CDLL(name)
+        libc.gnu_get_libc_version  # glibc's; musl / macOS have no such
+        mallopt = libc.mallopt
+    except (OSError, AttributeError, TypeError):
+        raise RuntimeError(f'{field} needs glibc (Linux); set it to None')
+    if mallopt(_M_MMAP_THRESHOLD, nbytes) != 1:
+        raise RuntimeError(f'{field}={nbytes}: glibc refused the value')

@@ -39,7 +39,8 @@ from mmengine.model import BaseModule
 from mmaction.registry import MODELS
 from ..fusion import Adapter, BottleneckCrossAttention
 from ..fusion.time_encoding import SegmentTimeMLP, video_slot_segments
-from ..checkpointing import checkpoint, make_policy
+from ..checkpointing import (FusionPolicy, checkpoint, make_policy,
+                             set_malloc_mmap_threshold)
 from ..layers import DropPath
 
 
@@ -163,7 +164,17 @@ class CASTBackbone(BaseModule):
             ``'selective'``, ``'narrow'`` or ``'attention'``: checkpoint the
             ``with_cp`` layers (all when ``with_cp`` is False), keeping
             attention (and q/k/v, or the non-widening matmuls) and
-            recomputing the rest (models/checkpointing.py; docs/benchmarks.md).
+            recomputing the rest; ``'fusion'`` / ``'fusion_qkv'``: in those
+            layers, recompute only the B-CA links after their down
+            projections, the adapters and LN2's output (plus LN1 and q/k/v
+            for ``'fusion_qkv'``), never the experts' other matmuls
+            (models/checkpointing.py; docs/benchmarks.md).
+        malloc_mmap_threshold: None, or a number of bytes (e.g. 1048576):
+            process-wide opt-in, set when the backbone is built: glibc
+            allocations of at least that size get their own mapping,
+            returned to the system when freed (CPU training: ~0.6 GB less
+            peak RSS for CAST ViT-B at batch 1; docs/benchmarks.md). Linux /
+            glibc only.
         frozen_dtype: None, or ``'bfloat16'`` / ``'float16'``: store the
             experts' frozen weights (all but their norms) in this dtype and
             run the experts' blocks under autocast to it, while the trainable
@@ -197,6 +208,7 @@ class CASTBackbone(BaseModule):
                  mlp_layers=None,
                  with_cp=False,
                  checkpoint_policy=None,
+                 malloc_mmap_threshold=None,
                  frozen_dtype=None,
                  share_projections=False,
                  time_encoding=None,
@@ -238,6 +250,8 @@ class CASTBackbone(BaseModule):
         self.num_frames = num_frames
         self.mlp_adapter_scale = mlp_adapter_scale
         self.cp_policy = make_policy(checkpoint_policy)
+        if malloc_mmap_threshold is not None:
+            set_malloc_mmap_threshold(malloc_mmap_threshold)
         self.cp_layers = self._cp_layers(
             with_cp or checkpoint_policy is not None, depth)
         self.with_cp = with_cp
@@ -491,18 +505,36 @@ class CASTBackbone(BaseModule):
             raw[n] = enc
         return grids, raw
 
-    def _layer(self, i, batch, time_grids, *xs):
+    def _layer(self, i, batch, time_grids, *xs, parts=None):
+        """Layer ``i`` on the streams ``xs``; ``parts`` (a
+        :class:`~cast_mmaction.models.checkpointing.FusionPolicy`):
+        checkpoint regions around its fusion work (training only)."""
         names, experts = self.stream_names, self.experts
         tokens = dict(zip(names, xs))
         key = str(i)
         drop = self.drop_path[i]
+        first = self.links[self._links_at[i][0]][key] if (
+            self._links_at[i]) else None
+        downs = {}  # the first link's down projections, when computed here
         for n in names:
             if i not in self.attn_layers:
                 break
-            y = self._run_expert(experts[n].attn_branch, i, tokens[n])
-            if key in self.attn_adapters[n]:
-                y = self.attn_adapters[n][key](y)
-            tokens[n] = tokens[n] + y
+            if parts is not None and parts.qkv and tokens[n].requires_grad:
+                # one region: keep attention, its projection's output and
+                # the down projection's; recompute LN1, q / k / v, the
+                # adapter and the residual add. (A stream that needs no
+                # gradient, e.g. the frozen embedding's output at layer 0,
+                # keeps nothing in the frozen branch: no region there.)
+                down = first.down[n] if first is not None and (
+                    n in first.names) else None
+                tokens[n], d = checkpoint(self._attn_down, i, n, tokens[n],
+                                          down,
+                                          policy=parts.attention_policy(down))
+                if d is not None:
+                    downs[n] = d
+            else:
+                tokens[n] = tokens[n] + self._attn_part(i, n, tokens[n],
+                                                        parts)
         for link_name in self._links_at[i]:
             link = self.links[link_name][key]
             # parallel: one call on the same streams; sequential: one call
@@ -510,20 +542,66 @@ class CASTBackbone(BaseModule):
             steps = [[q] for q in self._link_order[link_name]] if (
                 link_name in self._link_order) else [None]
             for queries in steps:
-                updates = link(tokens, experts, batch, time_grids, queries)
+                if parts is None:
+                    updates = link(tokens, experts, batch, time_grids,
+                                   queries)
+                else:
+                    # only the layer's first link step reads the down
+                    # projections computed above
+                    d = {m: downs[m] if m in downs else link.down[m](
+                        tokens[m]) for m in link.names}
+                    downs = {}
+                    # the down projections (and their inputs, for the down
+                    # weights' gradient) are kept; the rest is recomputed
+                    updates = checkpoint(
+                        link.attend, d, experts, batch, time_grids,
+                        queries) if parts.links else link.attend(
+                            d, experts, batch, time_grids, queries)
                 for n, upd in updates.items():
                     tokens[n] = tokens[n] + drop(upd)
         for n in names:
             if i not in self.mlp_layers:
                 break
             x = tokens[n]
-            xn = self._run_expert(experts[n].mlp_norm, i, x)
+            adapter = self.mlp_adapters[n][key] if (
+                key in self.mlp_adapters[n]) else None
+            if adapter is not None and parts is not None and parts.adapters:
+                # LN2's output is kept only by the adapter: recompute both
+                # from LN2's input, which the frozen block keeps anyway
+                xn, a = checkpoint(self._mlp_norm_adapter, i, n, x)
+            else:
+                xn = self._run_expert(experts[n].mlp_norm, i, x)
+                a = None if adapter is None else adapter(xn)
             y = self._run_expert(experts[n].mlp_branch, i, xn)
-            if key in self.mlp_adapters[n]:
-                y = y + drop(self.mlp_adapter_scale *
-                             self.mlp_adapters[n][key](xn))
+            if a is not None:
+                y = y + drop(self.mlp_adapter_scale * a)
             tokens[n] = x + y
         return tuple(tokens[n] for n in names)
+
+    def _attn_branch_adapter(self, i, n, x):
+        """Stream ``n``'s attention branch of layer ``i`` through its
+        adapter (when it has one)."""
+        y = self._run_expert(self.experts[n].attn_branch, i, x)
+        if str(i) in self.attn_adapters[n]:
+            y = self.attn_adapters[n][str(i)](y)
+        return y
+
+    def _attn_down(self, i, n, x, down):
+        """``x`` + the attention branch through its adapter, and ``down``
+        (a link's down projection, or None) of that."""
+        x = x + self._attn_branch_adapter(i, n, x)
+        return x, None if down is None else down(x)
+
+    def _attn_part(self, i, n, x, parts):
+        if parts is None or not parts.adapters or (
+                str(i) not in self.attn_adapters[n]):
+            return self._attn_branch_adapter(i, n, x)
+        y = self._run_expert(self.experts[n].attn_branch, i, x)
+        return checkpoint(self.attn_adapters[n][str(i)], y)
+
+    def _mlp_norm_adapter(self, i, n, x):
+        xn = self._run_expert(self.experts[n].mlp_norm, i, x)
+        return xn, self.mlp_adapters[n][str(i)](xn)
 
     def forward(self, inputs):
         """``inputs``: the video (B, C, T, H, W), or a dict of modality
@@ -544,6 +622,10 @@ class CASTBackbone(BaseModule):
         for i in range(self.depth):
             if (i in self.cp_layers and self.training
                     and torch.is_grad_enabled()):
+                if isinstance(self.cp_policy, FusionPolicy):
+                    xs = self._layer(i, batch, time_grids, *xs,
+                                     parts=self.cp_policy)
+                    continue
                 xs = checkpoint(self._layer, i, batch, time_grids, *xs,
                                 policy=self.cp_policy)
             else:

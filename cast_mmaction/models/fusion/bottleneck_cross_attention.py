@@ -181,6 +181,19 @@ class BottleneckCrossAttention(nn.Module):
         d)} (used when the link was built with ``time_encoding``);
         ``queries``: the receivers to compute (default all, in parallel on
         the same ``tokens``). Returns {name: update}."""
+        return self.attend(self.project(tokens), experts, batch, time_enc,
+                           queries)
+
+    def project(self, tokens):
+        """{name: down projection of that stream's tokens}: the first half
+        of :meth:`forward` (the backbone's ``'fusion'`` checkpoint policy
+        keeps these and recomputes :meth:`attend`)."""
+        return {n: self.down[n](tokens[n]) for n in self.names}
+
+    def attend(self, downs, experts, batch, time_enc=None, queries=None):
+        """The rest of :meth:`forward` on the down projections ``downs``:
+        norm, time / position additions, window cross-attention, GELU, up
+        projection. Returns {name: update}."""
         queries = self.receivers if queries is None else queries
         if self.time_encoding and (time_enc is None or any(
                 n not in time_enc for n in self.names)):
@@ -190,7 +203,7 @@ class BottleneckCrossAttention(nn.Module):
                 f'"times" input (segment timestamps, see README.md, "Audio-visual recognition")')
         split = {}
         for n in self.names:
-            xn = self.norm[n](self.down[n](tokens[n]))
+            xn = self.norm[n](downs[n])
             prefix, grid = experts[n].split(xn, batch)
             if self.time_encoding:
                 grid = grid + time_enc[n].to(grid.dtype)
