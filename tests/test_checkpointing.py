@@ -232,8 +232,10 @@ def test_fusion_policies_give_the_plain_gradients_and_rerun_no_expert_matmul(
     # its frozen attention keeps nothing and gets no region
     assert n_qkv == (streams * len(layers - {0}) if policy == 'fusion_qkv'
                      else 0)
-    # the links' other matmuls and the adapters are recomputed
-    assert any('.up.' in n for n in rerun)
+    # the links' other matmuls (q / kv / proj; the last up projection of a
+    # region may be skipped by checkpointing's early stop, as on the
+    # F.linear path of a one-way link) and the adapters are recomputed
+    assert any(n.startswith('links.') and '.attn.' in n for n in rerun)
     assert any('adapters.' in n for n in rerun)
 
 
