@@ -23,3 +23,27 @@ def param_counts(model):
     total = sum(p.numel() for p in model.parameters())
     train = sum(p.numel() for p in model.parameters() if p.requires_grad)
     return train, total
+
+
+ISA_FLAGS = ('avx2', 'fma', 'avx512f', 'avx512_bf16', 'avx512_fp16',
+             'avx512_vnni', 'amx_tile', 'amx_bf16', 'amx_int8', 'avx_vnni',
+             'sse4_2')
+
+
+def cpu_facts():
+    """The CPU a measurement ran on, from ``/proc/cpuinfo`` (Linux; empty
+    elsewhere): ``cpu_model``, ``cpu_count`` (logical CPUs listed) and
+    ``cpu_isa`` (the :data:`ISA_FLAGS` it has), for the benchmark tools'
+    records."""
+    try:
+        with open('/proc/cpuinfo') as f:
+            lines = f.read().splitlines()
+    except OSError:
+        return {}
+    models = [ln.split(':', 1)[1].strip() for ln in lines
+              if ln.startswith('model name')]
+    flags = next((set(ln.split(':', 1)[1].split()) for ln in lines
+                  if ln.startswith('flags')), set())
+    return dict(cpu_model=models[0] if models else None,
+                cpu_count=len(models),
+                cpu_isa=[f for f in ISA_FLAGS if f in flags])

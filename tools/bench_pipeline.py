@@ -94,25 +94,14 @@ def category(type_name):
 # --------------------------------------------------------------------------
 # machine facts
 # --------------------------------------------------------------------------
-ISA = ('avx2', 'avx512f', 'avx512_bf16', 'avx512_vnni', 'amx_bf16', 'fma',
-       'sse4_2')
-
-
 def machine():
-    facts = dict(cpu=platform.processor() or '?', logical_cpus=os.cpu_count(),
+    from cast_mmaction.utils import cpu_facts
+    cpu = cpu_facts()
+    facts = dict(cpu=cpu.get('cpu_model') or platform.processor() or '?',
+                 logical_cpus=os.cpu_count(),
                  python=platform.python_version())
-    try:
-        with open('/proc/cpuinfo') as f:
-            info = f.read()
-        models = [ln.split(':', 1)[1].strip() for ln in info.splitlines()
-                  if ln.startswith('model name')]
-        flags = [ln for ln in info.splitlines() if ln.startswith('flags')]
-        if models:
-            facts['cpu'] = models[0]
-        if flags:
-            facts['cpu_isa'] = [f for f in ISA if f' {f} ' in flags[0] + ' ']
-    except OSError:
-        pass
+    if 'cpu_isa' in cpu:
+        facts['cpu_isa'] = cpu['cpu_isa']
     for mod in ('torch', 'decord', 'av', 'torchcodec', 'cv2'):
         try:
             facts[mod] = __import__(mod).__version__

@@ -508,31 +508,22 @@ def add_efficiency(res, peak=None):
     return res
 
 
-ISA_FLAGS = ('avx2', 'fma', 'avx512f', 'avx512_bf16', 'avx512_fp16',
-             'avx512_vnni', 'amx_tile', 'amx_bf16', 'amx_int8', 'avx_vnni')
-
-
 def machine_facts(args):
     import platform
 
     import torch
+
+    from cast_mmaction.utils import cpu_facts
     facts = dict(torch=torch.__version__, python=platform.python_version(),
                  threads=args.threads or torch.get_num_threads())
-    try:
-        with open('/proc/cpuinfo') as f:
-            info = f.read()
-        model = [ln.split(':', 1)[1].strip() for ln in info.splitlines()
-                 if ln.startswith('model name')]
-        flags = [ln.split(':', 1)[1].split() for ln in info.splitlines()
-                 if ln.startswith('flags')]
-        facts['cpu'] = f'{model[0]} x {len(model)}' if model else '?'
-        if flags:
-            facts['cpu_bf16'] = 'avx512_bf16' in flags[0] or (
-                'amx_bf16' in flags[0])
-            facts['cpu_avx512'] = 'avx512f' in flags[0]
-            facts['cpu_isa'] = [f for f in ISA_FLAGS if f in flags[0]]
-    except OSError:
-        pass
+    cpu = cpu_facts()
+    if cpu:
+        facts['cpu'] = (f"{cpu['cpu_model']} x {cpu['cpu_count']}"
+                        if cpu['cpu_model'] else '?')
+        isa = cpu['cpu_isa']
+        facts['cpu_bf16'] = 'avx512_bf16' in isa or 'amx_bf16' in isa
+        facts['cpu_avx512'] = 'avx512f' in isa
+        facts['cpu_isa'] = isa
     if torch.cuda.is_available() and args.device.startswith('cuda'):
         facts['gpu'] = torch.cuda.get_device_name(torch.device(args.device))
     return facts
