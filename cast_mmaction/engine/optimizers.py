@@ -17,8 +17,8 @@ and scales its learning rate by ``decay ** (depth + 1 - id)``:
 Weight decay is 0 for 1-D parameters, biases, the B-CA position tables
 (``q_pos``, ``kv_pos``, ``q_pos_t``, ``kv_pos_t``: the tables of the
 registered window policies, ``models/fusion/windows.py``) and the names
-expert classes declare (``Expert.no_weight_decay_names``: AST
-``pos_embed``), as the authors' ``no_weight_decay`` list. Parameters with
+expert and link classes declare (``Expert.no_weight_decay_names``: AST
+``pos_embed``; ``Link.no_weight_decay_names``), as the authors' ``no_weight_decay`` list. Parameters with
 ``requires_grad=False`` (the frozen experts) get no param group at all, so
 the optimizer keeps state only for what trains.
 
@@ -75,11 +75,11 @@ def expert_embedding_names(expert=None):
 
 
 def default_no_decay_names():
-    """The window policies' position tables and every expert class's
-    ``no_weight_decay_names``."""
-    from ..models.fusion import position_table_names
+    """The window policies' position tables and every expert and link
+    class's ``no_weight_decay_names``."""
+    from ..models.fusion import Link, position_table_names
     names = list(position_table_names())
-    for cls in _expert_classes():
+    for cls in _expert_classes() + Link.all_classes():
         names.extend(n for n in cls.no_weight_decay_names if n not in names)
     return tuple(names)
 

@@ -4,9 +4,10 @@ FSDP shards parameters per *wrapped unit*, gathering a unit's weights just
 before its ``forward`` runs. The multi-expert backbone calls the experts in
 pieces (attention branch, MLP branch) rather than through whole blocks, so
 the units must be the modules whose ``forward`` is called: the experts'
-attention and MLP modules and the B-CA links. Each expert class declares its
-units (``Expert.fsdp_units``); a B-CA link (``BottleneckCrossAttention``) is
-one unit. ``cast_fsdp_wrap_policy`` wraps exactly those (norms, adapters,
+attention and MLP modules and the links. Each expert class declares its
+units (``Expert.fsdp_units``), and so does each link class
+(``Link.fsdp_units``; by default the link itself, as the B-CA link).
+``cast_fsdp_wrap_policy`` wraps exactly those (norms, adapters,
 embeddings and heads stay in the root unit, which is gathered for the whole
 step). Config::
 
@@ -23,13 +24,13 @@ from mmengine.registry import FUNCTIONS
 def fsdp_units():
     """Module classes whose ``forward`` the backbone calls and that hold the
     bulk of the parameters: the ``fsdp_units`` every imported expert class
-    declares, and the B-CA links."""
+    declares, and those every imported link class declares."""
     from ..models.experts import Expert
-    from ..models.fusion import BottleneckCrossAttention
+    from ..models.fusion import Link
     units = []
-    for cls in Expert.all_classes():
+    for cls in Expert.all_classes() + Link.all_classes():
         units.extend(u for u in cls.fsdp_units if u not in units)
-    return tuple(units) + (BottleneckCrossAttention, )
+    return tuple(units)
 
 
 @FUNCTIONS.register_module()

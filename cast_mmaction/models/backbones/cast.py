@@ -37,7 +37,9 @@ import torch.utils.checkpoint as cp  # noqa: F401 (tests patch it)
 from mmengine.model import BaseModule
 
 from mmaction.registry import MODELS
-from ..fusion import Adapter, BottleneckCrossAttention
+from ..fusion import Adapter
+from ..fusion.link import (BACKBONE_LINK_KEYS, DEFAULT_LINK_TYPE,
+                           link_class)
 from ..fusion.time_encoding import SegmentTimeMLP, video_slot_segments
 from ..checkpointing import (FusionPolicy, checkpoint, make_policy,
                              set_malloc_mmap_threshold)
@@ -287,17 +289,22 @@ class CASTBackbone(BaseModule):
 
         self.links = nn.ModuleDict()
         self._links_at = [[] for _ in range(depth)]
-        known = {'experts', 'windows', 'layers', 'num_heads', 'name',
-                 'pos_embed', 'eps', 'time_encoding', 'down_ratio',
-                 'directions', 'order'}
         self._link_order = {}  # link name -> receivers in order, if sequential
         timed = {}  # expert name -> B-CA width of its time encodings
+        backbone_args = dict(down_ratio=down_ratio, link_eps=link_eps)
         for k, link in enumerate(links):
             link = dict(link)
-            unknown = set(link) - known
-            if unknown:
-                raise ValueError(f'backbone.links[{k}]: unknown keys '
-                                 f'{sorted(unknown)}; known: {sorted(known)}')
+            field = f'backbone.links[{k}]'
+            cls = link_class(link.get('type', DEFAULT_LINK_TYPE), field)
+            own = {key: v for key, v in link.items()
+                   if key not in BACKBONE_LINK_KEYS}
+            cls.check_config(own, field)
+            for arg, src in cls.backbone_defaults.items():
+                own.setdefault(arg, backbone_args[src])
+            if 'experts' not in link:
+                raise ValueError(f'{field}: no experts; give the experts it '
+                                 f'joins, e.g. experts=({self.stream_names[0]!r}, '
+                                 f'{self.stream_names[-1]!r})')
             pair = tuple(link['experts'])
             for n in pair:
                 if n not in built:
@@ -310,20 +317,18 @@ class CASTBackbone(BaseModule):
             lyr = link.get('layers')
             lyr = list(range(depth)) if lyr is None else sorted(set(lyr))
             self._check_layers(lyr, f'links[{k}].layers')
-            heads = link.get('num_heads', built[pair[0]].num_heads)
-            use_time = bool(link.get('time_encoding', False))
             receivers, sequential = _link_directions(link, pair, k)
             if sequential:
                 self._link_order[name] = receivers
             mods = nn.ModuleDict()
             for i in lyr:
-                mods[str(i)] = BottleneckCrossAttention(
-                    {n: built[n] for n in pair}, dict(link['windows']),
-                    heads, link.get('down_ratio', down_ratio),
-                    link.get('eps', link_eps), link.get('pos_embed', True),
-                    use_time, receivers)
+                try:
+                    mods[str(i)] = cls({n: built[n] for n in pair},
+                                       receivers=receivers, **own)
+                except (TypeError, ValueError) as e:
+                    raise type(e)(f'{field} ({cls.__name__}): {e}') from e
                 self._links_at[i].append(name)
-            if use_time and lyr:
+            if lyr and mods[str(lyr[0])].time_encoding:
                 for n in pair:
                     timed[n] = mods[str(lyr[0])].dim
             self.links[name] = mods
@@ -336,29 +341,31 @@ class CASTBackbone(BaseModule):
         self.drop_path = nn.ModuleList(DropPath(r) for r in dpr)
 
     def _tie_projections(self):
-        """One down / up module per (layer, expert) across the links of that
-        layer; the first link's modules are kept."""
+        """One module per (layer, expert, shareable part) across the links of
+        that layer: each link class declares its ``shareable_parts``
+        (ModuleDicts keyed by expert name; B-CA: ``down`` / ``up``); the
+        first link's modules are kept."""
         for i in range(self.depth):
-            owner = {}
+            owner = {}  # (part, expert) -> the first link that has it
             for name in self._links_at[i]:
                 link = self.links[name][str(i)]
-                for n in link.names:
-                    if n not in owner:
-                        owner[n] = link
-                        continue
-                    first = owner[n]
-                    for part in ('down', 'up'):
-                        if n not in getattr(first, part) or n not in getattr(
-                                link, part):
-                            continue  # a one-way link has no up for n
-                        a, b = getattr(first, part)[n], getattr(link, part)[n]
-                        if a.weight.shape != b.weight.shape:
+                for part in link.shareable_parts:
+                    for n, mod in getattr(link, part).items():
+                        if (part, n) not in owner:
+                            owner[part, n] = link
+                            continue
+                        first = owner[part, n]
+                        a = getattr(first, part)[n]
+                        sa = {k: v.shape for k, v in a.state_dict().items()}
+                        sb = {k: v.shape for k, v in mod.state_dict().items()}
+                        if type(a) is not type(mod) or sa != sb:
                             raise ValueError(
                                 f'share_projections: links {first.names} and '
-                                f'{link.names} use different bottleneck '
-                                f'widths for expert {n!r} at layer {i} '
-                                f'({tuple(a.weight.shape)} vs '
-                                f'{tuple(b.weight.shape)})')
+                                f'{link.names} have different {part!r} '
+                                f'modules for expert {n!r} at layer {i} '
+                                f'({type(a).__name__} {sa} vs '
+                                f'{type(mod).__name__} {sb}; e.g. different '
+                                f'bottleneck widths)')
                         getattr(link, part)[n] = a
 
     def _build_time_encoding(self, cfg, timed):

@@ -1,12 +1,15 @@
 from .adapter import Adapter
+from .link import Link, link_class
 from .bottleneck_cross_attention import (BottleneckCrossAttention,
                                          WindowCrossAttention,
+                                         attention_weights,
                                          position_table_layout)
 from .time_encoding import SegmentTimeMLP
 from .windows import (WINDOW_POLICIES, WindowPolicy, get_window_policy,
                       position_table_names, register_window_policy)
 
-__all__ = ['Adapter', 'BottleneckCrossAttention', 'WindowCrossAttention',
+__all__ = ['Adapter', 'Link', 'link_class', 'BottleneckCrossAttention',
+           'WindowCrossAttention', 'attention_weights',
            'SegmentTimeMLP', 'WINDOW_POLICIES', 'WindowPolicy',
            'get_window_policy', 'position_table_names',
            'position_table_layout', 'register_window_policy']

@@ -32,8 +32,23 @@ update for its stream; the backbone adds it through drop path.
 import torch.nn as nn
 import torch
 
+from mmaction.registry import MODELS
 from ..layers import Linear, sdpa_heads
+from .link import Link
 from .windows import get_window_policy
+
+
+def attention_weights(q, k, num_heads):
+    """``softmax(q k^T / sqrt(d_head))`` per head: ``q`` (B', Lq, H*d),
+    ``k`` (B', Lk, H*d) -> (B', H, Lq, Lk), the weights
+    ``F.scaled_dot_product_attention`` applies in :func:`sdpa_heads` (same
+    scale, same heads split)."""
+    b, lq, c = q.shape
+    d = c // num_heads
+    qh = q.reshape(b, lq, num_heads, d).transpose(1, 2)
+    kh = k.reshape(b, k.shape[1], num_heads, d).transpose(1, 2)
+    return ((qh @ kh.transpose(-2, -1)) * d**-0.5).softmax(-1)
+
 
 class WindowCrossAttention(nn.Module):
     """Multi-head cross-attention of query grid (B, Tq, Nq, d) on key/value
@@ -87,12 +102,23 @@ class WindowCrossAttention(nn.Module):
             kv = self.policy.add_tables(kv, self._tables('kv'))
         return q, kv
 
-    def forward(self, q, kv):
+    def forward(self, q, kv, weights_out=None):
+        """Query grid ``q`` (B, Tq, Nq, d) attends to ``kv`` (B, Tk, Nk,
+        d). ``weights_out``: None, or a list that receives the softmax
+        weights of this call, (B, H, windows..., Lq, Lk)
+        (:meth:`~.windows.WindowPolicy.weights_by_window`), computed from
+        the same ``q`` / ``k`` projections; the output is
+        ``F.scaled_dot_product_attention``'s either way."""
         shape = q.shape
         q, kv = self.add_positions(q, kv)
         q, kv = self.policy.to_seq(q), self.policy.to_seq(kv)
         k, v = self.kv(kv).chunk(2, dim=-1)
-        out = self.proj(sdpa_heads(self.q(q), k, v, self.num_heads))
+        q = self.q(q)
+        if weights_out is not None:
+            with torch.no_grad():
+                w = attention_weights(q, k, self.num_heads)
+            weights_out.append(self.policy.weights_by_window(w, shape[0]))
+        out = self.proj(sdpa_heads(q, k, v, self.num_heads))
         return self.policy.from_seq(out, shape)
 
     def extra_repr(self):
@@ -100,15 +126,18 @@ class WindowCrossAttention(nn.Module):
                 f'q_grid={self.q_grid}, kv_grid={self.kv_grid}')
 
 
-class BottleneckCrossAttention(nn.Module):
-    """One B-CA link between two experts at one layer.
+@MODELS.register_module()
+class BottleneckCrossAttention(Link):
+    """One B-CA link between two experts at one layer (the default link
+    type of ``backbone.links``).
 
     Args:
         experts: the two :class:`Expert` objects, as ``{name: expert}``
             (only their widths and grids are read).
         windows: ``{name: window}``, the window used when that stream
             queries the other.
-        num_heads: heads of both cross-attentions.
+        num_heads: heads of both cross-attentions (default: those of the
+            first expert).
         down_ratio: bottleneck width = min(expert widths) // down_ratio.
         eps: LayerNorm epsilon of the down-projection norms.
         pos_embed: learn window position tables.
@@ -120,20 +149,26 @@ class BottleneckCrossAttention(nn.Module):
             is. ``down_ratio=1`` keeps the full width (projections D -> D).
     """
 
-    def __init__(self, experts, windows, num_heads, down_ratio=2, eps=1e-6,
-                 pos_embed=True, time_encoding=False, receivers=None):
-        super().__init__()
+    #: ``down_ratio`` and ``eps`` default to the backbone's ``down_ratio``
+    #: and ``link_eps``
+    backbone_defaults = dict(down_ratio='down_ratio', eps='link_eps')
+    #: ``share_projections``: one down / up module per (layer, expert)
+    shareable_parts = ('down', 'up')
+    attention_weights = True
+
+    def __init__(self, experts, windows, num_heads=None, down_ratio=2,
+                 eps=1e-6, pos_embed=True, time_encoding=False,
+                 receivers=None):
         names = list(experts)
-        if len(names) != 2 or set(windows) != set(names):
+        if len(names) != 2 or not isinstance(windows, dict) or set(
+                windows) != set(names):
             raise ValueError(f'a link joins two experts and gives a window '
                              f'for each, got experts {names} and windows '
                              f'{windows}')
-        self.names = names
-        receivers = names if receivers is None else list(receivers)
-        if not receivers or set(receivers) - set(names):
-            raise ValueError(f'link {names}: receivers must be a non-empty '
-                             f'subset of its experts, got {receivers}')
-        self.receivers = [n for n in names if n in receivers]
+        super().__init__(experts, receivers)
+        windows = dict(windows)
+        if num_heads is None:
+            num_heads = experts[names[0]].num_heads
         self.time_encoding = bool(time_encoding)
         if not (isinstance(down_ratio, int) and down_ratio >= 1):
             raise ValueError(f'link {names}: down_ratio must be an integer >= '
@@ -212,7 +247,14 @@ class BottleneckCrossAttention(nn.Module):
         for q_name in queries:
             kv_name = next(n for n in self.names if n != q_name)
             prefix, grid = split[q_name]
-            attended = self.attn[q_name](grid, split[kv_name][1])
+            att = self.attn[q_name]
+            weights = [] if self._attention_sink is not None else None
+            attended = att(grid, split[kv_name][1], weights)
+            if weights:
+                self.report_attention(
+                    q_name, weights[0], source=kv_name, window=att.window,
+                    q_grid=tuple(grid.shape[1:3]),
+                    kv_grid=tuple(split[kv_name][1].shape[1:3]))
             merged = experts[q_name].merge(prefix, attended, batch)
             out[q_name] = self.up[q_name](self.act(merged))
         return out
@@ -226,7 +268,7 @@ def position_table_layout(model):
     video expert or ``(f_dim, t_dim)`` of the AST expert)."""
     out = {}
     for prefix, mod in model.named_modules():
-        if isinstance(mod, BottleneckCrossAttention):
+        if isinstance(mod, Link):
             for name, expert, axis in mod.position_tables():
                 key = f'{prefix}.{name}' if prefix else name
                 out[key] = (expert, axis)

@@ -89,6 +89,28 @@ class WindowPolicy:
             return out.reshape(b, n, t, d).transpose(1, 2)
         return out.reshape(b, t, n, d)
 
+    def weights_by_window(self, weights, batch):
+        """Attention weights of the problems of :meth:`to_seq`, (B', H, Lq,
+        Lk), -> (B, H, windows, Lq, Lk): ``windows`` is the grouped axis
+        (``'n'``: patch position, ``Lq`` / ``Lk`` the time steps; ``'t'``:
+        time step, ``Lq`` / ``Lk`` the patches); without ``group_by`` there
+        is no window axis: (B, H, Tq * Nq, Tk * Nk)."""
+        if self.group_by is None:
+            return weights
+        g = weights.shape[0] // batch
+        return weights.reshape(batch, g, *weights.shape[1:]).transpose(1, 2)
+
+    def weights_to_grid(self, weights, q_grid):
+        """Weights of :meth:`weights_by_window` with the heads averaged or
+        selected, (B, windows..., Lq, Lk), -> the query grid (B, Tq, Nq, Lk)
+        (``Lk``: the keys of the query's window)."""
+        tq, nq = q_grid
+        if self.group_by == 'n':  # (B, Nq, Tq, Tk)
+            return weights.transpose(1, 2)
+        if self.group_by == 't':  # (B, Tq, Nq, Nk)
+            return weights
+        return weights.reshape(weights.shape[0], tq, nq, weights.shape[-1])
+
     # -- position tables --------------------------------------------------
     def table_names(self):
         """State-dict names of the tables: ``q_pos<s>``, ``kv_pos<s>``."""
