@@ -151,43 +151,88 @@ def tiny_backbone(seed=0):
     return bb
 
 
-def test_recomputed_attention_reproduces_modules():
+def test_recorded_attention_is_the_forwards():
+    """``record_attention`` returns, per layer / link / receiver, softmax
+    weights that, applied to the module's own values, give the module's
+    output (so they are the weights the forward used); recording leaves the
+    backbone's output bit for bit as it is."""
     am = load_tool('attention_maps')
     bb = tiny_backbone()
-    mods = {f'{i}.{n}': bb.links['clip_vmae'][str(i)].attn[n]
+    mods = {(i, n): bb.links['clip_vmae'][str(i)].attn[n]
             for i in range(2) for n in ('clip', 'vmae')}
-    rec = am.AttentionRecorder(mods)
+    seen = {}
+
+    def hook(key):
+        def fn(module, args, output):
+            seen[key] = (args[0].detach(), args[1].detach(), output.detach())
+        return fn
+
+    handles = [m.register_forward_hook(hook(k)) for k, m in mods.items()]
     x = torch.randn(2, 3, 8, 32, 32)
     with torch.no_grad():
-        bb(x)
-    rec.remove()
-    assert set(rec.records) == set(mods)
-    for name, m in mods.items():
-        q, kv, output = rec.records[name]
-        weights, out = am.window_attention(m, q, kv)
-        # attention @ v -> proj equals the module's forward
-        torch.testing.assert_close(out, output, atol=1e-5, rtol=1e-5)
-        torch.testing.assert_close(weights.sum(-1),
-                                   torch.ones(weights.shape[:-1]))
+        plain = bb(x)
+        with bb.record_attention() as rec:
+            recorded = bb(x)
+        again = bb(x)
+    for h in handles:
+        h.remove()
+    for a, b, c in zip(plain, recorded, again):
+        assert torch.equal(a, b) and torch.equal(a, c)
+    assert set(rec) == {(i, 'clip_vmae', n) for i, n in mods}
+    assert rec.silent == []
+    for (i, n), m in mods.items():
+        weights = rec[i, 'clip_vmae', n]
+        q, kv, output = seen[i, n]
         b, tq, nq, _ = q.shape
         _, tk, nk, _ = kv.shape
-        maps = am.grid_maps(m, weights, q.shape, kv.shape)
+        torch.testing.assert_close(weights.sum(-1),
+                                   torch.ones(weights.shape[:-1]))
+        # weights @ v -> proj is the module's output
+        _, kvp = m.add_positions(q, kv)
+        v = m.kv(m.policy.to_seq(kvp)).chunk(2, dim=-1)[1]
+        h, d = m.num_heads, v.shape[-1] // m.num_heads
         if m.window == 'time':  # T2S: CLIP (t, n) -> VideoMAE (:, n)
-            assert name.endswith('clip')
-            assert weights.shape == (b * nq, 2, tq, tk)
-            assert maps.shape == (b, tq, nq, tk)
+            assert n == 'clip' and rec.info[i, 'clip_vmae', n]['source'] \
+                == 'vmae'
+            assert weights.shape == (b, 2, nq, tq, tk)
+            w = weights.transpose(1, 2).reshape(b * nq, 2, tq, tk)
         else:  # S2T: VideoMAE (t, n) -> CLIP (t, :)
-            assert name.endswith('vmae')
-            assert weights.shape == (b * tq, 2, nq, nk)
-            assert maps.shape == (b, tq, nq, nk)
+            assert n == 'vmae'
+            assert weights.shape == (b, 2, tq, nq, nk)
+            w = weights.transpose(1, 2).reshape(b * tq, 2, nq, nk)
+        vh = v.reshape(v.shape[0], -1, h, d).transpose(1, 2)
+
+        def out_of(w):
+            ctx = (w @ vh).transpose(1, 2).reshape(w.shape[0], -1, h * d)
+            return m.policy.from_seq(m.proj(ctx), q.shape)
+
+        with torch.no_grad():
+            torch.testing.assert_close(out_of(w), output, atol=1e-5,
+                                       rtol=1e-5)
+            # other weights would not give that output
+            other = torch.roll(w, 1, dims=-1)
+            assert (out_of(other) - output).abs().max() > 1e-3
+        maps = am.grid_maps(weights, m.window, (tq, nq))
+        assert maps.shape == ((b, tq, nq, tk) if m.window == 'time' else
+                              (b, tq, nq, nk))
         wm = weights.mean(1)
         # query (t=1, n=3) of sample 0
-        expect = wm[3, 1] if m.window == 'time' else wm[1, 3]
+        expect = wm[0, 3, 1] if m.window == 'time' else wm[0, 1, 3]
         torch.testing.assert_close(maps[0, 1, 3], expect)
-    # a different module output is detected
-    q, kv, output = rec.records['1.clip']
-    with pytest.raises(RuntimeError, match='does not reproduce'):
-        am.check_reproduction(mods['1.clip'], q, kv, output + 0.1)
+
+
+def test_record_attention_filters_and_names_bad_links():
+    bb = tiny_backbone()
+    x = torch.randn(1, 3, 8, 32, 32)
+    with torch.no_grad(), bb.record_attention(layers=[1]) as rec:
+        bb(x)
+    assert set(rec) == {(1, 'clip_vmae', 'clip'), (1, 'clip_vmae', 'vmae')}
+    with pytest.raises(ValueError, match=r"no links \['nope'\]"):
+        with bb.record_attention(links=['nope']):
+            pass
+    # the sinks are gone after the block
+    assert all(m._attention_sink is None for per in bb.links.values()
+               for m in per.values())
 
 
 def test_attention_windows_are_the_published_ones():
@@ -200,17 +245,17 @@ def test_attention_windows_are_the_published_ones():
     g = torch.Generator().manual_seed(2)
     q = torch.randn(1, 4, 16, 16, generator=g)
     kv = torch.randn(1, 4, 16, 16, generator=g)
+
+    def maps(m, kv):
+        got = []
+        m(q, kv, got)
+        return am.grid_maps(got[0], m.window, (4, 16))
+
     with torch.no_grad():
-        base_t = am.grid_maps(t2s, am.window_attention(t2s, q, kv)[0],
-                              q.shape, kv.shape)
-        base_s = am.grid_maps(s2t, am.window_attention(s2t, q, kv)[0],
-                              q.shape, kv.shape)
+        base_t, base_s = maps(t2s, kv), maps(s2t, kv)
         kv2 = kv.clone()
         kv2[0, 2, 5] += 3.0  # key at time 2, patch 5
-        t_new = am.grid_maps(t2s, am.window_attention(t2s, q, kv2)[0],
-                             q.shape, kv.shape)
-        s_new = am.grid_maps(s2t, am.window_attention(s2t, q, kv2)[0],
-                             q.shape, kv.shape)
+        t_new, s_new = maps(t2s, kv2), maps(s2t, kv2)
     changed_t = (t_new - base_t).abs().amax(-1)[0] > 1e-6  # (Tq, Nq)
     changed_s = (s_new - base_s).abs().amax(-1)[0] > 1e-6
     # T2S: only queries at patch 5 (any time) see that key

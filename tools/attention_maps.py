@@ -6,12 +6,10 @@ video: which frames (T2S) and which patches (S2T) a chosen token attends to.
         --out-dir attn/ [--layer 11] [--query-frame 4] [--query-patch 7 7]
 
 The video goes through the config's test pipeline reduced to one view (one
-clip, centre crop); the frames shown are the ones the model sees. Forward
-hooks on the link's two ``WindowCrossAttention`` modules capture their
-inputs; the attention ``softmax(q k^T / sqrt(d_head))`` of every head is
-recomputed from the module's ``q`` / ``kv`` projections and position tables
-and averaged over heads. The tool checks that ``attention @ v -> proj``
-reproduces the module's own output before drawing anything.
+clip, centre crop); the frames shown are the ones the model sees. The
+weights drawn are the ones the model returns
+(``CASTBackbone.record_attention``: the softmax weights of every head, from
+the same q / k as the forward), averaged over heads.
 
 Written to --out-dir:
   t2s_layer<L>.png  temporal-to-spatial: a CLIP patch at (query frame, query
@@ -37,7 +35,6 @@ import os.path as osp
 import sys
 
 import numpy as np
-import torch
 
 sys.path.insert(0, osp.dirname(osp.dirname(osp.abspath(__file__))))
 
@@ -47,89 +44,16 @@ from cast_mmaction import safe_load  # noqa: E402
 
 
 # ----------------------------------------------------------------------------
-# attention from a WindowCrossAttention's inputs
+# the weights the model returns, in grid layout
 # ----------------------------------------------------------------------------
-def window_attention(module, q, kv):
-    """Recompute the attention of ``module`` (a ``WindowCrossAttention``) on
-    query grid ``q`` (B, Tq, Nq, d) and key/value grid ``kv`` (B, Tk, Nk, d).
-
-    Returns:
-        weights: per-head attention in window layout, (B', H, Lq, Lk):
-            ``time``: B' = B*Nq (index ``b*Nq + n``), Lq = Tq, Lk = Tk;
-            ``space``: B' = B*Tq (index ``b*Tq + t``), Lq = Nq, Lk = Nk;
-            ``global``: B' = B, Lq = Tq*Nq, Lk = Tk*Nk.
-        out: ``proj(weights @ v)`` in the module's output layout
-            (B, Tq, Nq, d), to compare with the module's forward.
-    """
-    d = q.shape[-1]
-    shape = q.shape
-    q, kv = module.add_positions(q, kv)
-    # the window's attention problems (models/fusion/windows.py)
-    qw, kvw = module.policy.to_seq(q), module.policy.to_seq(kv)
-    h = module.num_heads
-    dh = d // h
-    qh = module.q(qw)
-    k, v = module.kv(kvw).chunk(2, dim=-1)
-
-    def heads(x):
-        return x.reshape(x.shape[0], x.shape[1], h, dh).transpose(1, 2)
-
-    logits = heads(qh) @ heads(k).transpose(-2, -1) * dh**-0.5
-    weights = logits.softmax(-1)
-    ctx = (weights @ heads(v)).transpose(1, 2).reshape(qw.shape[0], -1, d)
-    out = module.policy.from_seq(module.proj(ctx), shape)
-    return weights, out
-
-
-def grid_maps(module, weights, q_shape, kv_shape):
-    """Head-averaged weights in grid layout: ``time`` -> (B, Tq, Nq, Tk);
-    ``space`` -> (B, Tq, Nq, Nk); ``global`` -> (B, Tq, Nq, Tk*Nk)."""
-    b, tq, nq, _ = q_shape
-    _, tk, nk, _ = kv_shape
-    w = weights.mean(1)
-    group_by = module.policy.group_by
-    if group_by == 'n':  # time: (B*Nq, Tq, Tk)
-        return w.reshape(b, nq, tq, tk).transpose(1, 2)
-    if group_by == 't':  # space: (B*Tq, Nq, Nk)
-        return w.reshape(b, tq, nq, nk)
-    return w.reshape(b, tq, nq, tk * nk)  # global: every key
-
-
-class AttentionRecorder:
-    """Forward hooks on ``WindowCrossAttention`` modules: keep each call's
-    inputs and output, by module name."""
-
-    def __init__(self, modules):
-        self.records = {}
-        self._handles = []
-        for name, m in modules.items():
-            self._handles.append(m.register_forward_hook(self._hook(name)))
-
-    def _hook(self, name):
-        def hook(module, args, output):
-            q, kv = args[0], args[1]
-            self.records[name] = (q.detach(), kv.detach(), output.detach())
-        return hook
-
-    def remove(self):
-        for hd in self._handles:
-            hd.remove()
-        self._handles = []
-
-
-def check_reproduction(module, q, kv, output, tol=1e-4):
-    """Recompute and compare with the module's own output; returns the
-    per-head weights."""
-    with torch.no_grad():
-        weights, out = window_attention(module, q.float(), kv.float())
-    err = (out - output.float()).abs().max().item()
-    scale = max(1.0, output.float().abs().max().item())
-    if err > tol * scale:
-        raise RuntimeError(
-            f'recomputed attention does not reproduce the module output '
-            f'(max |diff| {err:.2e}); WindowCrossAttention has changed and '
-            f'tools/attention_maps.py must follow it')
-    return weights
+def grid_maps(weights, window, q_grid):
+    """Head-averaged weights in the query's grid layout: ``weights`` (B, H,
+    windows..., Lq, Lk) as ``CASTBackbone.record_attention`` returns them
+    for a link with ``window`` (a window-policy name) and query grid
+    ``q_grid`` (Tq, Nq) -> ``time``: (B, Tq, Nq, Tk); ``space``: (B, Tq, Nq,
+    Nk); ``global``: (B, Tq, Nq, Tk*Nk)."""
+    from cast_mmaction.models.fusion import get_window_policy
+    return get_window_policy(window).weights_to_grid(weights.mean(1), q_grid)
 
 
 # ----------------------------------------------------------------------------
@@ -149,7 +73,8 @@ def find_link(backbone, link=None, layer=None):
                                      f'are {list(links)}')
         layers = sorted(int(i) for i in links[name])
         mods = links[name][str(layers[0])]
-        windows = {m.window for m in mods.attn.values()}
+        windows = set(mods.attention_windows().values()) if getattr(
+            mods, 'attention_weights', False) else set()
         if windows != {'time', 'space'}:
             if link:
                 raise inf.InferenceError(
@@ -288,22 +213,18 @@ def compute_maps(model, packed, link=None, layer=None):
     sample, the frames it saw, the experts and the data sample."""
     bb = model.backbone
     name, use, mod = find_link(bb, link, layer)
-    by_window = {m.window: (q_name, m) for q_name, m in mod.attn.items()}
-    t2s_name, t2s_mod = by_window['time']
-    s2t_name, s2t_mod = by_window['space']
-    rec = AttentionRecorder({'t2s': t2s_mod, 's2t': s2t_mod})
-    try:
+    by_window = {w: q for q, w in mod.attention_windows().items()}
+    with bb.record_attention(links=[name], layers=[use]) as rec:
         samples = inf.predict(model, [packed])
-    finally:
-        rec.remove()
     out = dict(link=name, layer=use, data_sample=samples[0],
-               t2s_expert=t2s_name, s2t_expert=s2t_name)
-    for key, m in (('t2s', t2s_mod), ('s2t', s2t_mod)):
-        if key not in rec.records:
+               t2s_expert=by_window['time'], s2t_expert=by_window['space'])
+    for key, window in (('t2s', 'time'), ('s2t', 'space')):
+        got = (use, name, by_window[window])
+        if got not in rec:
             raise RuntimeError(f'link {name} layer {use} was not run')
-        q, kv, o = rec.records[key]
-        weights = check_reproduction(m, q, kv, o)
-        out[key] = grid_maps(m, weights, q.shape, kv.shape)[0].cpu().numpy()
+        weights = rec[got]
+        out[key] = grid_maps(weights, window,
+                             rec.info[got]['q_grid'])[0].cpu().numpy()
         out[key + '_weights'] = weights
     inputs = packed['inputs']
     if isinstance(inputs, dict):

@@ -39,7 +39,7 @@ from mmengine.model import BaseModule
 from mmaction.registry import MODELS
 from ..fusion import Adapter
 from ..fusion.link import (BACKBONE_LINK_KEYS, DEFAULT_LINK_TYPE,
-                           link_class)
+                           AttentionRecord, link_class)
 from ..fusion.time_encoding import SegmentTimeMLP, video_slot_segments
 from ..checkpointing import (FusionPolicy, checkpoint, make_policy,
                              set_malloc_mmap_threshold)
@@ -641,6 +641,41 @@ class CASTBackbone(BaseModule):
                      for n, x in zip(names, xs))
 
     # ------------------------------------------------------------------
+    @contextlib.contextmanager
+    def record_attention(self, links=None, layers=None):
+        """Inside ``with backbone.record_attention() as rec:``, every
+        forward stores the softmax attention weights the links used in
+        ``rec`` (an :class:`~cast_mmaction.models.fusion.AttentionRecord`:
+        ``rec[layer, link name, receiver]`` -> (B, heads, windows..., Lq,
+        Lk), detached; the last forward's). The weights are computed from
+        the same q / k as the forward, whose output is unchanged (it stays on
+        ``F.scaled_dot_product_attention``). ``links`` / ``layers``: record
+        only these link names / layer indices (default all)."""
+        names = list(self.links) if links is None else list(links)
+        bad = [n for n in names if n not in self.links]
+        if bad:
+            raise ValueError(f'record_attention: no links {bad}; the '
+                             f'backbone\'s links are {list(self.links)}')
+        if layers is not None:
+            layers = set(int(i) for i in layers)
+            self._check_layers(sorted(layers), 'record_attention layers')
+        rec = AttentionRecord()
+        on = []
+        for name in names:
+            for key, mod in self.links[name].items():
+                if layers is not None and int(key) not in layers:
+                    continue
+                if not mod.attention_weights:
+                    rec.silent.append((int(key), name))
+                    continue
+                mod.set_attention_sink(rec.sink(int(key), name))
+                on.append(mod)
+        try:
+            yield rec
+        finally:
+            for mod in on:
+                mod.set_attention_sink(None)
+
     def param_counts(self):
         """(trainable, total) parameter counts."""
         total = sum(p.numel() for p in self.parameters())

@@ -1,5 +1,5 @@
 from .adapter import Adapter
-from .link import Link, link_class
+from .link import AttentionRecord, Link, link_class
 from .bottleneck_cross_attention import (BottleneckCrossAttention,
                                          WindowCrossAttention,
                                          attention_weights,
@@ -8,7 +8,7 @@ from .time_encoding import SegmentTimeMLP
 from .windows import (WINDOW_POLICIES, WindowPolicy, get_window_policy,
                       position_table_names, register_window_policy)
 
-__all__ = ['Adapter', 'Link', 'link_class', 'BottleneckCrossAttention',
+__all__ = ['Adapter', 'AttentionRecord', 'Link', 'link_class', 'BottleneckCrossAttention',
            'WindowCrossAttention', 'attention_weights',
            'SegmentTimeMLP', 'WINDOW_POLICIES', 'WindowPolicy',
            'get_window_policy', 'position_table_names',

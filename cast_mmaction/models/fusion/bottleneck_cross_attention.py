@@ -199,6 +199,9 @@ class BottleneckCrossAttention(Link):
             nn.init.zeros_(m.weight)
             nn.init.zeros_(m.bias)
 
+    def attention_windows(self):
+        return {q: att.window for q, att in self.attn.items()}
+
     def position_tables(self):
         """``[(name relative to the link, expert name, axis)]`` of the
         learned window tables: ``axis`` ('t' or 'n', see ``windows.py``) of

@@ -154,10 +154,38 @@ class Link(nn.Module):
         ``attention_weights = True`` call it; others ignore it."""
         self._attention_sink = sink
 
+    def attention_windows(self):
+        """``{receiver: window name}`` of the attention this link reports
+        (empty when it reports none)."""
+        return {}
+
     def report_attention(self, receiver, weights, **info):
         """For subclasses: hand ``weights`` to the sink, if one is set."""
         if self._attention_sink is not None:
             self._attention_sink(receiver, weights.detach(), info)
+
+
+class AttentionRecord(dict):
+    """What ``CASTBackbone.record_attention`` collects:
+    ``{(layer, link name, receiver): weights}``, the softmax weights of the
+    last forward inside the ``with`` block, (B, heads, windows..., Lq, Lk)
+    as the link computed them (B-CA: the layout of
+    :meth:`~.windows.WindowPolicy.weights_by_window`). ``info[key]`` holds
+    what the link said about them (B-CA: ``source``, the stream attended
+    to; ``window``; ``q_grid`` / ``kv_grid``, the (T, N) grids).
+    ``silent`` lists the (layer, link name) of links that report no
+    weights (their class has ``attention_weights = False``)."""
+
+    def __init__(self):
+        super().__init__()
+        self.info = {}
+        self.silent = []
+
+    def sink(self, layer, link):
+        def put(receiver, weights, info):
+            self[layer, link, receiver] = weights
+            self.info[layer, link, receiver] = dict(info)
+        return put
 
 
 def link_class(type_name, field):
@@ -181,4 +209,4 @@ def link_class(type_name, field):
     return cls
 
 
-__all__ = ['Link', 'link_class', 'BACKBONE_LINK_KEYS', 'DEFAULT_LINK_TYPE']
+__all__ = ['Link', 'AttentionRecord', 'link_class', 'BACKBONE_LINK_KEYS', 'DEFAULT_LINK_TYPE']
