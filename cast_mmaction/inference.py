@@ -214,18 +214,58 @@ def test_pipeline_cfg(cfg):
     return copy.deepcopy([dict(t) for t in pipeline])
 
 
-_MULTI_CROPS = ('ThreeCrop', 'TenCrop')
+#: ``{transform class: fn(transform cfg) -> its one-view cfg}`` for
+#: multi-view transforms that cannot declare ``one_view_cfg`` themselves
+#: (MMAction2's ``ThreeCrop`` / ``TenCrop``; :func:`register_one_view`)
+ONE_VIEW_TRANSFORMS = {}
+
+
+def register_one_view(cls, fn):
+    """Reduce transforms of ``cls`` (and its subclasses) to one view with
+    ``fn(cfg) -> cfg`` in :func:`single_view`."""
+    ONE_VIEW_TRANSFORMS[cls] = fn
+    return fn
+
+
+def _center_crop(t):
+    return dict(type='CenterCrop', crop_size=t['crop_size'])
+
+
+def _one_view_rule(t):
+    """How transform config ``t`` becomes one view: its class's
+    ``one_view_cfg`` (a transform of ours or yours declares it), else the
+    :data:`ONE_VIEW_TRANSFORMS` entry of its class; None: it already gives
+    one view."""
+    from mmaction.datasets.transforms import TenCrop, ThreeCrop
+    from mmaction.registry import TRANSFORMS
+    for cls in (ThreeCrop, TenCrop):
+        ONE_VIEW_TRANSFORMS.setdefault(cls, _center_crop)
+    kind = t.get('type')
+    cls = TRANSFORMS.get(kind) if isinstance(kind, str) else kind
+    if not isinstance(cls, type):
+        return None  # unknown type: Compose names it
+    rule = getattr(cls, 'one_view_cfg', None)
+    if callable(rule):
+        return rule
+    for c in cls.__mro__:
+        if c in ONE_VIEW_TRANSFORMS:
+            return ONE_VIEW_TRANSFORMS[c]
+    return None
 
 
 def single_view(pipeline):
-    """A pipeline with one view: ``num_clips=1`` wherever it is set and
-    ``ThreeCrop``/``TenCrop`` replaced by ``CenterCrop`` of the same size."""
+    """A pipeline with one view: ``num_clips=1`` wherever it is set, and each
+    multi-view transform replaced by its one-view form (declared by the
+    transform class as ``one_view_cfg(cfg)``, or registered for it with
+    :func:`register_one_view`; ``ThreeCrop`` / ``TenCrop`` become
+    ``CenterCrop`` of the same size)."""
     out = []
     for t in copy.deepcopy(pipeline):
         if t.get('num_clips', 1) != 1:
             t['num_clips'] = 1
-        if t.get('type') in _MULTI_CROPS:
-            t = dict(type='CenterCrop', crop_size=t['crop_size'])
+        rule = _one_view_rule(t)
+        if rule is not None:
+            t = dict(rule(t))
         out.append(t)
     return out
 

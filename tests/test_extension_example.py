@@ -1,5 +1,5 @@
 """The worked example of docs/architecture.md: a new expert, a new window
-policy and a new dataset, each written in the user's own file
+policy, a new link type and a new dataset, each written in the user's own file
 (docs/examples/my_extension.py) plus a config, with no edit of the package.
 Every place that used to need a hand-kept list picks the new pieces up from
 their own declarations."""
@@ -112,6 +112,72 @@ def test_window_policy_table_refuses_a_clash_and_an_unknown_name(example):
     cfg.model.backbone.links[0].windows.diff = 'nearby'
     with pytest.raises(ValueError, match="one of .*global_time.*'nearby'"):
         build_model(cfg.model)
+
+
+def test_new_link_type_builds_trains_shards_and_reports_attention(example):
+    """The user's own link type (TimePoolLink, from the config's
+    custom_imports) runs in the backbone, trains, is an FSDP unit, has its
+    no-decay table and reports the attention weights its forward used."""
+    cfg, ext = example
+    model = _model(cfg)
+    bb = model.backbone
+    link = bb.links['clip_diff_pool']['1']
+    assert isinstance(link, ext.TimePoolLink) and list(
+        bb.links['clip_diff_pool']) == ['1']
+    assert link.down['clip'].out_features == 32  # the backbone's down_ratio
+    x = torch.randn(2, 3, 8, 32, 32)
+    with torch.no_grad():
+        plain = bb(x)
+        with bb.record_attention(links=['clip_diff_pool']) as rec:
+            recorded = bb(x)
+    # recording changes nothing; the weights are a softmax over the 7
+    # frame-difference steps for each CLIP patch token (4 frames x 4)
+    assert all(torch.equal(a, b) for a, b in zip(plain, recorded))
+    assert set(rec) == {(1, 'clip_diff_pool', 'clip'),
+                        (1, 'clip_diff_pool', 'diff')}
+    w = rec[1, 'clip_diff_pool', 'clip']
+    assert w.shape == (2, 2, 4 * 4, 7) and rec.info[
+        1, 'clip_diff_pool', 'clip'] == dict(source='diff')
+    torch.testing.assert_close(w.sum(-1), torch.ones(w.shape[:-1]))
+    # one training step reaches the link (its up-projection moves)
+    model.train()
+    params = [p for p in model.parameters() if p.requires_grad]
+    opt = torch.optim.SGD(params, lr=0.1)
+    before = link.up['clip'].weight.detach().clone()
+    # (the head's adapters start at zero: a loss on the features instead)
+    loss = sum((f**2).mean() for f in bb(x))
+    loss.backward()
+    opt.step()
+    assert not torch.equal(before, link.up['clip'].weight)
+    # FSDP: the class declares itself a unit; one instance (layer 1)
+    assert ext.TimePoolLink in fsdp_units()
+    units = [m for m in model.modules()
+             if cast_fsdp_wrap_policy(m, False, 10**9)]
+    assert sum(isinstance(m, ext.TimePoolLink) for m in units) == 1
+    # no weight decay for its declared table
+    ctor = CASTLayerDecayOptimWrapperConstructor(
+        dict(optimizer=dict(type='AdamW', lr=1e-3, weight_decay=0.05)))
+    no_decay = {id(p) for g in ctor.param_groups(model)
+                if g.get('weight_decay') == 0.0 for p in g['params']}
+    assert id(link.pool['diff'].time_pos) in no_decay
+    assert id(link.q['clip'].weight) not in no_decay
+    # its own keys are checked by the class, naming the field
+    cfg.model.backbone.links[1].windows = dict(clip='time', diff='time')
+    with pytest.raises(ValueError, match=r"backbone.links\[1\]: unknown "
+                       r"keys \['windows'\] for link type TimePoolLink"):
+        build_model(cfg.model)
+
+
+def test_new_link_type_shares_its_declared_parts(example):
+    """share_projections ties what the link classes declare shareable: the
+    B-CA link's and TimePoolLink's down projections of layer 1."""
+    cfg, ext = example
+    cfg.model.backbone.share_projections = True
+    bb = build_model(cfg.model).backbone
+    bca, pool = bb.links['clip_diff']['1'], bb.links['clip_diff_pool']['1']
+    assert pool.down['clip'] is bca.down['clip']
+    assert pool.down['diff'] is bca.down['diff']
+    assert bb.links['clip_diff']['0'].down['clip'] is not bca.down['clip']
 
 
 def _dataset(cfg, tmp_path, rows):

@@ -38,7 +38,7 @@ from cast_mmaction.checkpoints import (CONVERTERS, check_fit,  # noqa: E402
                                        fit_report)
 from cast_mmaction.checkpoints.common import read_state_dict  # noqa: E402
 from cast_mmaction.checkpoints.expert_formats import (  # noqa: E402
-    Source, describe, read_source)
+    Source, file_kind, read_source)
 from cast_mmaction import safe_load  # noqa: E402  (docs/security.md)
 from cast_mmaction.checkpoints.ast import load_ast_expert, read_ast  # noqa
 from cast_mmaction.checkpoints.clip import (load_clip_expert,  # noqa: E402
@@ -46,8 +46,6 @@ from cast_mmaction.checkpoints.clip import (load_clip_expert,  # noqa: E402
 from cast_mmaction.checkpoints.videomae import (  # noqa: E402
     load_videomae_expert, read_videomae)
 
-#: the expert of expert_formats.describe -> its --expert name
-EXPERT_NAMES = {'CLIP': 'clip', 'VideoMAE': 'videomae', 'AST': 'ast'}
 #: --expert: (expert class in configs, reader, loader)
 EXPERTS = {
     'clip': ('CLIPViTExpert', read_clip_visual, load_clip_expert),
@@ -130,10 +128,10 @@ def main(argv=None):
 def _not_a_full_model(src, source, error=None):
     """Exit naming the --expert flag when ``source`` holds expert weights
     (a transformers folder, an hf: reference, a tower's state dict)."""
-    label, owner = describe(source.state, source.config)
-    if owner is not None:
-        sys.exit(f'{error or ""}\n{src} is {label}: expert weights, not a '
-                 f'full model. Pass --expert {EXPERT_NAMES[owner]}'.strip())
+    kind = file_kind(source.state, source.config)
+    if kind is not None and kind.expert is not None:
+        sys.exit(f'{error or ""}\n{src} is {kind.label}: expert weights, not '
+                 f'a full model. Pass --expert {kind.expert}'.strip())
     if error is None:
         sys.exit(f'{src} is a folder / hf: reference without the weights of '
                  f'a full model: pass a checkpoint file')

@@ -189,77 +189,137 @@ def _has(state, *prefixes):
     return any(k.startswith(prefixes) for k in state)
 
 
-#: what each kind of file is and which expert takes it
-_KINDS = {
-    'clip_text': ('a transformers CLIPTextModel (the text tower), not an '
-                  'image tower', None),
-    'clip_hf': ('a transformers CLIP checkpoint', 'CLIP'),
-    'clip_timm': ('a timm CLIP image tower', 'CLIP'),
-    'clip': ('a CLIP checkpoint (OpenAI / open_clip layout)', 'CLIP'),
-    'videomae_hf': ('a transformers VideoMAE checkpoint', 'VideoMAE'),
-    'mmaction_vit': ('an MMAction2 VisionTransformer (VideoMAE) checkpoint',
-                     'VideoMAE'),
-    'videomae': ('a VideoMAE checkpoint (the authors\' layout)', 'VideoMAE'),
-    'ast_hf': ('a transformers AST (Audio Spectrogram Transformer) '
-               'checkpoint', 'AST'),
-    'deit': ('an AST / DeiT checkpoint', 'AST'),
-    'timm_vit': ('a timm ImageNet-style ViT (no norm_pre, so not a CLIP '
-                 'tower)', None),
-    'full_av': ('a full CAVA / CA2ST checkpoint: convert it with '
-                'tools/convert_checkpoint.py instead', None),
-    'full_cast': ('a full CAST checkpoint: convert it with '
-                  'tools/convert_checkpoint.py instead', None),
-}
+def _unprefixed(s, prefix):
+    return {k[len(prefix):] if k.startswith(prefix) else k: v
+            for k, v in s.items()}
 
-_ARCH_KINDS = (('CLIPText', 'clip_text'), ('CLIP', 'clip_hf'),
-               ('VideoMAE', 'videomae_hf'), ('AST', 'ast_hf'))
+
+def _timm_like(s):
+    return ndim(s, 'patch_embed.proj.weight') == 4 or _has(s, 'v.')
+
+
+@dataclass(frozen=True)
+class FileKind:
+    """One kind of weight file, as :func:`describe` names it.
+
+    ``name``: its key; ``label``: what it is, for messages; ``owner``: the
+    expert that takes it, as messages name it (None: no expert does);
+    ``expert``: that expert's ``tools/convert_checkpoint.py --expert``
+    name; ``detect(state)``: whether a state dict (``module.`` stripped) is
+    of this kind; ``architectures``: prefixes of a transformers
+    ``config.json`` ``architectures[0]`` that identify it (read before any
+    ``detect``)."""
+    name: str
+    label: str
+    owner: Optional[str]
+    detect: Callable
+    expert: Optional[str] = None
+    architectures: tuple = ()
+
+
+#: the known kinds, in the order they are tried (:func:`register_file_kind`)
+FILE_KINDS = []
+
+
+def register_file_kind(kind, before=None):
+    """Add ``kind`` (a :class:`FileKind`) to :data:`FILE_KINDS`, tried last,
+    or just before the kind named ``before``; returns it."""
+    if not isinstance(kind, FileKind):
+        raise TypeError(f'register_file_kind needs a FileKind, got '
+                        f'{type(kind).__name__}')
+    names = [k.name for k in FILE_KINDS]
+    if kind.name in names:
+        raise KeyError(f'file kind {kind.name!r} exists already')
+    if before is None:
+        FILE_KINDS.append(kind)
+    elif before not in names:
+        raise KeyError(f'register_file_kind(before={before!r}): known kinds '
+                       f'are {names}')
+    else:
+        FILE_KINDS.insert(names.index(before), kind)
+    return kind
+
+
+for _kind in (
+        FileKind('clip_text', 'a transformers CLIPTextModel (the text '
+                 'tower), not an image tower', None,
+                 lambda s: _has(s, 'text_model.') and not _has(
+                     s, 'vision_model.'), architectures=('CLIPText', )),
+        FileKind('clip_hf', 'a transformers CLIP checkpoint', 'CLIP',
+                 lambda s: _has(s, 'vision_model.') or (
+                     'pre_layrnorm.weight' in s), 'clip', ('CLIP', )),
+        FileKind('videomae_hf', 'a transformers VideoMAE checkpoint',
+                 'VideoMAE', lambda s: _has(s, 'videomae.') or ndim(
+                     s, 'embeddings.patch_embeddings.projection.weight') == 5,
+                 'videomae', ('VideoMAE', )),
+        FileKind('ast_hf', 'a transformers AST (Audio Spectrogram '
+                 'Transformer) checkpoint', 'AST',
+                 lambda s: _has(s, 'audio_spectrogram_transformer.') or
+                 'embeddings.distillation_token' in s, 'ast', ('AST', )),
+        FileKind('mmaction_vit', 'an MMAction2 VisionTransformer (VideoMAE) '
+                 'checkpoint', 'VideoMAE',
+                 lambda s: ndim(_unprefixed(s, 'backbone.'),
+                                'patch_embed.projection.weight') == 5,
+                 'videomae'),
+        FileKind('full_av', 'a full CAVA / CA2ST checkpoint: convert it with '
+                 'tools/convert_checkpoint.py instead', None,
+                 lambda s: any(k.startswith('ast_') or '.ast_' in k
+                               for k in _unprefixed(s, 'backbone.'))),
+        FileKind('full_cast', 'a full CAST checkpoint: convert it with '
+                 'tools/convert_checkpoint.py instead', None,
+                 lambda s: 'clip_conv1.weight' in _unprefixed(s,
+                                                              'backbone.')),
+        FileKind('clip', 'a CLIP checkpoint (OpenAI / open_clip layout)',
+                 'CLIP', lambda s: 'conv1.weight' in _unprefixed(
+                     s, 'backbone.') or _has(_unprefixed(s, 'backbone.'),
+                                             'visual.'), 'clip'),
+        FileKind('videomae', 'a VideoMAE checkpoint (the authors\' layout)',
+                 'VideoMAE', lambda s: ndim(_unprefixed(s, 'backbone.'),
+                                            'patch_embed.proj.weight') == 5
+                 or ndim(_unprefixed(s, 'backbone.'),
+                         'encoder.patch_embed.proj.weight') == 5,
+                 'videomae'),
+        FileKind('clip_timm', 'a timm CLIP image tower', 'CLIP',
+                 lambda s: _timm_like(_unprefixed(s, 'backbone.')) and
+                 'norm_pre.weight' in _unprefixed(s, 'backbone.'), 'clip'),
+        FileKind('deit', 'an AST / DeiT checkpoint', 'AST',
+                 lambda s: _timm_like(_unprefixed(s, 'backbone.')) and (
+                     'dist_token' in _unprefixed(s, 'backbone.') or _has(
+                         _unprefixed(s, 'backbone.'), 'v.')), 'ast'),
+        FileKind('timm_vit', 'a timm ImageNet-style ViT (no norm_pre, so not '
+                 'a CLIP tower)', None,
+                 lambda s: _timm_like(_unprefixed(s, 'backbone.'))),
+):
+    register_file_kind(_kind)
+
+
+def file_kind(state, config=None):
+    """The :class:`FileKind` of a state dict, or None: the first kind whose
+    ``architectures`` match the transformers config, else the first whose
+    ``detect`` accepts the state dict."""
+    arch = ((config or {}).get('architectures') or [''])[0]
+    for kind in FILE_KINDS:
+        if arch and arch.startswith(kind.architectures or ('\0', )):
+            return kind
+    s = _unprefixed(state, 'module.')
+    for kind in FILE_KINDS:
+        if kind.detect(s):
+            return kind
+    return None
 
 
 def kind_of(state, config=None):
-    """The kind of a state dict (a key of ``_KINDS``), or None."""
-    arch = ((config or {}).get('architectures') or [''])[0]
-    for start, kind in _ARCH_KINDS:
-        if arch.startswith(start):
-            return kind
-    s = {k[len('module.'):] if k.startswith('module.') else k: v
-         for k, v in state.items()}
-    if _has(s, 'text_model.') and not _has(s, 'vision_model.'):
-        return 'clip_text'
-    if _has(s, 'vision_model.') or ('pre_layrnorm.weight' in s):
-        return 'clip_hf'
-    if _has(s, 'videomae.') or ndim(
-            s, 'embeddings.patch_embeddings.projection.weight') == 5:
-        return 'videomae_hf'
-    if _has(s, 'audio_spectrogram_transformer.') or \
-            'embeddings.distillation_token' in s:
-        return 'ast_hf'
-    s = {k[len('backbone.'):] if k.startswith('backbone.') else k: v
-         for k, v in s.items()}
-    if ndim(s, 'patch_embed.projection.weight') == 5:
-        return 'mmaction_vit'
-    if any(k.startswith('ast_') or '.ast_' in k for k in s):
-        return 'full_av'
-    if 'clip_conv1.weight' in s:
-        return 'full_cast'
-    if 'conv1.weight' in s or _has(s, 'visual.'):
-        return 'clip'
-    if ndim(s, 'patch_embed.proj.weight') == 5 or ndim(
-            s, 'encoder.patch_embed.proj.weight') == 5:
-        return 'videomae'
-    if ndim(s, 'patch_embed.proj.weight') == 4 or _has(s, 'v.'):
-        if 'norm_pre.weight' in s:
-            return 'clip_timm'
-        if 'dist_token' in s or _has(s, 'v.'):
-            return 'deit'
-        return 'timm_vit'
-    return None
+    """The name of the kind of a state dict (:data:`FILE_KINDS`), or
+    None."""
+    kind = file_kind(state, config)
+    return None if kind is None else kind.name
 
 
 def describe(state, config=None):
     """``(what it is, the expert that takes it or None)`` or ``(None,
     None)``."""
-    kind = kind_of(state, config)
-    return _KINDS.get(kind, (None, None))
+    kind = file_kind(state, config)
+    return (None, None) if kind is None else (kind.label, kind.owner)
 
 
 def wrong_kind(what, where, expected, state, config, expert, field):
@@ -324,5 +384,6 @@ def squeeze_leading(state, *keys):
 
 __all__ = ['Source', 'read_source', 'ExpertFormat', 'convert',
            'detect_format', 'kind_of', 'describe', 'wrong_kind',
+           'FileKind', 'FILE_KINDS', 'register_file_kind', 'file_kind',
            'config_value', 'check_activation', 'eps_note',
            'squeeze_leading', 'ndim', 'HF_WEIGHTS']

@@ -43,8 +43,8 @@ import os.path as osp
 __all__ = ['AnnotationError', 'check_list_file', 'check_dataset_annotations',
            'outside_root', 'check_data_list', 'check_data_infos',
            'csv_id_lines', 'data_infos', 'fail_at',
-           'register_annotation_check',
-           'EXTERNAL_CHECKS']
+           'register_annotation_check', 'register_dataset_wrapper',
+           'wrapped_datasets', 'EXTERNAL_CHECKS', 'WRAPPERS']
 
 
 class AnnotationError(ValueError):
@@ -298,6 +298,37 @@ def _external_check(dataset):
     return None
 
 
+# {class: fn(wrapper) -> the datasets it wraps} for wrapper classes that
+# cannot carry a ``wrapped_datasets`` method (MMEngine's)
+WRAPPERS = {}
+
+
+def register_dataset_wrapper(cls, inner):
+    """Check the datasets ``inner(wrapper)`` returns for wrappers of ``cls``
+    (and its subclasses) instead of the wrapper itself."""
+    WRAPPERS[cls] = inner
+    return inner
+
+
+def wrapped_datasets(dataset):
+    """The datasets ``dataset`` wraps, or None when it is no wrapper: its
+    own ``wrapped_datasets()`` (``RobustDataset`` declares one), else the
+    :data:`WRAPPERS` entry of its class (MMEngine's ``RepeatDataset``,
+    ``ClassBalancedDataset``, ``ConcatDataset``)."""
+    from mmengine.dataset import (ClassBalancedDataset, ConcatDataset,
+                                  RepeatDataset)
+    for cls in (RepeatDataset, ClassBalancedDataset):
+        WRAPPERS.setdefault(cls, lambda d: [d.dataset])
+    WRAPPERS.setdefault(ConcatDataset, lambda d: list(d.datasets))
+    method = getattr(type(dataset), 'wrapped_datasets', None)
+    if callable(method):
+        return list(method(dataset))
+    for cls in type(dataset).__mro__:
+        if cls in WRAPPERS:
+            return list(WRAPPERS[cls](dataset))
+    return None
+
+
 def check_dataset_annotations(dataset, num_classes=None,
                               num_classes_field='model.cls_head.num_classes'):
     """Run the checks that fit ``dataset`` (a built MMAction2 dataset, or an
@@ -305,20 +336,16 @@ def check_dataset_annotations(dataset, num_classes=None,
     :data:`EXTERNAL_CHECKS` entry of its class, else
     :func:`check_data_infos`. ``num_classes`` (e.g. the model head's) bounds
     the labels when the dataset itself does not know its class count.
+    Wrappers (:func:`wrapped_datasets`) are checked through the datasets
+    they wrap.
 
     Returns the number of checked samples (0 when nothing could be checked).
     """
-    from mmengine.dataset import ConcatDataset, RepeatDataset
-    inner = getattr(dataset, 'dataset', None)
-    if isinstance(dataset, RepeatDataset) or (
-            inner is not None and type(dataset).__name__ in (
-                'ClassBalancedDataset', 'RobustDataset')):
-        return check_dataset_annotations(inner, num_classes,
-                                         num_classes_field)
-    if isinstance(dataset, ConcatDataset):
+    inner = wrapped_datasets(dataset)
+    if inner is not None:  # a wrapper: check what it wraps
         return sum(
             check_dataset_annotations(d, num_classes, num_classes_field)
-            for d in dataset.datasets)
+            for d in inner)
     if hasattr(dataset, 'full_init') and not getattr(
             dataset, '_fully_initialized', True):
         dataset.full_init()

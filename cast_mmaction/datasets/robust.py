@@ -174,6 +174,10 @@ class RobustDataset:
             self._check()
 
     # -- what the Runner and MMAction2 ask a dataset -----------------------
+    def wrapped_datasets(self):
+        """The dataset this wraps (the annotation checks check it)."""
+        return [self.dataset]
+
     def full_init(self):
         if hasattr(self.dataset, 'full_init'):
             self.dataset.full_init()

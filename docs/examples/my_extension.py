@@ -1,5 +1,6 @@
 """A worked example of extending cast_mmaction from your own file: a new
-expert, a new window policy and a new dataset (docs/architecture.md,
+expert, a new window policy, a new link type and a new dataset
+(docs/architecture.md,
 "Adding a piece"). A config pulls it in with
 ``custom_imports = dict(imports=['my_extension'])``; nothing in the package is
 edited. ``tests/test_extension_example.py`` builds and runs it.
@@ -13,7 +14,9 @@ import torch.nn as nn
 from cast_mmaction.datasets.annotation_checks import (check_data_list,
                                                       data_infos, fail_at)
 from cast_mmaction.models.experts import Expert
-from cast_mmaction.models.fusion import WindowPolicy, register_window_policy
+from cast_mmaction.models.fusion import (Link, WindowPolicy,
+                                         attention_weights,
+                                         register_window_policy)
 from cast_mmaction.models.layers import grid_size, sdpa_heads
 from mmaction.datasets.base import BaseActionDataset
 from mmaction.registry import DATASETS, MODELS
@@ -117,7 +120,80 @@ class FrameDiffExpert(Expert):
 
 
 # ---------------------------------------------------------------------------
-# 3. A dataset that checks its own annotations.
+# 3. A link type: each receiver's tokens attend to the other stream's time
+#    steps, each pooled over its patches (one key per time step, with a
+#    learned table over time). It declares what the backbone, FSDP, the
+#    optimizer and record_attention() ask of a link.
+# ---------------------------------------------------------------------------
+class TimePool(nn.Module):
+    """(B, T, N, d) grid -> (B, T, d): the mean over patches plus a learned
+    table over time steps."""
+
+    def __init__(self, grid_t, dim):
+        super().__init__()
+        self.time_pos = nn.Parameter(0.02 * torch.randn(grid_t, dim))
+
+    def forward(self, grid):
+        return grid.mean(2) + self.time_pos.to(grid.dtype)
+
+
+@MODELS.register_module()
+class TimePoolLink(Link):
+
+    backbone_defaults = dict(down_ratio='down_ratio')  # backbone's default
+    shareable_parts = ('down', )  # share_projections may tie these
+    no_weight_decay_names = ('time_pos', )
+    attention_weights = True  # reports its softmax weights
+    # fsdp_units: not set, so the link itself is one FSDP unit
+
+    def __init__(self, experts, receivers=None, num_heads=2, down_ratio=2):
+        super().__init__(experts, receivers)
+        if len(self.names) != 2:
+            raise ValueError(f'TimePoolLink joins two experts, got '
+                             f'{self.names}')
+        dim = min(e.embed_dim for e in experts.values()) // down_ratio
+        self.dim, self.num_heads = dim, num_heads
+        self.down = nn.ModuleDict(
+            {n: nn.Linear(e.embed_dim, dim) for n, e in experts.items()})
+        self.pool = nn.ModuleDict(
+            {n: TimePool(e.grid_t, dim) for n, e in experts.items()})
+        self.q = nn.ModuleDict({n: nn.Linear(dim, dim)
+                                for n in self.receivers})
+        self.kv = nn.ModuleDict({n: nn.Linear(dim, 2 * dim)
+                                 for n in self.receivers})
+        self.up = nn.ModuleDict({n: nn.Linear(dim, experts[n].embed_dim)
+                                 for n in self.receivers})
+        for m in self.up.values():  # a fresh link changes nothing
+            nn.init.zeros_(m.weight)
+            nn.init.zeros_(m.bias)
+
+    def attention_windows(self):
+        return {n: 'time_pool' for n in self.receivers}
+
+    def attend(self, downs, experts, batch, time_enc=None, queries=None):
+        out = {}
+        for q_name in queries or self.receivers:
+            kv_name = next(n for n in self.names if n != q_name)
+            _, kv_grid = experts[kv_name].split(downs[kv_name], batch)
+            keys = self.pool[kv_name](kv_grid)  # (B, Tk, d)
+            # the queries: the receiver's patch tokens, (B, Tq * Nq, d);
+            # its prefix tokens (class token) do not attend
+            prefix, grid = experts[q_name].split(downs[q_name], batch)
+            b, t, n, d = grid.shape
+            q = self.q[q_name](grid.reshape(b, t * n, d))
+            k, v = self.kv[q_name](keys).chunk(2, dim=-1)
+            if self._attention_sink is not None:  # (B, heads, Tq*Nq, Tk)
+                self.report_attention(
+                    q_name, attention_weights(q, k, self.num_heads),
+                    source=kv_name)
+            att = sdpa_heads(q, k, v, self.num_heads).reshape(b, t, n, d)
+            merged = experts[q_name].merge(prefix, att, batch)
+            out[q_name] = self.up[q_name](merged)
+        return out
+
+
+# ---------------------------------------------------------------------------
+# 4. A dataset that checks its own annotations.
 #    Annotation: a CSV with a header "video,label".
 # ---------------------------------------------------------------------------
 @DATASETS.register_module()

@@ -1,6 +1,7 @@
 # The worked example of docs/architecture.md: a CAST-style model whose
 # temporal stream is the new FrameDiffExpert, linked to CLIP by the new
-# 'global_time' window, trained on the new CsvClipDataset. Everything new
+# 'global_time' window and, in the last layer, by the new TimePoolLink,
+# trained on the new CsvClipDataset. Everything new
 # lives in my_extension.py (on PYTHONPATH); the package is not edited.
 custom_imports = dict(imports=['cast_mmaction', 'my_extension'],
                       allow_failed_imports=False)
@@ -21,7 +22,9 @@ model = dict(
                       num_heads=4, patch_size=16)),
         links=[
             dict(experts=('clip', 'diff'),
-                 windows=dict(clip='global_time', diff='global_time'))
+                 windows=dict(clip='global_time', diff='global_time')),
+            dict(type='TimePoolLink', name='clip_diff_pool',
+                 experts=('clip', 'diff'), layers=[1], num_heads=2),
         ]),
     cls_head=dict(num_classes=num_classes, in_channels=64))
 

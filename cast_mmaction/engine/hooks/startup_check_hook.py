@@ -34,35 +34,62 @@ def _unwrap(model):
 
 def check_model(model):
     """Shapes a config can get wrong that the model builds with but cannot
-    run: every stream's width must be the head's ``in_channels`` and the
-    head must expect as many streams as there are experts."""
+    run: the head's expected input widths against the experts' widths.
+
+    A head declares them: ``head.input_widths(num_streams)`` returns the
+    width of each of the ``num_streams`` pooled streams it reads (None: any)
+    and raises ``ValueError`` naming the field when it cannot read that many
+    streams (``CASTHead``, ``CASTVerbNounHead``). A head without the
+    declaration is checked generically: every stream must have its
+    ``in_channels``; a head with neither is reported (a warning naming the
+    head), never skipped silently. Returns the expected widths (None when
+    nothing could be checked)."""
     model = _unwrap(model)
     backbone = getattr(model, 'backbone', None)
     head = getattr(model, 'cls_head', None)
     experts = getattr(backbone, 'experts', None)
     if experts is None or head is None:
-        return
-    if type(head).__name__ not in ('CASTHead', 'CASTVerbNounHead'):
-        return
+        return None
     widths = {name: getattr(e, 'embed_dim', None)
               for name, e in experts.items()}
+    declared = getattr(head, 'input_widths', None)
     channels = getattr(head, 'in_channels', None)
-    bad = {n: w for n, w in widths.items() if w is not None and w != channels}
+    generic = ''
+    if callable(declared):
+        expected = list(declared(len(widths)))
+        if len(expected) != len(widths):
+            raise ValueError(
+                f'{type(head).__name__}.input_widths({len(widths)}) returned '
+                f'{len(expected)} widths; it must give one per stream')
+    elif isinstance(channels, int):
+        expected = [channels] * len(widths)
+        generic = (f' ({type(head).__name__} declares no input_widths, so '
+                   f'every stream is checked against its in_channels)')
+    else:
+        from mmengine.logging import print_log
+        print_log(f'start-up check: model.cls_head ({type(head).__name__}) '
+                  f'declares no input_widths(num_streams) and has no integer '
+                  f'in_channels; the experts\' widths {widths} are not '
+                  f'checked against it', logger='current', level=30)
+        return None
+    bad = {n: w for (n, w), e in zip(widths.items(), expected)
+           if w is not None and e is not None and w != e}
     if bad:
         fields = ', '.join(
             f'model.backbone.experts.{n}.embed_dim={w}'
             for n, w in bad.items())
+        if len(set(expected)) == 1 and expected[0] == channels:
+            want = f'model.cls_head.in_channels={channels}'
+            why = ('the head reads every stream\'s pooled feature, so every '
+                   'expert\'s embed_dim and cls_head.in_channels must be '
+                   'equal.')
+        else:
+            want = f'model.cls_head expects widths {expected}'
+            why = 'each stream must have the width the head expects.'
         raise ValueError(
-            f'model.cls_head.in_channels={channels} does not match the '
-            f'experts\' widths {widths} ({fields}): the head reads every '
-            f'stream\'s pooled feature, so every expert\'s embed_dim and '
-            f'cls_head.in_channels must be equal.')
-    streams = getattr(head, 'num_streams', None)
-    if streams is not None and streams != len(widths):
-        raise ValueError(
-            f'model.cls_head.num_streams={streams} but the backbone has '
-            f'{len(widths)} experts ({", ".join(widths)}); set '
-            f'model.cls_head.num_streams={len(widths)}.')
+            f'{want} does not match the experts\' widths {widths} '
+            f'({fields}): {why}{generic}')
+    return expected
 
 
 @HOOKS.register_module()

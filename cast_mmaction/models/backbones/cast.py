@@ -358,7 +358,7 @@ class CASTBackbone(BaseModule):
                         a = getattr(first, part)[n]
                         sa = {k: v.shape for k, v in a.state_dict().items()}
                         sb = {k: v.shape for k, v in mod.state_dict().items()}
-                        if type(a) is not type(mod) or sa != sb:
+                        if sa != sb:
                             raise ValueError(
                                 f'share_projections: links {first.names} and '
                                 f'{link.names} have different {part!r} '

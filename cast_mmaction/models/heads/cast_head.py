@@ -118,6 +118,17 @@ class CASTHead(BaseHead):
     def init_weights(self):
         """Initialisation happens in ``__init__`` (zero adapters)."""
 
+    def input_widths(self, num_streams):
+        """The widths of the pooled streams this head reads from a backbone
+        that returns ``num_streams`` of them (the start-up check asks):
+        ``in_channels`` each, exactly ``self.num_streams`` streams."""
+        if num_streams != self.num_streams:
+            raise ValueError(
+                f'model.cls_head.num_streams={self.num_streams} but the '
+                f'backbone returns {num_streams} streams; set '
+                f'model.cls_head.num_streams={num_streams}.')
+        return [self.in_channels] * num_streams
+
     def forward(self, feats, **kwargs):
         feats = _as_tuple(feats)
         if len(feats) != self.num_streams:
@@ -176,6 +187,21 @@ class CASTVerbNounHead(BaseHead):
 
     def init_weights(self):
         """Initialisation happens in ``__init__``."""
+
+    def input_widths(self, num_streams):
+        """``in_channels`` for every pooled stream; the verb, noun and
+        fused streams must exist."""
+        read = {'verb_stream': self.verb_stream,
+                'noun_stream': self.noun_stream}
+        for k, v in getattr(self, 'fuse_streams', {}).items():
+            read.update((f'{k}_adapters[{j}].stream', i)
+                        for j, i in enumerate(v))
+        bad = {f: i for f, i in read.items() if not 0 <= i < num_streams}
+        if bad:
+            raise ValueError(
+                f'model.cls_head reads streams {bad} but the backbone returns '
+                f'{num_streams} streams (0..{num_streams - 1})')
+        return [self.in_channels] * num_streams
 
     def forward(self, feats, **kwargs):
         feats = _as_tuple(feats)
