@@ -40,8 +40,9 @@ and implements, per layer:
 * ``project(tokens)`` / ``attend(downs, experts, batch, time_enc, queries)``,
   ``forward``'s two halves, and ``down`` (``{name: module}``, the projection
   ``project`` applies): what the backbone's ``'fusion'`` checkpoint policy
-  splits on. The default ``project`` is ``down`` applied per stream (identity
-  for a stream without one), so a link without a bottleneck implements
+  splits on: it calls ``down[name]`` for every joined expert, so give each
+  one a module (``nn.Identity()`` where there is no projection). The default
+  ``project`` is ``down`` applied per stream, so a link implements
   ``attend`` only.
 """
 import inspect
