@@ -150,6 +150,34 @@ def test_share_projections_ties_the_declared_parts_across_types():
         _backbone([bca, dict(links[1], width=8)], share_projections=True)
 
 
+def test_recording_attention_changes_no_training_step():
+    """Under the 'fusion' checkpoint policy (the links' attend recomputed
+    in backward) recording gives the same outputs and gradients, bit for
+    bit, and still fills the record."""
+    bb = _backbone(checkpoint_policy='fusion').train()
+    with torch.no_grad():
+        for name, p in bb.named_parameters():
+            if '.up.' in name:
+                p.normal_(0, 0.02)
+    x = torch.randn(2, 3, 4, 16, 16)
+
+    def step():
+        bb.zero_grad()
+        out = bb(x)
+        sum((f**2).sum() for f in out).backward()
+        return out, {n: p.grad.clone() for n, p in bb.named_parameters()
+                     if p.grad is not None}
+
+    out, grads = step()
+    with bb.record_attention() as rec:
+        out2, grads2 = step()
+    assert all(torch.equal(a, b) for a, b in zip(out, out2))
+    assert grads.keys() == grads2.keys() and any(
+        '.up.' in n for n in grads)
+    assert all(torch.equal(grads[n], grads2[n]) for n in grads)
+    assert len(rec) == 4 and not any(w.requires_grad for w in rec.values())
+
+
 # ---------------------------------------------------------------------------
 # start-up check: heads declare their input widths
 # ---------------------------------------------------------------------------

@@ -4,7 +4,8 @@ Several frozen experts run layer by layer side by side. Every layer ``i``:
 
 1. each expert's attention branch, passed through its attention adapter
    (with skip) and added to the stream;
-2. the B-CA links active at layer ``i``, in config order; each link reads the
+2. the links active at layer ``i`` (B-CA unless a link names another
+   registered ``type``), in config order; each link reads the
    streams as they are after the previous link and adds its updates through
    drop path;
 3. each expert's MLP branch plus a parallel no-skip MLP adapter scaled by
@@ -124,15 +125,18 @@ class CASTBackbone(BaseModule):
         experts: ``{name: expert config}`` in stream order (the order of the
             output tuple). ``num_frames`` and ``img_size`` given here are
             passed to every expert that does not set them.
-        links: list of ``dict(experts=(a, b), windows={a: w, b: w},
-            layers=None | list of layer indices)``; ``layers=None`` means
-            every layer. A link may also set ``num_heads``, ``name``,
-            ``pos_embed`` (learned window tables, default True), ``eps``
-            (its LayerNorm epsilon, default ``link_eps``) and
-            ``time_encoding`` (add time encodings, default False),
-            ``down_ratio`` (its bottleneck, default the backbone's; 1: none),
-            ``directions`` and ``order`` (below). Links run in list order,
-            each on the streams left by the previous one.
+        links: list of ``dict(type=..., experts=(a, b), layers=None | list
+            of layer indices, name=..., directions=..., order=..., **own
+            keys)``; ``layers=None`` means every layer. ``type`` names a
+            registered :class:`~cast_mmaction.models.fusion.Link` subclass
+            (default ``'BottleneckCrossAttention'``), which takes and checks
+            the other keys. B-CA's: ``windows={a: w, b: w}``, ``num_heads``
+            (default the first expert's), ``pos_embed`` (learned window
+            tables, default True), ``eps`` (its LayerNorm epsilon, default
+            ``link_eps``), ``time_encoding`` (add time encodings, default
+            False), ``down_ratio`` (its bottleneck, default the backbone's;
+            1: none). Links run in list order, each on the streams left by
+            the previous one.
 
             ``directions``: ``'both'`` (default) or a list of ``'src->dst'``
             (``dst`` queries ``src`` and receives the update; CAST's T2S is
@@ -185,7 +189,8 @@ class CASTBackbone(BaseModule):
             the results are those of autocast alone, with half the weight
             memory and no per-step weight casts.
         share_projections: per layer, one down / up projection per expert
-            shared by all links active in that layer (CA2ST revision).
+            shared by all links active in that layer (CA2ST revision): the
+            parts each link class declares in ``shareable_parts``.
         time_encoding: None, or ``dict(split=True, num_layers=3, eps=1e-5,
             audio_segments=None)``: MLPs from segment timestamps to the B-CA
             width (one for video and one for audio experts with ``split``,
