@@ -201,7 +201,8 @@ def test_heads_declare_input_widths(monkeypatch):
         check_model(_model(head, (32, 32, 32)))
     vn = CASTVerbNounHead(num_verbs=3, num_nouns=4, in_channels=32,
                           verb_stream=2)
-    with pytest.raises(ValueError, match=r"reads streams \{'verb_stream': 2\}"):
+    with pytest.raises(ValueError,
+                       match=r"reads streams \{'verb_stream': 2\}"):
         check_model(_model(vn))
 
     class WideNarrowHead(nn.Module):  # a head of one's own, declared

@@ -18,8 +18,8 @@ Weight decay is 0 for 1-D parameters, biases, the B-CA position tables
 (``q_pos``, ``kv_pos``, ``q_pos_t``, ``kv_pos_t``: the tables of the
 registered window policies, ``models/fusion/windows.py``) and the names
 expert and link classes declare (``Expert.no_weight_decay_names``: AST
-``pos_embed``; ``Link.no_weight_decay_names``), as the authors' ``no_weight_decay`` list. Parameters with
-``requires_grad=False`` (the frozen experts) get no param group at all, so
+``pos_embed``; ``Link.no_weight_decay_names``), as the authors'
+``no_weight_decay`` list. Parameters with ``requires_grad=False`` (the frozen experts) get no param group at all, so
 the optimizer keeps state only for what trains.
 
 Config::

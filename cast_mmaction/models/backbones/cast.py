@@ -305,11 +305,16 @@ class CASTBackbone(BaseModule):
                    if key not in BACKBONE_LINK_KEYS}
             cls.check_config(own, field)
             for arg, src in cls.backbone_defaults.items():
+                if src not in backbone_args:
+                    raise ValueError(
+                        f'{cls.__name__}.backbone_defaults: {arg!r} <- '
+                        f'{src!r}, which is not a backbone argument links '
+                        f'default to; use one of {sorted(backbone_args)}')
                 own.setdefault(arg, backbone_args[src])
             if 'experts' not in link:
+                first, last = self.stream_names[0], self.stream_names[-1]
                 raise ValueError(f'{field}: no experts; give the experts it '
-                                 f'joins, e.g. experts=({self.stream_names[0]!r}, '
-                                 f'{self.stream_names[-1]!r})')
+                                 f'joins, e.g. experts=({first!r}, {last!r})')
             pair = tuple(link['experts'])
             for n in pair:
                 if n not in built:

@@ -8,7 +8,8 @@ from .time_encoding import SegmentTimeMLP
 from .windows import (WINDOW_POLICIES, WindowPolicy, get_window_policy,
                       position_table_names, register_window_policy)
 
-__all__ = ['Adapter', 'AttentionRecord', 'Link', 'link_class', 'BottleneckCrossAttention',
+__all__ = ['Adapter', 'AttentionRecord', 'Link', 'link_class',
+           'BottleneckCrossAttention',
            'WindowCrossAttention', 'attention_weights',
            'SegmentTimeMLP', 'WINDOW_POLICIES', 'WindowPolicy',
            'get_window_policy', 'position_table_names',

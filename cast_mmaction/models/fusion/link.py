@@ -210,4 +210,5 @@ def link_class(type_name, field):
     return cls
 
 
-__all__ = ['Link', 'AttentionRecord', 'link_class', 'BACKBONE_LINK_KEYS', 'DEFAULT_LINK_TYPE']
+__all__ = ['Link', 'AttentionRecord', 'link_class', 'BACKBONE_LINK_KEYS',
+           'DEFAULT_LINK_TYPE']
