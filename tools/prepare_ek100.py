@@ -222,7 +222,7 @@ def main(argv=None):
     except (PrepareError, EpicAnnotationError, LabelMapError, OSError) as e:
         print(f'error: {e}', file=sys.stderr)
         return 2
-    print('\nconfig (configs/cast_ek100.py):')
+    print('\nconfig (configs/_base_/datasets/ek100.py):')
     print(f'  ek100_video_root = {video_root!r}')
     print(f'  ek100_video_path_tmpl = {args.video_path_tmpl!r}')
     for split, var in (('train', 'ek100_train_csv'),

@@ -14,7 +14,7 @@ The class of an entry is its ``template`` with the brackets removed
 ("Putting [something] on [something]" -> "Putting something on something"),
 looked up in the labels JSON.
 
-Writes to --out-dir (the names configs/cast_ssv2.py reads):
+Writes to --out-dir (the names configs/_base_/datasets/ssv2.py reads):
   sthv2_train_list_videos.txt   lines "<id>.<ext> <label>" (the file found
                                 in --video-dir; <id>.webm without it)
   sthv2_val_list_videos.txt
