@@ -122,3 +122,35 @@ def test_reliability_mechanism_lives_in_its_own_page():
                  if not p.endswith(osp.join('docs', 'reliability.md'))
                  and pattern.search(open(p, encoding='utf-8').read())]
     assert not offenders, f'reliability mechanism described in {offenders}'
+
+
+# A path under tools/ or benchmarks/ named in README.md or docs/*.md (in
+# text or in a command) exists; patterns (`*`, `{a,b}`) and outputs a
+# command writes (after --json / --out) are not checked.
+NAMED_PATH = re.compile(
+    r'(?<![\w/.-])(?:(--json|--out|-o)\s+)?((?:tools|benchmarks)/[\w./*{},-]*[\w/*}])')
+
+
+def _named_paths(text):
+    for m in NAMED_PATH.finditer(text):
+        written, path = m.groups()
+        if written or any(c in path for c in '*{'):
+            continue
+        yield path
+
+
+def test_named_paths_rule():
+    text = ('run `python tools/train.py x` (raw: benchmarks/runs/a.json, '
+            'benchmarks/runs/b_*.json, benchmarks/runs/c{1,2}.json); '
+            'python tools/benchmark/bench_readers.py --json benchmarks/runs/new.json.')
+    assert list(_named_paths(text)) == [
+        'tools/train.py', 'benchmarks/runs/a.json',
+        'tools/benchmark/bench_readers.py']
+
+
+@pytest.mark.parametrize('path', [README] + PAGES,
+                         ids=lambda p: osp.relpath(p, ROOT))
+def test_named_tools_and_benchmark_files_exist(path):
+    missing = sorted({p for p in _named_paths(open(path, encoding='utf-8').read())
+                      if not osp.exists(osp.join(ROOT, p))})
+    assert not missing, f'{osp.relpath(path, ROOT)} names missing files: {missing}'

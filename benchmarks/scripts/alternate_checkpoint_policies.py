@@ -4,7 +4,7 @@ step (forward, backward and the config's fused AdamW step, as tools/benchmark.py
 builds it) (one torch thread by default, THREADS=n to change; BATCH=n for the batch
 size, default 1), with the load average.
 
-    PYTHONPATH=$PWD python docs/benchmark_runs/alternate_checkpoint_policies.py \\
+    PYTHONPATH=$PWD python benchmarks/scripts/alternate_checkpoint_policies.py \\
         ROUNDS none,selective,narrow,attention,full
 
 A policy name with the suffix ``+mmap`` (e.g. ``fusion_qkv+mmap``) runs that

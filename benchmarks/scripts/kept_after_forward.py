@@ -4,7 +4,7 @@ step. Run with glibc's mmap threshold low, so that freed tensors leave the
 resident set and it follows the live tensors:
 
     MALLOC_MMAP_THRESHOLD_=65536 PYTHONPATH=$PWD python \\
-        docs/benchmark_runs/kept_after_forward.py POLICY [DEPTH]
+        benchmarks/scripts/kept_after_forward.py POLICY [DEPTH]
 
 POLICY: none, fusion, fusion_qkv (or another checkpoint_policy name), or
 F<links><adapters><qkv> with 0/1 digits for a FusionPolicy; DEPTH: layers
