@@ -8,7 +8,7 @@
 # action 49.3 top-1 on the validation split.
 #
 # Train:  python tools/train.py configs/cast_ek100.py   (README.md, "EPIC-KITCHENS-100")
-# Submit: python tools/ek100_submission.py configs/cast_ek100.py CKPT ...
+# Submit: python tools/analysis_tools/ek100_submission.py configs/cast_ek100.py CKPT ...
 # bad samples counted, exact --resume, start-up checks (docs/reliability.md)
 _base_ = ['_base_/reliability.py', '_base_/models/cast_vit_b_verb_noun.py',
           '_base_/datasets/ek100.py']

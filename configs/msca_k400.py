@@ -17,7 +17,7 @@ _base_ = ['_base_/default_runtime.py', '_base_/models/msca_vit_b.py']
 # (model.safetensors or pytorch_model.bin from its hub page) or the original
 # JAX imagenet21k/ViT-B_16.npz (the ViT-B_16_Img21.npz of the authors' README)
 vit_weights = 'checkpoints/vit_base_patch16_224.orig_in21k.safetensors'
-# class names for tools/infer.py; written by tools/prepare_k400.py
+# class names for tools/infer.py; written by tools/data/prepare_k400.py
 label_map = 'data/kinetics400/label_map_k400.txt'
 
 num_frames = 8

@@ -2,7 +2,7 @@
 (``cast_mmaction/datasets/transforms/decoding.py``).
 
 On H.264 files whose frames carry their index as a bar code
-(``tools/bench_readers.write_indexed_video``), SSv2-like (45 frames, a key
+(``tools/benchmark/bench_readers.write_indexed_video``), SSv2-like (45 frames, a key
 frame every 12) and K400-like (300 frames, a key frame every 250): the new
 transforms give arrays identical to MMAction2's ``DecordInit`` +
 ``DecordDecode`` in the SSv2 and K400 recipes' train, val and test
@@ -26,6 +26,7 @@ from cast_mmaction.datasets.transforms.decoding import (
     torchcodec_unavailable)
 from conftest import ROOT
 from mmaction.registry import TRANSFORMS
+from _tools import tool_path
 
 W, H = 128, 72
 KINDS = dict(ssv2=dict(frames=45, fps=12, gop=12),
@@ -40,7 +41,7 @@ BACKENDS = [
 
 def _load_bench():
     spec = importlib.util.spec_from_file_location(
-        '_bench_readers_dec', osp.join(ROOT, 'tools', 'bench_readers.py'))
+        '_bench_readers_dec', tool_path('bench_readers'))
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     return module

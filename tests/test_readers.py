@@ -6,7 +6,7 @@ after it).
 
 Media: 400 frames of 64 x 48 at 50 fps written with libx264 (a key frame
 exactly every ``g`` frames, checked from the packets) and a mono AAC track;
-every frame carries its index as a 14-bit bar code (``tools/bench_readers``),
+every frame carries its index as a 14-bit bar code (``tools/benchmark/bench_readers``),
 the audio a tone whose frequency steps every 0.2 s; an 8 s wav of the same
 tones. Every call runs under a watchdog: a Python-level loop that does not
 end fails the test after ``BOUND`` seconds (SIGALRM), a C-level one ends the
@@ -30,6 +30,7 @@ from cast_mmaction.datasets.transforms.epic import (DecordVideoReader,
                                                     EpicVideoInit,
                                                     PyAVVideoReader)
 from conftest import ROOT
+from _tools import tool_path
 
 N = 400  # frames of the test videos
 FPS = 50
@@ -42,7 +43,7 @@ RATE = 16000
 
 def _load_bench():
     spec = importlib.util.spec_from_file_location(
-        '_bench_readers', osp.join(ROOT, 'tools', 'bench_readers.py'))
+        '_bench_readers', tool_path('bench_readers'))
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     return module

@@ -45,7 +45,7 @@ def parse_args(argv=None):
     ap.add_argument('--config', required=True, help='model config')
     ap.add_argument('--checkpoint', required=True,
                     help='MMEngine checkpoint (tools/train.py output or '
-                    'tools/convert_checkpoint.py output)')
+                    'tools/convert/convert_checkpoint.py output)')
     ap.add_argument('--label-map', nargs='+', metavar='FILE',
                     help='class names: one file, or KEY=FILE per output '
                     '(verb=... noun=...); default: the config\'s label_map')

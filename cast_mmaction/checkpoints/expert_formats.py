@@ -206,9 +206,9 @@ _KINDS = {
     'timm_vit': ('a timm ImageNet-style ViT (no norm_pre, so not a CLIP '
                  'tower)', None),
     'full_av': ('a full CAVA / CA2ST checkpoint: convert it with '
-                'tools/convert_checkpoint.py instead', None),
+                'tools/convert/convert_checkpoint.py instead', None),
     'full_cast': ('a full CAST checkpoint: convert it with '
-                  'tools/convert_checkpoint.py instead', None),
+                  'tools/convert/convert_checkpoint.py instead', None),
 }
 
 _ARCH_KINDS = (('CLIPText', 'clip_text'), ('CLIP', 'clip_hf'),

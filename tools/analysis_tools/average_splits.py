@@ -4,7 +4,7 @@
 of the ``test_metrics.json`` files that ``tools/test.py`` wrote (or the work
 dirs holding them), per run and averaged.
 
-    python tools/average_splits.py work_dirs/ucf101_split1 \\
+    python tools/analysis_tools/average_splits.py work_dirs/ucf101_split1 \\
         work_dirs/ucf101_split2 work_dirs/ucf101_split3 --json ucf101.json
 
 The files must hold the same metric keys and come from different
@@ -14,7 +14,7 @@ import argparse
 import os.path as osp
 import sys
 
-ROOT = osp.dirname(osp.dirname(osp.abspath(__file__)))
+ROOT = osp.dirname(osp.dirname(osp.dirname(osp.abspath(__file__))))
 if ROOT not in sys.path:  # run from a checkout without `pip install -e .`
     sys.path.insert(0, ROOT)
 

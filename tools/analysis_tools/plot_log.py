@@ -2,8 +2,8 @@
 """Plot an MMEngine training log: loss, learning rate and validation
 accuracy over training iterations, as PNG files.
 
-    python tools/plot_log.py work_dirs/cast_ssv2 [--out-dir plots/]
-    python tools/plot_log.py run1/.../vis_data/scalars.json run2/... \\
+    python tools/analysis_tools/plot_log.py work_dirs/cast_ssv2 [--out-dir plots/]
+    python tools/analysis_tools/plot_log.py run1/.../vis_data/scalars.json run2/... \\
         --labels baseline cast --smooth 10
 
 Each LOG is a work dir (its newest ``<timestamp>/vis_data/scalars.json``,

@@ -1,7 +1,7 @@
 #!/usr/bin/env python
 """Write the synthetic audio-visual dataset (mp4 with an AAC sound track).
 
-    python tools/make_synthetic_av_data.py demo_av_data --num-train 64 \
+    python tools/data/make_synthetic_av_data.py demo_av_data --num-train 64 \
         --num-val 16
 
 4 classes = {red, blue} square x {low, high} tone: sight alone or sound
@@ -14,7 +14,7 @@ import os
 import sys
 import time
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))))
 
 from cast_mmaction.datasets.synthetic_av import (  # noqa: E402
     write_synthetic_av_dataset)

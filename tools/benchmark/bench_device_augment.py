@@ -3,8 +3,8 @@
 recipes) vs DeviceAugmentPreprocessor's (the same augmentation batched over
 the clip's frames, plus normalisation) on the device given (default: CPU).
 
-    python tools/bench_device_augment.py --clips 20 --threads 1
-    python tools/bench_device_augment.py --device cuda   # on a GPU host
+    python tools/benchmark/bench_device_augment.py --clips 20 --threads 1
+    python tools/benchmark/bench_device_augment.py --device cuda   # on a GPU host
 
 Clips are random uint8 frames of the recipes' decoded sizes: SSv2 16 x 240 x
 427, K400 16 x 320 x 568. Both paths draw random plans / boxes (the recipe's

@@ -2,8 +2,8 @@
 """Rewrite a checkpoint as ``.safetensors``: tensors and JSON metadata only,
 so that opening it can never run code (docs/security.md).
 
-    python tools/to_safetensors.py work_dirs/demo/epoch_20.pth demo.safetensors
-    python tools/to_safetensors.py a.pth a.safetensors --trust-checkpoint
+    python tools/convert/to_safetensors.py work_dirs/demo/epoch_20.pth demo.safetensors
+    python tools/convert/to_safetensors.py a.pth a.safetensors --trust-checkpoint
 
 SRC is any checkpoint this package reads: one of our runs (MMEngine
 ``{'state_dict', 'meta', ...}``, trainable-only ones included), an expert or
@@ -12,13 +12,13 @@ state dict and the entries JSON can hold (``meta``, ``frozen_experts``) are
 kept; optimizer, scheduler and message-hub states are left out (to resume a
 run, keep the ``.pth``). The result is accepted wherever the ``.pth`` was:
 ``tools/test.py``, ``infer.py``, ``load_from``, ``pretrained``,
-``tools/convert_checkpoint.py``.
+``tools/convert/convert_checkpoint.py``.
 """
 import argparse
 import os
 import sys
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))))
 
 import torch  # noqa: E402
 

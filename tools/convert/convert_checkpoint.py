@@ -1,7 +1,7 @@
 #!/usr/bin/env python
 """Convert an official released checkpoint into one ``tools/test.py`` loads.
 
-    python tools/convert_checkpoint.py SRC.pth DST.pth --config configs/cast_ssv2.py
+    python tools/convert/convert_checkpoint.py SRC.pth DST.pth --config configs/cast_ssv2.py
 
 SRC is the authors' file (CAST: a DeepSpeed dump ``{'module': state_dict}``;
 ``{'model': ...}`` and plain state dicts work too). With ``--config`` the
@@ -21,13 +21,13 @@ loads SRC into that expert of the config's model (the same checks as
 training: patch / width / grid, every tensor's shape) and reports what
 was loaded, missing or ignored:
 
-    python tools/convert_checkpoint.py hf:MCG-NJU/videomae-base vmae.safetensors --expert videomae --config configs/cast_k400.py
+    python tools/convert/convert_checkpoint.py hf:MCG-NJU/videomae-base vmae.safetensors --expert videomae --config configs/cast_k400.py
 """
 import argparse
 import os
 import sys
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))))
 
 import torch  # noqa: E402
 from mmengine.config import Config, DictAction  # noqa: E402

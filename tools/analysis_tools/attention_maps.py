@@ -2,7 +2,7 @@
 """Draw the B-CAST cross-attention of a trained model on the frames of one
 video: which frames (T2S) and which patches (S2T) a chosen token attends to.
 
-    python tools/attention_maps.py VIDEO --config CFG --checkpoint CKPT \\
+    python tools/analysis_tools/attention_maps.py VIDEO --config CFG --checkpoint CKPT \\
         --out-dir attn/ [--layer 11] [--query-frame 4] [--query-patch 7 7]
 
 The video goes through the config's test pipeline reduced to one view (one
@@ -39,7 +39,7 @@ import sys
 import numpy as np
 import torch
 
-sys.path.insert(0, osp.dirname(osp.dirname(osp.abspath(__file__))))
+sys.path.insert(0, osp.dirname(osp.dirname(osp.dirname(osp.abspath(__file__)))))
 
 import cast_mmaction  # noqa: E402,F401
 from cast_mmaction import inference as inf  # noqa: E402
@@ -128,7 +128,7 @@ def check_reproduction(module, q, kv, output, tol=1e-4):
         raise RuntimeError(
             f'recomputed attention does not reproduce the module output '
             f'(max |diff| {err:.2e}); WindowCrossAttention has changed and '
-            f'tools/attention_maps.py must follow it')
+            f'tools/analysis_tools/attention_maps.py must follow it')
     return weights
 
 

@@ -2,7 +2,7 @@
 """Something-Something-V2: official label and split JSON -> MMAction2 list
 files.
 
-    python tools/prepare_ssv2.py --ann-dir data/sthv2/annotations \\
+    python tools/data/prepare_ssv2.py --ann-dir data/sthv2/annotations \\
         --video-dir data/sthv2/videos --out-dir data/sthv2
 
 Reads from --ann-dir the files of the official release:
@@ -31,7 +31,7 @@ import os
 import os.path as osp
 import sys
 
-sys.path.insert(0, osp.dirname(osp.dirname(osp.abspath(__file__))))
+sys.path.insert(0, osp.dirname(osp.dirname(osp.dirname(osp.abspath(__file__)))))
 
 from cast_mmaction.datasets.label_maps import (  # noqa: E402
     LabelMapError, read_ssv2_labels)

@@ -2,7 +2,7 @@
 """Kinetics-400 (also 600 / 700): official CSVs -> MMAction2 list files,
 skipping missing videos with a report.
 
-    python tools/prepare_k400.py \\
+    python tools/data/prepare_k400.py \\
         --csv train=data/kinetics400/annotations/train.csv \\
         --csv val=data/kinetics400/annotations/validate.csv \\
         --videos train=data/kinetics400/videos_train \\
@@ -33,7 +33,7 @@ import os.path as osp
 import re
 import sys
 
-sys.path.insert(0, osp.dirname(osp.dirname(osp.abspath(__file__))))
+sys.path.insert(0, osp.dirname(osp.dirname(osp.dirname(osp.abspath(__file__)))))
 
 from cast_mmaction.datasets.label_maps import (  # noqa: E402
     LabelMapError, read_text_label_map)

@@ -10,7 +10,7 @@ The written file is read back and validated against the test CSV.
 
 Run the model on the test split and write the submission::
 
-    python tools/ek100_submission.py configs/cast_ek100.py \
+    python tools/analysis_tools/ek100_submission.py configs/cast_ek100.py \
         work_dirs/cast_ek100/best_ek100_action_top1_epoch_50.pth \
         --test-csv data/ek100/annotations/EPIC_100_test_timestamps.csv \
         --sls-pt 2 --sls-tl 3 --sls-td 4 --out submission.json --zip
@@ -18,13 +18,13 @@ Run the model on the test split and write the submission::
 or convert scores written earlier by ``EpicKitchensMetric(scores_file=...)``
 (or any score file in the official dict / list format)::
 
-    python tools/ek100_submission.py --scores test_scores.pkl \
+    python tools/analysis_tools/ek100_submission.py --scores test_scores.pkl \
         --test-csv .../EPIC_100_test_timestamps.csv \
         --sls-pt 2 --sls-tl 3 --sls-td 4 --out submission.json
 
 or only validate an existing submission::
 
-    python tools/ek100_submission.py --validate submission.json \
+    python tools/analysis_tools/ek100_submission.py --validate submission.json \
         --test-csv .../EPIC_100_test_timestamps.csv
 """
 import argparse
@@ -35,7 +35,7 @@ import os.path as osp
 import sys
 import zipfile
 
-sys.path.insert(0, osp.dirname(osp.dirname(osp.abspath(__file__))))
+sys.path.insert(0, osp.dirname(osp.dirname(osp.dirname(osp.abspath(__file__)))))
 
 VERSION = '0.2'
 CHALLENGE = 'action_recognition'

@@ -2,7 +2,7 @@
 """Pooled per-stream features of a trained model, for linear probes or
 retrieval.
 
-    python tools/extract_features.py INPUT --config CFG --checkpoint CKPT \\
+    python tools/analysis_tools/extract_features.py INPUT --config CFG --checkpoint CKPT \\
         --out-dir feats/ [--format npy|pt] [--keep-views] [--one-view]
 
 INPUT is a video file, a folder or a list file (as for tools/infer.py; the
@@ -38,7 +38,7 @@ import time
 import numpy as np
 import torch
 
-sys.path.insert(0, osp.dirname(osp.dirname(osp.abspath(__file__))))
+sys.path.insert(0, osp.dirname(osp.dirname(osp.dirname(osp.abspath(__file__)))))
 
 import cast_mmaction  # noqa: E402,F401
 from cast_mmaction import inference as inf  # noqa: E402

@@ -2,11 +2,11 @@
 """Where a training clip's time goes in a config's data pipeline, and which
 video decoder is fastest for each case.
 
-    python tools/bench_pipeline.py                                # SSv2 + K400 train pipelines
-    python tools/bench_pipeline.py --config configs/cast_ssv2_device_aug.py --clips 48
-    python tools/bench_pipeline.py --split val --json out.json
-    python tools/bench_pipeline.py --compare-decoders             # decord / PyAV / torchcodec
-    python tools/bench_pipeline.py --resize-diff --split val      # short-side decode vs Resize
+    python tools/benchmark/bench_pipeline.py                                # SSv2 + K400 train pipelines
+    python tools/benchmark/bench_pipeline.py --config configs/cast_ssv2_device_aug.py --clips 48
+    python tools/benchmark/bench_pipeline.py --split val --json out.json
+    python tools/benchmark/bench_pipeline.py --compare-decoders             # decord / PyAV / torchcodec
+    python tools/benchmark/bench_pipeline.py --resize-diff --split val      # short-side decode vs Resize
 
 Synthetic videos of the datasets' real sizes and lengths are written once
 into ``--workdir`` (H.264 mp4, libx264 ``crf=23`` preset medium = ffmpeg's
@@ -52,10 +52,10 @@ import statistics
 import sys
 import time
 
-ROOT = osp.dirname(osp.dirname(osp.abspath(__file__)))
+ROOT = osp.dirname(osp.dirname(osp.dirname(osp.abspath(__file__))))
 if ROOT not in sys.path:
     sys.path.insert(0, ROOT)
-TOOLS = osp.join(ROOT, 'tools')
+TOOLS = osp.dirname(osp.abspath(__file__))  # bench_readers
 if TOOLS not in sys.path:
     sys.path.insert(0, TOOLS)
 

@@ -3,7 +3,7 @@
 EK100 verb, EK100 noun, SSv2 and K400, from the ``test_metrics.json`` files
 that ``tools/test.py`` writes (or the work dirs holding them).
 
-    python tools/balance.py --ek100 work_dirs/cast_ek100/test_metrics.json \\
+    python tools/analysis_tools/balance.py --ek100 work_dirs/cast_ek100/test_metrics.json \\
         --ssv2 work_dirs/cast_ssv2 --k400 work_dirs/cast_k400 --json bal.json
 
 Keys read: ``ek100/verb_top1`` and ``ek100/noun_top1`` (EpicKitchensMetric)
@@ -13,7 +13,7 @@ import argparse
 import os.path as osp
 import sys
 
-ROOT = osp.dirname(osp.dirname(osp.abspath(__file__)))
+ROOT = osp.dirname(osp.dirname(osp.dirname(osp.abspath(__file__))))
 if ROOT not in sys.path:  # run from a checkout without `pip install -e .`
     sys.path.insert(0, ROOT)
 

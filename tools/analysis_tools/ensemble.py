@@ -5,7 +5,7 @@ the models' softmax scores, evaluated with the metrics tools/test.py reports
 (single-label dumps: top-1, top-5, mean class accuracy; verb/noun dumps:
 verb / noun / action accuracy of EPIC-KITCHENS-100).
 
-    python tools/ensemble.py a.pkl b.pkl --weights 0.6 0.4 --json fused.json
+    python tools/analysis_tools/ensemble.py a.pkl b.pkl --weights 0.6 0.4 --json fused.json
 
 The dumps are pickles read with ``mmengine.load``: fuse only dumps you made.
 """
@@ -13,7 +13,7 @@ import argparse
 import os.path as osp
 import sys
 
-ROOT = osp.dirname(osp.dirname(osp.abspath(__file__)))
+ROOT = osp.dirname(osp.dirname(osp.dirname(osp.abspath(__file__))))
 if ROOT not in sys.path:  # run from a checkout without `pip install -e .`
     sys.path.insert(0, ROOT)
 
@@ -47,7 +47,7 @@ def parse_args(argv=None):
                    'of tools/test.py --dump)')
     p.add_argument('--ek100-scores', metavar='FILE',
                    help='verb/noun dumps: also write the fused scores in the '
-                   'official EK100 dict format (for tools/ek100_submission.py'
+                   'official EK100 dict format (for tools/analysis_tools/ek100_submission.py'
                    ' --scores; the test split\'s dumps are unlabelled)')
     return p.parse_args(argv)
 

@@ -1,9 +1,9 @@
 #!/usr/bin/env python
 """Decoding throughput of the EPIC-KITCHENS video readers (decord, PyAV).
 
-    python tools/bench_readers.py                       # both readers, g=100 and g=250
-    python tools/bench_readers.py --gop 12 100 250 --seconds 180 --clips 40
-    python tools/bench_readers.py --video my.mp4        # an existing file
+    python tools/benchmark/bench_readers.py                       # both readers, g=100 and g=250
+    python tools/benchmark/bench_readers.py --gop 12 100 250 --seconds 180 --clips 40
+    python tools/benchmark/bench_readers.py --video my.mp4        # an existing file
 
 Writes (once, cached in ``--workdir``) an H.264 mp4 like the one of issue
 18: 456 x 256, 50 fps, ``--seconds`` long, a key frame every ``--gop``
@@ -37,7 +37,7 @@ import time
 
 import numpy as np
 
-ROOT = osp.dirname(osp.dirname(osp.abspath(__file__)))
+ROOT = osp.dirname(osp.dirname(osp.dirname(osp.abspath(__file__))))
 if ROOT not in sys.path:
     sys.path.insert(0, ROOT)
 

@@ -2,7 +2,7 @@
 """VGGSound: the official ``vggsound.csv`` -> MMAction2 list files of the
 clips you have, and the class list.
 
-    python tools/prepare_vggsound.py --csv data/vggsound/vggsound.csv \\
+    python tools/data/prepare_vggsound.py --csv data/vggsound/vggsound.csv \\
         --videos data/vggsound/videos --out-dir data/vggsound [--check-audio]
 
 ``vggsound.csv`` has no header; rows are ``youtube_id,start_seconds,label,

@@ -1,7 +1,7 @@
 #!/usr/bin/env python
 """Write the synthetic appearance x motion video dataset (real mp4 files).
 
-    python tools/make_synthetic_data.py demo_data --train-per-class 40 \
+    python tools/data/make_synthetic_data.py demo_data --train-per-class 40 \
         --val-per-class 10 --num-frames 16 --size 64
 
 Prints the annotation files and the class count; an identical existing
@@ -13,7 +13,7 @@ import os
 import sys
 import time
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))))
 
 from cast_mmaction.datasets.synthetic import (  # noqa: E402
     write_synthetic_video_dataset)

@@ -2,7 +2,7 @@
 """EPIC-KITCHENS-100: check the official CSVs and videos, write what the
 dataset reads, optionally re-encode the videos to a 256-pixel short side.
 
-    python tools/prepare_ek100.py \\
+    python tools/data/prepare_ek100.py \\
         --ann-dir data/ek100/epic-kitchens-100-annotations \\
         --video-root data/ek100/videos --out-dir data/ek100 \\
         [--reencode data/ek100/videos_256 --short-side 256 --jobs 4]
@@ -39,7 +39,7 @@ import subprocess
 import sys
 from concurrent.futures import ThreadPoolExecutor
 
-sys.path.insert(0, osp.dirname(osp.dirname(osp.abspath(__file__))))
+sys.path.insert(0, osp.dirname(osp.dirname(osp.dirname(osp.abspath(__file__)))))
 
 from cast_mmaction.datasets.label_maps import (  # noqa: E402
     LabelMapError, read_epic_classes)
