@@ -7,7 +7,7 @@
 # TSN 16 segments, test 2 clips x 3 crops. Reported: verb 72.5 / noun 60.9 /
 # action 49.3 top-1 on the validation split.
 #
-# Train:  python tools/train.py configs/cast_ek100.py   (README.md, "EPIC-KITCHENS-100")
+# Train:  python tools/train.py configs/cast_ek100.py   (docs/ek100.md)
 # Submit: python tools/analysis_tools/ek100_submission.py configs/cast_ek100.py CKPT ...
 # bad samples counted, exact --resume, start-up checks (docs/reliability.md)
 _base_ = ['_base_/reliability.py', '_base_/models/cast_vit_b_verb_noun.py',

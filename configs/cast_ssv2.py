@@ -5,7 +5,7 @@
 #   tools/dist_train.sh configs/cast_ssv2.py 8          # one node, 8 GPUs
 #   tools/dist_test.sh configs/cast_ssv2.py CKPT 8
 #
-# See README.md, "Training and testing", for the data layout and multi-node runs.
+# See docs/training.md for the data layout and multi-node runs.
 _base_ = [
     '_base_/default_runtime.py', '_base_/models/cast_vit_b.py',
     '_base_/datasets/ssv2.py', '_base_/schedules/adamw_warmup_cosine_50e.py'

@@ -307,6 +307,8 @@ def test_missing_paths_name_the_fields(tmp_path):
                   'model.backbone.experts.vmae.pretrained'):
         assert field in msg, field
     assert "'checkpoints/ViT-B-16.pt'" in msg
+    # the data paths are set in the shared dataset file, not in the recipe
+    assert 'configs/_base_/datasets/' in msg and 'docs/training.md' in msg
     with pytest.raises(MissingPathError) as e:
         check_paths(cfg, 'test', checkpoint='nope.pth')
     msg = str(e.value)

@@ -148,9 +148,10 @@ def test_named_paths_rule():
         'tools/benchmark/bench_readers.py']
 
 
-@pytest.mark.parametrize('path', [README] + PAGES,
-                         ids=lambda p: osp.relpath(p, ROOT))
+@pytest.mark.parametrize('path', [README, osp.join(ROOT, 'benchmarks', 'README.md')]
+                         + PAGES, ids=lambda p: osp.relpath(p, ROOT))
 def test_named_tools_and_benchmark_files_exist(path):
     missing = sorted({p for p in _named_paths(open(path, encoding='utf-8').read())
                       if not osp.exists(osp.join(ROOT, p))})
     assert not missing, f'{osp.relpath(path, ROOT)} names missing files: {missing}'
+

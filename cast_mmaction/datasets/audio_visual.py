@@ -4,7 +4,7 @@ EPIC-SOUNDS.
 Every dataset yields ``filename`` (the video), the label and -- when the
 audio lives in separate files (``data_prefix['audio']``) -- ``audio_path``;
 ``LoadAudioFbank`` otherwise decodes the audio track of the video itself.
-Pipelines: see ``configs/cava_vggsound.py`` and README.md, "Audio-visual recognition".
+Pipelines: see ``configs/cava_vggsound.py`` and docs/audio_visual.md.
 
 Annotation formats
 ------------------
