@@ -55,9 +55,6 @@ import time
 ROOT = osp.dirname(osp.dirname(osp.dirname(osp.abspath(__file__))))
 if ROOT not in sys.path:
     sys.path.insert(0, ROOT)
-TOOLS = osp.dirname(osp.abspath(__file__))  # bench_readers
-if TOOLS not in sys.path:
-    sys.path.insert(0, TOOLS)
 
 #: synthetic videos: frames, width, height, fps, key-frame interval
 VIDEO_KINDS = dict(
@@ -116,7 +113,7 @@ def machine():
 def ensure_videos(workdir, kind, count, spec=None):
     """Write (once) ``count`` videos of ``kind`` (:data:`VIDEO_KINDS` or
     ``spec``) and their list file; returns (list file, folder)."""
-    from bench_readers import write_indexed_video
+    from cast_mmaction.datasets.indexed_video import write_indexed_video
     spec = dict(spec or VIDEO_KINDS[kind])
     folder = osp.join(workdir, f'{kind}_{spec["width"]}x{spec["height"]}_'
                       f'{spec["frames"]}f_{spec["fps"]}fps_g{spec["gop"]}')
@@ -362,7 +359,7 @@ def time_pipeline(config, split='train', clips=24, warmup=2, workdir=None,
 def _check_decoded(results, spec):
     """Compare the decoded frames' bar codes with ``frame_inds`` (only at
     full size; returns how many frames were checked)."""
-    from bench_readers import frame_index
+    from cast_mmaction.datasets.indexed_video import frame_index
     imgs = results['imgs']
     if tuple(imgs[0].shape[:2]) != (spec['height'], spec['width']):
         return 0
@@ -441,7 +438,7 @@ def compare_decoders(workdir, configs=DEFAULT_CONFIGS, splits=('train', 'val'),
                      clips=24, rounds=3, videos=8, short_side=224, seed=0):
     """Open + decode CPU / wall ms per clip of each decoder (module doc)."""
     import numpy as np
-    from bench_readers import frame_index
+    from cast_mmaction.datasets.indexed_video import frame_index
     from mmaction.registry import TRANSFORMS
     from cast_mmaction.utils import ensure_scope
     ensure_scope()
