@@ -623,3 +623,24 @@ def test_label_map_specs(tmp_path):
             load_label_map('mmaction:label_map_k400.txt')
     else:
         assert len(load_label_map('mmaction:label_map_k400.txt')) == 400
+
+
+def test_video_model_tools_share_their_arguments():
+    """tools/infer.py and tools/analysis_tools/extract_features.py take the
+    input, model and loading options from one place (cast_mmaction.cli)."""
+    argv = ['clips.txt', '--config', 'c.py', '--checkpoint', 'k.pth',
+            '--data-root', 'videos', '--device', 'cpu', '--batch-size', '3',
+            '--num-workers', '0', '--one-view', '--trust-checkpoint',
+            '--cfg-options', 'model.cls_head.num_classes=7']
+    shared = ('input', 'config', 'checkpoint', 'data_root', 'device',
+              'batch_size', 'num_workers', 'one_view', 'trust_checkpoint',
+              'cfg_options')
+    a = vars(load_tool('infer').parse_args(argv))
+    b = vars(load_tool('extract_features').parse_args(argv + ['--out-dir',
+                                                              'feats']))
+    assert {k: a[k] for k in shared} == {k: b[k] for k in shared}
+    assert a['batch_size'] == 3 and a['one_view'] and a['trust_checkpoint']
+    assert a['cfg_options'] == {'model.cls_head.num_classes': 7}
+    with pytest.raises(SystemExit):  # --checkpoint is required by both
+        load_tool('extract_features').parse_args(['x.mp4', '--config', 'c',
+                                                  '--out-dir', 'o'])

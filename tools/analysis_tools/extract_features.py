@@ -43,29 +43,17 @@ sys.path.insert(0, osp.dirname(osp.dirname(osp.dirname(osp.abspath(__file__)))))
 import cast_mmaction  # noqa: E402,F401
 from cast_mmaction import inference as inf  # noqa: E402
 from cast_mmaction import safe_load  # noqa: E402
+from cast_mmaction.cli import add_video_model_arguments  # noqa: E402
 
 
 def parse_args(argv=None):
-    from mmengine.config import DictAction
     ap = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
-    ap.add_argument('input', help='video file, folder or list file')
-    ap.add_argument('--config', required=True)
-    ap.add_argument('--checkpoint', required=True)
+    add_video_model_arguments(ap)
     ap.add_argument('--out-dir', required=True)
     ap.add_argument('--format', choices=('npy', 'pt'), default='npy')
     ap.add_argument('--keep-views', action='store_true',
                     help='save (N, views, D) instead of the view average')
-    ap.add_argument('--one-view', action='store_true',
-                    help='one clip and a centre crop instead of the '
-                    'recipe\'s test views')
-    ap.add_argument('--data-root')
-    ap.add_argument('--device')
-    ap.add_argument('--batch-size', type=int, default=1)
-    ap.add_argument('--num-workers', type=int,
-                    default=min(4, os.cpu_count() or 1))
-    ap.add_argument('--cfg-options', nargs='+', action=DictAction)
-    safe_load.add_trust_argument(ap, '--checkpoint')
     return ap.parse_args(argv)
 
 
