@@ -149,7 +149,7 @@ def _recipe_preset(name, cfg):
 def test_recipes_use_the_one_model_definition(name):
     """Every full-size recipe's backbone is the model of its
     configs/_base_/models/ file (what the presets build), expert stream order
-    included; ca2st_vggsound.py, which has to spell its model out, too."""
+    included."""
     cfg = load(name)
     expect = _recipe_preset(name, cfg)
     got = plain(cfg.model.backbone)
