@@ -73,7 +73,7 @@ def _mmaction_root():
     if spec is None or not spec.submodule_search_locations:
         raise ImportError(
             'cast_mmaction needs mmaction2 (pip install "mmaction2==1.2.0"); '
-            'see README.md, "Install".')
+            'see docs/install.md.')
     return list(spec.submodule_search_locations)[0]
 
 

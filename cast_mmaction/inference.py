@@ -1,5 +1,5 @@
 """Run a trained model on users' own videos (shared by ``tools/infer.py``,
-``tools/extract_features.py`` and ``tools/attention_maps.py``).
+``tools/analysis_tools/extract_features.py`` and ``tools/analysis_tools/attention_maps.py``).
 
 The model and the data pipeline both come from a config:
 
@@ -22,7 +22,7 @@ The model and the data pipeline both come from a config:
   lists (EPIC: verb, noun and action = the verb x noun pair scored
   ``p(verb) * p(noun)``);
 * :func:`capture_backbone` hooks the backbone to collect the pooled per-stream
-  features of the same forward pass (``tools/extract_features.py``).
+  features of the same forward pass (``tools/analysis_tools/extract_features.py``).
 """
 import copy
 import os
@@ -142,7 +142,7 @@ def _state_dict_of(ckpt, path):
         raise InferenceError(
             f'checkpoint {path} is a DeepSpeed dump ({{"module": ...}}, e.g. '
             f'an official CAST release); convert it first: python '
-            f'tools/convert_checkpoint.py {path} OUT.pth --config CONFIG')
+            f'tools/convert/convert_checkpoint.py {path} OUT.pth --config CONFIG')
     if ckpt and all(torch.is_tensor(v) for v in ckpt.values()):
         return ckpt
     raise InferenceError(f'checkpoint {path}: no "state_dict" (keys: '

@@ -52,7 +52,7 @@ TRUST_HINT = (
     'trust_checkpoint=True at the top level (load_from / resume) or in the '
     'dict that names a `pretrained` file (e.g. model.backbone.experts.clip);'
     ' in Python, `with cast_mmaction.safe_load.trusted(path): ...`. Then '
-    'keep a safe copy: python tools/to_safetensors.py FILE OUT.safetensors '
+    'keep a safe copy: python tools/convert/to_safetensors.py FILE OUT.safetensors '
     '--trust-checkpoint. See docs/security.md.')
 
 

@@ -1,7 +1,7 @@
 # A tiny CA2ST (CLIP + VideoMAE + AST) on the synthetic audio-visual clips:
 # S&T B-CA in both layers, A&S and A&T in the last layer, sequentially.
 #
-#   python tools/make_synthetic_av_data.py demo_av_data
+#   python tools/data/make_synthetic_av_data.py demo_av_data
 #   python tools/train.py configs/ca2st_demo.py --work-dir work_dirs/ca2st_demo
 _base_ = ['cava_demo.py']
 

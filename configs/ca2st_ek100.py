@@ -11,37 +11,30 @@
 #
 #   python tools/train.py configs/ca2st_ek100.py
 _base_ = ['_base_/default_runtime.py',
-          '_base_/models/ca2st_vit_b_verb_noun.py']
+          '_base_/models/ca2st_vit_b_verb_noun.py', '_base_/datasets/ek100.py']
 
-# ---- where your files are ---------------------------------------------------
-ek100_video_root = 'data/ek100/videos'
-ek100_video_path_tmpl = '{participant_id}/videos/{video_id}.MP4'
-ek100_ann_root = 'data/ek100/epic-kitchens-100-annotations'
-ek100_train_csv = ek100_ann_root + '/EPIC_100_train.csv'
-ek100_val_csv = ek100_ann_root + '/EPIC_100_validation.csv'
-label_map = dict(verb=ek100_ann_root + '/EPIC_100_verb_classes.csv', noun=ek100_ann_root + '/EPIC_100_noun_classes.csv')  # tools/infer.py
+# ---- data: _base_/datasets/ek100.py (the paths of your files are set there,
+# for every EK100 recipe), with the audio pipelines below
+
+# ---- weights -----------------------------------------------------------------
 clip_weights = 'checkpoints/ViT-B-16.pt'
 vmae_weights = 'checkpoints/videomae_vit_b_ek100_pretrain.pth'
 ast_weights = 'checkpoints/audioset_10_10_0.4593.pth'
-video_backend = 'decord'  # or 'pyav'
 
-num_segments = 16
-num_test_clips = 2
 audio_frames = 400
-batch_size = 6
-num_gpus = 16
+num_gpus = 16  # x batch 6 per GPU (_base_/datasets/ek100.py)
 update_freq = 4
 max_epochs = 50
 warmup_epochs = 5
-base_lr = 1e-3 * batch_size * num_gpus * update_freq / 256
-min_lr = 1e-6 * batch_size * num_gpus * update_freq / 256
+base_lr = 1e-3 * 6 * num_gpus * update_freq / 256
+min_lr = 1e-6 * 6 * num_gpus * update_freq / 256
 layer_decay = 0.75
 
 # The CA2ST ViT-B of _base_/models/ca2st_vit_b_verb_noun.py
 # (= presets_av.ca2st_recognizer_cfg(composition=True)).
 model = dict(
     backbone=dict(
-        num_frames=num_segments,
+        num_frames={{_base_.num_segments}},
         experts=dict(
             clip=dict(pretrained=clip_weights),
             vmae=dict(pretrained=vmae_weights),
@@ -54,12 +47,11 @@ model = dict(
                       switch_prob=0.0)))
 
 # ---- data ---------------------------------------------------------------------
-dataset_type = 'EpicKitchens100Dataset'
 audio = dict(type='LoadAudioFbank', sample_rate=16000, num_mel_bins=128,
              target_length=audio_frames, align='clip')
 train_pipeline = [
-    dict(type='EpicVideoInit', backend=video_backend),
-    dict(type='EpicSampleFrames', num_segments=num_segments),
+    dict(type='EpicVideoInit', backend={{_base_.video_backend}}),
+    dict(type='EpicSampleFrames', num_segments={{_base_.num_segments}}),
     dict(type='EpicDecode'),
     audio,
     dict(type='SpecAugment', time_mask=70, freq_mask=20),
@@ -73,9 +65,9 @@ train_pipeline = [
     dict(type='PackAudioVisualInputs'),
 ]
 val_pipeline = [
-    dict(type='EpicVideoInit', backend=video_backend),
-    dict(type='EpicSampleFrames', num_segments=num_segments, num_clips=1,
-         test_mode=True),
+    dict(type='EpicVideoInit', backend={{_base_.video_backend}}),
+    dict(type='EpicSampleFrames', num_segments={{_base_.num_segments}},
+         num_clips=1, test_mode=True),
     dict(type='EpicDecode'),
     audio,
     dict(type='Resize', scale=(-1, 224)),
@@ -84,9 +76,9 @@ val_pipeline = [
     dict(type='PackAudioVisualInputs'),
 ]
 test_pipeline = [
-    dict(type='EpicVideoInit', backend=video_backend),
-    dict(type='EpicSampleFrames', num_segments=num_segments,
-         num_clips=num_test_clips, test_mode=True),
+    dict(type='EpicVideoInit', backend={{_base_.video_backend}}),
+    dict(type='EpicSampleFrames', num_segments={{_base_.num_segments}},
+         num_clips={{_base_.num_test_clips}}, test_mode=True),
     dict(type='EpicDecode'),
     audio,
     dict(type='Resize', scale=(-1, 224)),
@@ -94,29 +86,9 @@ test_pipeline = [
     dict(type='FormatShape', input_format='NCTHW'),
     dict(type='PackAudioVisualInputs'),
 ]
-# RobustDataset wraps the dataset (dataset_type); bad_sample per loader
-dataset = dict(type='RobustDataset', dataset_type=dataset_type,
-               data_prefix=dict(video=ek100_video_root),
-               video_path_tmpl=ek100_video_path_tmpl)
-train_dataloader = dict(
-    batch_size=batch_size, num_workers=8, persistent_workers=True,
-    sampler=dict(type='ReproducibleSampler', shuffle=True),
-    dataset=dict(dataset, bad_sample='replace', ann_file=ek100_train_csv,
-                 pipeline=train_pipeline))
-val_dataloader = dict(
-    batch_size=batch_size, num_workers=8, persistent_workers=True,
-    sampler=dict(type='DefaultSampler', shuffle=False),
-    dataset=dict(dataset, bad_sample='flag', ann_file=ek100_val_csv,
-                 pipeline=val_pipeline, test_mode=True))
-test_dataloader = dict(
-    batch_size=1, num_workers=8, persistent_workers=True,
-    sampler=dict(type='DefaultSampler', shuffle=False),
-    dataset=dict(dataset, bad_sample='raise', ann_file=ek100_val_csv,
-                 pipeline=test_pipeline, test_mode=True))
-val_evaluator = dict(type='BadSampleAwareMetric',
-                     metric_type='EpicKitchensMetric')
-test_evaluator = dict(type='BadSampleAwareMetric',
-                      metric_type='EpicKitchensMetric')
+train_dataloader = dict(dataset=dict(pipeline=train_pipeline))
+val_dataloader = dict(dataset=dict(pipeline=val_pipeline))
+test_dataloader = dict(dataset=dict(pipeline=test_pipeline))
 
 # ---- schedule -----------------------------------------------------------------
 train_cfg = dict(type='EpochBasedTrainLoop', max_epochs=max_epochs,
@@ -138,7 +110,7 @@ param_scheduler = [
          eta_min=min_lr, by_epoch=True, begin=warmup_epochs, end=max_epochs,
          convert_to_iter_based=True),
 ]
-auto_scale_lr = dict(enable=False, base_batch_size=batch_size * num_gpus)
+auto_scale_lr = dict(enable=False, base_batch_size=6 * num_gpus)
 default_hooks = dict(
     checkpoint=dict(type='AtomicCheckpointHook', interval=5, max_keep_ckpts=3,
                     save_best='ek100/action_top1', rule='greater'))

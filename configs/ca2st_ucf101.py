@@ -10,7 +10,7 @@ _base_ = ['ca2st_vggsound.py']
 data_root = 'data/ucf101/videos'
 # The three-split protocol: train and test once per official split (1, 2,
 # 3; MMAction2's UCF-101 list names, '{split}' filled in by the dataset) and
-# report the mean (tools/average_splits.py, docs/ablations.md). Another
+# report the mean (tools/analysis_tools/average_splits.py, docs/ablations.md). Another
 # split: --cfg-options train_dataloader.dataset.split=2
 # val_dataloader.dataset.split=2 test_dataloader.dataset.split=2
 split = 1

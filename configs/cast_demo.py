@@ -1,6 +1,6 @@
 # A tiny CAST on the synthetic appearance x motion videos (make demo).
 #
-#   python tools/make_synthetic_data.py demo_data     # or: make demo
+#   python tools/data/make_synthetic_data.py demo_data     # or: make demo
 #   python tools/train.py configs/cast_demo.py --work-dir work_dirs/demo
 #   python tools/test.py configs/cast_demo.py work_dirs/demo/epoch_N.pth
 #

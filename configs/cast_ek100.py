@@ -7,42 +7,30 @@
 # TSN 16 segments, test 2 clips x 3 crops. Reported: verb 72.5 / noun 60.9 /
 # action 49.3 top-1 on the validation split.
 #
-# Train:  python tools/train.py configs/cast_ek100.py   (README.md, "EPIC-KITCHENS-100")
-# Submit: python tools/ek100_submission.py configs/cast_ek100.py CKPT ...
+# Train:  python tools/train.py configs/cast_ek100.py   (docs/ek100.md)
+# Submit: python tools/analysis_tools/ek100_submission.py configs/cast_ek100.py CKPT ...
 # bad samples counted, exact --resume, start-up checks (docs/reliability.md)
-_base_ = ['_base_/reliability.py', '_base_/models/cast_vit_b_verb_noun.py']
+_base_ = ['_base_/reliability.py', '_base_/models/cast_vit_b_verb_noun.py',
+          '_base_/datasets/ek100.py']
 custom_imports = dict(imports=['cast_mmaction'], allow_failed_imports=False)
 default_scope = 'mmaction'
 
-# ---- where your files are ---------------------------------------------------
-# Videos: one file per video_id. The official release is
-# <ek100_video_root>/P01/videos/P01_01.MP4; for a flat folder of re-encoded
-# copies set ek100_video_path_tmpl = '{video_id}.mp4' (any CSV column can be
-# used). For the authors' pre-trimmed clips, point the CSVs at their
-# "clip_path,verb_class,noun_class" lists and ek100_video_root at the clips.
-ek100_video_root = 'data/ek100/videos'
-ek100_video_path_tmpl = '{participant_id}/videos/{video_id}.MP4'
-ek100_ann_root = 'data/ek100/epic-kitchens-100-annotations'
-ek100_train_csv = ek100_ann_root + '/EPIC_100_train.csv'
-ek100_val_csv = ek100_ann_root + '/EPIC_100_validation.csv'
-ek100_test_csv = ek100_ann_root + '/EPIC_100_test_timestamps.csv'
-label_map = dict(verb=ek100_ann_root + '/EPIC_100_verb_classes.csv', noun=ek100_ann_root + '/EPIC_100_noun_classes.csv')  # tools/infer.py
+# ---- data: _base_/datasets/ek100.py (the paths of your files are set there,
+# for every EK100 recipe) ---------------------------------------------------
+
+# ---- weights -----------------------------------------------------------------
 # Experts: OpenAI CLIP ViT-B/16 (TorchScript ViT-B-16.pt) and the VideoMAE
 # ViT-B/16 the authors self-supervised on EK100 (their README, "Expert model
 # preparation"); a K400 VideoMAE checkpoint works too.
 clip_weights = 'checkpoints/ViT-B-16.pt'
 vmae_weights = 'checkpoints/videomae_vit_b_ek100_pretrain.pth'
-video_backend = 'decord'  # or 'pyav'
 
-num_segments = 16
-num_test_clips = 2
-batch_size = 6          # per GPU; 16 GPUs in the published run
-num_gpus = 16
+num_gpus = 16          # x batch 6 per GPU (_base_/datasets/ek100.py)
 update_freq = 4         # gradient accumulation
 max_epochs = 50
 warmup_epochs = 5
-base_lr = 1e-3 * batch_size * num_gpus * update_freq / 256   # 1.5e-3
-min_lr = 1e-6 * batch_size * num_gpus * update_freq / 256
+base_lr = 1e-3 * 6 * num_gpus * update_freq / 256   # 1.5e-3
+min_lr = 1e-6 * 6 * num_gpus * update_freq / 256
 layer_decay = 0.75
 
 # ---- model: the CAST ViT-B of _base_/models/cast_vit_b_verb_noun.py
@@ -50,7 +38,7 @@ layer_decay = 0.75
 # (CLIP) stream, verb from the temporal (VideoMAE) stream
 model = dict(
     backbone=dict(
-        num_frames=num_segments,
+        num_frames={{_base_.num_segments}},
         experts=dict(
             clip=dict(pretrained=clip_weights),
             vmae=dict(pretrained=vmae_weights)),
@@ -61,85 +49,6 @@ model = dict(
         blending=dict(type='VerbNounMixupCutmix', num_verbs=97,
                       num_nouns=300, mixup_alpha=0.8, cutmix_alpha=1.0,
                       prob=0.9, switch_prob=0.0)))
-
-# ---- data ---------------------------------------------------------------------
-dataset_type = 'EpicKitchens100Dataset'
-train_pipeline = [
-    dict(type='EpicVideoInit', backend=video_backend),
-    dict(type='EpicSampleFrames', num_segments=num_segments),
-    dict(type='EpicDecode'),
-    dict(type='Resize', scale=(-1, 256)),  # no-op on 256-px re-encodes
-    dict(type='VideoRandAugment', config_str='rand-m7-n4-mstd0.5-inc1'),
-    dict(type='RandomResizedCrop', area_range=(0.08, 1.0),
-         aspect_ratio_range=(3 / 4, 4 / 3)),
-    dict(type='Resize', scale=(224, 224), keep_ratio=False),
-    dict(type='Flip', flip_ratio=0.5),
-    dict(type='FormatShape', input_format='NCTHW'),
-    dict(type='PackEpicInputs'),
-]
-val_pipeline = [
-    dict(type='EpicVideoInit', backend=video_backend),
-    dict(type='EpicSampleFrames', num_segments=num_segments, num_clips=1,
-         test_mode=True),
-    dict(type='EpicDecode'),
-    dict(type='Resize', scale=(-1, 224)),
-    dict(type='CenterCrop', crop_size=224),
-    dict(type='FormatShape', input_format='NCTHW'),
-    dict(type='PackEpicInputs'),
-]
-test_pipeline = [
-    dict(type='EpicVideoInit', backend=video_backend),
-    dict(type='EpicSampleFrames', num_segments=num_segments,
-         num_clips=num_test_clips, test_mode=True),
-    dict(type='EpicDecode'),
-    dict(type='Resize', scale=(-1, 224)),
-    dict(type='ThreeCrop', crop_size=224),
-    dict(type='FormatShape', input_format='NCTHW'),
-    dict(type='PackEpicInputs'),
-]
-train_dataloader = dict(
-    batch_size=batch_size,
-    num_workers=8,
-    persistent_workers=True,
-    sampler=dict(type='ReproducibleSampler', shuffle=True),
-    dataset=dict(type='RobustDataset',
-                 bad_sample='replace',  # unreadable: another sample, counted
-                 dataset_type=dataset_type,
-                 ann_file=ek100_train_csv,
-                 data_prefix=dict(video=ek100_video_root),
-                 video_path_tmpl=ek100_video_path_tmpl,
-                 pipeline=train_pipeline))
-val_dataloader = dict(
-    batch_size=batch_size,
-    num_workers=8,
-    persistent_workers=True,
-    sampler=dict(type='DefaultSampler', shuffle=False),
-    dataset=dict(type='RobustDataset',
-                 bad_sample='flag',  # unreadable: scored wrong, counted
-                 dataset_type=dataset_type,
-                 ann_file=ek100_val_csv,
-                 data_prefix=dict(video=ek100_video_root),
-                 video_path_tmpl=ek100_video_path_tmpl,
-                 pipeline=val_pipeline, test_mode=True))
-# 2 clips x 3 crops on the validation split; tools/ek100_submission.py
-# swaps in ek100_test_csv (unlabelled) to write a challenge submission.
-test_dataloader = dict(
-    batch_size=1,
-    num_workers=8,
-    persistent_workers=True,
-    sampler=dict(type='DefaultSampler', shuffle=False),
-    dataset=dict(type='RobustDataset',
-                 bad_sample='raise',  # unreadable: an error naming it
-                 dataset_type=dataset_type,
-                 ann_file=ek100_val_csv,
-                 data_prefix=dict(video=ek100_video_root),
-                 video_path_tmpl=ek100_video_path_tmpl,
-                 pipeline=test_pipeline, test_mode=True))
-# flagged (unreadable) samples count as wrong; ek100/bad_samples counts them
-val_evaluator = dict(type='BadSampleAwareMetric',
-                     metric_type='EpicKitchensMetric')
-test_evaluator = dict(type='BadSampleAwareMetric',
-                      metric_type='EpicKitchensMetric')
 
 # ---- schedule -----------------------------------------------------------------
 train_cfg = dict(type='EpochBasedTrainLoop', max_epochs=max_epochs,
@@ -167,7 +76,7 @@ param_scheduler = [dict(type='LinearWarmupCosineLR', warmup_epochs=warmup_epochs
                        by_epoch=True, begin=0, end=max_epochs,
                        convert_to_iter_based=True)]
 # the lr above is for 16 GPUs x 6 clips; `--auto-scale-lr` rescales it
-auto_scale_lr = dict(enable=False, base_batch_size=batch_size * num_gpus)
+auto_scale_lr = dict(enable=False, base_batch_size=6 * num_gpus)
 
 # ---- runtime -------------------------------------------------------------------
 default_hooks = dict(

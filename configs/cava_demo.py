@@ -1,6 +1,6 @@
 # A tiny CAVA on the synthetic audio-visual clips (mp4 with sound).
 #
-#   python tools/make_synthetic_av_data.py demo_av_data
+#   python tools/data/make_synthetic_av_data.py demo_av_data
 #   python tools/train.py configs/cava_demo.py --work-dir work_dirs/cava_demo
 #   python tools/test.py configs/cava_demo.py work_dirs/cava_demo/epoch_12.pth
 #

@@ -11,13 +11,14 @@
 #
 #   python tools/train.py configs/msca_k400.py
 #   tools/dist_train.sh configs/msca_k400.py 2    # the authors' 2 GPUs
-_base_ = ['_base_/default_runtime.py', '_base_/models/msca_vit_b.py']
+_base_ = ['_base_/default_runtime.py', '_base_/models/msca_vit_b.py',
+          '_base_/schedules/sgd_multistep_18e.py']
 
 # ImageNet-21k ViT-B/16: timm vit_base_patch16_224.orig_in21k
 # (model.safetensors or pytorch_model.bin from its hub page) or the original
 # JAX imagenet21k/ViT-B_16.npz (the ViT-B_16_Img21.npz of the authors' README)
 vit_weights = 'checkpoints/vit_base_patch16_224.orig_in21k.safetensors'
-# class names for tools/infer.py; written by tools/prepare_k400.py
+# class names for tools/infer.py; written by tools/data/prepare_k400.py
 label_map = 'data/kinetics400/label_map_k400.txt'
 
 num_frames = 8
@@ -121,22 +122,4 @@ test_dataloader = dict(
 val_evaluator = dict(type='BadSampleAwareMetric', metric_type='AccMetric')
 test_evaluator = val_evaluator
 
-max_epochs = 18
-train_cfg = dict(type='EpochBasedTrainLoop', max_epochs=max_epochs,
-                 val_begin=1, val_interval=1)
-val_cfg = dict(type='ValLoop')
-test_cfg = dict(type='TestLoop')
-
-optim_wrapper = dict(
-    type='GuardedOptimWrapper',  # a NaN/inf loss skips the update
-    optimizer=dict(type='SGD', lr=0.1, momentum=0.9, weight_decay=0.0),
-    clip_grad=dict(max_norm=1.0, norm_type=2),
-    accumulative_counts=10)
-param_scheduler = [
-    dict(type='MultiStepLR', begin=0, end=max_epochs, by_epoch=True,
-         milestones=[10, 15], gamma=0.1)
-]
-# `--auto-scale-lr` scales lr by (GPUs x batch_size) / 42: the authors'
-# 2 x 21 clips per iteration (accumulation is kept at 10).
-auto_scale_lr = dict(enable=False, base_batch_size=42)
-
+# schedule: _base_/schedules/sgd_multistep_18e.py (the authors', as published)

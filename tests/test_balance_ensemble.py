@@ -1,4 +1,4 @@
-"""tools/balance.py, tools/ensemble.py, tools/average_splits.py and the
+"""tools/analysis_tools/balance.py, tools/analysis_tools/ensemble.py, tools/analysis_tools/average_splits.py and the
 UCF-101 split field, on the files tools/test.py writes.
 
 tools/test.py's own ``main`` writes the ``test_metrics.json`` files and the
@@ -15,13 +15,14 @@ import pickle
 import numpy as np
 import pytest
 import torch
+from _tools import tool_path
 
 ROOT = osp.dirname(osp.dirname(osp.abspath(__file__)))
 
 
 def _tool(name):
     spec = importlib.util.spec_from_file_location(
-        f'_tool_{name}', osp.join(ROOT, 'tools', f'{name}.py'))
+        f'_tool_{name}', tool_path(name))
     mod = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(mod)
     return mod

@@ -1,4 +1,4 @@
-"""``tools/bench_pipeline.py`` on tiny synthetic videos: one stage per
+"""``tools/benchmark/bench_pipeline.py`` on tiny synthetic videos: one stage per
 transform of the config's pipeline (in order, repeated types numbered) plus
 collate, the totals add up, the rates follow from them, it runs on a
 config with any pipeline, the JSON output, and the decoder comparison."""
@@ -9,13 +9,14 @@ import os.path as osp
 import pytest
 
 from conftest import ROOT
+from _tools import tool_path
 
 TINY = dict(frames=20, width=64, height=48, fps=10, gop=8)
 
 
 def _load():
     spec = importlib.util.spec_from_file_location(
-        '_bench_pipeline', osp.join(ROOT, 'tools', 'bench_pipeline.py'))
+        '_bench_pipeline', tool_path('bench_pipeline'))
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     return module

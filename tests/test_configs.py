@@ -11,6 +11,7 @@ import pytest
 import torch
 from mmengine.config import Config
 
+from _config_pins import differences, load_pins, recipes, resolve
 from cast_mmaction.engine.checks import (MissingPathError, check_paths,
                                          required_paths)
 from cast_mmaction.models.presets import cast_backbone_cfg
@@ -148,7 +149,7 @@ def _recipe_preset(name, cfg):
 def test_recipes_use_the_one_model_definition(name):
     """Every full-size recipe's backbone is the model of its
     configs/_base_/models/ file (what the presets build), expert stream order
-    included; ca2st_vggsound.py, which has to spell its model out, too."""
+    included."""
     cfg = load(name)
     expect = _recipe_preset(name, cfg)
     got = plain(cfg.model.backbone)
@@ -306,6 +307,8 @@ def test_missing_paths_name_the_fields(tmp_path):
                   'model.backbone.experts.vmae.pretrained'):
         assert field in msg, field
     assert "'checkpoints/ViT-B-16.pt'" in msg
+    # the data paths are set in the shared dataset file, not in the recipe
+    assert 'configs/_base_/datasets/' in msg and 'docs/training.md' in msg
     with pytest.raises(MissingPathError) as e:
         check_paths(cfg, 'test', checkpoint='nope.pth')
     msg = str(e.value)
@@ -407,3 +410,37 @@ def test_training_doc_batch_table_matches_every_config():
         lr = cfg.optim_wrapper.optimizer.lr
         assert rows[name] == (gpus, batch, accum, gpus * batch * accum,
                               pytest.approx(lr, rel=1e-3)), name
+
+
+# ---------------------------------------------------------------- pins ----
+# Every recipe resolves to the model, data and schedule pinned in
+# tests/config_pins.json (written from the recipes by tests/_config_pins.py):
+# moving shared blocks into configs/_base_/ must not change any of them.
+
+_PINS = load_pins()
+
+
+def test_every_recipe_is_pinned():
+    assert sorted(_PINS) == recipes(), (
+        'recipes without a pin (or pins without a recipe): '
+        f'{sorted(set(_PINS) ^ set(recipes()))}; after an intended change '
+        'run `PYTHONPATH=. python tests/_config_pins.py --write` and review '
+        'the diff of tests/config_pins.json')
+
+
+@pytest.mark.parametrize('name', sorted(_PINS))
+def test_recipe_resolves_to_its_pin(name):
+    got = resolve(name)
+    diffs = differences(_PINS[name], got)
+    assert not diffs, f'configs/{name} resolves differently:\n' + '\n'.join(
+        diffs[:40])
+
+
+def test_pin_differences_name_the_field():
+    pin = _PINS['cast_ssv2.py']
+    changed = resolve('cast_ssv2.py')
+    changed['train_cfg']['max_epochs'] += 1
+    del changed['optim_wrapper']['optimizer']['lr']
+    diffs = differences(pin, changed)
+    assert diffs == ['optim_wrapper.optimizer.lr: 0.0015 -> (missing)',
+                     'train_cfg.max_epochs: 50 -> 51'], diffs

@@ -2,7 +2,7 @@
 (``cast_mmaction/datasets/transforms/decoding.py``).
 
 On H.264 files whose frames carry their index as a bar code
-(``tools/bench_readers.write_indexed_video``), SSv2-like (45 frames, a key
+(``cast_mmaction.datasets.indexed_video.write_indexed_video``), SSv2-like (45 frames, a key
 frame every 12) and K400-like (300 frames, a key frame every 250): the new
 transforms give arrays identical to MMAction2's ``DecordInit`` +
 ``DecordDecode`` in the SSv2 and K400 recipes' train, val and test
@@ -12,7 +12,6 @@ threads do not change them; the reduced-size decode has the size
 torchcodec tests skip, naming what to install, where it cannot decode.
 """
 import copy
-import importlib.util
 import os.path as osp
 
 import numpy as np
@@ -26,6 +25,7 @@ from cast_mmaction.datasets.transforms.decoding import (
     torchcodec_unavailable)
 from conftest import ROOT
 from mmaction.registry import TRANSFORMS
+from cast_mmaction.datasets import indexed_video as br  # the test media
 
 W, H = 128, 72
 KINDS = dict(ssv2=dict(frames=45, fps=12, gop=12),
@@ -38,15 +38,6 @@ BACKENDS = [
         TC_WHY is not None, reason=str(TC_WHY)))]
 
 
-def _load_bench():
-    spec = importlib.util.spec_from_file_location(
-        '_bench_readers_dec', osp.join(ROOT, 'tools', 'bench_readers.py'))
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
-br = _load_bench()
 
 
 @pytest.fixture(scope='module')

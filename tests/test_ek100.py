@@ -26,6 +26,7 @@ from cast_mmaction.datasets.transforms.epic import PyAVVideoReader
 from cast_mmaction.evaluation.epic_metric import (EpicKitchensMetric,
                                                   action_topk_correct,
                                                   epic_metrics, load_scores)
+from _tools import tool_path
 
 ROOT = osp.dirname(osp.dirname(osp.abspath(__file__)))
 CONFIG = osp.join(ROOT, 'configs', 'cast_ek100.py')
@@ -38,7 +39,7 @@ HEADER = ('narration_id,participant_id,video_id,narration_timestamp,'
 
 def _load_tool():
     spec = importlib.util.spec_from_file_location(
-        'ek100_submission', osp.join(ROOT, 'tools', 'ek100_submission.py'))
+        'ek100_submission', tool_path('ek100_submission'))
     mod = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(mod)
     return mod

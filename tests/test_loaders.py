@@ -198,7 +198,7 @@ def test_convert_tool_output_loads_with_mmengine(tmp_path):
         num_classes=10, embed_dim=96, depth=2, num_heads=4)) + '\n')
     dump = os.path.join(FIXTURES, 'cast_single')
     out = tmp_path / 'converted.pth'
-    r = _run_tool('tools/convert_checkpoint.py',
+    r = _run_tool('tools/convert/convert_checkpoint.py',
                   os.path.join(dump, 'official_checkpoint.pth'), str(out),
                   '--config', str(cfg_path))
     assert r.returncode == 0, r.stdout + r.stderr
@@ -216,7 +216,7 @@ def test_convert_tool_output_loads_with_mmengine(tmp_path):
     wrong = tmp_path / 'wrong.py'
     wrong.write_text('model = ' + repr(cast_recognizer_cfg(
         composition=True, embed_dim=96, depth=2, num_heads=4)) + '\n')
-    r = _run_tool('tools/convert_checkpoint.py',
+    r = _run_tool('tools/convert/convert_checkpoint.py',
                   os.path.join(dump, 'official_checkpoint.pth'),
                   str(tmp_path / 'x.pth'), '--config', str(wrong))
     assert r.returncode != 0

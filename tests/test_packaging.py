@@ -1,5 +1,6 @@
 """A wheel of the plugin (non-editable install) carries what the package
-reads at run time: the model definitions of configs/_base_/models/."""
+reads at run time: the model definitions of configs/_base_/models/, and the
+recipes with their _base_ datasets and schedules."""
 import os
 import subprocess
 import sys
@@ -19,11 +20,17 @@ def test_wheel_carries_the_model_definitions(tmp_path):
     probe = ('import cast_mmaction.models.presets as p, sys;'
              'print(p.__file__); print(p.MODEL_BASES);'
              'm = p.base_model("cast_vit_b");'
-             'print(sorted(m["backbone"]["experts"]))')
+             'print(sorted(m["backbone"]["experts"]));'
+             'from mmengine.config import Config; import os.path as o;'
+             'c = Config.fromfile(o.join(o.dirname(o.dirname(p.MODEL_BASES)),'
+             '"cast_k400.py"));'
+             'print(c.train_cfg.max_epochs, c.train_dataloader.dataset.ann_file)')
     env = dict(os.environ, PYTHONPATH=str(target))
     out = subprocess.run([sys.executable, '-c', probe], cwd=str(tmp_path),
                          env=env, capture_output=True, text=True, check=True)
-    path, bases, experts = out.stdout.strip().splitlines()[-3:]
+    path, bases, experts, recipe = out.stdout.strip().splitlines()[-4:]
     assert path.startswith(str(target)), path  # the installed copy ran
     assert bases.startswith(str(target)) and '.mim' in bases, bases
     assert experts == "['clip', 'vmae']"
+    # a recipe resolves from the wheel's copy: model + dataset + schedule
+    assert recipe == '70 data/kinetics400/kinetics400_train_list_videos.txt', recipe

@@ -10,11 +10,12 @@ import numpy as np
 import pytest
 
 from conftest import ROOT
+from _tools import tool_path
 
 
 def load_tool(name):
     spec = importlib.util.spec_from_file_location(
-        f'tool_{name}', osp.join(ROOT, 'tools', f'{name}.py'))
+        f'tool_{name}', tool_path(name))
     mod = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(mod)
     return mod

@@ -1,12 +1,12 @@
 """The video and audio readers return the right frames within a bound on
 real H.264 files with short (12), typical (100) and ffmpeg-default (250)
-key-frame intervals (issue 18: the PyAV reader used to seek back to the same
-key frame forever when a wanted frame lay more than ``seek_gap`` frames
-after it).
+key-frame intervals (a PyAV reader that re-seeks whenever a wanted frame lies
+more than ``seek_gap`` frames after its key frame seeks back to the same key
+frame forever).
 
 Media: 400 frames of 64 x 48 at 50 fps written with libx264 (a key frame
 exactly every ``g`` frames, checked from the packets) and a mono AAC track;
-every frame carries its index as a 14-bit bar code (``tools/bench_readers``),
+every frame carries its index as a 14-bit bar code (``cast_mmaction.datasets.indexed_video``),
 the audio a tone whose frequency steps every 0.2 s; an 8 s wav of the same
 tones. Every call runs under a watchdog: a Python-level loop that does not
 end fails the test after ``BOUND`` seconds (SIGALRM), a C-level one ends the
@@ -14,7 +14,6 @@ test process after ``3 * BOUND`` (faulthandler), so a regression fails CI
 instead of hanging it.
 """
 import faulthandler
-import importlib.util
 import os.path as osp
 import signal
 import time
@@ -30,6 +29,7 @@ from cast_mmaction.datasets.transforms.epic import (DecordVideoReader,
                                                     EpicVideoInit,
                                                     PyAVVideoReader)
 from conftest import ROOT
+from cast_mmaction.datasets import indexed_video as br  # the test media
 
 N = 400  # frames of the test videos
 FPS = 50
@@ -40,15 +40,6 @@ PER_CALL = 5.0  # seconds: the bound asserted for each call
 RATE = 16000
 
 
-def _load_bench():
-    spec = importlib.util.spec_from_file_location(
-        '_bench_readers', osp.join(ROOT, 'tools', 'bench_readers.py'))
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
-br = _load_bench()
 
 
 class Hung(AssertionError):
@@ -269,3 +260,27 @@ def test_audio_reader_windows_in_any_order(media, source):
         checked += _check_tones(wave, offset, start, end,
                                 f'{source} {name}')
     assert checked >= 30
+
+
+def test_reader_benchmark_tool_checks_every_frame(tmp_path):
+    """tools/benchmark/bench_readers.py on a tiny generated file: it writes
+    the indexed video with the package's media helpers, decodes EK100-style
+    clips and checks each frame's bar code (a wrong frame raises)."""
+    import importlib.util
+    import json
+
+    from _tools import tool_path
+    spec = importlib.util.spec_from_file_location(
+        '_bench_readers_tool', tool_path('bench_readers'))
+    tool = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(tool)
+    out = str(tmp_path / 'r.json')
+    rows = tool.main(['--gop', '12', '--seconds', '2', '--size', '64', '48',
+                      '--fps', '25', '--segment', '32', '--clips', '2',
+                      '--rounds', '1', '--readers', 'pyav', '--workdir',
+                      str(tmp_path), '--json', out])
+    assert [(r['gop'], r['reader']) for r in rows] == [(12, 'pyav')]
+    assert rows[0]['clips_per_s'] > 0
+    with open(out) as f:
+        saved = json.load(f)
+    assert saved['cpu'] and saved['results'][0]['file'] == rows[0]['file']

@@ -35,6 +35,7 @@ from mmaction.registry import DATASETS
 
 from _reliability_driver import NaNForTestHook, synthetic_lists
 from conftest import ROOT, TINY_CONFIG_HEAD
+from _tools import tool_path
 BAD = ('missing', 'empty', 'truncated', 'truncated_tail', 'random')
 
 TINY = TINY_CONFIG_HEAD.replace('{drop_path}', '0.1') + """
@@ -125,7 +126,7 @@ def setup(tmp_path_factory):
 
 def _load_tool(name):
     spec = importlib.util.spec_from_file_location(
-        f'_tool_{name}', osp.join(ROOT, 'tools', f'{name}.py'))
+        f'_tool_{name}', tool_path(name))
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     return module
@@ -584,7 +585,7 @@ def checkpoints(setup):
     ('official', "holds no state dict of tensors (top-level keys ['module'])"
      "; it is not a checkpoint of this code base. It looks like an official"
      " (authors') checkpoint: convert it first with "
-     'tools/convert_checkpoint.py.'),
+     'tools/convert/convert_checkpoint.py.'),
 ])
 def test_tools_test_refuses_a_checkpoint_of_another_architecture(
         setup, tools, checkpoints, which, message):

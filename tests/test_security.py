@@ -31,6 +31,7 @@ import torch.nn as nn
 from cast_mmaction import safe_load
 from cast_mmaction.safe_load import UntrustedCheckpointError, load_checkpoint
 from conftest import ROOT, TINY_CONFIG_HEAD, shared_fixture
+from _tools import tool_path
 
 _COUNTER = itertools.count()
 
@@ -89,7 +90,7 @@ def _refused(excinfo_or_text, marker, what='system'):
 
 def load_tool(name):
     spec = importlib.util.spec_from_file_location(
-        f'_sec_tool_{name}', osp.join(ROOT, 'tools', f'{name}.py'))
+        f'_sec_tool_{name}', tool_path(name))
     mod = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(mod)
     return mod
@@ -527,7 +528,7 @@ def test_authors_reference_checkpoints_load():
 
 
 # ----------------------------------------------------------------------------
-# tools/convert_checkpoint.py and tools/to_safetensors.py
+# tools/convert/convert_checkpoint.py and tools/convert/to_safetensors.py
 # ----------------------------------------------------------------------------
 def test_convert_checkpoint_refuses_malicious_file(tmp_path, tools):
     path, marker = evil_checkpoint(tmp_path / 'evil.pt')
@@ -825,7 +826,7 @@ def test_safetensors_round_trip_and_corrupt_files(tmp_path):
 
 
 def test_ek100_submission_refuses_a_malicious_score_file(tmp_path, capsys):
-    """tools/ek100_submission.py --scores opens the file through the safe
+    """tools/analysis_tools/ek100_submission.py --scores opens the file through the safe
     loader: refused with the offending type named, unless trusted."""
     import pickle
     marker = str(tmp_path / 'MARKER')

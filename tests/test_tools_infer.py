@@ -1,4 +1,4 @@
-"""tools/infer.py, tools/extract_features.py, cast_mmaction.inference and the
+"""tools/infer.py, tools/analysis_tools/extract_features.py, cast_mmaction.inference and the
 label maps, on tiny models and tiny mp4 videos written here."""
 import csv
 import importlib.util
@@ -12,6 +12,7 @@ import torch
 from cast_mmaction.safe_load import load_checkpoint
 
 from conftest import ROOT
+from _tools import tool_path
 
 MEAN = [123.675, 116.28, 103.53]
 STD = [58.395, 57.12, 57.375]
@@ -20,7 +21,7 @@ NUM_VIEWS = 6  # 2 clips x 3 crops
 
 def load_tool(name):
     spec = importlib.util.spec_from_file_location(
-        f'tool_{name}', osp.join(ROOT, 'tools', f'{name}.py'))
+        f'tool_{name}', tool_path(name))
     mod = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(mod)
     return mod
@@ -465,7 +466,7 @@ def test_infer_and_features_frame_vit(media, tmp_path):
 
 
 # ----------------------------------------------------------------------------
-# tools/extract_features.py
+# tools/analysis_tools/extract_features.py
 # ----------------------------------------------------------------------------
 def test_extract_features_npy_matches_backbone(media, capsys):
     ext = load_tool('extract_features')
@@ -622,3 +623,24 @@ def test_label_map_specs(tmp_path):
             load_label_map('mmaction:label_map_k400.txt')
     else:
         assert len(load_label_map('mmaction:label_map_k400.txt')) == 400
+
+
+def test_video_model_tools_share_their_arguments():
+    """tools/infer.py and tools/analysis_tools/extract_features.py take the
+    input, model and loading options from one place (cast_mmaction.cli)."""
+    argv = ['clips.txt', '--config', 'c.py', '--checkpoint', 'k.pth',
+            '--data-root', 'videos', '--device', 'cpu', '--batch-size', '3',
+            '--num-workers', '0', '--one-view', '--trust-checkpoint',
+            '--cfg-options', 'model.cls_head.num_classes=7']
+    shared = ('input', 'config', 'checkpoint', 'data_root', 'device',
+              'batch_size', 'num_workers', 'one_view', 'trust_checkpoint',
+              'cfg_options')
+    a = vars(load_tool('infer').parse_args(argv))
+    b = vars(load_tool('extract_features').parse_args(argv + ['--out-dir',
+                                                              'feats']))
+    assert {k: a[k] for k in shared} == {k: b[k] for k in shared}
+    assert a['batch_size'] == 3 and a['one_view'] and a['trust_checkpoint']
+    assert a['cfg_options'] == {'model.cls_head.num_classes': 7}
+    with pytest.raises(SystemExit):  # --checkpoint is required by both
+        load_tool('extract_features').parse_args(['x.mp4', '--config', 'c',
+                                                  '--out-dir', 'o'])

@@ -1,4 +1,4 @@
-"""tools/plot_log.py on real MMEngine logs and tools/attention_maps.py on a
+"""tools/analysis_tools/plot_log.py on real MMEngine logs and tools/analysis_tools/attention_maps.py on a
 tiny CAST: recomputed attention reproduces the modules, maps have the
 published windows, PNGs are written."""
 import importlib.util
@@ -9,11 +9,12 @@ import pytest
 import torch
 
 from conftest import ROOT
+from _tools import tool_path
 
 
 def load_tool(name):
     spec = importlib.util.spec_from_file_location(
-        f'tool_{name}', osp.join(ROOT, 'tools', f'{name}.py'))
+        f'tool_{name}', tool_path(name))
     mod = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(mod)
     return mod

@@ -24,6 +24,7 @@ from cast_mmaction.checkpoints import hf_cache
 from cast_mmaction.models.experts import CLIPViTExpert, VideoMAEExpert
 from cast_mmaction.models.experts.ast import ASTExpert
 from conftest import ROOT
+from _tools import tool_path
 
 TOL = 1e-5
 DIM, DEPTH, HEADS, MLP = 32, 2, 4, 64
@@ -70,7 +71,7 @@ def expert_tokens(expert, x):
 
 def load_tool(name):
     spec = importlib.util.spec_from_file_location(
-        f'_wf_tool_{name}', osp.join(ROOT, 'tools', f'{name}.py'))
+        f'_wf_tool_{name}', tool_path(name))
     mod = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(mod)
     return mod
@@ -503,7 +504,7 @@ def test_transformers_folder_is_opened_by_the_safe_loader(tmp_path):
 
 
 # ---------------------------------------------------------------------------
-# tools/convert_checkpoint.py --expert
+# tools/convert/convert_checkpoint.py --expert
 # ---------------------------------------------------------------------------
 EXPERT_CFG = '''
 model = dict(type='Recognizer3D', backbone=dict(

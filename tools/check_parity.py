@@ -7,7 +7,7 @@
 For each DUMP_DIR (meta.json, official_checkpoint.pth, input.pt,
 expected.pt; format in tests/fixtures/README.md) the model is built from
 meta.json, the official checkpoint converted with the code path of
-tools/convert_checkpoint.py, input.pt run in float32, and the max absolute
+tools/convert/convert_checkpoint.py, input.pt run in float32, and the max absolute
 difference of every output printed. Exit status 1 when any output differs by
 more than TOL_SCALE x max(1, max|expected|).
 

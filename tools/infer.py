@@ -34,40 +34,21 @@ sys.path.insert(0, osp.dirname(osp.dirname(osp.abspath(__file__))))
 import cast_mmaction  # noqa: E402,F401
 from cast_mmaction import inference as inf  # noqa: E402
 from cast_mmaction import safe_load  # noqa: E402
+from cast_mmaction.cli import add_video_model_arguments  # noqa: E402
 from cast_mmaction.datasets.label_maps import LabelMapError  # noqa: E402
 
 
 def parse_args(argv=None):
-    from mmengine.config import DictAction
     ap = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
-    ap.add_argument('input', help='video file, folder or list file')
-    ap.add_argument('--config', required=True, help='model config')
-    ap.add_argument('--checkpoint', required=True,
-                    help='MMEngine checkpoint (tools/train.py output or '
-                    'tools/convert_checkpoint.py output)')
+    add_video_model_arguments(ap)
     ap.add_argument('--label-map', nargs='+', metavar='FILE',
                     help='class names: one file, or KEY=FILE per output '
                     '(verb=... noun=...); default: the config\'s label_map')
     ap.add_argument('--topk', type=int, default=5)
     ap.add_argument('--out', help='write results to .json or .csv')
-    ap.add_argument('--data-root', help='folder that relative paths of a '
-                    'list file start from (default: the list\'s folder)')
-    ap.add_argument('--device', help='cuda, cuda:1, cpu (default: cuda when '
-                    'available)')
-    ap.add_argument('--batch-size', type=int, default=1,
-                    help='videos per forward pass')
-    ap.add_argument('--num-workers', type=int,
-                    default=min(4, os.cpu_count() or 1),
-                    help='decoding processes')
-    ap.add_argument('--one-view', action='store_true',
-                    help='one clip and a centre crop instead of the '
-                    'recipe\'s test views (faster, slightly less accurate)')
     ap.add_argument('--quiet', action='store_true',
                     help='no per-video lines (progress bar and summary only)')
-    ap.add_argument('--cfg-options', nargs='+', action=DictAction,
-                    help='override config settings, key=value')
-    safe_load.add_trust_argument(ap, '--checkpoint')
     args = ap.parse_args(argv)
     if args.topk < 1:
         ap.error('--topk must be >= 1')

@@ -8,7 +8,7 @@ softmax scores averaged over views (``average_clips='prob'``).
     tools/dist_test.sh configs/cast_ssv2.py cast_ssv2.pth 8
 
 ``CHECKPOINT`` is a checkpoint written by tools/train.py or by
-tools/convert_checkpoint.py (official CAST weights). The metrics are
+tools/convert/convert_checkpoint.py (official CAST weights). The metrics are
 printed and written to ``<work-dir>/test_metrics.json``. What an
 unreadable test video does (``test_dataloader.dataset.bad_sample``) and the
 check that the checkpoint fits the model are in the config, so MMAction2's

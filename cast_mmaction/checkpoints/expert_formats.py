@@ -204,7 +204,7 @@ class FileKind:
 
     ``name``: its key; ``label``: what it is, for messages; ``owner``: the
     expert that takes it, as messages name it (None: no expert does);
-    ``expert``: that expert's ``tools/convert_checkpoint.py --expert``
+    ``expert``: that expert's ``tools/convert/convert_checkpoint.py --expert``
     name; ``detect(state)``: whether a state dict (``module.`` stripped) is
     of this kind; ``architectures``: prefixes of a transformers
     ``config.json`` ``architectures[0]`` that identify it (read before any
@@ -262,11 +262,11 @@ for _kind in (
                                 'patch_embed.projection.weight') == 5,
                  'videomae'),
         FileKind('full_av', 'a full CAVA / CA2ST checkpoint: convert it with '
-                 'tools/convert_checkpoint.py instead', None,
+                 'tools/convert/convert_checkpoint.py instead', None,
                  lambda s: any(k.startswith('ast_') or '.ast_' in k
                                for k in _unprefixed(s, 'backbone.'))),
         FileKind('full_cast', 'a full CAST checkpoint: convert it with '
-                 'tools/convert_checkpoint.py instead', None,
+                 'tools/convert/convert_checkpoint.py instead', None,
                  lambda s: 'clip_conv1.weight' in _unprefixed(s,
                                                               'backbone.')),
         FileKind('clip', 'a CLIP checkpoint (OpenAI / open_clip layout)',

@@ -6,7 +6,7 @@ table cannot express (``finish``) and how to fit position tables to a model
 of other input sizes (``adapt``). ``CONVERTERS`` lists every record
 explicitly; :func:`detect_kind`, :func:`convert_state`,
 :func:`convert_official` and :func:`load_official` are the only code that
-runs them (``tools/convert_checkpoint.py``, the parity checks and the
+runs them (``tools/convert/convert_checkpoint.py``, the parity checks and the
 ``load_official_*`` helpers below). To add a converter, write its key table
 and detection next to the others and add one record here
 (docs/checkpoints.md).
@@ -128,7 +128,7 @@ def _refuse(state, kinds, what):
     others = sorted(set(CONVERTERS) - set(kinds))
     raise ValueError(f'not an {what} (expected {expects}; found '
                      f'{_sample(state)}, ...). Other official kinds: '
-                     f'{others} (tools/convert_checkpoint.py detects them). '
+                     f'{others} (tools/convert/convert_checkpoint.py detects them). '
                      f'{_NOT_OFFICIAL_HINT}')
 
 

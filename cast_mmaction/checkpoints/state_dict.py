@@ -1,5 +1,5 @@
 """The state-dict toolkit: every place that fits a state dict to a model
-(expert loaders, official converters, ``tools/convert_checkpoint.py``,
+(expert loaders, official converters, ``tools/convert/convert_checkpoint.py``,
 ``inference.load_weights``, the start-up checkpoint check) uses these.
 
 * :func:`strip_prefixes` / :func:`select_prefix`: key renaming of wrappers

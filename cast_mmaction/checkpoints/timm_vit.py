@@ -20,7 +20,7 @@ The authors' fine-tuned TokenShift / MSCA / ViT checkpoints (``{'state_dict':
 sd}`` with ``module.base_model.`` keys of ``vit_models/modeling*.py``, the
 same names for all three nets) convert to a whole recognizer with
 the converter record ``registry.MSCA`` (kind ``msca`` of
-``tools/convert_checkpoint.py``); the variant is not stored in the file, so
+``tools/convert/convert_checkpoint.py``); the variant is not stored in the file, so
 the config must name the right ``mode`` / ``shift_div``.
 """
 import math
@@ -149,7 +149,7 @@ def read_timm_vit(source):
         if any(k.startswith(('base_model.', 'transformer.encoder.'))
                for k in state):
             hint = (' It is an authors\' TokenShift/MSCA checkpoint: convert '
-                    'it with tools/convert_checkpoint.py (kind msca) and use '
+                    'it with tools/convert/convert_checkpoint.py (kind msca) and use '
                     'it as load_from.')
         elif 'conv1.weight' in state or any(k.startswith('visual.')
                                             for k in state):

@@ -4,7 +4,7 @@ EPIC-SOUNDS.
 Every dataset yields ``filename`` (the video), the label and -- when the
 audio lives in separate files (``data_prefix['audio']``) -- ``audio_path``;
 ``LoadAudioFbank`` otherwise decodes the audio track of the video itself.
-Pipelines: see ``configs/cava_vggsound.py`` and README.md, "Audio-visual recognition".
+Pipelines: see ``configs/cava_vggsound.py`` and docs/audio_visual.md.
 
 Annotation formats
 ------------------
@@ -201,7 +201,7 @@ class UCF101AudioDataset(AudioVisualDataset):
             the three-split protocol; ``ann_file`` then holds ``{split}``
             (e.g. ``ucf101_train_split_{split}_videos.txt``, MMAction2's list
             names), filled in here. Results are reported as the mean over
-            the three splits (``tools/average_splits.py``).
+            the three splits (``tools/analysis_tools/average_splits.py``).
     """
     default_num_classes = 101
     SPLITS = (1, 2, 3)

@@ -431,7 +431,7 @@ class EpicKitchens100Dataset(BaseActionDataset):
                 f'{self.ann_file} has no verb_class / noun_class columns (the '
                 f'unlabelled test split?); it can only be used with '
                 f'test_mode=True (test_dataloader / '
-                f'tools/ek100_submission.py)')
+                f'tools/analysis_tools/ek100_submission.py)')
         data_list = []
         for item in items:
             info = dict(item)

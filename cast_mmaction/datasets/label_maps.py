@@ -304,7 +304,7 @@ def load_label_map(path):
                 f'{path}: the installed MMAction2 ships no {name} (the '
                 f'1.2.0 wheel has no label maps). Use a plain text file with '
                 f'one class name per line instead, e.g. the one '
-                f'tools/prepare_k400.py writes next to the list files, or '
+                f'tools/data/prepare_k400.py writes next to the list files, or '
                 f'tools/data/kinetics/{name} of an MMAction2 source checkout')
         path = found
     if not osp.isfile(path):

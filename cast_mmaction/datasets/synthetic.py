@@ -31,7 +31,7 @@ Usage::
     info = write_synthetic_video_dataset('demo_data')
     # info['train_ann'], info['val_ann'], info['num_classes'], ...
 
-or ``python tools/make_synthetic_data.py demo_data``.
+or ``python tools/data/make_synthetic_data.py demo_data``.
 """
 import json
 import os

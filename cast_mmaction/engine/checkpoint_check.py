@@ -62,7 +62,7 @@ def check_checkpoint(model, checkpoint, source='the checkpoint',
         if isinstance(checkpoint, dict) and ('module' in checkpoint or
                                              'model' in checkpoint):
             hint = (' It looks like an official (authors\') checkpoint: '
-                    'convert it first with tools/convert_checkpoint.py.')
+                    'convert it first with tools/convert/convert_checkpoint.py.')
         raise CheckpointMismatchError(
             f'{source} holds no state dict of tensors (top-level keys '
             f'{keys}); it is not a checkpoint of this code base.{hint}')
@@ -103,7 +103,7 @@ def check_checkpoint(model, checkpoint, source='the checkpoint',
             f'{source} does not fit the model built from the config: ' +
             '; '.join(problems) + extra + '. Is it a checkpoint of another '
             'architecture / config? Official CAST weights must be converted '
-            'with tools/convert_checkpoint.py first.')
+            'with tools/convert/convert_checkpoint.py first.')
     if head_shapes:
         _log(f'{source}: the head was not loaded ({head_shapes[0][0]}: '
              f'checkpoint {head_shapes[0][1]} vs model {head_shapes[0][2]},'

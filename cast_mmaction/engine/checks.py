@@ -162,11 +162,13 @@ def check_paths(cfg, mode, checkpoint=None, config_name=None):
         lines.append(f'  {name} = {path!r}: {thing} not found')
     hint = ''
     if nested:
-        hint = ('\nEdit the variable in the config, or override the nested '
+        hint = ('\nEdit the variable in the config file that sets it (the '
+                'dataset paths of the recipes: configs/_base_/datasets/), or '
+                'override the nested '
                 f'field, e.g. --cfg-options {nested[0]}=PATH (a top-level '
                 'variable given with --cfg-options does not reach the fields '
-                'it was copied into). See README.md ("Training and testing") for the data '
-                'layout.')
+                'it was copied into). See docs/training.md ("Data layout for SSv2 and '
+                'K400") for the data layout.')
     cwd = os.getcwd()
     raise MissingPathError(
         f'{len(missing)} path(s) needed for {what}{src} do not exist '

@@ -1,4 +1,4 @@
-"""Score-level late fusion of prediction dumps (``tools/ensemble.py``).
+"""Score-level late fusion of prediction dumps (``tools/analysis_tools/ensemble.py``).
 
 A dump is what ``tools/test.py --dump FILE.pkl`` writes: MMEngine's
 ``DumpResults`` pickles a list with one dict per test sample (the data
@@ -284,7 +284,7 @@ def write_fused_dump(path, ref, fused):
 
 def write_ek100_scores(path, ref, fused):
     """Fused verb/noun scores in the official EPIC-KITCHENS dict format
-    (the input of ``tools/ek100_submission.py --scores``)."""
+    (the input of ``tools/analysis_tools/ek100_submission.py --scores``)."""
     from .epic_metric import save_scores
     if ref.kind != VERB_NOUN or ref.id_key != 'narration_id':
         raise DumpError(f'{ref.path}: EK100 score files need verb/noun dumps '

@@ -15,7 +15,7 @@ Reported, as fractions in [0, 1] like MMAction2's ``AccMetric``:
 ``scores_file`` additionally writes every segment's scores in the
 "dict format" of the official EPIC-KITCHENS action-recognition tools
 (``{'narration_id': (N,) str, 'verb_output': (N, 97), 'noun_output':
-(N, 300)}``, pickled); ``tools/ek100_submission.py`` turns that file into
+(N, 300)}``, pickled); ``tools/analysis_tools/ek100_submission.py`` turns that file into
 a challenge submission. Unlabelled segments (the test split) are only
 written there.
 """

@@ -2,9 +2,9 @@
 writes (``{"config": ..., "checkpoint": ..., "metrics": {key: value}}``):
 
 - :func:`balanced_score`: the CAST paper's balanced score, the harmonic mean
-  of top-1 over EK100 verb, EK100 noun, SSv2 and K400 (``tools/balance.py``);
+  of top-1 over EK100 verb, EK100 noun, SSv2 and K400 (``tools/analysis_tools/balance.py``);
 - :func:`average_metrics`: every metric averaged over runs, e.g. the three
-  UCF-101 splits (``tools/average_splits.py``).
+  UCF-101 splits (``tools/analysis_tools/average_splits.py``).
 
 Bad input raises :class:`MetricsFileError` naming the file and what to fix.
 """

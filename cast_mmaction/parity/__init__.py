@@ -4,7 +4,7 @@ A dump folder holds ``meta.json``, ``official_checkpoint.pth``, ``input.pt``
 and ``expected.pt`` (see tests/fixtures/README.md). :func:`check_dump` picks
 the dump's family from ``meta.json`` (:data:`FAMILIES`), builds our model,
 converts the official checkpoint with the same code users run
-(``tools/convert_checkpoint.py``), runs the input in float32 and compares
+(``tools/convert/convert_checkpoint.py``), runs the input in float32 and compares
 every expected output.
 
 A family is one :class:`Family` record: the ``meta['model']`` texts it

@@ -238,7 +238,7 @@ class BottleneckCrossAttention(Link):
             raise ValueError(
                 f'B-CA link {self.names} uses time encodings but the backbone '
                 f'got none: the backbone needs time_encoding=dict(...) and a '
-                f'"times" input (segment timestamps, see README.md, "Audio-visual recognition")')
+                f'"times" input (segment timestamps, see docs/audio_visual.md)')
         split = {}
         for n in self.names:
             xn = self.norm[n](downs[n])

@@ -1,0 +1,52 @@
+"""Training-step time of CAST ViT-B SSv2 (batch 1, fp32, random weights) with
+checkpoint policies alternated in one process: wall and process CPU time per
+step (forward, backward and the config's fused AdamW step, as tools/benchmark.py
+builds it) (one torch thread by default, THREADS=n to change; BATCH=n for the batch
+size, default 1), with the load average.
+
+    PYTHONPATH=$PWD python benchmarks/scripts/alternate_checkpoint_policies.py \\
+        ROUNDS none,selective,narrow,attention,full
+
+A policy name with the suffix ``+mmap`` (e.g. ``fusion_qkv+mmap``) runs that
+step with glibc's ``M_MMAP_THRESHOLD`` at 1 MiB (every tensor of 1 MiB or more
+is mmapped and returned to the system when freed, what
+``MALLOC_MMAP_THRESHOLD_=1048576`` does for a whole process); the other
+steps run with it at 32 MiB (glibc's largest dynamic threshold on 64-bit).
+"""
+import ctypes
+_libc = ctypes.CDLL('libc.so.6')
+M_MMAP_THRESHOLD = -3
+import sys, time, os, torch
+torch.set_num_threads(int(os.environ.get('THREADS','1')))
+from mmengine.config import Config
+import cast_mmaction
+from cast_mmaction.utils import build_model
+from cast_mmaction.models.checkpointing import make_policy
+cfg = Config.fromfile('configs/cast_ssv2.py')
+m = cfg.model.to_dict(); bb=m['backbone']
+for e in bb['experts'].values(): e['pretrained']=None
+model = build_model(m).train()
+sys.path.insert(0, 'tools')
+from benchmark import build_optimizer_ours
+opt = build_optimizer_ours(cfg, model)
+B = int(os.environ.get('BATCH','1'))
+x = torch.randn(B,3,16,224,224)
+from mmaction.structures import ActionDataSample
+pols = sys.argv[2].split(',')
+def step():
+    t=time.perf_counter(); c=time.process_time()
+    l = model(x[:,None],[ActionDataSample().set_gt_label(1) for _ in range(B)],mode='loss')
+    sum(v for k,v in l.items() if 'loss' in k).backward()
+    opt.step()
+    model.zero_grad(set_to_none=True)
+    return time.perf_counter()-t, time.process_time()-c
+bbm = model.backbone
+step()  # warm-up: the optimizer state is allocated here
+for r in range(int(sys.argv[1])):
+    for p in pols:
+        name, mmap = p.split('+')[0], p.endswith('+mmap')
+        bbm.cp_layers = set() if name=='none' else set(range(bbm.depth))
+        bbm.cp_policy = None if name in ('none','full') else make_policy(name)
+        _libc.mallopt(M_MMAP_THRESHOLD, (1 if mmap else 32) << 20)
+        dt = step()
+        print(r, p, 'wall %.2f cpu %.2f' % dt, 'load', os.getloadavg()[0], flush=True)
