@@ -5,14 +5,16 @@
   SLURM_* environment) and a fake ``scontrol``: the srun command line, and a
   real 2-process run that initialises through MMEngine's slurm path. Its
   weights are the reference (1 node x 2 processes).
-* ``tools/dist_train.sh`` with ``NNODES=2``: two torchrun agents (one
-  process each) give the reference's losses and weights bit for bit; a
-  video that only rank 1 reads is corrupt, and both ranks still run the same
+* ``tools/dist_train.sh`` / ``tools/dist_test.sh`` with ``NNODES=2``: two
+  torchrun agents (one process each) give the reference's losses and
+  weights bit for bit, and one process's test predictions; a video that
+  only rank 1 reads is corrupt, and both ranks still run the same
   iterations (``RobustDataset`` replaces it).
-* A lost rank: rank 1 SIGKILLs itself mid-epoch in a 2-node run (c10d
-  rendezvous); the other node names it ("rank 1 (node N) lost") and both
-  agents exit within the configured watchdog time; ``--resume`` then
-  finishes the run with the reference weights (``torch.equal``).
+* A lost rank: rank 1 SIGKILLs itself mid-epoch in a 2-node run (static
+  rendezvous); the other node names it ("rank 1 (node 1) lost") and both
+  agents exit within the configured watchdog time; ``--resume`` on 2 nodes
+  (c10d rendezvous) then finishes the run with the reference weights
+  (``torch.equal``).
 * ``MAX_RESTARTS=1``: the same kill, torchrun restarts the workers, they
   resume from the last checkpoint by themselves (``ElasticResumeHook``) and
   end with the reference weights.
@@ -190,6 +192,11 @@ def setup(tmp_path_factory):
                          data_prefix=dict(video={data['root']!r}),
                          pipeline={pipeline!r}))
         val_cfg = val_dataloader = val_evaluator = None
+        test_dataloader = dict(
+            batch_size=2,
+            dataset=dict(ann_file={data['val_ann']!r},
+                         data_prefix=dict(video={data['root']!r}),
+                         pipeline={pipeline!r}))
         train_cfg = dict(type='EpochBasedTrainLoop', max_epochs=2,
                          val_begin=3)
         param_scheduler = []
@@ -329,20 +336,21 @@ def test_bad_video_on_one_rank_keeps_the_ranks_in_step(reference):
 
 def test_lost_rank_is_named_then_two_nodes_resume_to_the_reference(
         setup, reference):
-    """A 2-node run (c10d rendezvous) loses rank 1 at iteration 6; until
-    then both ranks match the 1-node reference; the other node names the
-    lost rank and both agents exit within the watchdog time; --resume as 2
-    nodes (static rendezvous) ends with the reference weights."""
+    """A 2-node run (static rendezvous: node 0's agent hosts the store)
+    loses rank 1 at iteration 6; until then both ranks match the 1-node
+    reference; the other node names the lost rank and both agents exit
+    within the watchdog time; --resume as 2 nodes (c10d rendezvous) ends
+    with the reference weights."""
     work = setup['root'] / 'lost'
-    procs = _two_nodes(setup, work, RDZV_BACKEND='c10d',
-                       RDZV_ID=f'lost{os.getpid()}', CAST_TEST_TAG='lost',
+    procs = _two_nodes(setup, work, CAST_TEST_TAG='lost',
                        CAST_TEST_KILL=f'1:{KILL_ITER}')
     outs = [_finish(p, ok=False) for p in procs]
     ended = time.time()
     with open(work / 'killed.json') as f:
         killed = json.load(f)
     lost_node = int(killed['node'])
-    survivor = 1 - lost_node
+    assert lost_node == 1  # static rendezvous: node ranks as given
+    survivor = 0
     assert all(p.returncode != 0 for p in procs), outs
     # the agent of the lost rank's node names it (torchrun's report)
     assert 'Signal 9 (SIGKILL)' in outs[lost_node], outs[lost_node][-3000:]
@@ -358,13 +366,61 @@ def test_lost_rank_is_named_then_two_nodes_resume_to_the_reference(
         assert steps == reference['steps'][rank][:KILL_ITER - 1]
     assert (work / 'epoch_1.pth').exists()
     assert not (work / 'epoch_2.pth').exists()
-    # --resume on 2 nodes (static rendezvous) ends where the reference ended
-    procs = _two_nodes(setup, work, '--resume', CAST_TEST_TAG='resumed')
+    # --resume on 2 nodes (c10d rendezvous) ends where the reference ended
+    procs = _two_nodes(setup, work, '--resume', CAST_TEST_TAG='resumed',
+                       RDZV_BACKEND='c10d', RDZV_ID=f'resume{os.getpid()}')
     outs = [_finish(p) for p in procs]
     assert 'Auto resumed from the latest checkpoint' in outs[0]
     for rank in (0, 1):
         assert _steps(work, rank, 'resumed') == reference['steps'][rank][4:]
         _assert_equal_params(_params(work, rank), reference['params'][rank])
+
+
+def test_dist_test_on_two_nodes_gives_the_one_process_result(setup,
+                                                             reference):
+    """tools/dist_test.sh with NNODES=2 (two agents, one process each) and
+    tools/test.py in one process: the same predictions and metrics."""
+    import importlib.util
+    import pickle
+    checkpoint = str(reference['work'] / 'epoch_2.pth')
+    port = _free_port()
+    results = {}
+    work = setup['root'] / 'test_nodes2'
+    procs = [subprocess.Popen(
+        ['bash', os.path.join(ROOT, 'tools', 'dist_test.sh'),
+         str(setup['cfg']), checkpoint, '1', '--work-dir', str(work),
+         '--dump', str(work / 'preds.pkl')],
+        cwd=str(setup['root']), env=_env(setup, NNODES=2, NODE_RANK=node,
+                                         MASTER_ADDR='127.0.0.1',
+                                         MASTER_PORT=port),
+        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+        for node in (0, 1)]
+    outs = [_finish(p) for p in procs]
+    assert 'top-1 accuracy' in outs[0]
+    # one process, in this process (the probe module on sys.path)
+    spec = importlib.util.spec_from_file_location(
+        'cast_test_tool', os.path.join(ROOT, 'tools', 'test.py'))
+    tool = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(tool)
+    one = setup['root'] / 'test_single'
+    sys.path.insert(0, str(setup['root']))
+    try:
+        tool.main([str(setup['cfg']), checkpoint, '--work-dir', str(one),
+                   '--dump', str(one / 'preds.pkl')])
+    finally:
+        sys.path.remove(str(setup['root']))
+    for name, folder in (('nodes2', work), ('single', one)):
+        with open(folder / 'test_metrics.json') as f:
+            metrics = json.load(f)
+        with open(folder / 'preds.pkl', 'rb') as f:
+            preds = pickle.load(f)
+        results[name] = metrics, preds
+    (m2, p2), (m1, p1) = results['nodes2'], results['single']
+    assert m2['metrics'] == m1['metrics']
+    assert len(p2) == len(p1) == 4
+    for a, b in zip(p2, p1):
+        assert a['gt_label'].item() == b['gt_label'].item()
+        assert torch.allclose(a['pred_score'], b['pred_score'], atol=1e-6)
 
 
 def test_max_restarts_resume_by_themselves(setup, reference):
