@@ -513,6 +513,39 @@ def test_watchdog_names_a_silent_rank_and_skips_finished_ones(monkeypatch):
     assert other._check({}) == message
 
 
+def test_watchdog_reports_a_store_gone_for_timeout_seconds():
+    """The store's host (node 0) vanishes: the watcher reports it once the
+    store has not answered for ``timeout`` s (not at the first error: a
+    finished rank 0 may end its process while the others finish)."""
+    import datetime
+    import threading
+
+    from torch.distributed import PrefixStore, TCPStore
+
+    from cast_mmaction.engine.hooks import RankWatchdogHook
+    master, port = _master_store()
+    client = TCPStore('127.0.0.1', port, is_master=False,
+                      timeout=datetime.timedelta(seconds=0.2))
+    hook = RankWatchdogHook(interval=0.05, timeout=0.5)
+    hook._store, hook._rank, hook._world = PrefixStore('p', client), 1, 2
+    reports = []
+    hook._report = lambda message: reports.append((time.monotonic(),
+                                                   message))
+    hook._beat()
+    thread = threading.Thread(target=hook._run, daemon=True)
+    thread.start()
+    time.sleep(0.2)
+    assert not reports  # the store answers
+    del master  # node 0 is gone
+    gone = time.monotonic()
+    thread.join(10)
+    assert not thread.is_alive() and len(reports) == 1
+    at, message = reports[0]
+    assert message.startswith('rank 0 (node 0) lost: the c10d store it '
+                              'hosts has not answered for')
+    assert at - gone >= 0.5
+
+
 def test_elastic_resume_turns_on_resume_only_on_a_restart(tmp_path,
                                                           monkeypatch):
     import logging

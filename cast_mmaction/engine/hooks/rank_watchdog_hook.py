@@ -15,20 +15,21 @@ sockets, wait in the next collective until ``env_cfg.dist_cfg.timeout``
 (30 minutes by default). Neither names the rank that was lost.
 
 How: every rank starts a daemon thread (``before_run``) that increments its
-counter ``watchdog/beat/<rank>`` in the process group's c10d store every
-``interval`` seconds. Rank 0 watches every rank's counter, the other ranks
-watch rank 0's and a ``watchdog/lost`` key. A watched counter that has not
-moved for ``timeout`` seconds (a rank is watched from its first beat, so a
-slow start-up is the collective timeout's business) means the rank is lost:
-the watcher logs ``rank 1 (node 1) lost: no heartbeat for 60 s``, writes it
-to ``watchdog/lost`` (so every rank reports the same message) and ends its
+counter ``watchdog/beat/<rank>`` in the job's c10d store (its own client,
+with ``timeout`` as time limit) every ``interval`` seconds. Rank 0 watches
+every rank's counter, the other ranks watch rank 0's and a
+``watchdog/lost`` key. A watched counter that has not moved for
+``timeout`` seconds (a rank is watched from its first beat, so a slow
+start-up is the collective timeout's business) means the rank is lost: the
+watcher logs ``rank 1 (node 1) lost: no heartbeat for 60 s``, writes it to
+``watchdog/lost`` (so every rank reports the same message) and ends its
 process with exit code 1, even while the main thread is blocked in a
-collective. A store that stops answering means node 0 (which hosts it under
-torchrun and SLURM) is lost. When the main thread fails with a
-communication error first (the usual case: the peer's sockets closed), the
-exception waits, up to ``timeout + 2 * interval`` seconds, for the verdict
-before the traceback is printed. A rank that finishes (``after_run``) marks
-itself done and is no longer watched.
+collective. A store that has not answered for ``timeout`` seconds means
+node 0 (which hosts it under torchrun and SLURM) is lost. When the main
+thread fails with a communication error first (the usual case: the peer's
+sockets closed), the exception waits, up to ``timeout + 2 * interval``
+seconds, for the verdict before the traceback is printed. A rank that
+finishes (``after_run``) marks itself done and is no longer watched.
 
 Single-process runs: nothing happens.
 
@@ -167,13 +168,22 @@ class RankWatchdogHook(Hook):
 
     def _run(self):
         seen = {}  # rank -> (counter, monotonic time it last moved)
+        failing_since = None  # the store has not answered since then
         while not self._stop.wait(self.interval):
             try:
                 self._beat()
                 message = self._check(seen)
+                failing_since = None
             except Exception as e:  # noqa: BLE001  the store is gone
-                message = (f'rank 0 (node 0) lost: the c10d store it hosts '
-                           f'does not answer ({type(e).__name__}: {e})')
+                # only once it stays gone for `timeout`: a rank 0 that has
+                # finished (the store's host under SLURM) ends its process
+                # while this rank may still be in its last hooks
+                now = time.monotonic()
+                failing_since = failing_since or now
+                message = None if now - failing_since < self.timeout else (
+                    f'rank 0 (node 0) lost: the c10d store it hosts has not '
+                    f'answered for {now - failing_since:.0f} s '
+                    f'({type(e).__name__}: {e})')
             if message is not None:
                 self._report(message)
                 return
