@@ -12,13 +12,14 @@
 # RDZV_BACKEND=c10d: torch's c10d rendezvous at MASTER_ADDR:MASTER_PORT
 #   (job RDZV_ID, default "cast"; node ranks are given out by the
 #   rendezvous) instead of the static one that follows NODE_RANK.
-# MAX_RESTARTS=N: torchrun restarts all workers up to N times after a
-#   failure; they resume from the latest checkpoint (ElasticResumeHook).
+# MAX_RESTARTS=N (one node only): torchrun restarts all workers up to N
+#   times after a failure; they resume from the latest checkpoint
+#   (ElasticResumeHook).
 # GPUS may also come from the environment (GPUS=8 tools/dist_train.sh CONFIG).
 # docs/distributed.md
 set -euo pipefail
 if [ $# -lt 1 ]; then
-    sed -n '2,18p' "$0"; exit 1
+    sed -n '2,19p' "$0"; exit 1
 fi
 CONFIG=$1
 shift
