@@ -513,6 +513,36 @@ def test_watchdog_names_a_silent_rank_and_skips_finished_ones(monkeypatch):
     assert other._check({}) == message
 
 
+def test_watchdog_verdict_ends_the_process_unless_it_is_failing_already(
+        monkeypatch, capsys):
+    """A verdict ends the process (``os._exit(1)``: its main thread may be
+    blocked in a collective) unless the main thread is already unwinding a
+    communication error, whose traceback then follows the verdict."""
+    import threading
+
+    from torch.distributed import PrefixStore
+
+    from cast_mmaction.engine.hooks import RankWatchdogHook
+    exits = []
+    monkeypatch.setattr(os, '_exit', exits.append)
+    master, _ = _master_store()
+    for failing in (False, True):
+        hook = RankWatchdogHook(interval=0.05, timeout=0.3)
+        hook._store = PrefixStore(f'failing{failing}', master)
+        hook._rank, hook._world = 0, 2
+        hook._store.set('watchdog/node/1', '1')
+        hook._store.add('watchdog/beat/1', 1)  # rank 1 beat once, then died
+        if failing:
+            hook._failing.set()
+        thread = threading.Thread(target=hook._run, daemon=True)
+        thread.start()
+        thread.join(10)  # the main thread would be blocked meanwhile
+        assert not thread.is_alive()
+        assert hook.verdict.startswith('rank 1 (node 1) lost')
+    assert exits == [1]  # only the first one ended the process
+    assert capsys.readouterr().err.count('[rank 0] rank 1 (node 1) lost') == 2
+
+
 def test_watchdog_reports_a_store_gone_for_timeout_seconds():
     """The store's host (node 0) vanishes: the watcher reports it once the
     store has not answered for ``timeout`` s (not at the first error: a
