@@ -238,6 +238,7 @@ def _finish(proc, ok=True):
         out, _ = proc.communicate()
         pytest.fail(f'launch still running after {TIMEOUT} s:\n{out[-4000:]}')
     work = proc.args[proc.args.index('--work-dir') + 1]
+    os.makedirs(work, exist_ok=True)
     with open(os.path.join(work, f'launch_{proc.pid}.log'), 'w') as f:
         f.write(out)  # the whole output, for a failure's post-mortem
     if ok:
@@ -261,7 +262,7 @@ def _steps(work, rank, tag='run', attempt=0):
 
 
 def _params(work, rank):
-    return torch.load(work / f'params{rank}.pt')
+    return torch.load(work / f'params{rank}.pt', weights_only=True)
 
 
 def _assert_equal_params(p, q):
