@@ -317,8 +317,8 @@ def _patch_elastic_restart_store():
     retry", ``torch/distributed/rendezvous.py``, which the static
     rendezvous does not do), so a restarted gloo / NCCL group can read a dead
     worker's address and wait for it until ``env_cfg.dist_cfg.timeout``
-    (seen here: the restarted ranks hang in ``connectFullMesh``, or fail
-    after the timeout, in about half of the runs). The workers' store gets
+    (seen here in 2 of 3 runs: the restarted ranks hung in gloo's
+    ``connectFullMesh``, or the restarted rank 0 failed). The workers' store gets
     the prefix ``/worker/attempt_<TORCHELASTIC_RESTART_COUNT>`` (what torch
     1.x did) when it is the agent's store. Every worker restarted by one
     agent has the same count; ``tools/dist_train.sh`` refuses restarts
