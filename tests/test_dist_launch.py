@@ -544,6 +544,30 @@ def test_watchdog_verdict_ends_the_process_unless_it_is_failing_already(
     assert capsys.readouterr().err.count('[rank 0] rank 1 (node 1) lost') == 2
 
 
+def test_watchdog_holds_a_communication_error_until_the_verdict():
+    """The main thread's gloo error waits for the watcher's verdict (so the
+    lost rank is named before the traceback), at most timeout + 2 *
+    interval seconds; other errors do not wait."""
+    import threading
+
+    from cast_mmaction.engine.hooks import RankWatchdogHook
+    for exc, verdict_in, waited in (
+            (RuntimeError('[gloo] Connection closed by peer'), 0.2, 0.2),
+            (RuntimeError('[gloo] Connection closed by peer'), 1.5, 0.4),
+            (ValueError('a bug'), 0.2, 0)):
+        hook = RankWatchdogHook(interval=0.05, timeout=0.3)
+        printed = []
+        hook._excepthook = lambda *a: printed.append(time.monotonic())
+        hook._thread = threading.Thread(target=time.sleep,
+                                        args=(verdict_in, ))
+        hook._thread.start()
+        start = time.monotonic()
+        hook._on_exception(type(exc), exc, None)
+        assert hook._failing.is_set() is (waited > 0)
+        assert waited - 0.05 <= printed[0] - start <= waited + 0.5
+        hook._thread.join()
+
+
 def test_watchdog_reports_a_store_gone_for_timeout_seconds():
     """The store's host (node 0) vanishes: the watcher reports it once the
     store has not answered for ``timeout`` s (not at the first error: a
