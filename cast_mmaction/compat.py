@@ -23,6 +23,9 @@ _patch_color_jitter_hue    ColorJitter.adjust_hue uint8   mmaction2 <= 1.2.0,
                            overflow under NumPy 2         numpy >= 2
 _patch_cpu_distributed     mmengine DDP assumes CUDA      mmengine <= 0.10.7,
                                                           no accelerator
+_patch_elastic_restart_... torchrun's restarted workers torch <= 2.15.0
+  _store                   read the dead workers' keys
+                           in the agent's c10d store
 _patch_low_precision_...   BaseHead.loss_by_feat calls    mmaction2 <= 1.2.0
                            .numpy() on bf16 scores
 _patch_vindlu_transformers  VindLU imports helpers that   mmaction2 <= 1.2.0,
@@ -42,7 +45,7 @@ _APPLIED = False
 
 #: the last release of each package on which the defects below were seen
 #: (and the patches tested); a later release is left alone
-LAST_CHECKED = {'mmaction2': '1.2.0', 'mmengine': '0.10.7'}
+LAST_CHECKED = {'mmaction2': '1.2.0', 'mmengine': '0.10.7', 'torch': '2.15.0'}
 
 
 def _version(dist):
@@ -232,13 +235,14 @@ def _patch_color_jitter_hue():
 
 
 def _patch_cpu_distributed():
-    """MMEngine's DDP path assumes GPUs: ``init_dist('pytorch')`` calls
-    ``torch.cuda.set_device`` and the Runner wraps the model with
-    ``device_ids=[LOCAL_RANK]``, both of which fail on a CPU-only host. There
-    (no CUDA, no other accelerator) the process group is initialised with
-    ``gloo`` (``nccl`` needs GPUs; a configured ``gloo`` or ``mpi`` is kept)
-    and ``MMDistributedDataParallel`` gets no ``device_ids`` for a CPU
-    module, so ``tools/dist_train.sh`` runs multi-process DDP on CPUs.
+    """MMEngine's DDP path assumes GPUs: ``init_dist('pytorch')`` and
+    ``init_dist('slurm')`` call ``torch.cuda.set_device`` and the Runner
+    wraps the model with ``device_ids=[LOCAL_RANK]``, both of which fail on
+    a CPU-only host. There (no CUDA, no other accelerator) the process group
+    is initialised with ``gloo`` (``nccl`` needs GPUs; a configured ``gloo``
+    or ``mpi`` is kept) and ``MMDistributedDataParallel`` gets no
+    ``device_ids`` for a CPU module, so ``tools/dist_train.sh`` and
+    ``tools/slurm_train.sh`` run multi-process DDP on CPUs.
     Only where neither CUDA nor another accelerator exists (the defect
     cannot occur elsewhere); no upstream issue found."""
     import torch
@@ -270,6 +274,27 @@ def _patch_cpu_distributed():
     _init_dist_pytorch._cast_cpu = True
     dist_utils._init_dist_pytorch = _init_dist_pytorch
 
+    # the SLURM path (--launcher slurm) has the same torch.cuda.set_device
+    # call after it has read SLURM_PROCID / SLURM_NTASKS / SLURM_NODELIST;
+    # it runs with that call made a no-op (only here, without accelerator)
+    original_slurm = dist_utils._init_dist_slurm
+
+    def _init_dist_slurm(backend, port=None, init_backend='torch', **kwargs):
+        if _accelerator() or init_backend != 'torch':
+            return original_slurm(backend, port=port,
+                                  init_backend=init_backend, **kwargs)
+        if backend == 'nccl':
+            backend = 'gloo'
+        set_device = torch.cuda.set_device
+        torch.cuda.set_device = lambda device: None
+        try:
+            return original_slurm(backend, port=port,
+                                  init_backend=init_backend, **kwargs)
+        finally:
+            torch.cuda.set_device = set_device
+
+    dist_utils._init_dist_slurm = _init_dist_slurm
+
     ddp_cls = ddp_mod.MMDistributedDataParallel
     original_ddp_init = ddp_cls.__init__
 
@@ -282,6 +307,48 @@ def _patch_cpu_distributed():
                           **kwargs)
 
     ddp_cls.__init__ = __init__
+    return True
+
+
+def _patch_elastic_restart_store():
+    """torchrun's restarted workers (``--max-restarts``) reuse the agent's
+    c10d store, which still holds the keys of the workers that died; torch
+    2.x adds no per-attempt prefix ("We create a new TCPStore for every
+    retry", ``torch/distributed/rendezvous.py``, which the static
+    rendezvous does not do), so a restarted gloo / NCCL group can read a dead
+    worker's address and wait for it until ``env_cfg.dist_cfg.timeout``
+    (seen here in 2 of 3 runs: the restarted ranks hung in gloo's
+    ``connectFullMesh``, or the restarted rank 0 failed). The workers' store gets
+    the prefix ``/worker/attempt_<TORCHELASTIC_RESTART_COUNT>`` (what torch
+    1.x did) when it is the agent's store. Every worker restarted by one
+    agent has the same count; ``tools/dist_train.sh`` refuses restarts
+    with several nodes, whose agents count differently. Checked on torch
+    2.15.0; no upstream issue found."""
+    if not _affected('torch'):
+        return False
+    try:  # the module: torch.distributed.rendezvous is also a function
+        rdzv = importlib.import_module('torch.distributed.rendezvous')
+    except ImportError:
+        return False
+    original = getattr(rdzv, '_create_c10d_store', None)
+    serves = getattr(rdzv, '_agent_store_serves', None)
+    if original is None or serves is None:
+        return False  # a torch without the defect's code path
+    if getattr(original, '_cast_attempt', False):
+        return True
+
+    def _create_c10d_store(hostname, port, rank, world_size, timeout,
+                           *args, **kwargs):
+        store = original(hostname, port, rank, world_size, timeout, *args,
+                         **kwargs)
+        attempt = os.environ.get('TORCHELASTIC_RESTART_COUNT')
+        if attempt and serves(hostname, port):
+            from torch.distributed import PrefixStore
+            store = PrefixStore(f'/worker/attempt_{attempt}', store)
+        return store
+
+    _create_c10d_store._cast_attempt = True
+    rdzv._create_c10d_store = _create_c10d_store
     return True
 
 
@@ -324,5 +391,6 @@ def apply():
     _check_pkg_resources()
     _patch_color_jitter_hue()
     _patch_cpu_distributed()
+    _patch_elastic_restart_store()
     _patch_low_precision_head_loss()
     _APPLIED = True

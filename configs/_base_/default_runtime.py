@@ -26,7 +26,10 @@ custom_hooks = [dict(type='ParameterCountHook')]
 env_cfg = dict(
     cudnn_benchmark=False,
     mp_cfg=dict(mp_start_method='fork', opencv_num_threads=0),
-    dist_cfg=dict(backend='nccl'))
+    # timeout: seconds a collective may wait for the other ranks before it
+    # fails (a hung rank ends the run after this; RankWatchdogHook names a
+    # dead one within default_hooks.rank_watchdog.timeout)
+    dist_cfg=dict(backend='nccl', timeout=1800))
 
 # the authors seed every rank with seed + rank
 randomness = dict(seed=0, diff_rank_seed=True)

@@ -23,4 +23,11 @@ default_hooks = dict(
     resume_state=dict(type='ResumeStateHook'),
     # expert widths vs head, checkpoint vs model (tools/test.py, load_from,
     # --resume), dataset label bound vs head, before the first iteration
-    startup_check=dict(type='StartupCheckHook'))
+    startup_check=dict(type='StartupCheckHook'),
+    # distributed runs: a rank without a heartbeat for `timeout` s is named
+    # ("rank 1 (node 1) lost: ...") on every other rank, which then stop
+    # (docs/distributed.md); nothing happens in a single process
+    rank_watchdog=dict(type='RankWatchdogHook', interval=5, timeout=60),
+    # workers restarted by torchrun --max-restarts resume from the work
+    # dir's latest checkpoint (resume=True); the first attempt is left alone
+    elastic_resume=dict(type='ElasticResumeHook'))
