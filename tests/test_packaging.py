@@ -1,5 +1,6 @@
 """A wheel of the plugin (non-editable install) carries what the package
-reads at run time: the model definitions of configs/_base_/models/."""
+reads at run time: the model definitions of configs/_base_/models/, and the
+model index mim reads (.mim/model-index.yml + configs/metafiles/)."""
 import os
 import subprocess
 import sys
@@ -27,3 +28,9 @@ def test_wheel_carries_the_model_definitions(tmp_path):
     assert path.startswith(str(target)), path  # the installed copy ran
     assert bases.startswith(str(target)) and '.mim' in bases, bases
     assert experts == "['clip', 'vmae']"
+    # the model index and its metafiles, where mim looks for them
+    mim = target / 'cast_mmaction' / '.mim'
+    assert (mim / 'model-index.yml').read_text() == open(
+        os.path.join(ROOT, 'model-index.yml')).read()
+    assert (mim / 'configs' / 'metafiles' / 'cast.yml').is_file()
+    assert (mim / 'configs' / 'cast_ssv2.py').is_file()
