@@ -170,6 +170,23 @@ def example_inputs(spec, batch=1, seed=0):
     return out
 
 
+def fill_zero_init(model, seed=0, std=0.02):
+    """Give every all-zero parameter (the zero-initialised adapters, B-CA
+    up-projections, biases and heads) normal noise of ``std``, so that a
+    model without a checkpoint computes a function of all its branches (at
+    initialisation the adapters and links are identities and the
+    single-label heads see zeros: constant scores would make a comparison
+    of two runtimes vacuous). Returns the number of parameters filled."""
+    g = torch.Generator().manual_seed(seed)
+    filled = 0
+    with torch.no_grad():
+        for p in model.parameters():
+            if p.device.type != 'meta' and not p.any():
+                p.copy_(std * torch.randn(p.shape, generator=g))
+                filled += p.numel()
+    return filled
+
+
 def load_model(config, checkpoint=None, cfg_options=None):
     """Build ``config`` on the CPU in eval mode and load ``checkpoint``
     (None: the initialised weights). A checkpoint of another model stops
@@ -247,8 +264,10 @@ def run_ort(session, inputs):
 
 def verify(path, wrapper, spec, batch=3, seed=1):
     """Run onnxruntime and PyTorch on the same random input (at a batch size
-    the export did not use); returns the max abs difference over every
-    output."""
+    the export did not use). Returns ``(max abs difference over every
+    output, spread)``: ``spread`` is the largest difference of PyTorch's
+    outputs between the batch items, the scale the difference is small
+    against (a constant model would have 0)."""
     inputs = example_inputs(spec, batch, seed)
     with torch.no_grad(), plain_matmuls():
         ref = wrapper(*inputs)
@@ -259,29 +278,34 @@ def verify(path, wrapper, spec, batch=3, seed=1):
             f'{path}: onnxruntime output shapes '
             f'{[tuple(g.shape) for g in got]} differ from PyTorch '
             f'{[tuple(r.shape) for r in ref]}')
-    return max(float((r - g).abs().max()) for r, g in zip(ref, got))
+    diff = max(float((r - g).abs().max()) for r, g in zip(ref, got))
+    spread = max(float((r - r[:1]).abs().max()) for r in ref)
+    return diff, spread
 
 
 def benchmark(path, wrapper, spec, runs=5, threads=1, batch=1, seed=2):
-    """Median wall time (s) of one forward, onnxruntime vs PyTorch eager,
-    both with ``threads`` intra-op threads, each after one warm-up run,
-    alternated run by run. Returns ``dict(ort=[..], torch=[..])``."""
+    """Time one forward of onnxruntime and of PyTorch eager, both with
+    ``threads`` intra-op threads, each after one warm-up run, alternated run
+    by run. Returns ``{'ort' | 'torch': {'wall' | 'cpu': [seconds]}}``:
+    wall-clock and process CPU time of each run (on a shared machine the CPU
+    time is the steadier figure: waiting for a core does not count)."""
     inputs = example_inputs(spec, batch, seed)
     session = ort_session(path, threads)
     old = torch.get_num_threads()
     torch.set_num_threads(threads)
-    times = dict(ort=[], torch=[])
+    times = {k: dict(wall=[], cpu=[]) for k in ('ort', 'torch')}
+    steps = dict(ort=lambda: run_ort(session, inputs),
+                 torch=lambda: wrapper(*inputs))
     try:
         with torch.no_grad():
-            run_ort(session, inputs)
-            wrapper(*inputs)
+            for step in steps.values():
+                step()
             for _ in range(runs):
-                t0 = time.perf_counter()
-                run_ort(session, inputs)
-                times['ort'].append(time.perf_counter() - t0)
-                t0 = time.perf_counter()
-                wrapper(*inputs)
-                times['torch'].append(time.perf_counter() - t0)
+                for name, step in steps.items():
+                    w0, c0 = time.perf_counter(), time.process_time()
+                    step()
+                    times[name]['cpu'].append(time.process_time() - c0)
+                    times[name]['wall'].append(time.perf_counter() - w0)
     finally:
         torch.set_num_threads(old)
     return times

@@ -17,7 +17,7 @@ from conftest import ROOT  # noqa: E402
 
 SMALL = dict(embed_dim=32, depth=2, num_heads=2, num_frames=4, img_size=32,
              patch_size=16)
-AV = dict(SMALL, input_fdim=32, input_tdim=32, fstride=16, tstride=16)
+AV = dict(SMALL, depth=1, input_fdim=32, input_tdim=32, fstride=16, tstride=16)
 FRAME = dict(embed_dim=32, depth=2, num_heads=4, mlp_ratio=2.0,
              patch_size=16, img_size=32)
 
@@ -83,7 +83,8 @@ def test_export_matches_pytorch_for_every_family(family, tmp_path):
     assert [n for n, _ in spec] == inputs
     assert outputs == expected_outputs
     # batch 3 (export ran at 2): the batch axis is dynamic
-    assert deployment.verify(path, wrapper, spec, batch=3) <= 1e-4
+    diff, spread = deployment.verify(path, wrapper, spec, batch=3)
+    assert diff <= 1e-4 and spread > 1e-3
     # batch 1, and the graph computes what the recognizer's own test step
     # computes for one view (backbone, head, average_clips)
     x = deployment.example_inputs(spec, batch=1, seed=5)
@@ -142,7 +143,8 @@ def test_export_tool_verify_and_mismatched_checkpoint(tmp_path, capsys):
     text = capsys.readouterr().out
     assert 'video (B, 3, 8, 32, 32) -> scores' in text
     diff = float(text.split('max abs diff:')[1].split()[0])
-    assert diff <= 1e-4
+    spread = float(text.split('differ by up to')[1].split()[0])
+    assert diff <= 1e-4 and spread > 1e-3
     assert osp.isfile(out)
     # the checkpoint of another model (verb / noun head): refused, naming it
     vn_cfg = write_config(str(tmp_path / 'vn.py'), epic=True)
@@ -157,3 +159,19 @@ def test_export_tool_verify_and_mismatched_checkpoint(tmp_path, capsys):
     with pytest.raises(SystemExit):
         tool.main([cfg, '--out', out])
     assert '--random-weights' in capsys.readouterr().err
+
+
+def test_random_weights_are_not_a_constant_function():
+    """A freshly built CAST gives the same scores for every input (zero
+    adapters and head input); --random-weights fills the zero-initialised
+    parameters so the export is checked on a real function."""
+    from mmaction.registry import MODELS
+    torch.manual_seed(0)
+    model = MODELS.build(_cfg('cast')).eval()
+    spec = deployment.input_spec(model)
+    wrapper = deployment.OneViewRecognizer(model, ['video'])
+    a, b = (deployment.example_inputs(spec, 1, seed=s)[0] for s in (1, 2))
+    with torch.no_grad():
+        assert torch.equal(wrapper(a), wrapper(b))
+        assert deployment.fill_zero_init(model, std=0.3) > 0
+        assert (wrapper(a) - wrapper(b)).abs().max() > 1e-5

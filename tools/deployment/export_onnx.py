@@ -38,8 +38,9 @@ def parse_args(argv=None):
                    '--random-weights)')
     p.add_argument('--out', required=True, help='the .onnx file to write')
     p.add_argument('--random-weights', action='store_true',
-                   help='export the initialised model without a checkpoint '
-                   '(for timing the graph)')
+                   help='export the initialised model without a checkpoint, '
+                   'its zero-initialised adapters, links and heads filled '
+                   'with seeded noise (for timing and checking the graph)')
     p.add_argument('--num-frames', type=int,
                    help='clip length of a frame-wise model (MSCA, '
                    'TokenShift, ViT; default: the test pipeline\'s '
@@ -67,6 +68,11 @@ def parse_args(argv=None):
     return args
 
 
+def _version(dist):
+    import importlib.metadata
+    return importlib.metadata.version(dist)
+
+
 def _clip_len(cfg):
     try:
         pipeline = inf.test_pipeline_cfg(cfg)
@@ -86,6 +92,8 @@ def main(argv=None):
             safe_load.trust_inputs(cfg, args.checkpoint,
                                    args.trust_checkpoint)
         model = deployment.load_model(cfg, args.checkpoint)
+        if args.random_weights:
+            deployment.fill_zero_init(model)
         frames = args.num_frames or _clip_len(cfg)
         wrapper, spec, outputs = deployment.export(model, args.out, frames,
                                                    args.opset)
@@ -97,21 +105,30 @@ def main(argv=None):
     print(f'wrote {args.out}: {shapes} -> {", ".join(outputs)} '
           f'(opset {args.opset})')
     if args.verify:
-        diff = deployment.verify(args.out, wrapper, spec)
-        print(f'max abs diff: {diff:.3g}')
+        diff, spread = deployment.verify(args.out, wrapper, spec)
+        print(f'max abs diff: {diff:.3g} (onnxruntime vs PyTorch, batch 3; '
+              f'the outputs differ by up to {spread:.3g} between inputs)')
     if args.benchmark:
+        from cast_mmaction.utils import cpu_facts
+        cpu = cpu_facts()
+        print(f'machine: {cpu.get("cpu_model")}, {cpu.get("cpu_count")} '
+              f'logical CPUs, ISA {" ".join(cpu.get("cpu_isa", []))}; '
+              f'onnxruntime {_version("onnxruntime")}, torch '
+              f'{_version("torch")}')
         times = deployment.benchmark(args.out, wrapper, spec,
                                      runs=args.benchmark,
                                      threads=args.threads)
-        ort = statistics.median(times['ort'])
-        pt = statistics.median(times['torch'])
-        print(f'batch 1, {args.threads} thread(s), median of '
-              f'{args.benchmark} alternated runs: onnxruntime '
-              f'{ort * 1000:.1f} ms, PyTorch eager {pt * 1000:.1f} ms '
-              f'(PyTorch / onnxruntime {pt / ort:.2f}x)')
-        print('runs (ms): onnxruntime ' + ' '.join(
-            f'{t * 1000:.1f}' for t in times['ort']) + '; PyTorch ' +
-            ' '.join(f'{t * 1000:.1f}' for t in times['torch']))
+        for kind in ('cpu', 'wall'):
+            ort = statistics.median(times['ort'][kind])
+            pt = statistics.median(times['torch'][kind])
+            print(f'{kind} time, batch 1, {args.threads} thread(s), median '
+                  f'of {args.benchmark} alternated runs: onnxruntime '
+                  f'{ort * 1000:.1f} ms, PyTorch eager {pt * 1000:.1f} ms '
+                  f'(PyTorch / onnxruntime {pt / ort:.2f}x)')
+            print(f'  runs (ms): onnxruntime ' + ' '.join(
+                f'{t * 1000:.1f}' for t in times['ort'][kind]) +
+                '; PyTorch ' + ' '.join(
+                    f'{t * 1000:.1f}' for t in times['torch'][kind]))
     return 0
 
 
