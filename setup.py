@@ -60,6 +60,8 @@ setup(
         'setuptools<81',
         'numpy',
         'safetensors',
+        # progress bars of the tools (cast_mmaction.progress)
+        'tqdm',
     ],
     extras_require={
         'clip': ['open_clip_torch'],
