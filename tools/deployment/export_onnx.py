@@ -2,7 +2,7 @@
 """Export a recognizer to ONNX for one view, optionally checked by
 onnxruntime (docs/deployment.md).
 
-    python tools/deployment/export_onnx.py CONFIG CHECKPOINT --out model.onnx \\
+    python tools/deployment/export_onnx.py CONFIG CHECKPOINT --out m.onnx \\
         [--verify] [--benchmark RUNS --threads N]
 
 Inputs of the file: the normalised clip batch ``video`` (B, 3, T, H, W);
