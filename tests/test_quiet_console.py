@@ -30,8 +30,11 @@ def test_train_and_test_help_print_no_warning():
 
 def _shown(message, category, module):
     """Whether ``message`` warned from ``module`` reaches the user under the
-    filters compat installs (and the default ones after them)."""
+    filters compat installs, all else shown (the filters of the test run,
+    e.g. conftest's, are set aside inside the block)."""
     with warnings.catch_warnings(record=True) as caught:
+        warnings.resetwarnings()
+        warnings.simplefilter('always')
         compat.silence_upstream_warnings()
         warnings.warn_explicit(message, category, module.replace('.', '/') +
                                '.py', 1, module=module, registry={})
