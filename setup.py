@@ -11,17 +11,25 @@ class BuildWithConfigs(build_py):
     """A non-editable install (a wheel) carries ``configs/`` inside the
     package as ``cast_mmaction/.mim/configs`` (MMAction2's layout), so the
     model definitions that ``cast_mmaction.models.presets`` reads from
-    ``configs/_base_/models/`` exist there too."""
+    ``configs/_base_/models/`` exist there too, and ``model-index.yml`` as
+    ``cast_mmaction/.mim/model-index.yml`` (for ``mim search``)."""
 
     def run(self):
         super().run()
-        src = os.path.join(os.path.dirname(os.path.abspath(__file__)),
-                           'configs')
-        dst = os.path.join(self.build_lib, 'cast_mmaction', '.mim', 'configs')
+        root = os.path.dirname(os.path.abspath(__file__))
+        src = os.path.join(root, 'configs')
+        mim = os.path.join(self.build_lib, 'cast_mmaction', '.mim')
+        dst = os.path.join(mim, 'configs')
         if os.path.isdir(src):
             shutil.rmtree(dst, ignore_errors=True)
             shutil.copytree(src, dst, ignore=shutil.ignore_patterns(
                 '__pycache__', '*.pyc'))
+        # the model index beside the configs, as MMAction2 ships it: `mim
+        # search cast_mmaction` reads .mim/model-index.yml, whose metafiles
+        # (configs/metafiles/*.yml) name configs relative to it
+        index = os.path.join(root, 'model-index.yml')
+        if os.path.isfile(index):
+            shutil.copy(index, os.path.join(mim, 'model-index.yml'))
 
 
 with open('cast_mmaction/__init__.py') as f:
@@ -52,6 +60,8 @@ setup(
         'setuptools<81',
         'numpy',
         'safetensors',
+        # progress bars of the tools (cast_mmaction.progress)
+        'tqdm',
     ],
     extras_require={
         'clip': ['open_clip_torch'],

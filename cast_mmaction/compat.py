@@ -31,6 +31,10 @@ _patch_low_precision_...   BaseHead.loss_by_feat calls    mmaction2 <= 1.2.0
 _patch_vindlu_transformers  VindLU imports helpers that   mmaction2 <= 1.2.0,
   _imports                 transformers >= 4.56 moved     names missing
                            out of modeling_utils
+silence_upstream_warnings  two import-time warnings on    mmaction2 <= 1.2.0
+                           every command (mmcv-lite's     (runs on import of
+                           MultiScaleDeformableAttention, this module)
+                           VindLU's timm.models.layers)
 =========================  =============================  ================
 """
 import importlib.metadata
@@ -69,6 +73,51 @@ def _affected(dist):
     version = _version(dist)
     return version is None or _release(version) <= _release(
         LAST_CHECKED[dist])
+
+
+#: the import-time warnings of the stack that say nothing to a user of this
+#: plugin: (message regex, category, module regex, the defect). Each filter
+#: matches that message, that category, from that module only; every other
+#: warning is shown as usual.
+UPSTREAM_WARNINGS = (
+    # mmcv 2.1 ``mmcv/cnn/bricks/transformer.py`` tries to re-export
+    # ``MultiScaleDeformableAttention`` from the compiled ``mmcv.ops`` at
+    # import time and warns when it is absent, which it always is with
+    # mmcv-lite (the install this plugin uses on machines without a compiled
+    # mmcv, tools/install_deps.py). MMAction2 imports that module for every
+    # model; no model of this plugin (nor MMAction2's recognizers) uses the
+    # deformable attention, so the warning fires on every command and means
+    # nothing here. A model that does use it still fails loudly when built.
+    (r'Fail to import ``MultiScaleDeformableAttention`` from '
+     r'``mmcv\.ops\.multi_scale_deform_attn``', UserWarning,
+     r'mmcv\.cnn\.bricks\.transformer$',
+     'mmcv-lite has no mmcv.ops; mmcv/cnn/bricks/transformer.py warns on '
+     'import'),
+    # mmaction2 1.2.0 ``models/multimodal/vindlu/temporal_model.py`` does
+    # ``from timm.models.layers import DropPath``, a path timm >= 0.9 keeps
+    # only as a deprecated alias (FutureWarning on import). MMAction2 imports
+    # VindLU whenever transformers is installed, so every command prints it;
+    # the fix (``timm.layers``) is upstream's to make.
+    (r'Importing from timm\.models\.layers is deprecated, please import '
+     r'via timm\.layers', FutureWarning, r'timm\.models\.layers$',
+     'mmaction2 1.2.0 VindLU imports the deprecated timm.models.layers'),
+)
+
+
+def silence_upstream_warnings():
+    """Ignore exactly the warnings of :data:`UPSTREAM_WARNINGS` (message,
+    category and module must all match). Runs when this module is imported,
+    so a tool that imports ``cast_mmaction`` (or ``cast_mmaction.compat``)
+    before anything imports mmcv or mmaction prints neither; with a newer
+    mmaction2 (not checked) nothing is filtered. Idempotent."""
+    if not _affected('mmaction2'):
+        return False
+    for message, category, module, _defect in UPSTREAM_WARNINGS:
+        # append=False puts the filter first; filterwarnings removes an
+        # identical earlier entry, so repeated calls add nothing
+        warnings.filterwarnings('ignore', message=message, category=category,
+                                module=module)
+    return True
 
 
 def _mmaction_root():
@@ -385,6 +434,7 @@ def apply():
     global _APPLIED
     if _APPLIED:
         return
+    silence_upstream_warnings()
     _patch_missing_drn()
     _patch_vindlu_transformers_imports()
     _patch_torch_load_weights_only()
@@ -394,3 +444,8 @@ def apply():
     _patch_elastic_restart_store()
     _patch_low_precision_head_loss()
     _APPLIED = True
+
+
+# before the importer (a tool, a config's custom_imports) goes on to import
+# mmcv / mmaction: the warnings fire on their first import
+silence_upstream_warnings()

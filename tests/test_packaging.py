@@ -1,6 +1,7 @@
 """A wheel of the plugin (non-editable install) carries what the package
 reads at run time: the model definitions of configs/_base_/models/, and the
-recipes with their _base_ datasets and schedules."""
+recipes with their _base_ datasets and schedules, and the model index mim
+reads (.mim/model-index.yml + configs/metafiles/)."""
 import os
 import subprocess
 import sys
@@ -34,3 +35,9 @@ def test_wheel_carries_the_model_definitions(tmp_path):
     assert experts == "['clip', 'vmae']"
     # a recipe resolves from the wheel's copy: model + dataset + schedule
     assert recipe == '70 data/kinetics400/kinetics400_train_list_videos.txt', recipe
+    # the model index and its metafiles, where mim looks for them
+    mim = target / 'cast_mmaction' / '.mim'
+    assert (mim / 'model-index.yml').read_text() == open(
+        os.path.join(ROOT, 'model-index.yml')).read()
+    assert (mim / 'configs' / 'metafiles' / 'cast.yml').is_file()
+    assert (mim / 'configs' / 'cast_ssv2.py').is_file()

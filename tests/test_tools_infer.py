@@ -174,6 +174,68 @@ def test_infer_folder_json_names_scores_and_bad_video(media, capsys):
                for r in res['results']) > 0.3
 
 
+def test_infer_onnxruntime_backend_matches_pytorch(media, tmp_path, capsys):
+    """An exported file (tools/deployment/export_onnx.py) through
+    tools/infer.py --backend onnxruntime: the same views, normalisation and
+    view averaging as the PyTorch model, so the same probabilities."""
+    pytest.importorskip('onnxruntime')
+    export = importlib.util.spec_from_file_location(
+        'tool_export_onnx', osp.join(ROOT, 'tools', 'deployment',
+                                     'export_onnx.py'))
+    tool = importlib.util.module_from_spec(export)
+    export.loader.exec_module(tool)
+    onnx_path = str(tmp_path / 'tiny.onnx')
+    assert tool.main([media['cfg'], media['ckpt'], '--out', onnx_path]) == 0
+    infer = load_tool('infer')
+    out = tmp_path / 'ort.json'
+    rc = infer.main([media['videos'][0], '--config', media['cfg'],
+                     '--checkpoint', onnx_path, '--backend', 'onnxruntime',
+                     '--topk', '4', '--out', str(out)])
+    assert rc == 0
+    assert 'onnxruntime' in capsys.readouterr().err
+    preds = json.loads(out.read_text())['results'][0]['predictions']['label']
+    _, logits = reference_forward(media['model'], media['videos'][0],
+                                  media['cfg'])
+    prob = logits.softmax(-1).mean(0)  # softmax per view, 6 views averaged
+    top = prob.topk(4)
+    assert [p['index'] for p in preds] == top.indices.tolist()
+    np.testing.assert_allclose([p['score'] for p in preds],
+                               top.values.numpy(), atol=1e-5)
+    # a PyTorch checkpoint given to the onnxruntime backend: a clear error
+    rc = infer.main([media['videos'][0], '--config', media['cfg'],
+                     '--checkpoint', media['ckpt'], '--backend',
+                     'onnxruntime'])
+    assert rc == 2
+    assert 'onnxruntime cannot load' in capsys.readouterr().err
+
+
+def test_mmaction2_inferencer_runs_our_config(media):
+    """MMAction2's own inferencer (mmaction.apis.inferencers) runs a config
+    and checkpoint of the plugin; it tests one view (one clip, centre crop),
+    so it gives the probabilities of that view."""
+    from mmengine.config import Config
+    from mmengine.dataset import Compose
+    from mmaction.apis.inferencers import MMAction2Inferencer
+    from cast_mmaction.inference import single_view
+    inferencer = MMAction2Inferencer(rec=media['cfg'],
+                                     rec_weights=media['ckpt'], device='cpu')
+    video = media['videos'][1]
+    res = inferencer(video, return_vis=False)
+    scores = np.asarray(res['predictions'][0]['rec_scores'][0])
+    cfg = Config.fromfile(media['cfg'])
+    pipe = Compose(single_view(cfg.test_dataloader.dataset.pipeline))
+    x = pipe(dict(filename=video, start_index=0, modality='RGB'))['inputs']
+    assert x.shape[0] == 1  # one view
+    mean = torch.tensor(MEAN).view(1, 3, 1, 1, 1)
+    std = torch.tensor(STD).view(1, 3, 1, 1, 1)
+    with torch.no_grad():
+        model = media['model']
+        logits = model.cls_head(model.backbone((x.float() - mean) / std))
+    prob = logits.softmax(-1)[0].numpy()
+    np.testing.assert_allclose(scores, prob, atol=1e-5)
+    assert res['predictions'][0]['rec_labels'][0] == [int(prob.argmax())]
+
+
 def test_infer_list_file_csv_with_workers(media, capsys):
     infer = load_tool('infer')
     lst = media['root'] / 'some.txt'

@@ -4,6 +4,8 @@
     python tools/infer.py INPUT --config CFG --checkpoint CKPT \\
         [--label-map FILE | --label-map verb=V.csv noun=N.csv] [--topk 5] \\
         [--out results.json | results.csv] [--device cuda] [--one-view]
+    python tools/infer.py INPUT --config CFG --checkpoint model.onnx \
+        --backend onnxruntime     # a file of tools/deployment/export_onnx.py
 
 INPUT is a video file, a folder (searched recursively for video files) or a
 list file (one video per line, optionally followed by its label as in
@@ -36,12 +38,19 @@ from cast_mmaction import inference as inf  # noqa: E402
 from cast_mmaction import safe_load  # noqa: E402
 from cast_mmaction.cli import add_video_model_arguments  # noqa: E402
 from cast_mmaction.datasets.label_maps import LabelMapError  # noqa: E402
+from cast_mmaction.deployment import ExportError  # noqa: E402
 
 
 def parse_args(argv=None):
     ap = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
     add_video_model_arguments(ap)
+    ap.add_argument('--backend', choices=('pytorch', 'onnxruntime'),
+                    default='pytorch',
+                    help='onnxruntime: run an exported file '
+                    '(tools/deployment/export_onnx.py; --checkpoint names '
+                    'the .onnx file) on the CPU; the config gives the '
+                    'pipeline and normalisation')
     ap.add_argument('--label-map', nargs='+', metavar='FILE',
                     help='class names: one file, or KEY=FILE per output '
                     '(verb=... noun=...); default: the config\'s label_map')
@@ -125,16 +134,22 @@ def main(argv=None):
     try:
         items = inf.collect_inputs(args.input, args.data_root)
         cfg = inf.load_config(args.config, args.cfg_options)
-        safe_load.trust_inputs(cfg, args.checkpoint, args.trust_checkpoint)
-        model = inf.init_model(cfg, args.checkpoint, args.device)
+        if args.backend == 'onnxruntime':
+            from cast_mmaction.deployment import OnnxRecognizer
+            model = OnnxRecognizer(args.checkpoint, cfg)
+        else:
+            safe_load.trust_inputs(cfg, args.checkpoint,
+                                   args.trust_checkpoint)
+            model = inf.init_model(cfg, args.checkpoint, args.device)
         names, names_from = inf.label_names_for(model, args.label_map, cfg)
         pipeline = inf.build_test_pipeline(cfg, one_view=args.one_view)
-    except (inf.InferenceError, LabelMapError,
+    except (inf.InferenceError, LabelMapError, ExportError,
             safe_load.UntrustedCheckpointError) as e:
         print(f'error: {e}', file=sys.stderr)
         return 2
     device = next(model.parameters()).device
-    print(f'{len(items)} video(s); model on {device}; class names '
+    where = 'onnxruntime (CPU)' if args.backend == 'onnxruntime' else device
+    print(f'{len(items)} video(s); model on {where}; class names '
           f'{names_from}', file=sys.stderr)
 
     results, failed = [], []

@@ -239,11 +239,13 @@ def evaluate(kind, parts, labels, metric='auto'):
     return OrderedDict((f'acc/{k}', float(v)) for k, v in out.items())
 
 
-def ensemble(paths, weights=None, scores='auto', metric='auto'):
+def ensemble(paths, weights=None, scores='auto', metric='auto',
+             progress=None):
     """Load, fuse and evaluate. Returns ``{'kind', 'inputs': [(path,
     metrics)], 'fused': metrics, 'weights', 'num_samples', 'scores': {part:
-    fused (N, C)}, 'reference': the first Dump}``."""
-    dumps = [load_dump(p) for p in paths]
+    fused (N, C)}, 'reference': the first Dump}``. ``progress``: wraps the
+    iteration over ``paths`` (e.g. :func:`cast_mmaction.progress.track`)."""
+    dumps = [load_dump(p) for p in (progress(paths) if progress else paths)]
     fused = fuse(dumps, weights, scores)
     ref = dumps[0]
     inputs = [(d.path, evaluate(d.kind, {k: as_probabilities(v, scores)

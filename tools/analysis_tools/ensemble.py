@@ -22,6 +22,7 @@ from cast_mmaction.evaluation.ensemble import (  # noqa: E402
     DumpError, ensemble, write_ek100_scores, write_fused_dump)
 from cast_mmaction.evaluation.summaries import (  # noqa: E402
     format_table, write_json)
+from cast_mmaction.progress import add_quiet_argument, track  # noqa: E402
 
 
 def parse_args(argv=None):
@@ -49,13 +50,17 @@ def parse_args(argv=None):
                    help='verb/noun dumps: also write the fused scores in the '
                    'official EK100 dict format (for tools/analysis_tools/ek100_submission.py'
                    ' --scores; the test split\'s dumps are unlabelled)')
+    add_quiet_argument(p)
     return p.parse_args(argv)
 
 
 def main(argv=None):
     args = parse_args(argv)
     try:
-        result = ensemble(args.dumps, args.weights, args.scores, args.metric)
+        result = ensemble(
+            args.dumps, args.weights, args.scores, args.metric,
+            progress=lambda paths: track(paths, desc='loading dumps',
+                                         unit='dump', quiet=args.quiet))
         if args.ek100_scores:
             write_ek100_scores(args.ek100_scores, result['reference'],
                                result['scores'])

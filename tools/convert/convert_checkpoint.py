@@ -40,6 +40,7 @@ from cast_mmaction.checkpoints.common import read_state_dict  # noqa: E402
 from cast_mmaction.checkpoints.expert_formats import (  # noqa: E402
     Source, file_kind, read_source)
 from cast_mmaction import safe_load  # noqa: E402  (docs/security.md)
+from cast_mmaction.progress import Stages, add_quiet_argument  # noqa: E402
 from cast_mmaction.checkpoints.ast import load_ast_expert, read_ast  # noqa
 from cast_mmaction.checkpoints.clip import (load_clip_expert,  # noqa: E402
                                             read_clip_visual)
@@ -75,6 +76,7 @@ def parse_args(argv=None):
                     'names (docs/weights.md)')
     ap.add_argument('--cfg-options', nargs='+', action=DictAction,
                     default={}, help='key=value overrides for the config')
+    add_quiet_argument(ap)
     return ap.parse_args(argv)
 
 
@@ -82,8 +84,19 @@ def main(argv=None):
     args = parse_args(argv)
     if args.trust_checkpoint:
         safe_load.trust(args.src)
+    checks = ['build model', 'check fit'] if args.config else []
     if args.expert:
-        return convert_expert(args)
+        checks = ['build expert, load'] if args.config else []
+    with Stages(['read'] + ([] if args.expert else ['convert']) + checks +
+                ['write'], f'convert {os.path.basename(args.src)}',
+                args.quiet) as stage:
+        if args.expert:
+            return convert_expert(args, stage)
+        return _convert_full(args, stage)
+
+
+def _convert_full(args, stage):
+    stage('read')
     try:
         if args.src.startswith('hf:') or os.path.isdir(args.src):
             _not_a_full_model(args.src, read_source(args.src, 'checkpoint',
@@ -97,17 +110,20 @@ def main(argv=None):
         _not_a_full_model(args.src, Source(state), e)
         raise
     conv = CONVERTERS[kind]
+    stage('convert')
     out, unmapped = convert_state(kind, state)
     print(f'[{kind}] converted {len(out)} tensors from {args.src}')
     if unmapped:
         print(f'  not mapped ({len(unmapped)}): {unmapped[:10]}')
     if args.config:
+        stage('build model')
         from cast_mmaction.utils import build_model
         cfg = Config.fromfile(args.config)
         cfg.merge_from_dict(args.cfg_options)
         safe_load.trust_config(cfg)  # removes model trust_checkpoint fields
         _clear_pretrained(cfg.model)
         model = build_model(cfg.model)
+        stage('check fit')
         out, notes = conv.adapt(out, model)
         for n in notes:
             print('  ' + n)
@@ -120,6 +136,7 @@ def main(argv=None):
             sys.exit(str(e))
         print(f'  fits the model of {args.config}: all '
               f'{len(fit.loadable)} keys')
+    stage('write')
     _write(args, {'state_dict': out,
                   'meta': dict(converted_from=os.path.abspath(args.src),
                                kind=kind, config=args.config)})
@@ -154,11 +171,12 @@ def _source(src):
     return src if src.startswith('hf:') else os.path.abspath(src)
 
 
-def convert_expert(args):
+def convert_expert(args, stage):
     """``--expert``: SRC's tower in the expert's names (a file its
     ``pretrained`` field loads); with ``--config``, loaded into that expert
     of the config's model first."""
     expert_type, read, load = EXPERTS[args.expert]
+    stage('read')
     try:
         state = read(args.src)
     except safe_load.UntrustedCheckpointError as e:
@@ -167,6 +185,7 @@ def convert_expert(args):
         sys.exit(f'{type(e).__name__}: {e}')
     print(f'[{args.expert} expert] {len(state)} tensors from {args.src}')
     if args.config:
+        stage('build expert, load')
         from mmaction.registry import MODELS
         cfg = Config.fromfile(args.config)
         cfg.merge_from_dict(args.cfg_options)
@@ -191,6 +210,7 @@ def convert_expert(args):
               f'{args.config}: missing {missing or "none"} (trained or '
               f'left at their initial values), unexpected '
               f'{unexpected or "none"}')
+    stage('write')
     _write(args, {'state_dict': state,
                   'meta': dict(converted_from=_source(args.src),
                                kind=f'{args.expert} expert',

@@ -25,6 +25,7 @@ import torch  # noqa: E402
 import cast_mmaction  # noqa: E402,F401
 from cast_mmaction import safe_load  # noqa: E402
 from cast_mmaction.checkpoints.common import unwrap  # noqa: E402
+from cast_mmaction.progress import Stages, add_quiet_argument  # noqa: E402
 
 
 def parse_args(argv=None):
@@ -33,6 +34,7 @@ def parse_args(argv=None):
     ap.add_argument('src', help='checkpoint file (.pth, .pt, .bin)')
     ap.add_argument('dst', help='output file (.safetensors)')
     safe_load.add_trust_argument(ap, 'src')
+    add_quiet_argument(ap)
     args = ap.parse_args(argv)
     if not args.dst.endswith('.safetensors'):
         ap.error(f'dst {args.dst}: use a .safetensors file name')
@@ -43,14 +45,20 @@ def main(argv=None):
     args = parse_args(argv)
     if args.trust_checkpoint:
         safe_load.trust(args.src)
-    try:
-        obj = safe_load.load_checkpoint(args.src)
-    except (safe_load.UntrustedCheckpointError, FileNotFoundError) as e:
-        sys.exit(f'{type(e).__name__}: {e}')
-    if not (isinstance(obj, dict) and isinstance(obj.get('state_dict'), dict)
-            and all(torch.is_tensor(v) for v in obj['state_dict'].values())):
-        obj = unwrap(obj, args.src)  # an official / expert layout
-    dropped = safe_load.save_safetensors(obj, args.dst)
+    with Stages(['read', 'write'], f'to_safetensors '
+                f'{os.path.basename(args.src)}', args.quiet) as stage:
+        stage('read')
+        try:
+            obj = safe_load.load_checkpoint(args.src)
+        except (safe_load.UntrustedCheckpointError, FileNotFoundError) as e:
+            sys.exit(f'{type(e).__name__}: {e}')
+        if not (isinstance(obj, dict)
+                and isinstance(obj.get('state_dict'), dict)
+                and all(torch.is_tensor(v)
+                        for v in obj['state_dict'].values())):
+            obj = unwrap(obj, args.src)  # an official / expert layout
+        stage('write')
+        dropped = safe_load.save_safetensors(obj, args.dst)
     state = obj.get('state_dict', obj)
     print(f'wrote {args.dst}: {len(state)} tensors'
           + (f'; left out (not tensors or JSON): {dropped}' if dropped

@@ -43,6 +43,8 @@ sys.path.insert(0, osp.dirname(osp.dirname(osp.dirname(osp.abspath(__file__)))))
 
 from cast_mmaction.datasets.label_maps import (  # noqa: E402
     LabelMapError, read_epic_classes)
+from cast_mmaction.progress import (  # noqa: E402
+    add_quiet_argument, track, write as progress_write)
 
 SPLITS = (('train', 'EPIC_100_train.csv', True),
           ('validation', 'EPIC_100_validation.csv', True),
@@ -109,6 +111,7 @@ def main(argv=None):
                     help='drop the sound track when re-encoding')
     ap.add_argument('--jobs', type=int, default=2,
                     help='parallel ffmpeg processes')
+    add_quiet_argument(ap)
     args = ap.parse_args(argv)
 
     from cast_mmaction.datasets.epic_kitchens import (EpicAnnotationError,
@@ -200,18 +203,17 @@ def main(argv=None):
             todo = [(osp.join(args.video_root, videos[v]),
                      osp.join(args.reencode, videos[v]))
                     for v in sorted(present)]
-            from tqdm import tqdm
             errors = []
             with ThreadPoolExecutor(max(1, args.jobs)) as pool:
                 futs = [pool.submit(reencode_one, s, d, args.short_side,
                                     not args.no_audio) for s, d in todo]
-                for (src, _), fut in tqdm(zip(todo, futs), total=len(todo),
-                                          unit='video', file=sys.stderr):
+                for (src, _), fut in track(zip(todo, futs), total=len(todo),
+                                           desc='re-encoding', unit='video',
+                                           quiet=args.quiet):
                     err = fut.result()
                     if err:
                         errors.append(f'{src}: {err}')
-                        tqdm.write(f'ffmpeg failed on {src}: {err}',
-                                   file=sys.stderr)
+                        progress_write(f'ffmpeg failed on {src}: {err}')
             print(f'{args.reencode}: {len(todo) - len(errors)} of '
                   f'{len(todo)} videos at a {args.short_side}-pixel short '
                   f'side')

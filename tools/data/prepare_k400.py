@@ -37,6 +37,7 @@ sys.path.insert(0, osp.dirname(osp.dirname(osp.dirname(osp.abspath(__file__)))))
 
 from cast_mmaction.datasets.label_maps import (  # noqa: E402
     LabelMapError, read_text_label_map)
+from cast_mmaction.progress import add_quiet_argument, track  # noqa: E402,E501
 
 VIDEO_EXTS = ('.mp4', '.avi', '.mkv', '.webm', '.mov', '.m4v', '.flv')
 
@@ -89,10 +90,11 @@ def read_kinetics_csv(path):
     return rows
 
 
-def index_videos(root):
+def index_videos(root, quiet=False):
     """{file stem: path relative to root} of every video under root."""
     found = {}
-    for dirpath, dirnames, filenames in os.walk(root):
+    for dirpath, dirnames, filenames in track(
+            os.walk(root), desc=f'indexing {root}', unit='dir', quiet=quiet):
         dirnames.sort()
         for name in sorted(filenames):
             stem, ext = osp.splitext(name)
@@ -130,6 +132,7 @@ def main(argv=None):
                     help='list-file prefix (kinetics400, kinetics600, ...)')
     ap.add_argument('--label-map', help='class order: a text file, one '
                     'class name per line')
+    add_quiet_argument(ap)
     args = ap.parse_args(argv)
     try:
         csvs = parse_pairs(args.csv, '--csv')
@@ -169,9 +172,10 @@ def main(argv=None):
                     f'{csvs[split]}, line {r["line"]}: class {r["label"]!r} '
                     f'is not in the class list ({source}); '
                     f'{len(unknown)} rows like it')
-            found = index_videos(roots[split])
+            found = index_videos(roots[split], args.quiet)
             lines, missing = [], []
-            for r in split_rows:
+            for r in track(split_rows, desc=f'{split} rows', unit='row',
+                           quiet=args.quiet):
                 rel = next((found[c] for c in candidates(r) if c in found),
                            None)
                 if rel is None:

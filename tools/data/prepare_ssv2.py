@@ -35,6 +35,7 @@ sys.path.insert(0, osp.dirname(osp.dirname(osp.dirname(osp.abspath(__file__)))))
 
 from cast_mmaction.datasets.label_maps import (  # noqa: E402
     LabelMapError, read_ssv2_labels)
+from cast_mmaction.progress import add_quiet_argument, track  # noqa: E402,E501
 
 PREFIX = 'something-something-v2-'
 SPLITS = (('train', 'train', True), ('validation', 'val', True),
@@ -98,6 +99,7 @@ def main(argv=None):
     ap.add_argument('--video-ext', default=None,
                     help='extension of the video files (default: the one '
                     'found in --video-dir, else webm as released)')
+    add_quiet_argument(ap)
     args = ap.parse_args(argv)
 
     labels_json = osp.join(args.ann_dir, PREFIX + 'labels.json')
@@ -116,7 +118,9 @@ def main(argv=None):
         present = None  # {id: file name} of the videos in --video-dir
         if args.video_dir:
             present = {}
-            for fname in sorted(os.listdir(args.video_dir)):
+            for fname in track(sorted(os.listdir(args.video_dir)),
+                               desc=f'indexing {args.video_dir}',
+                               unit='file', quiet=args.quiet):
                 stem, ext = osp.splitext(fname)
                 if args.video_ext is None or \
                         ext.lstrip('.') == args.video_ext.lstrip('.'):
@@ -132,7 +136,8 @@ def main(argv=None):
                 continue
             entries = read_split(path, name_to_idx, labelled)
             lines, missing = [], []
-            for vid, label in entries:
+            for vid, label in track(entries, desc=f'{split} entries',
+                                    unit='video', quiet=args.quiet):
                 if present is None:
                     fname = f'{vid}.{ext}'
                 elif vid in present:

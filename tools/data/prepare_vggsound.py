@@ -31,6 +31,10 @@ import os
 import os.path as osp
 import sys
 
+sys.path.insert(0, osp.dirname(osp.dirname(osp.abspath(__file__))))
+
+from cast_mmaction.progress import add_quiet_argument, track  # noqa: E402
+
 VIDEO_EXTS = ('.mp4', '.mkv', '.webm', '.avi', '.mov', '.flac', '.wav')
 
 
@@ -69,9 +73,10 @@ def read_vggsound_csv(path):
     return rows
 
 
-def index_videos(root):
+def index_videos(root, quiet=False):
     found = {}
-    for dirpath, dirnames, filenames in os.walk(root):
+    for dirpath, dirnames, filenames in track(
+            os.walk(root), desc=f'indexing {root}', unit='dir', quiet=quiet):
         dirnames.sort()
         for name in sorted(filenames):
             stem, ext = osp.splitext(name)
@@ -108,6 +113,7 @@ def main(argv=None):
     ap.add_argument('--out-dir', required=True)
     ap.add_argument('--check-audio', action='store_true',
                     help='open every clip; leave out those without sound')
+    add_quiet_argument(ap)
     args = ap.parse_args(argv)
     try:
         if not osp.isdir(args.videos):
@@ -129,12 +135,13 @@ def main(argv=None):
         with open(cls_file, 'w') as f:
             f.writelines(c + '\n' for c in classes)
         print(f'{cls_file}: {len(classes)} classes')
-        found = index_videos(args.videos)
+        found = index_videos(args.videos, args.quiet)
         total = 0
         for split in splits:
             split_rows = [r for r in rows if r['split'] == split]
             lines, missing, bad = [], [], []
-            for r in split_rows:
+            for r in track(split_rows, desc=f'{split} clips', unit='clip',
+                           quiet=args.quiet):
                 rel = next((found[c] for c in candidates(r) if c in found),
                            None)
                 if rel is None:

@@ -1,0 +1,177 @@
+"""ONNX export (cast_mmaction.deployment, tools/deployment/export_onnx.py):
+every model family at tiny size, exported, run by onnxruntime at other batch
+sizes than the export's and compared with PyTorch; clear errors for what the
+exporter cannot take."""
+import importlib.util
+import os.path as osp
+
+import pytest
+import torch
+
+pytest.importorskip('onnx')
+pytest.importorskip('onnxruntime')
+
+from cast_mmaction import deployment  # noqa: E402
+
+from conftest import ROOT  # noqa: E402
+
+SMALL = dict(embed_dim=32, depth=2, num_heads=2, num_frames=4, img_size=32,
+             patch_size=16)
+AV = dict(SMALL, depth=1, input_fdim=32, input_tdim=32, fstride=16, tstride=16)
+FRAME = dict(embed_dim=32, depth=2, num_heads=4, mlp_ratio=2.0,
+             patch_size=16, img_size=32)
+
+
+def _cfg(family):
+    from cast_mmaction.models.backbones.msca_vit import \
+        frame_vit_recognizer_cfg
+    from cast_mmaction.models.presets import cast_recognizer_cfg
+    from cast_mmaction.models.presets_av import (ca2st_recognizer_cfg,
+                                                 cava_recognizer_cfg)
+    return {
+        'cast': lambda: cast_recognizer_cfg(num_classes=5, **SMALL),
+        'cast_verb_noun': lambda: cast_recognizer_cfg(
+            composition=True, verb_classes=4, noun_classes=6, **SMALL),
+        'cava': lambda: cava_recognizer_cfg(num_classes=5, **AV),
+        'cava_times': lambda: cava_recognizer_cfg(num_classes=5,
+                                                  revision=True, **AV),
+        'ca2st': lambda: ca2st_recognizer_cfg(num_classes=5, **AV),
+        'ca2st_verb_noun': lambda: ca2st_recognizer_cfg(
+            composition=True, verb_classes=4, noun_classes=6, **AV),
+        'msca': lambda: frame_vit_recognizer_cfg(num_classes=5, shift_div=4,
+                                                 **FRAME),
+        'tokenshift': lambda: frame_vit_recognizer_cfg(
+            num_classes=5, mode='tokenshift', shift_div=4, **FRAME),
+        'vit': lambda: frame_vit_recognizer_cfg(num_classes=5, mode='plain',
+                                                **FRAME),
+    }[family]()
+
+
+def _model(family, seed=0):
+    """A tiny model of ``family`` with every parameter perturbed (so the
+    zero-initialised adapters and links act)."""
+    from mmaction.registry import MODELS
+    torch.manual_seed(seed)
+    model = MODELS.build(_cfg(family)).eval()
+    g = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for p in model.parameters():
+            p.add_(0.3 * torch.randn(p.shape, generator=g))
+    return model
+
+
+EXPECTED = {
+    'cast': (['video'], ['scores']),
+    'cast_verb_noun': (['video'], ['verb_scores', 'noun_scores']),
+    'cava': (['video', 'audio'], ['scores']),
+    'cava_times': (['video', 'audio', 'times'], ['scores']),
+    'ca2st': (['video', 'audio'], ['scores']),
+    'ca2st_verb_noun': (['video', 'audio'], ['verb_scores', 'noun_scores']),
+    'msca': (['video'], ['scores']),
+    'tokenshift': (['video'], ['scores']),
+    'vit': (['video'], ['scores']),
+}
+
+
+@pytest.mark.parametrize('family', list(EXPECTED))
+def test_export_matches_pytorch_for_every_family(family, tmp_path):
+    torch.set_num_threads(1)
+    model = _model(family)
+    path = str(tmp_path / f'{family}.onnx')
+    wrapper, spec, outputs = deployment.export(model, path, num_frames=4)
+    inputs, expected_outputs = EXPECTED[family]
+    assert [n for n, _ in spec] == inputs
+    assert outputs == expected_outputs
+    # batch 3 (export ran at 2): the batch axis is dynamic
+    diff, spread = deployment.verify(path, wrapper, spec, batch=3)
+    assert diff <= 1e-4 and spread > 1e-3
+    # batch 1, and the graph computes what the recognizer's own test step
+    # computes for one view (backbone, head, average_clips)
+    x = deployment.example_inputs(spec, batch=1, seed=5)
+    got = deployment.run_ort(deployment.ort_session(path), x)
+    with torch.no_grad(), deployment.plain_matmuls():
+        feats = model.backbone(x[0] if inputs == ['video'] else
+                               dict(zip(inputs, x)))
+        ref = model.cls_head(feats)
+    ref = list(ref) if isinstance(ref, tuple) else [ref]
+    if model.cls_head.average_clips == 'prob':
+        ref = [r.softmax(-1) for r in ref]
+    assert len(got) == len(ref)
+    for g, r in zip(got, ref):
+        assert g.shape == r.shape and g.shape[0] == 1
+        torch.testing.assert_close(g, r, atol=1e-4, rtol=0)
+    # the inputs change the output (a graph of constants would not)
+    other = deployment.run_ort(deployment.ort_session(path),
+                               deployment.example_inputs(spec, 1, seed=6))
+    assert (other[0] - got[0]).abs().max() > 1e-6
+
+
+def test_unsupported_models_are_refused_by_name(tmp_path):
+    class Plain(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.backbone = torch.nn.Linear(2, 2)
+
+    with pytest.raises(deployment.ExportError, match='CASTBackbone .*'
+                       'MSCAViT.*this model has Linear'):
+        deployment.export(Plain(), str(tmp_path / 'x.onnx'))
+    model = _model('cast')
+    model.cls_head.average_clips = 'median'
+    with pytest.raises(deployment.ExportError, match='average_clips'):
+        deployment.export(model, str(tmp_path / 'x.onnx'))
+    with pytest.raises(deployment.ExportError, match='not found'):
+        deployment.ort_session(str(tmp_path / 'missing.onnx'))
+
+
+def _tool():
+    spec = importlib.util.spec_from_file_location(
+        'tool_export_onnx', osp.join(ROOT, 'tools', 'deployment',
+                                     'export_onnx.py'))
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod
+
+
+def test_export_tool_verify_and_mismatched_checkpoint(tmp_path, capsys):
+    from test_tools_infer import make_checkpoint, write_config
+    cfg = write_config(str(tmp_path / 'tiny.py'))
+    ckpt = str(tmp_path / 'tiny.pth')
+    make_checkpoint(cfg, ckpt)
+    tool = _tool()
+    out = str(tmp_path / 'tiny.onnx')
+    assert tool.main([cfg, ckpt, '--out', out, '--verify']) == 0
+    text = capsys.readouterr().out
+    assert 'video (B, 3, 8, 32, 32) -> scores' in text
+    diff = float(text.split('max abs diff:')[1].split()[0])
+    spread = float(text.split('differ by up to')[1].split()[0])
+    assert diff <= 1e-4 and spread > 1e-3
+    assert osp.isfile(out)
+    # the checkpoint of another model (verb / noun head): refused, naming it
+    vn_cfg = write_config(str(tmp_path / 'vn.py'), epic=True)
+    assert tool.main([vn_cfg, ckpt, '--out', str(tmp_path / 'vn.onnx')]) == 2
+    err = capsys.readouterr().err
+    assert 'error:' in err and ckpt in err and 'fc_verb' in err
+    assert not osp.exists(tmp_path / 'vn.onnx')
+    # a config that does not exist
+    assert tool.main([str(tmp_path / 'nope.py'), ckpt, '--out', out]) == 2
+    assert 'nope.py not found' in capsys.readouterr().err
+    # neither checkpoint nor --random-weights
+    with pytest.raises(SystemExit):
+        tool.main([cfg, '--out', out])
+    assert '--random-weights' in capsys.readouterr().err
+
+
+def test_random_weights_are_not_a_constant_function():
+    """A freshly built CAST gives the same scores for every input (zero
+    adapters and head input); --random-weights fills the zero-initialised
+    parameters so the export is checked on a real function."""
+    from mmaction.registry import MODELS
+    torch.manual_seed(0)
+    model = MODELS.build(_cfg('cast')).eval()
+    spec = deployment.input_spec(model)
+    wrapper = deployment.OneViewRecognizer(model, ['video'])
+    a, b = (deployment.example_inputs(spec, 1, seed=s)[0] for s in (1, 2))
+    with torch.no_grad():
+        assert torch.equal(wrapper(a), wrapper(b))
+        assert deployment.fill_zero_init(model, std=0.3) > 0
+        assert (wrapper(a) - wrapper(b)).abs().max() > 1e-5
