@@ -1,4 +1,4 @@
-from .adapter import Adapter
+from .adapter import Adapter, ConvAdapter
 from .bottleneck_cross_attention import (BottleneckCrossAttention,
                                          WindowCrossAttention,
                                          position_table_layout)
@@ -6,7 +6,8 @@ from .time_encoding import SegmentTimeMLP
 from .windows import (WINDOW_POLICIES, WindowPolicy, get_window_policy,
                       position_table_names, register_window_policy)
 
-__all__ = ['Adapter', 'BottleneckCrossAttention', 'WindowCrossAttention',
+__all__ = ['Adapter', 'ConvAdapter', 'BottleneckCrossAttention',
+           'WindowCrossAttention',
            'SegmentTimeMLP', 'WINDOW_POLICIES', 'WindowPolicy',
            'get_window_policy', 'position_table_names',
            'position_table_layout', 'register_window_policy']
