@@ -36,7 +36,7 @@ def _tower_rows(src_prefix=''):
     ]
 
 
-# -- ST-Adapter ----------------------------------------------------------------
+# -- ST-Adapter --------------------------------------------------------------
 ST_ADAPTER_KEY_MAP = _tower_rows() + [
     (r'transformer\.resblocks\.(\d+)\.adapter_pre_(attn|mlp)\.'
      r'(fc1|conv|fc2)\.(weight|bias)',
@@ -55,7 +55,7 @@ def is_st_adapter(state):
         k.startswith(('backbone.', 'module.backbone.')) for k in state)
 
 
-# -- AIM -------------------------------------------------------------------------
+# -- AIM ---------------------------------------------------------------------
 _AIM_ADAPTERS = dict(T_Adapter_in='t_in_adapters', T_Adapter='t_adapters',
                      S_Adapter='s_adapters', MLP_Adapter='mlp_adapters')
 AIM_KEY_MAP = _tower_rows('backbone.') + [

@@ -10,6 +10,20 @@ import os
 from ..checkpoints import load_official_aim, load_official_st_adapter
 
 
+def _arg(meta, key, default=None):
+    """A constructor argument, or a top-level meta entry (the dumps keep
+    ``num_frames`` / ``num_classes`` in either place)."""
+    args = meta.get('constructor_args', {})
+    if key in args:
+        return args[key]
+    if key in meta:
+        return meta[key]
+    if default is None:
+        raise KeyError(f'meta.json has no {key!r} (neither in '
+                       f'constructor_args nor at the top level)')
+    return default
+
+
 def _expert_sizes(bb, args, num_frames):
     bb['num_frames'] = num_frames
     bb['img_size'] = args['input_resolution']
@@ -36,13 +50,14 @@ def st_adapter_sizes_from_meta(model_cfg, meta):
     if bb['type'] != 'STAdapterViT':
         raise ValueError(f'the dump is an ST-Adapter model; the config '
                          f'backbone is {bb["type"]}')
-    _expert_sizes(bb, args, meta['num_frames'])
+    _expert_sizes(bb, args, _arg(meta, 'num_frames'))
     bb.update(adapter_width=args['adapter_width'],
-              adapter_layers=args['adapter_layers'],
-              adapter_kernel_size=tuple(args['adapter_kernel_size']),
-              adapter_pre_attn=bool(args['adapter_pre_attn']),
-              adapter_pre_mlp=bool(args['adapter_pre_mlp']))
-    _head(cfg, args['num_classes'], args['width'],
+              adapter_layers=_arg(meta, 'adapter_layers', args['layers']),
+              adapter_kernel_size=tuple(
+                  _arg(meta, 'adapter_kernel_size', (3, 1, 1))),
+              adapter_pre_attn=bool(_arg(meta, 'adapter_pre_attn', False)),
+              adapter_pre_mlp=bool(_arg(meta, 'adapter_pre_mlp', False)))
+    _head(cfg, _arg(meta, 'num_classes'), args['width'],
           'fc(dropout(feature)) on the pooled feature')
     if cfg['cls_head'].get('spatial_type') is not None:
         raise ValueError('ST-Adapter classifies the pooled (B, C) feature: '
@@ -58,11 +73,12 @@ def aim_sizes_from_meta(model_cfg, meta):
     if bb['type'] != 'AIMViT':
         raise ValueError(f'the dump is an AIM model; the config backbone is '
                          f'{bb["type"]}')
-    _expert_sizes(bb, args, args['num_frames'])
-    bb.update(num_tadapter=args['num_tadapter'],
-              adapter_scale=args['adapter_scale'],
-              drop_path_rate=args.get('drop_path_rate', 0.0))
-    _head(cfg, meta['num_classes'], args['width'], 'an I3D-style head')
+    _expert_sizes(bb, args, _arg(meta, 'num_frames'))
+    # their ViT_CLIP defaults: num_tadapter=1, adapter_scale=0.5
+    bb.update(num_tadapter=_arg(meta, 'num_tadapter', 1),
+              adapter_scale=_arg(meta, 'adapter_scale', 0.5),
+              drop_path_rate=_arg(meta, 'drop_path_rate', 0.0))
+    _head(cfg, _arg(meta, 'num_classes'), args['width'], 'an I3D-style head')
     return cfg
 
 

@@ -34,16 +34,18 @@ def _unwrap(model):
 
 def check_model(model):
     """Shapes a config can get wrong that the model builds with but cannot
-    run: every stream's width must be the head's ``in_channels`` and the
-    head must expect as many streams as there are experts."""
+    run: every stream's width must be the head's ``in_channels`` (any head
+    that declares one: the CAST heads, MMAction2's ``I3DHead`` of the
+    single-expert ST-Adapter / AIM backbones) and a head that declares
+    ``num_streams`` must expect as many streams as there are experts."""
     model = _unwrap(model)
     backbone = getattr(model, 'backbone', None)
     head = getattr(model, 'cls_head', None)
     experts = getattr(backbone, 'experts', None)
     if experts is None or head is None:
         return
-    if type(head).__name__ not in ('CASTHead', 'CASTVerbNounHead'):
-        return
+    if getattr(head, 'in_channels', None) is None:
+        return  # a head without a declared input width
     widths = {name: getattr(e, 'embed_dim', None)
               for name, e in experts.items()}
     channels = getattr(head, 'in_channels', None)

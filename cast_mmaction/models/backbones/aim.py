@@ -53,7 +53,6 @@ class AIMViT(SingleExpertBackbone):
 
     layer_containers = ('t_in_adapters', 't_adapters', 's_adapters',
                         'mlp_adapters')
-    no_weight_decay_names = ('temporal_embedding', )
 
     def __init__(self,
                  expert=dict(type='CLIPViTExpert'),
@@ -99,9 +98,10 @@ class AIMViT(SingleExpertBackbone):
         x = e.embed_tokens(video)  # (B*T, L, C)
         bt, n, c = x.shape
         t = bt // b
-        if t != self.temporal_embedding.shape[1]:
-            raise ValueError(f'AIMViT built for {self.temporal_embedding.shape[1]}'
-                             f' frames got {t}; set model.backbone.num_frames')
+        frames = self.temporal_embedding.shape[1]
+        if t != frames:
+            raise ValueError(f'AIMViT built for {frames} frames got {t}; set '
+                             f'model.backbone.num_frames')
         x = x.reshape(b, t, n, c) + self.temporal_embedding.unsqueeze(2)
         x = e.embed_norm(x.reshape(bt, n, c))
         t_in = self.t_in_adapters[name] if self.num_tadapter == 2 else None

@@ -42,13 +42,11 @@ class SingleExpertBackbone(BaseModule):
     """Base of a backbone of one frozen expert plus trainable modules.
 
     Subclasses set ``layer_containers`` (their per-layer ModuleDicts of
-    ModuleLists) and ``no_weight_decay_names`` (last name components that
-    get no weight decay, e.g. AIM's ``temporal_embedding``), and call
-    :meth:`_set_expert`.
+    ModuleLists, so that the layer-wise lr decay puts their modules in the
+    layer's group) and call :meth:`_set_expert`.
     """
 
     layer_containers = ()
-    no_weight_decay_names = ()
 
     def _set_expert(self, name, expert):
         self.experts = nn.ModuleDict({name: expert})

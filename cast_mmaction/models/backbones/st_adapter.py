@@ -23,7 +23,8 @@ class STAdapterViT(SingleExpertBackbone):
             size and ``pretrained`` weights); it sees every frame.
         num_frames, img_size: the clip.
         adapter_width: bottleneck channels (ViT-B: 384).
-        adapter_layers: adapters in the last this many blocks (<= depth).
+        adapter_layers: adapters in the last this many blocks (<= depth;
+            None: every block, as both released models).
         adapter_kernel_size: (t, h, w) of the depth-wise convolution.
         adapter_pre_attn, adapter_pre_mlp: where the adapters are (the K400
             model 12x384: pre-MLP only; the SSv2 model 24x384: both).
@@ -36,7 +37,7 @@ class STAdapterViT(SingleExpertBackbone):
                  num_frames=8,
                  img_size=224,
                  adapter_width=384,
-                 adapter_layers=12,
+                 adapter_layers=None,
                  adapter_kernel_size=(3, 1, 1),
                  adapter_pre_attn=False,
                  adapter_pre_mlp=True,
@@ -44,6 +45,8 @@ class STAdapterViT(SingleExpertBackbone):
         super().__init__(init_cfg=init_cfg)
         self._set_expert('clip', build_frozen_expert(
             expert, num_frames, img_size, owner='STAdapterViT'))
+        if adapter_layers is None:
+            adapter_layers = self.depth
         if not 0 <= adapter_layers <= self.depth:
             raise ValueError(f'STAdapterViT: adapter_layers={adapter_layers} '
                              f'must be in 0..depth ({self.depth})')
