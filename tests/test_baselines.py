@@ -20,7 +20,7 @@ from cast_mmaction.parity import check_dump, find_family, read_meta
 from cast_mmaction.utils import build_model
 from conftest import ROOT, shared_fixture
 
-PEFT_DUMPS = ['st_adapter_pre_attn_mlp', 'aim_tadapter1']
+PEFT_DUMPS = {'st_adapter_pre_attn_mlp': 'st_adapter', 'aim_tadapter1': 'aim'}
 
 
 @pytest.fixture(autouse=True)
@@ -31,11 +31,10 @@ def _one_thread():
     torch.set_num_threads(prev)
 
 
-@pytest.mark.parametrize('name', PEFT_DUMPS)
+@pytest.mark.parametrize('name', sorted(PEFT_DUMPS))
 def test_peft_dumps_match(name):
     path = shared_fixture(name)
-    assert find_family(read_meta(path)).name == name.split('_pre')[0].split(
-        '_tadapter')[0]
+    assert find_family(read_meta(path)).name == PEFT_DUMPS[name]
     rows = check_dump(path)
     assert {r[0] for r in rows} == {'cls_score', 'feature'}
     for out, diff, tol, ok in rows:
@@ -329,9 +328,13 @@ def test_st_adapter_release_needs_its_tower_and_names_what_differs():
     with pytest.raises(CheckpointFitError,
                        match=r'unexpected keys.*pre_attn_adapters'):
         load_official_st_adapter(model, release, tower=tower)
-    # a tower that is not a CLIP tower
-    with pytest.raises(ValueError, match='both hold'):
+    # the release given as its own tower
+    with pytest.raises(ValueError, match='tower file is itself'):
         convert_official(release, tower=release['model'])
+    # a path that is not a CLIP tower: the CLIP reader's words
+    bad = os.path.join(shared_fixture('aim_tadapter1'), 'input.pt')
+    with pytest.raises(ValueError, match='CLIP'):
+        convert_official(release, tower=bad)
 
 
 def test_aim_converter_names_missing_and_foreign_keys():
@@ -467,3 +470,110 @@ def test_bad_switches_are_refused():
     model = _aim_model()
     with pytest.raises(ValueError, match='set model.backbone.num_frames'):
         model.backbone(torch.zeros(1, 3, T + 1, IMG, IMG))
+
+
+def test_stream_roles_and_pooled_features_for_the_tools():
+    """tools/extract_features.py and tools/infer.py read the backbone
+    through inference.stream_info / pooled_features: one spatial stream of
+    width D (AIM's (B, D, T, 1, 1) map averaged as its I3DHead does)."""
+    from cast_mmaction.inference import (capture_backbone, pooled_features,
+                                         stream_info)
+    torch.manual_seed(1)
+    video = torch.randn(B, 3, T, IMG, IMG)
+    for model in (_st_model(adapter_width=8), _aim_model()):
+        assert stream_info(model) == [('spatial', 'clip', 'CLIPViTExpert')]
+        with torch.no_grad(), capture_backbone(model) as calls:
+            out = model.backbone(video)
+        (feat, ) = pooled_features(calls, B)
+        assert feat.shape == (B, D)
+        ref = out if out.ndim == 2 else out.mean((2, 3, 4))
+        torch.testing.assert_close(feat, ref)
+
+
+@pytest.mark.parametrize('name,kind', [('st_adapter_pre_attn_mlp',
+                                        'st_adapter'),
+                                       ('aim_tadapter1', 'aim')])
+def test_each_peft_release_is_one_kind_and_fully_mapped(name, kind):
+    from cast_mmaction.checkpoints import (CONVERTERS, convert_state,
+                                           detect_kind)
+    from cast_mmaction.checkpoints.common import read_state_dict
+    state = read_state_dict(os.path.join(shared_fixture(name),
+                                         'official_checkpoint.pth'), name)
+    assert detect_kind(state) == kind
+    out, unmapped = convert_state(kind, state)
+    assert unmapped == [] and len(out) == len(state)
+    for other in set(CONVERTERS) - {kind}:
+        with pytest.raises(ValueError, match='not an '):
+            convert_state(other, state)
+
+
+@pytest.mark.parametrize('recipe', ['st_adapter_k400.py', 'st_adapter_ssv2.py',
+                                    'aim_k400.py', 'aim_ssv2.py'])
+def test_recipes_name_their_missing_paths(recipe, tmp_path):
+    """The start-up path check names the CLIP weights field of the
+    single-expert backbone (and the data), and the recipe's backbone is the
+    preset's at ViT-B size."""
+    from mmengine.config import Config
+    from cast_mmaction.engine.checks import MissingPathError, check_paths
+    cfg = Config.fromfile(os.path.join(ROOT, 'configs', recipe))
+    with pytest.raises(MissingPathError) as e:
+        check_paths(cfg, 'train', config_name=f'configs/{recipe}')
+    msg = str(e.value)
+    assert 'model.backbone.expert.pretrained' in msg
+    assert 'checkpoints/ViT-B-16.pt' in msg and 'ann_file' in msg
+    preset = (st_adapter_recognizer_cfg if recipe.startswith('st_') else
+              aim_recognizer_cfg)()['backbone']
+    bb = cfg.model.backbone.to_dict()
+    for key in ('type', 'expert'):
+        want = dict(preset[key], pretrained=bb['expert']['pretrained']) \
+            if key == 'expert' else preset[key]
+        assert bb[key] == want, key
+
+
+def _write_dump(path, meta, ckpt, inputs, expected, tower=None):
+    import json
+    path.mkdir()
+    (path / 'meta.json').write_text(json.dumps(meta))
+    torch.save(ckpt, path / 'official_checkpoint.pth')
+    torch.save(inputs.half(), path / 'input.pt')
+    torch.save({k: v.float() for k, v in expected.items()},
+               path / 'expected.pt')
+    if tower is not None:
+        torch.save({k: v.float() for k, v in tower.items()},
+                   path / 'clip_visual.pth')
+    return str(path)
+
+
+def test_dumps_are_built_from_their_meta(tmp_path):
+    """Dumps in the shared format with other switches (ST-Adapter pre-MLP
+    only in the last layer; AIM num_tadapter=2, adapter_scale=1) and a
+    name that says nothing: tools/check_parity.py builds each from its
+    meta.json and matches the official computation."""
+    g = torch.Generator().manual_seed(11)
+    video = torch.randn(B, 3, T, IMG, IMG, generator=g).half().double()
+    sizes = dict(input_resolution=IMG, patch_size=PATCH, width=D,
+                 layers=DEPTH, heads=HEADS)
+    tower = clip_tower(g)
+    release = st_release(g, 1, False, True, (3, 1, 1), width=8)
+    feat, score = ref_st_adapter({**tower, **release}, video)
+    st = _write_dump(tmp_path / 'dump_a', dict(
+        model='ST-Adapter (linziyi96/st-adapter b914b38, models_adapter.py '
+              'VisionTransformer)',
+        constructor_args=dict(sizes, num_classes=CLASSES, adapter_width=8,
+                              adapter_layers=1, adapter_kernel_size=[3, 1, 1],
+                              adapter_pre_attn=False, adapter_pre_mlp=True),
+        num_frames=T), {'model': {k: v.float() for k, v in release.items()}},
+        video, dict(cls_score=score, feature=feat), tower)
+    ckpt = aim_checkpoint(g, 2)
+    feat, score = ref_aim(ckpt['state_dict'], video, 2, 1.0)
+    ckpt['state_dict'] = {k: v.float() for k, v in ckpt['state_dict'].items()}
+    aim = _write_dump(tmp_path / 'dump_b', dict(
+        model='AIM ViT_CLIP (taoyang1122/adapt-image-models b3580d2)',
+        constructor_args=dict(sizes, num_frames=T, drop_path_rate=0.2,
+                              num_tadapter=2, adapter_scale=1.0),
+        num_classes=CLASSES), ckpt, video,
+        dict(cls_score=score, feature=feat))
+    for path, fam in ((st, 'st_adapter'), (aim, 'aim')):
+        assert find_family(read_meta(path)).name == fam
+        rows = check_dump(path)
+        assert len(rows) == 2 and all(r[3] for r in rows), rows

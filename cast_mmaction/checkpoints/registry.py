@@ -194,11 +194,11 @@ def with_tower(kind, state, tower):
             f'tower comes from the {conv.tower_what}: pass it (tools/'
             f'convert_checkpoint.py --tower PATH; tower= in Python)')
     base = conv.tower(tower) if not isinstance(tower, dict) else dict(tower)
-    clash = sorted(set(base) & set(state))
-    if clash:
-        raise ValueError(f'the {conv.title} and its tower file both hold '
-                         f'{clash[:6]}: is the tower file a CLIP tower?')
-    return {**base, **state}
+    if conv.detect(base):
+        raise ValueError(f'the tower file is itself a {conv.title} (it has '
+                         f'{_sample(base, 3)}, ...): give the '
+                         f'{conv.tower_what}')
+    return {**base, **state}  # a release that holds tower keys too wins
 
 
 def convert_official(path_or_state, model=None, kinds=None, what=None,

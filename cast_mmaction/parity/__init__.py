@@ -67,10 +67,8 @@ FAMILIES = (
     Family('frame_vit', ('official MSCA-KV', 'official TokenShift',
                          'official frame-wise ViT baseline'),
            build_frame_vit),
-    Family('st_adapter', ('ST-Adapter (linziyi96/st-adapter', ),
-           build_st_adapter),
-    Family('aim', ('AIM ViT_CLIP (taoyang1122/adapt-image-models', ),
-           build_aim),
+    Family('st_adapter', ('linziyi96/st-adapter', ), build_st_adapter),
+    Family('aim', ('taoyang1122/adapt-image-models', ), build_aim),
 )
 
 
