@@ -577,3 +577,64 @@ def test_dumps_are_built_from_their_meta(tmp_path):
         assert find_family(read_meta(path)).name == fam
         rows = check_dump(path)
         assert len(rows) == 2 and all(r[3] for r in rows), rows
+
+
+def test_trainable_only_checkpoints_work_for_the_baselines(tmp_path):
+    """TrainableCheckpointHook drops the frozen CLIP tower (pretrained:
+    the dump's clip_visual.pth) and restores it; a moved tower file is
+    named by its config field, model.backbone.expert.pretrained."""
+    import json
+    import shutil
+    from types import SimpleNamespace
+    from cast_mmaction.engine.trainable_checkpoint import (
+        TrainableCheckpointHook, restore_frozen_experts)
+    from cast_mmaction.parity.peft import st_adapter_sizes_from_meta
+    dump = shared_fixture('st_adapter_pre_attn_mlp')
+    tower = str(tmp_path / 'clip_visual.pth')
+    shutil.copy(os.path.join(dump, 'clip_visual.pth'), tower)
+    meta = json.load(open(os.path.join(dump, 'meta.json')))
+    cfg = st_adapter_sizes_from_meta(st_adapter_recognizer_cfg(), meta)
+    cfg['backbone']['expert']['pretrained'] = tower
+
+    def build():
+        m = build_model(cfg).eval()
+        m.init_weights()  # the tower from its file
+        return m
+
+    model = build()
+    load_official_st_adapter(
+        model, os.path.join(dump, 'official_checkpoint.pth'), tower=tower)
+    full = {k: v.clone() for k, v in model.state_dict().items()}
+    ckpt = {'state_dict': dict(full)}
+    TrainableCheckpointHook().before_save_checkpoint(
+        SimpleNamespace(model=model), ckpt)
+    kept = set(ckpt['state_dict'])
+    assert kept == {n for n, p in model.named_parameters()
+                    if p.requires_grad}  # adapters and fc only
+    assert ckpt['frozen_experts']['clip']['pretrained'] == tower
+    fresh = build_model(cfg).eval()
+    assert restore_frozen_experts(fresh, ckpt) == ['clip']
+    fresh.load_state_dict(ckpt['state_dict'])  # strict
+    video = torch.randn(1, 3, 8, 64, 64)
+    with torch.no_grad():
+        assert torch.equal(fresh.backbone(video), model.backbone(video))
+    os.remove(tower)
+    ckpt['state_dict'] = {k: full[k] for k in kept}
+    with pytest.raises(FileNotFoundError,
+                       match=r'model\.backbone\.expert\.pretrained'):
+        restore_frozen_experts(build_model(cfg), ckpt)
+
+
+def test_checkpoint_check_names_the_expert_field():
+    """A checkpoint of another tower width: the start-up checkpoint check
+    points at model.backbone.expert (the single-expert backbones' field)."""
+    from cast_mmaction.engine.checkpoint_check import (
+        CheckpointMismatchError, check_checkpoint)
+    small = _st_model(adapter_width=8)
+    other = build_model(st_adapter_recognizer_cfg(
+        embed_dim=2 * D, depth=DEPTH, num_heads=HEADS, num_frames=T,
+        img_size=IMG, num_classes=CLASSES, adapter_width=8))
+    with pytest.raises(CheckpointMismatchError,
+                       match=r'model\.backbone\.expert\b'):
+        check_checkpoint(small, {'state_dict': other.state_dict()})
+    assert check_checkpoint(small, {'state_dict': small.state_dict()}) > 0

@@ -55,6 +55,10 @@ class SingleExpertBackbone(BaseModule):
         self.embed_dim, self.depth = expert.embed_dim, expert.depth
         self.num_heads = expert.num_heads
 
+    def expert_field(self, name):
+        """The config field of the expert (error messages name it)."""
+        return 'model.backbone.expert'
+
     @property
     def expert(self):
         return self.experts[self.expert_name]
