@@ -43,12 +43,13 @@ model = dict(
 dataset_type = 'VideoDataset'
 train_pipeline = [
     dict(type='VideoInit', backend=video_backend),
-    dict(type='SampleFrames', clip_len=num_frames,
-         frame_interval=frame_interval, num_clips=1),
+    dict(type='STAdapterSample', num_frames=num_frames,
+         sampling_rate=frame_interval),
     dict(type='VideoDecode'),
     # random_short_side_scale_jitter, --scale_range 1.0 1.15: short side in
     # [224, 257], then a random 224 crop; --mirror
-    dict(type='RandomRescale', scale_range=(img_size, int(img_size * 1.15))),
+    dict(type='RandomRescale', scale_range=(img_size, round(img_size * 1.15)),
+         interpolation='bicubic'),
     dict(type='RandomCrop', size=img_size),
     dict(type='Flip', flip_ratio=0.5),
     dict(type='FormatShape', input_format='NCTHW'),
@@ -56,21 +57,22 @@ train_pipeline = [
 ]
 val_pipeline = [
     dict(type='VideoInit', backend=video_backend),
-    dict(type='SampleFrames', clip_len=num_frames,
-         frame_interval=frame_interval, num_clips=1, test_mode=True),
+    dict(type='STAdapterSample', num_frames=num_frames,
+         sampling_rate=frame_interval, test_mode=True),
     dict(type='VideoDecode'),
-    dict(type='Resize', scale=(-1, img_size)),
+    dict(type='Resize', scale=(-1, img_size), interpolation='bicubic'),
     dict(type='CenterCrop', crop_size=img_size),
     dict(type='FormatShape', input_format='NCTHW'),
     dict(type='PackActionInputs')
 ]
 test_pipeline = [
     dict(type='VideoInit', backend=video_backend),
-    dict(type='SampleFrames', clip_len=num_frames,
-         frame_interval=frame_interval, num_clips=test_num_clips,
+    # their temporal views: evenly from the start to the end of the video
+    dict(type='STAdapterSample', num_frames=num_frames,
+         sampling_rate=frame_interval, num_clips=test_num_clips,
          test_mode=True),
     dict(type='VideoDecode'),
-    dict(type='Resize', scale=(-1, img_size)),
+    dict(type='Resize', scale=(-1, img_size), interpolation='bicubic'),
     dict(type='CenterCrop', crop_size=img_size),
     dict(type='FormatShape', input_format='NCTHW'),
     dict(type='PackActionInputs')

@@ -43,30 +43,33 @@ model = dict(
 dataset_type = 'VideoDataset'
 train_pipeline = [
     dict(type='VideoInit', backend=video_backend),
-    dict(type='SegmentSample', num_segments=num_frames),
+    dict(type='STAdapterSample', num_frames=num_frames, sampling_rate=0),
     dict(type='VideoDecode'),
     dict(type='VideoRandAugment', config_str=rand_augment),
     # random_resized_crop (area 0.08..1), no --mirror
     dict(type='RandomResizedCrop', area_range=(0.08, 1.0),
          aspect_ratio_range=(0.75, 1.3333)),
-    dict(type='Resize', scale=(img_size, img_size), keep_ratio=False),
+    dict(type='Resize', scale=(img_size, img_size), keep_ratio=False,
+         interpolation='bicubic'),
     dict(type='FormatShape', input_format='NCTHW'),
     dict(type='PackActionInputs')
 ]
 val_pipeline = [
     dict(type='VideoInit', backend=video_backend),
-    dict(type='SegmentSample', num_segments=num_frames, test_mode=True),
+    dict(type='STAdapterSample', num_frames=num_frames, sampling_rate=0,
+         test_mode=True),
     dict(type='VideoDecode'),
-    dict(type='Resize', scale=(-1, img_size)),
+    dict(type='Resize', scale=(-1, img_size), interpolation='bicubic'),
     dict(type='CenterCrop', crop_size=img_size),
     dict(type='FormatShape', input_format='NCTHW'),
     dict(type='PackActionInputs')
 ]
 test_pipeline = [
     dict(type='VideoInit', backend=video_backend),
-    dict(type='SegmentSample', num_segments=num_frames, test_mode=True),
+    dict(type='STAdapterSample', num_frames=num_frames, sampling_rate=0,
+         test_mode=True),
     dict(type='VideoDecode'),
-    dict(type='Resize', scale=(-1, img_size)),
+    dict(type='Resize', scale=(-1, img_size), interpolation='bicubic'),
     dict(type='ThreeCrop', crop_size=img_size),
     dict(type='FormatShape', input_format='NCTHW'),
     dict(type='PackActionInputs')

@@ -638,3 +638,62 @@ def test_checkpoint_check_names_the_expert_field():
                        match=r'model\.backbone\.expert\b'):
         check_checkpoint(small, {'state_dict': other.state_dict()})
     assert check_checkpoint(small, {'state_dict': small.state_dict()}) > 0
+
+
+def test_st_adapter_sampling_as_their_loader():
+    """STAdapterSample (the ST-Adapter recipes): their frame indices,
+    computed by hand for a few video lengths."""
+    import numpy as np
+    from cast_mmaction.datasets.transforms.clip_peft_sampling import (
+        STAdapterSample, st_adapter_indices)
+    # K400, every 16th frame: 3 test windows from the start to the end
+    idx = st_adapter_indices(200, 8, 16, num_clips=3, test_mode=True)
+    starts = [0, 44, 87]  # slide 200 - 113 = 87; round(43.5) = 44
+    assert idx.tolist() == [s + 16 * k for s in starts for k in range(8)]
+    assert idx.max() == 199
+    # a short video: padded with its last frame
+    assert st_adapter_indices(50, 8, 16, num_clips=3, test_mode=True
+                              ).tolist() == ([0, 16, 32, 48] + [49] * 4) * 3
+    assert st_adapter_indices(50, 8, 16).tolist() == [0, 16, 32, 48] + \
+        [48] * 4
+    rng = np.random.RandomState(0)
+    for _ in range(20):
+        idx = st_adapter_indices(200, 8, 16, rng=rng)
+        assert 0 <= idx[0] < 200 - 112 and np.all(np.diff(idx) == 16)
+    # SSv2, segments: (n - 1) / 8 = 4.875 -> bounds round(4.875 i)
+    bounds = [(0, 5), (5, 10), (10, 15), (15, 20), (20, 24), (24, 29),
+              (29, 34), (34, 39)]
+    assert st_adapter_indices(40, 8, 0, test_mode=True).tolist() == [
+        (a + b) // 2 for a, b in bounds]
+    for _ in range(20):
+        idx = st_adapter_indices(40, 8, 0, rng=rng)
+        assert all(a <= i <= b for i, (a, b) in zip(idx, bounds))
+    t = STAdapterSample(8, 16, num_clips=3, test_mode=True)
+    out = t.transform(dict(total_frames=200, start_index=0))
+    assert out['num_clips'] == 3 and out['clip_len'] == 8
+    assert len(out['frame_inds']) == 24
+    with pytest.raises(ValueError, match='one temporal view'):
+        STAdapterSample(8, 0, num_clips=3, test_mode=True)
+
+
+@pytest.mark.parametrize('recipe,views', [
+    ('st_adapter_k400.py', 3), ('st_adapter_ssv2.py', 3),
+    ('aim_k400.py', 3), ('aim_ssv2.py', 3)])
+def test_recipe_pipelines_run(tmp_path, recipe, views):
+    """Every pipeline of the recipes on a short synthetic video: 8 frames
+    of 224 px, the test views of the published protocol (3 x 1 or 1 x 3)."""
+    import copy
+    import numpy as np
+    from mmengine.config import Config
+    from mmengine.dataset import Compose
+    from cast_mmaction.datasets.synthetic import render_clip, write_mp4
+    cfg = Config.fromfile(os.path.join(ROOT, 'configs', recipe))
+    video = str(tmp_path / 'v.mp4')
+    write_mp4(video, render_clip(np.random.default_rng(0), 0, 0, 40, 64))
+    for loader, n in (('train_dataloader', 1), ('val_dataloader', 1),
+                      ('test_dataloader', views)):
+        pipe = Compose(copy.deepcopy(cfg[loader].dataset.pipeline))
+        np.random.seed(0)
+        out = pipe(dict(filename=video, label=1, start_index=0,
+                        modality='RGB'))
+        assert tuple(out['inputs'].shape) == (n, 3, 8, 224, 224), loader
