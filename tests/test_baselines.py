@@ -374,8 +374,12 @@ def test_convert_tool_reads_release_and_tower(tmp_path, capsys):
     --tower it stops naming the option."""
     import importlib.util
     dump = shared_fixture('st_adapter_pre_attn_mlp')
-    spec = importlib.util.spec_from_file_location(
-        '_convert_tool', os.path.join(ROOT, 'tools', 'convert_checkpoint.py'))
+    # tools/convert_checkpoint.py, or tools/convert/ once it moves there
+    path = next(p for p in (
+        os.path.join(ROOT, 'tools', 'convert', 'convert_checkpoint.py'),
+        os.path.join(ROOT, 'tools', 'convert_checkpoint.py'))
+        if os.path.isfile(p))
+    spec = importlib.util.spec_from_file_location('_convert_tool', path)
     tool = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(tool)
     src = os.path.join(dump, 'official_checkpoint.pth')
@@ -697,3 +701,20 @@ def test_recipe_pipelines_run(tmp_path, recipe, views):
         out = pipe(dict(filename=video, label=1, start_index=0,
                         modality='RGB'))
         assert tuple(out['inputs'].shape) == (n, 3, 8, 224, 224), loader
+
+
+def test_aim_drop_path_draws_per_token_position():
+    """The official layout (tokens, batch x frames, C) makes timm's DropPath
+    drop a token position for every clip and frame at once; ours keeps
+    that. Eval mode: no drop."""
+    model = _aim_model(drop_path_rate=0.9)
+    bb = model.backbone.train()
+    torch.manual_seed(0)
+    x = torch.ones(B * T, 5, D)
+    y = bb._drop(DEPTH - 1, x)  # p = 0.9 in the last layer
+    per_token = y[:, :, 0]  # (B*T, tokens)
+    assert torch.equal(per_token, per_token[:1].expand_as(per_token))
+    assert {float(v) for v in per_token.unique()} <= {0.0, 10.0}
+    assert torch.equal(y, y[:, :, :1].expand_as(y))
+    bb.eval()
+    assert torch.equal(bb._drop(DEPTH - 1, x), x)
