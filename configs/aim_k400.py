@@ -2,10 +2,12 @@
 # taoyang1122/adapt-image-models): num_tadapter=1, adapter_scale=0.5 as their
 # K400 configs, 8 frames. Their README reports 83.9 top-1 at 8 frames x 3
 # views (84.5 / 84.7 at 16 / 32 frames); those are the paper's numbers, not
-# ours (docs/baselines.md). Optimiser and schedule as their configs (AdamW
-# 3e-4, weight decay 0.05, linear warm-up 2.5 epochs, cosine to 0); the
-# epoch count and the 8 GPUs x 8 clips batch are our reading of their
-# training setup, not checked against a released log.
+# ours (docs/baselines.md). Optimiser and schedule as their SSv2 config
+# (AdamW 3e-4, weight decay 0.05, linear warm-up 2.5 epochs, cosine to 0),
+# taken for K400 too; the pipeline (SampleFrames every 16th frame,
+# RandomResizedCrop, flip), the epoch count and the 8 GPUs x 8 clips batch
+# are our reading of their K400 setup, not checked against their K400
+# config or a released log.
 #
 #   tools/dist_train.sh configs/aim_k400.py 8
 #   python tools/convert_checkpoint.py RELEASE.pth aim_k400.pth --config configs/aim_k400.py
