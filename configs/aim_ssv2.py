@@ -60,7 +60,7 @@ val_pipeline = [
     dict(type='VideoInit', backend=video_backend),
     dict(type='SegmentSample', num_segments=num_frames, test_mode=True),
     dict(type='VideoDecode'),
-    dict(type='Resize', scale=(-1, img_size)),
+    dict(type='Resize', scale=(-1, 256)),  # their val: short side 256
     dict(type='CenterCrop', crop_size=img_size),
     dict(type='FormatShape', input_format='NCTHW'),
     dict(type='PackActionInputs')
