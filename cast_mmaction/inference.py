@@ -416,13 +416,17 @@ def capture_backbone(model):
 def pooled_features(calls, num_samples, average_views=True):
     """Backbone outputs captured over one ``predict`` -> one tensor per
     stream, ``(num_samples, D)`` (views averaged) or ``(num_samples, V, D)``.
-    Frame-wise outputs ``(B*V, T, D)`` are averaged over frames first."""
+    Frame-wise outputs ``(B*V, T, D)`` are averaged over frames first,
+    MMAction2's 3-D feature maps ``(B*V, D, T, H, W)`` (AIM's backbone, the
+    input of ``I3DHead``) over ``T, H, W``."""
     if not calls:
         raise RuntimeError('the backbone was not called')
     per_stream = [torch.cat(parts) for parts in zip(*calls)]
     out = []
     for f in per_stream:
         f = f.float()
+        if f.ndim == 5:  # (N, D, T, H, W)
+            f = f.mean((2, 3, 4))
         while f.ndim > 2:
             f = f.mean(1)
         if f.shape[0] % num_samples:

@@ -176,7 +176,7 @@ def test_family_records_match_on_model_text_and_required_keys():
     assert not train.matches({'model': 'official CAVA', 'train_mode': True})
     assert [f.name for f in FAMILIES] == ['cast_train', 'cast',
                                           'cast_ablation', 'cava', 'ca2st',
-                                          'frame_vit']
+                                          'frame_vit', 'st_adapter', 'aim']
     assert find_family({'model': "authors' extended CAST STCrossTransformer "
                                  "with ablation switches"}).name == (
         'cast_ablation')

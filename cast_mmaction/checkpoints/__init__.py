@@ -10,8 +10,9 @@ from .clip import load_clip_expert, read_clip_visual
 from .registry import (CONVERTERS, Converter, convert_official,
                        convert_official_av, convert_official_cast,
                        convert_official_msca, convert_state, detect_kind,
-                       load_official, load_official_av, load_official_cast,
-                       load_official_msca)
+                       load_official, load_official_aim, load_official_av,
+                       load_official_cast, load_official_msca,
+                       load_official_st_adapter, with_tower)
 from .state_dict import (CheckpointFitError, FitReport, check_fit,
                          fit_report, load_fitted, select_prefix,
                          strip_prefixes)
@@ -34,3 +35,4 @@ __all__ = [
 
 __all__ += ['load_timm_expert', 'read_timm_expert', 'load_videomae_v2_expert',
             'read_videomae_v2']
+__all__ += ['load_official_aim', 'load_official_st_adapter', 'with_tower']

@@ -24,6 +24,10 @@ from .cast_official import CAST_EXPECTS, CAST_KEY_MAP, is_cast
 from .common import read_state_dict, unwrap
 from .key_rows import compile_rows, map_keys
 from .state_dict import check_fit, fit_report, strip_prefixes
+from .peft_official import (AIM_EXPECTS, AIM_IGNORED, AIM_KEY_MAP,
+                            ST_ADAPTER_EXPECTS, ST_ADAPTER_IGNORED,
+                            ST_ADAPTER_KEY_MAP, adapt_peft, is_aim,
+                            is_st_adapter, read_clip_tower)
 from .timm_vit import (MSCA_EXPECTS, MSCA_KEY_MAP, MSCA_PREFIXES, adapt_msca,
                        is_official_msca, pack_qkv)
 
@@ -40,6 +44,12 @@ class Converter:
     express (MSCA packs q/k/v). ``adapt(state, model) -> (state, notes)``
     resizes position tables; ``check(state, model)`` runs last (CA2ST tied
     projections). ``expects`` and ``fit_hint`` word the errors.
+
+    ``tower``: for a release that holds the trained parameters only (ST-
+    Adapter), ``tower(path) -> state dict`` reads the frozen pretrained
+    tower in the release's names; the release's own keys are laid over it
+    before conversion. ``tower_what`` names that file in errors (and the
+    ``--tower`` option of ``tools/convert/convert_checkpoint.py``).
     """
     name: str
     title: str
@@ -52,6 +62,8 @@ class Converter:
     ignored: tuple = ()
     finish: Optional[Callable] = None
     check: Optional[Callable] = None
+    tower: Optional[Callable] = None
+    tower_what: str = ''
 
     def table(self, state):
         rows = self.key_map(state) if callable(self.key_map) else self.key_map
@@ -96,8 +108,26 @@ MSCA = Converter(
     expects=MSCA_EXPECTS, prefixes=MSCA_PREFIXES, finish=pack_qkv,
     fit_hint='(check the backbone arch / num_classes / patch_size)')
 
+_PEFT_HINT = ('(is the config the same architecture: embed_dim, depth, '
+              'num_heads, patch_size; ST-Adapter adapter_layers / '
+              'adapter_pre_attn / adapter_pre_mlp / adapter_width; AIM '
+              'num_tadapter? the parity meta.json constructor_args name '
+              'them)')
+ST_ADAPTER = Converter(
+    name='st_adapter', title='official ST-Adapter checkpoint',
+    detect=is_st_adapter, key_map=ST_ADAPTER_KEY_MAP, adapt=adapt_peft,
+    expects=ST_ADAPTER_EXPECTS, ignored=ST_ADAPTER_IGNORED,
+    fit_hint=_PEFT_HINT, tower=read_clip_tower,
+    tower_what='OpenAI CLIP ViT file the release was trained on (ViT-B-16.pt'
+               ', or its visual state dict)')
+AIM = Converter(
+    name='aim', title='official AIM checkpoint', detect=is_aim,
+    key_map=AIM_KEY_MAP, adapt=adapt_peft, expects=AIM_EXPECTS,
+    ignored=AIM_IGNORED, fit_hint=_PEFT_HINT)
+
 # every converter, in the order detection reports them
-CONVERTERS = {c.name: c for c in (CAST, CAST_ABLATION, CAVA, CA2ST, MSCA)}
+CONVERTERS = {c.name: c for c in (CAST, CAST_ABLATION, CAVA, CA2ST, MSCA,
+                                  ST_ADAPTER, AIM)}
 
 _NOT_OFFICIAL_HINT = (
     'For the weights of one expert (CLIP, VideoMAE, AST, ImageNet ViT) set '
@@ -147,11 +177,38 @@ def convert_state(kind, state):
     return out, unmapped
 
 
-def convert_official(path_or_state, model=None, kinds=None, what=None):
+def with_tower(kind, state, tower):
+    """``state`` laid over the frozen tower a trained-parameters-only
+    release needs (``Converter.tower``); other kinds: ``state`` itself
+    (a ``tower`` given to them is an error)."""
+    conv = CONVERTERS[kind]
+    if conv.tower is None:
+        if tower is not None:
+            raise ValueError(f'a {conv.title} holds the whole model: it '
+                             f'takes no tower file (got {tower!r})')
+        return state
+    if tower is None:
+        raise ValueError(
+            f'a {conv.title} holds the trained parameters only ('
+            f'{len(state)} tensors, e.g. {_sample(state, 3)}); the frozen '
+            f'tower comes from the {conv.tower_what}: pass it (tools/'
+            f'convert_checkpoint.py --tower PATH; tower= in Python)')
+    base = conv.tower(tower) if not isinstance(tower, dict) else dict(tower)
+    if conv.detect(base):
+        raise ValueError(f'the tower file is itself a {conv.title} (it has '
+                         f'{_sample(base, 3)}, ...): give the '
+                         f'{conv.tower_what}')
+    return {**base, **state}  # a release that holds tower keys too wins
+
+
+def convert_official(path_or_state, model=None, kinds=None, what=None,
+                     tower=None):
     """Read (if a path), detect among ``kinds`` and convert an official
-    checkpoint. With ``model``: adapt position tables and check the fit
-    (shape mismatches are an error). Returns (state, report) with report
-    keys ``kind``, ``unmapped``, ``notes``, ``missing``, ``unexpected``."""
+    checkpoint (laid over ``tower``, a path or state dict, for a release
+    of the trained parameters only: :func:`with_tower`). With ``model``:
+    adapt position tables and check the fit (shape mismatches are an
+    error). Returns (state, report) with report keys ``kind``,
+    ``unmapped``, ``notes``, ``missing``, ``unexpected``."""
     kinds = list(kinds or CONVERTERS)
     what = what or ' / '.join(CONVERTERS[k].title for k in kinds)
     if isinstance(path_or_state, dict):
@@ -163,7 +220,7 @@ def convert_official(path_or_state, model=None, kinds=None, what=None):
         _refuse(state, kinds, what)
     kind = detect_kind(state, hits)
     conv = CONVERTERS[kind]
-    out, unmapped = convert_state(kind, state)
+    out, unmapped = convert_state(kind, with_tower(kind, state, tower))
     report = dict(kind=kind, unmapped=unmapped, notes=[], missing=[],
                   unexpected=[])
     if model is None:
@@ -178,12 +235,13 @@ def convert_official(path_or_state, model=None, kinds=None, what=None):
     return out, report
 
 
-def load_official(model, path_or_state, kinds=None, strict=True, what=None):
+def load_official(model, path_or_state, kinds=None, strict=True, what=None,
+                  tower=None):
     """Convert and load into ``model``. With ``strict`` a missing,
     unexpected or unmapped key is an error naming the keys (unmapped keys
     are reported as unexpected). Returns the report of
     :func:`convert_official`."""
-    state, rep = convert_official(path_or_state, model, kinds, what)
+    state, rep = convert_official(path_or_state, model, kinds, what, tower)
     fit = fit_report(model, state)
     fit.unexpected += rep['unmapped']
     if strict:
@@ -226,6 +284,16 @@ def convert_official_msca(state):
     return convert_state('msca', unwrap(state, MSCA.title))
 
 
+def load_official_st_adapter(model, path_or_state, tower, strict=True):
+    """An ST-Adapter release (trained parameters) + its CLIP ``tower``."""
+    return load_official(model, path_or_state, ['st_adapter'], strict,
+                         tower=tower)
+
+
+def load_official_aim(model, path_or_state, strict=True):
+    return load_official(model, path_or_state, ['aim'], strict)
+
+
 def convert_cast_state_dict(state):
     return convert_state('cast', state)
 
@@ -234,4 +302,6 @@ __all__ = ['Converter', 'CONVERTERS', 'CAST', 'CAST_ABLATION', 'CAVA', 'CA2ST', 
            'detect_kind', 'convert_state', 'convert_official',
            'load_official', 'convert_official_cast', 'load_official_cast',
            'convert_official_av', 'load_official_av', 'load_official_msca',
-           'convert_official_msca', 'convert_cast_state_dict']
+           'convert_official_msca', 'convert_cast_state_dict',
+           'ST_ADAPTER', 'AIM', 'with_tower', 'load_official_st_adapter',
+           'load_official_aim']

@@ -19,10 +19,21 @@ def _log(msg, level=logging.INFO):
     print_log(msg, logger='current', level=level)
 
 
-def _field_of(key):
+def expert_field(model, name):
+    """The config field of expert ``name``: ``model.backbone.experts.<name>``
+    of a multi-expert backbone, or what the backbone declares
+    (``expert_field(name)``; the single-expert PEFT backbones:
+    ``model.backbone.expert``)."""
+    bb = getattr(getattr(model, 'module', model), 'backbone', None)
+    declared = getattr(bb, 'expert_field', None)
+    return declared(name) if callable(declared) else \
+        f'model.backbone.experts.{name}'
+
+
+def _field_of(key, model=None):
     parts = key.split('.')
     if parts[0] == 'backbone' and len(parts) > 2 and parts[1] == 'experts':
-        return f'model.backbone.experts.{parts[2]}'
+        return expert_field(model, parts[2])
     if parts[0] == 'cls_head':
         return 'model.cls_head (num_classes / in_channels)'
     return 'model.' + '.'.join(parts[:2])
@@ -75,7 +86,7 @@ def check_checkpoint(model, checkpoint, source='the checkpoint',
     if not strict:
         shapes = [s for s in shapes if not s[0].startswith('cls_head.')]
     if shapes:
-        fields = sorted({_field_of(k) for k, _, _ in shapes})
+        fields = sorted({_field_of(k, model) for k, _, _ in shapes})
         eg = '; '.join(f'{k}: checkpoint {a} vs model {b}'
                        for k, a, b in shapes[:3])
         problems.append(f'{len(shapes)} weight(s) have another shape ({eg})'
@@ -90,7 +101,7 @@ def check_checkpoint(model, checkpoint, source='the checkpoint',
                     getattr(expert, 'pretrained', None):
                 need += [k for k in frozen_missing if k.startswith(prefix)]
         if need:
-            fields = sorted({_field_of(k) for k in need})
+            fields = sorted({_field_of(k, model) for k in need})
             problems.append(
                 f'{len(need)} model weight(s) are missing from it (e.g. '
                 f'{", ".join(need[:3])}) -> {", ".join(fields)}')

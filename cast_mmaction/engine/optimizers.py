@@ -9,8 +9,10 @@ and scales its learning rate by ``decay ** (depth + 1 - id)``:
   ``patch_embed``, ``cls_token``, ``dist_token``, ``pos_embed``);
 * id ``i + 1``: everything of layer ``i``: the experts' blocks
   (``experts.*.transformer.resblocks.i``, ``experts.*.blocks.i``), the
-  adapters ``attn_adapters.*.i`` / ``mlp_adapters.*.i`` and the B-CA links
-  ``links.*.i``;
+  adapters ``attn_adapters.*.i`` / ``mlp_adapters.*.i``, the B-CA links
+  ``links.*.i`` and the per-layer containers a backbone declares in
+  ``layer_containers`` (ST-Adapter ``pre_attn_adapters.clip.i``, AIM
+  ``t_adapters.clip.i``, ...);
 * id ``depth + 1``: the rest (CLIP ``ln_post``, VideoMAE ``fc_norm``, the
   heads, time-encoding MLPs, ...): full learning rate.
 
@@ -113,7 +115,9 @@ def get_layer_id(name, depth, backbone=None, embed_names=(),
                     f'optim_wrapper.paramwise_cfg.num_layers)')
             return i + 1
         return rest_id
-    if parts[0] in LAYER_CONTAINERS and len(parts) > 3 and parts[2].isdigit():
+    containers = LAYER_CONTAINERS + tuple(
+        getattr(backbone, 'layer_containers', ()))
+    if parts[0] in containers and len(parts) > 3 and parts[2].isdigit():
         i = int(parts[2])
         if not 0 <= i < depth:
             raise ValueError(f'parameter {name}: layer {i} is outside the '

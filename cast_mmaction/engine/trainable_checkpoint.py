@@ -184,11 +184,12 @@ def restore_frozen_experts(model, checkpoint, check_fingerprint=True):
                           getattr(expert, 'pretrained', None)]
             source = next((c for c in candidates if _is_source(c)), None)
             if source is None:
+                from .checkpoint_check import expert_field
                 raise FileNotFoundError(
                     f'the checkpoint holds only the trainable parameters; '
                     f'the frozen weights of expert {name!r} come from '
                     f'{info.get("pretrained")!r}, which is not there (nor '
-                    f'the config\'s model.backbone.experts.{name}.pretrained '
+                    f'the config\'s {expert_field(model, name)}.pretrained '
                     f'= {candidates[1]!r}): set that field to the file')
             expert.pretrained = source
             expert.init_weights()

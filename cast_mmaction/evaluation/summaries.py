@@ -3,6 +3,8 @@ writes (``{"config": ..., "checkpoint": ..., "metrics": {key: value}}``):
 
 - :func:`balanced_score`: the CAST paper's balanced score, the harmonic mean
   of top-1 over EK100 verb, EK100 noun, SSv2 and K400 (``tools/analysis_tools/balance.py``);
+- :func:`compare_models`: those top-1 per task for several models side by
+  side (``tools/analysis_tools/balance.py --model``), e.g. CLIP-PEFT baselines vs CAST;
 - :func:`average_metrics`: every metric averaged over runs, e.g. the three
   UCF-101 splits (``tools/analysis_tools/average_splits.py``).
 
@@ -102,6 +104,47 @@ def balanced_score(files):
         rows.append((name, metrics_path(path), key, value))
     return dict(rows=rows,
                 harmonic_mean=harmonic_mean([r[3] for r in rows]))
+
+
+TASKS = ('ek100', 'ssv2', 'k400')
+
+
+def compare_models(models):
+    """The paper's comparison table: ``models`` is a list of ``(name,
+    {task: path})`` with tasks among :data:`TASKS` (e.g. a CLIP-PEFT
+    baseline tested on SSv2 and K400 only). Returns ``{'columns': [row
+    names of BALANCE_ROWS], 'models': [(name, {column: top1 or None},
+    harmonic mean or None)]}``; the harmonic mean needs all four columns.
+    """
+    if not models:
+        raise MetricsFileError('give at least one model to compare')
+    names = [n for n, _ in models]
+    dup = sorted({n for n in names if names.count(n) > 1})
+    if dup:
+        raise MetricsFileError(f'model names {dup} given more than once')
+    out = []
+    for name, files in models:
+        unknown = sorted(set(files) - set(TASKS))
+        if unknown or not files:
+            raise MetricsFileError(
+                f'model {name!r}: tasks {unknown or "none"}; give TASK=PATH '
+                f'with TASK among {list(TASKS)}')
+        loaded = {k: load_test_metrics(p) for k, p in files.items()}
+        values = OrderedDict()
+        for row, key, which in BALANCE_ROWS:
+            if which not in files:
+                values[row] = None
+                continue
+            v = metric_value(loaded[which], key, files[which],
+                             f' (the {row} top-1 of {name})')
+            if not 0.0 <= v <= 1.0:
+                raise MetricsFileError(f'{metrics_path(files[which])}: {key} '
+                                       f'= {v} is not a fraction in [0, 1]')
+            values[row] = v
+        full = all(v is not None for v in values.values())
+        out.append((name, values,
+                    harmonic_mean(list(values.values())) if full else None))
+    return dict(columns=[r[0] for r in BALANCE_ROWS], models=out)
 
 
 def average_metrics(paths):

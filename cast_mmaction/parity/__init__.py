@@ -11,7 +11,7 @@ A family is one :class:`Family` record: the ``meta['model']`` texts it
 serves, meta keys that must be set (e.g. ``train_mode``), and
 ``build(meta, dump_dir, model_cfg=None) -> run``, where ``run(inputs)``
 returns ``{output name: tensor}`` for the names of ``expected.pt``. The
-family modules (``cast``, ``av``, ``msca``) import nothing from this
+family modules (``cast``, ``av``, ``msca``, ``peft``) import nothing from this
 package's ``__init__``; adding a family is one module plus one record here.
 """
 import json
@@ -26,6 +26,8 @@ from .av import av_sizes_from_meta, build_ca2st, build_cava
 from .cast import build_cast, cast_sizes_from_meta
 from .cast_ablation import ablation_model_cfg, build_cast_ablation
 from .msca import build_frame_vit, frame_vit_sizes_from_meta
+from .peft import (aim_sizes_from_meta, build_aim, build_st_adapter,
+                   st_adapter_sizes_from_meta)
 from .train import check_train_dump
 
 
@@ -65,6 +67,8 @@ FAMILIES = (
     Family('frame_vit', ('official MSCA-KV', 'official TokenShift',
                          'official frame-wise ViT baseline'),
            build_frame_vit),
+    Family('st_adapter', ('linziyi96/st-adapter', ), build_st_adapter),
+    Family('aim', ('taoyang1122/adapt-image-models', ), build_aim),
 )
 
 
@@ -130,4 +134,5 @@ def check_dump(dump_dir, rtol_scale=1e-4, model_cfg=None, config=None):
 __all__ = ['Family', 'FAMILIES', 'find_family', 'check_dump', 'compare',
            'read_meta', 'check_train_dump',
            'cast_sizes_from_meta', 'av_sizes_from_meta', 'ablation_model_cfg',
-           'frame_vit_sizes_from_meta']
+           'frame_vit_sizes_from_meta', 'st_adapter_sizes_from_meta',
+           'aim_sizes_from_meta']

@@ -4,7 +4,12 @@
     python tools/convert/convert_checkpoint.py SRC.pth DST.pth --config configs/cast_ssv2.py
 
 SRC is the authors' file (CAST: a DeepSpeed dump ``{'module': state_dict}``;
-``{'model': ...}`` and plain state dicts work too). With ``--config`` the
+``{'model': ...}`` and plain state dicts work too). A release that holds
+the trained parameters only (ST-Adapter: adapters and ``fc``) needs the
+frozen tower it was trained on, OpenAI's CLIP file:
+
+    python tools/convert/convert_checkpoint.py st_adapter_k400.pth DST.pth --tower checkpoints/ViT-B-16.pt --config configs/st_adapter_k400.py
+ With ``--config`` the
 result is checked against the model the config builds (every key present,
 shapes equal, position tables resized for other input sizes) and the tool
 fails with the offending keys otherwise. The output is an MMEngine checkpoint
@@ -35,7 +40,7 @@ from mmengine.config import Config, DictAction  # noqa: E402
 import cast_mmaction  # noqa: E402,F401
 from cast_mmaction.checkpoints import (CONVERTERS, check_fit,  # noqa: E402
                                        convert_state, detect_kind,
-                                       fit_report)
+                                       fit_report, with_tower)
 from cast_mmaction.checkpoints.common import read_state_dict  # noqa: E402
 from cast_mmaction.checkpoints.expert_formats import (  # noqa: E402
     Source, file_kind, read_source)
@@ -68,6 +73,9 @@ def parse_args(argv=None):
                     help='output format (default: by the extension of dst)')
     safe_load.add_trust_argument(ap, 'src')
     ap.add_argument('--config', help='config whose model the result must fit')
+    ap.add_argument('--tower', metavar='FILE',
+                    help='the frozen tower of a release that holds trained '
+                    'parameters only (ST-Adapter: OpenAI CLIP ViT-B-16.pt)')
     ap.add_argument('--kind', choices=sorted(CONVERTERS),
                     help='checkpoint family (default: detected)')
     ap.add_argument('--expert', choices=sorted(EXPERTS),
@@ -111,6 +119,12 @@ def _convert_full(args, stage):
         raise
     conv = CONVERTERS[kind]
     stage('convert')
+    try:
+        state = with_tower(kind, state, args.tower)
+    except safe_load.UntrustedCheckpointError as e:
+        sys.exit(f'UntrustedCheckpointError: {e}')
+    except (ValueError, FileNotFoundError) as e:
+        sys.exit(f'{type(e).__name__}: {e}')
     out, unmapped = convert_state(kind, state)
     print(f'[{kind}] converted {len(out)} tensors from {args.src}')
     if unmapped:
@@ -139,6 +153,8 @@ def _convert_full(args, stage):
     stage('write')
     _write(args, {'state_dict': out,
                   'meta': dict(converted_from=os.path.abspath(args.src),
+                               tower=args.tower and os.path.abspath(
+                                   args.tower),
                                kind=kind, config=args.config)})
 
 
@@ -219,8 +235,11 @@ def convert_expert(args, stage):
 
 def _clear_pretrained(model_cfg):
     """Expert weights are not needed to check a full checkpoint."""
-    experts = model_cfg.get('backbone', {}).get('experts', {})
-    for e in experts.values():
+    bb = model_cfg.get('backbone', {})
+    experts = list(bb.get('experts', {}).values())
+    if isinstance(bb.get('expert'), dict):  # single-expert backbones
+        experts.append(bb['expert'])
+    for e in experts:
         if 'pretrained' in e:
             e['pretrained'] = None
 

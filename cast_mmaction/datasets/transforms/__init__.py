@@ -5,3 +5,4 @@ from . import rand_augment  # noqa: F401
 from . import sampling  # noqa: F401
 from . import audio  # noqa: F401,E402 (audio-visual input)
 from . import pack_raw  # noqa: F401,E402 (PackRawFrames)
+from . import clip_peft_sampling  # noqa: F401,E402 (ST-Adapter's)

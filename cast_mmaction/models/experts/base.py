@@ -85,10 +85,41 @@ class Expert(BaseModule):
         """Tokens -> pooled feature (B, C)."""
         raise NotImplementedError
 
+    def embed_tokens(self, inputs):
+        """Optional: :meth:`embed` before its final normalisation, so that a
+        backbone can add embeddings of its own (AIM's temporal embedding);
+        ``embed(x) == embed_norm(embed_tokens(x))``."""
+        raise NotImplementedError(
+            f'{type(self).__name__} does not expose embed_tokens / '
+            f'embed_norm')
+
+    def embed_norm(self, x):
+        raise NotImplementedError(
+            f'{type(self).__name__} does not expose embed_tokens / '
+            f'embed_norm')
+
+    def frame_features(self, x, batch):
+        """Optional: one pooled feature per time step, (B, T, C) (AIM's
+        I3D-style head averages them)."""
+        raise NotImplementedError(
+            f'{type(self).__name__} does not expose frame_features')
+
     # -- one layer, in pieces --------------------------------------------
     def attn_branch(self, i, x):
         """Output of layer ``i``'s attention branch (before the residual)."""
         raise NotImplementedError
+
+    def attn_norm(self, i, x):
+        """Optional: the attention branch in two pieces,
+        ``attn_branch(i, x) == attn_core(i, attn_norm(i, x))``, so that a
+        backbone can run the layer's attention on other token groups
+        (AIM's temporal attention) or put an adapter between them."""
+        raise NotImplementedError(
+            f'{type(self).__name__} does not expose attn_norm / attn_core')
+
+    def attn_core(self, i, xn):
+        raise NotImplementedError(
+            f'{type(self).__name__} does not expose attn_norm / attn_core')
 
     def mlp_norm(self, i, x):
         raise NotImplementedError

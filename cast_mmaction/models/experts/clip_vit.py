@@ -153,6 +153,12 @@ class CLIPViTExpert(Expert):
             load_clip_expert(self, self.pretrained)
 
     def embed(self, video):  # (B, C, T, H, W) -> (B*Ts, 1+N, D)
+        return self.embed_norm(self.embed_tokens(video))
+
+    def embed_tokens(self, video):
+        """Class token + patch tokens with the position table added, before
+        ``ln_pre`` (a backbone adds its own embeddings here, e.g. AIM's
+        temporal embedding)."""
         frames = video[:, :, self.frame_start::self.frame_step]
         b, c, t, h, w = frames.shape
         frames = frames.transpose(1, 2).reshape(b * t, c, h, w)
@@ -162,15 +168,23 @@ class CLIPViTExpert(Expert):
                 f'CLIP expert built for {self.grid_hw} patches per frame got '
                 f'{h}x{w} frames; set the model img_size to {h}')
         cls = self.class_embedding.to(x.dtype).expand(x.shape[0], 1, -1)
-        x = torch.cat([cls, x], dim=1) + self.positional_embedding.to(x.dtype)
+        return torch.cat([cls, x], dim=1) + self.positional_embedding.to(
+            x.dtype)
+
+    def embed_norm(self, x):
         return self.ln_pre(x)
 
     def layer_module(self, i):
         return self.transformer.resblocks[i]
 
     def attn_branch(self, i, x):
-        blk = self.transformer.resblocks[i]
-        return blk.attn(blk.ln_1(x))
+        return self.attn_core(i, self.attn_norm(i, x))
+
+    def attn_norm(self, i, x):
+        return self.transformer.resblocks[i].ln_1(x)
+
+    def attn_core(self, i, xn):
+        return self.transformer.resblocks[i].attn(xn)
 
     def mlp_norm(self, i, x):
         return self.transformer.resblocks[i].ln_2(x)
@@ -181,6 +195,9 @@ class CLIPViTExpert(Expert):
     def pool(self, x, batch):  # ln_post(mean over frames of the class token)
         cls = x[:, 0].reshape(batch, -1, x.shape[-1]).mean(1)
         return self.ln_post(cls)
+
+    def frame_features(self, x, batch):  # ln_post of each class token
+        return self.ln_post(x[:, 0]).reshape(batch, -1, x.shape[-1])
 
     def split(self, x, batch):
         prefix = x[:, :1]

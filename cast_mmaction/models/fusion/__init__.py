@@ -1,4 +1,4 @@
-from .adapter import Adapter
+from .adapter import Adapter, ConvAdapter
 from .link import AttentionRecord, Link, link_class
 from .bottleneck_cross_attention import (BottleneckCrossAttention,
                                          WindowCrossAttention,
@@ -8,7 +8,7 @@ from .time_encoding import SegmentTimeMLP
 from .windows import (WINDOW_POLICIES, WindowPolicy, get_window_policy,
                       position_table_names, register_window_policy)
 
-__all__ = ['Adapter', 'AttentionRecord', 'Link', 'link_class',
+__all__ = ['Adapter', 'ConvAdapter', 'AttentionRecord', 'Link', 'link_class',
            'BottleneckCrossAttention',
            'WindowCrossAttention', 'attention_weights',
            'SegmentTimeMLP', 'WINDOW_POLICIES', 'WindowPolicy',
