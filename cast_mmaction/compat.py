@@ -23,6 +23,9 @@ _patch_color_jitter_hue    ColorJitter.adjust_hue uint8   mmaction2 <= 1.2.0,
                            overflow under NumPy 2         numpy >= 2
 _patch_cpu_distributed     mmengine DDP assumes CUDA      mmengine <= 0.10.7,
                                                           no accelerator
+_patch_flexible_runner_    FlexibleRunner loads the       mmengine <= 0.10.7,
+  resume                   checkpoint before before_run   order seen in the
+                                                          source
 _patch_low_precision_...   BaseHead.loss_by_feat calls    mmaction2 <= 1.2.0
                            .numpy() on bf16 scores
 _patch_vindlu_transformers  VindLU imports helpers that   mmaction2 <= 1.2.0,
@@ -285,6 +288,43 @@ def _patch_cpu_distributed():
     return True
 
 
+def _patch_flexible_runner_resume():
+    """MMEngine's ``FlexibleRunner.train()`` (and ``val`` / ``test``) calls
+    ``load_or_resume()`` *before* the ``before_run`` hooks, the reverse of
+    ``Runner.train()``; a hook that makes ``--resume`` (auto) find a usable
+    checkpoint in ``before_run`` (``AtomicCheckpointHook``: an empty, stale
+    or incomplete ``last_checkpoint``, e.g. a sharded folder with a missing
+    shard) acts too late, and the resume fails. Here ``load_or_resume``
+    first calls ``prepare_resume(runner)`` of every hook that has one. Gated
+    on the order in ``FlexibleRunner.train``'s source; no upstream issue
+    found."""
+    import inspect
+    if not _affected('mmengine'):
+        return False
+    try:
+        from mmengine.runner import FlexibleRunner
+        src = inspect.getsource(FlexibleRunner.train)
+    except (ImportError, OSError, TypeError):
+        return False
+    original = FlexibleRunner.load_or_resume
+    if getattr(original, '_cast_prepare', False):
+        return True
+    if not (0 <= src.find('load_or_resume(') < src.find("'before_run'")):
+        return False  # the hooks run first: nothing to fix
+
+    def load_or_resume(self):
+        if not self._has_loaded:
+            for hook in self.hooks:
+                prepare = getattr(hook, 'prepare_resume', None)
+                if callable(prepare):
+                    prepare(self)
+        return original(self)
+
+    load_or_resume._cast_prepare = True
+    FlexibleRunner.load_or_resume = load_or_resume
+    return True
+
+
 def _patch_low_precision_head_loss():
     """MMAction2's ``BaseHead.loss_by_feat`` computes top-k accuracy through
     ``cls_scores.numpy()``, which fails for bf16 scores ("Got unsupported
@@ -324,5 +364,6 @@ def apply():
     _check_pkg_resources()
     _patch_color_jitter_hue()
     _patch_cpu_distributed()
+    _patch_flexible_runner_resume()
     _patch_low_precision_head_loss()
     _APPLIED = True

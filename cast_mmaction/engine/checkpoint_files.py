@@ -12,6 +12,7 @@
 """
 import os
 import os.path as osp
+import shutil
 import tempfile
 
 from mmengine.fileio import LocalBackend, register_backend
@@ -79,16 +80,24 @@ class AtomicLocalBackend(LocalBackend):
 register_backend(ATOMIC_BACKEND, AtomicLocalBackend, force=True)
 
 
+def _is_complete_folder(path):
+    from .sharded_checkpoint import is_complete
+    return is_complete(path)
+
+
 def complete_checkpoints(folder):
-    """Complete checkpoint files of a work dir, newest first (``best_*``
-    excluded: they are not resumption points; temporary files of
-    interrupted writes start with a dot)."""
+    """Complete checkpoints of a work dir, newest first: ``*.pth`` files and
+    complete sharded checkpoint folders (FSDP2,
+    :func:`~cast_mmaction.engine.sharded_checkpoint.verify`); ``best_*``
+    excluded (they are not resumption points; temporary files and folders
+    of interrupted writes start with a dot)."""
     out = []
     for name in os.listdir(folder):
         if name.startswith(('.', 'best_')) or not name.endswith('.pth'):
             continue
         path = osp.join(folder, name)
-        if osp.isfile(path):
+        if osp.isfile(path) or (osp.isdir(path) and
+                                _is_complete_folder(path)):
             out.append((osp.getmtime(path), path))
     return [p for _, p in sorted(out, reverse=True)]
 
@@ -96,12 +105,34 @@ def complete_checkpoints(folder):
 def _remove_partial_files(folder):
     for name in os.listdir(folder):
         if name.startswith('.') and PARTIAL_MARK in name:
+            path = osp.join(folder, name)
             try:
-                os.remove(osp.join(folder, name))
+                if osp.isdir(path) and not osp.islink(path):
+                    shutil.rmtree(path)  # a sharded checkpoint's temp folder
+                else:
+                    os.remove(path)
             except FileNotFoundError:
                 continue
             print_log(f'removed {name}, a partial file left by an '
                       f'interrupted write', logger='current')
+
+
+def _usable(last):
+    """Whether ``last_checkpoint``'s record names something to resume from
+    (a file, a complete sharded folder or a URL); logs why a sharded folder
+    is not."""
+    if not last:
+        return False
+    if '://' in last or osp.isfile(last):
+        return True
+    if osp.isdir(last):
+        from .sharded_checkpoint import IncompleteCheckpointError, verify
+        try:
+            verify(last)
+            return True
+        except IncompleteCheckpointError as e:
+            print_log(str(e), logger='current', level=30)
+    return False
 
 
 def resolve_last_checkpoint(work_dir):
@@ -112,7 +143,9 @@ def resolve_last_checkpoint(work_dir):
     MMEngine writes ``last_checkpoint`` in place after each save and reads
     it back verbatim: a kill while it was written leaves it empty, and a
     checkpoint removed by hand leaves it naming a missing file; either way
-    ``--resume`` fails. Here an empty, missing or stale record is replaced
+    ``--resume`` fails. A sharded checkpoint folder (FSDP2) counts only when
+    it is complete (its marker and every rank's shard are there). Here an
+    empty, missing, stale or incomplete record is replaced
     (atomically) by the newest complete ``*.pth`` of the work dir; with none
     left, a stale record is removed so that the run starts afresh. Temporary
     files of interrupted writes are deleted."""
@@ -124,7 +157,7 @@ def resolve_last_checkpoint(work_dir):
     if osp.exists(record):
         with open(record) as f:
             last = f.read().strip()
-    if last and ('://' in last or osp.isfile(last)):
+    if _usable(last):
         return last
     found = complete_checkpoints(work_dir)
     if not found:
@@ -135,6 +168,7 @@ def resolve_last_checkpoint(work_dir):
                       f'there: starting afresh', logger='current', level=30)
         return None
     state = ('missing' if last is None else 'empty' if not last else
+             f'{last!r} (incomplete)' if osp.isdir(last) else
              f'{last!r} (gone)')
     print_log(f'last_checkpoint in {work_dir} is {state}; resuming from the '
               f'newest complete checkpoint, {found[0]}', logger='current',

@@ -244,18 +244,36 @@ def load(folder, model, optimizer=None, param_groups=None):
             state=state['optimizer'], param_groups=param_groups))
 
 
-def consolidate(folder, trainable_only=False):
+def _expert_sources(cfg_text):
+    """{expert name: (type, pretrained)} of the run's config text."""
+    from mmengine.config import Config
+    try:
+        cfg = Config.fromstring(cfg_text, file_format='.py')
+    except Exception:  # noqa: BLE001 - no config: nothing can be dropped
+        return {}
+    experts = cfg.get('model', {}).get('backbone', {}).get('experts') or {}
+    return {name: (e.get('type'), e.get('pretrained'))
+            for name, e in experts.items() if isinstance(e, dict)}
+
+
+def consolidate(folder, trainable_only=False, cfg_text=None):
     """One ordinary checkpoint ``{'state_dict', 'meta'}`` from a sharded
-    folder, in one process (no process group). ``trainable_only``: leave
-    out the frozen parameters (the experts' published weights)."""
+    folder, in one process (no process group).
+
+    ``trainable_only``: as ``TrainableCheckpointHook`` writes them, the
+    frozen weights of every expert whose ``pretrained`` file exists are
+    left out and recorded (file, SHA-256 fingerprint) under
+    ``frozen_experts``; loading with the hook in the config reads them back
+    from that file and checks the fingerprint. ``cfg_text``: the config
+    that names the experts' files (default: the run's, saved in the
+    checkpoint)."""
     import torch.distributed.checkpoint as dcp
 
     from ..safe_load import safe_dcp_reader
+    from .trainable_checkpoint import (KEY, PREFIX, _is_source,
+                                               fingerprint)
     extras = load_extras(folder)
     entries = _tensor_entries(folder, 'model.')
-    frozen = set(extras.get('frozen', ()))
-    if trainable_only:
-        entries = {k: v for k, v in entries.items() if k not in frozen}
     state = {k: torch.empty(tuple(v.size), dtype=v.properties.dtype)
              for k, v in entries.items()}
     reader, planner = safe_dcp_reader(folder)
@@ -266,6 +284,23 @@ def consolidate(folder, trainable_only=False):
         folder=osp.abspath(str(folder)), world_size=extras.get('world_size'),
         trainable_only=bool(trainable_only))
     out = dict(meta=meta, state_dict=state)
-    if trainable_only:
-        out['left_out'] = sorted(k for k in frozen)
+    if not trainable_only:
+        return out
+    frozen = set(extras.get('frozen', ()))
+    record = {}
+    sources = _expert_sources(cfg_text or meta.get('cfg', ''))
+    for name, (kind, source) in sources.items():
+        prefix = f'{PREFIX}{name}.'
+        keys = sorted(k for k in frozen if k.startswith(prefix))
+        if not keys or not _is_source(source):
+            continue  # no file to restore them from: they stay
+        tensors = {k[len(prefix):]: state[k] for k in keys}
+        record[name] = dict(
+            pretrained=source, type=kind, num_tensors=len(keys),
+            num_params=sum(t.numel() for t in tensors.values()),
+            fingerprint=fingerprint(tensors))
+        for k in keys:
+            del state[k]
+    if record:
+        out[KEY] = record
     return out
