@@ -461,3 +461,63 @@ def test_consolidation_refuses_a_torn_folder(runs, tmp_path, capsys):
     assert _tool().main([str(folder), str(tmp_path / 'out.pth')]) == 1
     assert "rank 1's shard __1_0.distcp is missing" in capsys.readouterr().err
     assert not (tmp_path / 'out.pth').exists()
+
+
+# ----------------------------------------- one process, in this process ----
+@pytest.fixture
+def one_rank_group():
+    """A one-rank gloo group for the strategy, removed afterwards so that
+    no later test sees a process group."""
+    import torch.distributed as dist
+    assert not dist.is_initialized()
+    yield
+    if dist.is_initialized():
+        dist.destroy_process_group()
+
+
+def _tiny_model(seed):
+    from cast_mmaction.utils import build_model
+    torch.manual_seed(seed)
+    return build_model(cast_recognizer_cfg(num_classes=4, embed_dim=32,
+                                           depth=1, num_heads=2,
+                                           num_frames=4, img_size=32))
+
+
+def test_strategy_shards_units_and_loads_a_full_checkpoint(
+        one_rank_group, tmp_path):
+    """tools/test.py / load_from with an FSDP2 config and an ordinary
+    checkpoint file; the layer-decay groups hold the DTensor parameters."""
+    from torch.distributed.tensor import DTensor
+
+    from cast_mmaction.engine.fsdp2 import FSDP2Strategy
+    from cast_mmaction.engine.strategies import fsdp_units
+    ref = _tiny_model(1)
+    full = {k: v.clone() for k, v in ref.state_dict().items()}
+    torch.save(dict(state_dict=full, meta=dict()), tmp_path / 'full.pth')
+    strategy = FSDP2Strategy(work_dir=str(tmp_path))
+    model, ow = strategy.prepare(_tiny_model(2), optim_wrapper=dict(
+        type='GuardedOptimWrapper', optimizer=dict(type='AdamW', lr=1e-3),
+        constructor='CASTLayerDecayOptimWrapperConstructor',
+        paramwise_cfg=dict(layer_decay_rate=0.75)))
+    assert all(isinstance(p, DTensor) for p in model.parameters())
+    units = [m for m in model.modules() if isinstance(m, fsdp_units())]
+    assert units and all(hasattr(m, 'reshard') for m in units)  # FSDPModule
+    scales = {g.get('lr_scale') for g in ow.optimizer.param_groups}
+    assert scales == {1.0, 0.75}  # the per-layer groups (depth 1 + head)
+    assert all(isinstance(p, DTensor) for g in ow.optimizer.param_groups
+               for p in g['params'])
+    strategy.load_checkpoint(str(tmp_path / 'full.pth'))
+    sd = model.state_dict()
+    for k, v in full.items():
+        got = sd[k].full_tensor() if isinstance(sd[k], DTensor) else sd[k]
+        assert torch.equal(got, v), k
+
+
+def test_gpu_options_are_refused_on_a_cpu(one_rank_group, tmp_path):
+    from cast_mmaction.engine.fsdp2 import FSDP2Strategy
+    for kw, field in ((dict(cpu_offload=True), 'strategy.cpu_offload'),
+                      (dict(mixed_precision=dict(param_dtype='bf16')),
+                       'strategy.mixed_precision')):
+        strategy = FSDP2Strategy(work_dir=str(tmp_path), **kw)
+        with pytest.raises(ValueError, match=f'{field} is for GPUs'):
+            strategy.prepare(_tiny_model(0))
