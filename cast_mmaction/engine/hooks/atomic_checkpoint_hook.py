@@ -70,7 +70,8 @@ class AtomicCheckpointHook(CheckpointHook):
         """On ``--resume`` without a file: make ``last_checkpoint`` name a
         complete checkpoint (also called by ``FlexibleRunner``, which loads
         before ``before_run``: ``compat._patch_flexible_runner_resume``)."""
-        if getattr(runner, '_resume', False) is True and getattr(
+        resume = getattr(runner, '_resume', False)
+        if resume and not isinstance(resume, str) and getattr(
                 runner, '_load_from', None) is None:
             if is_main_process():
                 resolve_last_checkpoint(runner.work_dir)
