@@ -348,9 +348,11 @@ def test_torn_checkpoint_is_refused_and_resume_falls_back(runs, tmp_path):
     # nothing complete is left: --resume starts afresh
     assert resolve_last_checkpoint(str(work)) is None
     assert not (work / '.epoch_4.pth.partial-1-x').exists()
-    # with a complete one back, --resume (auto) picks it
+    # with a complete one back, --resume (auto) picks it, not a newer file
+    # consolidated from a folder (no optimizer state to resume)
     _copy(runs['dirs']['resume1'] / 'epoch_3.pth', work / 'epoch_5.pth')
     (work / 'last_checkpoint').write_text(str(last))
+    (work / 'epoch_5_full.pth').write_bytes(b'consolidated')
     assert resolve_last_checkpoint(str(work)) == str(work / 'epoch_5.pth')
     assert (work / 'last_checkpoint').read_text() == str(work / 'epoch_5.pth')
 

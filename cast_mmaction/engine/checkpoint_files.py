@@ -160,6 +160,9 @@ def resolve_last_checkpoint(work_dir):
     if _usable(last):
         return last
     found = complete_checkpoints(work_dir)
+    # a sharded run (FSDP2) resumes from its folders only, not from files
+    # consolidated next to them (those hold no optimizer state)
+    found = [p for p in found if osp.isdir(p)] or found
     if not found:
         if last is not None:
             os.remove(record)
