@@ -10,8 +10,10 @@
   should resume from when ``last_checkpoint`` is empty or names a file that
   is gone, and the clean-up of files left by interrupted writes.
 """
+import json
 import os
 import os.path as osp
+import re
 import shutil
 import tempfile
 
@@ -20,7 +22,8 @@ from mmengine.logging import print_log
 
 __all__ = ['PARTIAL_MARK', 'ATOMIC_BACKEND', 'atomic_write', 'fsync_file',
            'AtomicLocalBackend', 'complete_checkpoints',
-           'resolve_last_checkpoint']
+           'resolve_last_checkpoint', 'MARKER', 'FORMAT',
+           'IncompleteCheckpointError', 'verify', 'is_complete']
 
 #: temporary files of interrupted writes: ``.<name>.partial-<pid>-<rand>``
 PARTIAL_MARK = '.partial-'
@@ -80,15 +83,86 @@ class AtomicLocalBackend(LocalBackend):
 register_backend(ATOMIC_BACKEND, AtomicLocalBackend, force=True)
 
 
-def _is_complete_folder(path):
-    from .sharded_checkpoint import is_complete
-    return is_complete(path)
+# ------------------------------- sharded checkpoint folders (FSDP2) ----
+# written by cast_mmaction.engine.sharded_checkpoint.save
+MARKER = 'cast_checkpoint.json'
+FORMAT = 'cast_mmaction.sharded_checkpoint.v1'
+_SHARD = re.compile(r'^__(\d+)_\d+\.distcp$')
+
+
+class IncompleteCheckpointError(FileNotFoundError):
+    """A sharded checkpoint folder lacks a file (or has a truncated one)."""
+
+
+def is_sharded(path):
+    """Whether ``path`` is a sharded checkpoint folder (complete or not)."""
+    return isinstance(path, (str, os.PathLike)) and osp.isdir(path)
+
+
+def _what(name):
+    m = _SHARD.match(name)
+    if m:
+        return f"rank {m.group(1)}'s shard {name}"
+    if name == '.metadata':
+        return 'the DCP metadata file .metadata'
+    return name
+
+
+def verify(folder):
+    """The completion marker of ``folder`` after checking that every file it
+    lists is there with its size; :class:`IncompleteCheckpointError` naming
+    what is missing otherwise."""
+    folder = str(folder)
+    if not osp.isdir(folder):
+        raise IncompleteCheckpointError(
+            f'sharded checkpoint {folder}: no such folder')
+    marker = osp.join(folder, MARKER)
+    if not osp.isfile(marker):
+        present = sorted(os.listdir(folder))
+        raise IncompleteCheckpointError(
+            f'sharded checkpoint {folder} is incomplete: it has no {MARKER} '
+            f'(the completion marker rank 0 writes last), so its save did '
+            f'not finish or the folder was copied in part (it holds '
+            f'{present}). Resume from an earlier checkpoint')
+    try:
+        with open(marker) as f:
+            info = json.load(f)
+    except ValueError as e:
+        raise IncompleteCheckpointError(
+            f'sharded checkpoint {folder}: {MARKER} is damaged ({e})') from None
+    if info.get('format') != FORMAT:
+        raise IncompleteCheckpointError(
+            f'sharded checkpoint {folder}: {MARKER} is not of format '
+            f'{FORMAT!r} (got {info.get("format")!r})')
+    problems = []
+    for name, size in sorted(info['files'].items()):
+        path = osp.join(folder, name)
+        if not osp.isfile(path):
+            problems.append(f'{_what(name)} is missing')
+        elif osp.getsize(path) != size:
+            problems.append(f'{_what(name)} has {osp.getsize(path)} bytes, '
+                            f'{size} were written (truncated or replaced)')
+    if problems:
+        raise IncompleteCheckpointError(
+            f'sharded checkpoint {folder} (written by {info["world_size"]} '
+            f'rank(s)) is incomplete: ' + '; '.join(problems) +
+            '. Copy the missing file(s) back, or resume from an earlier '
+            'checkpoint')
+    return info
+
+
+def is_complete(folder):
+    """:func:`verify` as a bool."""
+    try:
+        verify(folder)
+        return True
+    except IncompleteCheckpointError:
+        return False
 
 
 def complete_checkpoints(folder):
     """Complete checkpoints of a work dir, newest first: ``*.pth`` files and
-    complete sharded checkpoint folders (FSDP2,
-    :func:`~cast_mmaction.engine.sharded_checkpoint.verify`); ``best_*``
+    complete sharded checkpoint folders (FSDP2, :func:`verify`); ``best_*``
     excluded (they are not resumption points; temporary files and folders
     of interrupted writes start with a dot)."""
     out = []
@@ -96,8 +170,7 @@ def complete_checkpoints(folder):
         if name.startswith(('.', 'best_')) or not name.endswith('.pth'):
             continue
         path = osp.join(folder, name)
-        if osp.isfile(path) or (osp.isdir(path) and
-                                _is_complete_folder(path)):
+        if osp.isfile(path) or (osp.isdir(path) and is_complete(path)):
             out.append((osp.getmtime(path), path))
     return [p for _, p in sorted(out, reverse=True)]
 
@@ -126,7 +199,6 @@ def _usable(last):
     if '://' in last or osp.isfile(last):
         return True
     if osp.isdir(last):
-        from .sharded_checkpoint import IncompleteCheckpointError, verify
         try:
             verify(last)
             return True

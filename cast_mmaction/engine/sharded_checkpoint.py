@@ -37,92 +37,20 @@ import io
 import json
 import os
 import os.path as osp
-import re
 import shutil
 import tempfile
 
 import torch
 
-from .checkpoint_files import PARTIAL_MARK, atomic_write
+from .checkpoint_files import (  # noqa: F401 (re-exported)
+    FORMAT, MARKER, PARTIAL_MARK, IncompleteCheckpointError, atomic_write,
+    is_complete, is_sharded, verify)
 
 __all__ = ['MARKER', 'EXTRAS', 'FORMAT', 'IncompleteCheckpointError',
            'is_sharded', 'verify', 'is_complete', 'save', 'load',
            'load_extras', 'shape_state_dict', 'consolidate']
 
-MARKER = 'cast_checkpoint.json'
 EXTRAS = 'extras.pth'
-FORMAT = 'cast_mmaction.sharded_checkpoint.v1'
-_SHARD = re.compile(r'^__(\d+)_\d+\.distcp$')
-
-
-class IncompleteCheckpointError(FileNotFoundError):
-    """A sharded checkpoint folder lacks a file (or has a truncated one)."""
-
-
-def is_sharded(path):
-    """Whether ``path`` is a sharded checkpoint folder (complete or not)."""
-    return isinstance(path, (str, os.PathLike)) and osp.isdir(path)
-
-
-def _what(name):
-    m = _SHARD.match(name)
-    if m:
-        return f"rank {m.group(1)}'s shard {name}"
-    if name == '.metadata':
-        return 'the DCP metadata file .metadata'
-    return name
-
-
-def verify(folder):
-    """The completion marker of ``folder`` after checking that every file it
-    lists is there with its size; :class:`IncompleteCheckpointError` naming
-    what is missing otherwise."""
-    folder = str(folder)
-    if not osp.isdir(folder):
-        raise IncompleteCheckpointError(
-            f'sharded checkpoint {folder}: no such folder')
-    marker = osp.join(folder, MARKER)
-    if not osp.isfile(marker):
-        present = sorted(os.listdir(folder))
-        raise IncompleteCheckpointError(
-            f'sharded checkpoint {folder} is incomplete: it has no {MARKER} '
-            f'(the completion marker rank 0 writes last), so its save did '
-            f'not finish or the folder was copied in part (it holds '
-            f'{present}). Resume from an earlier checkpoint')
-    try:
-        with open(marker) as f:
-            info = json.load(f)
-    except ValueError as e:
-        raise IncompleteCheckpointError(
-            f'sharded checkpoint {folder}: {MARKER} is damaged ({e})') from None
-    if info.get('format') != FORMAT:
-        raise IncompleteCheckpointError(
-            f'sharded checkpoint {folder}: {MARKER} is not of format '
-            f'{FORMAT!r} (got {info.get("format")!r})')
-    problems = []
-    for name, size in sorted(info['files'].items()):
-        path = osp.join(folder, name)
-        if not osp.isfile(path):
-            problems.append(f'{_what(name)} is missing')
-        elif osp.getsize(path) != size:
-            problems.append(f'{_what(name)} has {osp.getsize(path)} bytes, '
-                            f'{size} were written (truncated or replaced)')
-    if problems:
-        raise IncompleteCheckpointError(
-            f'sharded checkpoint {folder} (written by {info["world_size"]} '
-            f'rank(s)) is incomplete: ' + '; '.join(problems) +
-            '. Copy the missing file(s) back, or resume from an earlier '
-            'checkpoint')
-    return info
-
-
-def is_complete(folder):
-    """:func:`verify` as a bool."""
-    try:
-        verify(folder)
-        return True
-    except IncompleteCheckpointError:
-        return False
 
 
 def _fsync_dir(folder):
