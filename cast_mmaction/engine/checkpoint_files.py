@@ -129,7 +129,8 @@ def verify(folder):
             info = json.load(f)
     except ValueError as e:
         raise IncompleteCheckpointError(
-            f'sharded checkpoint {folder}: {MARKER} is damaged ({e})') from None
+            f'sharded checkpoint {folder}: {MARKER} is damaged ({e})'
+        ) from None
     if info.get('format') != FORMAT:
         raise IncompleteCheckpointError(
             f'sharded checkpoint {folder}: {MARKER} is not of format '
