@@ -377,6 +377,13 @@ def test_flexible_runner_prepares_the_resume_before_loading():
     assert calls == [runner]
 
 
+
+def test_flexible_runner_patch_is_gated_on_the_version(monkeypatch):
+    from cast_mmaction import compat
+    monkeypatch.setattr(compat, '_version', lambda dist: '0.11.0')
+    assert compat._patch_flexible_runner_resume() is False
+
+
 def test_dcp_metadata_is_read_without_running_code(runs, tmp_path):
     from cast_mmaction.safe_load import (UntrustedCheckpointError,
                                          read_dcp_metadata)
