@@ -26,6 +26,9 @@ _patch_cpu_distributed     mmengine DDP assumes CUDA      mmengine <= 0.10.7,
 _patch_elastic_restart_... torchrun's restarted workers torch <= 2.15.0
   _store                   read the dead workers' keys
                            in the agent's c10d store
+_patch_flexible_runner_    FlexibleRunner loads the       mmengine <= 0.10.7,
+  resume                   checkpoint before before_run   order seen in the
+                                                          source
 _patch_low_precision_...   BaseHead.loss_by_feat calls    mmaction2 <= 1.2.0
                            .numpy() on bf16 scores
 _patch_vindlu_transformers  VindLU imports helpers that   mmaction2 <= 1.2.0,
@@ -398,6 +401,42 @@ def _patch_elastic_restart_store():
 
     _create_c10d_store._cast_attempt = True
     rdzv._create_c10d_store = _create_c10d_store
+
+
+def _patch_flexible_runner_resume():
+    """MMEngine's ``FlexibleRunner.train()`` (and ``val`` / ``test``) calls
+    ``load_or_resume()`` *before* the ``before_run`` hooks, the reverse of
+    ``Runner.train()``; a hook that makes ``--resume`` (auto) find a usable
+    checkpoint in ``before_run`` (``AtomicCheckpointHook``: an empty, stale
+    or incomplete ``last_checkpoint``, e.g. a sharded folder with a missing
+    shard) acts too late, and the resume fails. Here ``load_or_resume``
+    first calls ``prepare_resume(runner)`` of every hook that has one. Gated
+    on the order in ``FlexibleRunner.train``'s source; no upstream issue
+    found."""
+    import inspect
+    if not _affected('mmengine'):
+        return False
+    try:
+        from mmengine.runner import FlexibleRunner
+        src = inspect.getsource(FlexibleRunner.train)
+    except (ImportError, OSError, TypeError):
+        return False
+    original = FlexibleRunner.load_or_resume
+    if getattr(original, '_cast_prepare', False):
+        return True
+    if not (0 <= src.find('load_or_resume(') < src.find("'before_run'")):
+        return False  # the hooks run first: nothing to fix
+
+    def load_or_resume(self):
+        if not self._has_loaded:
+            for hook in self.hooks:
+                prepare = getattr(hook, 'prepare_resume', None)
+                if callable(prepare):
+                    prepare(self)
+        return original(self)
+
+    load_or_resume._cast_prepare = True
+    FlexibleRunner.load_or_resume = load_or_resume
     return True
 
 
@@ -442,6 +481,7 @@ def apply():
     _patch_color_jitter_hue()
     _patch_cpu_distributed()
     _patch_elastic_restart_store()
+    _patch_flexible_runner_resume()
     _patch_low_precision_head_loss()
     _APPLIED = True
 

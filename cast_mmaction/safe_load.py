@@ -16,7 +16,12 @@ package opens goes through this module:
   the archive's ``__setstate__`` methods, which can write files);
 * plain pickles (EPIC-KITCHENS score files): a restricted unpickler
   (:func:`load_pickle`) that builds containers, numbers, strings, NumPy
-  arrays and tensors only.
+  arrays and tensors only;
+* sharded checkpoint folders (``torch.distributed.checkpoint``): the
+  pickled ``.metadata`` file by a restricted unpickler that builds DCP's
+  metadata records only (:func:`read_dcp_metadata`); shard tensors with
+  ``weights_only=True``; pickled (non-tensor) entries refused
+  (:func:`safe_dcp_reader`).
 
 A file that needs anything else is refused with
 :class:`UntrustedCheckpointError`, which names what the file asked for. A
@@ -39,7 +44,7 @@ __all__ = [
     'load_from_local', 'load_from_url', 'load_pickle', 'load_safetensors',
     'save_safetensors', 'read_torchscript_state', 'is_torchscript_archive',
     'trust', 'trusted', 'is_trusted', 'trust_config', 'trust_inputs',
-    'add_trust_argument',
+    'add_trust_argument', 'read_dcp_metadata', 'safe_dcp_reader',
     'TRUST_HINT'
 ]
 
@@ -712,3 +717,83 @@ def load_pickle(path, what='pickle file'):
     _warn_trusted(path, what)
     with open(path, 'rb') as f:
         return pickle.load(f)
+
+
+# ----------------------------------------------------------------------------
+# torch.distributed.checkpoint folders
+# ----------------------------------------------------------------------------
+def _dcp_allowed():
+    import pathlib
+
+    import torch
+    from torch.distributed.checkpoint import filesystem, metadata
+    allowed = {f'torch.distributed.checkpoint.metadata.{n}': getattr(
+        metadata, n) for n in (
+            'Metadata', 'TensorStorageMetadata', 'BytesStorageMetadata',
+            'TensorProperties', 'ChunkStorageMetadata', 'MetadataIndex',
+            'StorageMeta', '_MEM_FORMAT_ENCODING')}
+    allowed['torch.distributed.checkpoint.filesystem._StorageInfo'] = \
+        filesystem._StorageInfo
+    allowed['torch.Size'] = torch.Size
+    # a layout by its name (torch.strided...): a table look-up
+    allowed['torch.serialization._get_layout'] = \
+        torch.serialization._get_layout
+    for name in ('float32', 'float64', 'float16', 'bfloat16', 'int64',
+                 'int32', 'int16', 'int8', 'uint8', 'bool', 'complex64',
+                 'complex128'):
+        allowed[f'torch.{name}'] = getattr(torch, name)
+    allowed['pathlib.PosixPath'] = pathlib.PosixPath  # the folder's path
+    allowed['pathlib.WindowsPath'] = pathlib.PurePosixPath
+    allowed['collections.OrderedDict'] = __import__('collections').OrderedDict
+    buildable = tuple(v for k, v in allowed.items()
+                      if k.startswith('torch.distributed') and
+                      isinstance(v, type))
+    return allowed, buildable
+
+
+def read_dcp_metadata(folder):
+    """The ``.metadata`` of a ``torch.distributed.checkpoint`` folder, read
+    by a restricted unpickler that builds DCP's metadata records (and
+    ``torch.Size``, dtypes, paths) only: ``pickle.load``, which
+    ``FileSystemReader`` uses, could run code a crafted file names.
+    Raises :class:`UntrustedCheckpointError` for anything else."""
+    path = osp.join(folder, '.metadata')
+    allowed, buildable = _dcp_allowed()
+    with open(path, 'rb') as f:
+        try:
+            return _RestrictedUnpickler(f, allowed, buildable).load()
+        except pickle.UnpicklingError as e:
+            raise UntrustedCheckpointError(
+                f'{path}: not the metadata of a torch.distributed.checkpoint '
+                f'folder, or it asks for more than DCP metadata ({e})'
+            ) from None
+
+
+def safe_dcp_reader(folder):
+    """A ``FileSystemReader`` for ``folder`` whose metadata is read by
+    :func:`read_dcp_metadata` and a load planner that refuses pickled
+    (non-tensor) entries; tensors are read with ``weights_only=True`` (as
+    ``FileSystemReader`` does). Returns ``(reader, planner)`` for
+    ``torch.distributed.checkpoint.load``."""
+    from torch.distributed.checkpoint import (DefaultLoadPlanner,
+                                              FileSystemReader)
+
+    class _Reader(FileSystemReader):
+
+        def read_metadata(self, *args, **kwargs):
+            from torch.distributed.checkpoint.metadata import StorageMeta
+            md = read_dcp_metadata(folder)
+            if getattr(md, 'storage_meta', None) is None:
+                md.storage_meta = StorageMeta()
+            md.storage_meta.load_id = self.load_id
+            return md
+
+    class _Planner(DefaultLoadPlanner):
+
+        def load_bytes(self, read_item, value):
+            raise UntrustedCheckpointError(
+                f'{folder}: entry {read_item.dest_index.fqn!r} is a pickled '
+                f'object, not a tensor; sharded checkpoints written here '
+                f'hold tensors only')
+
+    return _Reader(folder), _Planner()

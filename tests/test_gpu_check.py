@@ -39,7 +39,7 @@ def test_tiny_cpu_run_builds_and_runs_every_check():
     bf16 = c['precision']['bfloat16']
     assert 0 < bf16['logits_rel'] < 0.05 and 0 < bf16['grad_rel_global'] < 0.2
     assert sum(c['sdpa']['kernels'].values()) > 0
-    assert c['fsdp']['ok'] is None and c['fsdp']['built'] == 'FSDPStrategy'
+    assert c['fsdp']['ok'] is None and c['fsdp']['built'] == 'FSDP2Strategy'
     assert c['deepspeed']['ok'] is None
 
 

@@ -15,7 +15,7 @@ from conftest import ROOT, SHARED_FIXTURES
 #: top-level configs that are no model of their own: the synthetic demos
 #: and the same model under another strategy / augmentation device
 NOT_INDEXED = {'cast_demo.py', 'cava_demo.py', 'ca2st_demo.py',
-               'cast_ssv2_fsdp.py', 'cast_ssv2_deepspeed.py',
+               'cast_ssv2_fsdp.py', 'cast_demo_fsdp.py', 'cast_ssv2_deepspeed.py',
                'cast_ssv2_device_aug.py', 'cast_k400_device_aug.py'}
 
 

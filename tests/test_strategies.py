@@ -1,8 +1,9 @@
 """FSDP / DeepSpeed config variants (MMEngine FlexibleRunner) build on CPU,
 and the FSDP wrap units are the modules whose forward the backbone calls.
 
-FSDP itself needs GPUs (PyTorch refuses it on CPU-only hosts) and DeepSpeed
-is not installed here; the multi-process CPU path is DDP (test_ddp.py)."""
+FSDP2 (FSDP2Strategy) runs on CPUs: test_fsdp.py trains with it on 2
+processes. MMEngine's FSDP1 FSDPStrategy needs GPUs (PyTorch refuses it on
+CPU-only hosts) and DeepSpeed is not installed here."""
 import importlib.util
 import os
 
@@ -22,20 +23,53 @@ def _cfg(name):
 
 def test_fsdp_variant_builds_its_strategy_on_cpu():
     from mmengine.registry import FUNCTIONS, STRATEGIES
+
+    from cast_mmaction.engine.fsdp2 import FSDP2Strategy
     cfg = _cfg('cast_ssv2_fsdp.py')
     base = _cfg('cast_ssv2.py')
     assert cfg.runner_type == 'FlexibleRunner'
-    assert cfg.strategy.type == 'FSDPStrategy'
-    assert cfg.optim_wrapper.use_fsdp is True
-    # the recipe is unchanged otherwise
+    assert cfg.strategy.type == 'FSDP2Strategy'
+    assert cfg.strategy.mixed_precision.param_dtype == 'bf16'
+    # the recipe is unchanged otherwise: model, optimizer, accumulation
     assert cfg.model == base.model
     assert cfg.optim_wrapper.accumulative_counts == base.update_freq
+    assert cfg.optim_wrapper.optimizer == base.optim_wrapper.optimizer
+    assert cfg.optim_wrapper.paramwise_cfg == base.optim_wrapper.paramwise_cfg
+    # bf16 by FSDP2's MixedPrecisionPolicy: no autocast, no loss scaler
+    assert cfg.optim_wrapper.type == 'GuardedOptimWrapper'
     strategy = STRATEGIES.build(cfg.strategy)
-    assert type(strategy).__name__ == 'FSDPStrategy'
-    policy = cfg.strategy.model_wrapper.auto_wrap_policy.type
-    # looked up as MMFullyShardedDataParallel does
+    assert isinstance(strategy, FSDP2Strategy)
+    assert strategy.mp_policy.param_dtype == torch.bfloat16
+    assert strategy.mp_policy.reduce_dtype == torch.float32
+    # MMEngine's FSDP1 strategy (GPUs only) still builds with our policy
+    fsdp1 = STRATEGIES.build(dict(
+        type='FSDPStrategy', model_wrapper=dict(auto_wrap_policy=dict(
+            type='cast_fsdp_wrap_policy', min_num_params=0),
+            use_orig_params=True)))
+    assert type(fsdp1).__name__ == 'FSDPStrategy'
     with FUNCTIONS.switch_scope_and_registry(None):
-        assert FUNCTIONS.get(policy) is cast_fsdp_wrap_policy
+        assert FUNCTIONS.get('cast_fsdp_wrap_policy') is cast_fsdp_wrap_policy
+
+
+def test_fsdp2_strategy_refuses_bad_options_by_name():
+    from cast_mmaction.engine.fsdp2 import FSDP2Strategy
+    with pytest.raises(ValueError, match=r'mixed_precision.param_dtype'):
+        FSDP2Strategy(mixed_precision=dict(param_dtype='fp8'))
+    with pytest.raises(ValueError, match=r"unknown field\(s\) \['dtype'\]"):
+        FSDP2Strategy(mixed_precision=dict(dtype='bf16'))
+    with pytest.raises(ValueError, match='takes no model_wrapper'):
+        FSDP2Strategy(model_wrapper=dict(type='MMFullyShardedDataParallel'))
+
+
+def test_demo_fsdp_config_is_the_demo_on_gloo():
+    cfg = _cfg('cast_demo_fsdp.py')
+    base = _cfg('cast_demo.py')
+    assert cfg.runner_type == 'FlexibleRunner'
+    assert cfg.strategy.type == 'FSDP2Strategy'
+    assert cfg.env_cfg.dist_cfg.backend == 'gloo'
+    assert cfg.model == base.model
+    assert cfg.optim_wrapper == base.optim_wrapper
+    assert cfg.train_dataloader == base.train_dataloader
 
 
 def test_deepspeed_variant_config():

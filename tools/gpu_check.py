@@ -344,7 +344,8 @@ def check_strategy(name, args, device):
         cfg = load_cfg(name)
         built = type(STRATEGIES.build(cfg.strategy.to_dict())).__name__
         return dict(ok=None, built=built,
-                    skipped=f'{name} runs on CUDA only; strategy built')
+                    skipped=f'{name}: its GPU step (nccl) runs on CUDA '
+                    f'only; strategy built')
     env = dict(os.environ, MASTER_ADDR='127.0.0.1', MASTER_PORT=str(
         _free_port()), RANK='0', LOCAL_RANK='0', WORLD_SIZE='1',
         PYTHONPATH=os.pathsep.join([ROOT, os.environ.get('PYTHONPATH', '')]))

@@ -5,3 +5,4 @@ from . import optimizers  # noqa: F401
 from . import trainable_checkpoint  # noqa: F401 (trainable-only ckpts)
 from . import strategies  # noqa: F401 (FSDP wrap policy)
 from . import schedulers  # noqa: F401 (the authors' warm-up + cosine)
+from . import fsdp2  # noqa: F401 (FSDP2Strategy in MMEngine's STRATEGIES)

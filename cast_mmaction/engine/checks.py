@@ -85,7 +85,8 @@ def _pretrained_paths(obj, field):
 
 def required_paths(cfg, mode, checkpoint=None):
     """The (field, path, kind) triples that ``mode`` ('train' or 'test')
-    needs; kind is 'file' or 'dir'."""
+    needs; kind is 'file', 'dir' or 'checkpoint' (a file, or a sharded
+    checkpoint folder)."""
     if mode not in ('train', 'test'):
         raise ValueError(f"mode must be 'train' or 'test', got {mode!r}")
     paths = []
@@ -96,7 +97,7 @@ def required_paths(cfg, mode, checkpoint=None):
         paths += _pretrained_paths(_get(cfg, 'model', {}), 'model')
         load_from = _get(cfg, 'load_from')
         if isinstance(load_from, str) and load_from:
-            paths.append(('load_from', load_from, 'file'))
+            paths.append(('load_from', load_from, 'checkpoint'))
     else:
         loaders = ['test_dataloader']
         ckpt = checkpoint if checkpoint is not None else _get(
@@ -107,7 +108,7 @@ def required_paths(cfg, mode, checkpoint=None):
                 '(or set load_from in the config)')
         paths.append(('CHECKPOINT (argument of tools/test.py)'
                       if checkpoint is not None else 'load_from', ckpt,
-                      'file'))
+                      'checkpoint'))
     for name in loaders:
         loader = _get(cfg, name)
         if loader:
@@ -135,7 +136,9 @@ def missing_paths(cfg, mode, checkpoint=None):
     out = []
     for field, path, kind in required_paths(cfg, mode, checkpoint):
         full = osp.expanduser(path)
-        ok = osp.isfile(full) if kind == 'file' else osp.isdir(full)
+        # a checkpoint: a file, or a sharded checkpoint folder (FSDP2)
+        ok = (osp.isfile(full) if kind == 'file' else osp.isdir(full) if
+              kind == 'dir' else osp.isfile(full) or osp.isdir(full))
         if not ok:
             out.append((field, path, kind, _variables_for(cfg, path)))
     return out
@@ -158,7 +161,7 @@ def check_paths(cfg, mode, checkpoint=None, config_name=None):
         else:
             nested.append(field)
         name = ' / '.join(variables + [field]) if variables else field
-        thing = 'file' if kind == 'file' else 'folder'
+        thing = 'folder' if kind == 'dir' else 'file'
         lines.append(f'  {name} = {path!r}: {thing} not found')
     hint = ''
     if nested:

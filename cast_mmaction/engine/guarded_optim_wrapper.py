@@ -40,7 +40,9 @@ class NonFiniteGuard:
     :class:`FloatingPointError` before anything is updated. Each event is
     logged with the iteration and epoch, and the number of skipped steps is
     ``nonfinite_skips`` in the train log lines; more than
-    ``max_nonfinite_in_a_row`` skipped steps in a row stop the run.
+    ``max_nonfinite_in_a_row`` skipped steps in a row stop the run. In a
+    distributed run (DDP, FSDP2) the ranks agree: a non-finite loss or
+    gradient shard on any rank skips the step on all of them.
 
     Args:
         nonfinite (str): ``'skip'`` the update or ``'stop'`` the run.
@@ -111,7 +113,7 @@ class NonFiniteGuard:
 
     def update_params(self, loss, step_kwargs=None, zero_kwargs=None):
         value = loss.detach()
-        if bool(torch.isfinite(value).all()):
+        if _on_every_rank(bool(torch.isfinite(value).all()), value.device):
             self._in_a_row = 0
             result = super().update_params(loss, step_kwargs, zero_kwargs)
         else:
@@ -132,17 +134,41 @@ class NonFiniteGuard:
             self._poisoned = False
             return
         if self.check_grads and not self._is_amp():
+            # FSDP2 (DTensor) gradients: this rank's shards; the verdict is
+            # agreed over the ranks below
             grads = [
-                p.grad for group in self.optimizer.param_groups
+                getattr(p.grad, '_local_tensor', p.grad)
+                for group in self.optimizer.param_groups
                 for p in group['params'] if p.grad is not None
             ]
+            sharded = any(
+                hasattr(p.grad, '_local_tensor')
+                for group in self.optimizer.param_groups
+                for p in group['params'] if p.grad is not None)
             if grads:
                 norms = torch.stack(torch._foreach_norm(grads))
-                if not bool(torch.isfinite(norms).all()):
+                finite = bool(torch.isfinite(norms).all())
+                if sharded:
+                    finite = _on_every_rank(finite, norms.device)
+                if not finite:
                     self._event('gradient', 'norm ' + str(
                         norms.float().sum().item()))
                     return  # update_params zeroes the gradients next
         return super().step(**kwargs)
+
+
+def _on_every_rank(ok, device):
+    """``ok`` and-ed over the ranks of a distributed run (one tiny
+    all-reduce), so that every rank skips the same steps: a rank whose own
+    loss (or gradient shard) is non-finite would otherwise skip the backward
+    the others run, and their collectives would wait forever."""
+    import torch.distributed as dist
+    if not (dist.is_available() and dist.is_initialized()) or \
+            dist.get_world_size() < 2:
+        return ok
+    flag = torch.tensor([1.0 if ok else 0.0], device=device)
+    dist.all_reduce(flag, op=dist.ReduceOp.MIN)
+    return bool(flag.item() == 1.0)
 
 
 @OPTIM_WRAPPERS.register_module()

@@ -63,9 +63,16 @@ class AtomicCheckpointHook(CheckpointHook):
     (module docstring). Arguments as ``CheckpointHook``."""
 
     def before_run(self, runner):
-        if getattr(runner, '_resume', False) and getattr(
+        # before Runner.load_or_resume() reads last_checkpoint
+        self.prepare_resume(runner)
+
+    def prepare_resume(self, runner):
+        """On ``--resume`` without a file: make ``last_checkpoint`` name a
+        complete checkpoint (also called by ``FlexibleRunner``, which loads
+        before ``before_run``: ``compat._patch_flexible_runner_resume``)."""
+        resume = getattr(runner, '_resume', False)
+        if resume and not isinstance(resume, str) and getattr(
                 runner, '_load_from', None) is None:
-            # before Runner.load_or_resume() reads last_checkpoint
             if is_main_process():
                 resolve_last_checkpoint(runner.work_dir)
             barrier()
