@@ -124,15 +124,15 @@ def test_child_arguments_per_side():
 
 def test_flops_count_the_onednn_matmuls_and_the_training_step(tmp_path):
     """GFLOPs per clip include the matmuls that run on oneDNN on CPU and in
-    the custom autograd Functions (``_Linear``, ``_FrozenMLP``): the tool's
-    figure equals a count of the same model on the plain F.linear path;
+    the custom autograd Functions of the CPU speed-ups (``_Linear``,
+    ``_FrozenMLP``): the tool's figure equals a count of the same model on
+    the plain F.linear path;
     the training step counts forward + backward (1.5-3x the forward of its
     batch: input gradients of the matmuls, weight gradients of the trainable
     ones only)."""
     import torch
     from torch.utils.flop_counter import FlopCounterMode
-    from cast_mmaction.models.layers import (register_flop_formulas,
-                                             use_onednn_linear)
+    from cast_mmaction.models.speedups import register_flop_formulas
     from cast_mmaction.utils import build_model
     cfg = _tiny_cfg(tmp_path)
     out = tmp_path / 'flops.json'
@@ -141,19 +141,18 @@ def test_flops_count_the_onednn_matmuls_and_the_training_step(tmp_path):
     assert r.returncode == 0, r.stderr[-2000:]
     res = json.loads(out.read_text())
     got = res['gflops_per_clip']
-    model = build_model(cast_recognizer_cfg(
-        num_classes=5, embed_dim=64, depth=2, num_heads=4, num_frames=8,
-        img_size=32)).eval()
     x = torch.randn(1, 3, 8, 32, 32)
     register_flop_formulas()
     counts = {}
     for onednn in (False, True):
-        previous = use_onednn_linear(onednn)
-        try:
-            with torch.no_grad(), FlopCounterMode(display=False) as fc:
-                model.cls_head(model.backbone(x))
-        finally:
-            use_onednn_linear(previous)
+        cfg = cast_recognizer_cfg(num_classes=5, embed_dim=64, depth=2,
+                                  num_heads=4, num_frames=8, img_size=32)
+        if onednn:  # the speed-ups that run oneDNN matmuls
+            cfg['backbone']['speedups'] = dict(onednn_linear=True,
+                                               frozen_mlp=True)
+        model = build_model(cfg).eval()
+        with torch.no_grad(), FlopCounterMode(display=False) as fc:
+            model.cls_head(model.backbone(x))
         counts[onednn] = fc.get_total_flops() / 1e9
     assert got == pytest.approx(counts[False], rel=1e-6)
     assert counts[True] == pytest.approx(counts[False], rel=1e-6)
