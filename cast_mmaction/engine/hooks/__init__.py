@@ -5,10 +5,11 @@ from .atomic_checkpoint_hook import AtomicCheckpointHook
 from .bad_sample_hook import BadSampleHook, TooManyBadSamplesError
 from .parameter_count_hook import ParameterCountHook
 from .resume_state_hook import ResumeStateHook, get_rng_state, set_rng_state
+from .speedups_hook import SpeedupsHook
 from .startup_check_hook import StartupCheckHook, check_model
 
 __all__ = [
     'AtomicCheckpointHook', 'BadSampleHook', 'TooManyBadSamplesError',
     'ParameterCountHook', 'ResumeStateHook', 'get_rng_state',
-    'set_rng_state', 'StartupCheckHook', 'check_model'
+    'set_rng_state', 'SpeedupsHook', 'StartupCheckHook', 'check_model'
 ]
