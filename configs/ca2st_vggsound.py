@@ -25,6 +25,10 @@ model = dict(
     _delete_=True,
     type='AudioVisualRecognizer',
     backbone=dict(
+        # CPU speed-ups where they apply (fp32 CPU outside autocast: the
+        # frozen-MLP node, oneDNN matmuls on AMD AVX-512); the reference
+        # model on a GPU (models/speedups.py, docs/benchmarks.md)
+        speedups='cpu',
         type='CASTBackbone',
         num_frames=num_frames,
         img_size=224,
