@@ -237,3 +237,30 @@ def test_authors_side_in_bf16_is_a_clear_error(tmp_path):
              '--reference-amp', 'bf16')
     assert r.returncode != 0
     assert 'no bf16 path' in r.stderr + r.stdout
+
+
+def test_speedups_option_and_the_compare_rows(tmp_path):
+    """--speedups builds the model with them (none / a preset / a JSON
+    dict); --compare-speedups has the reference row and one per speed-up,
+    each a valid value; the child argv carries --speedups, not the
+    compare flag."""
+    cfg = _tiny_cfg(tmp_path)
+    for text, enabled in (('none', []), ('cpu', None),
+                          ('{"checkpoint": "fusion"}', ['checkpoint'])):
+        args = benchmark.parse_args([str(cfg), '--speedups', text])
+        ours = benchmark.build_ours(args, benchmark._load_cfg(args))
+        sp = ours['model'].backbone.speedups
+        if enabled is not None:
+            assert sp.enabled == enabled, text
+        else:
+            assert 'frozen_mlp' in sp.enabled and sp.requested == 'cpu'
+    from cast_mmaction.models.speedups import KEYS, resolve
+    labels = [label for label, _ in benchmark.SPEEDUP_ROWS]
+    assert labels[0] == 'reference' and len(labels) == len(KEYS) + 2
+    for _, spec in benchmark.SPEEDUP_ROWS:
+        resolve(benchmark.parse_speedups(spec))  # no error
+    argv = [str(cfg), '--compare-speedups', '--runs', '2', '--speedups',
+            'cpu', '--phases', 'train']
+    child = benchmark._strip(argv, '--compare-speedups',
+                             with_value=('--json', '--runs', '--speedups'))
+    assert child == [str(cfg), '--phases', 'train']
