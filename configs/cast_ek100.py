@@ -182,7 +182,9 @@ default_hooks = dict(
     checkpoint=dict(type='AtomicCheckpointHook', interval=5, max_keep_ckpts=3,
                     save_best='ek100/action_top1', rule='greater'),
     sampler_seed=dict(type='DistSamplerSeedHook'),
-    sync_buffers=dict(type='SyncBuffersHook'))
+    sync_buffers=dict(type='SyncBuffersHook'),
+    # which CPU speed-ups run and why: logged once, in every checkpoint's meta
+    speedups=dict(type='SpeedupsHook'))
 custom_hooks = [dict(type='ParameterCountHook')]  # trainable / total params
 env_cfg = dict(cudnn_benchmark=False,
                mp_cfg=dict(mp_start_method='fork', opencv_num_threads=0),

@@ -184,3 +184,21 @@ def test_bad_speedup_config_names_the_field():
             speedups.resolve(bad, AMD512)
     with pytest.raises(ValueError, match='backbone.speedups'):
         _backbone('cast', dict(frozen=True))
+
+
+def test_every_config_records_its_speedup_decision():
+    """Every config's runner has the SpeedupsHook (log + checkpoint meta)
+    and names only valid speed-ups."""
+    import glob
+    import os.path as osp
+
+    from mmengine.config import Config
+    from conftest import ROOT
+    paths = sorted(glob.glob(osp.join(ROOT, 'configs', '*.py')))
+    assert len(paths) > 10
+    for path in paths:
+        cfg = Config.fromfile(path)
+        hooks = cfg.get('default_hooks', {})
+        assert hooks.get('speedups', {}).get('type') == 'SpeedupsHook', path
+        spec = cfg.model.backbone.get('speedups')
+        speedups.resolve(spec, AMD512)  # valid
