@@ -32,9 +32,11 @@ ISA_FLAGS = ('avx2', 'fma', 'avx512f', 'avx512_bf16', 'avx512_fp16',
 
 def cpu_facts():
     """The CPU a measurement ran on, from ``/proc/cpuinfo`` (Linux; empty
-    elsewhere): ``cpu_model``, ``cpu_count`` (logical CPUs listed) and
-    ``cpu_isa`` (the :data:`ISA_FLAGS` it has), for the benchmark tools'
-    records."""
+    elsewhere): ``cpu_model``, ``cpu_vendor`` (``vendor_id``, e.g.
+    ``AuthenticAMD`` / ``GenuineIntel``), ``cpu_count`` (logical CPUs
+    listed) and ``cpu_isa`` (the :data:`ISA_FLAGS` it has), for the
+    benchmark tools' records and the speed-up rules
+    (``models/speedups.py``)."""
     try:
         with open('/proc/cpuinfo') as f:
             lines = f.read().splitlines()
@@ -42,8 +44,11 @@ def cpu_facts():
         return {}
     models = [ln.split(':', 1)[1].strip() for ln in lines
               if ln.startswith('model name')]
+    vendors = [ln.split(':', 1)[1].strip() for ln in lines
+               if ln.startswith('vendor_id')]
     flags = next((set(ln.split(':', 1)[1].split()) for ln in lines
                   if ln.startswith('flags')), set())
     return dict(cpu_model=models[0] if models else None,
+                cpu_vendor=vendors[0] if vendors else None,
                 cpu_count=len(models),
                 cpu_isa=[f for f in ISA_FLAGS if f in flags])

@@ -34,6 +34,10 @@ layer_decay = 0.75
 # (= presets_av.ca2st_recognizer_cfg(composition=True)).
 model = dict(
     backbone=dict(
+        # CPU speed-ups where they apply (fp32 CPU outside autocast: the
+        # frozen-MLP node, oneDNN matmuls on AMD AVX-512); the reference
+        # model on a GPU (models/speedups.py, docs/benchmarks.md)
+        speedups='cpu',
         num_frames={{_base_.num_segments}},
         experts=dict(
             clip=dict(pretrained=clip_weights),

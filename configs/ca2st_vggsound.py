@@ -28,6 +28,10 @@ label_smoothing = 0.1
 # adapter Linear-QuickGELU-Linear, not zero-initialised (as published).
 model = dict(
     backbone=dict(
+        # CPU speed-ups where they apply (fp32 CPU outside autocast: the
+        # frozen-MLP node, oneDNN matmuls on AMD AVX-512); the reference
+        # model on a GPU (models/speedups.py, docs/benchmarks.md)
+        speedups='cpu',
         num_frames={{_base_.num_frames}},
         experts=dict(
             clip=dict(pretrained=clip_weights),

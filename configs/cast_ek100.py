@@ -38,6 +38,10 @@ layer_decay = 0.75
 # (CLIP) stream, verb from the temporal (VideoMAE) stream
 model = dict(
     backbone=dict(
+        # CPU speed-ups where they apply (fp32 CPU outside autocast: the
+        # frozen-MLP node, oneDNN matmuls on AMD AVX-512); the reference
+        # model on a GPU (models/speedups.py, docs/benchmarks.md)
+        speedups='cpu',
         num_frames={{_base_.num_segments}},
         experts=dict(
             clip=dict(pretrained=clip_weights),
@@ -87,7 +91,9 @@ default_hooks = dict(
     checkpoint=dict(type='AtomicCheckpointHook', interval=5, max_keep_ckpts=3,
                     save_best='ek100/action_top1', rule='greater'),
     sampler_seed=dict(type='DistSamplerSeedHook'),
-    sync_buffers=dict(type='SyncBuffersHook'))
+    sync_buffers=dict(type='SyncBuffersHook'),
+    # which CPU speed-ups run and why: logged once, in every checkpoint's meta
+    speedups=dict(type='SpeedupsHook'))
 custom_hooks = [dict(type='ParameterCountHook')]  # trainable / total params
 env_cfg = dict(cudnn_benchmark=False,
                mp_cfg=dict(mp_start_method='fork', opencv_num_threads=0),

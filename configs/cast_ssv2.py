@@ -38,6 +38,10 @@ mixup_switch_prob = 0.0
 # with this recipe's clip size, weights, classes and regularisation.
 model = dict(
     backbone=dict(
+        # CPU speed-ups where they apply (fp32 CPU outside autocast: the
+        # frozen-MLP node, oneDNN matmuls on AMD AVX-512); the reference
+        # model on a GPU (models/speedups.py, docs/benchmarks.md)
+        speedups='cpu',
         num_frames={{_base_.num_frames}},
         img_size={{_base_.img_size}},
         experts=dict(

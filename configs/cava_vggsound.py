@@ -35,6 +35,10 @@ label_smoothing = 0.1
 # (= presets_av.cava_recognizer_cfg()) with this recipe's sizes and weights.
 model = dict(
     backbone=dict(
+        # CPU speed-ups where they apply (fp32 CPU outside autocast: the
+        # frozen-MLP node, oneDNN matmuls on AMD AVX-512); the reference
+        # model on a GPU (models/speedups.py, docs/benchmarks.md)
+        speedups='cpu',
         num_frames={{_base_.num_frames}},
         img_size={{_base_.img_size}},
         experts=dict(

@@ -61,12 +61,3 @@ pipe_test = [
     dict(type='FormatShape', input_format='NCTHW'),
     dict(type='PackActionInputs')]
 """
-
-
-@pytest.fixture
-def onednn_on():
-    """The oneDNN path forced on (the per-machine choice may be off)."""
-    from cast_mmaction.models.layers import use_onednn_linear
-    prev = use_onednn_linear(True)
-    yield
-    use_onednn_linear(prev)

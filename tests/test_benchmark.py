@@ -124,15 +124,15 @@ def test_child_arguments_per_side():
 
 def test_flops_count_the_onednn_matmuls_and_the_training_step(tmp_path):
     """GFLOPs per clip include the matmuls that run on oneDNN on CPU and in
-    the custom autograd Functions (``_Linear``, ``_FrozenMLP``): the tool's
-    figure equals a count of the same model on the plain F.linear path;
+    the custom autograd Functions of the CPU speed-ups (``_Linear``,
+    ``_FrozenMLP``): the tool's figure equals a count of the same model on
+    the plain F.linear path;
     the training step counts forward + backward (1.5-3x the forward of its
     batch: input gradients of the matmuls, weight gradients of the trainable
     ones only)."""
     import torch
     from torch.utils.flop_counter import FlopCounterMode
-    from cast_mmaction.models.layers import (register_flop_formulas,
-                                             use_onednn_linear)
+    from cast_mmaction.models.speedups import register_flop_formulas
     from cast_mmaction.utils import build_model
     cfg = _tiny_cfg(tmp_path)
     out = tmp_path / 'flops.json'
@@ -141,19 +141,18 @@ def test_flops_count_the_onednn_matmuls_and_the_training_step(tmp_path):
     assert r.returncode == 0, r.stderr[-2000:]
     res = json.loads(out.read_text())
     got = res['gflops_per_clip']
-    model = build_model(cast_recognizer_cfg(
-        num_classes=5, embed_dim=64, depth=2, num_heads=4, num_frames=8,
-        img_size=32)).eval()
     x = torch.randn(1, 3, 8, 32, 32)
     register_flop_formulas()
     counts = {}
     for onednn in (False, True):
-        previous = use_onednn_linear(onednn)
-        try:
-            with torch.no_grad(), FlopCounterMode(display=False) as fc:
-                model.cls_head(model.backbone(x))
-        finally:
-            use_onednn_linear(previous)
+        cfg = cast_recognizer_cfg(num_classes=5, embed_dim=64, depth=2,
+                                  num_heads=4, num_frames=8, img_size=32)
+        if onednn:  # the speed-ups that run oneDNN matmuls
+            cfg['backbone']['speedups'] = dict(onednn_linear=True,
+                                               frozen_mlp=True)
+        model = build_model(cfg).eval()
+        with torch.no_grad(), FlopCounterMode(display=False) as fc:
+            model.cls_head(model.backbone(x))
         counts[onednn] = fc.get_total_flops() / 1e9
     assert got == pytest.approx(counts[False], rel=1e-6)
     assert counts[True] == pytest.approx(counts[False], rel=1e-6)
@@ -238,3 +237,30 @@ def test_authors_side_in_bf16_is_a_clear_error(tmp_path):
              '--reference-amp', 'bf16')
     assert r.returncode != 0
     assert 'no bf16 path' in r.stderr + r.stdout
+
+
+def test_speedups_option_and_the_compare_rows(tmp_path):
+    """--speedups builds the model with them (none / a preset / a JSON
+    dict); --compare-speedups has the reference row and one per speed-up,
+    each a valid value; the child argv carries --speedups, not the
+    compare flag."""
+    cfg = _tiny_cfg(tmp_path)
+    for text, enabled in (('none', []), ('cpu', None),
+                          ('{"checkpoint": "fusion"}', ['checkpoint'])):
+        args = benchmark.parse_args([str(cfg), '--speedups', text])
+        ours = benchmark.build_ours(args, benchmark._load_cfg(args))
+        sp = ours['model'].backbone.speedups
+        if enabled is not None:
+            assert sp.enabled == enabled, text
+        else:
+            assert 'frozen_mlp' in sp.enabled and sp.requested == 'cpu'
+    from cast_mmaction.models.speedups import KEYS, resolve
+    labels = [label for label, _ in benchmark.SPEEDUP_ROWS]
+    assert labels[0] == 'reference' and len(labels) == len(KEYS) + 2
+    for _, spec in benchmark.SPEEDUP_ROWS:
+        resolve(benchmark.parse_speedups(spec))  # no error
+    argv = [str(cfg), '--compare-speedups', '--runs', '2', '--speedups',
+            'cpu', '--phases', 'train']
+    child = benchmark._strip(argv, '--compare-speedups',
+                             with_value=('--json', '--runs', '--speedups'))
+    assert child == [str(cfg), '--phases', 'train']

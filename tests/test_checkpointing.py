@@ -5,7 +5,7 @@ import torch
 import torch.nn as nn
 import torch.utils.checkpoint as tcp
 
-from cast_mmaction.models import checkpointing
+from cast_mmaction.models import checkpointing, speedups
 from cast_mmaction.models.checkpointing import SavePolicy, make_policy
 from cast_mmaction.models.presets import cast_recognizer_cfg
 from cast_mmaction.utils import build_model
@@ -51,9 +51,11 @@ def test_selective_checkpointing_gives_the_plain_gradients(policy, with_cp,
                                    msg=n)
 
 
-def test_the_policy_keeps_attention_and_qkv_and_recomputes_the_rest():
+@pytest.mark.parametrize('path', ['reference', 'onednn'])
+def test_the_policy_keeps_attention_and_qkv_and_recomputes_the_rest(path):
     """Record the policy's decision per operator over one checkpointed layer
-    of a ViT-B-width model (k = 768)."""
+    of a ViT-B-width model (k = 768), on the reference matmuls (F.linear)
+    and on the oneDNN speed-up's."""
     decisions = []
     policy = make_policy('selective')
 
@@ -71,7 +73,9 @@ def test_the_policy_keeps_attention_and_qkv_and_recomputes_the_rest():
     down = nn.Linear(dim, dim // 4)
 
     def layer(x):
-        from cast_mmaction.models.layers import linear, sdpa_heads
+        from cast_mmaction.models.layers import sdpa_heads
+        linear = (speedups.onednn_linear if path == 'onednn' else
+                  torch.nn.functional.linear)
         q, k, v = linear(ln(x), qkv.weight, qkv.bias).chunk(3, -1)
         x = x + linear(sdpa_heads(q, k, v, heads), proj.weight, proj.bias)
         h = torch.nn.functional.gelu(linear(ln(x), fc1.weight, fc1.bias))
@@ -102,10 +106,17 @@ def test_bad_policy_names_the_field():
         _tiny(checkpoint_policy='cheap')
     assert make_policy('full') is None and make_policy(None) is None
     assert checkpointing.POLICIES == ('full', 'attention', 'selective',
-                                      'narrow', 'fusion', 'fusion_qkv')
+                                      'narrow')
+    assert checkpointing.FUSION_POLICIES == ('fusion', 'fusion_qkv')
+    # the fusion regions are a CPU speed-up: the error names the new field
+    for name in checkpointing.FUSION_POLICIES:
+        with pytest.raises(ValueError, match=r'speedups=dict\(checkpoint='):
+            _tiny(checkpoint_policy=name)
+    with pytest.raises(ValueError, match='speedups.checkpoint'):
+        _tiny(speedups=dict(checkpoint='cheap'))
     with pytest.raises(TypeError, match='FusionPolicy'):
         checkpointing.checkpoint(lambda x: x, torch.ones(1),
-                                 policy='fusion')
+                                 policy=checkpointing.FusionPolicy())
 
 
 # -- 'fusion' / 'fusion_qkv': regions inside the layer ------------------------
@@ -204,9 +215,10 @@ def test_fusion_policies_give_the_plain_gradients_and_rerun_no_expert_matmul(
         for p in ref.parameters():  # zero-initialised ups / adapters too
             if p.requires_grad:
                 p.normal_(0, 0.1)
-    model = _tiny_backbone(kind, checkpoint_policy=policy, with_cp=with_cp)
+    model = _tiny_backbone(kind, speedups=dict(checkpoint=policy),
+                           with_cp=with_cp)
     model.load_state_dict(ref.state_dict())
-    assert model.cp_layers == layers
+    assert model.layer_runner.layers == layers
     x = _inputs(kind)
     out_ref, want, mm_ref = _run(ref, x)
     out, got, mm = _run(model, x)
@@ -239,9 +251,10 @@ def test_fusion_policies_give_the_plain_gradients_and_rerun_no_expert_matmul(
     assert any('adapters.' in n for n in rerun)
 
 
-def test_fusion_policy_under_frozen_dtype_and_autocast():
-    """bf16 frozen experts (autocast inside the backbone) and a global
-    bf16 autocast: the fusion regions recompute the same bf16 values."""
+def test_fusion_policy_under_frozen_dtype_and_autocast(monkeypatch):
+    """bf16 frozen experts (autocast inside the backbone): the fusion
+    regions recompute the same bf16 values. A global bf16 autocast: the
+    speed-up does not apply, the reference layer runs (no region)."""
     for kw, amp in ((dict(frozen_dtype='bfloat16'), False),
                     (dict(), True)):
         ref = _tiny_backbone('cast', **kw)
@@ -250,27 +263,35 @@ def test_fusion_policy_under_frozen_dtype_and_autocast():
             for p in ref.parameters():
                 if p.requires_grad:
                     p.normal_(0, 0.1)
-        model = _tiny_backbone('cast', checkpoint_policy='fusion_qkv', **kw)
+        model = _tiny_backbone('cast', speedups=dict(checkpoint='fusion_qkv'),
+                               **kw)
         model.load_state_dict(ref.state_dict())
         x = _inputs('cast')
+        calls = []
+        real = checkpointing.cp.checkpoint
+        monkeypatch.setattr(checkpointing.cp, 'checkpoint',
+                            lambda *a, **k: calls.append(1) or real(*a, **k))
         with torch.autocast('cpu', dtype=torch.bfloat16, enabled=amp):
             out_ref, want, _ = _run(ref, x)
+            assert not calls
             out, got, _ = _run(model, x)
+        assert bool(calls) is not amp  # regions only outside autocast
+        monkeypatch.undo()
         for a, b in zip(out, out_ref):
             torch.testing.assert_close(a, b, rtol=0, atol=0)
         for n in want:
-            torch.testing.assert_close(got[n], want[n], rtol=0, atol=1e-6,
-                                       msg=n)
+            torch.testing.assert_close(got[n], want[n], rtol=0,
+                                       atol=0 if amp else 1e-6, msg=n)
 
 
 def test_fusion_policy_parts_and_inference():
-    pol = make_policy('fusion')
+    pol = checkpointing.make_fusion_policy('fusion')
     assert isinstance(pol, checkpointing.FusionPolicy)
     assert (pol.links, pol.adapters, pol.qkv) == (True, True, False)
-    assert make_policy('fusion_qkv').qkv
+    assert checkpointing.make_fusion_policy('fusion_qkv').qkv
     only_links = checkpointing.FusionPolicy(adapters=False)
     ref = _tiny_backbone('cast')
-    model = _tiny_backbone('cast', checkpoint_policy=only_links)
+    model = _tiny_backbone('cast', speedups=dict(checkpoint=only_links))
     model.load_state_dict(ref.state_dict())
     _, want, mm_ref = _run(ref, _inputs('cast'))
     _, got, mm = _run(model, _inputs('cast'))
@@ -293,17 +314,28 @@ def test_fusion_policy_parts_and_inference():
 
 
 def test_malloc_mmap_threshold_is_an_explicit_opt_in(monkeypatch):
-    import cast_mmaction.models.backbones.cast as cast_mod
     calls = []  # (the real one would change this test process's malloc)
-    monkeypatch.setattr(cast_mod, 'set_malloc_mmap_threshold',
+    monkeypatch.setattr(speedups, 'set_malloc_mmap_threshold',
                         lambda n: calls.append(n))
-    _tiny_backbone('cast')
-    assert calls == []  # never without the field
-    _tiny_backbone('cast', malloc_mmap_threshold=1 << 20)
-    assert calls == [1 << 20]
+    with torch.no_grad():
+        _tiny_backbone('cast')(_inputs('cast'))
+        assert calls == []  # never without the field
+        bb = _tiny_backbone('cast', speedups=dict(
+            malloc_mmap_threshold=1 << 20))
+        assert calls == []  # not when built: at the first fp32 CPU forward
+        bb.double()(_inputs('cast').double())
+        assert calls == []  # fp64: does not apply
+        bb.float()(_inputs('cast'))
+        bb(_inputs('cast'))
+    assert calls == [1 << 20]  # once
+    # the retired backbone field names the new one
+    with pytest.raises(ValueError, match=r'speedups=dict\(malloc_mmap'):
+        _tiny_backbone('cast', malloc_mmap_threshold=1 << 20)
 
 
 @pytest.mark.parametrize('bad', [0, -1, 64 << 20, 1.5, '1M', True])
 def test_malloc_mmap_threshold_bad_values_name_the_field(bad):
     with pytest.raises(ValueError, match='malloc_mmap_threshold'):
-        checkpointing.set_malloc_mmap_threshold(bad)
+        speedups.set_malloc_mmap_threshold(bad)
+    with pytest.raises(ValueError, match='speedups.malloc_mmap_threshold'):
+        speedups.resolve(dict(malloc_mmap_threshold=bad))

@@ -574,6 +574,8 @@ def test_config_is_the_published_recipe():
         composition=True, drop_path_rate=0.2, label_smooth_eps=0.1,
         clip_pretrained=cfg.clip_weights, vmae_pretrained=cfg.vmae_weights,
         data_preprocessor=model['data_preprocessor'])
+    # plus the CPU speed-ups (a no-op on a GPU; models/speedups.py)
+    ref['backbone']['speedups'] = 'cpu'
     assert json.loads(json.dumps(model)) == json.loads(json.dumps(ref))
     blend = model['data_preprocessor']['blending']
     assert (blend['prob'], blend['mixup_alpha'], blend['switch_prob']) == (

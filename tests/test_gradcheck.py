@@ -17,13 +17,15 @@ import torch
 import torch.nn.functional as F
 
 import cast_mmaction
-from cast_mmaction.models import layers
-from cast_mmaction.models.layers import (_FrozenMLP, _Linear, frozen_mlp,
-                                         linear)
+from cast_mmaction.models import speedups
+from cast_mmaction.models.speedups import _FrozenMLP, _Linear, frozen_mlp
+from cast_mmaction.models.speedups import onednn_linear as linear
 
-COVERED = {'cast_mmaction.models.layers._Linear',
-           'cast_mmaction.models.layers._FrozenMLP'}
-ONEDNN = layers._LP is not None
+# only the opt-in CPU speed-ups (models/speedups.py) have Functions; the
+# reference model has none
+COVERED = {'cast_mmaction.models.speedups._Linear',
+           'cast_mmaction.models.speedups._FrozenMLP'}
+ONEDNN = speedups._LP is not None
 
 
 def _package_functions():
@@ -92,10 +94,10 @@ def test_linear_gradcheck(needs, bias, layout):
 @pytest.mark.skipif(not ONEDNN, reason='torch has no oneDNN _linear_pointwise')
 @pytest.mark.parametrize('bias', [True, False])
 @pytest.mark.parametrize('noncontig', [False, True])
-def test_linear_fp32_fast_path_gradients(bias, noncontig, onednn_on):
-    """linear() on fp32 CPU tensors with grad takes _Linear on oneDNN (forced
-    on: the per-machine choice may prefer F.linear); its gradients equal
-    float64 autograd of F.linear to fp32 precision."""
+def test_linear_fp32_fast_path_gradients(bias, noncontig):
+    """onednn_linear() on fp32 CPU tensors with grad takes _Linear on
+    oneDNN; its gradients equal float64 autograd of F.linear to fp32
+    precision."""
     x64, w64 = _t((3, 6, 16), 3), _t((8, 16), 4)
     b64 = _t((8, ), 5) if bias else None
     gy = _t((3, 6, 8), 6, False)
@@ -193,14 +195,14 @@ def test_frozen_mlp_fp32_fast_path(act, bias):
     f = [None if t is None else t.float() for t in (w1, b1, w2, b2)]
     fc1, fc2 = _FC(f[0], f[1]), _FC(f[2], f[3])
     x = x64.detach().float().requires_grad_()
-    y = frozen_mlp(x, fc1, fc2, act)
+    y = frozen_mlp(x, fc1, fc2, act, onednn=True)
     assert type(y.grad_fn).__name__ == '_FrozenMLPBackward'
     (g, ) = torch.autograd.grad(y, x, gy.float())
     torch.testing.assert_close(y.double(), ref_y.detach(), rtol=1e-5,
                                atol=1e-5)
     torch.testing.assert_close(g.double(), ref_g, rtol=1e-5, atol=1e-5)
     with torch.no_grad():  # inference-fused branch
-        y_inf = frozen_mlp(x, fc1, fc2, act)
+        y_inf = frozen_mlp(x, fc1, fc2, act, onednn=True)
     assert y_inf.grad_fn is None
     torch.testing.assert_close(y_inf.double(), ref_y.detach(), rtol=1e-5,
                                atol=1e-5)

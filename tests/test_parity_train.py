@@ -26,18 +26,25 @@ def _failed(rows):
     return sorted(n for n, r in rows.items() if not r[3])
 
 
+@pytest.mark.parametrize('speedups', ['none', 'cpu'])
 @pytest.mark.parametrize('name', TRAIN_DUMPS)
-def test_training_dump_matches(name):
+def test_training_dump_matches(name, speedups):
+    """The reference model and the CPU speed-ups ('cpu' preset) both take
+    the authors' training step."""
     d = shared_fixture(name)
     assert is_train_dump(d)
-    rows = _rows(d)
+    rows = _rows(d, speedups=speedups)
     assert not _failed(rows), _failed(rows)
     heads = [n.split(' ')[0] for n in rows if not n.startswith(' ')]
     assert heads == ['trainable', 'loss', 'grad', 'lr_scale', 'weight_decay',
                      'lr_schedule']
-    # the backward ran through the package's custom autograd nodes
+    # the reference backward has no custom autograd node; with the
+    # speed-ups it runs through them (the frozen MLPs at least)
     nodes = next(r for n, r in rows.items() if 'backward nodes' in n)
-    assert nodes[1] > 0
+    if speedups == 'none':
+        assert nodes[1] == 0
+    else:
+        assert nodes[1] > 0 and '_FrozenMLP x0' not in nodes[0]
 
 
 def _perturbed_copy(src, dst):
@@ -200,12 +207,15 @@ def test_not_a_training_dump(tmp_path):
         check_train_dump(str(tmp_path))
 
 
-def test_activation_checkpointing_gives_the_same_step(tmp_path):
-    """with_cp=True (recomputed layers in backward) takes the same training
-    step: the dump still passes."""
+@pytest.mark.parametrize('speedups', [
+    None, {'checkpoint': 'fusion_qkv', 'frozen_mlp': True}])
+def test_activation_checkpointing_gives_the_same_step(tmp_path, speedups):
+    """with_cp=True (recomputed layers in backward), and the fusion
+    checkpoint regions of the CPU speed-ups, take the same training step:
+    the dump still passes."""
     cfg = tmp_path / 'with_cp.py'
     cfg.write_text(
         f"_base_ = [{os.path.join(ROOT, 'configs', 'cast_ssv2.py')!r}]\n"
-        "model = dict(backbone=dict(with_cp=True))\n")
+        f"model = dict(backbone=dict(with_cp=True, speedups={speedups!r}))\n")
     rows = _rows(shared_fixture('cast_train_single'), config=str(cfg))
     assert not _failed(rows), _failed(rows)

@@ -4,7 +4,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from cast_mmaction.models.layers import frozen_mlp
+from cast_mmaction.models.speedups import frozen_mlp
 from cast_mmaction.models.presets import cast_recognizer_cfg
 from cast_mmaction.utils import build_model
 
@@ -168,8 +168,8 @@ def test_bad_checkpoint_layers_name_the_field():
         _tiny(with_cp=4)
 
 
-def test_onednn_linear_matches_f_linear_in_values_and_gradients(onednn_on):
-    from cast_mmaction.models.layers import linear, use_onednn_linear
+def test_onednn_linear_matches_f_linear_in_values_and_gradients():
+    from cast_mmaction.models.speedups import onednn_linear as linear
     torch.manual_seed(0)
     x = torch.randn(4, 70, 96, requires_grad=True)
     w = torch.randn(160, 96, requires_grad=True)
@@ -192,35 +192,33 @@ def test_onednn_linear_matches_f_linear_in_values_and_gradients(onednn_on):
         y = linear(x, w, b)
     assert tuple(x.shape) not in [tuple(s) for s in saved]
     assert tuple(x.reshape(-1, 96).shape) not in [tuple(s) for s in saved]
-    # the switch falls back to F.linear
     assert type(linear(x, w, b).grad_fn).__name__ == '_LinearBackward'
-    prev = use_onednn_linear(False)
-    try:
-        assert type(linear(x, w, b).grad_fn).__name__ != '_LinearBackward'
-    finally:
-        use_onednn_linear(prev)
     # other dtypes and autocast take F.linear
     xd = x.detach().double()
     torch.testing.assert_close(linear(xd, w.double(), b.double()),
                                F.linear(xd, w.double(), b.double()),
                                rtol=0, atol=0)
     with torch.autocast('cpu', dtype=torch.bfloat16):
-        assert linear(x, w, b).dtype == torch.bfloat16
+        y = linear(x, w, b)
+        assert y.dtype == torch.bfloat16
+        assert type(y.grad_fn).__name__ != '_LinearBackward'
 
 
-def test_frozen_mlp_fp32_fast_path_matches_the_plain_mlp():
+@pytest.mark.parametrize('onednn', [False, True])
+def test_frozen_mlp_fp32_fast_path_matches_the_plain_mlp(onednn):
     for act in ('gelu', 'quick_gelu'):
         fc1, fc2 = _frozen_pair(torch.float32)
         x = torch.randn(3, 50, 12, requires_grad=True)
-        y, ref = frozen_mlp(x, fc1, fc2, act), _plain_mlp(x, fc1, fc2, act)
+        y = frozen_mlp(x, fc1, fc2, act, onednn)
+        ref = _plain_mlp(x, fc1, fc2, act)
         torch.testing.assert_close(y, ref, rtol=1e-5, atol=1e-5)
         g = torch.randn_like(y)
         gx, = torch.autograd.grad(y, x, g)
         gr, = torch.autograd.grad(ref, x, g)
         torch.testing.assert_close(gx, gr, rtol=1e-5, atol=1e-5)
         with torch.no_grad():  # fused activation in the first matmul
-            torch.testing.assert_close(frozen_mlp(x, fc1, fc2, act), ref,
-                                       rtol=1e-5, atol=1e-5)
+            torch.testing.assert_close(frozen_mlp(x, fc1, fc2, act, onednn),
+                                       ref, rtol=1e-5, atol=1e-5)
 
 
 def test_torch_compile_matches_eager_in_values_and_gradients():
@@ -257,32 +255,31 @@ def test_torch_compile_matches_eager_in_values_and_gradients():
                                    msg=n)
 
 
-def test_fast_path_is_chosen_per_machine_and_never_slower(monkeypatch):
-    """The per-machine choice: a cached micro-benchmark of both paths,
-    oneDNN only when measurably faster; the environment variable and
-    ``use_onednn_linear`` override it; a bad value names the variable."""
-    from cast_mmaction.models import layers
-    prev = layers.use_onednn_linear(None)
-    try:
-        monkeypatch.setattr(layers, '_FASTER', {})
-        faster, details = layers.onednn_linear_faster(reps=2)
-        if layers._LP is not None:
-            assert details['onednn_gflops'] > 0 and details['plain_gflops'] > 0
-            assert faster == (details['onednn_gflops']
-                              > details['plain_gflops'] / 0.95)
-        assert layers.onednn_linear_faster() == (faster, details)  # cached
-        x, w = torch.randn(8, 16), torch.randn(4, 16)
-        monkeypatch.setenv('CAST_ONEDNN_LINEAR', 'auto')
-        assert layers._onednn_ok(x, w) == (faster and layers._LP is not None)
-        monkeypatch.setenv('CAST_ONEDNN_LINEAR', '0')
-        assert not layers._onednn_ok(x, w)
-        monkeypatch.setenv('CAST_ONEDNN_LINEAR', '1')
-        assert layers._onednn_ok(x, w) == (layers._LP is not None)
-        layers.use_onednn_linear(False)  # the switch wins over the variable
-        assert not layers._onednn_ok(x, w)
-        layers.use_onednn_linear(None)
-        monkeypatch.setenv('CAST_ONEDNN_LINEAR', 'fast')
-        with pytest.raises(ValueError, match='CAST_ONEDNN_LINEAR'):
-            layers._onednn_ok(x, w)
-    finally:
-        layers.use_onednn_linear(prev)
+def test_onednn_linear_is_decided_from_cpu_facts_never_from_a_timing():
+    """``onednn_linear='auto'``: on for AMD with AVX-512 (where it measured
+    ~2x), off on Intel and AVX2-only AMD; the same facts give the same
+    answer every time, and nothing in the package times a path."""
+    import pathlib
+    from cast_mmaction.models import speedups
+    amd512 = dict(cpu_vendor='AuthenticAMD', cpu_model='AMD EPYC',
+                  cpu_isa=['avx2', 'avx512f'])
+    amd2 = dict(cpu_vendor='AuthenticAMD', cpu_model='AMD EPYC 7B12',
+                cpu_isa=['avx2', 'fma'])
+    intel = dict(cpu_vendor='GenuineIntel', cpu_model='Intel Xeon',
+                 cpu_isa=['avx2', 'avx512f'])
+    has = speedups._LP is not None
+    assert speedups.onednn_linear_rule(amd512)[0] is has
+    assert speedups.onednn_linear_rule(amd2)[0] is False
+    assert speedups.onednn_linear_rule(intel)[0] is False
+    assert speedups.onednn_linear_rule({})[0] is False
+    for facts in (amd512, amd2, intel):
+        got = {speedups.resolve('cpu', facts)['onednn_linear']
+               for _ in range(3)}
+        assert len(got) == 1
+    # no timing decides a numeric path: the model code reads no clock
+    root = pathlib.Path(speedups.__file__).parent  # cast_mmaction/models
+    for f in root.rglob('*.py'):
+        text = f.read_text()
+        for clock in ('perf_counter', 'process_time', 'time.time(',
+                      'monotonic', 'onednn_linear_faster'):
+            assert clock not in text, (f, clock)

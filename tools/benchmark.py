@@ -6,6 +6,7 @@
     python tools/benchmark.py configs/cast_ssv2.py --with-cp --json out.json
     python tools/benchmark.py configs/cast_ssv2.py --reference-repo /path/to/KHU-VLL/CAST
     python tools/benchmark.py configs/cast_demo.py --data --num-workers 2
+    python tools/benchmark.py configs/cast_ssv2.py --phases train --compare-speedups
 
 Model mode builds the model with random weights (expert ``pretrained``
 fields are ignored) and synthetic inputs of the config's shape, then reports:
@@ -37,6 +38,13 @@ their side (default: none, the fp32 path of their code on CPU).
 ``--runs R`` repeats every phase in R fresh processes: times are the median
 of all R x ``--steps`` steps (with min-max), peak memory the median of the R
 runs (with min-max).
+
+``--speedups SPEC`` sets ``model.backbone.speedups`` (``none``: the
+reference model; ``cpu``: the preset; or a JSON dict, models/speedups.py).
+``--compare-speedups`` runs the phases for the reference and each CPU
+speed-up alone (``onednn_linear``, ``frozen_mlp``, ``checkpoint='fusion'``,
+``malloc_mmap_threshold``) and the ``cpu`` preset, alternated ``--runs``
+times, and prints time and peak memory of each against the reference.
 
 ``--data`` measures the data pipeline alone: the config's train dataset
 (decode + transforms) iterated by a DataLoader with ``--num-workers`` workers,
@@ -99,6 +107,10 @@ def parse_args(argv=None):
     ap.add_argument('--num-workers', type=int, default=0)
     ap.add_argument('--num-clips', type=int, default=32,
                     help='clips to load in --data mode')
+    ap.add_argument('--speedups', metavar='SPEC',
+                    help="model.backbone.speedups: none, cpu or a JSON dict")
+    ap.add_argument('--compare-speedups', action='store_true',
+                    help='reference vs each CPU speed-up (time, peak memory)')
     ap.add_argument('--_phase', help=argparse.SUPPRESS)
     return ap.parse_args(argv)
 
@@ -140,6 +152,28 @@ def build_optimizer_ours(cfg, model):
     return build_optim_wrapper(model, ow).optimizer
 
 
+def parse_speedups(text):
+    """``--speedups``: ``none`` -> None, a JSON dict -> dict, else the
+    preset name."""
+    if text == 'none':
+        return None
+    if text.lstrip().startswith('{'):
+        return json.loads(text)
+    return text
+
+
+# the rows of --compare-speedups: (label, --speedups value)
+SPEEDUP_ROWS = [
+    ('reference', 'none'),
+    ('onednn_linear', json.dumps(dict(onednn_linear=True))),
+    ('frozen_mlp', json.dumps(dict(frozen_mlp=True))),
+    ("checkpoint='fusion'", json.dumps(dict(checkpoint='fusion'))),
+    ('malloc_mmap_threshold=1M',
+     json.dumps(dict(malloc_mmap_threshold=1 << 20))),
+    ("'cpu' preset", 'cpu'),
+]
+
+
 def build_ours(args, cfg):
     from cast_mmaction.utils import build_model
     model_cfg = cfg.model.to_dict()
@@ -149,6 +183,8 @@ def build_ours(args, cfg):
     bb.pop('pretrained', None)
     if args.with_cp:
         bb['with_cp'] = True
+    if args.speedups:
+        bb['speedups'] = parse_speedups(args.speedups)
     model = build_model(model_cfg)
     frames, size = input_spec(model_cfg)
     num_classes = model_cfg['cls_head'].get('num_classes', 2)
@@ -318,7 +354,7 @@ def count_flops(model, train_fwd, infer_fwd, x, labels, autocast):
     ``with_cp`` / ``checkpoint_policy`` is extra work, not progress)."""
     import torch
     from torch.utils.flop_counter import FlopCounterMode
-    from cast_mmaction.models.layers import register_flop_formulas
+    from cast_mmaction.models.speedups import register_flop_formulas
     register_flop_formulas()
     model.eval()
     with torch.no_grad(), FlopCounterMode(display=False) as fc:
@@ -327,8 +363,9 @@ def count_flops(model, train_fwd, infer_fwd, x, labels, autocast):
     out = dict(gflops_per_clip=fc.get_total_flops() / 1e9)
     bb = getattr(model, 'backbone', None)
     cp_layers = getattr(bb, 'cp_layers', None)
+    runner = getattr(bb, 'layer_runner', None)
     if cp_layers is not None:
-        bb.cp_layers = set()
+        bb.cp_layers, bb.layer_runner = set(), None
     model.train()
     try:
         with FlopCounterMode(display=False) as fc:
@@ -337,7 +374,7 @@ def count_flops(model, train_fwd, infer_fwd, x, labels, autocast):
             loss.backward()
     finally:
         if cp_layers is not None:
-            bb.cp_layers = cp_layers
+            bb.cp_layers, bb.layer_runner = cp_layers, runner
     model.zero_grad(set_to_none=True)
     out['train_gflops_per_step'] = fc.get_total_flops() / 1e9
     return out
@@ -372,15 +409,16 @@ def matmul_peak(model, device, amp_dtype, frames, size, batch, reps=5,
     any shape and path: the yardstick the model's FLOP rate is divided by."""
     import torch
     import torch.nn.functional as F
-    from cast_mmaction.models import layers
+    from cast_mmaction.models import speedups
     cuda = device.type == 'cuda'
     tokens = max(1024, batch * frames * (size[0] // 16) * (size[1] // 16))
     dtype = amp_dtype or torch.float32
     if not cuda and amp_dtype is None:
         dtype = torch.float32
     paths = {'F.linear': F.linear}
-    if not cuda and dtype == torch.float32 and layers._LP is not None:
-        paths['onednn'] = lambda a, w, b: layers._LP(a, w, b, 'none', [], '')
+    if not cuda and dtype == torch.float32 and speedups._LP is not None:
+        paths['onednn'] = lambda a, w, b: speedups._LP(a, w, b, 'none', [],
+                                                       '')
     detail = {}
     gen = torch.Generator().manual_seed(0)
     for n, k, m in matmul_shapes(model, tokens):
@@ -401,11 +439,14 @@ def matmul_peak(model, device, amp_dtype, frames, size, batch, reps=5,
                         best[name] = min(best[name], clock() - t0)
         for name, t in best.items():
             detail[f'{name} {n}x{k}x{m}'] = 2 * n * k * m / t / 1e9
-    faster, _ = (layers.onednn_linear_faster() if not cuda
-                 else (False, None))
+    # whether the model's matmuls run on oneDNN: its speed-ups, decided
+    # from the config and the CPU's facts (models/speedups.py)
+    sp = getattr(getattr(model, 'backbone', None), 'speedups', None)
+    on = bool(sp is not None and sp.decide(
+        device, dtype, amp_dtype is not None)['onednn_linear'][0])
     return dict(peak_gflops=max(detail.values()), peak_detail=detail,
                 peak_dtype=str(dtype).replace('torch.', ''),
-                onednn_linear_chosen=bool(faster and dtype == torch.float32))
+                onednn_linear_chosen=on)
 
 
 def checkpoint_sizes(model):
@@ -646,6 +687,33 @@ def _print_side_by_side(ours, theirs):
               f'{fmt(t, theirs.get(rk)):>16s} {ratio:7.3f}  {mark}')
 
 
+def compare_speedups(argv, args, phases):
+    """The phases for each row of :data:`SPEEDUP_ROWS`, alternated
+    ``--runs`` times; prints time and peak memory against the reference."""
+    base = _strip(argv, '--compare-speedups',
+                  with_value=('--json', '--runs', '--speedups'))
+    runs = {label: [] for label, _ in SPEEDUP_ROWS}
+    for _ in range(max(args.runs, 1)):
+        for label, spec in SPEEDUP_ROWS:  # alternated
+            for phase in phases:
+                runs[label].append(_child(phase, base + ['--speedups', spec]))
+    out = {label: summarize(r, args.batch_size) for label, r in runs.items()}
+    ref = out['reference']
+    keys = [k for k in ('train_step_s', 'train_peak_mem_gb',
+                        'infer_s_per_clip', 'infer_peak_mem_gb')
+            if k in ref]
+    print(f'{"":28s}' + ''.join(f'{k:>22s}' for k in keys))
+    for label, r in out.items():
+        cells = []
+        for k in keys:
+            v = r.get(k)
+            cells.append('-' if v is None else
+                         f'{v:.4g} ({v / ref[k]:.2f}x)' if ref[k] else
+                         f'{v:.4g}')
+        print(f'{label:28s}' + ''.join(f'{c:>22s}' for c in cells))
+    return out
+
+
 def main(argv=None):
     argv = list(sys.argv[1:] if argv is None else argv)
     args = parse_args(argv)
@@ -675,7 +743,9 @@ def main(argv=None):
     common = dict(config=args.config, batch_size=args.batch_size,
                   device=args.device, clock=args.clock,
                   machine=machine_facts(args))
-    if args.side_by_side:
+    if args.compare_speedups:
+        res = dict(common, speedups=compare_speedups(argv, args, phases))
+    elif args.side_by_side:
         sides = {'ours': [], 'theirs': []}
         for _ in range(max(args.runs, 1)):
             for side in ('ours', 'theirs'):  # interleaved

@@ -19,6 +19,12 @@ A training dump (meta.train_mode) is checked by
 cast_mmaction.parity.train: loss, trainable set, gradients of one training
 step, optimizer groups and lr schedule of the recipe (configs/cast_ssv2.py,
 configs/cast_ek100.py for verb/noun dumps, or --config).
+
+``--speedups cpu`` runs every dump with the CPU speed-ups
+(models/speedups.py), ``--speedups none`` without any:
+
+    python tools/check_parity.py --speedups none ../shared/fixtures/*
+    python tools/check_parity.py --speedups cpu ../shared/fixtures/*
 """
 import argparse
 import os
@@ -37,11 +43,21 @@ def main(argv=None):
     ap.add_argument('dumps', nargs='+', metavar='DUMP_DIR')
     ap.add_argument('--config', help='build the model from this config')
     ap.add_argument('--tol-scale', type=float, default=1e-4)
+    ap.add_argument(
+        '--speedups', metavar='SPEC',
+        help="CPU speed-ups for the models: 'cpu' (the preset), 'none' (the "
+             "reference; a training dump's recipe may name some) or a "
+             "JSON dict, e.g. '{\"checkpoint\": \"fusion\"}' "
+             "(models/speedups.py); default: as built")
     args = ap.parse_args(argv)
     model_cfg = None
     if args.config:
         from mmengine.config import Config
         model_cfg = Config.fromfile(args.config).model.to_dict()
+    speedups = args.speedups
+    if speedups and speedups.lstrip().startswith('{'):
+        import json
+        speedups = json.loads(speedups)
     failed = []
     for d in args.dumps:
         print(f'== {d}')
@@ -50,7 +66,7 @@ def main(argv=None):
             # check / value rows, the forward families output / max|diff|
             train = find_family(read_meta(d)).check is not None
             rows = check_dump(d, args.tol_scale, model_cfg=model_cfg,
-                              config=args.config)
+                              config=args.config, speedups=speedups)
         except Exception as e:  # noqa: BLE001 - report and go on
             print(f'  ERROR {type(e).__name__}: {e}')
             failed.append(d)

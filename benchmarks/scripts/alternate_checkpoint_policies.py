@@ -21,9 +21,12 @@ torch.set_num_threads(int(os.environ.get('THREADS','1')))
 from mmengine.config import Config
 import cast_mmaction
 from cast_mmaction.utils import build_model
-from cast_mmaction.models.checkpointing import make_policy
+from cast_mmaction.models.checkpointing import (FUSION_POLICIES, make_fusion_policy,
+                                                make_policy)
+from cast_mmaction.models.speedups import FusionCheckpointRunner
 cfg = Config.fromfile('configs/cast_ssv2.py')
 m = cfg.model.to_dict(); bb=m['backbone']
+bb['speedups'] = 'cpu'  # the frozen MLP node, oneDNN by the CPU's facts
 for e in bb['experts'].values(): e['pretrained']=None
 model = build_model(m).train()
 sys.path.insert(0, 'tools')
@@ -45,8 +48,11 @@ step()  # warm-up: the optimizer state is allocated here
 for r in range(int(sys.argv[1])):
     for p in pols:
         name, mmap = p.split('+')[0], p.endswith('+mmap')
-        bbm.cp_layers = set() if name=='none' else set(range(bbm.depth))
-        bbm.cp_policy = None if name in ('none','full') else make_policy(name)
+        fusion = name in FUSION_POLICIES  # the speed-up's regions
+        bbm.layer_runner = FusionCheckpointRunner(
+            make_fusion_policy(name), range(bbm.depth)) if fusion else None
+        bbm.cp_layers = set() if name=='none' or fusion else set(range(bbm.depth))
+        bbm.cp_policy = None if name in ('none','full') or fusion else make_policy(name)
         _libc.mallopt(M_MMAP_THRESHOLD, (1 if mmap else 32) << 20)
         dt = step()
         print(r, p, 'wall %.2f cpu %.2f' % dt, 'load', os.getloadavg()[0], flush=True)

@@ -36,7 +36,11 @@ if pol.startswith('F'):
 else:
     policy = None if pol == 'none' else pol
 cfg = cast_backbone_cfg(depth=depth)
-cfg.update(checkpoint_policy=policy, drop_path_rate=0.1)
+if policy in ('fusion', 'fusion_qkv') or isinstance(policy, FusionPolicy):
+    # the fusion regions are a CPU speed-up (models/speedups.py)
+    cfg.update(speedups=dict(preset='cpu', checkpoint=policy), drop_path_rate=0.1)
+else:
+    cfg.update(speedups='cpu', checkpoint_policy=policy, drop_path_rate=0.1)
 for e in cfg['experts'].values():
     e['pretrained'] = None
 bb = build_model(cfg).train()

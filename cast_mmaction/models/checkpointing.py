@@ -13,7 +13,9 @@ the plain model: the recompute runs the same operators on the same inputs
 (the RNG state of dropout / drop path is restored by ``checkpoint``).
 
 Policies (``backbone.checkpoint_policy``; the layers are those of
-``with_cp``, every layer when ``with_cp`` is False):
+``with_cp``, every layer when ``with_cp`` is False). These are plain
+``torch.utils.checkpoint`` around the reference layer and work on every
+device:
 
 - ``'full'``: keep nothing (``with_cp`` alone).
 - ``'attention'``: keep the outputs of fused attention
@@ -36,8 +38,10 @@ Policies (``backbone.checkpoint_policy``; the layers are those of
 The policies above wrap a *whole layer*: its recompute replays the layer's
 forward in order, the experts' big frozen matmuls included, up to the last
 tensor backward needs (~1.2-1.3x the step's time). :class:`FusionPolicy`
-instead puts small checkpoint regions *inside* the layer, around the cheap
-trainable fusion work only, and keeps every tensor the frozen experts save:
+(the CPU speed-up ``backbone.speedups=dict(checkpoint='fusion')``, placed by
+``models/speedups.py``) instead puts small checkpoint regions *inside* the
+layer, around the cheap trainable fusion work only, and keeps every tensor
+the frozen experts save:
 
 - ``'fusion'``: (1) each B-CA link after its down projections (LayerNorm,
   position / time additions, q / kv / proj at the bottleneck width, window
@@ -59,23 +63,16 @@ trainable fusion work only, and keeps every tensor the frozen experts save:
 
 A :class:`FusionPolicy` also chooses the parts one by one (``links``,
 ``adapters``, ``qkv``).
-
-On CPU the peak resident memory also holds what glibc's allocator keeps of
-freed tensors (its heap is returned to the system only from the top).
-:func:`set_malloc_mmap_threshold` (the backbone's opt-in
-``malloc_mmap_threshold`` field, process-wide, never set on import) makes
-glibc map every allocation of at least that many bytes separately and
-unmap it when freed.
 """
-import ctypes
-import ctypes.util
 import functools
 
 import torch
 import torch.utils.checkpoint as cp
 
-POLICIES = ('full', 'attention', 'selective', 'narrow', 'fusion',
-            'fusion_qkv')
+POLICIES = ('full', 'attention', 'selective', 'narrow')
+# regions inside a layer: the CPU speed-up ``backbone.speedups.checkpoint``
+# (models/speedups.py), not a ``checkpoint_policy``
+FUSION_POLICIES = ('fusion', 'fusion_qkv')
 
 
 def _ops(names, namespace='aten'):
@@ -187,17 +184,32 @@ class FusionPolicy:
                 f'{self.adapters}, qkv={self.qkv})')
 
 
-def make_policy(policy):
-    """A :class:`SavePolicy` or :class:`FusionPolicy` for a policy name (or
-    the policy itself); None for ``'full'`` / None (plain checkpointing)."""
-    if policy is None or policy == 'full':
-        return None
-    if isinstance(policy, (SavePolicy, FusionPolicy)):
+def make_fusion_policy(policy, field='backbone.speedups.checkpoint'):
+    """A :class:`FusionPolicy` for ``'fusion'`` / ``'fusion_qkv'`` (or the
+    policy itself)."""
+    if isinstance(policy, FusionPolicy):
         return policy
     if policy == 'fusion':
         return FusionPolicy()
     if policy == 'fusion_qkv':
         return FusionPolicy(qkv=True)
+    raise ValueError(f'{field}={policy!r}: use one of {FUSION_POLICIES}, '
+                     f'a FusionPolicy or None')
+
+
+def make_policy(policy):
+    """A :class:`SavePolicy` for a policy name (or the policy itself); None
+    for ``'full'`` / None (plain checkpointing)."""
+    if policy is None or policy == 'full':
+        return None
+    if isinstance(policy, SavePolicy):
+        return policy
+    if isinstance(policy, FusionPolicy) or policy in FUSION_POLICIES:
+        raise ValueError(
+            f'backbone.checkpoint_policy={policy!r}: the fusion checkpoint '
+            f'regions are a CPU speed-up; set backbone.speedups='
+            f"dict(checkpoint={policy!r}) (models/speedups.py) and leave "
+            f'checkpoint_policy None')
     if policy == 'attention':
         return SavePolicy(attention=True, widen=())
     if policy == 'selective':
@@ -205,47 +217,22 @@ def make_policy(policy):
     if policy == 'narrow':
         return SavePolicy(widen=(), narrow=True)
     raise ValueError(f'backbone.checkpoint_policy={policy!r}: use one of '
-                     f'{POLICIES}, None, a SavePolicy or a FusionPolicy')
+                     f'{POLICIES}, None or a SavePolicy')
 
 
 def checkpoint(fn, *args, policy=None):
     """``fn(*args)`` as a non-reentrant checkpointed region; with a
     :class:`SavePolicy` (or its name) the region keeps the outputs the policy
     names and recomputes the rest in backward."""
-    policy = make_policy(policy)
     if isinstance(policy, FusionPolicy):
         raise TypeError('a FusionPolicy places its own regions inside a '
-                        'layer (CASTBackbone._layer); it does not wrap one '
+                        'layer (models/speedups.py); it does not wrap one '
                         'function')
+    if policy is not None and not isinstance(policy, SavePolicy):
+        policy = make_policy(policy)
     if policy is None:
         return cp.checkpoint(fn, *args, use_reentrant=False)
     context_fn = functools.partial(cp.create_selective_checkpoint_contexts,
                                    policy)
     return cp.checkpoint(fn, *args, use_reentrant=False,
                          context_fn=context_fn)
-
-
-_M_MMAP_THRESHOLD = -3  # glibc malloc.h
-_MMAP_THRESHOLD_MAX = 32 << 20  # glibc's bound on 64-bit (HEAP_MAX_SIZE / 2)
-
-
-def set_malloc_mmap_threshold(nbytes, field='backbone.malloc_mmap_threshold'):
-    """Process-wide: glibc's ``M_MMAP_THRESHOLD`` (``mallopt``) to
-    ``nbytes``, the same as ``MALLOC_MMAP_THRESHOLD_=nbytes`` in the
-    environment. Every CPU tensor of at least ``nbytes`` then gets its own
-    mapping, returned to the system when the tensor is freed, so the process
-    holds no freed activation memory (``docs/benchmarks.md``: lower peak
-    RSS, page faults on each such allocation). Needs glibc (Linux)."""
-    if isinstance(nbytes, bool) or not isinstance(nbytes, int) or not (
-            0 < nbytes <= _MMAP_THRESHOLD_MAX):
-        raise ValueError(f'{field}={nbytes!r}: give a number of bytes in '
-                         f'1..{_MMAP_THRESHOLD_MAX} (e.g. 1048576) or None')
-    name = ctypes.util.find_library('c')
-    try:
-        libc = ctypes.CDLL(name)
-        libc.gnu_get_libc_version  # glibc's; musl / macOS have no such
-        mallopt = libc.mallopt
-    except (OSError, AttributeError, TypeError):
-        raise RuntimeError(f'{field} needs glibc (Linux); set it to None')
-    if mallopt(_M_MMAP_THRESHOLD, nbytes) != 1:
-        raise RuntimeError(f'{field}={nbytes}: glibc refused the value')

@@ -44,7 +44,8 @@ class Family:
     grad: bool = False
     #: a family whose check is not "run the input, compare the outputs"
     #: (training dumps: loss, gradients, optimizer groups, schedule) gives
-    #: ``check(dump_dir, rtol_scale, config=None) -> rows`` instead of
+    #: ``check(dump_dir, rtol_scale, config=None, speedups=None) -> rows``
+    #: instead of
     #: ``build``
     check: Optional[Callable] = None
 
@@ -113,17 +114,26 @@ def read_meta(dump_dir):
         return json.load(f)
 
 
-def check_dump(dump_dir, rtol_scale=1e-4, model_cfg=None, config=None):
+def check_dump(dump_dir, rtol_scale=1e-4, model_cfg=None, config=None,
+               speedups=None):
     """Returns a list of rows (name, max_abs_diff, tolerance, ok). With
     ``model_cfg`` (a recognizer config dict) the model is built from it with
     the dump's sizes; a training-dump family reads the recipe from the
-    ``config`` file instead (default: the family's recipe)."""
+    ``config`` file instead (default: the family's recipe). ``speedups``
+    (a ``backbone.speedups`` value, e.g. ``'cpu'``) is applied to every
+    ``CASTBackbone`` of the built models (models/speedups.py); for a
+    training dump it replaces the recipe's (``'none'``: the reference)."""
     meta = read_meta(dump_dir)
     fam = find_family(meta)
     if fam.check is not None:
-        return fam.check(dump_dir, rtol_scale, config=config)
+        return fam.check(dump_dir, rtol_scale, config=config,
+                         speedups=speedups)
     kwargs = {'model_cfg': model_cfg} if model_cfg is not None else {}
     run = fam.build(meta, dump_dir, **kwargs)
+    if speedups not in (None, 'none'):
+        from ..models.speedups import apply_model_speedups
+        for model in run.models:
+            apply_model_speedups(model, speedups)
     inputs = _to_float(load_checkpoint(os.path.join(dump_dir, 'input.pt')))
     expected = load_checkpoint(os.path.join(dump_dir, 'expected.pt'))
     with torch.set_grad_enabled(fam.grad):

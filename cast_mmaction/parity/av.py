@@ -140,6 +140,7 @@ def build_cava(meta, dump_dir, model_cfg=None):
         _time_outputs(model, ours, out)
         return out
 
+    run.models = (model, )  # check_dump(speedups=...) rewrites these
     return run
 
 
@@ -170,4 +171,5 @@ def build_ca2st(meta, dump_dir, model_cfg=None):
         _time_outputs(model, ours, out)
         return out
 
+    run.models = (model, )  # check_dump(speedups=...) rewrites these
     return run

@@ -60,4 +60,5 @@ def build_cast(meta, dump_dir, model_cfg=None):
             out['cls_score'] = scores
         return out
 
+    run.models = (model, )  # check_dump(speedups=...) rewrites these
     return run

@@ -170,6 +170,7 @@ def build_cast_ablation(meta, dump_dir, model_cfg=None):
             out['cls_score'] = scores
         return out
 
+    run.models = tuple(m for m in (model, single) if m is not None)
     return run
 
 

@@ -66,5 +66,6 @@ def build_frame_vit(meta, dump_dir, model_cfg=None):
                     frame_logits=model.cls_head.frame_logits(feats),
                     cls_score=model.cls_head(feats))
 
+    run.models = (model, )  # check_dump(speedups=...) rewrites these
     return run
 

@@ -23,8 +23,10 @@ for verb/noun dumps, or ``config=``) at the dump's sizes and returns rows
 The backward runs the production training path: the recipe's model in train
 mode, grad enabled, fp32 on CPU, ``model(inputs, data_samples,
 mode='loss')`` + ``parse_losses`` + ``optim_wrapper.backward`` as in a
-``Runner`` step (``OptimWrapper.update_params`` without ``step``), so the
-oneDNN ``_Linear`` and fused frozen-MLP autograd nodes are those exercised.
+``Runner`` step (``OptimWrapper.update_params`` without ``step``), with the recipe's CPU
+speed-ups (``model.backbone.speedups``, or ``speedups=``: the oneDNN
+``_Linear`` and frozen-MLP autograd nodes are counted in the
+``backward nodes`` row) or without them (``speedups='none'``).
 The dump's input is already normalised, so the data preprocessor (normalise,
 Mixup) is not run; the loss is not divided by ``accumulative_counts`` (the
 dump's loss is not divided by ``update_freq`` either).
@@ -63,9 +65,11 @@ def _recipe(meta, config):
     return path, Config.fromfile(path)
 
 
-def build_train_model(meta, dump_dir, cfg):
+def build_train_model(meta, dump_dir, cfg, speedups=None):
     """The recipe's model at the dump's sizes with the dump's official
-    checkpoint, in train mode (drop path 0 as in the dump)."""
+    checkpoint, in train mode (drop path 0 as in the dump); ``speedups``
+    replaces the recipe's ``model.backbone.speedups`` (``'none'``: the
+    reference model)."""
     from ..checkpoints import load_official_cast
     from .cast import cast_sizes_from_meta
     from ..utils import build_model
@@ -74,6 +78,9 @@ def build_train_model(meta, dump_dir, cfg):
         raise ValueError(f'training dumps are compared at drop_path_rate 0; '
                          f'this one has {meta["drop_path_rate"]}')
     model_cfg = cast_sizes_from_meta(cfg.model.to_dict(), meta)
+    if speedups is not None:
+        model_cfg['backbone']['speedups'] = (None if speedups == 'none'
+                                             else speedups)
     model = build_model(model_cfg)
     load_official_cast(model, os.path.join(dump_dir,
                                            'official_checkpoint.pth'))
@@ -212,8 +219,9 @@ def scheduled_lrs(cfg, meta, model):
     return torch.tensor(got, dtype=torch.float64)
 
 
-def check_train_dump(dump_dir, tol=1e-4, config=None):
-    """Rows (name, value, tolerance, ok); see the module docstring."""
+def check_train_dump(dump_dir, tol=1e-4, config=None, speedups=None):
+    """Rows (name, value, tolerance, ok); see the module docstring.
+    ``speedups``: see :func:`build_train_model` (None: the recipe's)."""
     with open(os.path.join(dump_dir, 'meta.json')) as f:
         meta = json.load(f)
     if not meta.get('train_mode'):
@@ -221,7 +229,7 @@ def check_train_dump(dump_dir, tol=1e-4, config=None):
                          f'training dump')
     _, cfg = _recipe(meta, config)
     torch.manual_seed(0)
-    model = build_train_model(meta, dump_dir, cfg)
+    model = build_train_model(meta, dump_dir, cfg, speedups)
     inputs = load_checkpoint(os.path.join(dump_dir, 'input.pt'))
     expected = load_checkpoint(os.path.join(dump_dir, 'expected.pt'))
     rows = []

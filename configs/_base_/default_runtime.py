@@ -19,7 +19,10 @@ default_hooks = dict(
         type='AtomicCheckpointHook', interval=1, max_keep_ckpts=3,
         save_best='auto'),
     sampler_seed=dict(type='DistSamplerSeedHook'),
-    sync_buffers=dict(type='SyncBuffersHook'))
+    sync_buffers=dict(type='SyncBuffersHook'),
+    # logs which CPU speed-ups (model.backbone.speedups) run and why, once;
+    # writes it into every checkpoint's meta['speedups']
+    speedups=dict(type='SpeedupsHook'))
 # logs "parameters: trainable 45.21M of 217.23M" when a run starts
 custom_hooks = [dict(type='ParameterCountHook')]
 

@@ -7,11 +7,12 @@ from .elastic_resume_hook import ElasticResumeHook
 from .parameter_count_hook import ParameterCountHook
 from .rank_watchdog_hook import RankWatchdogHook
 from .resume_state_hook import ResumeStateHook, get_rng_state, set_rng_state
+from .speedups_hook import SpeedupsHook
 from .startup_check_hook import StartupCheckHook, check_model
 
 __all__ = [
     'AtomicCheckpointHook', 'BadSampleHook', 'TooManyBadSamplesError',
     'ElasticResumeHook', 'ParameterCountHook', 'RankWatchdogHook',
-    'ResumeStateHook', 'get_rng_state', 'set_rng_state', 'StartupCheckHook',
-    'check_model'
+    'ResumeStateHook', 'get_rng_state', 'set_rng_state', 'SpeedupsHook',
+    'StartupCheckHook', 'check_model'
 ]

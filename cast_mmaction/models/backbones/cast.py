@@ -42,9 +42,9 @@ from ..fusion import Adapter
 from ..fusion.link import (BACKBONE_LINK_KEYS, DEFAULT_LINK_TYPE,
                            AttentionRecord, link_class)
 from ..fusion.time_encoding import SegmentTimeMLP, video_slot_segments
-from ..checkpointing import (FusionPolicy, checkpoint, make_policy,
-                             set_malloc_mmap_threshold)
+from ..checkpointing import checkpoint, make_policy
 from ..layers import DropPath
+from ..speedups import apply_speedups
 
 
 def _as_dtype(value, field):
@@ -170,17 +170,19 @@ class CASTBackbone(BaseModule):
             ``'selective'``, ``'narrow'`` or ``'attention'``: checkpoint the
             ``with_cp`` layers (all when ``with_cp`` is False), keeping
             attention (and q/k/v, or the non-widening matmuls) and
-            recomputing the rest; ``'fusion'`` / ``'fusion_qkv'``: in those
-            layers, recompute only the B-CA links after their down
-            projections, the adapters and LN2's output (plus LN1 and q/k/v
-            for ``'fusion_qkv'``), never the experts' other matmuls
-            (models/checkpointing.py; docs/benchmarks.md).
-        malloc_mmap_threshold: None, or a number of bytes (e.g. 1048576):
-            process-wide opt-in, set when the backbone is built: glibc
-            allocations of at least that size get their own mapping,
-            returned to the system when freed (CPU training: ~0.6 GB less
-            peak RSS for CAST ViT-B at batch 1; docs/benchmarks.md). Linux /
-            glibc only.
+            recomputing the rest (plain ``torch.utils.checkpoint``, every
+            device; models/checkpointing.py; docs/benchmarks.md).
+        speedups: None (the reference model, plain PyTorch), ``'cpu'`` (the
+            CPU preset, decided from the CPU's facts) or a dict of the CPU
+            speed-ups ``onednn_linear``, ``frozen_mlp``, ``checkpoint``
+            (``'fusion'`` / ``'fusion_qkv'``: checkpoint regions inside
+            the ``with_cp`` layers, all when ``with_cp`` is False) and
+            ``malloc_mmap_threshold``, applied to the built backbone by
+            :func:`~cast_mmaction.models.speedups.apply_speedups`; each runs
+            only on fp32 CPU tensors outside autocast, and the reference
+            model everywhere else (models/speedups.py).
+        malloc_mmap_threshold: moved to ``speedups``; a value here is an
+            error naming the new field.
         frozen_dtype: None, or ``'bfloat16'`` / ``'float16'``: store the
             experts' frozen weights (all but their norms) in this dtype and
             run the experts' blocks under autocast to it, while the trainable
@@ -215,6 +217,7 @@ class CASTBackbone(BaseModule):
                  mlp_layers=None,
                  with_cp=False,
                  checkpoint_policy=None,
+                 speedups=None,
                  malloc_mmap_threshold=None,
                  frozen_dtype=None,
                  share_projections=False,
@@ -256,9 +259,12 @@ class CASTBackbone(BaseModule):
         self.depth = depth = next(iter(depths.values()))
         self.num_frames = num_frames
         self.mlp_adapter_scale = mlp_adapter_scale
-        self.cp_policy = make_policy(checkpoint_policy)
         if malloc_mmap_threshold is not None:
-            set_malloc_mmap_threshold(malloc_mmap_threshold)
+            raise ValueError(
+                f'backbone.malloc_mmap_threshold moved: set backbone.speedups'
+                f'=dict(malloc_mmap_threshold={malloc_mmap_threshold!r}) '
+                f'(a CPU speed-up, models/speedups.py)')
+        self.cp_policy = make_policy(checkpoint_policy)
         self.cp_layers = self._cp_layers(
             with_cp or checkpoint_policy is not None, depth)
         self.with_cp = with_cp
@@ -349,6 +355,10 @@ class CASTBackbone(BaseModule):
 
         dpr = torch.linspace(0, drop_path_rate, depth, device='cpu').tolist()
         self.drop_path = nn.ModuleList(DropPath(r) for r in dpr)
+        # how a layer runs in training: None is run_layer below; the CPU
+        # speed-ups may install another (models/speedups.py)
+        self.layer_runner = None
+        self.speedups = apply_speedups(self, speedups)
 
     def _tie_projections(self):
         """One module per (layer, expert, shareable part) across the links of
@@ -522,78 +532,43 @@ class CASTBackbone(BaseModule):
             raw[n] = enc
         return grids, raw
 
-    def _layer(self, i, batch, time_grids, *xs, parts=None):
-        """Layer ``i`` on the streams ``xs``; ``parts`` (a
-        :class:`~cast_mmaction.models.checkpointing.FusionPolicy`):
-        checkpoint regions around its fusion work (training only)."""
+    def _layer(self, i, batch, time_grids, *xs):
+        """Layer ``i`` on the streams ``xs`` (steps 1-3 of the module
+        docstring)."""
         names, experts = self.stream_names, self.experts
         tokens = dict(zip(names, xs))
         key = str(i)
         drop = self.drop_path[i]
-        first = self.links[self._links_at[i][0]][key] if (
-            self._links_at[i]) else None
-        downs = {}  # the first link's down projections, when computed here
-        for n in names:
-            if i not in self.attn_layers:
-                break
-            if parts is not None and parts.qkv and tokens[n].requires_grad:
-                # one region: keep attention, its projection's output and
-                # the down projection's; recompute LN1, q / k / v, the
-                # adapter and the residual add. (A stream that needs no
-                # gradient, e.g. the frozen embedding's output at layer 0,
-                # keeps nothing in the frozen branch: no region there.)
-                down = first.down[n] if first is not None and (
-                    n in first.names) else None
-                tokens[n], d = checkpoint(self._attn_down, i, n, tokens[n],
-                                          down,
-                                          policy=parts.attention_policy(down))
-                if d is not None:
-                    downs[n] = d
-            else:
-                tokens[n] = tokens[n] + self._attn_part(i, n, tokens[n],
-                                                        parts)
+        if i in self.attn_layers:
+            for n in names:
+                tokens[n] = tokens[n] + self._attn_branch_adapter(
+                    i, n, tokens[n])
         for link_name in self._links_at[i]:
             link = self.links[link_name][key]
-            # parallel: one call on the same streams; sequential: one call
-            # per receiver, each on the streams the previous one updated
-            steps = [[q] for q in self._link_order[link_name]] if (
-                link_name in self._link_order) else [None]
-            for queries in steps:
-                if parts is None:
-                    updates = link(tokens, experts, batch, time_grids,
-                                   queries)
-                else:
-                    # only the layer's first link step reads the down
-                    # projections computed above
-                    d = {m: downs[m] if m in downs else link.down[m](
-                        tokens[m]) for m in link.names}
-                    downs = {}
-                    # the down projections (and their inputs, for the down
-                    # weights' gradient) are kept; the rest is recomputed
-                    updates = checkpoint(
-                        link.attend, d, experts, batch, time_grids,
-                        queries) if parts.links else link.attend(
-                            d, experts, batch, time_grids, queries)
+            for queries in self._link_steps(link_name):
+                updates = link(tokens, experts, batch, time_grids, queries)
                 for n, upd in updates.items():
                     tokens[n] = tokens[n] + drop(upd)
-        for n in names:
-            if i not in self.mlp_layers:
-                break
-            x = tokens[n]
-            adapter = self.mlp_adapters[n][key] if (
-                key in self.mlp_adapters[n]) else None
-            if adapter is not None and parts is not None and parts.adapters:
-                # LN2's output is kept only by the adapter: recompute both
-                # from LN2's input, which the frozen block keeps anyway
-                xn, a = checkpoint(self._mlp_norm_adapter, i, n, x)
-            else:
+        if i in self.mlp_layers:
+            for n in names:
+                x = tokens[n]
                 xn = self._run_expert(experts[n].mlp_norm, i, x)
+                adapter = self.mlp_adapters[n][key] if (
+                    key in self.mlp_adapters[n]) else None
                 a = None if adapter is None else adapter(xn)
-            y = self._run_expert(experts[n].mlp_branch, i, xn)
-            if a is not None:
-                y = y + drop(self.mlp_adapter_scale * a)
-            tokens[n] = x + y
+                y = self._run_expert(experts[n].mlp_branch, i, xn)
+                if a is not None:
+                    y = y + drop(self.mlp_adapter_scale * a)
+                tokens[n] = x + y
         return tuple(tokens[n] for n in names)
+
+    def _link_steps(self, link_name):
+        """The receivers of each call of a link: parallel, one call on the
+        same streams (``[None]``: all receivers); sequential, one call per
+        receiver, each on the streams the previous one updated."""
+        if link_name in self._link_order:
+            return [[q] for q in self._link_order[link_name]]
+        return [None]
 
     def _attn_branch_adapter(self, i, n, x):
         """Stream ``n``'s attention branch of layer ``i`` through its
@@ -603,22 +578,14 @@ class CASTBackbone(BaseModule):
             y = self.attn_adapters[n][str(i)](y)
         return y
 
-    def _attn_down(self, i, n, x, down):
-        """``x`` + the attention branch through its adapter, and ``down``
-        (a link's down projection, or None) of that."""
-        x = x + self._attn_branch_adapter(i, n, x)
-        return x, None if down is None else down(x)
-
-    def _attn_part(self, i, n, x, parts):
-        if parts is None or not parts.adapters or (
-                str(i) not in self.attn_adapters[n]):
-            return self._attn_branch_adapter(i, n, x)
-        y = self._run_expert(self.experts[n].attn_branch, i, x)
-        return checkpoint(self.attn_adapters[n][str(i)], y)
-
-    def _mlp_norm_adapter(self, i, n, x):
-        xn = self._run_expert(self.experts[n].mlp_norm, i, x)
-        return xn, self.mlp_adapters[n][str(i)](xn)
+    def run_layer(self, i, batch, time_grids, xs):
+        """Layer ``i``, checkpointed (``with_cp`` / ``checkpoint_policy``)
+        in training when ``i`` is one of ``cp_layers``."""
+        if (i in self.cp_layers and self.training
+                and torch.is_grad_enabled()):
+            return checkpoint(self._layer, i, batch, time_grids, *xs,
+                              policy=self.cp_policy)
+        return self._layer(i, batch, time_grids, *xs)
 
     def forward(self, inputs):
         """``inputs``: the video (B, C, T, H, W), or a dict of modality
@@ -636,17 +603,9 @@ class CASTBackbone(BaseModule):
         if self.time_encoding is not None:
             times = inputs.get('times') if isinstance(inputs, dict) else None
             time_grids, _ = self.time_encodings(times, batch)
+        run = self.layer_runner or type(self).run_layer
         for i in range(self.depth):
-            if (i in self.cp_layers and self.training
-                    and torch.is_grad_enabled()):
-                if isinstance(self.cp_policy, FusionPolicy):
-                    xs = self._layer(i, batch, time_grids, *xs,
-                                     parts=self.cp_policy)
-                    continue
-                xs = checkpoint(self._layer, i, batch, time_grids, *xs,
-                                policy=self.cp_policy)
-            else:
-                xs = self._layer(i, batch, time_grids, *xs)
+            xs = run(self, i, batch, time_grids, xs)
         return tuple(self.experts[n].pool(x, batch)
                      for n, x in zip(names, xs))
 

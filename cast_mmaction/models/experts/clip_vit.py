@@ -9,10 +9,10 @@ not part of the expert: CAST pools ``ln_post`` of the class token.
 """
 import torch
 import torch.nn as nn
+import torch.nn.functional as F
 
 from mmaction.registry import MODELS
-from ..layers import (Linear, QuickGELU, frozen_mlp, grid_size, linear,
-                      sdpa_heads)
+from ..layers import QuickGELU, grid_size, sdpa_heads
 from .base import Expert, check_frames, reject_renamed
 
 
@@ -25,29 +25,24 @@ class CLIPAttention(nn.Module):
         self.num_heads = num_heads
         self.in_proj_weight = nn.Parameter(torch.empty(3 * dim, dim))
         self.in_proj_bias = nn.Parameter(torch.zeros(3 * dim))
-        self.out_proj = Linear(dim, dim)
+        self.out_proj = nn.Linear(dim, dim)
         nn.init.xavier_uniform_(self.in_proj_weight)
         nn.init.zeros_(self.out_proj.bias)
 
     def forward(self, x):  # (B, L, C)
-        q, k, v = linear(x, self.in_proj_weight,
-                         self.in_proj_bias).chunk(3, dim=-1)
+        q, k, v = F.linear(x, self.in_proj_weight,
+                           self.in_proj_bias).chunk(3, dim=-1)
         return self.out_proj(sdpa_heads(q, k, v, self.num_heads))
 
 
 class CLIPMlp(nn.Sequential):
-    """``c_fc -> QuickGELU -> c_proj`` (the OpenAI names); frozen, it runs
-    as one memory-lean node (:func:`~cast_mmaction.models.layers.frozen_mlp`).
-    """
+    """``c_fc -> QuickGELU -> c_proj`` (the OpenAI names)."""
 
     def __init__(self, dim, hidden):
         super().__init__()
         self.add_module('c_fc', nn.Linear(dim, hidden))
         self.add_module('gelu', QuickGELU())
         self.add_module('c_proj', nn.Linear(hidden, dim))
-
-    def forward(self, x):
-        return frozen_mlp(x, self.c_fc, self.c_proj, 'quick_gelu')
 
 
 class CLIPBlock(nn.Module):

@@ -7,10 +7,10 @@ fine-tuned checkpoints is a prefix strip (``cast_mmaction/checkpoints``).
 """
 import torch
 import torch.nn as nn
+import torch.nn.functional as F
 
 from mmaction.registry import MODELS
-from ..layers import (Linear, frozen_mlp, grid_size, linear, sdpa_heads,
-                      sincos_table)
+from ..layers import grid_size, sdpa_heads, sincos_table
 from .base import Expert
 
 
@@ -26,14 +26,18 @@ class VideoMAEAttention(nn.Module):
             self.v_bias = nn.Parameter(torch.zeros(dim))
         else:
             self.q_bias = self.v_bias = None
-        self.proj = Linear(dim, dim)
+        self.proj = nn.Linear(dim, dim)
+
+    def qkv_bias(self):
+        """The q;k;v bias (k's is zero), or None."""
+        if self.q_bias is None:
+            return None
+        return torch.cat([self.q_bias, torch.zeros_like(self.q_bias),
+                          self.v_bias])
 
     def forward(self, x):
-        bias = None
-        if self.q_bias is not None:
-            bias = torch.cat([self.q_bias, torch.zeros_like(self.q_bias),
-                              self.v_bias])
-        q, k, v = linear(x, self.qkv.weight, bias).chunk(3, dim=-1)
+        q, k, v = F.linear(x, self.qkv.weight,
+                           self.qkv_bias()).chunk(3, dim=-1)
         return self.proj(sdpa_heads(q, k, v, self.num_heads))
 
 
@@ -45,8 +49,8 @@ class VideoMAEMlp(nn.Module):
         self.act = nn.GELU()
         self.fc2 = nn.Linear(hidden, dim)
 
-    def forward(self, x):  # frozen: one memory-lean node (layers.frozen_mlp)
-        return frozen_mlp(x, self.fc1, self.fc2, 'gelu')
+    def forward(self, x):
+        return self.fc2(self.act(self.fc1(x)))
 
 
 class VideoMAEBlock(nn.Module):

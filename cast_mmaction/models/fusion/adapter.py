@@ -1,8 +1,6 @@
 """Bottleneck adapters as used in CAST (and AIM before it)."""
 import torch.nn as nn
 
-from ..layers import Linear
-
 
 class Adapter(nn.Module):
     """``fc2(GELU(fc1(x)))`` with an optional skip: ``x + ...``.
@@ -20,9 +18,9 @@ class Adapter(nn.Module):
         super().__init__()
         hidden = int(dim * ratio)
         self.skip = skip
-        self.fc1 = Linear(dim, hidden)
+        self.fc1 = nn.Linear(dim, hidden)
         self.act = nn.GELU()
-        self.fc2 = Linear(hidden, dim)
+        self.fc2 = nn.Linear(hidden, dim)
         nn.init.trunc_normal_(self.fc1.weight, std=0.02)
         nn.init.zeros_(self.fc1.bias)
         if zero_init:

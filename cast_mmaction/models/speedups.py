@@ -1,0 +1,712 @@
+"""CPU speed-ups: one opt-in layer over the reference model.
+
+The model of the paper (``backbones/cast.py``, ``experts/``, ``fusion/``) is
+plain PyTorch: ``nn.Linear`` / ``F.linear``, ``F.scaled_dot_product_attention``,
+plain MLP modules, no custom autograd Function. This module rewrites a built
+:class:`~cast_mmaction.models.backbones.CASTBackbone` for CPU training when
+its config asks for it::
+
+    model = dict(backbone=dict(speedups='cpu'))   # the preset below
+    model = dict(backbone=dict(speedups=dict(
+        onednn_linear='auto', frozen_mlp=True, checkpoint='fusion',
+        malloc_mmap_threshold=1048576)))
+
+The speed-ups (each off unless named):
+
+* ``onednn_linear`` (``True`` / ``False`` / ``'auto'``): the backbone's
+  ``nn.Linear`` modules and the experts' packed q/k/v products run on
+  oneDNN's fp32 matmul (``torch.ops.mkldnn._linear_pointwise``; its
+  gradients too) instead of MKL's SGEMM: measured ~2x on an AMD EPYC with
+  AVX-512, no gain on Intel Xeons or an AVX2-only EPYC (docs/benchmarks.md).
+  ``'auto'`` decides from the CPU's facts (:func:`onednn_linear_rule`:
+  vendor and ISA from ``/proc/cpuinfo``), never from a timing. Another
+  summation order than MKL: results equal the reference to fp32 rounding.
+* ``frozen_mlp``: a frozen expert MLP is one autograd node
+  (:class:`_FrozenMLP`) that keeps only the pre-activation for backward
+  (autograd keeps the activation output too, and QuickGELU's sigmoid);
+  without autograd the activation is fused into the first matmul.
+  QuickGELU is computed as a scaled SiLU: fp32 rounding differences.
+* ``checkpoint`` (``'fusion'`` / ``'fusion_qkv'``): checkpoint regions
+  *inside* each checkpointed layer around the trainable fusion work only
+  (models/checkpointing.py, :class:`FusionPolicy`); the layers are the
+  backbone's ``with_cp`` layers, all when ``with_cp`` is False. The same
+  operators are recomputed: exact forward, gradients equal to the reference
+  up to the reduction order of accumulated gradients.
+* ``malloc_mmap_threshold`` (bytes): glibc's ``M_MMAP_THRESHOLD``,
+  process-wide, set at the backbone's first forward on a CPU tensor (lower
+  peak RSS in CPU training; Linux / glibc only).
+
+Every speed-up runs only where it applies: fp32 CPU tensors outside
+autocast (and outside ``torch.compile``); anywhere else (CUDA, fp64, bf16,
+autocast, ``frozen_dtype`` experts) the rewritten modules run the reference
+code, so a recipe can name the speed-ups and stay the reference model on a
+GPU. :meth:`Speedups.decide` gives, for a device / dtype / autocast, which
+speed-ups run and why; ``SpeedupsHook`` logs it at start-up and writes it
+into every checkpoint's ``meta``.
+
+The ``'cpu'`` preset is ``dict(onednn_linear='auto', frozen_mlp=True)``;
+``dict(preset='cpu', checkpoint='fusion', ...)`` adds to it.
+"""
+import ctypes
+import ctypes.util
+import math
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+from .checkpointing import FusionPolicy, checkpoint, make_fusion_policy
+from .experts.clip_vit import CLIPAttention, CLIPMlp
+from .experts.videomae_vit import VideoMAEAttention, VideoMAEMlp
+from .layers import QUICK_GELU_SCALE, sdpa_heads
+
+_LP = getattr(getattr(torch.ops, 'mkldnn', None), '_linear_pointwise', None)
+KEYS = ('onednn_linear', 'frozen_mlp', 'checkpoint', 'malloc_mmap_threshold')
+PRESETS = {'cpu': dict(onednn_linear='auto', frozen_mlp=True)}
+FIELD = 'model.backbone.speedups'
+
+
+# --------------------------------------------------------------------------
+# where a speed-up applies: facts of the tensor, never a timing
+def applies_to(device, dtype, autocast=False):
+    """Whether the speed-ups run for tensors on ``device`` (a type name or
+    ``torch.device``) of ``dtype`` with / without autocast: fp32 CPU
+    outside autocast only."""
+    device = torch.device(device).type
+    return device == 'cpu' and dtype == torch.float32 and not autocast
+
+
+def applies(x):
+    """:func:`applies_to` for the tensor ``x`` at this point of the
+    forward (autocast and ``torch.compile`` tracing are read here)."""
+    return (isinstance(x, torch.Tensor) and not torch.compiler.is_compiling()
+            and applies_to(x.device, x.dtype,
+                           torch.is_autocast_enabled('cpu')))
+
+
+def onednn_linear_rule(facts):
+    """``(on, reason)`` of ``onednn_linear='auto'`` from the CPU facts
+    (:func:`cast_mmaction.utils.cpu_facts`): on for AMD CPUs with AVX-512,
+    where oneDNN's fp32 linear measured ~2x MKL's; off elsewhere."""
+    if _LP is None:
+        return False, 'this torch build has no oneDNN linear'
+    vendor, isa = facts.get('cpu_vendor'), set(facts.get('cpu_isa') or ())
+    model = facts.get('cpu_model') or 'unknown CPU'
+    if vendor == 'AuthenticAMD' and 'avx512f' in isa:
+        return True, (f'{model}: AMD with AVX-512, oneDNN fp32 linear ~2x '
+                      f'MKL (docs/benchmarks.md)')
+    if vendor == 'AuthenticAMD':
+        return False, f'{model}: AMD without AVX-512, no gain measured'
+    if vendor == 'GenuineIntel':
+        return False, f'{model}: Intel, MKL as fast as oneDNN (measured)'
+    return False, f'{model} (vendor {vendor}): not measured, reference path'
+
+
+class Speedups:
+    """The resolved speed-ups of one backbone: ``settings`` (``{key:
+    value}``, values ``False`` / ``None`` when off) and ``reasons`` (``{key:
+    why}``); ``requested`` is the config value."""
+
+    def __init__(self, settings, reasons, requested=None):
+        self.settings = dict(settings)
+        self.reasons = dict(reasons)
+        self.requested = requested
+
+    def __getitem__(self, key):
+        return self.settings[key]
+
+    @property
+    def enabled(self):
+        """Names of the speed-ups that are configured on."""
+        return [k for k in KEYS if self.settings[k] not in (False, None)]
+
+    def decide(self, device='cpu', dtype=torch.float32, autocast=False):
+        """``{key: (runs, reason)}`` for a run on ``device`` in ``dtype``
+        with / without autocast."""
+        here = applies_to(device, dtype, autocast)
+        where = (f'{torch.device(device).type}, {str(dtype)[6:]}'
+                 f'{", autocast" if autocast else ""}')
+        out = {}
+        for k in KEYS:
+            on = self.settings[k] not in (False, None)
+            if not on:
+                out[k] = (False, self.reasons[k])
+            elif not here:
+                out[k] = (False, f'{self.reasons[k]}; not on {where} '
+                                 f'(fp32 CPU outside autocast only)')
+            else:
+                out[k] = (True, self.reasons[k])
+        return out
+
+    def summary(self, device='cpu', dtype=torch.float32, autocast=False):
+        """One line per speed-up: on / off and why (for the log)."""
+        rows = self.decide(device, dtype, autocast)
+        return '\n'.join(f'  {k}: {"on" if on else "off"} ({why})'
+                         for k, (on, why) in rows.items())
+
+    def meta(self, device='cpu', dtype=torch.float32, autocast=False):
+        """A plain dict for a checkpoint's ``meta``."""
+        return dict(
+            requested=_plain(self.requested),
+            settings={k: _plain(v) for k, v in self.settings.items()},
+            runs={k: dict(on=on, reason=why) for k, (on, why) in
+                  self.decide(device, dtype, autocast).items()},
+            device=torch.device(device).type, dtype=str(dtype)[6:],
+            autocast=bool(autocast))
+
+    def __repr__(self):
+        return f'Speedups({self.settings})'
+
+
+def _plain(v):
+    if isinstance(v, FusionPolicy):
+        return repr(v)
+    if isinstance(v, dict):
+        return {k: _plain(x) for k, x in v.items()}
+    return v
+
+
+def resolve(spec, facts=None):
+    """A config value (None, ``'cpu'``, or a dict of :data:`KEYS` and
+    optionally ``preset``) -> :class:`Speedups`; ``facts`` defaults to
+    this machine's :func:`~cast_mmaction.utils.cpu_facts`. Bad values raise
+    a ``ValueError`` naming the field."""
+    requested = dict(spec) if isinstance(spec, dict) else spec
+    if spec is None:
+        want = {}
+    elif isinstance(spec, str):
+        if spec not in PRESETS:
+            raise ValueError(f'{FIELD}={spec!r}: use None, one of the presets '
+                             f'{sorted(PRESETS)} or a dict of {KEYS}')
+        want = dict(PRESETS[spec])
+    elif isinstance(spec, dict):
+        want = dict(spec)
+        preset = want.pop('preset', None)
+        unknown = sorted(set(want) - set(KEYS))
+        if unknown:
+            raise ValueError(f'{FIELD}: unknown keys {unknown}; known: '
+                             f'{list(KEYS) + ["preset"]}')
+        if preset is not None:
+            if preset not in PRESETS:
+                raise ValueError(f'{FIELD}.preset={preset!r}: use one of '
+                                 f'{sorted(PRESETS)}')
+            want = {**PRESETS[preset], **want}
+    else:
+        raise ValueError(f'{FIELD}={spec!r}: use None, one of the presets '
+                         f'{sorted(PRESETS)} or a dict of {KEYS}')
+    settings, reasons = {}, {}
+    not_asked = f'not requested ({FIELD})'
+    # onednn_linear
+    v = want.get('onednn_linear', False)
+    if v == 'auto':
+        if facts is None:
+            from ..utils import cpu_facts
+            facts = cpu_facts()
+        on, why = onednn_linear_rule(facts)
+        settings['onednn_linear'], reasons['onednn_linear'] = on, (
+            f'auto: {why}')
+    elif isinstance(v, bool):
+        if v and _LP is None:
+            settings['onednn_linear'] = False
+            reasons['onednn_linear'] = ('requested, but this torch build has '
+                                        'no oneDNN linear')
+        else:
+            settings['onednn_linear'] = v
+            reasons['onednn_linear'] = 'requested' if v else not_asked
+    else:
+        raise ValueError(f"{FIELD}.onednn_linear={v!r}: use True, False or "
+                         f"'auto' (from the CPU's vendor and ISA)")
+    # frozen_mlp
+    v = want.get('frozen_mlp', False)
+    if not isinstance(v, bool):
+        raise ValueError(f'{FIELD}.frozen_mlp={v!r}: use True or False')
+    settings['frozen_mlp'] = v
+    reasons['frozen_mlp'] = 'requested' if v else not_asked
+    # checkpoint
+    v = want.get('checkpoint')
+    settings['checkpoint'] = None if v is None else make_fusion_policy(
+        v, f'{FIELD}.checkpoint')
+    reasons['checkpoint'] = f'requested: {v}' if v is not None else not_asked
+    # malloc_mmap_threshold
+    v = want.get('malloc_mmap_threshold')
+    if v is not None:
+        check_mmap_threshold(v)
+    settings['malloc_mmap_threshold'] = v
+    reasons['malloc_mmap_threshold'] = (f'requested: {v} bytes' if v
+                                        is not None else not_asked)
+    return Speedups(settings, reasons, requested)
+
+
+# --------------------------------------------------------------------------
+# oneDNN matmuls
+def _onednn_ok(*tensors):
+    """oneDNN's linear takes fp32 CPU tensors, outside autocast and
+    ``torch.compile`` (inductor lowers it only with constant weights)."""
+    if _LP is None or torch.is_autocast_enabled('cpu') or (
+            torch.compiler.is_compiling()):
+        return False
+    return all(t is None or (t.device.type == 'cpu'
+                             and t.dtype == torch.float32) for t in tensors)
+
+
+def register_flop_formulas():
+    """Teach ``torch.utils.flop_counter`` oneDNN's linear (2 n k m), so that
+    FLOPs are counted on the path the model runs (``_Linear``,
+    ``_FrozenMLP`` and :func:`onednn_linear` call it); idempotent."""
+    from torch.utils import flop_counter
+    if _LP is None or _LP.default in flop_counter.flop_registry:
+        return
+
+    @flop_counter.register_flop_formula(_LP)
+    def _linear_pointwise_flop(x_shape, *args, out_shape=None, **kwargs):
+        # x (..., k) -> out (..., m), for the plain and the binary overloads
+        return 2 * math.prod(x_shape[:-1]) * x_shape[-1] * out_shape[-1]
+
+
+def _dense_2d(t):
+    if t.is_contiguous() or t.t().is_contiguous():
+        return t
+    return t.contiguous()
+
+
+def _mm_t(a, b, bias=None, act='none', onednn=False):
+    """``a @ b.T (+ bias)`` for 2-D ``a`` (n, k) and ``b`` (m, k), then an
+    optional fused activation (``'gelu'`` exact, ``'silu'``); on oneDNN when
+    ``onednn`` and the tensors allow it, else ``addmm`` / ``mm``. ``b`` may
+    be a transposed view."""
+    if onednn and _onednn_ok(a, b, bias):
+        # oneDNN is fast on row- or column-major 2-D operands and falls back
+        # to a slow reference kernel on other strides
+        a, b = _dense_2d(a), _dense_2d(b)
+        if act == 'silu':
+            return _LP(a, b, bias, 'swish', [], '')
+        if act == 'gelu':
+            return _LP(a, b, bias, 'gelu', [], 'none')
+        return _LP(a, b, bias, 'none', [], '')
+    out = torch.addmm(bias, a, b.t()) if bias is not None else a.mm(b.t())
+    if act == 'silu':
+        return F.silu(out, inplace=True)
+    if act == 'gelu':
+        return torch.ops.aten.gelu_(out)
+    return out
+
+
+class _Linear(torch.autograd.Function):
+    """``x W^T + b`` on oneDNN, with oneDNN matmuls for the gradients (the
+    ``addmm`` / ``mm`` fallback outside fp32 CPU); the input is kept for
+    backward only when the weight needs a gradient (a frozen weight keeps
+    nothing but its reference)."""
+
+    @staticmethod
+    def forward(ctx, x, weight, bias):
+        x2 = x.reshape(-1, x.shape[-1])
+        y = _mm_t(x2, weight, bias, onednn=True)
+        need_w = ctx.needs_input_grad[1]
+        ctx.save_for_backward(x2 if need_w else None, weight)
+        ctx.in_shape = x.shape
+        return y.reshape(*x.shape[:-1], y.shape[-1])
+
+    @staticmethod
+    def backward(ctx, grad):
+        x2, weight = ctx.saved_tensors
+        g = grad.reshape(-1, grad.shape[-1])
+        gx = gw = gb = None
+        if ctx.needs_input_grad[0]:
+            gx = _mm_t(g, weight.t(), onednn=True).reshape(ctx.in_shape)
+        if ctx.needs_input_grad[1]:
+            gw = _mm_t(g.t(), x2.t(), onednn=True)
+        if ctx.needs_input_grad[2]:
+            gb = g.sum(0)
+        return gx, gw, gb
+
+
+def onednn_linear(x, weight, bias=None):
+    """``F.linear`` on oneDNN for fp32 CPU tensors outside autocast, else
+    ``F.linear`` itself."""
+    if not (applies(x) and _onednn_ok(x, weight, bias)):
+        return F.linear(x, weight, bias)
+    if torch.is_grad_enabled() and (x.requires_grad or weight.requires_grad
+                                    or (bias is not None
+                                        and bias.requires_grad)):
+        return _Linear.apply(x, weight, bias)
+    x2 = x.reshape(-1, x.shape[-1])
+    y = _mm_t(x2, weight, bias, onednn=True)
+    return y.reshape(*x.shape[:-1], y.shape[-1])
+
+
+class OneDNNLinear(nn.Linear):
+    """``nn.Linear`` (same parameters, same state dict) computed with
+    :func:`onednn_linear`."""
+
+    def forward(self, x):
+        return onednn_linear(x, self.weight, self.bias)
+
+
+class OneDNNCLIPAttention(CLIPAttention):
+    """:class:`CLIPAttention` with its packed q/k/v product on oneDNN."""
+
+    def forward(self, x):
+        q, k, v = onednn_linear(x, self.in_proj_weight,
+                                self.in_proj_bias).chunk(3, dim=-1)
+        return self.out_proj(sdpa_heads(q, k, v, self.num_heads))
+
+
+class OneDNNVideoMAEAttention(VideoMAEAttention):
+    """:class:`VideoMAEAttention` with its q/k/v product on oneDNN."""
+
+    def forward(self, x):
+        q, k, v = onednn_linear(x, self.qkv.weight,
+                                self.qkv_bias()).chunk(3, dim=-1)
+        return self.proj(sdpa_heads(q, k, v, self.num_heads))
+
+
+# --------------------------------------------------------------------------
+# the frozen MLP
+def _compute_dtype(x):
+    """The dtype matmuls on ``x`` run in: the autocast dtype when autocast
+    is on for ``x``'s device, else ``x``'s own dtype."""
+    dev = x.device.type
+    if torch.is_autocast_enabled(dev):
+        return torch.get_autocast_dtype(dev)
+    return x.dtype
+
+
+def _mlp_act_backward_(grad, pre, act):
+    """d act(pre) / d pre * grad, written into ``grad``."""
+    if act == 'quick_gelu':
+        return torch.ops.aten.silu_backward.grad_input(grad, pre,
+                                                        grad_input=grad)
+    return torch.ops.aten.gelu_backward.grad_input(grad, pre,
+                                                    grad_input=grad)
+
+
+def _mlp_forward(x2d, w1, b1, w2, b2, act, keep_pre, onednn=False):
+    """``fc2(act(fc1 x))`` on 2-D ``x`` with weights already in the compute
+    dtype; returns (out, pre or None).
+
+    ``quick_gelu`` (``h * sigmoid(1.702 h)``) is computed as a SiLU of the
+    scaled pre-activation ``1.702 h`` (``silu(1.702 h) / 1.702``): the 1.702
+    is applied to the (narrow) input and first bias, the 1 / 1.702 to the
+    (narrow) output, never to the wide hidden activation. ``pre`` is the
+    scaled pre-activation for ``quick_gelu``."""
+    quick = act == 'quick_gelu'
+    a = QUICK_GELU_SCALE if quick else 1.0
+    fused = 'silu' if quick else 'gelu'
+    xs = x2d * a if quick else x2d
+    bs1 = b1 * a if (quick and b1 is not None) else b1
+    if keep_pre:
+        pre = _mm_t(xs, w1, bs1, onednn=onednn)
+        h = F.silu(pre) if quick else F.gelu(pre)
+    else:
+        pre, h = None, _mm_t(xs, w1, bs1, act=fused, onednn=onednn)
+    if quick:
+        out = _mm_t(h, w2, None if b2 is None else b2 * a, onednn=onednn)
+        out = out / a  # not in place: selective checkpointing may keep
+        # the matmul output (models/checkpointing.py)
+    else:
+        out = _mm_t(h, w2, b2, onednn=onednn)
+    return out, pre
+
+
+class _FrozenMLP(torch.autograd.Function):
+    """``fc2(act(fc1 x))`` with frozen ``fc1`` / ``fc2``: only the
+    pre-activation (and the weights, by reference) is kept for backward,
+    which needs no weight gradients (autograd would keep the activation
+    output as well, and QuickGELU's sigmoid on top)."""
+
+    @staticmethod
+    def forward(ctx, x, w1, b1, w2, b2, act, onednn=False):
+        shape = x.shape
+        out, pre = _mlp_forward(x.reshape(-1, shape[-1]), w1, b1, w2, b2,
+                                act, keep_pre=True, onednn=onednn)
+        ctx.act, ctx.onednn = act, onednn
+        ctx.save_for_backward(pre, w1, w2)
+        return out.reshape(*shape[:-1], out.shape[-1])
+
+    @staticmethod
+    def backward(ctx, grad):
+        pre, w1, w2 = ctx.saved_tensors
+        shape = grad.shape
+        g = grad.reshape(-1, shape[-1]).to(w2.dtype)
+        # the 1.702 of quick_gelu cancels: d/dx of silu(a x W1) W2 / a
+        gh = _mlp_act_backward_(_mm_t(g, w2.t(), onednn=ctx.onednn), pre,
+                                ctx.act)
+        gx = _mm_t(gh, w1.t(), onednn=ctx.onednn)
+        return (gx.reshape(*shape[:-1], gx.shape[-1]), None, None, None,
+                None, None, None)
+
+
+def _is_frozen(*modules):
+    return not any(p.requires_grad for m in modules for p in m.parameters())
+
+
+def frozen_mlp(x, fc1, fc2, act='gelu', onednn=False):
+    """``fc2(act(fc1(x)))`` for frozen ``fc1`` / ``fc2`` (objects with
+    ``weight`` / ``bias``), ``act`` ``gelu`` (exact erf GELU) or
+    ``quick_gelu`` (CLIP's ``x * sigmoid(1.702 x)``): one autograd node
+    that keeps only the pre-activation for backward, and without autograd
+    the activation fused into the first matmul (oneDNN with ``onednn`` on
+    fp32 CPU) or in place. Under autocast the matmuls run in the autocast
+    dtype, as ``nn.Linear`` would. A trainable ``fc1`` or ``fc2`` takes
+    plain autograd."""
+    params = [p for p in (fc1.weight, fc1.bias, fc2.weight, fc2.bias)
+              if p is not None]
+    if any(p.requires_grad for p in params):
+        h = F.linear(x, fc1.weight, fc1.bias)
+        if act == 'quick_gelu':
+            h = h * torch.sigmoid(QUICK_GELU_SCALE * h)
+        else:
+            h = F.gelu(h)
+        return F.linear(h, fc2.weight, fc2.bias)
+    dtype = _compute_dtype(x)
+
+    def cast(t):
+        return None if t is None else t.to(dtype)
+
+    w1, b1, w2, b2 = (cast(fc1.weight), cast(fc1.bias), cast(fc2.weight),
+                      cast(fc2.bias))
+    xc = x.to(dtype)
+    with torch.autocast(x.device.type, enabled=False):
+        if torch.is_grad_enabled() and x.requires_grad:
+            return _FrozenMLP.apply(xc, w1, b1, w2, b2, act, onednn)
+        shape = x.shape
+        out, _ = _mlp_forward(xc.reshape(-1, shape[-1]), w1, b1, w2, b2,
+                              act, keep_pre=False, onednn=onednn)
+        return out.reshape(*shape[:-1], out.shape[-1])
+
+
+class FrozenCLIPMlp(CLIPMlp):
+    """:class:`CLIPMlp` through :func:`frozen_mlp` when frozen and on an
+    fp32 CPU tensor outside autocast; else the plain module."""
+    speedup_onednn = False
+
+    def forward(self, x):
+        if applies(x) and _is_frozen(self.c_fc, self.c_proj):
+            return frozen_mlp(x, self.c_fc, self.c_proj, 'quick_gelu',
+                              self.speedup_onednn)
+        return super().forward(x)
+
+
+class FrozenVideoMAEMlp(VideoMAEMlp):
+    """:class:`VideoMAEMlp` (also AST's MLP) through :func:`frozen_mlp`
+    when frozen and on an fp32 CPU tensor outside autocast; else the plain
+    module."""
+    speedup_onednn = False
+
+    def forward(self, x):
+        if applies(x) and _is_frozen(self.fc1, self.fc2):
+            return frozen_mlp(x, self.fc1, self.fc2, 'gelu',
+                              self.speedup_onednn)
+        return super().forward(x)
+
+
+# the module rewrites: exact class -> its speed-up subclass (same
+# parameters, same state dict; ``module.__class__`` is swapped in place)
+ONEDNN_MODULES = {nn.Linear: OneDNNLinear,
+                  CLIPAttention: OneDNNCLIPAttention,
+                  VideoMAEAttention: OneDNNVideoMAEAttention}
+FROZEN_MLP_MODULES = {CLIPMlp: FrozenCLIPMlp, VideoMAEMlp: FrozenVideoMAEMlp}
+
+
+def _swap(root, table):
+    n = 0
+    for m in root.modules():
+        cls = table.get(type(m))
+        if cls is not None:
+            m.__class__ = cls
+            n += 1
+    return n
+
+
+# --------------------------------------------------------------------------
+# fusion checkpoint regions
+class FusionCheckpointRunner:
+    """The backbone's ``layer_runner`` for ``checkpoint='fusion'`` /
+    ``'fusion_qkv'``: in training, layers in ``layers`` on fp32 CPU streams
+    run :func:`fusion_layer`; every other call runs the backbone's
+    ``run_layer`` (the reference, with its own ``with_cp``)."""
+
+    def __init__(self, policy, layers):
+        self.policy, self.layers = policy, set(layers)
+
+    def __call__(self, bb, i, batch, time_grids, xs):
+        if (i in self.layers and bb.training and torch.is_grad_enabled()
+                and all(applies(x) for x in xs)):
+            return fusion_layer(bb, i, batch, time_grids, xs, self.policy)
+        return bb.run_layer(i, batch, time_grids, xs)
+
+    def __repr__(self):
+        return (f'FusionCheckpointRunner({self.policy}, layers='
+                f'{sorted(self.layers)})')
+
+
+def _attn_down(bb, i, n, x, down):
+    """``x`` + the attention branch through its adapter, and ``down`` (a
+    link's down projection, or None) of that."""
+    x = x + bb._attn_branch_adapter(i, n, x)
+    return x, None if down is None else down(x)
+
+
+def _attn_part(bb, i, n, x, parts):
+    if not parts.adapters or str(i) not in bb.attn_adapters[n]:
+        return bb._attn_branch_adapter(i, n, x)
+    y = bb._run_expert(bb.experts[n].attn_branch, i, x)
+    return checkpoint(bb.attn_adapters[n][str(i)], y)
+
+
+def _mlp_norm_adapter(bb, i, n, x):
+    xn = bb._run_expert(bb.experts[n].mlp_norm, i, x)
+    return xn, bb.mlp_adapters[n][str(i)](xn)
+
+
+def fusion_layer(bb, i, batch, time_grids, xs, parts):
+    """Layer ``i`` of backbone ``bb`` (``CASTBackbone._layer``: the same
+    operators in the same order) with the checkpoint regions of the
+    :class:`FusionPolicy` ``parts`` around its fusion work."""
+    names, experts = bb.stream_names, bb.experts
+    tokens = dict(zip(names, xs))
+    key = str(i)
+    drop = bb.drop_path[i]
+    first = bb.links[bb._links_at[i][0]][key] if bb._links_at[i] else None
+    downs = {}  # the first link's down projections, when computed here
+    if i in bb.attn_layers:
+        for n in names:
+            if parts.qkv and tokens[n].requires_grad:
+                # one region: keep attention, its projection's output and
+                # the down projection's; recompute LN1, q / k / v, the
+                # adapter and the residual add. (A stream that needs no
+                # gradient, e.g. the frozen embedding's output at layer 0,
+                # keeps nothing in the frozen branch: no region there.)
+                down = first.down[n] if first is not None and (
+                    n in first.names) else None
+                tokens[n], d = checkpoint(_attn_down, bb, i, n, tokens[n],
+                                          down,
+                                          policy=parts.attention_policy(down))
+                if d is not None:
+                    downs[n] = d
+            else:
+                tokens[n] = tokens[n] + _attn_part(bb, i, n, tokens[n],
+                                                   parts)
+    for link_name in bb._links_at[i]:
+        link = bb.links[link_name][key]
+        for queries in bb._link_steps(link_name):
+            # only the layer's first link step reads the down projections
+            # computed above
+            d = {m: downs[m] if m in downs else link.down[m](tokens[m])
+                 for m in link.names}
+            downs = {}
+            # the down projections (and their inputs, for the down weights'
+            # gradient) are kept; the rest is recomputed
+            updates = checkpoint(
+                link.attend, d, experts, batch, time_grids,
+                queries) if parts.links else link.attend(
+                    d, experts, batch, time_grids, queries)
+            for n, upd in updates.items():
+                tokens[n] = tokens[n] + drop(upd)
+    if i in bb.mlp_layers:
+        for n in names:
+            x = tokens[n]
+            adapter = bb.mlp_adapters[n][key] if (
+                key in bb.mlp_adapters[n]) else None
+            if adapter is not None and parts.adapters:
+                # LN2's output is kept only by the adapter: recompute both
+                # from LN2's input, which the frozen block keeps anyway
+                xn, a = checkpoint(_mlp_norm_adapter, bb, i, n, x)
+            else:
+                xn = bb._run_expert(experts[n].mlp_norm, i, x)
+                a = None if adapter is None else adapter(xn)
+            y = bb._run_expert(experts[n].mlp_branch, i, xn)
+            if a is not None:
+                y = y + drop(bb.mlp_adapter_scale * a)
+            tokens[n] = x + y
+    return tuple(tokens[n] for n in names)
+
+
+# --------------------------------------------------------------------------
+# the allocator
+_M_MMAP_THRESHOLD = -3  # glibc malloc.h
+_MMAP_THRESHOLD_MAX = 32 << 20  # glibc's bound on 64-bit (HEAP_MAX_SIZE / 2)
+
+
+def check_mmap_threshold(nbytes, field=f'{FIELD}.malloc_mmap_threshold'):
+    if isinstance(nbytes, bool) or not isinstance(nbytes, int) or not (
+            0 < nbytes <= _MMAP_THRESHOLD_MAX):
+        raise ValueError(f'{field}={nbytes!r}: give a number of bytes in '
+                         f'1..{_MMAP_THRESHOLD_MAX} (e.g. 1048576) or None')
+
+
+def set_malloc_mmap_threshold(nbytes, field=f'{FIELD}.malloc_mmap_threshold'):
+    """Process-wide: glibc's ``M_MMAP_THRESHOLD`` (``mallopt``) to
+    ``nbytes``, the same as ``MALLOC_MMAP_THRESHOLD_=nbytes`` in the
+    environment. Every CPU tensor of at least ``nbytes`` then gets its own
+    mapping, returned to the system when the tensor is freed, so the process
+    holds no freed activation memory (``docs/benchmarks.md``: lower peak
+    RSS, page faults on each such allocation). Needs glibc (Linux)."""
+    check_mmap_threshold(nbytes, field)
+    name = ctypes.util.find_library('c')
+    try:
+        libc = ctypes.CDLL(name)
+        libc.gnu_get_libc_version  # glibc's; musl / macOS have no such
+        mallopt = libc.mallopt
+    except (OSError, AttributeError, TypeError):
+        raise RuntimeError(f'{field} needs glibc (Linux); set it to None')
+    if mallopt(_M_MMAP_THRESHOLD, nbytes) != 1:
+        raise RuntimeError(f'{field}={nbytes}: glibc refused the value')
+
+
+class MallocThresholdOnCPU:
+    """A forward pre-hook: sets the threshold once, at the first forward
+    whose first input tensor is fp32 on the CPU outside autocast."""
+
+    def __init__(self, nbytes):
+        self.nbytes, self.done = nbytes, False
+
+    def __call__(self, module, args):
+        if self.done or not args:
+            return
+        x = args[0]
+        if isinstance(x, dict):
+            x = next((v for v in x.values() if isinstance(v, torch.Tensor)),
+                     None)
+        if applies(x):
+            set_malloc_mmap_threshold(self.nbytes)
+            self.done = True
+
+
+# --------------------------------------------------------------------------
+def apply_speedups(backbone, spec, facts=None):
+    """Resolve ``spec`` (:func:`resolve`) and rewrite ``backbone`` in place:
+    swap its modules (``ONEDNN_MODULES``, ``FROZEN_MLP_MODULES``), install
+    the fusion checkpoint ``layer_runner``, register the allocator hook.
+    Returns the :class:`Speedups` (also the backbone's ``speedups``)."""
+    sp = resolve(spec, facts)
+    if sp['onednn_linear']:
+        _swap(backbone, ONEDNN_MODULES)
+    if sp['frozen_mlp']:
+        _swap(backbone, FROZEN_MLP_MODULES)
+        for m in backbone.modules():
+            if isinstance(m, (FrozenCLIPMlp, FrozenVideoMAEMlp)):
+                m.speedup_onednn = bool(sp['onednn_linear'])
+    if sp['checkpoint'] is not None:
+        layers = backbone._cp_layers(backbone.with_cp or True,
+                                     backbone.depth)
+        backbone.layer_runner = FusionCheckpointRunner(sp['checkpoint'],
+                                                       layers)
+    if sp['malloc_mmap_threshold'] is not None:
+        backbone.register_forward_pre_hook(
+            MallocThresholdOnCPU(sp['malloc_mmap_threshold']))
+    return sp
+
+
+def apply_model_speedups(model, spec, facts=None):
+    """:func:`apply_speedups` on every ``CASTBackbone`` inside ``model``
+    (built without speed-ups, e.g. by a tool); returns their
+    :class:`Speedups`."""
+    from mmaction.registry import MODELS  # the class without an import
+    backbone = MODELS.get('CASTBackbone')  # circle (backbones import us)
+    out = []
+    for m in model.modules():
+        if isinstance(m, backbone):
+            m.speedups = apply_speedups(m, spec, facts)
+            out.append(m.speedups)
+    return out
