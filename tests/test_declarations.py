@@ -151,10 +151,10 @@ def test_share_projections_ties_the_declared_parts_across_types():
 
 
 def test_recording_attention_changes_no_training_step():
-    """Under the 'fusion' checkpoint policy (the links' attend recomputed
-    in backward) recording gives the same outputs and gradients, bit for
-    bit, and still fills the record."""
-    bb = _backbone(checkpoint_policy='fusion').train()
+    """Under the 'fusion' checkpoint regions of the CPU speed-ups (the
+    links' attend recomputed in backward) recording gives the same outputs
+    and gradients, bit for bit, and still fills the record."""
+    bb = _backbone(speedups=dict(checkpoint='fusion')).train()
     with torch.no_grad():
         for name, p in bb.named_parameters():
             if '.up.' in name:
