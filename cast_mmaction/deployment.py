@@ -28,7 +28,6 @@ for these static graphs. The batch axis is marked dynamic; the export runs
 at batch 2 so that no size-1 axis is folded into a constant, and
 :func:`verify` runs another batch size than the export's.
 """
-import contextlib
 import json
 import os
 import os.path as osp
@@ -51,18 +50,13 @@ class ExportError(RuntimeError):
     what to change."""
 
 
-@contextlib.contextmanager
 def plain_matmuls():
-    """``F.linear`` for every matmul of the models while inside: the oneDNN
-    CPU kernel of :func:`cast_mmaction.models.layers.linear` has no ONNX
-    form, and the PyTorch side of :func:`verify` computes what the graph
-    computes (both fp32)."""
-    from .models.layers import use_onednn_linear
-    previous = use_onednn_linear(False)
-    try:
-        yield
-    finally:
-        use_onednn_linear(previous)
+    """The reference model (``F.linear`` for every matmul, no fused node)
+    while inside, whatever CPU speed-ups the model was built with: their
+    oneDNN kernel has no ONNX form, and the PyTorch side of :func:`verify`
+    computes what the graph computes (both fp32)."""
+    from .models.speedups import reference_path
+    return reference_path()
 
 
 def _backbone_kind(model):

@@ -41,7 +41,7 @@ model = dict(
         # CPU speed-ups where they apply (fp32 CPU outside autocast: the
         # frozen-MLP node, oneDNN matmuls on AMD AVX-512); the reference
         # model on a GPU (models/speedups.py, docs/benchmarks.md)
-        speedups='cpu',
+        speedups=dict(preset='cpu'),
         num_frames={{_base_.num_frames}},
         img_size={{_base_.img_size}},
         experts=dict(

@@ -78,7 +78,7 @@ def test_published_recipe_values(name):
                                clip_pretrained=cfg.clip_weights,
                                vmae_pretrained=cfg.vmae_weights)
     # plus the CPU speed-ups, which leave the model the reference on a GPU
-    expect['speedups'] = 'cpu'
+    expect['speedups'] = dict(preset='cpu')
     assert plain(cfg.model.backbone) == plain(expect)
     head = cfg.model.cls_head
     assert (head.type, head.num_classes, head.in_channels) == (
@@ -154,7 +154,7 @@ def test_recipes_use_the_one_model_definition(name):
     included. The recipes add the CPU speed-ups (a no-op on a GPU)."""
     cfg = load(name)
     expect = _recipe_preset(name, cfg)
-    expect['speedups'] = 'cpu'
+    expect['speedups'] = dict(preset='cpu')
     got = plain(cfg.model.backbone)
     got_links = [dict(link, layers=link.get('layers')) for link in
                  got.pop('links')]

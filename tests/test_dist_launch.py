@@ -55,7 +55,7 @@ from mmengine.hooks import Hook
 from mmaction.registry import HOOKS
 
 
-@HOOKS.register_module()
+@HOOKS.register_module(force=True)  # another test's probe may hold the name
 class TraceHook(Hook):
     """Per-iteration loss and replaced samples of this rank, as they come
     (steps_<CAST_TEST_TAG>_<attempt>_<rank>.jsonl), and at the end its
@@ -81,7 +81,7 @@ class TraceHook(Hook):
         torch.save(params, os.path.join(runner.work_dir, f'params{rank}.pt'))
 
 
-@HOOKS.register_module()
+@HOOKS.register_module(force=True)  # another test's probe may hold the name
 class KillHook(Hook):
     """CAST_TEST_KILL=<rank>:<iteration>: that rank SIGKILLs itself when it
     starts that iteration (1-based), on the first attempt only."""

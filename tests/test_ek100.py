@@ -575,7 +575,7 @@ def test_config_is_the_published_recipe():
         clip_pretrained=cfg.clip_weights, vmae_pretrained=cfg.vmae_weights,
         data_preprocessor=model['data_preprocessor'])
     # plus the CPU speed-ups (a no-op on a GPU; models/speedups.py)
-    ref['backbone']['speedups'] = 'cpu'
+    ref['backbone']['speedups'] = dict(preset='cpu')
     assert json.loads(json.dumps(model)) == json.loads(json.dumps(ref))
     blend = model['data_preprocessor']['blending']
     assert (blend['prob'], blend['mixup_alpha'], blend['switch_prob']) == (

@@ -52,7 +52,7 @@ def _full(p):
     return p.full_tensor() if hasattr(p, 'full_tensor') else p
 
 
-@HOOKS.register_module()
+@HOOKS.register_module(force=True)  # another test's probe may hold the name
 class TraceHook(Hook):
     """Per-iteration loss and logged gradient norm of this rank; the final
     parameters (gathered: a collective in sharded runs), and the bytes of

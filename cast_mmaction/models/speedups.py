@@ -37,7 +37,8 @@ The speed-ups (each off unless named):
   peak RSS in CPU training; Linux / glibc only).
 
 Every speed-up runs only where it applies: fp32 CPU tensors outside
-autocast (and outside ``torch.compile``); anywhere else (CUDA, fp64, bf16,
+autocast (and outside ``torch.compile`` / TorchScript tracing, and
+:func:`reference_path`); anywhere else (CUDA, fp64, bf16,
 autocast, ``frozen_dtype`` experts) the rewritten modules run the reference
 code, so a recipe can name the speed-ups and stay the reference model on a
 GPU. :meth:`Speedups.decide` gives, for a device / dtype / autocast, which
@@ -47,6 +48,7 @@ into every checkpoint's ``meta``.
 The ``'cpu'`` preset is ``dict(onednn_linear='auto', frozen_mlp=True)``;
 ``dict(preset='cpu', checkpoint='fusion', ...)`` adds to it.
 """
+import contextlib
 import ctypes
 import ctypes.util
 import math
@@ -76,10 +78,29 @@ def applies_to(device, dtype, autocast=False):
     return device == 'cpu' and dtype == torch.float32 and not autocast
 
 
+_SUSPENDED = 0  # > 0 inside reference_path()
+
+
+@contextlib.contextmanager
+def reference_path():
+    """Run the reference model while inside, whatever speed-ups a model was
+    built with (e.g. for an export and its check: oneDNN's kernel and the
+    fused MLP node have no ONNX form). Nests."""
+    global _SUSPENDED
+    _SUSPENDED += 1
+    try:
+        yield
+    finally:
+        _SUSPENDED -= 1
+
+
 def applies(x):
     """:func:`applies_to` for the tensor ``x`` at this point of the
-    forward (autocast and ``torch.compile`` tracing are read here)."""
-    return (isinstance(x, torch.Tensor) and not torch.compiler.is_compiling()
+    forward (autocast, ``torch.compile`` and TorchScript tracing are read
+    here: a traced or compiled graph records the reference model)."""
+    return (isinstance(x, torch.Tensor) and not _SUSPENDED
+            and not torch.compiler.is_compiling()
+            and not torch.jit.is_tracing()
             and applies_to(x.device, x.dtype,
                            torch.is_autocast_enabled('cpu')))
 
