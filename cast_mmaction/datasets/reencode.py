@@ -64,13 +64,15 @@ def _open_source(src):
 
 
 def reencode_video(src, dst, short_side=320, keyint=16, crf=23,
-                   preset='medium', interpolation='BICUBIC', threads=1):
+                   preset='medium', interpolation='BICUBIC', threads=1,
+                   x264_params=None):
     """Re-encode ``src`` into the H.264 mp4 ``dst`` at short side
     ``short_side`` (``None``: keep the size) with a key frame every
     ``keyint`` frames. Returns a dict (frames, width, height, fps, keyint,
     bytes). ``interpolation``: FFmpeg's scaler (``'BICUBIC'`` is the
     ``ffmpeg -vf scale`` default, what MMAction2's ``resize_videos.py``
-    uses). ``threads``: encoder and decoder threads (1 keeps the output the
+    uses). ``x264_params``: more libx264 settings (``'key=value:...'``,
+    appended to :data:`X264_PARAMS`). ``threads``: encoder and decoder threads (1 keeps the output the
     same from run to run; run files in parallel instead).
 
     The file is written to ``dst + '.part'`` and renamed when complete, so
@@ -103,8 +105,8 @@ def reencode_video(src, dst, short_side=320, keyint=16, crf=23,
                                       vin.codec_context.height, short_side)
         if width < 2 or height < 2:
             raise ReencodeError(f'{src}: cannot read its frame size')
-        opts = {'crf': str(crf), 'preset': preset,
-                'x264-params': X264_PARAMS}
+        params = X264_PARAMS + (f':{x264_params}' if x264_params else '')
+        opts = {'crf': str(crf), 'preset': preset, 'x264-params': params}
         if keyint is not None:
             opts.update(g=str(int(keyint)), keyint_min=str(int(keyint)))
         try:
