@@ -82,3 +82,26 @@ def test_max_testing_views_chunks_with_the_same_scores():
         chunked = model.test_step(copy.deepcopy(data))[0].pred_score
     assert sizes == [4, 4, 4, 3]
     torch.testing.assert_close(whole, chunked, rtol=1e-5, atol=1e-6)
+
+
+def test_bench_multiview_runs_and_agrees(tmp_path):
+    import importlib.util
+    import json
+    from _tools import tool_path
+    spec = importlib.util.spec_from_file_location(
+        '_bench_multiview', tool_path('bench_multiview'))
+    tool = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(tool)
+    out = tmp_path / 'mv.json'
+    tool.main(['--embed-dim', '32', '--depth', '1', '--heads', '2',
+               '--frames', '4', '--img-size', '32', '--num-classes', '5',
+               '--videos', '1', '--warmup', '0', '--json', str(out)])
+    rows = json.loads(out.read_text())['results']
+    assert [(r['protocol'], r['views']) for r in rows] == [('k400', 15),
+                                                           ('ssv2', 6)]
+    for r in rows:
+        assert r['max_score_diff'] < 1e-5
+        for name in ('batched', 'one_by_one'):
+            assert r[name]['cpu_s_per_video'] > 0
+            assert r[name]['views_per_s_cpu'] == \
+                pytest.approx(r['views'] / r[name]['cpu_s_per_video'])
