@@ -79,6 +79,16 @@ def test_prepared_file_gives_the_same_frames(source, prepared, sampler):
         assert 10 * np.log10(255 ** 2 / mse) > 25
 
 
+def _nonref_packets(path):
+    from cast_mmaction.datasets.transforms.decoding import PyAVVideoReader
+    r = PyAVVideoReader(path, num_threads=1)
+    try:
+        return sum(1 for p in r._container.demux(r._stream)
+                   if p.size and not p.is_keyframe and r._nonref(bytes(p)))
+    finally:
+        r.close()
+
+
 def test_key_frames_and_repeatable_bytes(source, prepared, tmp_path):
     from cast_mmaction.datasets.indexed_video import key_frames
     from cast_mmaction.datasets.reencode import reencode_video
@@ -89,6 +99,12 @@ def test_key_frames_and_repeatable_bytes(source, prepared, tmp_path):
     reencode_video(source, again, short_side=48, keyint=8)
     with open(dst, 'rb') as f1, open(again, 'rb') as f2:
         assert f1.read() == f2.read()
+    # no B-frame pyramid by default: more frames that nothing refers to
+    # (the reader skips them when a clip does not want them)
+    pyramid = str(tmp_path / 'pyramid.mp4')
+    reencode_video(source, pyramid, short_side=48, keyint=8,
+                   x264_params='b-pyramid=normal')
+    assert _nonref_packets(dst) > _nonref_packets(pyramid)
     # the size kept, key frames only: bar codes at the source size
     kept = str(tmp_path / 'kept.mp4')
     info = reencode_video(source, kept, short_side=None, keyint=30)

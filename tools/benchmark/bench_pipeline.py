@@ -153,10 +153,10 @@ def ensure_prepared(folder, ann, short_side, keyint, x264_params=None):
     them (``cast_mmaction.datasets.reencode``), written once beside
     ``folder``; returns (list file, prepared folder, (width, height),
     CPU seconds spent preparing, mean bytes per file before / after)."""
-    from cast_mmaction.datasets.reencode import reencode_videos
-    tag = f'_prep_s{short_side or "same"}_g{keyint or "def"}' + (
-        '_' + ''.join(c if c.isalnum() else '_' for c in x264_params)
-        if x264_params else '')
+    from cast_mmaction.datasets.reencode import X264_PARAMS, reencode_videos
+    params = X264_PARAMS + (f':{x264_params}' if x264_params else '')
+    tag = f'_prep_s{short_side or "same"}_g{keyint or "def"}_' + ''.join(
+        c if c.isalnum() else '_' for c in params)
     out = folder.rstrip('/') + tag
     names = [ln.split()[0] for ln in open(ann).read().splitlines()]
     pairs = [(osp.join(folder, n), osp.join(out, n)) for n in names]
@@ -312,7 +312,11 @@ def time_pipeline(config, split='train', clips=24, warmup=2, workdir=None,
         ann, folder, size, spent, sizes = ensure_prepared(
             folder, ann, prepare.get('short_side'), prepare.get('keyint'),
             prepare.get('x264_params'))
+        from cast_mmaction.datasets.reencode import X264_PARAMS
+        xp = prepare.get('x264_params')
         prep_info = dict(prepare, folder=folder, width=size[0],
+                         x264_params_used=X264_PARAMS + (f':{xp}' if xp
+                                                         else ''),
                          height=size[1], bytes_per_file_before=sizes[0],
                          bytes_per_file_after=sizes[1],
                          cpu_s_this_run=spent)

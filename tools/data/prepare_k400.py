@@ -159,6 +159,9 @@ def main(argv=None):
                     help='re-encoding quality (libx264 crf; 23 = default)')
     ap.add_argument('--jobs', type=int, default=1,
                     help='videos re-encoded at a time (processes)')
+    ap.add_argument('--x264-params', metavar='K=V[:K=V]',
+                    help='more libx264 settings for the re-encoding, after '
+                    'the defaults (scenecut=0:b-pyramid=none)')
     args = ap.parse_args(argv)
     failures = []
     try:
@@ -290,7 +293,8 @@ def prepare_split(args, split, root, prepared, rels, lines):
 
     done, failed = reencode_videos(
         pairs, jobs=args.jobs, progress=progress,
-        short_side=args.resize_short, keyint=args.keyint, crf=args.crf)
+        short_side=args.resize_short, keyint=args.keyint, crf=args.crf,
+        x264_params=args.x264_params)
     bad = {src for src, _ in failed}
     out = []
     for (src, _), new_rel, line, rel in zip(pairs, new_rels, lines, rels):
