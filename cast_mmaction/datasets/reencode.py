@@ -29,7 +29,7 @@ from fractions import Fraction
 #: x264 settings of the prepared files: key frames exactly every ``keyint``
 #: frames (no scene-cut key frames), so the decode cost of a clip is bounded;
 #: no B-frame pyramid, so that no B-frame is a reference and the PyAV reader
-#: skips every B-frame a clip does not want (``skip_nonref``): 6-12% less
+#: skips every B-frame a clip does not want (``skip_nonref``): 6-11% less
 #: decoding at the same file size (docs/data_pipeline.md)
 X264_PARAMS = 'scenecut=0:b-pyramid=none'
 
