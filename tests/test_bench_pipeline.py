@@ -190,3 +190,8 @@ def test_prepared_videos_and_their_pixel_difference(workdir, monkeypatch):
                               short_side=48, keyint=8)
     assert (row['source'], row['prepared']) == ('112x64', '84x48')
     assert 0 < row['mean_abs_diff'] < 10 and row['psnr_db'] > 25
+
+
+def test_decode_device_needs_torchcodec():
+    with pytest.raises(SystemExit, match='--decoder torchcodec'):
+        bp.main(['--decode-device', 'cuda'])

@@ -751,6 +751,9 @@ def main(argv=None):
           f'ISA {" ".join(facts.get("cpu_isa", []))}); load average '
           f'{" ".join(f"{x:.2f}" for x in os.getloadavg())}', flush=True)
     out = dict(machine=facts, args=vars(args), results=[])
+    if args.decode_device and args.decoder != 'torchcodec':
+        raise SystemExit('--decode-device needs --decoder torchcodec (the '
+                         'reader that decodes on a device)')
     prepare = None
     if args.prepare_short is not None or args.prepare_keyint is not None:
         prepare = dict(short_side=args.prepare_short,
