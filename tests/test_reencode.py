@@ -193,3 +193,22 @@ def test_prepare_k400_reencodes_and_lists_failures(source, tmp_path,
                     f'train={videos}', '--out-dir', str(out), '--keyint',
                     '0'])
     assert rc == 2 and '--keyint must be >= 1' in capsys.readouterr().err
+
+
+def test_reader_opens_without_decoding_and_gives_the_same_frames(prepared):
+    import av
+    from cast_mmaction.datasets.transforms import decoding
+    dst, _ = prepared
+    fast = decoding._open_without_probe_decode(dst)
+    try:  # the probe decoded nothing: the pixel format is still unknown
+        assert fast.streams.video[0].codec_context.pix_fmt is None
+        assert fast.streams.video[0].codec_context.width == 126
+    finally:
+        fast.close()
+    want = [3, 17, 40, 41, 89]
+    reader = decoding.PyAVVideoReader(dst, num_threads=1)
+    got = reader.get_frames(want)
+    reader.close()
+    with av.open(dst) as c:  # the full probe, every frame decoded
+        frames = [f.to_ndarray(format='rgb24') for f in c.decode(video=0)]
+    np.testing.assert_array_equal(got, np.stack([frames[i] for i in want]))
