@@ -165,3 +165,33 @@ def test_decoder_swap(workdir, decoder, types):
     names = [s['name'] for s in res['stages']]
     assert [names[0], names[2]] == types
     assert res['decoder'] == decoder and res['frames_checked'] == 2 * 16
+
+
+def test_prepared_videos_and_their_pixel_difference(workdir, monkeypatch):
+    # the K400 device-augmentation pipeline on prepared copies (short side
+    # 48, a key frame every 4 frames) of tiny 112 x 64 videos (the bar
+    # code scales by 3/4 exactly): the frames are checked at the prepared
+    # size, the record names the preparation
+    tiny = dict(TINY, frames=40, width=112, height=64)
+    res = bp.time_pipeline('configs/cast_k400_device_aug.py', 'train',
+                           clips=2, warmup=0, workdir=workdir, kind=tiny,
+                           threads=1, videos=2,
+                           prepare=dict(short_side=48, keyint=4))
+    prep = res['prepared']
+    assert (prep['width'], prep['height']) == (84, 48)
+    assert res['video']['height'] == 48
+    assert prep['bytes_per_file_after'] > 0
+    assert res['frames_checked'] == 2 * 16
+    _check_totals(res, 2)
+    # pixel difference: same frame indices, bar codes checked, a real
+    # difference (re-encoding is lossy) but a close one
+    monkeypatch.setitem(bp.VIDEO_KINDS, 'tiny', tiny)
+    (row, ) = bp.prepare_diff(workdir, kinds=('tiny', ), clips=2, videos=2,
+                              short_side=48, keyint=8)
+    assert (row['source'], row['prepared']) == ('112x64', '84x48')
+    assert 0 < row['mean_abs_diff'] < 10 and row['psnr_db'] > 25
+
+
+def test_decode_device_needs_torchcodec():
+    with pytest.raises(SystemExit, match='--decoder torchcodec'):
+        bp.main(['--decode-device', 'cuda'])

@@ -97,12 +97,18 @@ def tone_at(wave, rate, offset, time_s, window=0.08):
 
 def write_indexed_video(path, num_frames, width=64, height=48, fps=50,
                         gop=100, texture=False, audio_rate=None, crf=18,
-                        preset='medium'):
+                        preset='medium', noise=0.0, seed=0):
     """H.264 (libx264) mp4 of ``num_frames`` :func:`indexed_frame` frames
     with a key frame exactly every ``gop`` frames (scene-cut key frames
-    off); ``audio_rate``: add a mono AAC track of :func:`tone_samples`."""
+    off); ``audio_rate``: add a mono AAC track of :func:`tone_samples`.
+    ``noise``: grey noise of this standard deviation (uint8 levels), drawn
+    afresh for every frame (``seed``), below the bar code, as a camera's
+    noise: frames are no longer exact shifts of each other, so predicted
+    frames cost bits and decoding time as in real video."""
     import av
     tex = _texture(width * 2, height) if texture else None
+    rng = np.random.default_rng(seed) if noise else None
+    rows = _bar_rows(height)
     os.makedirs(osp.dirname(osp.abspath(path)), exist_ok=True)
     with av.open(path, 'w') as c:
         v = c.add_stream('libx264', rate=int(fps), options={
@@ -115,8 +121,12 @@ def write_indexed_video(path, num_frames, width=64, height=48, fps=50,
             a.layout = 'mono'
         done = 0  # audio samples written
         for i in range(num_frames):
-            frame = av.VideoFrame.from_ndarray(
-                indexed_frame(i, width, height, tex), format='rgb24')
+            img = indexed_frame(i, width, height, tex)
+            if rng is not None and rows < height:
+                grain = rng.normal(0, noise, size=(height - rows, width, 1))
+                img[rows:] = np.clip(img[rows:] + grain, 0, 255).astype(
+                    np.uint8)
+            frame = av.VideoFrame.from_ndarray(img, format='rgb24')
             frame.pts = i
             for packet in v.encode(frame):
                 c.mux(packet)

@@ -60,6 +60,14 @@ if ROOT not in sys.path:
 VIDEO_KINDS = dict(
     ssv2=dict(frames=45, width=426, height=240, fps=12, gop=24),
     k400=dict(frames=300, width=568, height=320, fps=30, gop=250),
+    # as k400, plus fresh noise in every frame (a camera's): predicted
+    # frames cost bits and decoding time as in real video
+    k400_noisy=dict(frames=300, width=568, height=320, fps=30, gop=250,
+                    noise=4.0),
+    # a 360p download before resizing to 320 (the pixel difference of
+    # --prepare-diff includes the resize)
+    k400_360p=dict(frames=300, width=640, height=360, fps=30, gop=250,
+                   noise=4.0),
 )
 DEFAULT_CONFIGS = ('configs/cast_ssv2.py', 'configs/cast_k400.py')
 
@@ -116,7 +124,8 @@ def ensure_videos(workdir, kind, count, spec=None):
     from cast_mmaction.datasets.indexed_video import write_indexed_video
     spec = dict(spec or VIDEO_KINDS[kind])
     folder = osp.join(workdir, f'{kind}_{spec["width"]}x{spec["height"]}_'
-                      f'{spec["frames"]}f_{spec["fps"]}fps_g{spec["gop"]}')
+                      f'{spec["frames"]}f_{spec["fps"]}fps_g{spec["gop"]}' +
+                      (f'_n{spec["noise"]:g}' if spec.get('noise') else ''))
     os.makedirs(folder, exist_ok=True)
     lines = []
     for i in range(count):
@@ -126,7 +135,8 @@ def ensure_videos(workdir, kind, count, spec=None):
             t = time.perf_counter()
             write_indexed_video(path + '.part.mp4', spec['frames'],
                                 spec['width'], spec['height'], spec['fps'],
-                                spec['gop'], texture=True, crf=23)
+                                spec['gop'], texture=True, crf=23,
+                                noise=spec.get('noise', 0.0), seed=i)
             os.replace(path + '.part.mp4', path)
             print(f'wrote {path} in {time.perf_counter() - t:.1f} s',
                   flush=True)
@@ -135,6 +145,38 @@ def ensure_videos(workdir, kind, count, spec=None):
     with open(ann, 'w') as f:
         f.write('\n'.join(lines) + '\n')
     return ann, folder
+
+
+def ensure_prepared(folder, ann, short_side, keyint, x264_params=None):
+    """The videos of ``ann`` (in ``folder``) prepared as
+    ``tools/data/prepare_k400.py --resize-short S --keyint N`` prepares
+    them (``cast_mmaction.datasets.reencode``), written once beside
+    ``folder``; returns (list file, prepared folder, (width, height),
+    CPU seconds spent preparing, mean bytes per file before / after)."""
+    from cast_mmaction.datasets.reencode import X264_PARAMS, reencode_videos
+    params = X264_PARAMS + (f':{x264_params}' if x264_params else '')
+    tag = f'_prep_s{short_side or "same"}_g{keyint or "def"}_' + ''.join(
+        c if c.isalnum() else '_' for c in params)
+    out = folder.rstrip('/') + tag
+    names = [ln.split()[0] for ln in open(ann).read().splitlines()]
+    pairs = [(osp.join(folder, n), osp.join(out, n)) for n in names]
+    c0 = time.process_time()
+    done, failed = reencode_videos(pairs, short_side=short_side,
+                                   keyint=keyint, x264_params=x264_params)
+    spent = time.process_time() - c0
+    if failed:
+        raise RuntimeError(f'preparing the benchmark videos failed: '
+                           f'{failed}')
+    import av
+    with av.open(pairs[0][1]) as c:
+        cc = c.streams.video[0].codec_context
+        size = (cc.width, cc.height)
+    new_ann = osp.join(out, osp.basename(ann))
+    with open(ann) as f, open(new_ann, 'w') as g:
+        g.write(f.read())
+    before = statistics.mean(osp.getsize(a) for a, _ in pairs)
+    after = statistics.mean(osp.getsize(b) for _, b in pairs)
+    return new_ann, out, size, spent, (before, after)
 
 
 def guess_kind(config):
@@ -251,7 +293,8 @@ def _set_threads(transforms, threads):
 def time_pipeline(config, split='train', clips=24, warmup=2, workdir=None,
                   threads=1, videos=None, kind=None, batch_size=None,
                   cfg_options=None, seed=0, preprocess=False, device='cpu',
-                  check_frames=True, decoder=None):
+                  check_frames=True, decoder=None, prepare=None,
+                  decode_device=None):
     """Per-transform CPU and wall time of ``clips`` clips (after
     ``warmup``) of ``config``'s ``split`` pipeline on synthetic videos;
     collate per ``batch_size`` clips. Returns a dict (see module doc)."""
@@ -264,7 +307,25 @@ def time_pipeline(config, split='train', clips=24, warmup=2, workdir=None,
     kind_name = kind if isinstance(kind, str) else 'custom'
     nvid = videos or max(4, min(clips, 16))
     ann, folder = ensure_videos(workdir, kind_name, nvid, spec)
+    prep_info = None
+    if prepare:
+        ann, folder, size, spent, sizes = ensure_prepared(
+            folder, ann, prepare.get('short_side'), prepare.get('keyint'),
+            prepare.get('x264_params'))
+        from cast_mmaction.datasets.reencode import X264_PARAMS
+        xp = prepare.get('x264_params')
+        prep_info = dict(prepare, folder=folder, width=size[0],
+                         x264_params_used=X264_PARAMS + (f':{xp}' if xp
+                                                         else ''),
+                         height=size[1], bytes_per_file_before=sizes[0],
+                         bytes_per_file_after=sizes[1],
+                         cpu_s_this_run=spent)
+        spec = dict(spec, width=size[0], height=size[1])
     dataset = build_dataset(cfg, split, ann, folder, decoder)
+    if decode_device:
+        for t in dataset.pipeline.transforms:
+            if type(t).__name__ == 'VideoInit':
+                t.reader_kwargs['device'] = decode_device
     transforms = list(dataset.pipeline.transforms)
     names = stage_names(transforms)
     pinned = _set_threads(transforms, threads)
@@ -348,7 +409,8 @@ def time_pipeline(config, split='train', clips=24, warmup=2, workdir=None,
                clips_per_s_per_worker_cpu=1e3 / tot_c if tot_c else None,
                clips_per_s_per_worker_wall=1e3 / tot_w if tot_w else None,
                frames_checked=checked, load_avg_before=load0,
-               load_avg_after=load1)
+               load_avg_after=load1, prepared=prep_info,
+               decode_device=decode_device)
     if pre is not None:
         out['data_preprocessor'] = dict(
             device=device,
@@ -373,6 +435,12 @@ def _check_decoded(results, spec):
 
 
 def print_breakdown(res):
+    prep = res.get('prepared')
+    if prep:
+        print(f'\nprepared: short side {prep.get("short_side")}, key frame '
+              f'every {prep.get("keyint")} frames -> {prep["width"]}x'
+              f'{prep["height"]}, {prep["bytes_per_file_before"] / 1e3:.0f}'
+              f' -> {prep["bytes_per_file_after"] / 1e3:.0f} kB per file')
     print(f'\n{res["config"]} ({res["split"]} pipeline) on '
           f'{res["video_kind"]}-like videos ({res["video"]["width"]}x'
           f'{res["video"]["height"]}, {res["video"]["frames"]} frames, '
@@ -547,6 +615,75 @@ def resize_diff(workdir, configs=DEFAULT_CONFIGS, split='val', clips=8,
     return rows
 
 
+def prepare_diff(workdir, kinds=('k400_360p', 'k400_noisy', 'k400'),
+                 clips=8, videos=4, short_side=320, keyint=32, seed=0,
+                 sampler=None):
+    """How far the frames decoded from prepared files
+    (``cast_mmaction.datasets.reencode``) are from decoding the original
+    and resizing it to the same size (OpenCV bilinear, as ``Resize``):
+    mean and max absolute difference (uint8 levels) and PSNR (dB) over the
+    frames of ``clips`` K400 training clips per kind, which must also be the
+    same frame indices (checked, with the bar codes)."""
+    import cv2
+    import numpy as np
+    from cast_mmaction.datasets.indexed_video import frame_index
+    from cast_mmaction.utils import ensure_scope
+    from mmaction.registry import TRANSFORMS
+    ensure_scope()
+    pin_threads(1)
+    sampler = TRANSFORMS.build(sampler or dict(
+        type='DenseSpanSample', clip_len=16, frame_interval=4))
+    init = TRANSFORMS.build(dict(type='VideoInit', backend='pyav',
+                                 num_threads=1))
+    dec = TRANSFORMS.build(dict(type='VideoDecode'))
+    rows = []
+    for kind in kinds:
+        spec = VIDEO_KINDS[kind]
+        ann, folder = ensure_videos(workdir, kind, videos, spec)
+        p_ann, p_folder, size, _, sizes = ensure_prepared(
+            folder, ann, short_side, keyint)
+        names = [ln.split()[0] for ln in open(ann).read().splitlines()]
+        sq, absd, peak, n = 0.0, 0.0, 0, 0
+        for k in range(clips):
+            out = []
+            for root in (folder, p_folder):
+                res = init(dict(filename=osp.join(root, names[k % len(
+                    names)]), start_index=0, modality='RGB'))
+                np.random.seed(seed + k)
+                out.append(dec(sampler(res)))
+            a, b = out
+            if list(a['frame_inds']) != list(b['frame_inds']):
+                raise AssertionError(f'{kind}: the prepared file samples '
+                                     f'{b["frame_inds"]}, the original '
+                                     f'{a["frame_inds"]}')
+            want = [int(i) for i in b['frame_inds']]
+            if [frame_index(im) for im in b['imgs']] != want:
+                raise AssertionError(f'{kind}: prepared frames are not the '
+                                     f'frames {want}')
+            ref = np.stack([cv2.resize(im, size,
+                                       interpolation=cv2.INTER_LINEAR)
+                            if im.shape[1::-1] != tuple(size) else im
+                            for im in a['imgs']]).astype(np.float64)
+            d = np.abs(np.stack(b['imgs']).astype(np.float64) - ref)
+            absd += float(d.sum())
+            sq += float((d ** 2).sum())
+            peak = max(peak, int(d.max()))
+            n += d.size
+        mse = sq / n
+        row = dict(video_kind=kind, source=f'{spec["width"]}x'
+                   f'{spec["height"]}', prepared=f'{size[0]}x{size[1]}',
+                   short_side=short_side, keyint=keyint, clips=clips,
+                   mean_abs_diff=absd / n, max_abs_diff=peak,
+                   psnr_db=10 * np.log10(255 ** 2 / mse) if mse else None,
+                   bytes_per_file_before=sizes[0],
+                   bytes_per_file_after=sizes[1])
+        rows.append(row)
+        print(f'| {kind} | {row["source"]} -> {row["prepared"]} | '
+              f'{row["mean_abs_diff"]:.2f} | {peak} | '
+              f'{row["psnr_db"]:.1f} |', flush=True)
+    return rows
+
+
 # --------------------------------------------------------------------------
 def parse_args(argv=None):
     from mmengine.config import DictAction
@@ -555,7 +692,7 @@ def parse_args(argv=None):
     ap.add_argument('--config', nargs='+', default=list(DEFAULT_CONFIGS))
     ap.add_argument('--split', default='train',
                     choices=('train', 'val', 'test'))
-    ap.add_argument('--video-kind', choices=sorted(VIDEO_KINDS),
+    ap.add_argument('--video-kind', choices=sorted(VIDEO_KINDS), nargs='+',
                     help='synthetic videos (default: k400 for configs '
                     'named *k400* / *kinetics*, else ssv2)')
     ap.add_argument('--clips', type=int, default=24, help='timed clips')
@@ -574,6 +711,21 @@ def parse_args(argv=None):
                     help='decode with this instead of the config\'s '
                     'decoder (mmaction: DecordInit + DecordDecode, the '
                     'recipes before issue 16; else VideoInit(backend=...))')
+    ap.add_argument('--decode-device',
+                    help='VideoInit(device=...): e.g. cuda with --decoder '
+                    'torchcodec (NVDEC)')
+    ap.add_argument('--prepare-short', type=int, metavar='S',
+                    help='benchmark the videos as tools/data/prepare_k400.py '
+                    '--resize-short S prepares them')
+    ap.add_argument('--prepare-keyint', type=int, metavar='N',
+                    help='... --keyint N (with or without --prepare-short)')
+    ap.add_argument('--prepare-x264-params',
+                    help='extra libx264 settings of the preparation')
+    ap.add_argument('--prepare-diff', action='store_true',
+                    help='pixel difference of prepared files against '
+                    'decoding the original + resizing (mean / max |diff|, '
+                    'PSNR), per --video-kind (default k400_360p, '
+                    'k400_noisy, k400)')
     ap.add_argument('--compare-decoders', action='store_true')
     ap.add_argument('--resize-diff', action='store_true',
                     help='how far --short-side decoding is from '
@@ -599,7 +751,25 @@ def main(argv=None):
           f'ISA {" ".join(facts.get("cpu_isa", []))}); load average '
           f'{" ".join(f"{x:.2f}" for x in os.getloadavg())}', flush=True)
     out = dict(machine=facts, args=vars(args), results=[])
-    if args.resize_diff:
+    if args.decode_device and args.decoder != 'torchcodec':
+        raise SystemExit('--decode-device needs --decoder torchcodec (the '
+                         'reader that decodes on a device)')
+    prepare = None
+    if args.prepare_short is not None or args.prepare_keyint is not None:
+        prepare = dict(short_side=args.prepare_short,
+                       keyint=args.prepare_keyint,
+                       x264_params=args.prepare_x264_params)
+    kinds = args.video_kind or [None]
+    if args.prepare_diff:
+        print('| videos | size | mean abs diff | max abs diff | PSNR dB |')
+        print('| --- | --- | --- | --- | --- |')
+        out['prepare_diff'] = prepare_diff(
+            args.workdir, args.video_kind or ('k400_360p', 'k400_noisy',
+                                              'k400'),
+            clips=args.clips, videos=args.videos or 4,
+            short_side=args.prepare_short or 320,
+            keyint=args.prepare_keyint or 32, seed=args.seed)
+    elif args.resize_diff:
         print('| videos | decoder | mean abs diff | max abs diff |')
         print('| --- | --- | --- | --- |')
         out['resize_diff'] = resize_diff(
@@ -615,13 +785,15 @@ def main(argv=None):
             seed=args.seed)
     else:
         for config in args.config:
-            res = time_pipeline(
-                config, args.split, args.clips, args.warmup, args.workdir,
-                args.threads, args.videos, args.video_kind, args.batch_size,
-                args.cfg_options, args.seed, args.preprocess, args.device,
-                decoder=args.decoder)
-            print_breakdown(res)
-            out['results'].append(res)
+            for kind in kinds:
+                res = time_pipeline(
+                    config, args.split, args.clips, args.warmup,
+                    args.workdir, args.threads, args.videos, kind,
+                    args.batch_size, args.cfg_options, args.seed,
+                    args.preprocess, args.device, decoder=args.decoder,
+                    prepare=prepare, decode_device=args.decode_device)
+                print_breakdown(res)
+                out['results'].append(res)
     out['load_avg_end'] = os.getloadavg()
     if args.json:
         os.makedirs(osp.dirname(osp.abspath(args.json)), exist_ok=True)

@@ -19,6 +19,21 @@ left out of the list and named in ``<name>_<split>_missing.txt``: many
 YouTube videos have disappeared, so every local copy of Kinetics is
 incomplete.
 
+Preparing the videos for fast reads (optional): ``--resize-short 320
+--keyint 16`` re-encodes every listed video with PyAV (libx264, no ffmpeg
+command line needed) to a short side of 320 px and a key frame every 16
+frames, into --prepared-videos SPLIT=DIR (default: ``<videos>_<S>p_g<N>``
+beside each --videos folder), keeping the relative paths (extension
+``.mp4``); the list files then name the prepared files, and the config's
+``data_root`` / ``data_root_val`` must point at the prepared folders.
+Frame k of a prepared file is frame k of its source at the source's frame
+rate, so the recipe samples the same frames (docs/data_pipeline.md:
+what it saves, and the pixel difference). Files already prepared are kept
+(a run resumes); ``--jobs N`` prepares N files at a time. A video that
+cannot be prepared (unreadable, undecodable, target not writable) does not
+stop the others: it is left out of the list, named with its reason at the
+end and in ``<name>_<split>_failed.txt``, and the exit status is 1.
+
 Class indices: the order of --label-map (a text file, one class per line,
 e.g. MMAction2's label_map_k400.txt) when given, else the sorted class names
 of the first CSV (the order of MMAction2's label maps). Writes to --out-dir:
@@ -37,6 +52,7 @@ sys.path.insert(0, osp.dirname(osp.dirname(osp.dirname(osp.abspath(__file__)))))
 
 from cast_mmaction.datasets.label_maps import (  # noqa: E402
     LabelMapError, read_text_label_map)
+from cast_mmaction.datasets.reencode import reencode_videos  # noqa: E402
 from cast_mmaction.progress import add_quiet_argument, track  # noqa: E402,E501
 
 VIDEO_EXTS = ('.mp4', '.avi', '.mkv', '.webm', '.mov', '.m4v', '.flv')
@@ -132,11 +148,38 @@ def main(argv=None):
                     help='list-file prefix (kinetics400, kinetics600, ...)')
     ap.add_argument('--label-map', help='class order: a text file, one '
                     'class name per line')
+    ap.add_argument('--resize-short', type=int, metavar='S',
+                    help='re-encode the videos to short side S (e.g. 320)')
+    ap.add_argument('--keyint', type=int, metavar='N',
+                    help='re-encode the videos with a key frame every N '
+                    'frames (e.g. 16); with --resize-short or alone (the '
+                    'size is then kept)')
+    ap.add_argument('--prepared-videos', nargs='+', metavar='SPLIT=DIR',
+                    help='where the re-encoded videos of a split go '
+                    '(default <videos>_<S>p_g<N>)')
+    ap.add_argument('--crf', type=int, default=23,
+                    help='re-encoding quality (libx264 crf; 23 = default)')
+    ap.add_argument('--jobs', type=int, default=1,
+                    help='videos re-encoded at a time (processes)')
+    ap.add_argument('--x264-params', metavar='K=V[:K=V]',
+                    help='more libx264 settings for the re-encoding, after '
+                    'the defaults (scenecut=0:b-pyramid=none)')
     add_quiet_argument(ap)
     args = ap.parse_args(argv)
+    failures = []
     try:
         csvs = parse_pairs(args.csv, '--csv')
         roots = parse_pairs(args.videos, '--videos')
+        prepare = args.resize_short is not None or args.keyint is not None
+        for flag in ('resize_short', 'keyint'):
+            v = getattr(args, flag)
+            if v is not None and v < 1:
+                raise PrepareError(f'--{flag.replace("_", "-")} must be '
+                                   f'>= 1, got {v}')
+        prepared = parse_pairs(args.prepared_videos, '--prepared-videos')
+        if prepared and not prepare:
+            raise PrepareError('--prepared-videos needs --resize-short S '
+                               'and / or --keyint N')
         for split in csvs:
             if split not in roots:
                 raise PrepareError(f'--csv {split}=... needs --videos '
@@ -173,7 +216,7 @@ def main(argv=None):
                     f'is not in the class list ({source}); '
                     f'{len(unknown)} rows like it')
             found = index_videos(roots[split], args.quiet)
-            lines, missing = [], []
+            lines, missing, rels = [], [], []
             for r in track(split_rows, desc=f'{split} rows', unit='row',
                            quiet=args.quiet):
                 rel = next((found[c] for c in candidates(r) if c in found),
@@ -181,15 +224,29 @@ def main(argv=None):
                 if rel is None:
                     missing.append(candidates(r)[0])
                     continue
+                rels.append(rel)
                 lines.append(rel if r['label'] is None else
                              f'{rel} {cls_idx[r["label"]]}')
+            root = roots[split]
+            if prepare:
+                lines, root, failed = prepare_split(args, split, root,
+                                                    prepared, rels, lines)
+                failures += failed
+                fail_file = osp.join(args.out_dir,
+                                     f'{args.name}_{split}_failed.txt')
+                if failed:
+                    with open(fail_file, 'w') as f:
+                        f.writelines(f'{src}\t{why}\n'
+                                     for src, why in failed)
+                elif osp.exists(fail_file):
+                    os.remove(fail_file)
             out = osp.join(args.out_dir,
                            f'{args.name}_{split}_list_videos.txt')
             with open(out, 'w') as f:
                 f.writelines(ln + '\n' for ln in lines)
             miss = osp.join(args.out_dir, f'{args.name}_{split}_missing.txt')
             msg = (f'{out}: {len(lines)} of {len(split_rows)} videos '
-                   f'(paths relative to {roots[split]})')
+                   f'(paths relative to {root})')
             if missing:
                 with open(miss, 'w') as f:
                     f.writelines(m + '\n' for m in missing)
@@ -206,7 +263,50 @@ def main(argv=None):
     except (PrepareError, LabelMapError, OSError) as e:
         print(f'error: {e}', file=sys.stderr)
         return 2
+    if failures:
+        print(f'{len(failures)} video(s) could not be prepared and were left '
+              f'out of the lists:', file=sys.stderr)
+        for src, why in failures:
+            print(f'  {src}: {why}', file=sys.stderr)
+        return 1
     return 0
+
+
+def prepare_split(args, split, root, prepared, rels, lines):
+    """Re-encode the split's listed videos (``rels``, relative to
+    ``root``) into the prepared folder; returns the list lines naming the
+    prepared files, that folder, and ``[(source, reason)]`` of the
+    failures (left out of the lines)."""
+    tag = (f'_{args.resize_short}p' if args.resize_short else '') + \
+        (f'_g{args.keyint}' if args.keyint else '')
+    dst_root = prepared.get(split) or root.rstrip('/\\') + tag
+    if osp.abspath(dst_root) == osp.abspath(root):
+        raise PrepareError(f'--prepared-videos {split}={dst_root} is the '
+                           f'source folder; give another folder')
+    new_rels = [osp.splitext(rel)[0] + '.mp4' for rel in rels]
+    pairs = [(osp.join(root, r), osp.join(dst_root, n))
+             for r, n in zip(rels, new_rels)]
+    print(f'{split}: preparing {len(pairs)} videos into {dst_root} '
+          f'(short side {args.resize_short or "kept"}, key frame every '
+          f'{args.keyint or "x264 default"} frames, crf {args.crf}, '
+          f'{args.jobs} job(s))', flush=True)
+
+    def progress(n, total):
+        if n == total or n % 100 == 0:
+            print(f'  {n} / {total}', flush=True)
+
+    done, failed = reencode_videos(
+        pairs, jobs=args.jobs, progress=progress,
+        short_side=args.resize_short, keyint=args.keyint, crf=args.crf,
+        x264_params=args.x264_params)
+    bad = {src for src, _ in failed}
+    out = []
+    for (src, _), new_rel, line, rel in zip(pairs, new_rels, lines, rels):
+        if src not in bad:
+            out.append(new_rel + line[len(rel):])
+    print(f'{split}: {len(done)} prepared, {len(failed)} failed; set the '
+          f'config\'s data root to {dst_root}')
+    return out, dst_root, failed
 
 
 if __name__ == '__main__':
