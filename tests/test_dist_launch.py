@@ -630,3 +630,26 @@ def test_elastic_resume_turns_on_resume_only_on_a_restart(tmp_path,
     monkeypatch.setenv('TORCHELASTIC_RESTART_COUNT', 'x')
     with pytest.raises(ValueError, match='TORCHELASTIC_RESTART_COUNT'):
         hook.before_run(Runner())
+
+
+def test_bad_video_on_one_rank_keeps_fsdp2_ranks_in_step(setup):
+    """The bad-sample policy under FSDP2 (MMEngine's FlexibleRunner with
+    our FSDP2Strategy) as under DDP: the clip only rank 1 reads is replaced
+    once per epoch, both ranks run every iteration and the launch ends."""
+    cfg = setup['root'] / 'tiny_dist_fsdp.py'
+    fsdp = os.path.join(ROOT, 'configs', '_base_', 'strategies', 'fsdp.py')
+    cfg.write_text(f"_base_ = ['./tiny_dist.py', {fsdp!r}]\n")
+    work = setup['root'] / 'fsdp2_bad'
+    proc = subprocess.Popen(
+        ['bash', os.path.join(ROOT, 'tools', 'dist_train.sh'), str(cfg), '2',
+         '--work-dir', str(work)],
+        cwd=str(setup['root']), env=_env(setup, MASTER_PORT=_free_port()),
+        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    out = _finish(proc)
+    assert 'FSDP2Strategy' in out, out[-3000:]
+    s0, s1 = _steps(work, 0), _steps(work, 1)
+    assert [s['bad'] for s in s1] == [1, 0, 0, 0] * 2
+    assert [s['bad'] for s in s0] == [0] * 8
+    assert all(loss == loss for loss in _losses(s0 + s1))  # no NaN
+    assert out.count(
+        '1 skipped and replaced this epoch; 1 distinct bad of 16') == 2
