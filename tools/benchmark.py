@@ -380,6 +380,142 @@ def count_flops(model, train_fwd, infer_fwd, x, labels, autocast):
     return out
 
 
+
+# ---------------------------------------------------------------------------
+# FLOPs on the meta device (no memory, no data: exact at full size)
+def build_meta(cfg, num_frames=None, img_size=None):
+    """The config's model at full size on the meta device (no weights, no
+    memory); ``num_frames`` / ``img_size`` override the backbone's. The
+    batch blending of the preprocessor (a torch distribution, which samples
+    on build) is left out: it has no FLOPs."""
+    import torch
+    from cast_mmaction.utils import build_model
+    model_cfg = cfg.model.to_dict() if hasattr(cfg.model, 'to_dict') \
+        else dict(cfg.model)
+    bb = model_cfg['backbone']
+    for e in (bb.get('experts') or {}).values():
+        if isinstance(e, dict):
+            e['pretrained'] = None
+    if num_frames is not None and 'num_frames' in bb:
+        bb['num_frames'] = int(num_frames)  # else: frame-wise (MSCAViT)
+    if img_size is not None:
+        bb['img_size'] = int(img_size)
+    if 'speedups' in bb:
+        bb['speedups'] = None  # plain PyTorch modules: same FLOPs
+    pre = model_cfg.get('data_preprocessor') or {}
+    if pre.get('blending'):
+        pre['blending'] = None
+    with torch.device('meta'):
+        model = build_model(model_cfg)
+    return model
+
+
+def meta_inputs(model, batch=1, num_frames=None):
+    """``[(name, meta tensor)]`` of one view at ``batch``: the inputs the
+    ONNX export reads from the model (``deployment.input_spec``: video,
+    audio, times), else a video of the backbone's ``num_frames`` x
+    ``img_size``."""
+    import torch
+    from cast_mmaction.deployment import ExportError, input_spec
+    try:
+        spec = input_spec(model, num_frames)
+    except ExportError:
+        bb = model.backbone
+        size = getattr(bb, 'img_size', 224)
+        h, w = tuple(size) if isinstance(size, (tuple, list)) else (size,
+                                                                    size)
+        t = int(num_frames or getattr(bb, 'num_frames', 8))
+        spec = [('video', (3, t, h, w))]
+    return [(name, torch.zeros((batch, ) + tuple(shape), device='meta'))
+            for name, shape in spec]
+
+
+def _nearest_counted_parent(key, counts):
+    parts = key.split('.')
+    for i in range(len(parts) - 1, 0, -1):
+        parent = '.'.join(parts[:i])
+        if parent in counts:
+            return parent
+    return None
+
+
+def _module_groups(fc, model):
+    """GFLOPs of each module class and of each module path (layer indices
+    as ``*``), each module counted without its children: the share of the
+    work each kind of module does."""
+    import re
+    counts = {k: sum(v.values()) for k, v in fc.get_flop_counts().items()}
+    names = {}
+    for path, mod in model.named_modules():
+        names[path] = type(mod).__name__
+    # keys are '<class of the module called>.<path below it>'
+    roots = {type(m).__name__: attr for attr, m in model.named_children()}
+    by_class, by_path = {}, {}
+    for key, total in counts.items():
+        head, _, rest = key.partition('.')
+        path = roots.get(head)
+        if path is None:
+            continue
+        path = f'{path}.{rest}' if rest else path
+        # minus its nearest counted descendants (modules that ran no op
+        # of their own, e.g. a block container, have no key)
+        own = total - sum(v for k, v in counts.items()
+                          if _nearest_counted_parent(k, counts) == key)
+        if own <= 0:
+            continue
+        cls = names.get(path, '?')
+        by_class[cls] = by_class.get(cls, 0) + own / 1e9
+        pattern = re.sub(r'\.\d+(?=\.|$)', '.*', path)
+        by_path[pattern] = by_path.get(pattern, 0) + own / 1e9
+    return by_class, by_path
+
+
+def meta_flops(cfg, batch=1, num_frames=None, img_size=None, train=True,
+               breakdown=False):
+    """FLOPs (``torch.utils.flop_counter``) of the config's model at full
+    size, counted on the meta device: ``gflops_forward`` (one view at
+    ``batch``, eval mode, the backbone and the head) and, with ``train``,
+    ``train_gflops_per_step`` (forward + backward of a cross-entropy over
+    the head's scores; the loss's own FLOPs are elementwise, which the
+    counter does not count). Exact, fast, and independent of the machine.
+    ``breakdown``: the forward's GFLOPs by module class and module path
+    (each module without its children)."""
+    import torch
+    import torch.nn.functional as F
+    from torch.utils.flop_counter import FlopCounterMode
+    model = build_meta(cfg, num_frames, img_size)
+    inputs = meta_inputs(model, batch, num_frames)
+
+    def run():
+        x = (inputs[0][1] if [n for n, _ in inputs] == ['video']
+             else dict(inputs))
+        return model.cls_head(model.backbone(x))
+
+    model.eval()
+    with torch.no_grad(), FlopCounterMode(display=False) as fc:
+        run()
+    out = dict(gflops_forward=fc.get_total_flops() / 1e9,
+               input_shapes={n: list(t.shape) for n, t in inputs})
+    if breakdown:
+        out['forward_by_class'], out['forward_by_path'] = _module_groups(
+            fc, model)
+        out['forward_by_op'] = {
+            str(op).split('.')[-2] if str(op).count('.') > 1 else str(op):
+            n / 1e9 for op, n in fc.get_flop_counts()['Global'].items()}
+    if train:
+        model.train()
+        with FlopCounterMode(display=False) as fc:
+            scores = run()
+            scores = scores if isinstance(scores, (tuple, list)) else [
+                scores]
+            loss = sum(F.cross_entropy(
+                s, torch.zeros(s.shape[0], dtype=torch.long, device='meta'))
+                for s in scores)
+            loss.backward()
+        out['train_gflops_per_step'] = fc.get_total_flops() / 1e9
+    return out
+
+
 def matmul_shapes(model, tokens, top=3):
     """The ``top`` largest distinct (in, out) linear shapes of the model, as
     (tokens, in, out) matmuls."""
