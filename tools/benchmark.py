@@ -506,7 +506,7 @@ def _module_groups(fc, model):
 
 
 def meta_flops(cfg, batch=1, num_frames=None, img_size=None, train=True,
-               breakdown=False, ops=False):
+               breakdown=False, ops=False, model=None):
     """FLOPs (``torch.utils.flop_counter``) of the config's model at full
     size, counted on the meta device: ``gflops_forward`` (one view at
     ``batch``, eval mode, the backbone and the head) and, with ``train``,
@@ -515,7 +515,9 @@ def meta_flops(cfg, batch=1, num_frames=None, img_size=None, train=True,
     counter does not count). Exact, fast, and independent of the machine.
     ``breakdown``: the forward's GFLOPs by module class and module path
     (each module without its children). ``ops``: the training step's FLOPs
-    by aten op (``train_by_op``).
+    by aten op (``train_by_op``). ``model``: a model already built on the
+    meta device from ``cfg`` (then ``num_frames`` only sets the clip length
+    of a frame-wise backbone).
 
     Attention runs on the meta device as its matmuls (``aten.bmm``): the
     backward is counted as model FLOPs (two matmuls per forward matmul). On
@@ -526,7 +528,8 @@ def meta_flops(cfg, batch=1, num_frames=None, img_size=None, train=True,
     import torch
     import torch.nn.functional as F
     from torch.utils.flop_counter import FlopCounterMode
-    model = build_meta(cfg, num_frames, img_size)
+    if model is None:
+        model = build_meta(cfg, num_frames, img_size)
     inputs = meta_inputs(model, batch, num_frames)
 
     def run():
