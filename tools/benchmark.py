@@ -1095,6 +1095,7 @@ def plot_curve(curve, path):
     import matplotlib
     matplotlib.use('Agg')
     import matplotlib.pyplot as plt
+    from matplotlib.ticker import NullFormatter
     rows = curve['rows']
     f0 = min(r['frames'] for r in rows)
     s0 = min(r['img_size'] for r in rows)
@@ -1105,6 +1106,7 @@ def plot_curve(curve, path):
               ('batch', 'batch', dict(frames=f0, img_size=s0))]
     series = [('gflops_forward', 'forward FLOPs'),
               ('train_gflops_per_step', 'train-step FLOPs'),
+              ('timed_gflops_forward', 'forward FLOPs (timed model)'),
               ('train_step_s', 'train step time'),
               ('infer_s_per_clip', 'inference time per clip'),
               ('train_peak_mem_gb', 'train peak RSS')]
@@ -1129,6 +1131,13 @@ def plot_curve(curve, path):
         ax.set_yscale('log')
         ax.set_xticks(xs)
         ax.set_xticklabels([str(x) for x in xs])
+        ax.xaxis.set_minor_formatter(NullFormatter())
+        top = ax.get_ylim()[1]
+        ticks = [v for v in (1, 1.25, 1.5, 2, 3, 4, 6, 8, 12, 16)
+                 if v <= top]
+        ax.set_yticks(ticks)
+        ax.set_yticklabels([f'{v:g}' for v in ticks])
+        ax.yaxis.set_minor_formatter(NullFormatter())
         ax.set_xlabel(label)
         ax.set_ylabel(f'relative to {label.split()[0]} = {xs[0]}')
         ax.set_title(', '.join(f'{k} {v}' for k, v in fixed.items()))
