@@ -331,3 +331,30 @@ def test_cost_curve_rejects_a_backbone_without_frames(tmp_path):
                    "type='MSCAViT', img_size=32))\n")
     with pytest.raises(SystemExit, match='num_frames'):
         benchmark.main([str(cfg), '--cost-curve', '--curve-phases', 'none'])
+
+
+def test_cost_curve_child_arguments():
+    """Each measured setting's child: the config's --cfg-options plus the
+    timing-only ones plus the setting for ours; only the setting (and the
+    checkout) for the authors'; none of the curve's own options."""
+    argv = ['cfg.py', '--cost-curve', '--frames', '8,16', '--sizes', '224',
+            '--batches', '1,2', '--cfg-options', 'a=1', '--threads', '1',
+            '--timing-cfg-options', 'b=2', 'c=3', '--clock', 'cpu',
+            '--reference-repo', '/x', '--json', 'o.json', '--plot', 'p.png']
+    args = benchmark.parse_args(argv)
+    assert args.timing_cfg_options == {'b': 2, 'c': 3}
+    assert benchmark.curve_settings(args) == [(8, 224, 1), (8, 224, 2),
+                                              (16, 224, 1), (16, 224, 2)]
+    setting = ['model.backbone.num_frames=16', 'model.backbone.img_size=224']
+    ours = benchmark._curve_child_argv(argv, args, 16, 224, 2)
+    assert ours == ['cfg.py', '--threads', '1', '--clock', 'cpu',
+                    '--batch-size', '2', '--cfg-options', 'a=1', 'b=2',
+                    'c=3', *setting]
+    theirs = benchmark._curve_child_argv(argv, args, 16, 224, 2,
+                                         reference=True)
+    assert theirs == ['cfg.py', '--threads', '1', '--clock', 'cpu',
+                      '--reference-repo', '/x', '--batch-size', '2',
+                      '--cfg-options', *setting]
+    with pytest.raises(SystemExit, match='--frames'):
+        benchmark.curve_settings(benchmark.parse_args(
+            ['cfg.py', '--frames', '8,x']))
