@@ -485,6 +485,10 @@ def _module_groups(fc, model):
         names[path] = type(mod).__name__
     # keys are '<class of the module called>.<path below it>'
     roots = {type(m).__name__: attr for attr, m in model.named_children()}
+    children = {}
+    for k, v in counts.items():
+        parent = _nearest_counted_parent(k, counts)
+        children[parent] = children.get(parent, 0) + v
     by_class, by_path = {}, {}
     for key, total in counts.items():
         head, _, rest = key.partition('.')
@@ -494,8 +498,7 @@ def _module_groups(fc, model):
         path = f'{path}.{rest}' if rest else path
         # minus its nearest counted descendants (modules that ran no op
         # of their own, e.g. a block container, have no key)
-        own = total - sum(v for k, v in counts.items()
-                          if _nearest_counted_parent(k, counts) == key)
+        own = total - children.get(key, 0)
         if own <= 0:
             continue
         cls = names.get(path, '?')
@@ -1034,8 +1037,8 @@ def cost_curve(argv, args):
             print('authors: ' + _curve_line(theirs), flush=True)
     # the breakdown of the forward at the first and the largest setting
     breakdown = {}
-    for frames, size in {(rows[0]['frames'], rows[0]['img_size']),
-                         (rows[-1]['frames'], rows[-1]['img_size'])}:
+    ends = [(r['frames'], r['img_size']) for r in (rows[0], rows[-1])]
+    for frames, size in dict.fromkeys(ends):
         b = meta_flops(cfg, 1, frames, size, train=False, breakdown=True)
         breakdown[f'{frames}x{size}'] = {k: b[k] for k in (
             'forward_by_class', 'forward_by_path', 'forward_by_op')}
