@@ -264,3 +264,97 @@ def test_speedups_option_and_the_compare_rows(tmp_path):
     child = benchmark._strip(argv, '--compare-speedups',
                              with_value=('--json', '--runs', '--speedups'))
     assert child == [str(cfg), '--phases', 'train']
+
+
+def test_cost_curve_counts_flops_on_the_meta_device(tmp_path):
+    """--cost-curve: one row per (frames, size, batch) with the FLOPs of
+    the full-size model counted on the meta device, a markdown table and a
+    plot; FLOPs are linear in the batch and more than linear in frames."""
+    cfg = _tiny_cfg(tmp_path)
+    out, md, png = (tmp_path / n for n in ('c.json', 'c.md', 'c.png'))
+    res = benchmark.main([str(cfg), '--cost-curve', '--frames', '8,16',
+                          '--sizes', '32', '--batches', '1,2',
+                          '--curve-phases', 'none', '--json', str(out),
+                          '--markdown', str(md), '--plot', str(png)])
+    rows = json.loads(out.read_text())['rows']
+    assert [(r['frames'], r['img_size'], r['batch']) for r in rows] == [
+        (8, 32, 1), (8, 32, 2), (16, 32, 1), (16, 32, 2)]
+    for r in rows:
+        assert r['input_shapes']['video'] == [r['batch'], 3, r['frames'],
+                                              32, 32]
+        # backward: input gradients through the frozen experts, weight
+        # gradients of the trainable parts only
+        assert r['train_gflops_per_step'] > r['gflops_forward'] > 0
+        assert 'train_step_s' not in r  # --curve-phases none: no timing
+    by = {(r['frames'], r['batch']): r for r in rows}
+    for key in ('gflops_forward', 'train_gflops_per_step'):
+        for f in (8, 16):  # batch 2 is exactly twice batch 1
+            assert by[f, 2][key] == pytest.approx(2 * by[f, 1][key],
+                                                  rel=1e-12)
+        # twice the frames: twice the tokens, and attention over time
+        # windows grows with their square
+        assert by[16, 1][key] > 2 * by[8, 1][key]
+    # the meta-device forward is the count of the flops phase on real
+    # tensors; in the training step the matmuls and convolutions are too
+    # (attention differs: on the meta device it runs as its matmuls, on
+    # the CPU as the fused kernel, whose backward torch counts with the
+    # recompute of the scores)
+    import contextlib
+    import torch
+    from torch.utils.flop_counter import FlopCounterMode
+    args = benchmark.parse_args([str(cfg), '--batch-size', '2'])
+    built = benchmark.build_ours(args, benchmark._load_cfg(args))
+    x, labels = torch.randn(2, 3, 8, 32, 32), torch.tensor([0, 1])
+    real = benchmark.count_flops(
+        built['model'], built['train_forward'], built['infer_forward'], x,
+        labels, contextlib.nullcontext)
+    assert real['gflops_per_clip'] == pytest.approx(rows[0]['gflops_forward'],
+                                                    rel=1e-12)
+    with FlopCounterMode(display=False) as fc:
+        built['train_forward'](x, labels).backward()
+    ops = {str(k): v for k, v in fc.get_flop_counts()['Global'].items()}
+    meta = benchmark.meta_flops(benchmark._load_cfg(args), 2, ops=True)
+    for op in ('aten.convolution', 'aten.addmm', 'aten.mm'):
+        assert meta['train_by_op'][op] == ops[op], op
+    table = md.read_text().splitlines()
+    assert table[0].startswith('| frames | size | batch | forward GFLOPs')
+    assert len([line for line in table if line.startswith('| 1')]) == 2
+    assert png.read_bytes()[:8] == b'\x89PNG\r\n\x1a\n'
+    # the breakdown names the attention of the experts and of the links
+    classes = res['breakdown']['16x32']['forward_by_class']
+    assert {'Linear', 'WindowCrossAttention'} <= set(classes)
+
+
+def test_cost_curve_rejects_a_backbone_without_frames(tmp_path):
+    cfg = tmp_path / 'msca.py'
+    cfg.write_text("model = dict(type='Recognizer3D', backbone=dict("
+                   "type='MSCAViT', img_size=32))\n")
+    with pytest.raises(SystemExit, match='num_frames'):
+        benchmark.main([str(cfg), '--cost-curve', '--curve-phases', 'none'])
+
+
+def test_cost_curve_child_arguments():
+    """Each measured setting's child: the config's --cfg-options plus the
+    timing-only ones plus the setting for ours; only the setting (and the
+    checkout) for the authors'; none of the curve's own options."""
+    argv = ['cfg.py', '--cost-curve', '--frames', '8,16', '--sizes', '224',
+            '--batches', '1,2', '--cfg-options', 'a=1', '--threads', '1',
+            '--timing-cfg-options', 'b=2', 'c=3', '--clock', 'cpu',
+            '--reference-repo', '/x', '--json', 'o.json', '--plot', 'p.png']
+    args = benchmark.parse_args(argv)
+    assert args.timing_cfg_options == {'b': 2, 'c': 3}
+    assert benchmark.curve_settings(args) == [(8, 224, 1), (8, 224, 2),
+                                              (16, 224, 1), (16, 224, 2)]
+    setting = ['model.backbone.num_frames=16', 'model.backbone.img_size=224']
+    ours = benchmark._curve_child_argv(argv, args, 16, 224, 2)
+    assert ours == ['cfg.py', '--threads', '1', '--clock', 'cpu',
+                    '--batch-size', '2', '--cfg-options', 'a=1', 'b=2',
+                    'c=3', *setting]
+    theirs = benchmark._curve_child_argv(argv, args, 16, 224, 2,
+                                         reference=True)
+    assert theirs == ['cfg.py', '--threads', '1', '--clock', 'cpu',
+                      '--reference-repo', '/x', '--batch-size', '2',
+                      '--cfg-options', *setting]
+    with pytest.raises(SystemExit, match='--frames'):
+        benchmark.curve_settings(benchmark.parse_args(
+            ['cfg.py', '--frames', '8,x']))

@@ -51,6 +51,7 @@ def test_schema_of_every_entry():
         meta = m['Metadata']
         assert meta['Training Data'] and isinstance(meta['Parameters'],
                                                     int), where
+        assert isinstance(meta['FLOPs'], int) and meta['FLOPs'] > 0, where
         for res in m.get('Results', []):
             assert res['Dataset'] and res['Task'] == 'Action Recognition'
             assert res['Metrics'] and all(
@@ -84,9 +85,9 @@ def test_published_numbers_are_the_references():
         assert str(value) in numbers, f'{name}: {value} not in {ref}'
 
 
-def test_every_config_builds_with_its_parameter_count():
+def test_every_config_builds_with_its_parameter_count_and_flops():
     """Each config's model, built at full size on the meta device (no
-    memory, no initialisation), has the listed parameter count."""
+    memory, no initialisation), has the listed parameter count and FLOPs."""
     from mmengine.config import Config
     from mmengine.registry import DefaultScope
     from mmaction.registry import MODELS as REGISTRY
@@ -100,3 +101,23 @@ def test_every_config_builds_with_its_parameter_count():
             model = REGISTRY.build(cfg.model)
         count = sum(p.numel() for p in model.parameters())
         assert count == m['Metadata']['Parameters'], (m['Name'], count)
+        _check_flops(m, cfg, model)
+
+
+def _check_flops(m, cfg, model):
+    """FLOPs: one view's forward at batch 1 (the entry's Frames for a
+    frame-wise backbone, else the config's), counted on the meta device by
+    tools/benchmark.py's meta_flops."""
+    import sys
+    sys.path.insert(0, ROOT)
+    from tools.benchmark import meta_flops
+    meta = m['Metadata']
+    frames = None if 'num_frames' in cfg.model.backbone else meta['Frames']
+    with torch.device('meta'):
+        res = meta_flops(cfg, 1, num_frames=frames, train=False, model=model)
+    video = res['input_shapes']['video']
+    assert video[2] == meta['Frames'], (m['Name'], video)
+    assert 'x'.join(map(str, video[3:])) == meta['Resolution'], (m['Name'],
+                                                                 video)
+    assert int(round(res['gflops_forward'] * 1e9)) == meta['FLOPs'], (
+        m['Name'], res['gflops_forward'])

@@ -7,6 +7,9 @@
     python tools/benchmark.py configs/cast_ssv2.py --reference-repo /path/to/KHU-VLL/CAST
     python tools/benchmark.py configs/cast_demo.py --data --num-workers 2
     python tools/benchmark.py configs/cast_ssv2.py --phases train --compare-speedups
+    python tools/benchmark.py configs/cast_ssv2.py --cost-curve --json c.json \
+        --markdown c.md --plot c.png --timing-cfg-options \
+        model.backbone.experts.clip.depth=2 model.backbone.experts.vmae.depth=2
 
 Model mode builds the model with random weights (expert ``pretrained``
 fields are ignored) and synthetic inputs of the config's shape, then reports:
@@ -45,6 +48,15 @@ reference model; ``cpu``: the preset; or a JSON dict, models/speedups.py).
 speed-up alone (``onednn_linear``, ``frozen_mlp``, ``checkpoint='fusion'``,
 ``malloc_mmap_threshold``) and the ``cpu`` preset, alternated ``--runs``
 times, and prints time and peak memory of each against the reference.
+
+``--cost-curve`` tabulates cost against ``--frames`` (8,16,32), ``--sizes``
+(224,288) and ``--batches`` (1,2,4): forward and training-step FLOPs of the
+config at full size, counted on the meta device (``meta_flops``: exact, no
+memory), and the train / infer phases (``--curve-phases``) measured on the
+model of ``--timing-cfg-options`` (e.g. a reduced depth), each setting in
+fresh processes (``--timed axes``: only along the axes through the smallest
+setting); JSON (``--json``), markdown (``--markdown``), PNG (``--plot``);
+with ``--reference-repo`` the authors' model at the same settings.
 
 ``--data`` measures the data pipeline alone: the config's train dataset
 (decode + transforms) iterated by a DataLoader with ``--num-workers`` workers,
@@ -111,6 +123,29 @@ def parse_args(argv=None):
                     help="model.backbone.speedups: none, cpu or a JSON dict")
     ap.add_argument('--compare-speedups', action='store_true',
                     help='reference vs each CPU speed-up (time, peak memory)')
+    ap.add_argument('--cost-curve', action='store_true',
+                    help='FLOPs (meta device, full size) and time / peak '
+                    'memory against --frames, --sizes and --batches')
+    ap.add_argument('--frames', default='8,16,32',
+                    help='--cost-curve: clip lengths')
+    ap.add_argument('--sizes', default='224,288',
+                    help='--cost-curve: resolutions (pixels per side)')
+    ap.add_argument('--batches', default='1,2,4',
+                    help='--cost-curve: batch sizes')
+    ap.add_argument('--curve-phases', default='train,infer',
+                    help='--cost-curve: the measured phases (train, infer; '
+                    'none: FLOPs only)')
+    ap.add_argument('--timed', choices=['all', 'axes'], default='all',
+                    help='--cost-curve: measure time / memory at every '
+                    'setting, or only along the three axes through the '
+                    'smallest setting (what the plot shows; the others get '
+                    'FLOPs only)')
+    ap.add_argument('--timing-cfg-options', nargs='+', action=DictAction,
+                    default={}, help='--cost-curve: options of the timed '
+                    'model only (e.g. a reduced depth); FLOPs are counted '
+                    'at the config\'s size')
+    ap.add_argument('--markdown', help='--cost-curve: write the table here')
+    ap.add_argument('--plot', help='--cost-curve: write the PNG here')
     ap.add_argument('--_phase', help=argparse.SUPPRESS)
     return ap.parse_args(argv)
 
@@ -380,6 +415,159 @@ def count_flops(model, train_fwd, infer_fwd, x, labels, autocast):
     return out
 
 
+
+# ---------------------------------------------------------------------------
+# FLOPs on the meta device (no memory, no data: exact at full size)
+def build_meta(cfg, num_frames=None, img_size=None):
+    """The config's model at full size on the meta device (no weights, no
+    memory); ``num_frames`` / ``img_size`` override the backbone's. The
+    batch blending of the preprocessor (a torch distribution, which samples
+    on build) is left out: it has no FLOPs."""
+    import torch
+    from cast_mmaction.utils import build_model
+    model_cfg = cfg.model.to_dict() if hasattr(cfg.model, 'to_dict') \
+        else dict(cfg.model)
+    bb = model_cfg['backbone']
+    for e in (bb.get('experts') or {}).values():
+        if isinstance(e, dict):
+            e['pretrained'] = None
+    if num_frames is not None and 'num_frames' in bb:
+        bb['num_frames'] = int(num_frames)  # else: frame-wise (MSCAViT)
+    if img_size is not None:
+        bb['img_size'] = int(img_size)
+    if 'speedups' in bb:
+        bb['speedups'] = None  # plain PyTorch modules: same FLOPs
+    pre = model_cfg.get('data_preprocessor') or {}
+    if pre.get('blending'):
+        pre['blending'] = None
+    with torch.device('meta'):
+        model = build_model(model_cfg)
+    return model
+
+
+def meta_inputs(model, batch=1, num_frames=None):
+    """``[(name, meta tensor)]`` of one view at ``batch``: the inputs the
+    ONNX export reads from the model (``deployment.input_spec``: video,
+    audio, times), else a video of the backbone's ``num_frames`` x
+    ``img_size``."""
+    import torch
+    from cast_mmaction.deployment import ExportError, input_spec
+    try:
+        spec = input_spec(model, num_frames)
+    except ExportError:
+        bb = model.backbone
+        size = getattr(bb, 'img_size', 224)
+        h, w = tuple(size) if isinstance(size, (tuple, list)) else (size,
+                                                                    size)
+        t = int(num_frames or getattr(bb, 'num_frames', 8))
+        spec = [('video', (3, t, h, w))]
+    return [(name, torch.zeros((batch, ) + tuple(shape), device='meta'))
+            for name, shape in spec]
+
+
+def _nearest_counted_parent(key, counts):
+    parts = key.split('.')
+    for i in range(len(parts) - 1, 0, -1):
+        parent = '.'.join(parts[:i])
+        if parent in counts:
+            return parent
+    return None
+
+
+def _module_groups(fc, model):
+    """GFLOPs of each module class and of each module path (layer indices
+    as ``*``), each module counted without its children: the share of the
+    work each kind of module does."""
+    import re
+    counts = {k: sum(v.values()) for k, v in fc.get_flop_counts().items()}
+    names = {}
+    for path, mod in model.named_modules():
+        names[path] = type(mod).__name__
+    # keys are '<class of the module called>.<path below it>'
+    roots = {type(m).__name__: attr for attr, m in model.named_children()}
+    children = {}
+    for k, v in counts.items():
+        parent = _nearest_counted_parent(k, counts)
+        children[parent] = children.get(parent, 0) + v
+    by_class, by_path = {}, {}
+    for key, total in counts.items():
+        head, _, rest = key.partition('.')
+        path = roots.get(head)
+        if path is None:
+            continue
+        path = f'{path}.{rest}' if rest else path
+        # minus its nearest counted descendants (modules that ran no op
+        # of their own, e.g. a block container, have no key)
+        own = total - children.get(key, 0)
+        if own <= 0:
+            continue
+        cls = names.get(path, '?')
+        by_class[cls] = by_class.get(cls, 0) + own / 1e9
+        pattern = re.sub(r'\.\d+(?=\.|$)', '.*', path)
+        by_path[pattern] = by_path.get(pattern, 0) + own / 1e9
+    return by_class, by_path
+
+
+def meta_flops(cfg, batch=1, num_frames=None, img_size=None, train=True,
+               breakdown=False, ops=False, model=None):
+    """FLOPs (``torch.utils.flop_counter``) of the config's model at full
+    size, counted on the meta device: ``gflops_forward`` (one view at
+    ``batch``, eval mode, the backbone and the head) and, with ``train``,
+    ``train_gflops_per_step`` (forward + backward of a cross-entropy over
+    the head's scores; the loss's own FLOPs are elementwise, which the
+    counter does not count). Exact, fast, and independent of the machine.
+    ``breakdown``: the forward's GFLOPs by module class and module path
+    (each module without its children). ``ops``: the training step's FLOPs
+    by aten op (``train_by_op``). ``model``: a model already built on the
+    meta device from ``cfg`` (then ``num_frames`` only sets the clip length
+    of a frame-wise backbone).
+
+    Attention runs on the meta device as its matmuls (``aten.bmm``): the
+    backward is counted as model FLOPs (two matmuls per forward matmul). On
+    CPU tensors (the ``flops`` phase) it runs as the fused kernel, whose
+    backward torch counts with the recompute of the scores, so that phase's
+    ``train_gflops_per_step`` is higher; the forward counts are the
+    same (tests/test_benchmark.py)."""
+    import torch
+    import torch.nn.functional as F
+    from torch.utils.flop_counter import FlopCounterMode
+    if model is None:
+        model = build_meta(cfg, num_frames, img_size)
+    inputs = meta_inputs(model, batch, num_frames)
+
+    def run():
+        x = (inputs[0][1] if [n for n, _ in inputs] == ['video']
+             else dict(inputs))
+        return model.cls_head(model.backbone(x))
+
+    model.eval()
+    with torch.no_grad(), FlopCounterMode(display=False) as fc:
+        run()
+    out = dict(gflops_forward=fc.get_total_flops() / 1e9,
+               input_shapes={n: list(t.shape) for n, t in inputs})
+    if breakdown:
+        out['forward_by_class'], out['forward_by_path'] = _module_groups(
+            fc, model)
+        out['forward_by_op'] = {
+            str(op).split('.')[-2] if str(op).count('.') > 1 else str(op):
+            n / 1e9 for op, n in fc.get_flop_counts()['Global'].items()}
+    if train:
+        model.train()
+        with FlopCounterMode(display=False) as fc:
+            scores = run()
+            scores = scores if isinstance(scores, (tuple, list)) else [
+                scores]
+            loss = sum(F.cross_entropy(
+                s, torch.zeros(s.shape[0], dtype=torch.long, device='meta'))
+                for s in scores)
+            loss.backward()
+        out['train_gflops_per_step'] = fc.get_total_flops() / 1e9
+        if ops:
+            out['train_by_op'] = {str(k): v for k, v in
+                                  fc.get_flop_counts()['Global'].items()}
+    return out
+
+
 def matmul_shapes(model, tokens, top=3):
     """The ``top`` largest distinct (in, out) linear shapes of the model, as
     (tokens, in, out) matmuls."""
@@ -606,7 +794,7 @@ def _child(phase, argv):
     return res
 
 
-MULTI_VALUE = ('--cfg-options', )
+MULTI_VALUE = ('--cfg-options', '--timing-cfg-options')
 
 
 def _strip(argv, *flags, with_value=()):
@@ -714,6 +902,256 @@ def compare_speedups(argv, args, phases):
     return out
 
 
+
+# ---------------------------------------------------------------------------
+# --cost-curve: FLOPs (meta device, full size) and measured time / memory
+# against frames, resolution and batch
+CURVE_COLUMNS = [
+    # key, header, format
+    ('frames', 'frames', '{}'),
+    ('img_size', 'size', '{}'),
+    ('batch', 'batch', '{}'),
+    ('gflops_forward', 'forward GFLOPs (full)', '{:.5g}'),
+    ('train_gflops_per_step', 'train-step GFLOPs (full)', '{:.5g}'),
+    ('timed_gflops_forward', 'forward GFLOPs (timed model)', '{:.4g}'),
+    ('train_step_s', 'train step (s)', '{:.3f}'),
+    ('infer_s_per_clip', 'inference (s/clip)', '{:.3f}'),
+    ('train_peak_mem_gb', 'train peak RSS (GB)', '{:.2f}'),
+    ('infer_peak_mem_gb', 'infer peak RSS (GB)', '{:.2f}'),
+]
+
+
+def _int_list(text, name):
+    try:
+        values = [int(v) for v in text.split(',') if v.strip()]
+    except ValueError:
+        raise SystemExit(f'{name} {text!r}: give comma-separated integers, '
+                         f'e.g. {name} 8,16,32')
+    if not values or min(values) < 1:
+        raise SystemExit(f'{name} {text!r}: give positive integers')
+    return values
+
+
+def _raw_values(argv, flag):
+    """The tokens after ``flag`` up to the next option (``--cfg-options``
+    as typed, to pass on to a child)."""
+    out, on = [], False
+    for a in argv:
+        if a == flag:
+            on = True
+            continue
+        if on and a.startswith('--'):
+            on = False
+        if on:
+            out.append(a)
+    return out
+
+
+def curve_settings(args):
+    frames = _int_list(args.frames, '--frames')
+    sizes = _int_list(args.sizes, '--sizes')
+    batches = _int_list(args.batches, '--batches')
+    return [(f, s, b) for f in frames for s in sizes for b in batches]
+
+
+def _curve_child_argv(argv, args, frames, size, batch, reference=False):
+    base = _strip(argv, '--cost-curve', with_value=(
+        '--json', '--runs', '--frames', '--sizes', '--batches',
+        '--curve-phases', '--timing-cfg-options', '--markdown', '--plot',
+        '--cfg-options', '--batch-size', '--reference-repo', '--phases'))
+    setting = [f'model.backbone.num_frames={frames}',
+               f'model.backbone.img_size={size}']
+    if reference:
+        # their builder reads frames and size from the config; their depth
+        # is their model's (our --cfg-options do not reach it)
+        opts = setting
+        base = base + ['--reference-repo', args.reference_repo]
+    else:
+        opts = (_raw_values(argv, '--cfg-options')
+                + _raw_values(argv, '--timing-cfg-options') + setting)
+    return base + ['--batch-size', str(batch), '--cfg-options', *opts]
+
+
+def cost_curve(argv, args):
+    """One row per (frames, size, batch): FLOPs of the config at full size
+    on the meta device (``meta_flops``: forward of one view at the batch and
+    the training step), and, for the phases of ``--curve-phases``, the
+    training-step time, inference time and peak memory measured in fresh
+    processes on the model of ``--cfg-options`` + ``--timing-cfg-options``
+    (e.g. a reduced depth). With ``--reference-repo``: the authors' model
+    at the same settings (their full depth), where their code accepts it."""
+    cfg = _load_cfg(args)
+    bb = cfg.model.get('backbone', {})
+    if 'num_frames' not in bb or 'img_size' not in bb:
+        raise SystemExit(
+            f'{args.config}: --cost-curve sets model.backbone.num_frames and '
+            f'model.backbone.img_size, which this backbone '
+            f'({bb.get("type")}) does not have')
+    timing_cfg = _load_cfg(args)
+    timing_cfg.merge_from_dict(args.timing_cfg_options)
+    phases = [p.strip() for p in args.curve_phases.split(',')
+              if p.strip() and p.strip() != 'none']
+    bad = set(phases) - {'train', 'infer'}
+    if bad:
+        raise SystemExit(f'--curve-phases: {sorted(bad)}; choose from '
+                         f'train, infer (or none)')
+    rows, authors = [], []
+    settings = curve_settings(args)
+    base = tuple(min(s[i] for s in settings) for i in range(3))
+    for frames, size, batch in settings:
+        row = dict(frames=frames, img_size=size, batch=batch)
+        full = meta_flops(cfg, batch, frames, size)
+        row.update(gflops_forward=full['gflops_forward'],
+                   train_gflops_per_step=full['train_gflops_per_step'],
+                   input_shapes=full['input_shapes'])
+        off_axes = sum(v != b for v, b in zip((frames, size, batch), base))
+        timed = bool(phases) and (args.timed == 'all' or off_axes <= 1)
+        if timed:
+            row['timed_gflops_forward'] = meta_flops(
+                timing_cfg, batch, frames, size, train=False)[
+                    'gflops_forward']
+            child = _curve_child_argv(argv, args, frames, size, batch)
+            runs = [_child(p, child) for _ in range(max(args.runs, 1))
+                    for p in phases]
+            summary = summarize(runs, batch)
+            row.update({k: summary[k] for k, _, _ in CURVE_COLUMNS
+                        if k in summary})
+            row['load_avg_1min'] = [r['load_avg_1min'] for r in runs]
+        rows.append(row)
+        print(_curve_line(row), flush=True)
+        if args.reference_repo and timed:
+            theirs = dict(frames=frames, img_size=size, batch=batch)
+            child = _curve_child_argv(argv, args, frames, size, batch,
+                                      reference=True)
+            try:
+                runs = [_child(p, child) for _ in range(max(args.runs, 1))
+                        for p in phases + ['flops']]
+            except SystemExit as e:  # their code rejects the setting
+                theirs['error'] = str(e)
+            else:
+                summary = summarize(runs, batch)
+                theirs.update({k: summary[k] for k, _, _ in CURVE_COLUMNS
+                               if k in summary})
+                theirs['gflops_forward'] = summary.get('gflops_per_clip')
+            authors.append(theirs)
+            print('authors: ' + _curve_line(theirs), flush=True)
+    # the breakdown of the forward at the first and the largest setting
+    breakdown = {}
+    ends = [(r['frames'], r['img_size']) for r in (rows[0], rows[-1])]
+    for frames, size in dict.fromkeys(ends):
+        b = meta_flops(cfg, 1, frames, size, train=False, breakdown=True)
+        breakdown[f'{frames}x{size}'] = {k: b[k] for k in (
+            'forward_by_class', 'forward_by_path', 'forward_by_op')}
+    return dict(rows=rows, authors=authors, breakdown=breakdown,
+                timing_cfg_options=args.timing_cfg_options,
+                phases=phases)
+
+
+def _curve_line(row):
+    cells = []
+    for key, head, fmt in CURVE_COLUMNS:
+        if row.get(key) is not None:
+            cells.append(f'{head} ' + fmt.format(row[key]))
+    if 'error' in row:
+        cells.append('failed: ' + row['error'])
+    return ', '.join(cells)
+
+
+def curve_markdown(curve, machine=None):
+    """The cost curve as a markdown table (columns present in any row)."""
+    rows = curve['rows']
+    cols = [c for c in CURVE_COLUMNS if any(c[0] in r for r in rows)]
+    lines = ['| ' + ' | '.join(h for _, h, _ in cols) + ' |',
+             '|' + ' --- |' * len(cols)]
+    for r in rows:
+        lines.append('| ' + ' | '.join(
+            fmt.format(r[k]) if r.get(k) is not None else '-'
+            for k, _, fmt in cols) + ' |')
+    if curve.get('authors'):
+        lines += ['', 'Authors\' model (their full depth):', '',
+                  '| frames | size | batch | forward GFLOPs | train step (s) '
+                  '| inference (s/clip) | train peak RSS (GB) |',
+                  '| --- | --- | --- | --- | --- | --- | --- |']
+        for r in curve['authors']:
+            if 'error' in r:
+                lines.append(f"| {r['frames']} | {r['img_size']} | "
+                             f"{r['batch']} | not accepted: {r['error']} "
+                             f"| | | |")
+                continue
+            lines.append('| ' + ' | '.join(
+                '-' if r.get(k) is None else fmt.format(r[k])
+                for k, fmt in (('frames', '{}'), ('img_size', '{}'),
+                               ('batch', '{}'), ('gflops_forward', '{:.5g}'),
+                               ('train_step_s', '{:.3f}'),
+                               ('infer_s_per_clip', '{:.3f}'),
+                               ('train_peak_mem_gb', '{:.2f}'))) + ' |')
+    if machine:
+        lines += ['', 'machine: ' + ', '.join(
+            f'{k} {v}' for k, v in machine.items() if k != 'cpu_isa')]
+    return '\n'.join(lines) + '\n'
+
+
+def plot_curve(curve, path):
+    """Three panels (frames, resolution, batch; the others at their
+    smallest value): each quantity relative to its value at the panel's
+    smallest setting, log-log, with the linear reference."""
+    import matplotlib
+    matplotlib.use('Agg')
+    import matplotlib.pyplot as plt
+    from matplotlib.ticker import NullFormatter
+    rows = curve['rows']
+    f0 = min(r['frames'] for r in rows)
+    s0 = min(r['img_size'] for r in rows)
+    b0 = min(r['batch'] for r in rows)
+    panels = [('frames', 'frames', dict(img_size=s0, batch=b0)),
+              ('img_size', 'resolution (pixels per side)',
+               dict(frames=f0, batch=b0)),
+              ('batch', 'batch', dict(frames=f0, img_size=s0))]
+    series = [('gflops_forward', 'forward FLOPs'),
+              ('train_gflops_per_step', 'train-step FLOPs'),
+              ('timed_gflops_forward', 'forward FLOPs (timed model)'),
+              ('train_step_s', 'train step time'),
+              ('infer_s_per_clip', 'inference time per clip'),
+              ('train_peak_mem_gb', 'train peak RSS')]
+    fig, axes = plt.subplots(1, 3, figsize=(13, 4))
+    for ax, (axis, label, fixed) in zip(axes, panels):
+        sel = sorted((r for r in rows
+                      if all(r[k] == v for k, v in fixed.items())),
+                     key=lambda r: r[axis])
+        xs = [r[axis] for r in sel]
+        if len(xs) < 2:
+            ax.set_visible(False)
+            continue
+        ax.plot(xs, [x / xs[0] for x in xs], 'k:', label='linear')
+        if axis == 'img_size':
+            ax.plot(xs, [(x / xs[0])**2 for x in xs], 'k--',
+                    label='quadratic (pixels)')
+        for key, name in series:
+            ys = [r.get(key) for r in sel]
+            if all(y is not None for y in ys) and ys[0]:
+                ax.plot(xs, [y / ys[0] for y in ys], 'o-', label=name)
+        ax.set_xscale('log')
+        ax.set_yscale('log')
+        ax.set_xticks(xs)
+        ax.set_xticklabels([str(x) for x in xs])
+        ax.xaxis.set_minor_formatter(NullFormatter())
+        top = ax.get_ylim()[1]
+        ticks = [v for v in (1, 1.25, 1.5, 2, 3, 4, 6, 8, 12, 16)
+                 if v <= top]
+        ax.set_yticks(ticks)
+        ax.set_yticklabels([f'{v:g}' for v in ticks])
+        ax.yaxis.set_minor_formatter(NullFormatter())
+        ax.set_xlabel(label)
+        ax.set_ylabel(f'relative to {label.split()[0]} = {xs[0]}')
+        ax.set_title(', '.join(f'{k} {v}' for k, v in fixed.items()))
+        ax.grid(True, which='both', alpha=0.3)
+    axes[0].legend(fontsize=8)
+    fig.tight_layout()
+    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+    fig.savefig(path, dpi=80)
+    plt.close(fig)
+
+
 def main(argv=None):
     argv = list(sys.argv[1:] if argv is None else argv)
     args = parse_args(argv)
@@ -738,6 +1176,24 @@ def main(argv=None):
         if args.json:
             with open(args.json, 'w') as f:
                 json.dump(res, f, indent=2)
+        return res
+    if args.cost_curve:
+        machine = machine_facts(args)
+        curve = cost_curve(argv, args)
+        res = dict(config=args.config, cfg_options=args.cfg_options,
+                   device=args.device, clock=args.clock, steps=args.steps,
+                   warmup=args.warmup, runs=args.runs, machine=machine,
+                   **curve)
+        table = curve_markdown(curve, machine)
+        print(table)
+        if args.json:
+            with open(args.json, 'w') as f:
+                json.dump(res, f, indent=2)
+        if args.markdown:
+            with open(args.markdown, 'w') as f:
+                f.write(table)
+        if args.plot:
+            plot_curve(curve, args.plot)
         return res
     phases = [p.strip() for p in args.phases.split(',') if p.strip()]
     common = dict(config=args.config, batch_size=args.batch_size,

@@ -275,7 +275,9 @@ def register_flop_formulas():
     FLOPs are counted on the path the model runs (``_Linear``,
     ``_FrozenMLP`` and :func:`onednn_linear` call it); idempotent."""
     from torch.utils import flop_counter
-    if _LP is None or _LP.default in flop_counter.flop_registry:
+    # torch registers the packet itself (2.15) or its overloads (older)
+    if _LP is None or _LP in flop_counter.flop_registry \
+            or _LP.default in flop_counter.flop_registry:
         return
 
     @flop_counter.register_flop_formula(_LP)
