@@ -8,7 +8,9 @@
 #
 #   tools/dist_train.sh configs/aim_ssv2.py 8
 #   python tools/convert/convert_checkpoint.py RELEASE.pth aim_ssv2.pth --config configs/aim_ssv2.py
-_base_ = ['_base_/default_runtime.py', '_base_/models/aim_vit_b.py']
+_base_ = ['_base_/default_runtime.py', '_base_/models/aim_vit_b.py',
+          '_base_/datasets/video_loaders.py',
+          '_base_/schedules/adamw_warmup_cosine_peft.py']
 
 # ---------------------------------------------------------------- paths ----
 data_root = 'data/sthv2/videos'
@@ -43,7 +45,6 @@ model = dict(
     cls_head=dict(num_classes=num_classes, label_smooth_eps=label_smoothing))
 
 # ----------------------------------------------------------------- data ----
-dataset_type = 'VideoDataset'
 train_pipeline = [
     dict(type='VideoInit', backend=video_backend),
     dict(type='SegmentSample', num_segments=num_frames),
@@ -75,44 +76,21 @@ test_pipeline = [
     dict(type='PackActionInputs')
 ]
 train_dataloader = dict(
-    batch_size=batch_size, num_workers=8, persistent_workers=True,
-    drop_last=True, sampler=dict(type='ReproducibleSampler', shuffle=True),
-    dataset=dict(type='RobustDataset', bad_sample='replace',
-                 dataset_type=dataset_type, ann_file=ann_file_train,
-                 data_prefix=dict(video=data_root),
+    batch_size=batch_size,
+    dataset=dict(ann_file=ann_file_train, data_prefix=dict(video=data_root),
                  pipeline=train_pipeline))
 val_dataloader = dict(
-    batch_size=8, num_workers=8, persistent_workers=True,
-    sampler=dict(type='DefaultSampler', shuffle=False),
-    dataset=dict(type='RobustDataset', bad_sample='flag',
-                 dataset_type=dataset_type, ann_file=ann_file_val,
-                 data_prefix=dict(video=data_root_val),
-                 pipeline=val_pipeline, test_mode=True))
+    batch_size=8,
+    dataset=dict(ann_file=ann_file_val, data_prefix=dict(video=data_root_val),
+                 pipeline=val_pipeline))
 test_dataloader = dict(
-    batch_size=1, num_workers=8, persistent_workers=True,
-    sampler=dict(type='DefaultSampler', shuffle=False),
-    dataset=dict(type='RobustDataset', bad_sample='raise',
-                 dataset_type=dataset_type, ann_file=ann_file_test,
+    dataset=dict(ann_file=ann_file_test,
                  data_prefix=dict(video=data_root_val),
-                 pipeline=test_pipeline, test_mode=True))
-val_evaluator = dict(type='BadSampleAwareMetric', metric_type='AccMetric')
-test_evaluator = val_evaluator
-
-train_cfg = dict(type='EpochBasedTrainLoop', max_epochs=max_epochs,
-                 val_begin=1, val_interval=5)
-val_cfg = dict(type='ValLoop')
-test_cfg = dict(type='TestLoop')
+                 pipeline=test_pipeline))
 
 # ------------------------------------------------------------ optimiser ----
-# AdamW, fp16 autocast; no weight decay on biases and 1-D tensors (their
-# configs: none on the norms and CLIP embeddings); lr warm-up from 0, then a
-# cosine to 0, per step
-optim_wrapper = dict(
-    type='GuardedAmpOptimWrapper',
-    optimizer=dict(type='AdamW', lr=base_lr, betas=(0.9, 0.999),
-                   weight_decay=weight_decay),
-    constructor='CASTLayerDecayOptimWrapperConstructor',
-    paramwise_cfg=dict(layer_decay_rate=1.0))  # no layer decay
+train_cfg = dict(max_epochs=max_epochs)
+optim_wrapper = dict(optimizer=dict(lr=base_lr, weight_decay=weight_decay))
 param_scheduler = [dict(
     type='LinearWarmupCosineLR', warmup_epochs=warmup_epochs,
     start_factor=0.0, eta_min_ratio=0.0, by_epoch=True, begin=0,
