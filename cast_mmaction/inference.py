@@ -356,6 +356,40 @@ def iter_videos(items, pipeline, batch_size=1, num_workers=0,
     yield from loader
 
 
+def run_videos(items, pipeline, fn, failed, batch_size=1, num_workers=0):
+    """Decode ``items`` in batches (:func:`iter_videos`) and call
+    ``fn(packed_list)`` on each batch's decodable videos; yields ``(records,
+    fn's result)``. A video that cannot be decoded, or whose batch's ``fn``
+    raises, is appended to ``failed`` as ``dict(video, error)`` and named on
+    stderr; the others go on. A progress bar over the videos is shown on
+    stderr for more than one video."""
+    from .progress import track, write
+    bar = track(total=len(items), unit='video', quiet=len(items) < 2)
+    try:
+        for batch in iter_videos(items, pipeline, batch_size, num_workers):
+            good = []
+            for rec in batch:
+                if rec['error']:
+                    failed.append(dict(video=rec['item']['video'],
+                                       error=rec['error']))
+                    write(f'skipped {rec["item"]["video"]}: {rec["error"]}')
+                else:
+                    good.append(rec)
+            if good:
+                try:
+                    out = fn([r['packed'] for r in good])
+                except Exception as e:  # noqa: BLE001 - report, continue
+                    for r in good:
+                        failed.append(dict(video=r['item']['video'],
+                                           error=f'{type(e).__name__}: {e}'))
+                        write(f'failed {r["item"]["video"]}: {e}')
+                else:
+                    yield good, out
+            bar.update(len(batch))
+    finally:
+        bar.close()
+
+
 # ----------------------------------------------------------------------------
 # forward
 # ----------------------------------------------------------------------------

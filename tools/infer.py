@@ -130,7 +130,6 @@ def label_accuracy(results):
 
 def main(argv=None):
     args = parse_args(argv)
-    from tqdm import tqdm
     try:
         items = inf.collect_inputs(args.input, args.data_root)
         cfg = inf.load_config(args.config, args.cfg_options)
@@ -152,42 +151,21 @@ def main(argv=None):
     print(f'{len(items)} video(s); model on {where}; class names '
           f'{names_from}', file=sys.stderr)
 
+    from tqdm import tqdm
     results, failed = [], []
     t0 = time.time()
-    bar = tqdm(total=len(items), unit='video', file=sys.stderr,
-               disable=len(items) < 2)
-    for batch in inf.iter_videos(items, pipeline, args.batch_size,
-                                 args.num_workers):
-        good = []
-        for rec in batch:
-            if rec['error']:
-                failed.append(dict(video=rec['item']['video'],
-                                   error=rec['error']))
-                tqdm.write(f'skipped {rec["item"]["video"]}: {rec["error"]}',
-                           file=sys.stderr)
-            else:
-                good.append(rec)
-        if good:
-            try:
-                samples = inf.predict(model, [r['packed'] for r in good])
-            except Exception as e:  # noqa: BLE001 - report, continue
-                for r in good:
-                    failed.append(dict(video=r['item']['video'],
-                                       error=f'{type(e).__name__}: {e}'))
-                    tqdm.write(f'failed {r["item"]["video"]}: {e}',
-                               file=sys.stderr)
-                samples = []
-            for rec, ds in zip(good, samples):
-                preds = inf.topk_predictions(inf.scores_of(model, ds), names,
-                                             args.topk)
-                res = dict(video=rec['item']['video'], predictions=preds)
-                if rec['item'].get('label') is not None:
-                    res['label'] = rec['item']['label']
-                results.append(res)
-                if not args.quiet:
-                    tqdm.write(format_result(res))
-        bar.update(len(batch))
-    bar.close()
+    for good, samples in inf.run_videos(
+            items, pipeline, lambda packed: inf.predict(model, packed), failed,
+            args.batch_size, args.num_workers):
+        for rec, ds in zip(good, samples):
+            preds = inf.topk_predictions(inf.scores_of(model, ds), names,
+                                         args.topk)
+            res = dict(video=rec['item']['video'], predictions=preds)
+            if rec['item'].get('label') is not None:
+                res['label'] = rec['item']['label']
+            results.append(res)
+            if not args.quiet:  # results to stdout, above the bar
+                tqdm.write(format_result(res))
     secs = time.time() - t0
 
     acc = label_accuracy(results)

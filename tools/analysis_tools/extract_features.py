@@ -59,7 +59,6 @@ def parse_args(argv=None):
 
 def main(argv=None):
     args = parse_args(argv)
-    from tqdm import tqdm
     try:
         items = inf.collect_inputs(args.input, args.data_root)
         cfg = inf.load_config(args.config, args.cfg_options)
@@ -72,47 +71,25 @@ def main(argv=None):
     streams = inf.stream_info(model)
     names = [s[0] for s in streams]
 
+    def pooled(packed):
+        with inf.capture_backbone(model) as calls:
+            inf.predict(model, packed)
+        return inf.pooled_features(calls, len(packed), not args.keep_views)
+
     feats = None
     done, failed = [], []
     t0 = time.time()
-    bar = tqdm(total=len(items), unit='video', file=sys.stderr,
-               disable=len(items) < 2)
-    for batch in inf.iter_videos(items, pipeline, args.batch_size,
-                                 args.num_workers):
-        good = []
-        for rec in batch:
-            if rec['error']:
-                failed.append(dict(video=rec['item']['video'],
-                                   error=rec['error']))
-                tqdm.write(f'skipped {rec["item"]["video"]}: {rec["error"]}',
-                           file=sys.stderr)
-            else:
-                good.append(rec)
-        if good:
-            try:
-                with inf.capture_backbone(model) as calls:
-                    inf.predict(model, [r['packed'] for r in good])
-                pooled = inf.pooled_features(calls, len(good),
-                                             not args.keep_views)
-            except Exception as e:  # noqa: BLE001 - report, continue
-                for r in good:
-                    failed.append(dict(video=r['item']['video'],
-                                       error=f'{type(e).__name__}: {e}'))
-                    tqdm.write(f'failed {r["item"]["video"]}: {e}',
-                               file=sys.stderr)
-                pooled = None
-            if pooled is not None:
-                if not names or len(names) != len(pooled):
-                    # a backbone without named experts (e.g. MSCAViT)
-                    names = ['backbone'] if len(pooled) == 1 else [
-                        f'stream{i}' for i in range(len(pooled))]
-                if feats is None:
-                    feats = [[] for _ in pooled]
-                for k, f in enumerate(pooled):
-                    feats[k].append(f.cpu())
-                done.extend(r['item'] for r in good)
-        bar.update(len(batch))
-    bar.close()
+    for good, feat in inf.run_videos(items, pipeline, pooled, failed,
+                                     args.batch_size, args.num_workers):
+        if not names or len(names) != len(feat):
+            # a backbone without named experts (e.g. MSCAViT)
+            names = ['backbone'] if len(feat) == 1 else [
+                f'stream{i}' for i in range(len(feat))]
+        if feats is None:
+            feats = [[] for _ in feat]
+        for k, f in enumerate(feat):
+            feats[k].append(f.cpu())
+        done.extend(r['item'] for r in good)
 
     if not done:
         print(f'error: none of the {len(items)} video(s) could be processed',
