@@ -65,7 +65,8 @@ def test_two_runs_give_bit_identical_weights_even_under_load(tmp_path):
     meta = a['meta']['speedups']
     assert meta == b['meta']['speedups']
     assert meta['requested'] is None and meta['device'] == 'cpu'
-    assert set(meta['runs']) == {'onednn_linear', 'frozen_mlp', 'checkpoint',
+    assert set(meta['runs']) == {'onednn_linear', 'onednn_attention',
+                                 'frozen_mlp', 'checkpoint',
                                  'malloc_mmap_threshold'}
     assert not any(r['on'] for r in meta['runs'].values())
 

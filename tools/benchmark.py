@@ -45,7 +45,8 @@ runs (with min-max).
 ``--speedups SPEC`` sets ``model.backbone.speedups`` (``none``: the
 reference model; ``cpu``: the preset; or a JSON dict, models/speedups.py).
 ``--compare-speedups`` runs the phases for the reference and each CPU
-speed-up alone (``onednn_linear``, ``frozen_mlp``, ``checkpoint='fusion'``,
+speed-up alone (``onednn_linear``, ``onednn_attention``, ``frozen_mlp``,
+``checkpoint='fusion'``,
 ``malloc_mmap_threshold``) and the ``cpu`` preset, alternated ``--runs``
 times, and prints time and peak memory of each against the reference.
 
@@ -102,7 +103,9 @@ def parse_args(argv=None):
                     help='comma list of train, infer, flops (inference and '
                     'training-step FLOPs), peak (the machine\'s matmul rate '
                     'in this run: GFLOP/s and %% of it are reported), ckpt '
-                    '(checkpoint sizes, full and trainable-only)')
+                    '(checkpoint sizes, full and trainable-only), profile '
+                    '(torch.profiler over one training step and one '
+                    'inference: self time by operator category)')
     ap.add_argument('--reference-repo', help='checkout of KHU-VLL/CAST: '
                     'benchmark the authors\' model instead')
     ap.add_argument('--runs', type=int, default=1,
@@ -201,6 +204,7 @@ def parse_speedups(text):
 SPEEDUP_ROWS = [
     ('reference', 'none'),
     ('onednn_linear', json.dumps(dict(onednn_linear=True))),
+    ('onednn_attention', json.dumps(dict(onednn_attention=True))),
     ('frozen_mlp', json.dumps(dict(frozen_mlp=True))),
     ("checkpoint='fusion'", json.dumps(dict(checkpoint='fusion'))),
     ('malloc_mmap_threshold=1M',
@@ -324,6 +328,10 @@ def run_phase(args, phase):
         return dict(res, **count_flops(model, train_fwd, infer_fwd, x,
                                        labels, autocast))
 
+    if phase == 'profile':
+        return dict(res, **profile_categories(built, x, labels, autocast,
+                                              sync, args.warmup))
+
     clock = get_clock(args)
     res['clock'] = args.clock
     if phase == 'peak':
@@ -377,6 +385,95 @@ def run_phase(args, phase):
         res[f'{phase}_peak_mem_gb'] = resource.getrusage(
             resource.RUSAGE_SELF).ru_maxrss / 2**20
     return res
+
+
+# the operator categories of the ``profile`` phase: the first whose test
+# matches an operator's name takes its self time
+PROFILE_CATEGORIES = [
+    ('matmul', ('addmm', 'aten::mm', 'bmm', 'baddbmm', 'matmul',
+                'linear_pointwise', 'mkldnn_linear', 'aten::linear')),
+    ('attention', ('scaled_dot_product', 'softmax', 'flash_attention',
+                   'onednn_sdpa')),
+    ('norms', ('layer_norm', 'batch_norm', 'group_norm')),
+    ('copies', ('copy', 'clone', 'contiguous', 'aten::cat', 'stack',
+                'index', 'gather', 'scatter', 'roll', 'pad', 'repeat',
+                'expand_as', 'fill_', 'zero_', 'aten::empty', 'as_strided')),
+    ('optimizer', ('adam', 'foreach', 'sgd')),
+    ('elementwise', ('add', 'mul', 'div', 'sub', 'gelu', 'silu', 'sigmoid',
+                     'sqrt', 'rsqrt', 'neg', 'exp', 'tanh', 'where',
+                     'sum', 'mean', 'dropout', 'nll_loss', 'log_softmax',
+                     'threshold', 'pow', 'clamp', 'masked')),
+]
+
+
+def op_category(name):
+    """The category of a profiler operator name (:data:`PROFILE_CATEGORIES`;
+    ``other`` when none matches)."""
+    low = name.lower()
+    for cat, keys in PROFILE_CATEGORIES:
+        if any(k in low for k in keys):
+            return cat
+    return 'other'
+
+
+def profile_categories(built, x, labels, autocast, sync, warmup=1):
+    """``torch.profiler`` over one training step (forward, backward,
+    optimizer) and one inference forward, each after ``warmup`` untimed
+    runs: self CPU time of every operator summed by category (matmul,
+    attention, norms, copies, elementwise, optimizer, other) and the wall
+    time of the profiled call; ``untraced`` is wall minus the operators'
+    self time (Python, autograd bookkeeping between operators). Operators
+    run their threads inside the call, so self times are wall times of the
+    calling thread."""
+    import torch
+    from torch.profiler import ProfilerActivity, profile
+    model = built['model']
+    opt = built['optimizer']()
+
+    def train_step():
+        with autocast():
+            loss = built['train_forward'](x, labels)
+        loss.backward()
+        opt.step()
+        opt.zero_grad(set_to_none=True)
+        sync()
+
+    def infer():
+        with torch.no_grad(), autocast():
+            built['infer_forward'](x)
+        sync()
+
+    out = {}
+    for name, mode, fn in (('train', True, train_step),
+                           ('infer', False, infer)):
+        model.train(mode)
+        for _ in range(max(warmup, 1)):
+            fn()
+        with profile(activities=[ProfilerActivity.CPU]) as prof:
+            t0 = time.perf_counter()
+            fn()
+            wall = time.perf_counter() - t0
+        cats, ops = {}, {}
+        for ev in prof.events():
+            s = ev.self_cpu_time_total / 1e6
+            if s <= 0:
+                continue
+            # an operator called by an attention operator (the matmuls and
+            # exp of models/onednn_attention.py) is attention's
+            cat, up = op_category(ev.name), ev.cpu_parent
+            while up is not None and cat != 'attention':
+                if op_category(up.name) == 'attention':
+                    cat = 'attention'
+                up = up.cpu_parent
+            cats[cat] = cats.get(cat, 0.0) + s
+            ops[ev.name] = ops.get(ev.name, 0.0) + s
+        traced = sum(cats.values())
+        cats['untraced'] = max(wall - traced, 0.0)
+        out[f'profile_{name}_s'] = cats
+        out[f'profile_{name}_wall_s'] = wall
+        out[f'profile_{name}_top_ops_s'] = dict(
+            sorted(ops.items(), key=lambda kv: -kv[1])[:15])
+    return out
 
 
 def count_flops(model, train_fwd, infer_fwd, x, labels, autocast):
@@ -707,6 +804,20 @@ def summarize(runs, batch_size):
         out['peak_detail'] = [r['peak_detail'] for r in runs
                               if 'peak_detail' in r]
     for phase in ('train', 'infer'):
+        # profile: the median over runs of each category's seconds
+        profs = [r[f'profile_{phase}_s'] for r in runs
+                 if f'profile_{phase}_s' in r]
+        if profs:
+            cats = sorted({c for p in profs for c in p})
+            out[f'profile_{phase}_s'] = {
+                c: statistics.median(p.get(c, 0.0) for p in profs)
+                for c in cats}
+            out[f'profile_{phase}_wall_s'] = statistics.median(
+                r[f'profile_{phase}_wall_s'] for r in runs
+                if f'profile_{phase}_wall_s' in r)
+            out[f'profile_{phase}_top_ops_s'] = next(
+                r[f'profile_{phase}_top_ops_s'] for r in runs
+                if f'profile_{phase}_top_ops_s' in r)
         mems = [r[f'{phase}_peak_mem_gb'] for r in runs
                 if f'{phase}_peak_mem_gb' in r]
         if mems:
@@ -828,6 +939,26 @@ def _side_argv(argv, side, args):
     base = _strip(base, '--with-cp', '--compile',
                   with_value=('--amp', '--cfg-options'))
     return base + ['--amp', args.reference_amp]
+
+
+def _print_profile(sides):
+    """The ``profile`` phase's seconds by category, one column per side
+    (``{name: summarized result}``), with % of the profiled wall time."""
+    for phase in ('train', 'infer'):
+        key = f'profile_{phase}_s'
+        have = {n: r for n, r in sides.items() if key in r}
+        if not have:
+            continue
+        cats = [c for c, _ in PROFILE_CATEGORIES] + ['other', 'untraced']
+        print(f'profile, {phase} (s, % of wall):' + ''.join(
+            f'{n:>22s}' for n in have))
+        for c in cats + ['wall']:
+            cells = []
+            for r in have.values():
+                wall = r[f'profile_{phase}_wall_s']
+                v = wall if c == 'wall' else r[key].get(c, 0.0)
+                cells.append(f'{v:8.3f} ({100 * v / wall:5.1f} %)')
+            print(f'  {c:<30s}' + ''.join(f'{x:>22s}' for x in cells))
 
 
 def _print_table(res):
@@ -1229,6 +1360,7 @@ def main(argv=None):
             print(f'== {name}')
             _print_table(side)
         _print_side_by_side(ours, theirs)
+        _print_profile({'ours': ours, 'authors': theirs})
     else:
         runs = []
         for _ in range(max(args.runs, 1)):
@@ -1241,6 +1373,7 @@ def main(argv=None):
         add_efficiency(res)
         res['load_avg_1min'] = [r['load_avg_1min'] for r in runs]
         _print_table(res)
+        _print_profile({res['model']: res})
     print('machine: ' + ', '.join(f'{k} {v}' for k, v in
                                   common['machine'].items()))
     if args.json:

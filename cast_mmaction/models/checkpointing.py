@@ -69,6 +69,8 @@ import functools
 import torch
 import torch.utils.checkpoint as cp
 
+from . import onednn_attention  # noqa: F401  (registers its operators)
+
 POLICIES = ('full', 'attention', 'selective', 'narrow')
 # regions inside a layer: the CPU speed-up ``backbone.speedups.checkpoint``
 # (models/speedups.py), not a ``checkpoint_policy``
@@ -90,6 +92,8 @@ _ATTENTION = _ops(['_scaled_dot_product_flash_attention_for_cpu',
                    '_scaled_dot_product_efficient_attention',
                    '_scaled_dot_product_cudnn_attention',
                    '_flash_attention_forward', '_efficient_attention_forward'])
+# the CPU speed-up onednn_attention's forward: kept like the fused kernels
+_ATTENTION += _ops(['onednn_sdpa'], 'cast_mmaction')
 _MM = _ops(['mm', 'addmm'])
 _ONEDNN_MM = _ops(['_linear_pointwise'], 'mkldnn')
 

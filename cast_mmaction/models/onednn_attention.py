@@ -1,0 +1,195 @@
+"""Scaled-dot-product attention on oneDNN matmuls, for fp32 on CPU.
+
+The CPU speed-up ``onednn_attention`` (``models/speedups.py``). PyTorch's
+fused CPU attention (``_scaled_dot_product_flash_attention_for_cpu``) runs
+its tiles through MKL's SGEMM, which on an AMD CPU with AVX-512 reaches less
+than half of oneDNN's fp32 matmul rate (docs/benchmarks.md). Here the same
+algorithm is written over oneDNN matmuls, one (batch, head) and one block of
+query rows at a time so that the block's scores stay in cache:
+
+* forward: ``S = (scale q) k^T``, ``P = softmax(S)``, ``O = P v``; with
+  autograd the log-sum-exp of each row is kept, as the fused kernel keeps it;
+* backward: the scores are recomputed from q, k and the log-sum-exp
+  (``P = exp(S - lse)``), then ``dV += P^T dO``, ``dP = dO v^T``,
+  ``dS = P (dP - rowsum(dO O))``, ``dQ = scale dS k``, ``dK += dS^T (scale q)``.
+
+Like the fused kernel, nothing of size Lq x Lk is kept for backward (q, k,
+v, the output and the log-sum-exp are), and the FLOPs are the same: two
+matmuls forward, five backward (the recompute of the scores included), which
+``torch.utils.flop_counter`` counts through the oneDNN linear's formula.
+
+The forward and backward are operators (``torch.library.custom_op``
+``cast_mmaction::onednn_sdpa`` / ``onednn_sdpa_backward``), so that selective
+activation checkpointing can keep the forward's outputs as it keeps the fused
+kernel's (``models/checkpointing.py``). Results equal the fused kernel's up to
+fp32 rounding (another summation order); the block size is a fact of the
+shapes (:func:`block_rows`), never a timing.
+"""
+import math
+
+import torch
+
+_LP = getattr(getattr(torch.ops, 'mkldnn', None), '_linear_pointwise', None)
+
+# a block's scores (rows x Lk fp32) are at most this many bytes: they are
+# written by one matmul and read by the softmax and the next, in cache
+BLOCK_BYTES = 4 << 20
+# attention with fewer scores per (batch, head) stays on the fused kernel:
+# its per-head matmuls are too small for the per-call cost (CLIP's 197
+# tokens per frame measured 2x slower in training, docs/benchmarks.md)
+MIN_SCORES = 1 << 18
+
+
+def worth_it(lq, lk):
+    """Whether attention of ``lq`` queries over ``lk`` keys runs here (a
+    fact of the shapes): at least :data:`MIN_SCORES` scores per head."""
+    return lq * lk >= MIN_SCORES
+
+
+def block_rows(lq, lk):
+    """Query rows per block: the fewest equal blocks whose scores fit
+    :data:`BLOCK_BYTES`."""
+    most = max(16, BLOCK_BYTES // (4 * max(lk, 1)))
+    blocks = max(1, math.ceil(lq / most))
+    return math.ceil(lq / blocks)
+
+
+def _mm_t(a, w):
+    """``a @ w.T`` on oneDNN for 2-D row- or column-major ``a`` / ``w``."""
+    return _LP(a, w, None, 'none', [], '')
+
+
+def _fwd(q, k, v, scale, with_lse):
+    b, h, lq, d = q.shape
+    lk = k.shape[2]
+    qs = (q * scale).contiguous()
+    kc = k.contiguous()
+    vt = v.transpose(-1, -2).contiguous()  # (b, h, d, lk): the weight of P v
+    out = q.new_empty(b, h, lq, v.shape[-1])
+    lse = q.new_empty(b, h, lq) if with_lse else q.new_empty(0)
+    step = block_rows(lq, lk)
+    for i in range(b):
+        for j in range(h):
+            for r in range(0, lq, step):
+                s = _mm_t(qs[i, j, r:r + step], kc[i, j])
+                if with_lse:
+                    # exp(S - max) P v, then divided by the row sums: the
+                    # division runs over (rows, d), not (rows, Lk)
+                    m = s.amax(-1, keepdim=True)
+                    e = s.sub_(m).exp_()
+                    z = e.sum(-1, keepdim=True)
+                    out[i, j, r:r + step] = _mm_t(e, vt[i, j]).div_(z)
+                    lse[i, j, r:r + step] = z.log_().add_(m).squeeze(-1)
+                else:
+                    out[i, j, r:r + step] = _mm_t(
+                        torch._softmax(s, -1, False), vt[i, j])
+    return out, lse
+
+
+@torch.library.custom_op('cast_mmaction::onednn_sdpa', mutates_args=())
+def onednn_sdpa_op(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor,
+                   scale: float, with_lse: bool
+                   ) -> tuple[torch.Tensor, torch.Tensor]:
+    """(out, lse) of attention over (B, H, L, d) q / k / v; ``lse`` is
+    empty unless ``with_lse``."""
+    return _fwd(q, k, v, scale, with_lse)
+
+
+@onednn_sdpa_op.register_fake
+def _(q, k, v, scale, with_lse):
+    b, h, lq, _ = q.shape
+    out = q.new_empty(b, h, lq, v.shape[-1])
+    return out, (q.new_empty(b, h, lq) if with_lse else q.new_empty(0))
+
+
+@torch.library.custom_op('cast_mmaction::onednn_sdpa_backward',
+                         mutates_args=())
+def onednn_sdpa_backward_op(
+        dout: torch.Tensor, q: torch.Tensor, k: torch.Tensor,
+        v: torch.Tensor, out: torch.Tensor, lse: torch.Tensor,
+        scale: float) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """(dq, dk, dv) of :func:`onednn_sdpa_op` from the kept tensors."""
+    b, h, lq, d = q.shape
+    lk = k.shape[2]
+    qs = (q * scale).contiguous()
+    kc, vc = k.contiguous(), v.contiguous()
+    do = dout.contiguous()
+    delta = (do * out).sum(-1)  # rowsum(dO O) = rowsum(dP P)
+    dq = torch.empty_like(qs)
+    # dK and dV are accumulated transposed, (d, Lk) per head: oneDNN copies
+    # a transposed left operand (P^T, dS^T) but reads a transposed right
+    # one in place, so dV^T = dO^T P and dK^T = (scale q)^T dS
+    dkt = q.new_empty(b, h, d, lk)
+    dvt = q.new_empty(b, h, v.shape[-1], lk)
+    step = block_rows(lq, lk)
+    for i in range(b):
+        for j in range(h):
+            for n, r in enumerate(range(0, lq, step)):
+                qb, dob = qs[i, j, r:r + step], do[i, j, r:r + step]
+                p = _mm_t(qb, kc[i, j]).sub_(
+                    lse[i, j, r:r + step, None]).exp_()
+                gv = _mm_t(dob.t().contiguous(), p.t())
+                dp = _mm_t(dob, vc[i, j])
+                ds = dp.sub_(delta[i, j, r:r + step, None]).mul_(p)
+                dq[i, j, r:r + step] = _mm_t(ds, kc[i, j].t())
+                gk = _mm_t(qb.t().contiguous(), ds.t())
+                if n == 0:
+                    dvt[i, j], dkt[i, j] = gv, gk
+                else:
+                    dvt[i, j] += gv
+                    dkt[i, j] += gk
+    return (dq.mul_(scale), dkt.transpose(-1, -2).contiguous(),
+            dvt.transpose(-1, -2).contiguous())
+
+
+@onednn_sdpa_backward_op.register_fake
+def _(dout, q, k, v, out, lse, scale):
+    return torch.empty_like(q), torch.empty_like(k), torch.empty_like(v)
+
+
+def _setup_context(ctx, inputs, output):
+    q, k, v, scale, _ = inputs
+    out, lse = output
+    ctx.scale = scale
+    ctx.save_for_backward(q, k, v, out, lse)
+
+
+def _backward(ctx, dout, _dlse):
+    q, k, v, out, lse = ctx.saved_tensors
+    dq, dk, dv = onednn_sdpa_backward_op(dout, q, k, v, out, lse, ctx.scale)
+    return dq, dk, dv, None, None
+
+
+onednn_sdpa_op.register_autograd(_backward, setup_context=_setup_context)
+
+
+def register_flop_formulas():
+    """The FLOPs of the two operators for ``torch.utils.flop_counter``: those
+    of torch's fused attention (forward: 2 matmuls; backward: 5, the recompute
+    of the scores included); idempotent."""
+    from torch.utils import flop_counter
+    fwd = torch.ops.cast_mmaction.onednn_sdpa
+    bwd = torch.ops.cast_mmaction.onednn_sdpa_backward
+    if fwd in flop_counter.flop_registry or (
+            fwd.default in flop_counter.flop_registry):
+        return
+
+    @flop_counter.register_flop_formula(fwd)
+    def _fwd_flops(q_shape, k_shape, v_shape, *args, out_shape=None,
+                   **kwargs):
+        return flop_counter.sdpa_flop_count(q_shape, k_shape, v_shape)
+
+    @flop_counter.register_flop_formula(bwd)
+    def _bwd_flops(dout_shape, q_shape, k_shape, v_shape, *args,
+                   out_shape=None, **kwargs):
+        return flop_counter.sdpa_backward_flop_count(dout_shape, q_shape,
+                                                     k_shape, v_shape)
+
+
+def onednn_sdpa(q, k, v):
+    """``F.scaled_dot_product_attention(q, k, v)`` (no mask, no dropout,
+    scale ``d ** -0.5``) for fp32 CPU (B, H, L, d) tensors, on oneDNN."""
+    scale = q.shape[-1] ** -0.5
+    need = torch.is_grad_enabled() and (q.requires_grad or k.requires_grad
+                                        or v.requires_grad)
+    return onednn_sdpa_op(q, k, v, scale, need)[0]

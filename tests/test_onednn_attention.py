@@ -1,0 +1,117 @@
+"""Attention on oneDNN matmuls (models/onednn_attention.py, the CPU speed-up
+``onednn_attention``): the numbers of torch's fused attention, forward and
+backward, in blocks or not; the same FLOP count; kept by selective
+checkpointing like the fused kernel; in a backbone it changes nothing but the
+summation order."""
+import pytest
+import torch
+import torch.nn.functional as F
+from torch.utils.flop_counter import FlopCounterMode
+
+from cast_mmaction.models import onednn_attention as oa
+from cast_mmaction.models import speedups
+
+pytestmark = pytest.mark.skipif(
+    oa._LP is None, reason='this torch build has no oneDNN linear')
+
+
+def _qkv(b, h, lq, lk, d, seed=0, strided=False):
+    g = torch.Generator().manual_seed(seed)
+    if strided:  # heads split from packed (B, L, 3 H d) as the experts do
+        qkv = torch.randn(b, lq, 3 * h * d, generator=g)
+        q, k, v = (t.reshape(b, lq, h, d).transpose(1, 2)
+                   for t in qkv.chunk(3, dim=-1))
+        return [t.detach().requires_grad_() for t in (q, k, v)]
+    q = torch.randn(b, h, lq, d, generator=g)
+    k = torch.randn(b, h, lk, d, generator=g)
+    v = torch.randn(b, h, lk, d, generator=g)
+    return [t.requires_grad_() for t in (q, k, v)]
+
+
+@pytest.mark.parametrize('shape, block_bytes, strided', [
+    ((2, 3, 40, 40, 16), 4 << 20, False),   # one block
+    ((2, 3, 70, 50, 16), 1024, False),      # Lq != Lk, blocks of 16 rows
+    ((1, 2, 97, 97, 32), 4096, True),       # uneven blocks, strided heads
+])
+def test_forward_and_backward_equal_the_fused_kernel(shape, block_bytes,
+                                                     strided, monkeypatch):
+    monkeypatch.setattr(oa, 'BLOCK_BYTES', block_bytes)
+    b, h, lq, lk, d = shape
+    q, k, v = _qkv(b, h, lq, lk, d, strided=strided)
+    g = torch.randn(b, h, lq, d, generator=torch.Generator().manual_seed(9))
+    want = F.scaled_dot_product_attention(q, k, v)
+    want_grads = torch.autograd.grad(want, (q, k, v), g)
+    got = oa.onednn_sdpa(q, k, v)
+    got_grads = torch.autograd.grad(got, (q, k, v), g)
+    torch.testing.assert_close(got, want, rtol=1e-5, atol=1e-5)
+    for a, e in zip(got_grads, want_grads):
+        torch.testing.assert_close(a, e, rtol=1e-4, atol=1e-5)
+    # without autograd: no log-sum-exp, the same output
+    with torch.no_grad():
+        torch.testing.assert_close(oa.onednn_sdpa(q, k, v), got, rtol=1e-6,
+                                   atol=1e-6)
+    if block_bytes < 4 << 20:
+        assert oa.block_rows(lq, lk) < lq  # the blocked path ran
+
+
+def test_block_rows_is_a_fact_of_the_shapes():
+    assert oa.block_rows(1568, 1568) == 523  # 3 equal blocks of <= 4 MiB
+    assert oa.block_rows(197, 197) == 197
+    assert oa.worth_it(1568, 1568) and not oa.worth_it(197, 197)
+
+
+def test_flops_are_counted_as_the_fused_kernel():
+    speedups.register_flop_formulas()
+    q, k, v = _qkv(2, 3, 64, 48, 16)
+    counts = []
+    for fn in (F.scaled_dot_product_attention, oa.onednn_sdpa):
+        with FlopCounterMode(display=False) as fc:
+            fn(q, k, v).sum().backward()
+        counts.append(fc.get_total_flops())
+    assert counts[0] == counts[1] > 0
+
+
+def test_selective_checkpointing_keeps_its_output(monkeypatch):
+    """The 'attention' save policy keeps the operator's outputs: the region's
+    recompute in backward does not run attention again."""
+    from cast_mmaction.models import checkpointing
+    calls = []
+    real = oa._fwd
+    monkeypatch.setattr(oa, '_fwd', lambda *a: calls.append(1) or real(*a))
+    q, k, v = _qkv(1, 2, 30, 30, 8)
+    w = torch.randn(8, 8, requires_grad=True)
+
+    def region(q, k, v):
+        return oa.onednn_sdpa(q @ w, k, v).sin()
+
+    for policy, runs in ((checkpointing.SavePolicy(attention=True), 1),
+                         (checkpointing.SavePolicy(attention=False), 2)):
+        calls.clear()
+        out = checkpointing.checkpoint(region, q, k, v, policy=policy)
+        out.sum().backward()
+        assert len(calls) == runs, policy
+
+
+@pytest.mark.parametrize('kind', ['cast', 'cava'])
+def test_in_a_backbone_it_gives_the_reference_numbers(kind, monkeypatch):
+    """With the size threshold lowered to reach the tiny test model, the
+    experts' attention runs here (counted) and outputs and gradients equal
+    the reference model's to fp32 rounding; in fp64 it does not run."""
+    from test_speedups import _inputs, _pair, _step
+    monkeypatch.setattr(oa, 'MIN_SCORES', 1)
+    calls = []
+    real = oa._fwd
+    monkeypatch.setattr(oa, '_fwd', lambda *a: calls.append(1) or real(*a))
+    ref, fast = _pair(kind, dict(onednn_attention=True))
+    x = _inputs(kind)
+    out_ref, want = _step(ref, x)
+    out, got = _step(fast, x)
+    assert calls
+    for a, b in zip(out, out_ref):
+        torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-5)
+    for n in want:
+        torch.testing.assert_close(got[n], want[n], rtol=1e-4, atol=1e-4,
+                                   msg=n)
+    calls.clear()
+    _step(fast.double(), _inputs(kind, torch.float64))
+    assert not calls
