@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from cast_mmaction.parity import check_dump
-from conftest import FIXTURES, ROOT
+from conftest import FIXTURES, ROOT, SHARED_FIXTURES
 
 CAST_DUMPS = ['cast_single', 'cast_composition']
 
@@ -21,6 +21,38 @@ def test_cast_dumps_match(name):
     assert names & {'cls_score', 'verb', 'noun'}
     for out, diff, tol, ok in rows:
         assert ok, f'{name}/{out}: max|diff| {diff:.3e} > {tol:.3e}'
+
+
+# every speed-up on, whatever this CPU's 'auto' rule says (models/speedups.py)
+ALL_SPEEDUPS = dict(onednn_linear=True, onednn_attention=True,
+                    frozen_mlp=True)
+
+
+def _shared_dumps():
+    if not os.path.isdir(SHARED_FIXTURES):
+        return [pytest.param(None, marks=pytest.mark.skip(
+            reason=f'the shared reference dumps are not at {SHARED_FIXTURES}'
+        ))]
+    return sorted(n for n in os.listdir(SHARED_FIXTURES)
+                  if os.path.isfile(os.path.join(SHARED_FIXTURES, n,
+                                                 'meta.json')))
+
+
+@pytest.mark.parametrize('name', _shared_dumps())
+def test_every_dump_matches_with_the_cpu_speedups(name, monkeypatch):
+    """The CPU speed-ups change summation orders only: every family's dump
+    (forward, training, ablation, baselines) passes with all of them on, and
+    at the dumps' 224 x 224 x 16 size the oneDNN attention really runs."""
+    from cast_mmaction.models import onednn_attention as oa
+    calls = []
+    real = oa._fwd
+    monkeypatch.setattr(oa, '_fwd', lambda *a: calls.append(1) or real(*a))
+    rows = check_dump(os.path.join(SHARED_FIXTURES, name),
+                      speedups=ALL_SPEEDUPS)
+    for out, diff, tol, ok in rows:
+        assert ok, f'{name}/{out}: {diff:.3e} > {tol:.3e}'
+    if name.startswith('cast_single') and oa._LP is not None:
+        assert calls  # VideoMAE's 1568 tokens
 
 
 def _tool(*args):

@@ -100,6 +100,7 @@ def build_st_adapter(meta, dump_dir, model_cfg=None):
         feature = model.backbone(inputs)
         return dict(feature=feature, cls_score=model.cls_head(feature))
 
+    run.models = (model, )  # check_dump(speedups=...) rewrites these
     return run
 
 
@@ -114,4 +115,5 @@ def build_aim(meta, dump_dir, model_cfg=None):
         feature = model.backbone(inputs)
         return dict(feature=feature, cls_score=model.cls_head(feature))
 
+    run.models = (model, )  # check_dump(speedups=...) rewrites these
     return run
