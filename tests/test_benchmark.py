@@ -358,3 +358,39 @@ def test_cost_curve_child_arguments():
     with pytest.raises(SystemExit, match='--frames'):
         benchmark.curve_settings(benchmark.parse_args(
             ['cfg.py', '--frames', '8,x']))
+
+
+def test_profile_phase_and_paired_peak(tmp_path):
+    """--phases profile: self time by operator category for a training step
+    and an inference, the categories and the untraced rest adding up to the
+    profiled wall time; --paired-peak: one matmul-peak sample per timed step
+    and each step's % of its own sample; CPU time next to the wall time."""
+    cfg = _tiny_cfg(tmp_path)
+    out = tmp_path / 'prof.json'
+    r = _run(str(cfg), '--steps', '2', '--warmup', '1', '--paired-peak',
+             '--phases', 'train,infer,flops,profile', '--json', str(out),
+             '--speedups', '{"onednn_linear": true}')
+    assert r.returncode == 0, r.stderr[-2000:]
+    res = json.loads(out.read_text())
+    for phase in ('train', 'infer'):
+        cats = res[f'profile_{phase}_s']
+        wall = res[f'profile_{phase}_wall_s']
+        assert cats['matmul'] > 0 and cats['attention'] > 0, cats
+        assert set(cats) <= {c for c, _ in benchmark.PROFILE_CATEGORIES} | {
+            'other', 'untraced'}
+        # operators run inside the call: their self times fit in its wall
+        assert sum(cats.values()) == pytest.approx(wall, rel=0.1), cats
+        assert len(res[f'{phase}_paired_peak_all']) == 2
+        assert 0 < res[f'{phase}_pct_of_paired_peak'] < 100
+    assert cats.get('optimizer', 0) == 0  # inference
+    assert res['profile_train_s']['optimizer'] > 0
+    assert res['train_step_cpu_s'] > 0 and res['infer_cpu_s_per_clip'] > 0
+    assert 'profile, train' in r.stdout and 'attention' in r.stdout
+    # the categories of a few operator names
+    assert benchmark.op_category('mkldnn::_linear_pointwise') == 'matmul'
+    assert benchmark.op_category(
+        'aten::_scaled_dot_product_flash_attention_for_cpu') == 'attention'
+    assert benchmark.op_category('cast_mmaction::onednn_sdpa') == 'attention'
+    assert benchmark.op_category('aten::native_layer_norm') == 'norms'
+    assert benchmark.op_category('aten::copy_') == 'copies'
+    assert benchmark.op_category('aten::gelu') == 'elementwise'

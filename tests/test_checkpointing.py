@@ -339,3 +339,110 @@ def test_malloc_mmap_threshold_bad_values_name_the_field(bad):
         speedups.set_malloc_mmap_threshold(bad)
     with pytest.raises(ValueError, match='speedups.malloc_mmap_threshold'):
         speedups.resolve(dict(malloc_mmap_threshold=bad))
+
+
+@pytest.mark.parametrize('policy', [None, 'fusion'])
+def test_malloc_trim_at_layer_boundaries_changes_no_number(policy,
+                                                           monkeypatch):
+    """``speedups=dict(malloc_trim=True)``: malloc_trim(0) after each layer's
+    forward and when each layer's output gradient arrives, in fp32 CPU
+    training only, around the layer runner it is given (e.g. the fusion
+    regions); outputs and gradients are the same bit for bit."""
+    calls = []
+    monkeypatch.setattr(speedups, 'malloc_trim', lambda: calls.append(1))
+
+    def build(**sp):
+        torch.manual_seed(0)
+        spec = dict(sp, checkpoint=policy) if policy else sp
+        return _tiny_backbone('cast', speedups=spec or None)
+
+    def step(bb):
+        bb.train().zero_grad(set_to_none=True)
+        torch.manual_seed(1)
+        out = bb(_inputs('cast'))
+        sum(o.pow(2).sum() for o in out).backward()
+        return out, {n: p.grad for n, p in bb.named_parameters()
+                     if p.grad is not None}
+
+    ref, trim = build(), build(malloc_trim=True)
+    trim.load_state_dict(ref.state_dict())
+    assert isinstance(trim.layer_runner, speedups.TrimmingRunner)
+    out_ref, g_ref = step(ref)
+    calls.clear()
+    out, g = step(trim)
+    # after each layer's forward, and the last third's backward
+    assert len(calls) == trim.depth + trim.depth // 3
+    trim.layer_runner.backward_layers = trim.depth
+    calls.clear()
+    step(trim)
+    assert len(calls) == 2 * trim.depth
+    forward = build(malloc_trim='forward')
+    assert forward.layer_runner.backward_layers == 0
+    calls.clear()
+    step(forward)
+    assert len(calls) == forward.depth
+    for a, b in zip(out, out_ref):
+        assert torch.equal(a, b)
+    assert g.keys() == g_ref.keys()
+    for n in g:
+        assert torch.equal(g[n], g_ref[n]), n
+    calls.clear()
+    with torch.no_grad():
+        trim(_inputs('cast'))
+    trim.eval()(_inputs('cast'))
+    trim.double().train()(_inputs('cast').double())
+    assert not calls  # not without autograd, in eval or in fp64
+    with pytest.raises(ValueError, match='speedups.malloc_trim'):
+        speedups.resolve(dict(malloc_trim=1))
+
+
+def test_malloc_trim_runs_glibc():
+    assert speedups.malloc_trim() in (True, False)  # 1 / 0 from glibc
+
+
+@pytest.mark.parametrize('kind', ['cast', 'cava'])
+def test_fusion_link_attention_is_kept_not_recomputed(kind, monkeypatch):
+    """``FusionPolicy(link_attention=True)``: the links' regions keep the
+    window attention's outputs, so backward runs attention no more often
+    than the plain model's backward does; gradients are the plain ones."""
+    from torch.utils._python_dispatch import TorchDispatchMode
+    ref = _tiny_backbone(kind)
+    torch.manual_seed(1)
+    with torch.no_grad():
+        for p in ref.parameters():
+            if p.requires_grad:
+                p.normal_(0, 0.1)
+    counts = {}
+    for name, pol in (('plain', None),
+                      ('recompute', checkpointing.FusionPolicy()),
+                      ('keep', checkpointing.FusionPolicy(
+                          link_attention=True))):
+        model = _tiny_backbone(kind, speedups=pol and dict(checkpoint=pol))
+        model.load_state_dict(ref.state_dict())
+        model.train()
+        torch.manual_seed(3)
+        out = model(_inputs(kind))
+        calls = []
+
+        class Attention(TorchDispatchMode):
+            # the attention kernels backward really runs (a kept output
+            # comes from the checkpoint's cache and never reaches here)
+            def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+                if getattr(func, 'overloadpacket', func) in (
+                        checkpointing._ATTENTION):
+                    calls.append(func)
+                return func(*args, **(kwargs or {}))
+
+        with Attention():
+            sum(f.pow(2).sum() for f in out).backward()
+        counts[name] = len(calls)
+        grads = {n: p.grad for n, p in model.named_parameters()
+                 if p.grad is not None}
+        if name == 'plain':
+            want = grads
+        else:
+            for n in want:
+                torch.testing.assert_close(grads[n], want[n], rtol=0,
+                                           atol=1e-6, msg=n)
+    assert counts['plain'] == 0 and counts['keep'] == 0
+    assert counts['recompute'] > 0  # the default recomputes it

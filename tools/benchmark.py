@@ -14,9 +14,11 @@
 Model mode builds the model with random weights (expert ``pretrained``
 fields are ignored) and synthetic inputs of the config's shape, then reports:
 training-step time (forward + backward + AdamW over the trainable parameters;
-median of ``--steps`` steps after ``--warmup``), inference time per clip,
-clips/s, peak memory (process peak RSS on CPU, measured in a fresh
-subprocess per phase; max allocated on CUDA), trainable / total parameters
+median of ``--steps`` steps after ``--warmup``), inference time per clip
+(both by ``--clock``, and the process CPU time of all threads as
+``train_step_cpu_s`` / ``infer_cpu_s_per_clip``), clips/s, peak memory
+(process peak RSS on CPU, measured in a fresh subprocess per phase; max
+allocated on CUDA), trainable / total parameters
 GFLOPs per clip and per training step (``torch.utils.flop_counter``, oneDNN
 matmuls included), the machine's matmul peak measured in the same run
 (``peak`` phase) and the achieved GFLOP/s with their % of that peak, for
@@ -46,8 +48,8 @@ runs (with min-max).
 reference model; ``cpu``: the preset; or a JSON dict, models/speedups.py).
 ``--compare-speedups`` runs the phases for the reference and each CPU
 speed-up alone (``onednn_linear``, ``onednn_attention``, ``frozen_mlp``,
-``checkpoint='fusion'``,
-``malloc_mmap_threshold``) and the ``cpu`` preset, alternated ``--runs``
+``checkpoint='fusion'``, ``malloc_mmap_threshold``, ``malloc_trim``) and
+the ``cpu`` preset, alternated ``--runs``
 times, and prints time and peak memory of each against the reference.
 
 ``--cost-curve`` tabulates cost against ``--frames`` (8,16,32), ``--sizes``
@@ -106,6 +108,12 @@ def parse_args(argv=None):
                     '(checkpoint sizes, full and trainable-only), profile '
                     '(torch.profiler over one training step and one '
                     'inference: self time by operator category)')
+    ap.add_argument('--paired-peak', action='store_true',
+                    help='after every timed step, measure the matmul peak '
+                    'again in the same process and report each step as a %% '
+                    'of the peak of its own moment (train_pct_of_paired_peak, '
+                    'infer_pct_of_paired_peak: medians over the steps); for '
+                    'a machine whose speed drifts between phases')
     ap.add_argument('--reference-repo', help='checkout of KHU-VLL/CAST: '
                     'benchmark the authors\' model instead')
     ap.add_argument('--runs', type=int, default=1,
@@ -209,6 +217,7 @@ SPEEDUP_ROWS = [
     ("checkpoint='fusion'", json.dumps(dict(checkpoint='fusion'))),
     ('malloc_mmap_threshold=1M',
      json.dumps(dict(malloc_mmap_threshold=1 << 20))),
+    ('malloc_trim', json.dumps(dict(malloc_trim=True))),
     ("'cpu' preset", 'cpu'),
 ]
 
@@ -338,6 +347,17 @@ def run_phase(args, phase):
         return dict(res, **matmul_peak(model, device, amp_dtype, frames,
                                        size, b, clock=clock))
 
+    peaks = []
+    paired = None
+    if args.paired_peak:
+        # the matmul rate right after each timed step, in this process: on a
+        # machine whose speed drifts (a shared host) each step is divided by
+        # the rate the machine had at that moment
+        def paired():
+            with torch.no_grad():
+                return matmul_peak(model, device, amp_dtype, frames, size, b,
+                                   reps=1, clock=clock)['peak_gflops']
+
     if phase == 'train':
         model.train()
         fwd = torch.compile(train_fwd) if args.compile else train_fwd
@@ -345,9 +365,10 @@ def run_phase(args, phase):
         res['optimizer'] = _describe_optimizer(opt)
         scaler = torch.amp.GradScaler(device.type,
                                       enabled=amp_dtype == torch.float16)
-        times, fb_times = [], []
+        times, fb_times, cpu_times = [], [], []
         for i in range(args.warmup + args.steps):
             sync()
+            c0 = time.process_time()
             t0 = clock()
             with autocast():
                 loss = fwd(x, labels)
@@ -361,22 +382,36 @@ def run_phase(args, phase):
             if i >= args.warmup:
                 times.append(clock() - t0)
                 fb_times.append(t1 - t0)
+                cpu_times.append(time.process_time() - c0)
+                if paired:
+                    peaks.append(paired())
         res['train_step_all_s'] = times
         res['train_fwd_bwd_all_s'] = fb_times
+        # CPU seconds of all the process's threads, whatever the clock
+        res['train_step_cpu_all_s'] = cpu_times
+        if paired:
+            res['train_paired_peak_all'] = peaks
     else:
         model.eval()
         fwd = torch.compile(infer_fwd) if args.compile else infer_fwd
-        times = []
+        times, cpu_times = [], []
         with torch.no_grad():
             for i in range(args.warmup + args.steps):
                 sync()
+                c0 = time.process_time()
                 t0 = clock()
                 with autocast():
                     fwd(x)
                 sync()
                 if i >= args.warmup:
                     times.append(clock() - t0)
+                    cpu_times.append(time.process_time() - c0)
+                    if paired:
+                        peaks.append(paired())
         res['infer_all_s'] = times
+        res['infer_cpu_all_s'] = cpu_times
+        if paired:
+            res['infer_paired_peak_all'] = peaks
     if cuda:
         res[f'{phase}_peak_mem_gb'] = torch.cuda.max_memory_allocated(
             device) / 2**30
@@ -769,7 +804,7 @@ def _describe_optimizer(opt):
 def summarize(runs, batch_size):
     """Merge the results of repeated runs of the phases: medians over all
     steps and over runs, with ranges."""
-    out = {}
+    out = dict(batch_size=batch_size)
     for key in ('trainable_params', 'total_params', 'gflops_per_clip',
                 'train_gflops_per_step', 'optimizer', 'ckpt_full_mb',
                 'ckpt_trainable_only_mb', 'peak_dtype',
@@ -781,6 +816,10 @@ def summarize(runs, batch_size):
     def med(values):
         return statistics.median(values), min(values), max(values)
 
+    for key in ('train_paired_peak_all', 'infer_paired_peak_all'):
+        vals = [v for r in runs for v in r.get(key, [])]
+        if vals:
+            out[key] = vals
     steps = [t for r in runs for t in r.get('train_step_all_s', [])]
     if steps:
         out['train_step_s'], lo, hi = med(steps)
@@ -790,6 +829,9 @@ def summarize(runs, batch_size):
         out['train_fwd_bwd_s'] = statistics.median(fb)
         out['train_optimizer_step_s'] = statistics.median(
             [a - b for a, b in zip(steps, fb)])
+        cpu = [t for r in runs for t in r.get('train_step_cpu_all_s', [])]
+        if cpu:
+            out['train_step_cpu_s'] = statistics.median(cpu)
     inf = [t for r in runs for t in r.get('infer_all_s', [])]
     if inf:
         m, lo, hi = med(inf)
@@ -797,6 +839,9 @@ def summarize(runs, batch_size):
         out['infer_s_per_clip_range'] = [lo / batch_size, hi / batch_size]
         out['clips_per_s'] = batch_size / m
         out['infer_all_s'] = inf
+        cpu = [t for r in runs for t in r.get('infer_cpu_all_s', [])]
+        if cpu:
+            out['infer_cpu_s_per_clip'] = statistics.median(cpu) / batch_size
     peaks = [r['peak_gflops'] for r in runs if 'peak_gflops' in r]
     if peaks:
         out['peak_gflops'], lo, hi = med(peaks)
@@ -845,6 +890,18 @@ def add_efficiency(res, peak=None):
             if f'{key}_gflops_per_s' in res:
                 res[f'{key}_pct_of_peak'] = (100 * res[f'{key}_gflops_per_s']
                                              / peak)
+    # --paired-peak: each step's rate over the matmul rate measured right
+    # after it, median over the steps
+    for key, flops, times, per in (
+            ('train', 'train_gflops_per_step', 'train_step_all_s', 1),
+            ('infer', 'gflops_per_clip', 'infer_all_s',
+             res.get('batch_size', 1))):
+        peaks = res.get(f'{key}_paired_peak_all')
+        if peaks and flops in res and res.get(times):
+            pct = [100 * res[flops] * per / t / p
+                   for t, p in zip(res[times], peaks)]
+            res[f'{key}_pct_of_paired_peak'] = statistics.median(pct)
+            res[f'{key}_paired_peak_gflops'] = statistics.median(peaks)
     return res
 
 
@@ -980,12 +1037,16 @@ SIDE_BY_SIDE_ROWS = [
     ('train_peak_mem_gb', 'training peak RSS (GB)', 0.5),
     ('infer_s_per_clip', 'inference per clip (s)', 0.6),
     ('infer_peak_mem_gb', 'inference peak RSS (GB)', None),
+    ('train_step_cpu_s', 'training step CPU time (s)', None),
+    ('infer_cpu_s_per_clip', 'inference CPU time (s)', None),
     ('train_fwd_bwd_s', 'forward + backward (s)', None),
     ('train_optimizer_step_s', 'optimizer step (s)', None),
     ('train_gflops_per_s', 'training GFLOP/s', None),
     ('train_pct_of_peak', 'training % of matmul peak', None),
     ('infer_gflops_per_s', 'inference GFLOP/s', None),
     ('infer_pct_of_peak', 'inference % of matmul peak', None),
+    ('train_pct_of_paired_peak', 'training % of paired peak', None),
+    ('infer_pct_of_paired_peak', 'inference % of paired peak', None),
 ]
 
 

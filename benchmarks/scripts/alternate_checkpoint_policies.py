@@ -10,8 +10,12 @@ size, default 1), with the load average.
 A policy name with the suffix ``+mmap`` (e.g. ``fusion_qkv+mmap``) runs that
 step with glibc's ``M_MMAP_THRESHOLD`` at 1 MiB (every tensor of 1 MiB or more
 is mmapped and returned to the system when freed, what
-``MALLOC_MMAP_THRESHOLD_=1048576`` does for a whole process); the other
-steps run with it at 32 MiB (glibc's largest dynamic threshold on 64-bit).
+``MALLOC_MMAP_THRESHOLD_=1048576`` does for a whole process), ``+mmapN`` at N
+MiB; the other steps run with it at 32 MiB (glibc's largest dynamic threshold
+on 64-bit). The suffix ``+trim`` adds the speed-up ``malloc_trim``
+(``malloc_trim(0)`` after each layer's forward and the last third's
+backward, models/speedups.py; ``+ftrim``: forward only, ``+atrim``: every
+layer's backward too). Suffixes combine: ``fusion+trim+mmap8``.
 """
 import ctypes
 _libc = ctypes.CDLL('libc.so.6')
@@ -21,9 +25,10 @@ torch.set_num_threads(int(os.environ.get('THREADS','1')))
 from mmengine.config import Config
 import cast_mmaction
 from cast_mmaction.utils import build_model
-from cast_mmaction.models.checkpointing import (FUSION_POLICIES, make_fusion_policy,
-                                                make_policy)
-from cast_mmaction.models.speedups import FusionCheckpointRunner
+from cast_mmaction.models.checkpointing import (FUSION_POLICIES, FusionPolicy,
+                                                make_fusion_policy, make_policy)
+from cast_mmaction.models.speedups import (FusionCheckpointRunner,
+                                           TrimmingRunner)
 cfg = Config.fromfile('configs/cast_ssv2.py')
 m = cfg.model.to_dict(); bb=m['backbone']
 bb['speedups'] = 'cpu'  # the frozen MLP node, oneDNN by the CPU's facts
@@ -47,12 +52,31 @@ bbm = model.backbone
 step()  # warm-up: the optimizer state is allocated here
 for r in range(int(sys.argv[1])):
     for p in pols:
-        name, mmap = p.split('+')[0], p.endswith('+mmap')
-        fusion = name in FUSION_POLICIES  # the speed-up's regions
+        name, *suffixes = p.split('+')
+        mmap = next((int(f[4:] or 1) for f in suffixes
+                     if f.startswith('mmap')), 32)
+        # fusion_links / fusion_adapters: one part of 'fusion' alone
+        parts = {'fusion_links': FusionPolicy(adapters=False),
+                 'fusion_adapters': FusionPolicy(links=False),
+                 'fusion_keepattn': FusionPolicy(link_attention=True)}
+        fusion = name in FUSION_POLICIES or name in parts
+        # ('fusion' keeps the links' window attention; 'fusion_recompute'
+        #  is the earlier 'fusion' that recomputed it)
+        parts['fusion_recompute'] = FusionPolicy()
+        fusion = fusion or name == 'fusion_recompute'
         bbm.layer_runner = FusionCheckpointRunner(
-            make_fusion_policy(name), range(bbm.depth)) if fusion else None
+            parts.get(name) or make_fusion_policy(name),
+            range(bbm.depth)) if fusion else None
+        if 'trim' in suffixes:
+            bbm.layer_runner = TrimmingRunner(bbm.layer_runner)
+        if 'ftrim' in suffixes:  # forward only
+            bbm.layer_runner = TrimmingRunner(bbm.layer_runner,
+                                              backward_layers=0)
+        if 'atrim' in suffixes:  # forward and every layer's backward
+            bbm.layer_runner = TrimmingRunner(bbm.layer_runner,
+                                              backward_layers=bbm.depth)
         bbm.cp_layers = set() if name=='none' or fusion else set(range(bbm.depth))
         bbm.cp_policy = None if name in ('none','full') or fusion else make_policy(name)
-        _libc.mallopt(M_MMAP_THRESHOLD, (1 if mmap else 32) << 20)
+        _libc.mallopt(M_MMAP_THRESHOLD, mmap << 20)
         dt = step()
         print(r, p, 'wall %.2f cpu %.2f' % dt, 'load', os.getloadavg()[0], flush=True)

@@ -44,9 +44,11 @@ layer, around the cheap trainable fusion work only, and keeps every tensor
 the frozen experts save:
 
 - ``'fusion'``: (1) each B-CA link after its down projections (LayerNorm,
-  position / time additions, q / kv / proj at the bottleneck width, window
-  attention, GELU, up projection are recomputed from the kept down
-  outputs); (2) each attention-branch adapter (recomputed from its input,
+  position / time additions, q / kv / proj at the bottleneck width, GELU,
+  up projection are recomputed from the kept down outputs; the window
+  attention's output and log-sum-exp, half a token-width per receiving
+  stream, are kept: recomputing attention cost more time than the rest of
+  the link, ``link_attention``); (2) each attention-branch adapter (recomputed from its input,
   the expert's attention output); (3) each MLP-branch adapter together with
   the expert's second LayerNorm (``x -> (LN2(x), adapter(LN2(x)))``: the
   LayerNorm output, which only the adapter keeps, is recomputed from the
@@ -166,11 +168,22 @@ class FusionPolicy:
             the expert's second LayerNorm).
         qkv: recompute each expert's first LayerNorm and q / k / v
             projection (attention and its projection's output are kept).
+        link_attention: in each link's region keep the window attention's
+            outputs (output and log-sum-exp, at the bottleneck width) instead
+            of recomputing it.
     """
 
-    def __init__(self, links=True, adapters=True, qkv=False):
+    def __init__(self, links=True, adapters=True, qkv=False,
+                 link_attention=False):
         self.links, self.adapters, self.qkv = bool(links), bool(adapters), \
             bool(qkv)
+        self.link_attention = bool(link_attention)
+
+    def link_policy(self):
+        """The policy of a link's region: None (recompute everything after
+        the down projections) or, with ``link_attention``, keep attention."""
+        return SavePolicy(attention=True, widen=()) if (
+            self.link_attention) else None
 
     def attention_policy(self, down=None):
         """The policy of a stream's attention region (attention branch,
@@ -185,7 +198,8 @@ class FusionPolicy:
 
     def __repr__(self):
         return (f'FusionPolicy(links={self.links}, adapters='
-                f'{self.adapters}, qkv={self.qkv})')
+                f'{self.adapters}, qkv={self.qkv}, link_attention='
+                f'{self.link_attention})')
 
 
 def make_fusion_policy(policy, field='backbone.speedups.checkpoint'):
@@ -194,9 +208,9 @@ def make_fusion_policy(policy, field='backbone.speedups.checkpoint'):
     if isinstance(policy, FusionPolicy):
         return policy
     if policy == 'fusion':
-        return FusionPolicy()
+        return FusionPolicy(link_attention=True)
     if policy == 'fusion_qkv':
-        return FusionPolicy(qkv=True)
+        return FusionPolicy(qkv=True, link_attention=True)
     raise ValueError(f'{field}={policy!r}: use one of {FUSION_POLICIES}, '
                      f'a FusionPolicy or None')
 

@@ -41,6 +41,12 @@ The speed-ups (each off unless named):
   backbone's ``with_cp`` layers, all when ``with_cp`` is False. The same
   operators are recomputed: exact forward, gradients equal to the reference
   up to the reduction order of accumulated gradients.
+* ``malloc_trim`` (``True`` / ``'forward'``): glibc's ``malloc_trim(0)`` at
+  layer boundaries of CPU training (:class:`TrimmingRunner`): after each
+  layer's forward and, with ``True``, after the backward of the last third
+  of the layers, where a step's peak is: the freed-but-held heap memory
+  leaves the peak, at the price of page faults when the returned pages are
+  used again (docs/benchmarks.md); the same numbers.
 * ``malloc_mmap_threshold`` (bytes): glibc's ``M_MMAP_THRESHOLD``,
   process-wide, set at the backbone's first forward on a CPU tensor (lower
   peak RSS in CPU training; Linux / glibc only).
@@ -76,7 +82,7 @@ from .onednn_attention import onednn_sdpa, worth_it
 
 _LP = getattr(getattr(torch.ops, 'mkldnn', None), '_linear_pointwise', None)
 KEYS = ('onednn_linear', 'onednn_attention', 'frozen_mlp', 'checkpoint',
-        'malloc_mmap_threshold')
+        'malloc_mmap_threshold', 'malloc_trim')
 PRESETS = {'cpu': dict(onednn_linear='auto', onednn_attention='auto',
                        frozen_mlp=True)}
 FIELD = 'model.backbone.speedups'
@@ -268,6 +274,13 @@ def resolve(spec, facts=None):
     settings['malloc_mmap_threshold'] = v
     reasons['malloc_mmap_threshold'] = (f'requested: {v} bytes' if v
                                         is not None else not_asked)
+    v = want.get('malloc_trim', False)
+    if not (isinstance(v, bool) or v == 'forward'):
+        raise ValueError(f"{FIELD}.malloc_trim={v!r}: use True (after each "
+                         f"layer's forward and the last third's backward), "
+                         f"'forward' (forward only) or False")
+    settings['malloc_trim'] = v
+    reasons['malloc_trim'] = f'requested: {v}' if v else not_asked
     return Speedups(settings, reasons, requested)
 
 
@@ -678,8 +691,8 @@ def fusion_layer(bb, i, batch, time_grids, xs, parts):
             # the down projections (and their inputs, for the down weights'
             # gradient) are kept; the rest is recomputed
             updates = checkpoint(
-                link.attend, d, experts, batch, time_grids,
-                queries) if parts.links else link.attend(
+                link.attend, d, experts, batch, time_grids, queries,
+                policy=parts.link_policy()) if parts.links else link.attend(
                     d, experts, batch, time_grids, queries)
             for n, upd in updates.items():
                 tokens[n] = tokens[n] + drop(upd)
@@ -753,6 +766,57 @@ class MallocThresholdOnCPU:
             self.done = True
 
 
+_LIBC = None
+
+
+def malloc_trim():
+    """glibc's ``malloc_trim(0)``: give the free pages of every arena back
+    to the system (a no-op returning False without glibc)."""
+    global _LIBC
+    if _LIBC is None:
+        try:
+            lib = ctypes.CDLL(ctypes.util.find_library('c'))
+            _LIBC = lib.malloc_trim
+        except (OSError, AttributeError, TypeError):
+            _LIBC = False
+    return bool(_LIBC and _LIBC(0))
+
+
+class TrimmingRunner:
+    """A ``layer_runner`` around another (or the backbone's ``run_layer``)
+    for ``speedups=dict(malloc_trim=True)``: in fp32 CPU training,
+    :func:`malloc_trim` after each layer's forward, and in backward when
+    the output gradients of the last ``backward_layers`` layers arrive
+    (default: the last third, ``depth // 3``). The peak of a training step
+    is at the start of backward, while every activation of the forward is
+    still held and the first layers' backward allocates its transients;
+    trimming there and through the forward keeps the freed-but-held heap
+    memory out of that peak (docs/benchmarks.md). Numbers are unchanged."""
+
+    def __init__(self, inner=None, backward_layers=None):
+        self.inner, self.backward_layers = inner, backward_layers
+
+    def __call__(self, bb, i, batch, time_grids, xs):
+        run = self.inner or type(bb).run_layer
+        out = run(bb, i, batch, time_grids, xs)
+        if bb.training and torch.is_grad_enabled() and all(
+                applies(x) for x in out):
+            malloc_trim()
+            top = (bb.depth // 3 if self.backward_layers is None else
+                   self.backward_layers)
+            if i >= bb.depth - top and out[0].requires_grad:
+                out[0].register_hook(_trim_hook)
+        return out
+
+    def __repr__(self):
+        return (f'TrimmingRunner({self.inner!r}, backward_layers='
+                f'{self.backward_layers})')
+
+
+def _trim_hook(grad):
+    malloc_trim()
+
+
 # --------------------------------------------------------------------------
 def apply_speedups(backbone, spec, facts=None):
     """Resolve ``spec`` (:func:`resolve`) and rewrite ``backbone`` in place:
@@ -778,6 +842,10 @@ def apply_speedups(backbone, spec, facts=None):
                                      backbone.depth)
         backbone.layer_runner = FusionCheckpointRunner(sp['checkpoint'],
                                                        layers)
+    if sp['malloc_trim']:
+        backbone.layer_runner = TrimmingRunner(
+            backbone.layer_runner,
+            backward_layers=0 if sp['malloc_trim'] == 'forward' else None)
     if sp['malloc_mmap_threshold'] is not None:
         backbone.register_forward_pre_hook(
             MallocThresholdOnCPU(sp['malloc_mmap_threshold']))

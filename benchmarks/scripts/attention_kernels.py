@@ -1,0 +1,59 @@
+"""One VideoMAE-size self-attention (1 x 12 heads x 1568 tokens x 64, fp32,
+CPU): torch's fused kernel (F.scaled_dot_product_attention) against the
+oneDNN attention of models/onednn_attention.py, forward alone (no autograd)
+and forward + backward, alternated ROUNDS times in one process; prints the
+sorted times in ms and each side's GFLOP/s at its median.
+
+    PYTHONPATH=$PWD python benchmarks/scripts/attention_kernels.py [ROUNDS] [B H N D]
+"""
+import sys
+import time
+
+import torch
+import torch.nn.functional as F
+
+from cast_mmaction.models.onednn_attention import onednn_sdpa
+
+rounds = int(sys.argv[1]) if len(sys.argv) > 1 else 5
+b, h, n, d = (int(v) for v in sys.argv[2:6]) if len(sys.argv) > 5 else (
+    1, 12, 1568, 64)
+g = torch.Generator().manual_seed(0)
+q, k, v = (torch.randn(b, h, n, d, generator=g).requires_grad_()
+           for _ in range(3))
+grad = torch.randn(b, h, n, d, generator=g)
+fwd_flops = 4 * b * h * n * n * d  # two matmuls
+train_flops = fwd_flops * 7 / 2  # + five in backward (scores recomputed)
+
+
+def train(fn):
+    fn(q, k, v).backward(grad)
+
+
+def infer(fn):
+    with torch.no_grad():
+        fn(q, k, v)
+
+
+cases = {
+    'fused kernel, forward': (lambda: infer(F.scaled_dot_product_attention),
+                              fwd_flops),
+    'oneDNN, forward': (lambda: infer(onednn_sdpa), fwd_flops),
+    'fused kernel, forward + backward': (
+        lambda: train(F.scaled_dot_product_attention), train_flops),
+    'oneDNN, forward + backward': (lambda: train(onednn_sdpa), train_flops),
+}
+times = {name: [] for name in cases}
+for fn, _ in cases.values():
+    fn()  # warm-up
+for _ in range(rounds):
+    for name, (fn, _) in cases.items():
+        t0 = time.perf_counter()
+        fn()
+        times[name].append(time.perf_counter() - t0)
+print(f'{b} x {h} heads x {n} tokens x {d}, {torch.get_num_threads()} '
+      f'threads, {rounds} rounds')
+for name, ts in times.items():
+    ts = sorted(ts)
+    med = ts[len(ts) // 2]
+    print(f'{name:34s} ms {[round(t * 1e3, 1) for t in ts]}  '
+          f'{cases[name][1] / med / 1e9:.0f} GFLOP/s at the median')
