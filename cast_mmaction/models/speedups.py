@@ -67,6 +67,7 @@ onednn_attention='auto', frozen_mlp=True)``;
 import contextlib
 import ctypes
 import ctypes.util
+import functools
 import math
 
 import torch
@@ -721,6 +722,19 @@ _M_MMAP_THRESHOLD = -3  # glibc malloc.h
 _MMAP_THRESHOLD_MAX = 32 << 20  # glibc's bound on 64-bit (HEAP_MAX_SIZE / 2)
 
 
+@functools.lru_cache(maxsize=None)
+def _glibc():
+    """The C library when it is glibc (``mallopt``, ``malloc_trim``), else
+    None (musl, macOS, Windows)."""
+    try:
+        libc = ctypes.CDLL(ctypes.util.find_library('c'))
+        libc.gnu_get_libc_version  # glibc's; musl / macOS have no such
+        libc.mallopt, libc.malloc_trim
+    except (OSError, AttributeError, TypeError):
+        return None
+    return libc
+
+
 def check_mmap_threshold(nbytes, field=f'{FIELD}.malloc_mmap_threshold'):
     if isinstance(nbytes, bool) or not isinstance(nbytes, int) or not (
             0 < nbytes <= _MMAP_THRESHOLD_MAX):
@@ -736,14 +750,10 @@ def set_malloc_mmap_threshold(nbytes, field=f'{FIELD}.malloc_mmap_threshold'):
     holds no freed activation memory (``docs/benchmarks.md``: lower peak
     RSS, page faults on each such allocation). Needs glibc (Linux)."""
     check_mmap_threshold(nbytes, field)
-    name = ctypes.util.find_library('c')
-    try:
-        libc = ctypes.CDLL(name)
-        libc.gnu_get_libc_version  # glibc's; musl / macOS have no such
-        mallopt = libc.mallopt
-    except (OSError, AttributeError, TypeError):
+    libc = _glibc()
+    if libc is None:
         raise RuntimeError(f'{field} needs glibc (Linux); set it to None')
-    if mallopt(_M_MMAP_THRESHOLD, nbytes) != 1:
+    if libc.mallopt(_M_MMAP_THRESHOLD, nbytes) != 1:
         raise RuntimeError(f'{field}={nbytes}: glibc refused the value')
 
 
@@ -766,20 +776,11 @@ class MallocThresholdOnCPU:
             self.done = True
 
 
-_LIBC = None
-
-
 def malloc_trim():
     """glibc's ``malloc_trim(0)``: give the free pages of every arena back
     to the system (a no-op returning False without glibc)."""
-    global _LIBC
-    if _LIBC is None:
-        try:
-            lib = ctypes.CDLL(ctypes.util.find_library('c'))
-            _LIBC = lib.malloc_trim
-        except (OSError, AttributeError, TypeError):
-            _LIBC = False
-    return bool(_LIBC and _LIBC(0))
+    libc = _glibc()
+    return bool(libc is not None and libc.malloc_trim(0))
 
 
 class TrimmingRunner:
