@@ -396,8 +396,12 @@ def test_malloc_trim_at_layer_boundaries_changes_no_number(policy,
         speedups.resolve(dict(malloc_trim=1))
 
 
-def test_malloc_trim_runs_glibc():
+def test_malloc_trim_runs_glibc(monkeypatch):
     assert speedups.malloc_trim() in (True, False)  # 1 / 0 from glibc
+    # without glibc a config asking for it is an error naming the field
+    monkeypatch.setattr(speedups, '_glibc', lambda: None)
+    with pytest.raises(RuntimeError, match='speedups.malloc_trim needs glibc'):
+        _tiny_backbone('cast', speedups=dict(malloc_trim=True))
 
 
 @pytest.mark.parametrize('kind', ['cast', 'cava'])

@@ -844,6 +844,9 @@ def apply_speedups(backbone, spec, facts=None):
         backbone.layer_runner = FusionCheckpointRunner(sp['checkpoint'],
                                                        layers)
     if sp['malloc_trim']:
+        if _glibc() is None:
+            raise RuntimeError(f'{FIELD}.malloc_trim needs glibc (Linux); '
+                               f'set it to False')
         backbone.layer_runner = TrimmingRunner(
             backbone.layer_runner,
             backward_layers=0 if sp['malloc_trim'] == 'forward' else None)
