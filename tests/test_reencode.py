@@ -105,6 +105,16 @@ def test_key_frames_and_repeatable_bytes(source, prepared, tmp_path):
     reencode_video(source, pyramid, short_side=48, keyint=8,
                    x264_params='b-pyramid=normal')
     assert _nonref_packets(dst) > _nonref_packets(pyramid)
+    # CAVLC by default (x264 writes its settings into the stream); the
+    # user's x264 params come after the defaults and win
+    with open(dst, 'rb') as f:
+        settings = f.read()
+    assert b'cabac=0' in settings and b'weightb=0' in settings
+    cabac = str(tmp_path / 'cabac.mp4')
+    reencode_video(source, cabac, short_side=48, keyint=8,
+                   x264_params='cabac=1')
+    with open(cabac, 'rb') as f:
+        assert b'cabac=1' in f.read()
     # the size kept, key frames only: bar codes at the source size
     kept = str(tmp_path / 'kept.mp4')
     info = reencode_video(source, kept, short_side=None, keyint=30)

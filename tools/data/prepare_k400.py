@@ -163,7 +163,9 @@ def main(argv=None):
                     help='videos re-encoded at a time (processes)')
     ap.add_argument('--x264-params', metavar='K=V[:K=V]',
                     help='more libx264 settings for the re-encoding, after '
-                    'the defaults (scenecut=0:b-pyramid=none)')
+                    'the defaults (scenecut=0:b-pyramid=none:cabac=0:'
+                    'weightb=0; e.g. cabac=1 for smaller files that decode '
+                    'slower)')
     add_quiet_argument(ap)
     args = ap.parse_args(argv)
     failures = []
