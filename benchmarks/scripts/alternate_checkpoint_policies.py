@@ -16,6 +16,11 @@ on 64-bit). The suffix ``+trim`` adds the speed-up ``malloc_trim``
 (``malloc_trim(0)`` after each layer's forward and the last third's
 backward, models/speedups.py; ``+ftrim``: forward only, ``+atrim``: every
 layer's backward too). Suffixes combine: ``fusion+trim+mmap8``.
+
+``WARM=n`` runs n untimed steps of a setting before its timed one: a step's
+time depends on what the step before it left in the heap (a step after one
+that gave pages back to the system faults them in again), so with ``WARM=1``
+every timed step follows a step of its own setting.
 """
 import ctypes
 _libc = ctypes.CDLL('libc.so.6')
@@ -78,5 +83,7 @@ for r in range(int(sys.argv[1])):
         bbm.cp_layers = set() if name=='none' or fusion else set(range(bbm.depth))
         bbm.cp_policy = None if name in ('none','full') or fusion else make_policy(name)
         _libc.mallopt(M_MMAP_THRESHOLD, mmap << 20)
+        for _ in range(int(os.environ.get('WARM', '0'))):
+            step()  # untimed: the timed step follows a step of its own kind
         dt = step()
         print(r, p, 'wall %.2f cpu %.2f' % dt, 'load', os.getloadavg()[0], flush=True)
