@@ -12,7 +12,9 @@ setting in a round.
 ``k400_noisy``); a setting is ``default`` (the preparation's own settings,
 ``--resize-short 320 --keyint 32``) or extra ``x264-params`` on top of them;
 ``gN:params`` prepares with key frames every N instead; ``source`` is the
-files as written. Prints per round and setting the CPU ms per clip (total
+files as written; a prefix ``tN:`` decodes that setting with N decoder
+threads (``VideoInit(num_threads=N)``; CPU time counts every thread, the
+wall time per clip is printed too). Prints per round and setting the CPU ms per clip (total
 and decode), then the means and medians over the rounds, the ratio of the
 means to the first setting, workers per GPU at 218 clips/s (the estimate of
 docs/data_pipeline.md: 218 x CPU s per clip, from the median) and the bytes
@@ -38,11 +40,16 @@ cfg = bp.load_config('configs/cast_k400_device_aug.py')
 ann0, folder0 = bp.ensure_videos(workdir, kind, 8)
 variants = []
 for s in settings:
-    keyint, params = 32, s
-    if s.startswith('g') and ':' in s and s[1:s.index(':')].isdigit():
-        keyint, params = int(s[1:s.index(':')]), s[s.index(':') + 1:]
+    threads, spec = 1, s
+    if s.startswith('t') and ':' in s and s[1:s.index(':')].isdigit():
+        threads, spec = int(s[1:s.index(':')]), s[s.index(':') + 1:]
+    keyint, params = 32, spec
+    if spec.startswith('g') and ':' in spec and \
+            spec[1:spec.index(':')].isdigit():
+        keyint, params = int(spec[1:spec.index(':')]), \
+            spec[spec.index(':') + 1:]
     params = None if params in ('', 'default') else params
-    if s == 'source':  # the files as written, not prepared
+    if spec == 'source':  # the files as written, not prepared
         ann, folder = ann0, folder0
         sizes = (None, np.mean([osp.getsize(osp.join(folder0, ln.split()[0]))
                                 for ln in open(ann0).read().splitlines()]))
@@ -51,18 +58,20 @@ for s in settings:
             folder0, ann0, 320, keyint, params)
     ds = bp.build_dataset(cfg, 'train', ann, folder)
     ts = list(ds.pipeline.transforms)
-    bp._set_threads(ts, 1)
+    bp._set_threads(ts, threads)
     variants.append((s, ds, ts, sizes[1]))
 bp.pin_threads(1)
 print(f'CPU: {bp.machine()["cpu"]}; load {os.getloadavg()[0]:.2f}; {kind}, '
       f'{clips} clips per setting and round', flush=True)
 tot = {s: [] for s in settings}
 dec = {s: [] for s in settings}
+wall = {s: [] for s in settings}
 for r in range(rounds):
     for s, ds, ts, _ in variants:
         np.random.seed(r)
         random.seed(r)
         c_all = c_dec = 0.0
+        w0 = time.perf_counter()
         for i in range(clips):
             res = copy.deepcopy(ds.get_data_info((r * clips + i) % len(ds)))
             for t in ts:
@@ -72,6 +81,7 @@ for r in range(rounds):
                 c_all += dt
                 if bp.category(type(t).__name__) == 'decode':
                     c_dec += dt
+        wall[s].append(1e3 * (time.perf_counter() - w0) / clips)
         tot[s].append(1e3 * c_all / clips)
         dec[s].append(1e3 * c_dec / clips)
         print(f'round {r} {s}: total {tot[s][-1]:.1f} ms, decode '
@@ -79,10 +89,11 @@ for r in range(rounds):
               flush=True)
 base = np.mean(tot[settings[0]])
 print('| setting | kB per file | total CPU ms / clip: mean (median) | '
-      'decode: mean (median) | mean / first | workers per GPU (median) |')
-print('| --- | --- | --- | --- | --- | --- |')
+      'decode: mean (median) | mean / first | workers per GPU (median) | '
+      'wall ms / clip: mean |')
+print('| --- | --- | --- | --- | --- | --- | --- |')
 for s, _, _, size in variants:
     print(f'| {s} | {size / 1e3:.0f} | {np.mean(tot[s]):.1f} '
           f'({np.median(tot[s]):.1f}) | {np.mean(dec[s]):.1f} '
           f'({np.median(dec[s]):.1f}) | {np.mean(tot[s]) / base:.3f} | '
-          f'{0.218 * np.median(tot[s]):.1f} |')
+          f'{0.218 * np.median(tot[s]):.1f} | {np.mean(wall[s]):.1f} |')
