@@ -22,9 +22,6 @@ time depends on what the step before it left in the heap (a step after one
 that gave pages back to the system faults them in again), so with ``WARM=1``
 every timed step follows a step of its own setting.
 """
-import ctypes
-_libc = ctypes.CDLL('libc.so.6')
-M_MMAP_THRESHOLD = -3
 import sys, time, os, torch
 torch.set_num_threads(int(os.environ.get('THREADS','1')))
 from mmengine.config import Config
@@ -33,7 +30,8 @@ from cast_mmaction.utils import build_model
 from cast_mmaction.models.checkpointing import (FUSION_POLICIES, FusionPolicy,
                                                 make_fusion_policy, make_policy)
 from cast_mmaction.models.speedups import (FusionCheckpointRunner,
-                                           TrimmingRunner)
+                                           TrimmingRunner,
+                                           set_malloc_mmap_threshold)
 cfg = Config.fromfile('configs/cast_ssv2.py')
 m = cfg.model.to_dict(); bb=m['backbone']
 bb['speedups'] = 'cpu'  # the frozen MLP node, oneDNN by the CPU's facts
@@ -54,23 +52,21 @@ def step():
     model.zero_grad(set_to_none=True)
     return time.perf_counter()-t, time.process_time()-c
 bbm = model.backbone
+# one part of 'fusion' alone, or the earlier 'fusion' that recomputed the
+# links' window attention ('fusion' itself keeps it)
+PARTS = {'fusion_links': FusionPolicy(adapters=False),
+         'fusion_adapters': FusionPolicy(links=False),
+         'fusion_keepattn': FusionPolicy(link_attention=True),
+         'fusion_recompute': FusionPolicy()}
 step()  # warm-up: the optimizer state is allocated here
 for r in range(int(sys.argv[1])):
     for p in pols:
         name, *suffixes = p.split('+')
         mmap = next((int(f[4:] or 1) for f in suffixes
                      if f.startswith('mmap')), 32)
-        # fusion_links / fusion_adapters: one part of 'fusion' alone
-        parts = {'fusion_links': FusionPolicy(adapters=False),
-                 'fusion_adapters': FusionPolicy(links=False),
-                 'fusion_keepattn': FusionPolicy(link_attention=True)}
-        fusion = name in FUSION_POLICIES or name in parts
-        # ('fusion' keeps the links' window attention; 'fusion_recompute'
-        #  is the earlier 'fusion' that recomputed it)
-        parts['fusion_recompute'] = FusionPolicy()
-        fusion = fusion or name == 'fusion_recompute'
+        fusion = name in FUSION_POLICIES or name in PARTS
         bbm.layer_runner = FusionCheckpointRunner(
-            parts.get(name) or make_fusion_policy(name),
+            PARTS.get(name) or make_fusion_policy(name),
             range(bbm.depth)) if fusion else None
         if 'trim' in suffixes:
             bbm.layer_runner = TrimmingRunner(bbm.layer_runner)
@@ -82,7 +78,7 @@ for r in range(int(sys.argv[1])):
                                               backward_layers=bbm.depth)
         bbm.cp_layers = set() if name=='none' or fusion else set(range(bbm.depth))
         bbm.cp_policy = None if name in ('none','full') or fusion else make_policy(name)
-        _libc.mallopt(M_MMAP_THRESHOLD, mmap << 20)
+        set_malloc_mmap_threshold(mmap << 20)
         for _ in range(int(os.environ.get('WARM', '0'))):
             step()  # untimed: the timed step follows a step of its own kind
         dt = step()

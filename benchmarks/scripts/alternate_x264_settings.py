@@ -39,15 +39,19 @@ workdir = osp.join(bp.ROOT, 'work_dirs', 'bench_pipeline')
 cfg = bp.load_config('configs/cast_k400_device_aug.py')
 ann0, folder0 = bp.ensure_videos(workdir, kind, 8)
 variants = []
+
+
+def prefix(spec, letter, default):
+    """(N, rest) of ``'<letter>N:rest'``, else (default, spec)."""
+    head, sep, rest = spec.partition(':')
+    if sep and head[:1] == letter and head[1:].isdigit():
+        return int(head[1:]), rest
+    return default, spec
+
+
 for s in settings:
-    threads, spec = 1, s
-    if s.startswith('t') and ':' in s and s[1:s.index(':')].isdigit():
-        threads, spec = int(s[1:s.index(':')]), s[s.index(':') + 1:]
-    keyint, params = 32, spec
-    if spec.startswith('g') and ':' in spec and \
-            spec[1:spec.index(':')].isdigit():
-        keyint, params = int(spec[1:spec.index(':')]), \
-            spec[spec.index(':') + 1:]
+    threads, spec = prefix(s, 't', 1)
+    keyint, params = prefix(spec, 'g', 32)
     params = None if params in ('', 'default') else params
     if spec == 'source':  # the files as written, not prepared
         ann, folder = ann0, folder0

@@ -33,8 +33,8 @@ from fractions import Fraction
 #: decoding at the same file size; CAVLC entropy coding instead of CABAC
 #: (``cabac=0``; CABAC's bit-serial decoding was most of a clip's decode time)
 #: and B-frames averaged without implicit weights (``weightb=0``): together
-#: measured 0.55x (camera noise) / 0.7x (noise-free) the CPU time per clip
-#: for 8-12% larger files (docs/data_pipeline.md)
+#: measured 0.65-0.67x (camera noise) / 0.67-0.75x (noise-free) the CPU time
+#: per clip of the CABAC files, for 8-12% larger files (docs/data_pipeline.md)
 X264_PARAMS = 'scenecut=0:b-pyramid=none:cabac=0:weightb=0'
 
 

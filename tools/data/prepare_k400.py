@@ -52,7 +52,8 @@ sys.path.insert(0, osp.dirname(osp.dirname(osp.dirname(osp.abspath(__file__)))))
 
 from cast_mmaction.datasets.label_maps import (  # noqa: E402
     LabelMapError, read_text_label_map)
-from cast_mmaction.datasets.reencode import reencode_videos  # noqa: E402
+from cast_mmaction.datasets.reencode import (  # noqa: E402
+    X264_PARAMS, reencode_videos)
 from cast_mmaction.progress import add_quiet_argument, track  # noqa: E402,E501
 
 VIDEO_EXTS = ('.mp4', '.avi', '.mkv', '.webm', '.mov', '.m4v', '.flv')
@@ -163,9 +164,8 @@ def main(argv=None):
                     help='videos re-encoded at a time (processes)')
     ap.add_argument('--x264-params', metavar='K=V[:K=V]',
                     help='more libx264 settings for the re-encoding, after '
-                    'the defaults (scenecut=0:b-pyramid=none:cabac=0:'
-                    'weightb=0; e.g. cabac=1 for smaller files that decode '
-                    'slower)')
+                    f'the defaults ({X264_PARAMS}; e.g. cabac=1 for smaller '
+                    'files that decode slower)')
     add_quiet_argument(ap)
     args = ap.parse_args(argv)
     failures = []
