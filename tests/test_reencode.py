@@ -203,6 +203,29 @@ def test_prepare_k400_reencodes_and_lists_failures(source, tmp_path,
                     f'train={videos}', '--out-dir', str(out), '--keyint',
                     '0'])
     assert rc == 2 and '--keyint must be >= 1' in capsys.readouterr().err
+    # a libx264 setting it rejects is named before any file is written
+    rc = tool.main(['--csv', f'train={tmp_path / "train.csv"}', '--videos',
+                    f'train={videos}', '--out-dir', str(tmp_path / 'out2'),
+                    '--keyint', '8', '--x264-params', 'cabac=banana'])
+    err = capsys.readouterr().err
+    assert rc == 2 and '--x264-params' in err and 'cabac = banana' in err
+    assert not (tmp_path / 'out2').exists()
+
+
+def test_rejected_x264_settings_are_errors_not_dropped(source, tmp_path):
+    # FFmpeg's libx264 wrapper only logs an option it cannot parse and
+    # encodes without it; the preparation refuses it, naming it
+    from cast_mmaction.datasets.reencode import (check_x264_params,
+                                                 reencode_video,
+                                                 reencode_videos)
+    check_x264_params('cabac=1:no-deblock=1:bframes=7')  # accepted
+    with pytest.raises(ValueError, match="nonsense = 1"):
+        reencode_video(source, str(tmp_path / 'a.mp4'), short_side=48,
+                       keyint=8, x264_params='cabac=0:nonsense=1')
+    with pytest.raises(ValueError, match="weightb = maybe"):
+        reencode_videos([(source, str(tmp_path / 'b.mp4'))], short_side=48,
+                        keyint=8, x264_params='weightb=maybe')
+    assert not list(tmp_path.iterdir())
 
 
 def test_reader_opens_without_decoding_and_gives_the_same_frames(prepared):

@@ -22,6 +22,7 @@ no audio.
 a dataset (``reencode_videos``: a failed file does not stop the others, and
 every failure is returned with its reason).
 """
+import functools
 import os
 import os.path as osp
 from fractions import Fraction
@@ -40,6 +41,43 @@ X264_PARAMS = 'scenecut=0:b-pyramid=none:cabac=0:weightb=0'
 
 class ReencodeError(RuntimeError):
     """A video that could not be prepared; the message names the file."""
+
+
+@functools.lru_cache(maxsize=None)
+def check_x264_params(x264_params):
+    """Raise ValueError naming every setting of ``x264_params``
+    (``'key=value:...'``) that libx264 rejects. FFmpeg's libx264 wrapper
+    only logs a rejected option and encodes without it, which would drop a
+    user's setting silently; a one-frame encode with the log captured finds
+    them. Once per process and value."""
+    if not x264_params:
+        return
+    import io
+
+    import av
+    import av.logging
+    import numpy as np
+    level = av.logging.get_level()
+    av.logging.set_level(av.logging.WARNING)
+    try:
+        with av.logging.Capture() as logs, \
+                av.open(io.BytesIO(), 'w', format='mp4') as out:
+            stream = out.add_stream('libx264', rate=25, options={
+                'x264-params': x264_params})
+            stream.width, stream.height, stream.pix_fmt = 16, 16, 'yuv420p'
+            frame = av.VideoFrame.from_ndarray(
+                np.zeros((16, 16, 3), np.uint8), format='rgb24')
+            for frame in (frame.reformat(format='yuv420p'), None):
+                for packet in stream.encode(frame):
+                    out.mux(packet)
+    finally:
+        av.logging.set_level(level)
+    bad = [msg.strip() for _, name, msg in logs
+           if name == 'libx264' and 'Error parsing option' in msg]
+    if bad:
+        raise ValueError(f'x264 params {x264_params!r}: libx264 rejects '
+                         f'{"; ".join(bad)} (see `x264 --fullhelp` for the '
+                         f'names and values)')
 
 
 def prepared_size(width, height, short_side):
@@ -79,7 +117,8 @@ def reencode_video(src, dst, short_side=320, keyint=16, crf=23,
     bytes). ``interpolation``: FFmpeg's scaler (``'BICUBIC'`` is the
     ``ffmpeg -vf scale`` default, what MMAction2's ``resize_videos.py``
     uses). ``x264_params``: more libx264 settings (``'key=value:...'``,
-    appended to :data:`X264_PARAMS`). ``threads``: encoder and decoder threads (1 keeps the output the
+    appended to :data:`X264_PARAMS`; a setting libx264 rejects is a
+    ValueError, :func:`check_x264_params`). ``threads``: encoder and decoder threads (1 keeps the output the
     same from run to run; run files in parallel instead).
 
     The file is written to ``dst + '.part'`` and renamed when complete, so
@@ -89,6 +128,7 @@ def reencode_video(src, dst, short_side=320, keyint=16, crf=23,
     import av
     if keyint is not None and int(keyint) < 1:
         raise ValueError(f'keyint must be >= 1, got {keyint}')
+    check_x264_params(x264_params)
     if short_side is not None and int(short_side) < 2:
         raise ValueError(f'short_side must be >= 2 or None, got {short_side}')
     folder = osp.dirname(osp.abspath(dst))
@@ -174,7 +214,9 @@ def reencode_videos(pairs, jobs=1, overwrite=False, progress=None, **kwargs):
     not stop the others. Returns ``(done, failed)``: the result dicts (or
     ``dict(src, dst, skipped=True)``) and ``[(src, reason)]``, both in the
     order of ``pairs``. ``progress(n_done, n_total)`` is called as files
-    finish."""
+    finish. Settings every file would fail on (bad ``x264_params``)
+    raise ValueError before any file."""
+    check_x264_params(kwargs.get('x264_params'))
     todo, done, failed = [], {}, {}
     for i, (src, dst) in enumerate(pairs):
         if not overwrite and osp.isfile(dst):

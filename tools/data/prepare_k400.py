@@ -53,7 +53,7 @@ sys.path.insert(0, osp.dirname(osp.dirname(osp.dirname(osp.abspath(__file__)))))
 from cast_mmaction.datasets.label_maps import (  # noqa: E402
     LabelMapError, read_text_label_map)
 from cast_mmaction.datasets.reencode import (  # noqa: E402
-    X264_PARAMS, reencode_videos)
+    X264_PARAMS, check_x264_params, reencode_videos)
 from cast_mmaction.progress import add_quiet_argument, track  # noqa: E402,E501
 
 VIDEO_EXTS = ('.mp4', '.avi', '.mkv', '.webm', '.mov', '.m4v', '.flv')
@@ -178,6 +178,10 @@ def main(argv=None):
             if v is not None and v < 1:
                 raise PrepareError(f'--{flag.replace("_", "-")} must be '
                                    f'>= 1, got {v}')
+        try:
+            check_x264_params(args.x264_params)
+        except ValueError as e:
+            raise PrepareError(f'--x264-params: {e}') from e
         prepared = parse_pairs(args.prepared_videos, '--prepared-videos')
         if prepared and not prepare:
             raise PrepareError('--prepared-videos needs --resize-short S '
