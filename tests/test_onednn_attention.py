@@ -54,6 +54,42 @@ def test_forward_and_backward_equal_the_fused_kernel(shape, block_bytes,
         assert oa.block_rows(lq, lk) < lq  # the blocked path ran
 
 
+@pytest.mark.parametrize('block_bytes', [4 << 20, 1024])
+def test_kept_log_sum_exp_is_the_natural_log_of_the_scores(block_bytes,
+                                                           monkeypatch):
+    """The forward's scores are in base 2 (exp2); what it keeps for backward
+    is the natural log-sum-exp of ``scale q k^T``, as the fused kernel's."""
+    monkeypatch.setattr(oa, 'BLOCK_BYTES', block_bytes)
+    q, k, v = (t.detach() for t in _qkv(2, 3, 70, 50, 16))
+    scale = 16 ** -0.5
+    out, lse = oa.onednn_sdpa_op(q, k, v, scale, True)
+    scores = (q * scale) @ k.transpose(-1, -2)
+    torch.testing.assert_close(lse, torch.logsumexp(scores, -1), rtol=1e-6,
+                               atol=2e-6)
+    torch.testing.assert_close(out, scores.softmax(-1) @ v, rtol=1e-5,
+                               atol=1e-5)
+    assert oa.onednn_sdpa_op(q, k, v, scale, False)[1].numel() == 0
+
+
+def test_large_scores_do_not_overflow():
+    """Rows whose scores span far beyond exp's fp32 range (|s| ~ 1e3) give
+    the softmax of the fused kernel, forward and backward: the row maximum
+    is subtracted before exp2, the kept log-sum-exp in backward."""
+    q, k, v = _qkv(1, 2, 40, 40, 16)
+    with torch.no_grad():
+        q.mul_(60)
+        k.mul_(60)
+    g = torch.randn(1, 2, 40, 16, generator=torch.Generator().manual_seed(3))
+    want = F.scaled_dot_product_attention(q, k, v)
+    got = oa.onednn_sdpa(q, k, v)
+    assert torch.isfinite(got).all()
+    torch.testing.assert_close(got, want, rtol=1e-4, atol=1e-4)
+    for a, e in zip(torch.autograd.grad(got, (q, k, v), g),
+                    torch.autograd.grad(want, (q, k, v), g)):
+        assert torch.isfinite(a).all()
+        torch.testing.assert_close(a, e, rtol=1e-3, atol=1e-3)
+
+
 def test_block_rows_is_a_fact_of_the_shapes():
     assert oa.block_rows(1568, 1568) == 523  # 3 equal blocks of <= 4 MiB
     assert oa.block_rows(197, 197) == 197

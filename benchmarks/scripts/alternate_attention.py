@@ -5,6 +5,11 @@ config's fused AdamW), wall and process CPU time, with the load average.
 
     PYTHONPATH=$PWD python benchmarks/scripts/alternate_attention.py \\
         [INFER_ROUNDS] [TRAIN_ROUNDS]
+
+With ``OLD_ATTENTION=FILE`` (an earlier models/onednn_attention.py, e.g.
+``git show COMMIT:cast_mmaction/models/onednn_attention.py > FILE``) that
+version's oneDNN attention is a third setting of the alternation, its
+operators registered under another namespace.
 """
 import os
 import sys
@@ -14,6 +19,7 @@ import torch
 from mmengine.config import Config
 
 import cast_mmaction  # noqa: F401
+from cast_mmaction.models import speedups
 from cast_mmaction.models.speedups import _OneDNNAttentionMixin
 from cast_mmaction.utils import build_model
 
@@ -36,7 +42,20 @@ attn = [mod for mod in model.modules()
 from mmaction.structures import ActionDataSample  # noqa: E402
 
 
-def use(on):
+settings = {'fused_kernel': (False, speedups.onednn_sdpa),
+            'onednn_attention': (True, speedups.onednn_sdpa)}
+if os.environ.get('OLD_ATTENTION'):
+    path = os.environ['OLD_ATTENTION']
+    old = {}
+    with open(path) as f:
+        src = f.read().replace("'cast_mmaction::", "'old_attention::")
+    exec(compile(src, path, 'exec'), old)
+    settings[f'onednn_attention ({path})'] = (True, old['onednn_sdpa'])
+
+
+def use(name):
+    on, fn = settings[name]
+    speedups.onednn_sdpa = fn
     for mod in attn:
         mod.speedup_attention = on
 
@@ -58,15 +77,15 @@ print(f'{torch.get_num_threads()} threads', flush=True)
 for phase, fn, rounds in (('infer', infer, infer_rounds),
                           ('train', train, train_rounds)):
     model.train(phase == 'train')
-    for on in (False, True):  # warm-up
-        use(on)
+    for name in settings:  # warm-up
+        use(name)
         fn()
     for r in range(rounds):
-        for on in (False, True):
-            use(on)
+        for name in settings:
+            use(name)
             t, c = time.perf_counter(), time.process_time()
             fn()
-            print(r, phase, 'onednn_attention' if on else 'fused_kernel',
+            print(r, phase, name,
                   'wall %.3f cpu %.3f' % (time.perf_counter() - t,
                                           time.process_time() - c),
                   'load %.2f' % os.getloadavg()[0], flush=True)

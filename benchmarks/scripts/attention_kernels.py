@@ -5,7 +5,12 @@ and forward + backward, alternated ROUNDS times in one process; prints the
 sorted times in ms and each side's GFLOP/s at its median.
 
     PYTHONPATH=$PWD python benchmarks/scripts/attention_kernels.py [ROUNDS] [B H N D]
+
+With ``OLD_ATTENTION=FILE`` (an earlier models/onednn_attention.py, e.g.
+``git show COMMIT:cast_mmaction/models/onednn_attention.py > FILE``) that
+version is a third kernel of the alternation.
 """
+import os
 import sys
 import time
 
@@ -42,6 +47,16 @@ cases = {
         lambda: train(F.scaled_dot_product_attention), train_flops),
     'oneDNN, forward + backward': (lambda: train(onednn_sdpa), train_flops),
 }
+if os.environ.get('OLD_ATTENTION'):
+    path = os.environ['OLD_ATTENTION']
+    old = {}
+    with open(path) as f:  # its operators under another namespace
+        src = f.read().replace("'cast_mmaction::", "'old_attention::")
+    exec(compile(src, path, 'exec'), old)
+    cases['oneDNN (FILE), forward'] = (lambda: infer(old['onednn_sdpa']),
+                                       fwd_flops)
+    cases['oneDNN (FILE), forward + backward'] = (
+        lambda: train(old['onednn_sdpa']), train_flops)
 times = {name: [] for name in cases}
 for fn, _ in cases.values():
     fn()  # warm-up

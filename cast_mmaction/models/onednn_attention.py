@@ -13,6 +13,19 @@ query rows at a time so that the block's scores stay in cache:
   (``P = exp(S - lse)``), then ``dV += P^T dO``, ``dP = dO v^T``,
   ``dS = P (dP - rowsum(dO O))``, ``dQ = scale dS k``, ``dK += dS^T (scale q)``.
 
+Two things keep the passes over a block's scores (rows x Lk, the only large
+tensors here) few:
+
+* the exponentials are ``exp2`` of scores in base 2 (``log2(e)`` folded into
+  the query's scale): torch's vectorised ``exp2_`` ran 3.5x faster than
+  ``exp_`` on this project's AMD EPYC, and the fused kernel itself uses a
+  shortened exponential (``exp_u20``), so the results stay within fp32
+  rounding of it;
+* the backward computes the transposed blocks ``P^T`` and ``dS^T``
+  (Lk x rows): the per-query terms ``- lse`` and ``- rowsum(dO O)`` are then
+  per-column and ride on the matmul as its bias, and every product reads its
+  operands in the layouts oneDNN takes without copying.
+
 Like the fused kernel, nothing of size Lq x Lk is kept for backward (q, k,
 v, the output and the log-sum-exp are), and the FLOPs are the same: two
 matmuls forward, five backward (the recompute of the scores included), which
@@ -54,15 +67,21 @@ def block_rows(lq, lk):
     return math.ceil(lq / blocks)
 
 
-def _mm_t(a, w):
-    """``a @ w.T`` on oneDNN for 2-D row- or column-major ``a`` / ``w``."""
-    return _LP(a, w, None, 'none', [], '')
+LOG2E = 1.4426950408889634
+LN2 = 0.6931471805599453
+
+
+def _mm_t(a, w, bias=None):
+    """``a @ w.T (+ bias)`` on oneDNN for 2-D row- or column-major ``a`` /
+    ``w``; ``bias`` has one value per row of ``w``."""
+    return _LP(a, w, bias, 'none', [], '')
 
 
 def _fwd(q, k, v, scale, with_lse):
     b, h, lq, d = q.shape
     lk = k.shape[2]
-    qs = (q * scale).contiguous()
+    # scores in base 2: exp2(log2(e) s) = exp(s)
+    qs = (q * (scale * LOG2E)).contiguous()
     kc = k.contiguous()
     vt = v.transpose(-1, -2).contiguous()  # (b, h, d, lk): the weight of P v
     out = q.new_empty(b, h, lq, v.shape[-1])
@@ -72,17 +91,15 @@ def _fwd(q, k, v, scale, with_lse):
         for j in range(h):
             for r in range(0, lq, step):
                 s = _mm_t(qs[i, j, r:r + step], kc[i, j])
-                if with_lse:
-                    # exp(S - max) P v, then divided by the row sums: the
-                    # division runs over (rows, d), not (rows, Lk)
-                    m = s.amax(-1, keepdim=True)
-                    e = s.sub_(m).exp_()
-                    z = e.sum(-1, keepdim=True)
-                    out[i, j, r:r + step] = _mm_t(e, vt[i, j]).div_(z)
-                    lse[i, j, r:r + step] = z.log_().add_(m).squeeze(-1)
-                else:
-                    out[i, j, r:r + step] = _mm_t(
-                        torch._softmax(s, -1, False), vt[i, j])
+                # exp(S - max) v, then divided by the row sums: the
+                # division runs over (rows, d), not (rows, Lk)
+                m = s.amax(-1, keepdim=True)
+                e = s.sub_(m).exp2_()
+                z = e.sum(-1, keepdim=True)
+                out[i, j, r:r + step] = _mm_t(e, vt[i, j]).div_(z)
+                if with_lse:  # natural log: log(z) + max / log2(e)
+                    lse[i, j, r:r + step] = z.log_().add_(
+                        m, alpha=LN2).squeeze(-1)
     return out, lse
 
 
@@ -112,34 +129,32 @@ def onednn_sdpa_backward_op(
     b, h, lq, d = q.shape
     lk = k.shape[2]
     qs = (q * scale).contiguous()
+    q2 = qs * LOG2E  # base-2 scores, as in the forward
     kc, vc = k.contiguous(), v.contiguous()
     do = dout.contiguous()
-    delta = (do * out).sum(-1)  # rowsum(dO O) = rowsum(dP P)
-    dq = torch.empty_like(qs)
-    # dK and dV are accumulated transposed, (d, Lk) per head: oneDNN copies
-    # a transposed left operand (P^T, dS^T) but reads a transposed right
-    # one in place, so dV^T = dO^T P and dK^T = (scale q)^T dS
-    dkt = q.new_empty(b, h, d, lk)
-    dvt = q.new_empty(b, h, v.shape[-1], lk)
+    # the per-query terms, as the biases of the transposed products
+    nlse = lse * -LOG2E
+    ndelta = (do * out).sum(-1).neg_()  # - rowsum(dO O) = - rowsum(dP P)
+    dqt = q.new_empty(b, h, d, lq)  # dQ^T = k^T dS^T, one block of columns
+    dk, dv = torch.empty_like(kc), torch.empty_like(vc)
     step = block_rows(lq, lk)
     for i in range(b):
         for j in range(h):
+            kt = kc[i, j].t().contiguous()
             for n, r in enumerate(range(0, lq, step)):
                 qb, dob = qs[i, j, r:r + step], do[i, j, r:r + step]
-                p = _mm_t(qb, kc[i, j]).sub_(
-                    lse[i, j, r:r + step, None]).exp_()
-                gv = _mm_t(dob.t().contiguous(), p.t())
-                dp = _mm_t(dob, vc[i, j])
-                ds = dp.sub_(delta[i, j, r:r + step, None]).mul_(p)
-                dq[i, j, r:r + step] = _mm_t(ds, kc[i, j].t())
-                gk = _mm_t(qb.t().contiguous(), ds.t())
+                pt = _mm_t(kc[i, j], q2[i, j, r:r + step],
+                           nlse[i, j, r:r + step]).exp2_()  # P^T
+                gv = _mm_t(pt, dob.t())  # P^T dO
+                dst = _mm_t(vc[i, j], dob, ndelta[i, j, r:r + step]).mul_(pt)
+                dqt[i, j, :, r:r + step] = _mm_t(kt, dst.t())
+                gk = _mm_t(dst, qb.t())  # dS^T (scale q)
                 if n == 0:
-                    dvt[i, j], dkt[i, j] = gv, gk
+                    dv[i, j], dk[i, j] = gv, gk
                 else:
-                    dvt[i, j] += gv
-                    dkt[i, j] += gk
-    return (dq.mul_(scale), dkt.transpose(-1, -2).contiguous(),
-            dvt.transpose(-1, -2).contiguous())
+                    dv[i, j] += gv
+                    dk[i, j] += gk
+    return dqt.mul_(scale).transpose(-1, -2).contiguous(), dk, dv
 
 
 @onednn_sdpa_backward_op.register_fake
