@@ -67,6 +67,19 @@ for _ in range(rounds):
         times[name].append(time.perf_counter() - t0)
 print(f'{b} x {h} heads x {n} tokens x {d}, {torch.get_num_threads()} '
       f'threads, {rounds} rounds')
+# the fixed cost of one matmul call, where the arithmetic is nothing
+a16 = torch.randn(16, 16)
+lp = torch.ops.mkldnn._linear_pointwise
+for name, fn in (('oneDNN linear', lambda: lp(a16, a16, None, 'none', [], '')),
+                 ('aten.mm', lambda: a16 @ a16.t())):
+    best = []
+    for _ in range(5):
+        t0 = time.perf_counter()
+        for _ in range(200):
+            fn()
+        best.append((time.perf_counter() - t0) / 200)
+    print(f'one 16 x 16 x 16 product, {name}: {min(best) * 1e6:.1f} us '
+          '(best of 5 x 200 calls)')
 for name, ts in times.items():
     ts = sorted(ts)
     med = ts[len(ts) // 2]
