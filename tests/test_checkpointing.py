@@ -344,8 +344,8 @@ def test_malloc_mmap_threshold_bad_values_name_the_field(bad):
 @pytest.mark.parametrize('policy', [None, 'fusion'])
 def test_malloc_trim_at_layer_boundaries_changes_no_number(policy,
                                                            monkeypatch):
-    """``speedups=dict(malloc_trim=True)``: malloc_trim(0) after each layer's
-    forward and when each layer's output gradient arrives, in fp32 CPU
+    """``speedups=dict(malloc_trim=True)``: malloc_trim(0) after layers'
+    forward and when their output gradients arrive, in fp32 CPU
     training only, around the layer runner it is given (e.g. the fusion
     regions); outputs and gradients are the same bit for bit."""
     calls = []
@@ -370,14 +370,20 @@ def test_malloc_trim_at_layer_boundaries_changes_no_number(policy,
     out_ref, g_ref = step(ref)
     calls.clear()
     out, g = step(trim)
-    # after each layer's forward, and the last third's backward
+    # after the last two thirds' forward (both of 2 layers), and the last
+    # third's backward (none of 2)
     assert len(calls) == trim.depth + trim.depth // 3
     trim.layer_runner.backward_layers = trim.depth
     calls.clear()
     step(trim)
     assert len(calls) == 2 * trim.depth
+    trim.layer_runner.forward_layers = 1
+    calls.clear()
+    step(trim)
+    assert len(calls) == 1 + trim.depth
     forward = build(malloc_trim='forward')
     assert forward.layer_runner.backward_layers == 0
+    assert forward.layer_runner.forward_layers == forward.depth
     calls.clear()
     step(forward)
     assert len(calls) == forward.depth
@@ -394,6 +400,36 @@ def test_malloc_trim_at_layer_boundaries_changes_no_number(policy,
     assert not calls  # not without autograd, in eval or in fp64
     with pytest.raises(ValueError, match='speedups.malloc_trim'):
         speedups.resolve(dict(malloc_trim=1))
+
+
+def test_malloc_trim_layers_of_a_12_layer_backbone(monkeypatch):
+    """``malloc_trim=True`` at ViT-B depth: after the forward of layers
+    4-11 (the last two thirds) and when the output gradients of layers 8-11
+    (the last third) arrive; ``'forward'``: after every layer's forward."""
+    calls = []
+    monkeypatch.setattr(speedups, 'malloc_trim', lambda: calls.append(1))
+
+    class Backbone:
+        depth, training = 12, True
+
+    x = torch.ones(3, requires_grad=True)
+
+    def run(trim):
+        fwd, outs = [], []
+        for i in range(12):
+            calls.clear()
+            outs.append(trim(Backbone(), i, 1, None, (x * (i + 1),))[0])
+            fwd.append(bool(calls))
+        calls.clear()
+        sum(o.sum() for o in outs).backward()
+        return fwd, len(calls)
+
+    runner = speedups.TrimmingRunner(lambda bb, i, b, t, xs: xs)
+    assert runner.trimmed_layers(12) == (range(4, 12), range(8, 12))
+    assert run(runner) == ([False] * 4 + [True] * 8, 4)
+    forward = speedups.TrimmingRunner(lambda bb, i, b, t, xs: xs,
+                                      backward_layers=0, forward_layers=12)
+    assert run(forward) == ([True] * 12, 0)
 
 
 def test_malloc_trim_runs_glibc(monkeypatch):

@@ -13,16 +13,20 @@ is mmapped and returned to the system when freed, what
 ``MALLOC_MMAP_THRESHOLD_=1048576`` does for a whole process), ``+mmapN`` at N
 MiB; the other steps run with it at 32 MiB (glibc's largest dynamic threshold
 on 64-bit). The suffix ``+trim`` adds the speed-up ``malloc_trim``
-(``malloc_trim(0)`` after each layer's forward and the last third's
-backward, models/speedups.py; ``+ftrim``: forward only, ``+atrim``: every
-layer's backward too). Suffixes combine: ``fusion+trim+mmap8``.
+(``malloc_trim(0)`` after the last two thirds' forward and the last third's
+backward, models/speedups.py; ``+ftrim``: every layer's forward only,
+``+atrim``: every layer's backward too; ``+ltrimN``: the forward's trims
+after the last N layers only, ``+ltrim12`` the earlier rule at ViT-B depth). Suffixes combine: ``fusion+trim+mmap8``.
+
+Each line ends with the process's peak resident set so far; the warm-up
+step runs the first setting, so a run of one setting prints its own peak.
 
 ``WARM=n`` runs n untimed steps of a setting before its timed one: a step's
 time depends on what the step before it left in the heap (a step after one
 that gave pages back to the system faults them in again), so with ``WARM=1``
 every timed step follows a step of its own setting.
 """
-import sys, time, os, torch
+import sys, time, os, resource, torch
 torch.set_num_threads(int(os.environ.get('THREADS','1')))
 from mmengine.config import Config
 import cast_mmaction
@@ -58,28 +62,43 @@ PARTS = {'fusion_links': FusionPolicy(adapters=False),
          'fusion_adapters': FusionPolicy(links=False),
          'fusion_keepattn': FusionPolicy(link_attention=True),
          'fusion_recompute': FusionPolicy()}
-step()  # warm-up: the optimizer state is allocated here
+def use(p):
+    """Install the policy / allocator setting ``p``."""
+    name, *suffixes = p.split('+')
+    mmap = next((int(f[4:] or 1) for f in suffixes
+                 if f.startswith('mmap')), 32)
+    fusion = name in FUSION_POLICIES or name in PARTS
+    bbm.layer_runner = FusionCheckpointRunner(
+        PARTS.get(name) or make_fusion_policy(name),
+        range(bbm.depth)) if fusion else None
+    if 'trim' in suffixes:
+        bbm.layer_runner = TrimmingRunner(bbm.layer_runner)
+    if 'ftrim' in suffixes:  # every layer's forward only
+        bbm.layer_runner = TrimmingRunner(bbm.layer_runner,
+                                          backward_layers=0,
+                                          forward_layers=bbm.depth)
+    for f in suffixes:  # ltrimN: forward trims after the last N layers only
+        if f.startswith('ltrim'):
+            bbm.layer_runner = TrimmingRunner(
+                bbm.layer_runner, forward_layers=int(f[5:] or 1))
+    if 'atrim' in suffixes:  # forward and every layer's backward
+        bbm.layer_runner = TrimmingRunner(bbm.layer_runner,
+                                          backward_layers=bbm.depth)
+    bbm.cp_layers = set() if name=='none' or fusion else set(range(bbm.depth))
+    bbm.cp_policy = None if name in ('none','full') or fusion else make_policy(name)
+    set_malloc_mmap_threshold(mmap << 20)
+
+
+# warm-up with the first setting (the optimizer state is allocated here), so
+# that with one setting the printed maxrss is that setting's peak
+use(pols[0])
+step()
 for r in range(int(sys.argv[1])):
     for p in pols:
-        name, *suffixes = p.split('+')
-        mmap = next((int(f[4:] or 1) for f in suffixes
-                     if f.startswith('mmap')), 32)
-        fusion = name in FUSION_POLICIES or name in PARTS
-        bbm.layer_runner = FusionCheckpointRunner(
-            PARTS.get(name) or make_fusion_policy(name),
-            range(bbm.depth)) if fusion else None
-        if 'trim' in suffixes:
-            bbm.layer_runner = TrimmingRunner(bbm.layer_runner)
-        if 'ftrim' in suffixes:  # forward only
-            bbm.layer_runner = TrimmingRunner(bbm.layer_runner,
-                                              backward_layers=0)
-        if 'atrim' in suffixes:  # forward and every layer's backward
-            bbm.layer_runner = TrimmingRunner(bbm.layer_runner,
-                                              backward_layers=bbm.depth)
-        bbm.cp_layers = set() if name=='none' or fusion else set(range(bbm.depth))
-        bbm.cp_policy = None if name in ('none','full') or fusion else make_policy(name)
-        set_malloc_mmap_threshold(mmap << 20)
+        use(p)
         for _ in range(int(os.environ.get('WARM', '0'))):
             step()  # untimed: the timed step follows a step of its own kind
         dt = step()
-        print(r, p, 'wall %.2f cpu %.2f' % dt, 'load', os.getloadavg()[0], flush=True)
+        print(r, p, 'wall %.2f cpu %.2f' % dt, 'load', os.getloadavg()[0],
+              'maxrss %.2f GB' % (resource.getrusage(resource.RUSAGE_SELF)
+                                  .ru_maxrss / 2 ** 20), flush=True)

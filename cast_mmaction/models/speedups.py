@@ -42,9 +42,10 @@ The speed-ups (each off unless named):
   operators are recomputed: exact forward, gradients equal to the reference
   up to the reduction order of accumulated gradients.
 * ``malloc_trim`` (``True`` / ``'forward'``): glibc's ``malloc_trim(0)`` at
-  layer boundaries of CPU training (:class:`TrimmingRunner`): after each
-  layer's forward and, with ``True``, after the backward of the last third
-  of the layers, where a step's peak is: the freed-but-held heap memory
+  layer boundaries of CPU training (:class:`TrimmingRunner`): with ``True``
+  after the forward of the last two thirds of the layers and the backward of
+  the last third, where a step's peak is; with ``'forward'`` after every
+  layer's forward only. The freed-but-held heap memory
   leaves the peak, at the price of page faults when the returned pages are
   used again (docs/benchmarks.md); the same numbers.
 * ``malloc_mmap_threshold`` (bytes): glibc's ``M_MMAP_THRESHOLD``,
@@ -277,9 +278,10 @@ def resolve(spec, facts=None):
                                         is not None else not_asked)
     v = want.get('malloc_trim', False)
     if not (isinstance(v, bool) or v == 'forward'):
-        raise ValueError(f"{FIELD}.malloc_trim={v!r}: use True (after each "
-                         f"layer's forward and the last third's backward), "
-                         f"'forward' (forward only) or False")
+        raise ValueError(f"{FIELD}.malloc_trim={v!r}: use True (after the "
+                         f"last two thirds' forward and the last third's "
+                         f"backward), 'forward' (every layer's forward "
+                         f"only) or False")
     settings['malloc_trim'] = v
     reasons['malloc_trim'] = f'requested: {v}' if v else not_asked
     return Speedups(settings, reasons, requested)
@@ -786,32 +788,48 @@ def malloc_trim():
 class TrimmingRunner:
     """A ``layer_runner`` around another (or the backbone's ``run_layer``)
     for ``speedups=dict(malloc_trim=True)``: in fp32 CPU training,
-    :func:`malloc_trim` after each layer's forward, and in backward when
-    the output gradients of the last ``backward_layers`` layers arrive
-    (default: the last third, ``depth // 3``). The peak of a training step
-    is at the start of backward, while every activation of the forward is
-    still held and the first layers' backward allocates its transients;
-    trimming there and through the forward keeps the freed-but-held heap
-    memory out of that peak (docs/benchmarks.md). Numbers are unchanged."""
+    :func:`malloc_trim` after the forward of the last ``forward_layers``
+    layers (default: the last two thirds, ``depth - depth // 3``) and in
+    backward when the output gradients of the last ``backward_layers``
+    layers arrive (default: the last third, ``depth // 3``). The peak of a
+    training step is at the start of backward, while every activation of the
+    forward is still held and the first layers' backward allocates its
+    transients; trimming there and through the forward keeps the
+    freed-but-held heap memory out of that peak. Trimming after the first
+    third's forward as well bought no memory and cost page faults (batch 2:
+    5.06 GB either way, 1.04-1.07x the time; docs/benchmarks.md). Numbers
+    are unchanged."""
 
-    def __init__(self, inner=None, backward_layers=None):
+    def __init__(self, inner=None, backward_layers=None, forward_layers=None):
         self.inner, self.backward_layers = inner, backward_layers
+        self.forward_layers = forward_layers
+
+    def trimmed_layers(self, depth):
+        """(layers trimmed after their forward, layers trimmed when their
+        output gradient arrives) for a backbone of ``depth`` layers."""
+        fwd = (depth - depth // 3 if self.forward_layers is None else
+               self.forward_layers)
+        bwd = depth // 3 if self.backward_layers is None else \
+            self.backward_layers
+        return (range(depth - min(fwd, depth), depth),
+                range(depth - min(bwd, depth), depth))
 
     def __call__(self, bb, i, batch, time_grids, xs):
         run = self.inner or type(bb).run_layer
         out = run(bb, i, batch, time_grids, xs)
         if bb.training and torch.is_grad_enabled() and all(
                 applies(x) for x in out):
-            malloc_trim()
-            top = (bb.depth // 3 if self.backward_layers is None else
-                   self.backward_layers)
-            if i >= bb.depth - top and out[0].requires_grad:
+            fwd, bwd = self.trimmed_layers(bb.depth)
+            if i in fwd:
+                malloc_trim()
+            if i in bwd and out[0].requires_grad:
                 out[0].register_hook(_trim_hook)
         return out
 
     def __repr__(self):
         return (f'TrimmingRunner({self.inner!r}, backward_layers='
-                f'{self.backward_layers})')
+                f'{self.backward_layers}, forward_layers='
+                f'{self.forward_layers})')
 
 
 def _trim_hook(grad):
@@ -847,9 +865,13 @@ def apply_speedups(backbone, spec, facts=None):
         if _glibc() is None:
             raise RuntimeError(f'{FIELD}.malloc_trim needs glibc (Linux); '
                                f'set it to False')
+        forward_only = sp['malloc_trim'] == 'forward'
+        # 'forward': after every layer's forward, none in backward (what
+        # docs/benchmarks.md measured for it)
         backbone.layer_runner = TrimmingRunner(
             backbone.layer_runner,
-            backward_layers=0 if sp['malloc_trim'] == 'forward' else None)
+            backward_layers=0 if forward_only else None,
+            forward_layers=backbone.depth if forward_only else None)
     if sp['malloc_mmap_threshold'] is not None:
         backbone.register_forward_pre_hook(
             MallocThresholdOnCPU(sp['malloc_mmap_threshold']))
