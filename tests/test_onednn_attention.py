@@ -151,3 +151,16 @@ def test_in_a_backbone_it_gives_the_reference_numbers(kind, monkeypatch):
     calls.clear()
     _step(fast.double(), _inputs(kind, torch.float64))
     assert not calls
+
+
+def test_output_and_gradients_are_token_major():
+    """Output and q / k / v gradients come (B, L, H, d)-contiguous: merging
+    the heads back into (B, L, H d) is a view (no copy) in the experts."""
+    q, k, v = _qkv(2, 3, 40, 40, 16, strided=True)
+    out = oa.onednn_sdpa(q, k, v)
+    assert out.transpose(1, 2).is_contiguous()
+    merged = out.transpose(1, 2).reshape(2, 40, 48)
+    assert merged.data_ptr() == out.data_ptr()
+    grads = torch.autograd.grad(out, (q, k, v), torch.randn_like(out))
+    for g in grads:
+        assert g.transpose(1, 2).is_contiguous()

@@ -26,6 +26,10 @@ tensors here) few:
   per-column and ride on the matmul as its bias, and every product reads its
   operands in the layouts oneDNN takes without copying.
 
+The output and the gradients are written token-major, (B, L, H, d), the
+layout of the (B, L, H d) tensors around the attention, so that merging the
+heads there is a view, not a copy.
+
 Like the fused kernel, nothing of size Lq x Lk is kept for backward (q, k,
 v, the output and the log-sum-exp are), and the FLOPs are the same: two
 matmuls forward, five backward (the recompute of the scores included), which
@@ -84,7 +88,10 @@ def _fwd(q, k, v, scale, with_lse):
     qs = (q * (scale * LOG2E)).contiguous()
     kc = k.contiguous()
     vt = v.transpose(-1, -2).contiguous()  # (b, h, d, lk): the weight of P v
-    out = q.new_empty(b, h, lq, v.shape[-1])
+    # written token-major, (b, lq, h, d): the heads' layout of the (b, lq,
+    # h d) tensor the attention's output projection reads, so that merging
+    # the heads is a view, not a copy
+    out = q.new_empty(b, lq, h, v.shape[-1])
     lse = q.new_empty(b, h, lq) if with_lse else q.new_empty(0)
     step = block_rows(lq, lk)
     for i in range(b):
@@ -96,11 +103,11 @@ def _fwd(q, k, v, scale, with_lse):
                 m = s.amax(-1, keepdim=True)
                 e = s.sub_(m).exp2_()
                 z = e.sum(-1, keepdim=True)
-                out[i, j, r:r + step] = _mm_t(e, vt[i, j]).div_(z)
+                out[i, r:r + step, j] = _mm_t(e, vt[i, j]).div_(z)
                 if with_lse:  # natural log: log(z) + max / log2(e)
                     lse[i, j, r:r + step] = z.log_().add_(
                         m, alpha=LN2).squeeze(-1)
-    return out, lse
+    return out.transpose(1, 2), lse
 
 
 @torch.library.custom_op('cast_mmaction::onednn_sdpa', mutates_args=())
@@ -135,26 +142,29 @@ def onednn_sdpa_backward_op(
     # the per-query terms, as the biases of the transposed products
     nlse = lse * -LOG2E
     ndelta = (do * out).sum(-1).neg_()  # - rowsum(dO O) = - rowsum(dP P)
-    dqt = q.new_empty(b, h, d, lq)  # dQ^T = k^T dS^T, one block of columns
-    dk, dv = torch.empty_like(kc), torch.empty_like(vc)
+    # the gradients token-major, (b, L, h, d), as the forward's output: the
+    # heads of the packed q / k / v gradients without a copy
+    dq = q.new_empty(b, lq, h, d)
+    dk = q.new_empty(b, lk, h, d)
+    dv = q.new_empty(b, lk, h, v.shape[-1])
     step = block_rows(lq, lk)
     for i in range(b):
         for j in range(h):
-            kt = kc[i, j].t().contiguous()
+            kt = (kc[i, j] * scale).t().contiguous()  # dQ^T = scale k^T dS^T
             for n, r in enumerate(range(0, lq, step)):
                 qb, dob = qs[i, j, r:r + step], do[i, j, r:r + step]
                 pt = _mm_t(kc[i, j], q2[i, j, r:r + step],
                            nlse[i, j, r:r + step]).exp2_()  # P^T
                 gv = _mm_t(pt, dob.t())  # P^T dO
                 dst = _mm_t(vc[i, j], dob, ndelta[i, j, r:r + step]).mul_(pt)
-                dqt[i, j, :, r:r + step] = _mm_t(kt, dst.t())
+                dq[i, r:r + step, j] = _mm_t(kt, dst.t()).t()
                 gk = _mm_t(dst, qb.t())  # dS^T (scale q)
                 if n == 0:
-                    dv[i, j], dk[i, j] = gv, gk
+                    dv[i, :, j], dk[i, :, j] = gv, gk
                 else:
-                    dv[i, j] += gv
-                    dk[i, j] += gk
-    return dqt.mul_(scale).transpose(-1, -2).contiguous(), dk, dv
+                    dv[i, :, j] += gv
+                    dk[i, :, j] += gk
+    return dq.transpose(1, 2), dk.transpose(1, 2), dv.transpose(1, 2)
 
 
 @onednn_sdpa_backward_op.register_fake
