@@ -28,8 +28,8 @@ The speed-ups (each off unless named):
   (``models/onednn_attention.py``: the fused kernel's algorithm, blocks of
   query rows, the scores recomputed in backward) instead of torch's fused
   CPU kernel, whose tiles go through MKL; VideoMAE's 1568 tokens measured
-  1.4x faster forward and 1.3x forward + backward on the AMD EPYC above.
-  fp32 rounding differences.
+  1.6x faster forward and forward + backward on the AMD EPYC above
+  (docs/benchmarks.md). Results differ by fp32 rounding.
 * ``frozen_mlp``: a frozen expert MLP is one autograd node
   (:class:`_FrozenMLP`) that keeps only the pre-activation for backward
   (autograd keeps the activation output too, and QuickGELU's sigmoid);
