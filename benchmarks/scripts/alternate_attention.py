@@ -26,6 +26,8 @@ from cast_mmaction.utils import build_model
 sys.path.insert(0, 'tools')
 from benchmark import build_optimizer_ours  # noqa: E402
 
+from _old_attention import old_onednn_sdpa  # noqa: E402
+
 infer_rounds = int(sys.argv[1]) if len(sys.argv) > 1 else 6
 train_rounds = int(sys.argv[2]) if len(sys.argv) > 2 else 4
 cfg = Config.fromfile('configs/cast_ssv2.py')
@@ -44,13 +46,9 @@ from mmaction.structures import ActionDataSample  # noqa: E402
 
 settings = {'fused_kernel': (False, speedups.onednn_sdpa),
             'onednn_attention': (True, speedups.onednn_sdpa)}
-if os.environ.get('OLD_ATTENTION'):
-    path = os.environ['OLD_ATTENTION']
-    old = {}
-    with open(path) as f:
-        src = f.read().replace("'cast_mmaction::", "'old_attention::")
-    exec(compile(src, path, 'exec'), old)
-    settings[f'onednn_attention ({path})'] = (True, old['onednn_sdpa'])
+old = old_onednn_sdpa()
+if old:
+    settings[f'onednn_attention ({old[0]})'] = (True, old[1])
 
 
 def use(name):

@@ -10,7 +10,6 @@ With ``OLD_ATTENTION=FILE`` (an earlier models/onednn_attention.py, e.g.
 ``git show COMMIT:cast_mmaction/models/onednn_attention.py > FILE``) that
 version is a third kernel of the alternation.
 """
-import os
 import sys
 import time
 
@@ -18,6 +17,8 @@ import torch
 import torch.nn.functional as F
 
 from cast_mmaction.models.onednn_attention import onednn_sdpa
+
+from _old_attention import old_onednn_sdpa
 
 rounds = int(sys.argv[1]) if len(sys.argv) > 1 else 5
 b, h, n, d = (int(v) for v in sys.argv[2:6]) if len(sys.argv) > 5 else (
@@ -47,16 +48,11 @@ cases = {
         lambda: train(F.scaled_dot_product_attention), train_flops),
     'oneDNN, forward + backward': (lambda: train(onednn_sdpa), train_flops),
 }
-if os.environ.get('OLD_ATTENTION'):
-    path = os.environ['OLD_ATTENTION']
-    old = {}
-    with open(path) as f:  # its operators under another namespace
-        src = f.read().replace("'cast_mmaction::", "'old_attention::")
-    exec(compile(src, path, 'exec'), old)
-    cases['oneDNN (FILE), forward'] = (lambda: infer(old['onednn_sdpa']),
-                                       fwd_flops)
-    cases['oneDNN (FILE), forward + backward'] = (
-        lambda: train(old['onednn_sdpa']), train_flops)
+old = old_onednn_sdpa()
+if old:
+    cases['oneDNN (FILE), forward'] = (lambda: infer(old[1]), fwd_flops)
+    cases['oneDNN (FILE), forward + backward'] = (lambda: train(old[1]),
+                                                  train_flops)
 times = {name: [] for name in cases}
 for fn, _ in cases.values():
     fn()  # warm-up

@@ -797,7 +797,7 @@ class TrimmingRunner:
     transients; trimming there and through the forward keeps the
     freed-but-held heap memory out of that peak. Trimming after the first
     third's forward as well bought no memory and cost page faults (batch 2:
-    5.06 GB either way, 1.04-1.07x the time; docs/benchmarks.md). Numbers
+    5.04-5.08 GB either way, 1.03-1.07x the time; docs/benchmarks.md). Numbers
     are unchanged."""
 
     def __init__(self, inner=None, backward_layers=None, forward_layers=None):
