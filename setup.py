@@ -43,6 +43,9 @@ setup(
         'README.md') else '',
     long_description_content_type='text/markdown',
     packages=find_packages(include=['cast_mmaction', 'cast_mmaction.*']),
+    # the C++ source of the speed-up cpu_block_cache, compiled on first use
+    # (cast_mmaction/models/cpu_block_cache.py)
+    package_data={'cast_mmaction': ['csrc/*.cpp']},
     python_requires='>=3.9',
     cmdclass={'build_py': BuildWithConfigs},
     # The pinned, tested set lives in requirements.txt; these are the

@@ -1,7 +1,8 @@
 """A wheel of the plugin (non-editable install) carries what the package
 reads at run time: the model definitions of configs/_base_/models/, and the
 recipes with their _base_ datasets and schedules, and the model index mim
-reads (.mim/model-index.yml + configs/metafiles/)."""
+reads (.mim/model-index.yml + configs/metafiles/), and the C++ source of the
+speed-up cpu_block_cache."""
 import os
 import subprocess
 import sys
@@ -41,3 +42,7 @@ def test_wheel_carries_the_model_definitions(tmp_path):
         os.path.join(ROOT, 'model-index.yml')).read()
     assert (mim / 'configs' / 'metafiles' / 'cast.yml').is_file()
     assert (mim / 'configs' / 'cast_ssv2.py').is_file()
+    # the C++ source the speed-up cpu_block_cache compiles on first use
+    from cast_mmaction.models import cpu_block_cache
+    src = target / 'cast_mmaction' / 'csrc' / 'cpu_block_cache.cpp'
+    assert src.read_text() == open(cpu_block_cache._SOURCE).read()

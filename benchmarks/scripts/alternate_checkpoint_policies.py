@@ -33,6 +33,7 @@ import cast_mmaction
 from cast_mmaction.utils import build_model
 from cast_mmaction.models.checkpointing import (FUSION_POLICIES, FusionPolicy,
                                                 make_fusion_policy, make_policy)
+from cast_mmaction.models import cpu_block_cache
 from cast_mmaction.models.speedups import (FusionCheckpointRunner,
                                            TrimmingRunner,
                                            set_malloc_mmap_threshold)
@@ -62,6 +63,9 @@ PARTS = {'fusion_links': FusionPolicy(adapters=False),
          'fusion_adapters': FusionPolicy(links=False),
          'fusion_keepattn': FusionPolicy(link_attention=True),
          'fusion_recompute': FusionPolicy()}
+HOOKS = []
+
+
 def use(p):
     """Install the policy / allocator setting ``p``."""
     name, *suffixes = p.split('+')
@@ -87,6 +91,27 @@ def use(p):
     bbm.cp_layers = set() if name=='none' or fusion else set(range(bbm.depth))
     bbm.cp_policy = None if name in ('none','full') or fusion else make_policy(name)
     set_malloc_mmap_threshold(mmap << 20)
+    cache = next((int(f[5:] or 2048) for f in suffixes
+                  if f.startswith('cache')), None)
+    for h in HOOKS:
+        h.remove()
+    HOOKS.clear()
+    cpu_block_cache.uninstall()
+    cpu_block_cache.empty_cache()
+    if cache is not None:  # the speed-up's hook, as apply_speedups adds it
+        hook = cpu_block_cache.BlockCacheOnCPU(cache)
+        HOOKS.append(bbm.register_forward_pre_hook(hook))
+
+
+def cache_counts(last={}):
+    """The block cache's hits / misses / unmaps since the last call."""
+    st = cpu_block_cache.stats()
+    if not st.get('installed'):
+        return ''
+    out = ' '.join(f'{k} {st[k] - last.get(k, 0)}'
+                   for k in ('hits', 'misses', 'unmaps'))
+    last.update(st)
+    return 'cache: ' + out
 
 
 # warm-up with the first setting (the optimizer state is allocated here), so
@@ -101,4 +126,5 @@ for r in range(int(sys.argv[1])):
         dt = step()
         print(r, p, 'wall %.2f cpu %.2f' % dt, 'load', os.getloadavg()[0],
               'maxrss %.2f GB' % (resource.getrusage(resource.RUSAGE_SELF)
-                                  .ru_maxrss / 2 ** 20), flush=True)
+                                  .ru_maxrss / 2 ** 20),
+              cache_counts(), flush=True)

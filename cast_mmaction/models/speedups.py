@@ -51,6 +51,14 @@ The speed-ups (each off unless named):
 * ``malloc_mmap_threshold`` (bytes): glibc's ``M_MMAP_THRESHOLD``,
   process-wide, set at the backbone's first forward on a CPU tensor (lower
   peak RSS in CPU training; Linux / glibc only).
+* ``cpu_block_cache`` (MiB, or ``True`` for 2048): a block cache for torch's
+  CPU allocator (``models/cpu_block_cache.py``, a small C++ extension built
+  on first use): CPU tensors of 1 MiB or more get their own mappings, apart
+  from glibc's heap, and a freed block is reused for the next tensor of its
+  size, keeping at most that many MiB of free blocks. Lowers the peak like
+  ``malloc_trim`` without its page faults (docs/benchmarks.md).
+  Process-wide, installed at the backbone's first forward on an fp32 CPU
+  tensor; Linux only; the same numbers.
 
 Every speed-up runs only where it applies: fp32 CPU tensors outside
 autocast (and outside ``torch.compile`` / TorchScript tracing, and
@@ -70,12 +78,14 @@ import ctypes
 import ctypes.util
 import functools
 import math
+import sys
 
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
 from .checkpointing import FusionPolicy, checkpoint, make_fusion_policy
+from .cpu_block_cache import BlockCacheOnCPU, check_cache_mib
 from .experts.clip_vit import CLIPAttention, CLIPMlp
 from .experts.videomae_vit import VideoMAEAttention, VideoMAEMlp
 from .experts.ast import ASTAttention
@@ -84,7 +94,7 @@ from .onednn_attention import onednn_sdpa, worth_it
 
 _LP = getattr(getattr(torch.ops, 'mkldnn', None), '_linear_pointwise', None)
 KEYS = ('onednn_linear', 'onednn_attention', 'frozen_mlp', 'checkpoint',
-        'malloc_mmap_threshold', 'malloc_trim')
+        'malloc_mmap_threshold', 'malloc_trim', 'cpu_block_cache')
 PRESETS = {'cpu': dict(onednn_linear='auto', onednn_attention='auto',
                        frozen_mlp=True)}
 FIELD = 'model.backbone.speedups'
@@ -284,6 +294,10 @@ def resolve(spec, facts=None):
                          f"only) or False")
     settings['malloc_trim'] = v
     reasons['malloc_trim'] = f'requested: {v}' if v else not_asked
+    v = check_cache_mib(want.get('cpu_block_cache'))
+    settings['cpu_block_cache'] = v
+    reasons['cpu_block_cache'] = (f'requested: up to {v} MiB of free blocks'
+                                  if v is not None else not_asked)
     return Speedups(settings, reasons, requested)
 
 
@@ -875,6 +889,12 @@ def apply_speedups(backbone, spec, facts=None):
     if sp['malloc_mmap_threshold'] is not None:
         backbone.register_forward_pre_hook(
             MallocThresholdOnCPU(sp['malloc_mmap_threshold']))
+    if sp['cpu_block_cache'] is not None:
+        if not sys.platform.startswith('linux'):
+            raise RuntimeError(f'{FIELD}.cpu_block_cache needs Linux (mmap); '
+                               f'set it to False')
+        backbone.register_forward_pre_hook(
+            BlockCacheOnCPU(sp['cpu_block_cache']))
     return sp
 
 

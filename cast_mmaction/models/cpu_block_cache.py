@@ -1,0 +1,126 @@
+"""The speed-up ``cpu_block_cache``: a block cache for torch's CPU allocator
+(the C++ side and why: ``cast_mmaction/csrc/cpu_block_cache.cpp``).
+
+CPU tensors of at least ``min_bytes`` (1 MiB) get their own mappings, apart
+from glibc's heap; a freed block is kept for the next tensor of its size,
+up to ``cache_bytes`` of free blocks. In fp32 CPU training this keeps the
+heap's freed-but-held memory out of the peak without the page faults of
+``malloc_trim`` (docs/benchmarks.md). Process-wide, Linux only; numbers do
+not depend on it.
+
+The extension is compiled on first use with torch's JIT builder (a C++
+compiler and ninja; ~20 s, then cached in ``TORCH_EXTENSIONS_DIR``, by
+default ``~/.cache/torch_extensions``).
+"""
+import functools
+import logging
+import os
+import shutil
+import sys
+
+FIELD = 'model.backbone.speedups.cpu_block_cache'
+MIN_BYTES = 1 << 20
+DEFAULT_CACHE_MIB = 2048
+_SOURCE = os.path.join(os.path.dirname(os.path.dirname(
+    os.path.abspath(__file__))), 'csrc', 'cpu_block_cache.cpp')
+
+logger = logging.getLogger(__name__)
+
+
+def check_cache_mib(v, field=FIELD):
+    """``True`` (:data:`DEFAULT_CACHE_MIB`), a whole number of MiB >= 0 or ``False`` / None;
+    returns the MiB (None for off)."""
+    if v is None or v is False:
+        return None
+    if v is True:
+        return DEFAULT_CACHE_MIB
+    if isinstance(v, int) and v >= 0:
+        return v
+    raise ValueError(f'{field}={v!r}: give the MiB of free blocks to keep '
+                     f'(e.g. 2048), True ({DEFAULT_CACHE_MIB} MiB) or False')
+
+
+@functools.lru_cache(maxsize=None)
+def extension():
+    """The compiled extension (built on first call)."""
+    if not sys.platform.startswith('linux'):
+        raise RuntimeError(f'{FIELD} needs Linux (mmap); set it to False')
+    from torch.utils import cpp_extension
+    if shutil.which('ninja') is None:
+        # pip's ninja (requirements.txt) sits beside the interpreter, which a
+        # venv's python run without activating it does not put on PATH
+        here = os.path.dirname(sys.executable)
+        if os.path.exists(os.path.join(here, 'ninja')):
+            os.environ['PATH'] = here + os.pathsep + os.environ.get('PATH', '')
+    try:
+        return cpp_extension.load(
+            name='cast_mmaction_cpu_block_cache', sources=[_SOURCE],
+            extra_cflags=['-O2'], verbose=False)
+    except Exception as e:  # no compiler, no ninja, a failed build
+        raise RuntimeError(
+            f'{FIELD}: building the C++ extension {_SOURCE} failed ({e}); it '
+            f'needs a C++ compiler and ninja (pip install ninja), or set '
+            f'{FIELD}=False') from e
+
+
+def install(cache_mib=DEFAULT_CACHE_MIB, min_bytes=None):
+    """Route new CPU blocks of at least ``min_bytes`` (default
+    :data:`MIN_BYTES`) through the cache, keeping up to ``cache_mib`` MiB of
+    free blocks (called again: the new limits)."""
+    cache_mib = check_cache_mib(cache_mib)
+    if cache_mib is None:
+        raise ValueError(f'{FIELD}: install() needs a number of MiB')
+    min_bytes = MIN_BYTES if min_bytes is None else min_bytes
+    if isinstance(min_bytes, bool) or not isinstance(
+            min_bytes, int) or min_bytes < 4096:
+        raise ValueError(f'cpu_block_cache min_bytes={min_bytes!r}: give a '
+                         f'number of bytes >= 4096')
+    ext = extension()
+    was = ext.stats()['installed']
+    ext.install(min_bytes, cache_mib << 20)
+    if not was:
+        logger.info('cpu_block_cache: CPU blocks >= %d bytes from their own '
+                    'mappings, up to %d MiB of free blocks kept for reuse',
+                    min_bytes, cache_mib)
+
+
+def uninstall():
+    """torch's own CPU allocator for new blocks; blocks in use are returned
+    to the cache when freed (:func:`empty_cache` unmaps them)."""
+    if extension.cache_info().currsize:
+        extension().uninstall()
+
+
+def empty_cache():
+    if extension.cache_info().currsize:
+        extension().empty_cache()
+
+
+def stats():
+    """Counters (hits, misses, unmaps, live_blocks) and byte totals
+    (cached, mapped, peak_mapped); ``{'installed': 0}`` before any use."""
+    if not extension.cache_info().currsize:
+        return {'installed': 0}
+    return dict(extension().stats())
+
+
+class BlockCacheOnCPU:
+    """A forward pre-hook: installs the cache once, at the first forward
+    whose first input tensor is fp32 on the CPU outside autocast (so a GPU
+    run that names the speed-up never builds or installs it)."""
+
+    def __init__(self, cache_mib):
+        self.cache_mib, self.done = check_cache_mib(cache_mib), False
+
+    def __call__(self, module, args):
+        import torch
+        if not self.done and args:
+            from .speedups import applies
+            x = args[0]
+            if isinstance(x, dict):
+                x = next((v for v in x.values()
+                          if isinstance(v, torch.Tensor)), None)
+            if applies(x):
+                install(self.cache_mib)
+                self.done = True
+
