@@ -178,7 +178,7 @@ def test_training_with_the_cache_changes_no_number(cache, monkeypatch):
 def test_the_hook_installs_on_fp32_cpu_only(monkeypatch):
     calls = []
     monkeypatch.setattr(cpu_block_cache, 'install', calls.append)
-    hook = cpu_block_cache.BlockCacheOnCPU(True)
+    hook = speedups.BlockCacheOnCPU(True)
     hook(None, (torch.zeros(2, dtype=torch.float64),))
     hook(None, ({'video': torch.zeros(2, dtype=torch.bfloat16)},))
     assert calls == []

@@ -148,7 +148,8 @@ def test_speedups_are_a_no_op_in_fp64_and_under_autocast(kind, monkeypatch):
 def test_the_decision_per_device_dtype_and_autocast():
     sp = speedups.resolve(dict(preset='cpu', checkpoint='fusion',
                                malloc_mmap_threshold=1 << 20,
-                               malloc_trim=True), AMD512)
+                               malloc_trim=True, cpu_block_cache=True),
+                          AMD512)
     on_cpu = sp.decide('cpu', torch.float32, False)
     assert all(on for on, _ in on_cpu.values()) is (speedups._LP is not None)
     for where in (('cuda', torch.float32, False), ('cpu', torch.float64,

@@ -218,6 +218,7 @@ SPEEDUP_ROWS = [
     ('malloc_mmap_threshold=1M',
      json.dumps(dict(malloc_mmap_threshold=1 << 20))),
     ('malloc_trim', json.dumps(dict(malloc_trim=True))),
+    ('cpu_block_cache', json.dumps(dict(cpu_block_cache=True))),
     ("'cpu' preset", 'cpu'),
 ]
 

@@ -34,7 +34,8 @@ from cast_mmaction.utils import build_model
 from cast_mmaction.models.checkpointing import (FUSION_POLICIES, FusionPolicy,
                                                 make_fusion_policy, make_policy)
 from cast_mmaction.models import cpu_block_cache
-from cast_mmaction.models.speedups import (FusionCheckpointRunner,
+from cast_mmaction.models.speedups import (BlockCacheOnCPU,
+                                           FusionCheckpointRunner,
                                            TrimmingRunner,
                                            set_malloc_mmap_threshold)
 cfg = Config.fromfile('configs/cast_ssv2.py')
@@ -99,7 +100,7 @@ def use(p):
     cpu_block_cache.uninstall()
     cpu_block_cache.empty_cache()
     if cache is not None:  # the speed-up's hook, as apply_speedups adds it
-        hook = cpu_block_cache.BlockCacheOnCPU(cache)
+        hook = BlockCacheOnCPU(cache)
         HOOKS.append(bbm.register_forward_pre_hook(hook))
 
 

@@ -103,24 +103,3 @@ def stats():
         return {'installed': 0}
     return dict(extension().stats())
 
-
-class BlockCacheOnCPU:
-    """A forward pre-hook: installs the cache once, at the first forward
-    whose first input tensor is fp32 on the CPU outside autocast (so a GPU
-    run that names the speed-up never builds or installs it)."""
-
-    def __init__(self, cache_mib):
-        self.cache_mib, self.done = check_cache_mib(cache_mib), False
-
-    def __call__(self, module, args):
-        import torch
-        if not self.done and args:
-            from .speedups import applies
-            x = args[0]
-            if isinstance(x, dict):
-                x = next((v for v in x.values()
-                          if isinstance(v, torch.Tensor)), None)
-            if applies(x):
-                install(self.cache_mib)
-                self.done = True
-

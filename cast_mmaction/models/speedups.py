@@ -85,7 +85,8 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from .checkpointing import FusionPolicy, checkpoint, make_fusion_policy
-from .cpu_block_cache import BlockCacheOnCPU, check_cache_mib
+from . import cpu_block_cache
+from .cpu_block_cache import check_cache_mib
 from .experts.clip_vit import CLIPAttention, CLIPMlp
 from .experts.videomae_vit import VideoMAEAttention, VideoMAEMlp
 from .experts.ast import ASTAttention
@@ -789,6 +790,28 @@ class MallocThresholdOnCPU:
                      None)
         if applies(x):
             set_malloc_mmap_threshold(self.nbytes)
+            self.done = True
+
+
+class BlockCacheOnCPU:
+    """A forward pre-hook for ``cpu_block_cache``: builds and installs the
+    cache once, at the first forward whose first input tensor is fp32 on the
+    CPU outside autocast (a GPU run that names the speed-up never builds or
+    installs it)."""
+
+    def __init__(self, cache_mib):
+        self.cache_mib = check_cache_mib(cache_mib, f'{FIELD}.cpu_block_cache')
+        self.done = False
+
+    def __call__(self, module, args):
+        if self.done or not args:
+            return
+        x = args[0]
+        if isinstance(x, dict):
+            x = next((v for v in x.values() if isinstance(v, torch.Tensor)),
+                     None)
+        if applies(x):
+            cpu_block_cache.install(self.cache_mib)
             self.done = True
 
 
