@@ -56,7 +56,8 @@ The speed-ups (each off unless named):
   on first use): CPU tensors of 1 MiB or more get their own mappings, apart
   from glibc's heap, and a freed block is reused for the next tensor of its
   size, keeping at most that many MiB of free blocks. Lowers the peak like
-  ``malloc_trim`` without its page faults (docs/benchmarks.md).
+  ``malloc_trim`` with few page faults; its time cost measured about the
+  same (docs/benchmarks.md).
   Process-wide, installed at the backbone's first forward on an fp32 CPU
   tensor; Linux only; the same numbers.
 
