@@ -28,8 +28,8 @@ logger = logging.getLogger(__name__)
 
 
 def check_cache_mib(v, field=FIELD):
-    """``True`` (:data:`DEFAULT_CACHE_MIB`), a whole number of MiB >= 0 or ``False`` / None;
-    returns the MiB (None for off)."""
+    """``True`` (:data:`DEFAULT_CACHE_MIB`), a whole number of MiB >= 0, or
+    ``False`` / None; returns the MiB (None for off)."""
     if v is None or v is False:
         return None
     if v is True:
@@ -40,11 +40,16 @@ def check_cache_mib(v, field=FIELD):
                      f'(e.g. 2048), True ({DEFAULT_CACHE_MIB} MiB) or False')
 
 
+def check_platform():
+    """The cache maps memory with mmap: Linux only."""
+    if not sys.platform.startswith('linux'):
+        raise RuntimeError(f'{FIELD} needs Linux (mmap); set it to False')
+
+
 @functools.lru_cache(maxsize=None)
 def extension():
     """The compiled extension (built on first call)."""
-    if not sys.platform.startswith('linux'):
-        raise RuntimeError(f'{FIELD} needs Linux (mmap); set it to False')
+    check_platform()
     from torch.utils import cpp_extension
     if shutil.which('ninja') is None:
         # pip's ninja (requirements.txt) sits beside the interpreter, which a

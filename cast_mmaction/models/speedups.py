@@ -79,7 +79,6 @@ import ctypes
 import ctypes.util
 import functools
 import math
-import sys
 
 import torch
 import torch.nn as nn
@@ -775,12 +774,14 @@ def set_malloc_mmap_threshold(nbytes, field=f'{FIELD}.malloc_mmap_threshold'):
         raise RuntimeError(f'{field}={nbytes}: glibc refused the value')
 
 
-class MallocThresholdOnCPU:
-    """A forward pre-hook: sets the threshold once, at the first forward
-    whose first input tensor is fp32 on the CPU outside autocast."""
+class _OnFirstCPUForward:
+    """A forward pre-hook that calls :meth:`act` once, at the first forward
+    whose first input tensor (or a dict's first tensor) is fp32 on the CPU
+    outside autocast: never on a GPU run."""
+    done = False
 
-    def __init__(self, nbytes):
-        self.nbytes, self.done = nbytes, False
+    def act(self):
+        raise NotImplementedError
 
     def __call__(self, module, args):
         if self.done or not args:
@@ -790,30 +791,29 @@ class MallocThresholdOnCPU:
             x = next((v for v in x.values() if isinstance(v, torch.Tensor)),
                      None)
         if applies(x):
-            set_malloc_mmap_threshold(self.nbytes)
+            self.act()
             self.done = True
 
 
-class BlockCacheOnCPU:
-    """A forward pre-hook for ``cpu_block_cache``: builds and installs the
-    cache once, at the first forward whose first input tensor is fp32 on the
-    CPU outside autocast (a GPU run that names the speed-up never builds or
-    installs it)."""
+class MallocThresholdOnCPU(_OnFirstCPUForward):
+    """Sets glibc's threshold at the first fp32 CPU forward."""
+
+    def __init__(self, nbytes):
+        self.nbytes = nbytes
+
+    def act(self):
+        set_malloc_mmap_threshold(self.nbytes)
+
+
+class BlockCacheOnCPU(_OnFirstCPUForward):
+    """``cpu_block_cache``: builds and installs the cache at the first fp32
+    CPU forward (a GPU run that names the speed-up never builds it)."""
 
     def __init__(self, cache_mib):
         self.cache_mib = check_cache_mib(cache_mib, f'{FIELD}.cpu_block_cache')
-        self.done = False
 
-    def __call__(self, module, args):
-        if self.done or not args:
-            return
-        x = args[0]
-        if isinstance(x, dict):
-            x = next((v for v in x.values() if isinstance(v, torch.Tensor)),
-                     None)
-        if applies(x):
-            cpu_block_cache.install(self.cache_mib)
-            self.done = True
+    def act(self):
+        cpu_block_cache.install(self.cache_mib)
 
 
 def malloc_trim():
@@ -914,9 +914,7 @@ def apply_speedups(backbone, spec, facts=None):
         backbone.register_forward_pre_hook(
             MallocThresholdOnCPU(sp['malloc_mmap_threshold']))
     if sp['cpu_block_cache'] is not None:
-        if not sys.platform.startswith('linux'):
-            raise RuntimeError(f'{FIELD}.cpu_block_cache needs Linux (mmap); '
-                               f'set it to False')
+        cpu_block_cache.check_platform()  # at build time, not first forward
         backbone.register_forward_pre_hook(
             BlockCacheOnCPU(sp['cpu_block_cache']))
     return sp
