@@ -31,9 +31,10 @@ _patch_flexible_runner_    FlexibleRunner loads the       mmengine <= 0.10.7,
                                                           source
 _patch_low_precision_...   BaseHead.loss_by_feat calls    mmaction2 <= 1.2.0
                            .numpy() on bf16 scores
-_patch_vindlu_transformers  VindLU imports helpers that   mmaction2 <= 1.2.0,
-  _imports                 transformers >= 4.56 moved     names missing
-                           out of modeling_utils
+_defer_vindlu_import       VindLU imported by every       mmaction2 <= 1.2.0,
+                           import (1-2.4 s, 144 MiB);     transformers
+                           its helpers moved out of       installed
+                           modeling_utils (4.56)
 silence_upstream_warnings  two import-time warnings on    mmaction2 <= 1.2.0
                            every command (mmcv-lite's     (runs on import of
                            MultiScaleDeformableAttention, this module)
@@ -170,40 +171,152 @@ def _patch_missing_drn():
     return True
 
 
-def _patch_vindlu_transformers_imports():
-    """mmaction2 1.2.0 imports its VindLU models whenever ``transformers``
-    >= 4.28 is installed, and ``mmaction/models/multimodal/vindlu/
-    modeling_bert.py`` takes ``apply_chunking_to_forward``,
-    ``find_pruneable_heads_and_indices`` and ``prune_linear_layer`` from
-    ``transformers.modeling_utils``. transformers 4.56 and later keep them
-    only in ``transformers.pytorch_utils``, so ``import mmaction.models`` (and
-    every config with ``custom_imports = ['cast_mmaction']``) fails with
-    ``ImportError: cannot import name 'apply_chunking_to_forward'``. We make
-    the three names available where mmaction2 looks for them (the same
-    functions). Where a transformers has them in neither place, MMAction2's
-    ``WITH_MULTIMODAL`` switch is turned off instead: MMAction2 registers its
-    own placeholders for the three VindLU models and everything else imports.
-    No upstream issue found."""
+#: what ``mmaction/models/multimodal/vindlu`` registers (mmaction2 1.2.0),
+#: by registry: the lazy entries of :func:`_defer_vindlu_import`
+VINDLU_NAMES = {
+    'MODELS': ('BeitModel3D', 'VindLURetrieval', 'VindLURetrievalMC',
+               'VindLUVQA', 'XBertForMaskedLM', 'XBertModel', 'BertDecoder'),
+    'TOKENIZER': ('VindLUTokenizer', ),
+}
+_TRANSFORMERS_HELPERS = ('apply_chunking_to_forward',
+                         'find_pruneable_heads_and_indices',
+                         'prune_linear_layer')
+
+
+def _defer_vindlu_import():
+    """Two defects of mmaction2 <= 1.2.0's VindLU models, which it imports
+    on every ``import mmaction.models`` whenever ``transformers`` >= 4.28 is
+    installed:
+
+    - the import costs every process (each rank, each spawned data worker,
+      each tool) 1-2.4 s and 144 MiB of resident memory (transformers' models
+      pull in ``torch._dynamo``, ``torch._inductor`` and ``torchvision``;
+      measured by ``benchmarks/scripts/import_cost.py``), for models no CAST
+      config builds;
+    - ``vindlu/modeling_bert.py`` takes ``apply_chunking_to_forward``,
+      ``find_pruneable_heads_and_indices`` and ``prune_linear_layer`` from
+      ``transformers.modeling_utils``; transformers 4.56 and later keep them
+      only in ``transformers.pytorch_utils``, so the import fails
+      (``ImportError: cannot import name 'apply_chunking_to_forward'``).
+
+    MMAction2's ``WITH_MULTIMODAL`` switch is turned off before
+    ``mmaction.models`` loads and its placeholder registration is replaced:
+    every name VindLU registers (:data:`VINDLU_NAMES`) gets a lazy entry
+    that, when a config builds it, gives the three helpers back to
+    ``modeling_utils`` (the same functions, only where missing), imports
+    VindLU (which registers the real classes in place of the lazy entries)
+    and builds the real class; ``import mmaction.models.multimodal.vindlu``
+    in user code does the same (:class:`_VindLUFinder`). A transformers
+    that has the helpers nowhere gets an ImportError naming them when a
+    VindLU model is built; nothing else is affected. No upstream issue
+    found."""
     if not _affected('mmaction2') or \
             importlib.util.find_spec('transformers') is None or \
             'mmaction.models' in sys.modules:
         return False
-    names = ('apply_chunking_to_forward', 'find_pruneable_heads_and_indices',
-             'prune_linear_layer')
-    try:
-        from transformers import modeling_utils, pytorch_utils
-    except ImportError:  # a broken transformers: mmaction2 reports it
-        return False
-    missing = [n for n in names if not hasattr(modeling_utils, n)]
-    if not missing:
-        return False
-    if all(hasattr(pytorch_utils, n) for n in missing):
-        for name in missing:
-            setattr(modeling_utils, name, getattr(pytorch_utils, name))
-        return True
     from mmaction.utils import dependency
+    if not dependency.WITH_MULTIMODAL or \
+            getattr(dependency, '_cast_vindlu_deferred', False):
+        return False
     dependency.WITH_MULTIMODAL = False
+    dependency.register_multimodal_placeholder = _register_lazy_vindlu
+    sys.meta_path.insert(0, _VindLUFinder())
+    dependency._cast_vindlu_deferred = True
     return True
+
+
+def _vindlu_registries():
+    from mmaction import registry
+    return {name: getattr(registry, name) for name in VINDLU_NAMES}
+
+
+def _register_lazy_vindlu(names=None, registry=None):
+    """Stands in for MMAction2's ``register_multimodal_placeholder`` (its
+    arguments, the three model names and MODELS, are a subset of
+    :data:`VINDLU_NAMES`): registers the lazy entries of every VindLU
+    name."""
+    for reg_name, registry in _vindlu_registries().items():
+        for name in VINDLU_NAMES[reg_name]:
+            if name not in registry.module_dict:
+                registry.register_module(name, module=_lazy_vindlu(
+                    reg_name, name))
+
+
+def _lazy_vindlu(reg_name, name):
+
+    def build_vindlu(*args, **kwargs):
+        return _import_vindlu()[reg_name].get(name)(*args, **kwargs)
+
+    build_vindlu.__name__ = build_vindlu.__qualname__ = name
+    build_vindlu._cast_lazy_vindlu = True
+    return build_vindlu
+
+
+_VINDLU = 'mmaction.models.multimodal.vindlu'
+
+
+def _import_vindlu():
+    """Import MMAction2's VindLU package (once; :class:`_VindLUFinder`
+    prepares the import). Returns the registries by name."""
+    importlib.import_module(_VINDLU)
+    return _vindlu_registries()
+
+
+class _VindLUFinder:
+    """On sys.meta_path while VindLU is deferred: however VindLU gets
+    imported (a lazy entry built, or ``import mmaction.models.multimodal.
+    vindlu`` in user code), its loader first gives transformers' helpers back
+    and takes the lazy entries out of the registries, so that VindLU's own
+    registrations succeed; a failed import puts them back."""
+
+    def find_spec(self, fullname, path=None, target=None):
+        if fullname != _VINDLU:
+            return None
+        import importlib.machinery
+        spec = importlib.machinery.PathFinder.find_spec(fullname, path)
+        if spec is not None and spec.loader is not None:
+            spec.loader = _VindLULoader(spec.loader)
+        return spec
+
+
+class _VindLULoader:
+
+    def __init__(self, loader):
+        self.loader = loader
+
+    def create_module(self, spec):
+        return self.loader.create_module(spec)
+
+    def exec_module(self, module):
+        from transformers import modeling_utils, pytorch_utils
+        missing = [n for n in _TRANSFORMERS_HELPERS
+                   if not hasattr(modeling_utils, n)]
+        nowhere = [n for n in missing if not hasattr(pytorch_utils, n)]
+        if nowhere:
+            import transformers
+            raise ImportError(
+                f"MMAction2's VindLU models need {', '.join(nowhere)} from "
+                'transformers.modeling_utils (or transformers.pytorch_utils);'
+                f' the installed transformers {transformers.__version__} has '
+                'them in neither: install a transformers that does (4.55.4 is '
+                'the one tested here).')
+        for n in missing:
+            setattr(modeling_utils, n, getattr(pytorch_utils, n))
+        registries = _vindlu_registries()
+        removed = {}
+        for reg_name, registry in registries.items():
+            for name in VINDLU_NAMES[reg_name]:
+                entry = registry.module_dict.get(name)
+                if getattr(entry, '_cast_lazy_vindlu', False):
+                    # mmengine's Registry has no public way to unregister
+                    removed[(reg_name, name)] = registry._module_dict.pop(
+                        name)
+        try:
+            self.loader.exec_module(module)
+        except BaseException:
+            for (reg_name, name), entry in removed.items():
+                registries[reg_name]._module_dict.setdefault(name, entry)
+            raise
 
 
 def _patch_torch_load_weights_only():
@@ -475,7 +588,7 @@ def apply():
         return
     silence_upstream_warnings()
     _patch_missing_drn()
-    _patch_vindlu_transformers_imports()
+    _defer_vindlu_import()
     _patch_torch_load_weights_only()
     _check_pkg_resources()
     _patch_color_jitter_hue()

@@ -1,5 +1,7 @@
-"""The compat work-around for mmaction2 1.2.0's VindLU imports acts only
-where the defect exists, and ``import mmaction.models`` works in each case."""
+"""The compat work-around for mmaction2 1.2.0's VindLU imports: VindLU (and
+with it transformers' models, torch._dynamo, torchvision) is not imported by
+``import mmaction.models``; building a VindLU model imports it then, with
+transformers' helpers given back where VindLU looks for them."""
 import importlib.util
 import subprocess
 import sys
@@ -13,12 +15,13 @@ NAMES = ('apply_chunking_to_forward', 'find_pruneable_heads_and_indices',
 
 # argv[1]: where the three helpers are removed from before cast_mmaction is
 # imported ('' : nowhere, 'modeling_utils': as transformers >= 4.56,
-# 'both': a transformers that has them nowhere)
+# 'both': a transformers that has them nowhere); argv[2]: a folder for a tiny
+# BEiT config
 _PROBE = r'''
-import sys
+import json, sys
 from transformers import modeling_utils, pytorch_utils
 names = %r
-where = sys.argv[1]
+where, folder = sys.argv[1:3]
 for n in names:
     if where in ('modeling_utils', 'both') and hasattr(modeling_utils, n):
         delattr(modeling_utils, n)
@@ -26,30 +29,94 @@ for n in names:
         delattr(pytorch_utils, n)
 import cast_mmaction  # noqa: F401  (applies compat)
 import mmaction.models  # noqa: F401
-from mmaction.registry import MODELS
-from mmaction.utils import dependency
-print(dependency.WITH_MULTIMODAL,
-      'mmaction.models.multimodal.vindlu' in sys.modules,
-      MODELS.get('CASTBackbone') is not None)
+from mmaction.registry import MODELS, TOKENIZER
+heavy = [m for m in ('mmaction.models.multimodal.vindlu',
+                     'transformers.models.beit.modeling_beit',
+                     'transformers.models.bert.modeling_bert')
+         if m in sys.modules]
+print('AFTER_IMPORT', heavy or 'none', MODELS.get('CASTBackbone') is not None,
+      MODELS.get('VindLUVQA').__name__, TOKENIZER.get('VindLUTokenizer').__name__)
+json.dump(dict(model_type='beit', hidden_size=32, num_hidden_layers=1,
+               num_attention_heads=2, intermediate_size=64, image_size=32,
+               patch_size=16), open(folder + '/config.json', 'w'))
+if len(sys.argv) > 3:  # user code importing VindLU itself
+    import mmaction.models.multimodal.vindlu  # noqa: F401
+try:
+    model = MODELS.build(dict(type='BeitModel3D', config=folder,
+                              tem_config=dict(num_frames=2)))
+except ImportError as e:
+    print('BUILD ImportError', str(e).replace(' ', '_'))
+    try:  # the same clear error again, not a registry KeyError
+        MODELS.build(dict(type='BeitModel3D', config=folder,
+                          tem_config=dict(num_frames=2)))
+    except ImportError:
+        print('AGAIN ImportError')
+else:
+    real = MODELS.get('BeitModel3D')
+    print('BUILD', type(model).__name__, type(model) is real,
+          type(model).__module__, all(
+              getattr(modeling_utils, n) is getattr(pytorch_utils, n)
+              for n in names))
 ''' % (NAMES, )
 
 
-def _probe(where):
-    out = subprocess.run([sys.executable, '-c', _PROBE, where], cwd=ROOT,
-                         capture_output=True, text=True)
+def _probe(where, tmp_path, *extra):
+    out = subprocess.run([sys.executable, '-c', _PROBE, where, str(tmp_path),
+                          *extra],
+                         cwd=ROOT, capture_output=True, text=True)
     assert out.returncode == 0, out.stderr[-2000:]
-    return out.stdout.split()[-3:]
+    return {line.split()[0]: line.split()[1:]
+            for line in out.stdout.splitlines() if line and line.split()[0]
+            in ('AFTER_IMPORT', 'BUILD', 'AGAIN')}
 
 
 @pytest.mark.skipif(importlib.util.find_spec('transformers') is None,
                     reason='transformers is not installed: mmaction2 never '
                     'imports VindLU then, there is nothing to work around')
-def test_vindlu_imports_are_restored_or_vindlu_is_left_out():
-    # as transformers >= 4.56: the helpers moved to pytorch_utils; they are
-    # given back where VindLU looks, so VindLU imports and works
-    assert _probe('modeling_utils') == ['True', 'True', 'True']
-    # a transformers without them anywhere: VindLU is left out (MMAction2's
-    # placeholders), every other model imports
-    assert _probe('both') == ['False', 'False', 'True']
-    # nothing missing: MMAction2's own behaviour
-    assert _probe('') == ['True', 'True', 'True']
+@pytest.mark.parametrize('where', ['', 'modeling_utils', 'both'])
+def test_vindlu_is_imported_when_built(where, tmp_path):
+    got = _probe(where, tmp_path)
+    # import mmaction.models leaves VindLU and the transformers models it
+    # uses out; every name VindLU registers has a lazy entry; CAST's models
+    # are registered
+    assert got['AFTER_IMPORT'] == ['none', 'True', 'VindLUVQA',
+                                   'VindLUTokenizer']
+    if where == 'both':
+        # a transformers with the helpers nowhere: building a VindLU model
+        # names them, and does so again on a second try
+        assert got['BUILD'][0] == 'ImportError'
+        assert 'apply_chunking_to_forward' in got['BUILD'][1]
+        assert got['AGAIN'] == ['ImportError']
+    else:
+        # building one imports VindLU: the real class, registered in place of
+        # the lazy entry; the helpers are where VindLU looks for them
+        assert got['BUILD'] == ['BeitModel3D', 'True',
+                                'mmaction.models.multimodal.vindlu.beit3d',
+                                'True']
+
+
+@pytest.mark.skipif(importlib.util.find_spec('transformers') is None,
+                    reason='transformers is not installed: mmaction2 never '
+                    'imports VindLU then, there is nothing to work around')
+def test_vindlu_imported_by_user_code(tmp_path):
+    # `import mmaction.models.multimodal.vindlu` replaces the lazy entries
+    # with the real classes (no "already registered" error), helpers given
+    # back where VindLU looks (as transformers >= 4.56)
+    got = _probe('modeling_utils', tmp_path, 'import')
+    assert got['BUILD'] == ['BeitModel3D', 'True',
+                            'mmaction.models.multimodal.vindlu.beit3d', 'True']
+
+
+@pytest.mark.skipif(importlib.util.find_spec('transformers') is None,
+                    reason='transformers is not installed: mmaction2 never '
+                    'imports VindLU then, there is nothing to work around')
+def test_plugin_import_leaves_out_what_only_vindlu_needs():
+    # what VindLU's import costs every process (docs/install.md): transformers'
+    # models pull in torch._dynamo, torch._inductor and torchvision
+    code = ('import sys, cast_mmaction, mmaction.models; print([m for m in '
+            '("torch._dynamo", "torch._inductor", "torchvision", '
+            '"mmaction.models.multimodal.vindlu") if m in sys.modules])')
+    out = subprocess.run([sys.executable, '-c', code], cwd=ROOT,
+                         capture_output=True, text=True)
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert out.stdout.split('\n')[-2] == '[]'
