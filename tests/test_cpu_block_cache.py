@@ -195,10 +195,10 @@ def test_bad_values_name_the_field(bad):
 
 def test_the_decision_is_reported():
     sp = speedups.resolve(dict(preset='cpu', cpu_block_cache=True))
-    assert sp['cpu_block_cache'] == cpu_block_cache.DEFAULT_CACHE_MIB == 2048
+    assert sp['cpu_block_cache'] == cpu_block_cache.DEFAULT_CACHE_MIB == 8192
     runs = sp.decide('cpu')
     assert runs['cpu_block_cache'][0] is True
-    assert '2048 MiB' in runs['cpu_block_cache'][1]
+    assert '8192 MiB' in runs['cpu_block_cache'][1]
     assert sp.decide('cuda')['cpu_block_cache'][0] is False
     assert speedups.resolve('cpu')['cpu_block_cache'] is None
 

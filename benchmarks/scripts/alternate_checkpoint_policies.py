@@ -18,7 +18,10 @@ backward, models/speedups.py; ``+ftrim``: every layer's forward only,
 ``+atrim``: every layer's backward too; ``+ltrimN``: the forward's trims
 after the last N layers only, ``+ltrim12`` the earlier rule at ViT-B depth). Suffixes combine: ``fusion+trim+mmap8``.
 
-Each line ends with the process's peak resident set so far; the warm-up
+Each line ends with the process's peak resident set so far, the timed
+step's minor page faults (``minflt``: pages the kernel mapped in, zeroed
+for anonymous memory) and, with the block cache, its hits / misses / unmaps
+in that step; the warm-up
 step runs the first setting, so a run of one setting prints its own peak.
 
 ``WARM=n`` runs n untimed steps of a setting before its timed one: a step's
@@ -51,11 +54,13 @@ x = torch.randn(B,3,16,224,224)
 from mmaction.structures import ActionDataSample
 pols = sys.argv[2].split(',')
 def step():
+    f=resource.getrusage(resource.RUSAGE_SELF).ru_minflt
     t=time.perf_counter(); c=time.process_time()
     l = model(x[:,None],[ActionDataSample().set_gt_label(1) for _ in range(B)],mode='loss')
     sum(v for k,v in l.items() if 'loss' in k).backward()
     opt.step()
     model.zero_grad(set_to_none=True)
+    step.minflt = resource.getrusage(resource.RUSAGE_SELF).ru_minflt - f
     return time.perf_counter()-t, time.process_time()-c
 bbm = model.backbone
 # one part of 'fusion' alone, or the earlier 'fusion' that recomputed the
@@ -124,8 +129,9 @@ for r in range(int(sys.argv[1])):
         use(p)
         for _ in range(int(os.environ.get('WARM', '0'))):
             step()  # untimed: the timed step follows a step of its own kind
+        cache_counts()  # the counts below are the timed step's
         dt = step()
         print(r, p, 'wall %.2f cpu %.2f' % dt, 'load', os.getloadavg()[0],
               'maxrss %.2f GB' % (resource.getrusage(resource.RUSAGE_SELF)
                                   .ru_maxrss / 2 ** 20),
-              cache_counts(), flush=True)
+              'minflt', step.minflt, cache_counts(), flush=True)

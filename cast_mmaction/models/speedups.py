@@ -51,13 +51,13 @@ The speed-ups (each off unless named):
 * ``malloc_mmap_threshold`` (bytes): glibc's ``M_MMAP_THRESHOLD``,
   process-wide, set at the backbone's first forward on a CPU tensor (lower
   peak RSS in CPU training; Linux / glibc only).
-* ``cpu_block_cache`` (MiB, or ``True`` for 2048): a block cache for torch's
+* ``cpu_block_cache`` (MiB, or ``True`` for 8192): a block cache for torch's
   CPU allocator (``models/cpu_block_cache.py``, a small C++ extension built
   on first use): CPU tensors of 1 MiB or more get their own mappings, apart
   from glibc's heap, and a freed block is reused for the next tensor of its
   size, keeping at most that many MiB of free blocks. Lowers the peak like
-  ``malloc_trim`` with few page faults; its time cost measured about the
-  same (docs/benchmarks.md).
+  ``malloc_trim`` without its page faults: with a limit above what a step
+  frees, a step maps nothing anew (docs/benchmarks.md).
   Process-wide, installed at the backbone's first forward on an fp32 CPU
   tensor; Linux only; the same numbers.
 
