@@ -35,6 +35,9 @@ _defer_vindlu_import       VindLU imported by every       mmaction2 <= 1.2.0,
                            import (1-2.4 s, 144 MiB);     transformers
                            its helpers moved out of       installed
                            modeling_utils (4.56)
+_defer_transformers_...    mmengine.optim imports         mmengine <= 0.10.7,
+  adafactor                transformers for Adafactor     transformers
+                           (17 MiB, up to 1 s each)       installed
 silence_upstream_warnings  two import-time warnings on    mmaction2 <= 1.2.0
                            every command (mmcv-lite's     (runs on import of
                            MultiScaleDeformableAttention, this module)
@@ -223,6 +226,63 @@ def _defer_vindlu_import():
     sys.meta_path.insert(0, _VindLUFinder())
     dependency._cast_vindlu_deferred = True
     return True
+
+
+def _defer_transformers_adafactor():
+    """mmengine <= 0.10.7 imports ``transformers`` (and with it
+    ``huggingface_hub``, ``requests``, ``tokenizers``, ``jinja2``) when
+    ``mmengine.optim`` loads, only to register transformers' ``Adafactor``
+    in its OPTIMIZERS registry (``optim/optimizer/builder.py``,
+    ``register_transformers_optimizers``). Every training process, rank and
+    tool pays for it: 17 MiB of resident memory and up to 1 s of import
+    time (``benchmarks/scripts/import_cost.py``), for an optimizer no CAST
+    recipe names.
+
+    ``mmengine.optim`` is imported here with ``transformers`` marked
+    unimportable (``sys.modules['transformers'] = None``, the import
+    system's own way to make an import fail) for that one import, so
+    mmengine registers nothing; then ``Adafactor`` gets a lazy entry whose
+    construction imports transformers and returns its ``Adafactor`` (the
+    first parameter is ``params``, which mmengine's optimizer constructor
+    reads from the signature), and ``TRANSFORMERS_OPTIMIZERS`` names it as
+    before. Skipped where mmengine.optim or transformers is already imported
+    (nothing is then saved, nothing changes), where transformers is not
+    installed, or where builder.py no longer imports it. No upstream issue
+    found."""
+    if not _affected('mmengine') or 'mmengine.optim' in sys.modules or \
+            'transformers' in sys.modules or \
+            importlib.util.find_spec('transformers') is None:
+        return False
+    spec = importlib.util.find_spec('mmengine')
+    builder = os.path.join(list(spec.submodule_search_locations)[0], 'optim',
+                           'optimizer', 'builder.py')
+    try:
+        with open(builder, encoding='utf-8') as f:
+            if 'from transformers import Adafactor' not in f.read():
+                return False
+    except OSError:
+        return False
+    sys.modules['transformers'] = None
+    try:
+        from mmengine.optim.optimizer import builder as builder_mod
+    finally:
+        if sys.modules.get('transformers', 0) is None:
+            del sys.modules['transformers']
+    if 'Adafactor' not in builder_mod.OPTIMIZERS.module_dict:
+        builder_mod.OPTIMIZERS.register_module('Adafactor',
+                                               module=_LazyAdafactor)
+        builder_mod.TRANSFORMERS_OPTIMIZERS.append('Adafactor')
+    return True
+
+
+class _LazyAdafactor:
+    """OPTIMIZERS' ``Adafactor`` until one is built: builds
+    ``transformers.Adafactor`` (see :func:`_defer_transformers_adafactor`)."""
+    _cast_lazy = True
+
+    def __new__(cls, params, *args, **kwargs):
+        from transformers import Adafactor
+        return Adafactor(params, *args, **kwargs)
 
 
 def _vindlu_registries():
@@ -587,6 +647,7 @@ def apply():
     if _APPLIED:
         return
     silence_upstream_warnings()
+    _defer_transformers_adafactor()  # before anything imports mmengine.optim
     _patch_missing_drn()
     _defer_vindlu_import()
     _patch_torch_load_weights_only()

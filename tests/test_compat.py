@@ -1,7 +1,9 @@
-"""The compat work-around for mmaction2 1.2.0's VindLU imports: VindLU (and
-with it transformers' models, torch._dynamo, torchvision) is not imported by
-``import mmaction.models``; building a VindLU model imports it then, with
-transformers' helpers given back where VindLU looks for them."""
+"""The compat work-arounds for what the stack imports on every import: VindLU
+(mmaction2 1.2.0; with it transformers' models, torch._dynamo, torchvision)
+is not imported by ``import mmaction.models``; building a VindLU model
+imports it then, with transformers' helpers given back where VindLU looks
+for them. transformers itself (mmengine 0.10.7's Adafactor) is imported when
+an Adafactor is built."""
 import importlib.util
 import subprocess
 import sys
@@ -113,10 +115,59 @@ def test_vindlu_imported_by_user_code(tmp_path):
 def test_plugin_import_leaves_out_what_only_vindlu_needs():
     # what VindLU's import costs every process (docs/install.md): transformers'
     # models pull in torch._dynamo, torch._inductor and torchvision
+    # and mmengine.optim's import of transformers, for its Adafactor
     code = ('import sys, cast_mmaction, mmaction.models; print([m for m in '
             '("torch._dynamo", "torch._inductor", "torchvision", '
-            '"mmaction.models.multimodal.vindlu") if m in sys.modules])')
+            '"mmaction.models.multimodal.vindlu", "transformers") '
+            'if m in sys.modules])')
     out = subprocess.run([sys.executable, '-c', code], cwd=ROOT,
                          capture_output=True, text=True)
     assert out.returncode == 0, out.stderr[-2000:]
     assert out.stdout.split('\n')[-2] == '[]'
+
+
+# mmengine <= 0.10.7 imports transformers in mmengine.optim only to register
+# its Adafactor; compat registers a lazy entry instead (docs/install.md)
+_ADAFACTOR = r'''
+import sys
+if sys.argv[1] == 'optim-first':  # mmengine.optim imported before the plugin
+    import mmengine.optim  # noqa: F401
+import cast_mmaction, mmaction.models  # noqa: E401,F401
+loaded = 'transformers' in sys.modules
+import torch
+from mmengine.optim import build_optim_wrapper
+from mmengine.optim.optimizer.builder import TRANSFORMERS_OPTIMIZERS
+from mmengine.registry import OPTIMIZERS
+model = torch.nn.Linear(3, 2)
+ow = build_optim_wrapper(model, dict(optimizer=dict(
+    type='Adafactor', lr=1e-3, relative_step=False, scale_parameter=False,
+    weight_decay=0.01), paramwise_cfg=dict(norm_decay_mult=0.)))
+from transformers import Adafactor
+opt = ow.optimizer
+ps = [p for g in opt.param_groups for p in g['params']]
+print('RESULT', loaded, TRANSFORMERS_OPTIMIZERS.count('Adafactor'),
+      OPTIMIZERS.get('Adafactor') is Adafactor, type(opt) is Adafactor,
+      opt.defaults['lr'], len(ps) == 2 and all(
+          any(p is q for q in ps) for p in model.parameters()),
+      OPTIMIZERS.get('TorchAdafactor') is getattr(torch.optim, 'Adafactor',
+                                                   None))
+'''
+
+
+@pytest.mark.skipif(importlib.util.find_spec('transformers') is None,
+                    reason='transformers is not installed: mmengine never '
+                    'imports it then, there is nothing to defer')
+@pytest.mark.parametrize('order', ['plugin-first', 'optim-first'])
+def test_transformers_imported_only_for_adafactor(order):
+    out = subprocess.run([sys.executable, '-c', _ADAFACTOR, order], cwd=ROOT,
+                         capture_output=True, text=True)
+    assert out.returncode == 0, out.stderr[-2000:]
+    got = [line.split()[1:] for line in out.stdout.splitlines()
+           if line.startswith('RESULT')][0]
+    first = order == 'plugin-first'
+    # the plugin first: transformers not imported, Adafactor a lazy entry
+    # (listed once, as mmengine lists it); mmengine.optim first: mmengine's
+    # own registration, untouched. Either way a config's Adafactor builds
+    # transformers' optimizer over the model's parameters, with its lr
+    assert got == [str(not first), '1', str(not first), 'True', '0.001',
+                   'True', 'True']

@@ -965,6 +965,7 @@ def test_compat_patches_run_only_on_the_affected_versions(monkeypatch):
     assert not compat._affected('mmengine')
     for patch in (compat._patch_missing_drn, compat._check_pkg_resources,
                   compat._defer_vindlu_import,
+                  compat._defer_transformers_adafactor,
                   compat._patch_color_jitter_hue,
                   compat._patch_cpu_distributed,
                   compat._patch_low_precision_head_loss):

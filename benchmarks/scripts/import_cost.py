@@ -1,7 +1,7 @@
 """What importing the plugin costs a process: wall time of
 ``import cast_mmaction, mmaction.models`` and the resident memory after it
 (total, anonymous, file-backed), and whether the modules only MMAction2's
-VindLU needs were loaded. One fresh interpreter per round; with
+VindLU and mmengine's transformers optimizer need were loaded. One fresh interpreter per round; with
 ``--checkout DIR`` the rounds alternate between this tree and another
 checkout (e.g. a ``git worktree`` of an earlier commit):
 
@@ -20,7 +20,8 @@ dt = time.perf_counter() - t
 s = open('/proc/self/status').read()
 mib = lambda k: int(s.split(k + ':')[1].split()[0]) / 1024  # noqa: E731
 heavy = [m for m in ('torch._dynamo', 'torch._inductor', 'torchvision',
-                     'mmaction.models.multimodal.vindlu') if m in sys.modules]
+                     'mmaction.models.multimodal.vindlu', 'transformers')
+         if m in sys.modules]
 print(f"import {dt:5.2f} s  VmRSS {mib('VmRSS'):4.0f} MiB  "
       f"RssAnon {mib('RssAnon'):4.0f} MiB  RssFile {mib('RssFile'):4.0f} MiB  "
       f"loaded {heavy or 'none'}")
