@@ -16,7 +16,9 @@ on 64-bit). The suffix ``+trim`` adds the speed-up ``malloc_trim``
 (``malloc_trim(0)`` after the last two thirds' forward and the last third's
 backward, models/speedups.py; ``+ftrim``: every layer's forward only,
 ``+atrim``: every layer's backward too; ``+ltrimN``: the forward's trims
-after the last N layers only, ``+ltrim12`` the earlier rule at ViT-B depth). Suffixes combine: ``fusion+trim+mmap8``.
+after the last N layers only, ``+ltrim12`` the earlier rule at ViT-B depth);
+``+cacheN`` installs the speed-up ``cpu_block_cache`` keeping N MiB of free
+blocks (``+cache``: ``True``'s limit). Suffixes combine: ``fusion+trim+mmap8``.
 
 Each line ends with the process's peak resident set so far, the timed
 step's minor page faults (``minflt``: pages the kernel mapped in, zeroed
@@ -97,7 +99,8 @@ def use(p):
     bbm.cp_layers = set() if name=='none' or fusion else set(range(bbm.depth))
     bbm.cp_policy = None if name in ('none','full') or fusion else make_policy(name)
     set_malloc_mmap_threshold(mmap << 20)
-    cache = next((int(f[5:] or 2048) for f in suffixes
+    cache = next((int(f[5:] or cpu_block_cache.DEFAULT_CACHE_MIB)
+                  for f in suffixes
                   if f.startswith('cache')), None)
     for h in HOOKS:
         h.remove()
