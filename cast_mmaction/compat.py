@@ -278,7 +278,6 @@ def _defer_transformers_adafactor():
 class _LazyAdafactor:
     """OPTIMIZERS' ``Adafactor`` until one is built: builds
     ``transformers.Adafactor`` (see :func:`_defer_transformers_adafactor`)."""
-    _cast_lazy = True
 
     def __new__(cls, params, *args, **kwargs):
         from transformers import Adafactor
