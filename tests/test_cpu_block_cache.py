@@ -175,6 +175,41 @@ def test_training_with_the_cache_changes_no_number(cache, monkeypatch):
     assert s['hits'] > s0['hits']  # the second step reused blocks
 
 
+def test_switching_between_training_and_inference_empties_the_cache(
+        cache, monkeypatch):
+    """The blocks a training step frees cannot serve an inference forward's
+    sizes (a block goes to a tensor of exactly its size): the cache is
+    emptied when the backbone switches between the two, not between steps
+    of one kind."""
+    monkeypatch.setattr(cpu_block_cache, 'MIN_BYTES', 4096)
+    bb = _tiny(preset='cpu', cpu_block_cache=64)
+    x = torch.randn(2, 3, 4, 64, 64)
+    _step(bb)
+    trained = cache.stats()['cached']
+    assert trained > 0
+    _step(bb)  # a second training step: its blocks reused, none unmapped
+    s = cache.stats()
+    assert s['hits'] > 0 and s['cached'] >= trained
+    seen = []
+    real_empty = cpu_block_cache.empty_cache
+    monkeypatch.setattr(cpu_block_cache, 'empty_cache', lambda: (
+        seen.append(cache.stats()['cached']), real_empty()))
+    bb.eval()
+    with torch.no_grad():
+        bb(x)
+        # emptied once, before the inference forward allocated
+        assert seen == [s['cached']]
+        bb(x)  # inference again: kept
+        assert len(seen) == 1
+    assert cache.stats()['cached'] > 0
+    _step(bb)  # back to training: the inference blocks unmapped
+    assert len(seen) == 2 and seen[1] > 0
+    bb.train()
+    with torch.no_grad():  # train mode without gradients is inference
+        bb(x)
+    assert len(seen) == 3
+
+
 def test_the_hook_installs_on_fp32_cpu_only(monkeypatch):
     calls = []
     monkeypatch.setattr(cpu_block_cache, 'install', calls.append)

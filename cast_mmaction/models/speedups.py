@@ -57,7 +57,8 @@ The speed-ups (each off unless named):
   from glibc's heap, and a freed block is reused for the next tensor of its
   size, keeping at most that many MiB of free blocks. Lowers the peak like
   ``malloc_trim`` without its page faults: with a limit above what a step
-  frees, a step maps nothing anew (docs/benchmarks.md).
+  frees, a step maps nothing anew (docs/benchmarks.md). Emptied when the
+  backbone switches between training and inference forwards.
   Process-wide, installed at the backbone's first forward on an fp32 CPU
   tensor; Linux only; the same numbers.
 
@@ -807,13 +808,32 @@ class MallocThresholdOnCPU(_OnFirstCPUForward):
 
 class BlockCacheOnCPU(_OnFirstCPUForward):
     """``cpu_block_cache``: builds and installs the cache at the first fp32
-    CPU forward (a GPU run that names the speed-up never builds it)."""
+    CPU forward (a GPU run that names the speed-up never builds it).
+
+    Once installed, the cached blocks are unmapped whenever the backbone
+    switches between a training forward (train mode, gradients on) and an
+    inference forward (validation, test): a block goes only to a tensor of
+    exactly its size, so the blocks one kind of step frees (most of a
+    training step's activations) cannot serve the other's sizes and would
+    only add to its peak. The first step after a switch maps its blocks
+    anew; steps of one kind in a row reuse them."""
+    phase = None
 
     def __init__(self, cache_mib):
         self.cache_mib = check_cache_mib(cache_mib, f'{FIELD}.cpu_block_cache')
 
     def act(self):
         cpu_block_cache.install(self.cache_mib)
+
+    def __call__(self, module, args):
+        super().__call__(module, args)
+        if not self.done:
+            return
+        phase = bool(getattr(module, 'training', False)
+                     and torch.is_grad_enabled())
+        if self.phase is not None and phase != self.phase:
+            cpu_block_cache.empty_cache()
+        self.phase = phase
 
 
 def malloc_trim():
