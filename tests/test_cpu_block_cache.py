@@ -54,6 +54,33 @@ def test_large_blocks_are_reused_by_size_small_ones_left_to_torch(cache):
     del y, z, small
 
 
+def test_a_larger_block_up_to_twice_the_size_serves_a_missing_size(cache):
+    """With no block of the asked size cached, the smallest cached block of
+    up to twice the size serves it (a fit) instead of a new mapping, and
+    goes back to the cache under its own size; a block more than twice the
+    size does not."""
+    cache.install(64)
+    big = torch.empty(4 * MIB // 4)
+    mid = torch.empty(6 * MIB // 4)
+    p_big, p_mid = big.data_ptr(), mid.data_ptr()
+    del big, mid
+    s0 = cache.stats()
+    x = torch.empty(3 * MIB // 4)  # 3 MiB: the 4 MiB block (the smallest fit)
+    assert x.data_ptr() == p_big
+    s1 = cache.stats()
+    assert (s1['fits'], s1['hits'], s1['misses']) == (
+        s0['fits'] + 1, s0['hits'] + 1, s0['misses'])
+    assert s1['cached'] == 6 * MIB
+    del x
+    assert cache.stats()['cached'] == 10 * MIB  # back as 4 MiB
+    y = torch.empty(4 * MIB // 4)  # the exact size again: that block
+    assert y.data_ptr() == p_big
+    z = torch.empty(2 * MIB // 4)  # 6 MiB is more than twice 2 MiB: mapped
+    assert z.data_ptr() != p_mid
+    assert cache.stats()['misses'] == s1['misses'] + 1
+    del y, z
+
+
 def test_the_most_recently_freed_block_goes_first(cache):
     """Of two cached blocks of a size, the one freed last (likeliest still
     in the CPU's caches) is handed out first."""

@@ -15,7 +15,10 @@
 // cache keyed by its size and handed out again for the next allocation of
 // that size (a training step allocates the same sizes layer after layer), so
 // its pages stay mapped and are not faulted in again; the most recently freed
-// block of a size goes first (still in the CPU's caches). The cache holds at most
+// block of a size goes first (still in the CPU's caches). With none of that
+// size cached, the smallest cached block of up to twice the size serves it
+// (a ``fit``, counted among the hits): its pages are resident anyway, where a
+// new mapping would add to the step's peak. The cache holds at most
 // ``cache_bytes``; beyond that the largest cached blocks are unmapped. Smaller
 // allocations go to the allocator that was installed before (torch's).
 // Contents of a new block are unspecified, as with malloc: numbers do not
@@ -45,7 +48,7 @@ struct BlockCache final : c10::Allocator {
   std::multimap<size_t, void*> cached_;       // size -> a free block
   std::unordered_map<void*, size_t> live_;    // block -> size, in use
   size_t cached = 0, mapped = 0, peak_mapped = 0;
-  int64_t hits = 0, misses = 0, unmaps = 0;
+  int64_t hits = 0, misses = 0, unmaps = 0, fits = 0;
 
   static void deleter(void* ptr);
 
@@ -61,11 +64,23 @@ struct BlockCache final : c10::Allocator {
       auto it = cached_.upper_bound(size);
       if (it != cached_.begin() && std::prev(it)->first == size) {
         it = std::prev(it);
+      } else if (it != cached_.end() && it->first - size <= size) {
+        // none of this size: the smallest larger block up to twice the
+        // size (its most recently freed), rather than a new mapping while
+        // that block's pages sit unused; it returns to the cache under its
+        // own size
+        it = std::prev(cached_.upper_bound(it->first));
+        ++fits;
+      } else {
+        it = cached_.end();
+      }
+      if (it != cached_.end()) {
+        const size_t bsize = it->first;
         p = it->second;
         cached_.erase(it);
-        cached -= size;
+        cached -= bsize;
         ++hits;
-        live_.emplace(p, size);
+        live_.emplace(p, bsize);
       }
     }
     if (p == nullptr) {
@@ -182,7 +197,8 @@ std::map<std::string, int64_t> stats() {
           {"live_blocks", int64_t(g_cache.live_.size())},
           {"hits", g_cache.hits},
           {"misses", g_cache.misses},
-          {"unmaps", g_cache.unmaps}};
+          {"unmaps", g_cache.unmaps},
+          {"fits", g_cache.fits}};
 }
 
 std::vector<int64_t> cached_sizes() {

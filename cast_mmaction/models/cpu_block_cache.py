@@ -2,8 +2,9 @@
 (the C++ side and why: ``cast_mmaction/csrc/cpu_block_cache.cpp``).
 
 CPU tensors of at least ``min_bytes`` (1 MiB) get their own mappings, apart
-from glibc's heap; a freed block is kept for the next tensor of its size,
-up to ``cache_bytes`` of free blocks. In fp32 CPU training this keeps the
+from glibc's heap; a freed block is kept for the next tensor of its size
+(or, with none of that size cached, of up to half its size), up to
+``cache_bytes`` of free blocks. In fp32 CPU training this keeps the
 heap's freed-but-held memory out of the peak without the page faults of
 ``malloc_trim`` (docs/benchmarks.md). Process-wide, Linux only; numbers do
 not depend on it.
@@ -110,7 +111,8 @@ def empty_cache():
 
 
 def stats():
-    """Counters (hits, misses, unmaps, live_blocks) and byte totals
+    """Counters (hits, misses, unmaps, fits: the hits served by a larger
+    block, live_blocks) and byte totals
     (cached, mapped, peak_mapped); ``{'installed': 0}`` before any use."""
     if not extension.cache_info().currsize:
         return {'installed': 0}
