@@ -817,8 +817,8 @@ class BlockCacheOnCPU(_OnFirstCPUForward):
     size or of up to half its size, so most blocks one kind of step frees
     (most of a training step's activations) cannot serve the other's sizes
     and would only add to its peak (with exact sizes only: 5.88 GiB at
-    batch 2 kept, 5.29 emptied; docs/benchmarks.md). The first step after a switch maps its blocks
-    anew; steps of one kind in a row reuse them."""
+    batch 2 kept, 5.29 emptied; docs/benchmarks.md). The first step after a
+    switch maps its blocks anew; steps of one kind in a row reuse them."""
     phase = None
 
     def __init__(self, cache_mib):
