@@ -167,6 +167,39 @@ def test_pyav_dense_train_clip_one_seek(videos):
     r.close()
 
 
+
+@pytest.mark.parametrize('short_side', [None, 160])
+def test_pyav_converts_wanted_frames_through_one_scaler_context(
+        videos, short_side):
+    """The reader converts the wanted frames after decoding them, through
+    one scaler context it keeps: the arrays are those of converting each
+    frame on its own (``to_ndarray``, a new context per frame), with
+    unsorted and repeated indices and at a reduced size."""
+    import av
+    path = videos['k400']
+    inds = [40, 3, 3, 77, 41, 40, 120]
+    r = PyAVVideoReader(path, num_threads=1, short_side=short_side)
+    got = r.get_frames(inds)
+    context = r._reformatter
+    assert context is not None
+    again = r.get_frames([5, 5])
+    assert r._reformatter is context  # kept, not rebuilt per call
+    kw = dict(r._rgb)
+    r.close()
+    with av.open(path) as c:
+        s = c.streams.video[0]
+        s.thread_count = 1
+        ref = {}
+        for i, f in enumerate(c.decode(s)):
+            if i in set(inds) | {5}:
+                ref[i] = f.to_ndarray(**kw)
+            if i >= max(inds):
+                break
+    np.testing.assert_array_equal(got, np.stack([ref[i] for i in inds]))
+    np.testing.assert_array_equal(again, np.stack([ref[5], ref[5]]))
+    if short_side:
+        assert min(got.shape[1:3]) == short_side
+
 @pytest.mark.parametrize('backend', BACKENDS)
 @pytest.mark.parametrize('kind', sorted(KINDS))
 def test_reduced_size_decode_close_to_decode_then_resize(videos, kind,

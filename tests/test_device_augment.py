@@ -415,6 +415,31 @@ def test_pack_raw_frames_keeps_uint8_frames():
                         np.zeros((8, 6, 3), np.uint8)]))
 
 
+
+def test_pack_raw_frames_packs_the_decoders_array_without_a_copy():
+    """Frames that are, in order, the views of one stacked array (what
+    VideoDecode hands over) are packed as that array; frames replaced or
+    reordered since are stacked, so the packed clip is always the frames
+    as they are."""
+    pack = TRANSFORMS.build(dict(type='PackRawFrames'))
+    whole = video(t=4)
+    out = pack(dict(imgs=list(whole), label=0))
+    assert out['inputs'].data_ptr() == whole.ctypes.data  # no copy
+    assert torch.equal(out['inputs'], torch.from_numpy(whole))
+    swapped = list(whole)
+    swapped[1], swapped[2] = swapped[2], swapped[1]
+    out = pack(dict(imgs=swapped, label=0))
+    assert out['inputs'].data_ptr() != whole.ctypes.data
+    assert torch.equal(out['inputs'], torch.from_numpy(np.stack(swapped)))
+    replaced = list(whole)
+    replaced[3] = replaced[3].copy()
+    replaced[3][0, 0] = 255 - replaced[3][0, 0]
+    out = pack(dict(imgs=replaced, label=0))
+    assert torch.equal(out['inputs'], torch.from_numpy(np.stack(replaced)))
+    assert not torch.equal(out['inputs'], torch.from_numpy(whole))
+    out = pack(dict(imgs=list(whole[:3]), label=0))  # fewer than the array
+    assert tuple(out['inputs'].shape) == (3, ) + whole.shape[1:]
+
 def test_two_clips_per_sample_share_the_draws():
     frames = video(t=4)
     results = dict(imgs=list(frames) * 2, img_shape=frames.shape[1:3],
