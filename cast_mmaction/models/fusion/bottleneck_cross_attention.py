@@ -118,8 +118,13 @@ class WindowCrossAttention(nn.Module):
             with torch.no_grad():
                 w = attention_weights(q, k, self.num_heads)
             weights_out.append(self.policy.weights_by_window(w, shape[0]))
-        out = self.proj(sdpa_heads(q, k, v, self.num_heads))
+        out = self.proj(self._attend(q, k, v))
         return self.policy.from_seq(out, shape)
+
+    def _attend(self, q, k, v):
+        """The heads' attention of the window sequences (the CPU speed-up
+        ``few_keys_attention`` replaces it, ``models/speedups.py``)."""
+        return sdpa_heads(q, k, v, self.num_heads)
 
     def extra_repr(self):
         return (f'window={self.window}, heads={self.num_heads}, '
