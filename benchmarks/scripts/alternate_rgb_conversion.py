@@ -15,7 +15,8 @@ One thread; process CPU time; the ``configs/cast_k400_device_aug.py``
 training pipeline (open, sample, decode with PyAV, pack) on the files of
 ``tools/benchmark/bench_pipeline.py --video-kind KIND`` prepared as
 ``tools/data/prepare_k400.py`` prepares them (short side 320, key frame every
-32); the same clip indices for every way in a round.
+32); KIND ``ssv2``: the ``configs/cast_ssv2_device_aug.py`` pipeline on the
+SSv2-like files as written. The same clip indices for every way in a round.
 
     PYTHONPATH=$PWD python benchmarks/scripts/alternate_rgb_conversion.py \\
         ROUNDS CLIPS KIND
@@ -37,9 +38,12 @@ from cast_mmaction.datasets.transforms import decoding  # noqa: E402
 
 rounds, clips, kind = int(sys.argv[1]), int(sys.argv[2]), sys.argv[3]
 workdir = osp.join(bp.ROOT, 'work_dirs', 'bench_pipeline')
-cfg = bp.load_config('configs/cast_k400_device_aug.py')
-ann0, folder0 = bp.ensure_videos(workdir, kind, 8)
-ann, folder, _, _, _ = bp.ensure_prepared(folder0, ann0, 320, 32)
+ssv2 = kind == 'ssv2'
+cfg = bp.load_config('configs/cast_ssv2_device_aug.py' if ssv2 else
+                     'configs/cast_k400_device_aug.py')
+ann, folder = bp.ensure_videos(workdir, kind, 8)
+if not ssv2:
+    ann, folder, _, _, _ = bp.ensure_prepared(folder, ann, 320, 32)
 ds = bp.build_dataset(cfg, 'train', ann, folder)
 ts = list(ds.pipeline.transforms)
 bp._set_threads(ts, 1)
