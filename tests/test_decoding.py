@@ -184,8 +184,15 @@ def test_pyav_converts_wanted_frames_through_one_scaler_context(
     assert context is not None
     again = r.get_frames([5, 5])
     assert r._reformatter is context  # kept, not rebuilt per call
+    r.HELD_FRAMES = 2  # converted two distinct frames at a time
+    calls = []
+    convert = r._to_rgb
+    r._to_rgb = lambda out: (calls.append(1), convert(out))
+    held2 = r.get_frames(inds)  # 5 distinct frames: after 2, 4, the end
+    assert len(calls) == 3
     kw = dict(r._rgb)
     r.close()
+    np.testing.assert_array_equal(held2, got)
     with av.open(path) as c:
         s = c.streams.video[0]
         s.thread_count = 1

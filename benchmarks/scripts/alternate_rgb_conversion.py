@@ -52,16 +52,22 @@ bp.pin_threads(1)
 one_context = decoding.PyAVVideoReader._to_rgb
 
 
-def per_frame(self, frames):
-    rgb = {}
-    for f in frames:
-        if id(f) not in rgb:
-            rgb[id(f)] = f.to_ndarray(**self._rgb)
-    return np.stack([rgb[id(f)] for f in frames])
+def _each(convert):
+    def to_rgb(self, out):  # the reader's _to_rgb, converting as given
+        alive, rgb = list(out.values()), {}
+        for i, f in out.items():
+            if not isinstance(f, np.ndarray):
+                if id(f) not in rgb:
+                    rgb[id(f)] = convert(self, f)
+                out[i] = rgb[id(f)]
+        del alive
+    return to_rgb
 
 
-def no_conversion(self, frames):
-    return np.stack([f.to_ndarray() for f in frames])
+# a new scaler context per frame, as VideoFrame.to_ndarray builds one
+per_frame = _each(lambda self, f: f.to_ndarray(**self._rgb))
+# the YUV planes copied out, no conversion (a floor)
+no_conversion = _each(lambda self, f: f.to_ndarray())
 
 
 WAYS = {'per-frame': per_frame, 'one-context': one_context,

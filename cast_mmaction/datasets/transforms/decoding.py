@@ -159,8 +159,9 @@ class PyAVVideoReader:
     (``to_ndarray(width=, height=, interpolation=)``).
 
     RGB conversion: the wanted frames are kept as decoded (YUV) and
-    converted after the last one is decoded, all through one scaler
-    context of the reader. ``VideoFrame.to_ndarray(format='rgb24')``
+    converted after the last one is decoded (or every
+    :attr:`HELD_FRAMES` frames), all through one scaler context of the
+    reader. ``VideoFrame.to_ndarray(format='rgb24')``
     builds a new scaler context for every frame, and between two decodes
     the scaler runs cold: that cost 0.3-0.9 ms a frame against 0.1 ms
     converted together (568 x 320, docs/data_pipeline.md); the pixels are
@@ -268,6 +269,7 @@ class PyAVVideoReader:
         # which must then be decoded whatever its kind: no skipping
         self._skip = bool(todo) and todo[-1] < self.num_frames - 1
         out = {}
+        held = 0  # distinct frames in ``out`` not yet converted
         frames = None  # decoded-frame iterator since the last seek
         pos = None  # index of the last decoded frame
         last = None  # the last decoded frame
@@ -289,10 +291,15 @@ class PyAVVideoReader:
                 break
             # the exact frame (or, should the time stamps skip an index, the
             # first one after it) for every wanted index up to ``pos``; kept
-            # decoded, converted below
+            # decoded, converted HELD_FRAMES at a time
+            if k < len(todo) and todo[k] <= pos:
+                held += 1
             while k < len(todo) and todo[k] <= pos:
                 out[todo[k]] = last
                 k += 1
+            if held >= self.HELD_FRAMES:
+                self._to_rgb(out)
+                held = 0
         if k < len(todo):
             if last is None:
                 raise EpicSegmentError(f'{self.path}: PyAV decoded no frames '
@@ -300,20 +307,30 @@ class PyAVVideoReader:
             _past_the_end(self.path, todo[k:], pos)
             for i in todo[k:]:
                 out[i] = last
-        return self._to_rgb([out[i] for i in wanted])
+        self._to_rgb(out)
+        return np.stack([out[i] for i in wanted])
 
-    def _to_rgb(self, frames):
-        """(N, H, W, 3) uint8 RGB of decoded frames (a frame listed twice
-        is converted once), through the reader's one scaler context."""
+    #: decoded frames held before they are converted (bounds the memory of
+    #: a long call: 16 frames of 1080p YUV are 50 MB)
+    HELD_FRAMES = 16
+
+    def _to_rgb(self, out):
+        """Replace the decoded frames among ``out``'s values (index ->
+        frame) by their (H, W, 3) uint8 RGB arrays, each distinct frame
+        once, through the reader's one scaler context."""
         from av.video.reformatter import VideoReformatter
         if self._reformatter is None:
             self._reformatter = VideoReformatter()
+        alive = list(out.values())  # no frame is freed (its id reused) here
         rgb = {}
-        for f in frames:
+        for i, f in out.items():
+            if isinstance(f, np.ndarray):
+                continue
             if id(f) not in rgb:
                 rgb[id(f)] = self._reformatter.reformat(
                     f, **self._rgb).to_ndarray()
-        return np.stack([rgb[id(f)] for f in frames])
+            out[i] = rgb[id(f)]
+        del alive
 
     def close(self):
         if self._container is not None:
