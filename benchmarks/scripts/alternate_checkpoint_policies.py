@@ -26,6 +26,9 @@ for anonymous memory) and, with the block cache, its hits / misses / unmaps
 in that step; the warm-up
 step runs the first setting, so a run of one setting prints its own peak.
 
+``ORDER=abba`` runs the settings in reverse order every other round (a, b,
+then b, a), so that neither always follows the other.
+
 ``WARM=n`` runs n untimed steps of a setting before its timed one: a step's
 time depends on what the step before it left in the heap (a step after one
 that gave pages back to the system faults them in again), so with ``WARM=1``
@@ -127,8 +130,9 @@ def cache_counts(last={}):
 # that with one setting the printed maxrss is that setting's peak
 use(pols[0])
 step()
+ABBA = os.environ.get('ORDER', '') == 'abba'
 for r in range(int(sys.argv[1])):
-    for p in pols:
+    for p in (pols[::-1] if ABBA and r % 2 else pols):
         use(p)
         for _ in range(int(os.environ.get('WARM', '0'))):
             step()  # untimed: the timed step follows a step of its own kind
