@@ -105,3 +105,31 @@ def test_bench_multiview_runs_and_agrees(tmp_path):
             assert r[name]['cpu_s_per_video'] > 0
             assert r[name]['views_per_s_cpu'] == \
                 pytest.approx(r['views'] / r[name]['cpu_s_per_video'])
+            assert r[name]['views_per_s_wall'] == \
+                pytest.approx(r['views'] / r[name]['wall_s_per_video'])
+            assert 'peak_gpu_mib' not in r[name]  # a CPU run
+
+
+def test_bench_multiview_runs_under_autocast_and_names_a_missing_gpu(
+        tmp_path):
+    import importlib.util
+    import json
+    from _tools import tool_path
+    spec = importlib.util.spec_from_file_location(
+        '_bench_multiview', tool_path('bench_multiview'))
+    tool = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(tool)
+    tiny = ['--embed-dim', '32', '--depth', '1', '--heads', '2', '--frames',
+            '4', '--img-size', '32', '--num-classes', '5', '--videos', '1',
+            '--warmup', '0', '--protocols', 'ssv2']
+    out = tmp_path / 'mv.json'
+    tool.main(tiny + ['--amp', 'bf16', '--json', str(out)])
+    res = json.loads(out.read_text())
+    assert res['args']['amp'] == 'bf16'
+    (row,) = res['results']
+    # both patterns under the same bf16 autocast: the same scores up to
+    # bf16's rounding of the different batch shapes
+    assert 0 <= row['max_score_diff'] < 2e-2
+    if not torch.cuda.is_available():
+        with pytest.raises(SystemExit, match='no CUDA device'):
+            tool.main(tiny + ['--device', 'cuda'])

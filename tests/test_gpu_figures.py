@@ -1,0 +1,59 @@
+"""tools/benchmark/gpu_figures.sh, the one command for the GPU figures: its
+plumbing at a tiny size on the CPU (``DEVICE=cpu``), which part ran, what it
+wrote, and that a failing part makes the whole run fail while the others
+still run."""
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+SCRIPT = os.path.join(ROOT, 'tools', 'benchmark', 'gpu_figures.sh')
+
+
+def _run(out, **env):
+    return subprocess.run(
+        ['bash', SCRIPT, str(out)], cwd=ROOT, capture_output=True, text=True,
+        timeout=600, env={**os.environ, 'DEVICE': 'cpu',
+                          'PYTHON': sys.executable, **env})
+
+
+def test_selected_parts_run_and_write_their_files(tmp_path):
+    r = _run(tmp_path / 'out', PARTS='multiview')
+    assert r.returncode == 0, r.stdout[-2000:] + r.stderr[-2000:]
+    files = sorted(os.listdir(tmp_path / 'out'))
+    assert files == ['multiview_cuda.json', 'session.log']
+    res = json.loads((tmp_path / 'out' / 'multiview_cuda.json').read_text())
+    assert [row['views'] for row in res['results']] == [15, 6]
+    log = (tmp_path / 'out' / 'session.log').read_text()
+    assert '== multiview: exit 0' in log
+    for part in ('check', 'bench', 'augment'):
+        assert f'== {part}: not selected' in log
+    assert 'torch' in log and 'cpu' in log  # the machine's facts
+
+
+def test_a_failing_part_fails_the_run_and_the_rest_still_run(tmp_path):
+    bad = tmp_path / 'python'
+    # an interpreter that fails for the multiview tool only
+    bad.write_text('#!/bin/bash\ncase "$1" in *bench_multiview*) exit 3;; '
+                   'esac\nexec %s "$@"\n' % sys.executable)
+    bad.chmod(0o755)
+    r = _run(tmp_path / 'out', PARTS='multiview,augment', PYTHON=str(bad))
+    assert r.returncode == 1
+    log = (tmp_path / 'out' / 'session.log').read_text()
+    assert '== multiview: exit 3' in log
+    assert '== augment: exit 0' in log
+    assert 'a part failed' in log
+    rows = [json.loads(line) for line in
+            (tmp_path / 'out' / 'device_augment.jsonl').read_text()
+            .splitlines() if line.startswith('{')]
+    assert rows
+
+
+def test_out_dir_is_required():
+    r = subprocess.run(['bash', SCRIPT], cwd=ROOT, capture_output=True,
+                       text=True, timeout=60)
+    assert r.returncode != 0
+    assert 'usage: tools/benchmark/gpu_figures.sh OUT_DIR' in r.stderr

@@ -1,0 +1,99 @@
+#!/usr/bin/env bash
+# Every GPU figure the docs leave open, in one run on one GPU. Each part has its
+# own time limit; together they stay under 510 s, inside a 10-minute call:
+#
+#   tools/benchmark/gpu_figures.sh OUT_DIR [AUTHORS_CHECKOUT]
+#
+#   gpu_check.json        tools/gpu_check.py: AMP training steps, fp32 / fp16 /
+#                         bf16 agreement, the SDPA kernels, FSDP / DeepSpeed
+#   benchmark_cuda.json   tools/benchmark.py, CAST ViT-B SSv2, batch 6, fp16:
+#                         ours, and the authors' side by side when
+#                         AUTHORS_CHECKOUT (a checkout of KHU-VLL/CAST) is given
+#   multiview_cuda.json   tools/benchmark/bench_multiview.py at ViT-B size:
+#                         K400 5x3 and SSv2 2x3 views batched vs one at a time
+#   device_augment.jsonl  tools/benchmark/bench_device_augment.py on the GPU
+#   session.log           what ran, each part's exit status and time, the
+#                         machine (nvidia-smi, torch, CPU)
+#
+# At most six files, so that the lot comes back from a machine that returns
+# few (docs/benchmarks.md, "GPU"). A part that fails or runs out of time is
+# logged and the next one runs; the exit status is 1 when any part failed.
+#
+# PARTS=check,bench,multiview,augment selects parts (default: all).
+# DEVICE=cpu runs every part at a tiny size on the CPU: a test of this script
+# (tests/test_gpu_figures.py), not a figure. PYTHON names the interpreter.
+set -u
+OUT=${1:?usage: tools/benchmark/gpu_figures.sh OUT_DIR [AUTHORS_CHECKOUT]}
+REF=${2:-}
+PY=${PYTHON:-$(command -v python || command -v python3)}
+DEVICE=${DEVICE:-cuda}
+PARTS=${PARTS:-check,bench,multiview,augment}
+ROOT=$(cd "$(dirname "$0")/../.." && pwd)
+cd "$ROOT" || exit 2
+mkdir -p "$OUT"
+LOG="$OUT/session.log"
+: > "$LOG"
+FAILED=0
+
+say() { echo "$@" | tee -a "$LOG"; }
+
+# part NAME SECONDS CMD...: run CMD under a time limit, its output into the log
+part() {
+    local name=$1 limit=$2 t0 rc
+    shift 2
+    case ",$PARTS," in *",$name,"*) ;; *) say "== $name: not selected"; return ;; esac
+    say "== $name: $*"
+    t0=$(date +%s)
+    timeout "$limit" "$@" >> "$LOG" 2>&1
+    rc=$?
+    say "== $name: exit $rc after $(( $(date +%s) - t0 )) s (limit $limit s)"
+    [ "$rc" = 0 ] || FAILED=1
+}
+
+say "# tools/benchmark/gpu_figures.sh $OUT ${REF:-'(no authors checkout)'}; DEVICE=$DEVICE PARTS=$PARTS"
+say "# $(date -u '+%Y-%m-%d %H:%M:%S UTC'), commit $(git rev-parse --short HEAD 2>/dev/null || echo '?')"
+if [ "$DEVICE" != cpu ]; then
+    nvidia-smi --query-gpu=name,memory.total,driver_version,clocks.max.sm \
+        --format=csv >> "$LOG" 2>&1 || say "nvidia-smi: not available"
+fi
+"$PY" - >> "$LOG" 2>&1 <<'EOF'
+import os, platform, torch
+print('python', platform.python_version(), 'torch', torch.__version__,
+      'cuda', torch.version.cuda, 'gpus', torch.cuda.device_count(),
+      'cpus', os.cpu_count())
+from cast_mmaction.utils import cpu_facts
+print('cpu', cpu_facts())
+EOF
+
+if [ "$DEVICE" = cpu ]; then  # the script's own test: tiny sizes, CPU
+    part check 300 "$PY" tools/gpu_check.py --device cpu --tiny --steps 1 \
+        --checks amp_train --out "$OUT/gpu_check.json"
+    part bench 300 "$PY" tools/benchmark.py configs/cast_demo.py --device cpu \
+        --batch-size 1 --steps 1 --warmup 0 --phases train,infer \
+        --json "$OUT/benchmark_cuda.json"
+    part multiview 300 "$PY" tools/benchmark/bench_multiview.py --device cpu \
+        --embed-dim 32 --depth 1 --heads 2 --frames 4 --img-size 32 \
+        --num-classes 5 --videos 1 --warmup 0 --json "$OUT/multiview_cuda.json"
+    part augment 300 bash -c "'$PY' tools/benchmark/bench_device_augment.py \
+        --device cpu --clips 1 --sizes ssv2 > '$OUT/device_augment.jsonl'"
+else
+    part check 150 "$PY" tools/gpu_check.py --device "$DEVICE" \
+        --out "$OUT/gpu_check.json"
+    if [ -n "$REF" ]; then
+        part bench 210 "$PY" tools/benchmark.py configs/cast_ssv2.py \
+            --device "$DEVICE" --batch-size 6 --amp fp16 --steps 5 --warmup 2 \
+            --phases train,infer,flops --reference-repo "$REF" --side-by-side \
+            --reference-amp fp16 --runs 1 --json "$OUT/benchmark_cuda.json"
+    else
+        part bench 150 "$PY" tools/benchmark.py configs/cast_ssv2.py \
+            --device "$DEVICE" --batch-size 6 --amp fp16 --steps 5 --warmup 2 \
+            --phases train,infer,flops --json "$OUT/benchmark_cuda.json"
+    fi
+    part multiview 90 "$PY" tools/benchmark/bench_multiview.py \
+        --device "$DEVICE" --amp fp16 --embed-dim 768 --depth 12 --heads 12 \
+        --img-size 224 --videos 3 --warmup 1 --json "$OUT/multiview_cuda.json"
+    part augment 60 bash -c "'$PY' tools/benchmark/bench_device_augment.py \
+        --device '$DEVICE' --clips 48 > '$OUT/device_augment.jsonl'"
+fi
+say "# done: $([ "$FAILED" = 0 ] && echo 'every selected part passed' || echo 'a part failed (above)')"
+exit "$FAILED"
