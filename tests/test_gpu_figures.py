@@ -29,7 +29,7 @@ def test_selected_parts_run_and_write_their_files(tmp_path):
     assert [row['views'] for row in res['results']] == [15, 6]
     log = (tmp_path / 'out' / 'session.log').read_text()
     assert '== multiview: exit 0' in log
-    for part in ('check', 'bench', 'augment'):
+    for part in ('check', 'bench', 'augment', 'decode'):
         assert f'== {part}: not selected' in log
     assert 'torch' in log and 'cpu' in log  # the machine's facts
 
@@ -50,6 +50,18 @@ def test_a_failing_part_fails_the_run_and_the_rest_still_run(tmp_path):
             (tmp_path / 'out' / 'device_augment.jsonl').read_text()
             .splitlines() if line.startswith('{')]
     assert rows
+
+
+def test_decode_part_prepares_videos_and_leaves_only_its_json(tmp_path):
+    # on the CPU the part runs PyAV in torchcodec's CUDA decoder's place
+    r = _run(tmp_path / 'out', PARTS='decode')
+    assert r.returncode == 0, r.stdout[-2000:] + r.stderr[-2000:]
+    assert sorted(os.listdir(tmp_path / 'out')) == ['decode_cuda.json',
+                                                     'session.log']
+    (row,) = json.loads((tmp_path / 'out' / 'decode_cuda.json')
+                        .read_text())['results']
+    assert row['decoder'] == 'pyav' and row['prepared']
+    assert row['clips_per_s_per_worker_wall'] > 0
 
 
 def test_out_dir_is_required():

@@ -12,14 +12,18 @@
 #   multiview_cuda.json   tools/benchmark/bench_multiview.py at ViT-B size:
 #                         K400 5x3 and SSv2 2x3 views batched vs one at a time
 #   device_augment.jsonl  tools/benchmark/bench_device_augment.py on the GPU
+#   decode_cuda.json      tools/benchmark/bench_pipeline.py, the K400 recipe's
+#                         pipeline with torchcodec's CUDA decoder (NVDEC) on
+#                         prepared K400-like files; skipped (not failed) where
+#                         PyAV or torchcodec cannot be imported
 #   session.log           what ran, each part's exit status and time, the
 #                         machine (nvidia-smi, torch, CPU)
 #
-# At most six files, so that the lot comes back from a machine that returns
+# At most seven files, so that the lot comes back from a machine that returns
 # few (docs/benchmarks.md, "GPU"). A part that fails or runs out of time is
 # logged and the next one runs; the exit status is 1 when any part failed.
 #
-# PARTS=check,bench,multiview,augment selects parts (default: all).
+# PARTS=check,bench,multiview,augment,decode selects parts (default: all).
 # DEVICE=cpu runs every part at a tiny size on the CPU: a test of this script
 # (tests/test_gpu_figures.py), not a figure. PYTHON names the interpreter.
 set -u
@@ -27,7 +31,7 @@ OUT=${1:?usage: tools/benchmark/gpu_figures.sh OUT_DIR [AUTHORS_CHECKOUT]}
 REF=${2:-}
 PY=${PYTHON:-$(command -v python || command -v python3)}
 DEVICE=${DEVICE:-cuda}
-PARTS=${PARTS:-check,bench,multiview,augment}
+PARTS=${PARTS:-check,bench,multiview,augment,decode}
 ROOT=$(cd "$(dirname "$0")/../.." && pwd)
 cd "$ROOT" || exit 2
 mkdir -p "$OUT"
@@ -76,6 +80,11 @@ if [ "$DEVICE" = cpu ]; then  # the script's own test: tiny sizes, CPU
         --num-classes 5 --videos 1 --warmup 0 --json "$OUT/multiview_cuda.json"
     part augment 300 bash -c "'$PY' tools/benchmark/bench_device_augment.py \
         --device cpu --clips 1 --sizes ssv2 > '$OUT/device_augment.jsonl'"
+    part decode 300 "$PY" tools/benchmark/bench_pipeline.py \
+        --config configs/cast_k400_device_aug.py --video-kind k400 --clips 2 \
+        --videos 2 --warmup 0 --prepare-short 320 --prepare-keyint 32 \
+        --decoder pyav --workdir "$OUT/.decode_videos" --json "$OUT/decode_cuda.json"
+    rm -rf "$OUT/.decode_videos"
 else
     part check 150 "$PY" tools/gpu_check.py --device "$DEVICE" \
         --out "$OUT/gpu_check.json"
@@ -94,6 +103,16 @@ else
         --img-size 224 --videos 3 --warmup 1 --json "$OUT/multiview_cuda.json"
     part augment 60 bash -c "'$PY' tools/benchmark/bench_device_augment.py \
         --device '$DEVICE' --clips 48 > '$OUT/device_augment.jsonl'"
+    if ! "$PY" -c 'import av, torchcodec' >> "$LOG" 2>&1; then
+        say "== decode: skipped: PyAV and torchcodec (a CUDA build, with FFmpeg's shared libraries) are needed"
+    else
+        part decode 240 "$PY" tools/benchmark/bench_pipeline.py \
+            --config configs/cast_k400_device_aug.py --video-kind k400 \
+            --clips 32 --videos 8 --prepare-short 320 --prepare-keyint 32 \
+            --decoder torchcodec --decode-device "$DEVICE" \
+            --workdir "$OUT/.decode_videos" --json "$OUT/decode_cuda.json"
+        rm -rf "$OUT/.decode_videos"
+    fi
 fi
 say "# done: $([ "$FAILED" = 0 ] && echo 'every selected part passed' || echo 'a part failed (above)')"
 exit "$FAILED"
