@@ -89,7 +89,9 @@ def run(args):
     ensure_scope()
     torch.set_num_threads(args.threads)
     cuda = torch.device(args.device).type == 'cuda'
-    sync = torch.cuda.synchronize if cuda else (lambda: None)
+    def sync():
+        if cuda:
+            torch.cuda.synchronize(args.device)
     model = build(args)
     g = torch.Generator().manual_seed(args.seed)
     rows = []
