@@ -125,18 +125,50 @@ def test_reliability_mechanism_lives_in_its_own_page():
 
 
 # A path under tools/ or benchmarks/ named in README.md or docs/*.md (in
-# text or in a command) exists; patterns (`*`, `{a,b}`) and outputs a
-# command writes (after --json / --out) are not checked.
+# text or in a command) exists; a pattern (`*`, `{a,b}`) matches a file for
+# each of its alternatives; outputs a command writes (after --json / --out)
+# are not checked.
 NAMED_PATH = re.compile(
     r'(?<![\w/.-])(?:(--json|--out|-o)\s+)?((?:tools|benchmarks)/[\w./*{},-]*[\w/*}])')
 
 
-def _named_paths(text):
+def _named_paths(text, patterns=False):
     for m in NAMED_PATH.finditer(text):
         written, path = m.groups()
-        if written or any(c in path for c in '*{'):
+        if written or patterns != any(c in path for c in '*{'):
             continue
         yield path
+
+
+def _expand_braces(pattern):
+    """The shell's brace expansion: ``a{b,c{d,e}}`` -> ab, acd, ace."""
+    start = pattern.find('{')
+    if start < 0:
+        return [pattern]
+    depth = 0
+    for end in range(start, len(pattern)):
+        depth += {'{': 1, '}': -1}.get(pattern[end], 0)
+        if depth == 0:
+            break
+    else:
+        return [pattern]  # unbalanced: taken as it is
+    parts, depth, last = [], 0, start + 1
+    for i in range(start + 1, end):
+        c = pattern[i]
+        depth += {'{': 1, '}': -1}.get(c, 0)
+        if c == ',' and depth == 0:
+            parts.append(pattern[last:i])
+            last = i + 1
+    parts.append(pattern[last:end])
+    head, tail = pattern[:start], pattern[end + 1:]
+    return [x for part in parts for x in _expand_braces(head + part + tail)]
+
+
+def test_expand_braces():
+    assert _expand_braces('r/a_{b1,b2}_{x,}.txt') == [
+        'r/a_b1_x.txt', 'r/a_b1_.txt', 'r/a_b2_x.txt', 'r/a_b2_.txt']
+    assert _expand_braces('a{b,c{d,e}}') == ['ab', 'acd', 'ace']
+    assert _expand_braces('plain') == ['plain']
 
 
 def test_named_paths_rule():
@@ -151,8 +183,13 @@ def test_named_paths_rule():
 @pytest.mark.parametrize('path', [README, osp.join(ROOT, 'benchmarks', 'README.md')]
                          + PAGES, ids=lambda p: osp.relpath(p, ROOT))
 def test_named_tools_and_benchmark_files_exist(path):
-    missing = sorted({p for p in _named_paths(open(path, encoding='utf-8').read())
+    text = open(path, encoding='utf-8').read()
+    missing = sorted({p for p in _named_paths(text)
                       if not osp.exists(osp.join(ROOT, p))})
+    # each alternative of a pattern matches at least one file
+    missing += sorted({f'{x} (of {p})' for p in _named_paths(text, True)
+                       for x in _expand_braces(p)
+                       if not glob.glob(osp.join(ROOT, x))})
     assert not missing, f'{osp.relpath(path, ROOT)} names missing files: {missing}'
 
 
