@@ -1,9 +1,10 @@
 #!/usr/bin/env python
-"""Multi-view testing cost: all views of a video through the model as one
-batch (MMAction2's ``Recognizer3D.test_step``, what ``tools/test.py`` runs)
-against views one at a time (the pattern of the authors' test loop,
-emulated here with the same model: each view alone through ``test_step``,
-then the mean of the views' softmax scores).
+"""Multi-view testing cost in the model: all views of a video through the
+model as one batch (MMAction2's ``Recognizer3D.test_step``, what
+``tools/test.py`` runs) against one view per forward (each view alone
+through ``test_step``, then the mean of the views' softmax scores, which is
+what the authors' ``merge`` computes from their per-view outputs). The
+loaders' side, ours against the authors': ``bench_test_loop.py``.
 
     python tools/benchmark/bench_multiview.py                        # K400 5x3 and SSv2 2x3
     python tools/benchmark/bench_multiview.py --embed-dim 768 --depth 12 --heads 12 --img-size 224

@@ -1,0 +1,211 @@
+#!/usr/bin/env python
+"""Multi-view test data, ours against the authors' test loop: CPU time per
+test video to produce every view of it (K400 5 clips x 3 crops, SSv2 2 x 3).
+
+    python tools/benchmark/bench_test_loop.py --reference-repo /path/to/CAST
+    python tools/benchmark/bench_test_loop.py --reference-repo /path/to/CAST \\
+        --kinds k400 --videos 4 --json benchmarks/runs/test_loop_cpu.json
+
+Ours: the recipe's test pipeline (``configs/cast_k400.py`` /
+``configs/cast_ssv2.py``, ``test_dataloader``) produces all views of a video
+in one call, decoding the frames of the views once (what ``tools/test.py``
+loads; the views then go through the model as one batch). The authors'
+(``run_bidirection.py --eval``, ``dataset/kinetics.py`` /
+``dataset/ssv2.py`` in test mode): every view is an item of its own, and
+every item decodes the video again (K400: every 4th frame of the whole
+video, SSv2: 32 frames), resizes all of those frames, then cuts its clip and
+crop and converts it to normalised float; their loop batches those items
+(``--batch_size`` views a forward, across videos) and averages the views'
+softmax scores afterwards (``merge``). Both run here from their own code on
+the same synthetic videos of the datasets' sizes (as
+``tools/benchmark/bench_pipeline.py`` writes them), one process, one
+thread (``--threads``): process CPU time and wall time per video.
+
+The model's work per view is the same in both loops (both batch the views),
+so what differs is this data side; ``tools/benchmark/bench_multiview.py``
+measures the model side. Ours hands uint8 views to the data preprocessor,
+which normalises them on the model's device; theirs normalises in the loader
+(on the CPU), which is counted here as theirs.
+"""
+import argparse
+import json
+import os
+import os.path as osp
+import statistics
+import sys
+import tempfile
+import time
+
+HERE = osp.dirname(osp.abspath(__file__))
+ROOT = osp.dirname(osp.dirname(HERE))
+for p in (ROOT, HERE):
+    if p not in sys.path:
+        sys.path.insert(0, p)
+
+#: kind -> (our recipe, the authors' test settings from their scripts)
+KINDS = dict(
+    k400=('configs/cast_k400.py',
+          dict(cls='VideoClsDataset', module='dataset.kinetics', sub='val',
+               kwargs=dict(clip_len=16, frame_sample_rate=4, num_segment=1,
+                           test_num_segment=5, test_num_crop=3))),
+    # the same with fresh noise in every frame (a camera's): decoding costs
+    # as in real video
+    k400_noisy=('configs/cast_k400.py',
+                dict(cls='VideoClsDataset', module='dataset.kinetics',
+                     sub='val',
+                     kwargs=dict(clip_len=16, frame_sample_rate=4,
+                                 num_segment=1, test_num_segment=5,
+                                 test_num_crop=3))),
+    ssv2=('configs/cast_ssv2.py',
+          dict(cls='SSVideoClsDataset', module='dataset.ssv2', sub='',
+               kwargs=dict(clip_len=1, num_segment=16, test_num_segment=2,
+                           test_num_crop=3))),
+)
+
+
+def _numpy1_function_base():
+    """The authors' dataset/kinetics.py imports ``disp`` from
+    ``numpy.lib.function_base`` (unused there); NumPy 2 removed both the
+    module and ``disp``. Where it is missing, a module holding a ``disp``
+    that prints as NumPy 1's did lets their file import unchanged."""
+    import importlib.util
+    import types
+    if 'numpy.lib.function_base' in sys.modules:
+        return
+    try:
+        if importlib.util.find_spec('numpy.lib.function_base'):
+            return
+    except ModuleNotFoundError:
+        pass
+    shim = types.ModuleType('numpy.lib.function_base')
+
+    def disp(mesg, device=None, linefeed=True):
+        (device or sys.stdout).write(f'{mesg}\n' if linefeed else f'{mesg}')
+
+    shim.disp = disp
+    sys.modules['numpy.lib.function_base'] = shim
+
+
+def authors_dataset(repo, kind, ann, folder):
+    """The authors' test dataset over ``ann``'s videos in ``folder``."""
+    import importlib
+    spec = KINDS[kind][1]
+    if not osp.isfile(osp.join(repo, *spec['module'].split('.')) + '.py'):
+        raise SystemExit(f'--reference-repo {repo}: no {spec["module"]} '
+                         f'there; give a checkout of '
+                         f'https://github.com/KHU-VLL/CAST')
+    if repo not in sys.path:
+        sys.path.insert(0, repo)
+    _numpy1_function_base()
+    try:
+        module = importlib.import_module(spec['module'])
+    except ModuleNotFoundError as e:
+        raise SystemExit(f'the authors\' {spec["module"]} needs {e.name!r}, '
+                         f'which is not installed here (pip install '
+                         f'{e.name}); their test loader imports it') from e
+    cls = getattr(module, spec['cls'])
+    data_path = folder
+    if spec['sub']:  # K400 reads DATA_PATH/val/NAME
+        data_path = tempfile.mkdtemp(prefix='authors_k400_')
+        os.symlink(osp.abspath(folder), osp.join(data_path, spec['sub']))
+    return cls(anno_path=ann, data_path=data_path, mode='test',
+               num_crop=3, keep_aspect_ratio=True, crop_size=224,
+               short_side_size=224, new_height=256, new_width=320,
+               args=None, **spec['kwargs'])
+
+
+def time_authors(ds, videos, warmup):
+    """CPU / wall seconds per video for all of a video's items (views)."""
+    n_videos = len(ds.dataset_samples)
+    views = len(ds) // n_videos
+    per_video = []
+    shapes = set()
+    # the dataset orders its items view-major: item v * n_videos + i is
+    # view v of video i
+    for i in range(warmup + videos):
+        vid = i % n_videos
+        w0, c0 = time.perf_counter(), time.process_time()
+        for v in range(views):
+            item = ds[v * n_videos + vid]
+            shapes.add(tuple(item[0].shape))
+        w1, c1 = time.perf_counter(), time.process_time()
+        if i >= warmup:
+            per_video.append((c1 - c0, w1 - w0))
+    return views, per_video, sorted(shapes)
+
+
+def main(argv=None):
+    ap = argparse.ArgumentParser(description=__doc__.split('\n')[0])
+    ap.add_argument('--reference-repo', required=True,
+                    help='a checkout of https://github.com/KHU-VLL/CAST')
+    ap.add_argument('--kinds', nargs='+', default=['k400', 'ssv2'],
+                    choices=sorted(KINDS),
+                    help='synthetic videos of tools/benchmark/bench_pipeline.py')
+    ap.add_argument('--videos', type=int, default=4,
+                    help='timed videos per kind (cycled over 4 files)')
+    ap.add_argument('--warmup', type=int, default=1)
+    ap.add_argument('--threads', type=int, default=1)
+    ap.add_argument('--workdir', default=osp.join(ROOT, 'work_dirs',
+                                                  'bench_pipeline'))
+    ap.add_argument('--json', help='write the results here')
+    args = ap.parse_args(argv)
+    os.environ.setdefault('OMP_NUM_THREADS', str(args.threads))
+    import bench_pipeline as bp
+    bp.pin_threads(args.threads)
+    repo = osp.abspath(args.reference_repo)
+    facts = bp.machine()
+    load0 = os.getloadavg()
+    print(f'CPU: {facts["cpu"]} ({facts["logical_cpus"]} logical CPUs, ISA '
+          f'{" ".join(facts.get("cpu_isa", []))}); load average '
+          f'{load0[0]:.2f}; {args.threads} thread(s)', flush=True)
+    rows = []
+    for kind in args.kinds:
+        config = KINDS[kind][0]
+        n_files = 4
+        ann, folder = bp.ensure_videos(args.workdir, kind, n_files)
+        # preprocess: the data preprocessor's normalisation on the CPU as
+        # well, reported apart (it runs on the model's device in a test run)
+        ours = bp.time_pipeline(config, split='test', clips=args.videos,
+                                warmup=args.warmup, workdir=args.workdir,
+                                threads=args.threads, videos=n_files,
+                                kind=kind, preprocess=True, batch_size=1)
+        norm = ours['data_preprocessor']['wall_ms_per_clip'] / 1e3
+        ds = authors_dataset(repo, kind, ann, folder)
+        views, theirs, shapes = time_authors(ds, args.videos, args.warmup)
+        t_cpu = statistics.mean(c for c, _ in theirs)
+        t_wall = statistics.mean(w for _, w in theirs)
+        o_cpu, o_wall = ours['total_cpu_ms'] / 1e3, ours['total_wall_ms'] / 1e3
+        row = dict(
+            kind=kind, config=config, views_per_video=views,
+            videos=args.videos, video=bp.VIDEO_KINDS[kind],
+            ours=dict(cpu_s_per_video=o_cpu, wall_s_per_video=o_wall,
+                      videos_per_s_cpu=1 / o_cpu,
+                      views_per_s_cpu=views / o_cpu,
+                      normalise_on_cpu_wall_s_per_video=norm,
+                      stages=ours['stages']),
+            authors=dict(cpu_s_per_video=t_cpu, wall_s_per_video=t_wall,
+                         videos_per_s_cpu=1 / t_cpu,
+                         views_per_s_cpu=views / t_cpu,
+                         cpu_s_all=[c for c, _ in theirs],
+                         view_shapes=shapes),
+            authors_over_ours_cpu=t_cpu / o_cpu,
+            authors_over_ours_with_normalising=t_cpu / (o_cpu + norm))
+        rows.append(row)
+        print(f'| {kind} ({views} views) | ours | {o_cpu:.3f} | {o_wall:.3f} '
+              f'| {1 / o_cpu:.2f} |', flush=True)
+        print(f'| {kind} ({views} views) | authors | {t_cpu:.3f} | '
+              f'{t_wall:.3f} | {1 / t_cpu:.2f} |', flush=True)
+        print(f'{kind}: the authors\' loader takes {t_cpu / o_cpu:.1f}x our '
+              f'CPU per test video ({t_cpu / (o_cpu + norm):.1f}x with our '
+              f'normalisation on the CPU too, {norm:.3f} s)', flush=True)
+    out = dict(machine=facts, args=vars(args), results=rows,
+               load_avg_before=load0, load_avg_after=os.getloadavg())
+    if args.json:
+        os.makedirs(osp.dirname(osp.abspath(args.json)), exist_ok=True)
+        with open(args.json, 'w') as f:
+            json.dump(out, f, indent=1, default=str)
+    return out
+
+
+if __name__ == '__main__':
+    main()
