@@ -61,3 +61,29 @@ def test_sdpa_kernel_detection_sees_the_math_kernel():
     with sdpa_kernel([SDPBackend.MATH]):
         assert sdpa_kernels(attend).get('math', 0) >= 1
     assert 'math' not in sdpa_kernels(attend)  # the CPU default: flash
+
+
+def test_out_holds_the_finished_checks_when_a_run_is_stopped(tmp_path,
+                                                              monkeypatch):
+    """--out is written after every check: a run stopped by a time limit
+    (a borrowed GPU's) still leaves what it finished, marked incomplete."""
+    sys.path.insert(0, ROOT)
+    import tools.gpu_check as gc
+
+    def stopped(args, device):
+        raise KeyboardInterrupt  # what a time limit's signal leaves
+
+    monkeypatch.setitem(gc.CHECKS, 'first', lambda a, d: dict(ok=True, x=1))
+    monkeypatch.setitem(gc.CHECKS, 'second', stopped)
+    out = tmp_path / 'g.json'
+    with pytest.raises(KeyboardInterrupt):
+        gc.main(['--device', 'cpu', '--tiny', '--checks', 'first,second',
+                 '--out', str(out)])
+    rep = json.loads(out.read_text())
+    assert rep['complete'] is False and rep['checks'] == {
+        'first': {'ok': True, 'x': 1}}
+    assert not (tmp_path / 'g.json.part').exists()
+    assert gc.main(['--device', 'cpu', '--tiny', '--checks', 'first',
+                    '--out', str(out)]) == 0
+    rep = json.loads(out.read_text())
+    assert rep['complete'] is True and rep['ok'] is True

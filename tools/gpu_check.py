@@ -406,7 +406,17 @@ def main(argv=None):
         print(f'gpu_check: unknown checks {sorted(unknown)}; known: '
               f'{sorted(CHECKS)}', file=sys.stderr)
         return 2
-    report = dict(machine=machine(device), tiny=args.tiny, checks={})
+    report = dict(machine=machine(device), tiny=args.tiny, checks={},
+                  complete=False)
+
+    def write_out():
+        # after every check, so that a run stopped by a time limit (a
+        # borrowed GPU's) still leaves the checks it finished
+        if args.out:
+            with open(args.out + '.part', 'w') as f:
+                f.write(json.dumps(report, indent=1) + '\n')
+            os.replace(args.out + '.part', args.out)
+
     t0 = time.time()
     for name in names:
         try:
@@ -417,15 +427,14 @@ def main(argv=None):
                 traceback=traceback.format_exc()[-3000:])
         print(f'gpu_check: {name}: ok={report["checks"][name].get("ok")}',
               file=sys.stderr)
-    report['seconds'] = round(time.time() - t0, 1)
+        report['seconds'] = round(time.time() - t0, 1)
+        write_out()
     ran = [c.get('ok') for c in report['checks'].values()
            if c.get('ok') is not None]
     report['ok'] = all(ran)
-    text = json.dumps(report, indent=1)
-    print(text)
-    if args.out:
-        with open(args.out, 'w') as f:
-            f.write(text + '\n')
+    report['complete'] = True
+    write_out()
+    print(json.dumps(report, indent=1))
     return 0 if report['ok'] else 1
 
 
