@@ -197,10 +197,11 @@ def format_table(header, rows):
                      + [line(r) for r in cells[1:]])
 
 
-def write_json(path, data):
-    """``data`` as indented JSON at ``path`` (folders created)."""
+def write_json(path, data, default=None):
+    """``data`` as indented JSON at ``path`` (folders created);
+    ``default``: as ``json.dump``'s (e.g. ``str`` for any other object)."""
     if osp.dirname(path):
         os.makedirs(osp.dirname(path), exist_ok=True)
     with open(path, 'w', encoding='utf-8') as f:
-        json.dump(data, f, indent=1)
+        json.dump(data, f, indent=1, default=default)
     return path

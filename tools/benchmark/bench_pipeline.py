@@ -44,7 +44,6 @@ against its bar code.
 """
 import argparse
 import copy
-import json
 import os
 import os.path as osp
 import platform
@@ -796,9 +795,8 @@ def main(argv=None):
                 out['results'].append(res)
     out['load_avg_end'] = os.getloadavg()
     if args.json:
-        os.makedirs(osp.dirname(osp.abspath(args.json)), exist_ok=True)
-        with open(args.json, 'w') as f:
-            json.dump(out, f, indent=1, default=str)
+        from cast_mmaction.evaluation.summaries import write_json
+        write_json(args.json, out, default=str)
     return out
 
 

@@ -28,7 +28,6 @@ which normalises them on the model's device; theirs normalises in the loader
 (on the CPU), which is counted here as theirs.
 """
 import argparse
-import json
 import os
 import os.path as osp
 import statistics
@@ -201,9 +200,8 @@ def main(argv=None):
     out = dict(machine=facts, args=vars(args), results=rows,
                load_avg_before=load0, load_avg_after=os.getloadavg())
     if args.json:
-        os.makedirs(osp.dirname(osp.abspath(args.json)), exist_ok=True)
-        with open(args.json, 'w') as f:
-            json.dump(out, f, indent=1, default=str)
+        from cast_mmaction.evaluation.summaries import write_json
+        write_json(args.json, out, default=str)
     return out
 
 
