@@ -64,6 +64,16 @@ def test_decode_part_prepares_videos_and_leaves_only_its_json(tmp_path):
     assert row['clips_per_s_per_worker_wall'] > 0
 
 
+def test_a_relative_out_dir_is_the_callers(tmp_path):
+    r = subprocess.run(
+        ['bash', SCRIPT, 'rel_out'], cwd=tmp_path, capture_output=True,
+        text=True, timeout=600,
+        env={**os.environ, 'DEVICE': 'cpu', 'PYTHON': sys.executable,
+             'PARTS': 'none'})
+    assert r.returncode == 0, r.stdout[-2000:] + r.stderr[-2000:]
+    assert (tmp_path / 'rel_out' / 'session.log').is_file()
+
+
 def test_out_dir_is_required():
     r = subprocess.run(['bash', SCRIPT], cwd=ROOT, capture_output=True,
                        text=True, timeout=60)

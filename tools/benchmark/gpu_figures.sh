@@ -33,8 +33,9 @@ PY=${PYTHON:-$(command -v python || command -v python3)}
 DEVICE=${DEVICE:-cuda}
 PARTS=${PARTS:-check,bench,multiview,augment,decode}
 ROOT=$(cd "$(dirname "$0")/../.." && pwd)
+mkdir -p "$OUT" && OUT=$(cd "$OUT" && pwd) || exit 2  # relative to the caller
+if [ -n "$REF" ]; then REF=$(cd "$REF" && pwd) || exit 2; fi
 cd "$ROOT" || exit 2
-mkdir -p "$OUT"
 LOG="$OUT/session.log"
 : > "$LOG"
 FAILED=0
