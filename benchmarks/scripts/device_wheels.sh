@@ -18,6 +18,8 @@
 #       $OUT .authors/CAST
 set -eu
 ROOT=$(cd "$(dirname "$0")/../.." && pwd)
+AUTHORS=
+if [ $# -ge 1 ]; then AUTHORS=$(cd "$1" && pwd); fi  # relative to the caller
 cd "$ROOT"
 PY=${PYTHON:-python}
 for d in /.whl/ /.authors/; do
@@ -31,9 +33,9 @@ rm -rf .whl && mkdir -p .whl
     mmengine==0.10.7 mmaction2==1.2.0 mmcv-lite==2.1.0 importlib_metadata==10.2.0 \
     addict yapf termcolor platformdirs lazy-importer
 ls -l .whl
-if [ $# -ge 1 ]; then
+if [ -n "$AUTHORS" ]; then
     rm -rf .authors && mkdir -p .authors/CAST
-    (cd "$1" && find . -name '*.py' -not -path './.git/*' -print0 |
+    (cd "$AUTHORS" && find . -name '*.py' -not -path './.git/*' -print0 |
         xargs -0 cp --parents -t "$ROOT/.authors/CAST")
     du -sh .authors
 fi
