@@ -51,6 +51,27 @@ def _restore_numpy_modules():
         sys.modules['numpy.lib.function_base'] = before
 
 
+MODEL_STAND_IN = '''
+import torch
+
+
+class _Tiny(torch.nn.Module):
+    def __init__(self, num_classes):
+        super().__init__()
+        self.head = torch.nn.Linear(3, num_classes)
+
+    def forward(self, x):  # (B, C, T, H, W) -> (B, classes)
+        return self.head(x.mean((2, 3, 4)))
+
+
+def bidir_vit_base_patch16_224(num_classes, all_frames, img_size,
+                               drop_path_rate):
+    return _Tiny(num_classes)
+'''
+
+SSV2_STAND_IN = STAND_IN.replace('class VideoClsDataset', 'class SSVideoClsDataset')
+
+
 def _tool():
     spec = importlib.util.spec_from_file_location(
         '_bench_test_loop', tool_path('bench_test_loop'))
@@ -111,3 +132,39 @@ def test_numpy1_disp_prints_like_numpy1(capsys):
     disp('hello')
     disp('x', linefeed=False)
     assert capsys.readouterr().out == 'hello\nx'
+
+
+def test_whole_loop_runs_both_loops_over_the_same_videos(tmp_path, stand_in):
+    (stand_in / 'dataset' / 'ssv2.py').write_text(SSV2_STAND_IN)
+    (stand_in / 'models').mkdir()
+    (stand_in / 'models' / 'bidir_modeling_crossattn.py').write_text(
+        MODEL_STAND_IN)
+    from cast_mmaction.models.presets import cast_recognizer_cfg
+    tiny = tmp_path / 'tiny.py'
+    tiny.write_text('model = ' + repr(cast_recognizer_cfg(
+        num_classes=174, embed_dim=32, depth=1, num_heads=2, num_frames=16,
+        img_size=224)) + '\n')
+    tool = _tool()
+    out = tool.main(['--reference-repo', str(stand_in), '--kinds', 'ssv2',
+                     '--videos', '5', '--warmup', '0', '--loop',
+                     '--model-config', str(tiny), '--authors-batch-size', '4',
+                     '--workdir', str(tmp_path / 'videos'),
+                     '--json', str(tmp_path / 'r.json')])
+    (row,) = out['results']
+    loop = row['loop']
+    assert loop['model_config'] == str(tiny) and loop['device'] == 'cpu'
+    # ours: a prediction per video; theirs: one per distinct video, merged
+    # from its 6 views (5 videos: a fifth file was written for the loop)
+    assert len(loop['ours']['predictions']) == 5
+    assert len(loop['authors']['predictions']) == 5
+    assert all(0 <= p < 174 for p in loop['ours']['predictions'])
+    for side in ('ours', 'authors'):
+        assert loop[side]['wall_s_per_video'] > 0
+        assert loop[side]['videos_per_s_wall'] == pytest.approx(
+            1 / loop[side]['wall_s_per_video'])
+    calls = sys.modules['dataset.ssv2'].CALLS
+    # the loader part: 5 videos x 6 views; the loop: a warm-up item, then
+    # every item of the 5-video list in their sequential order
+    assert calls[-30:] == list(range(30))
+    assert json.loads((tmp_path / 'r.json').read_text())['results'][0][
+        'loop']['authors_batch_size'] == 4

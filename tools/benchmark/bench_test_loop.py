@@ -26,6 +26,16 @@ so what differs is this data side; ``tools/benchmark/bench_multiview.py``
 measures the model side. Ours hands uint8 views to the data preprocessor,
 which normalises them on the model's device; theirs normalises in the loader
 (on the CPU), which is counted here as theirs.
+
+``--loop``: the whole test loop as well, loader and model in one process,
+over ``--videos`` distinct videos: ours as ``tools/test.py`` runs it (each
+video's views through the data preprocessor and ``test_step`` as one
+batch, the recipe's model), theirs as ``final_test`` + ``merge`` run it
+(their items in their order, ``--authors-batch-size`` views a forward of
+their ``bidir_vit_base_patch16_224``, one line of text per view, then each
+video's softmax scores averaged); random weights on both sides, wall and
+CPU time per video, on ``--device`` under ``--amp``. ``--model-config``
+replaces our recipe's model (a smaller one, for a quick run).
 """
 import argparse
 import os
@@ -133,6 +143,109 @@ def time_authors(ds, videos, warmup):
     return views, per_video, sorted(shapes)
 
 
+def _autocast(device, amp):
+    import contextlib
+    import torch
+    if amp == 'none':
+        return contextlib.nullcontext()
+    return torch.autocast(torch.device(device).type,
+                          dtype=dict(fp16=torch.float16,
+                                     bf16=torch.bfloat16)[amp])
+
+
+def _benchmark_module():
+    """tools/benchmark.py (its model builders)."""
+    import importlib.util
+    spec = importlib.util.spec_from_file_location(
+        '_cast_benchmark', osp.join(ROOT, 'tools', 'benchmark.py'))
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod
+
+
+class _Clock:
+    """Wall and process CPU time of a block, the device synchronised."""
+
+    def __init__(self, device):
+        import torch
+        self.sync = (lambda: torch.cuda.synchronize(device)) \
+            if torch.device(device).type == 'cuda' else (lambda: None)
+
+    def __enter__(self):
+        self.sync()
+        self.w, self.c = time.perf_counter(), time.process_time()
+        return self
+
+    def __exit__(self, *exc):
+        self.sync()
+        self.wall = time.perf_counter() - self.w
+        self.cpu = time.process_time() - self.c
+
+
+def ours_loop(config, ann, folder, videos, device, amp, model_config=None):
+    """Our test loop over the first ``videos`` videos of ``ann``: seconds
+    (wall, CPU) in all, the predicted class of each video."""
+    import argparse as ap
+    import torch
+    import bench_pipeline as bp
+    cfg = bp.load_config(config)
+    if model_config:
+        from mmengine.config import Config
+        cfg.model = Config.fromfile(model_config).model
+    ds = bp.build_dataset(cfg, 'test', ann, folder)
+    model = _benchmark_module().build_ours(
+        ap.Namespace(with_cp=False, speedups=None), cfg)['model']
+    model = model.eval().to(device)
+
+    def step(data):
+        with torch.no_grad(), _autocast(device, amp):
+            return model.test_step(dict(inputs=[data['inputs']],
+                                        data_samples=[data['data_samples']]))
+
+    first = ds[0]
+    step(dict(first, inputs=first['inputs'][:1]))  # warm-up: one view
+    preds = []
+    with _Clock(device) as t:
+        for i in range(videos):
+            out = step(ds[i])[0]
+            preds.append(int(out.pred_score.argmax()))
+    return t.wall, t.cpu, preds
+
+
+def authors_loop(repo, kind, ann, folder, config, batch, device, amp):
+    """The authors' test loop (``final_test`` then ``merge``) over every
+    video of ``ann``: seconds (wall, CPU) in all, video name -> predicted
+    class."""
+    import argparse as ap
+    import numpy as np
+    import torch
+    import bench_pipeline as bp
+    ds = authors_dataset(repo, kind, ann, folder)
+    model = _benchmark_module().build_reference(
+        ap.Namespace(reference_repo=repo), bp.load_config(config))['model']
+    model = model.eval().to(device)
+    with torch.no_grad(), _autocast(device, amp):  # warm-up: one view
+        model(ds[0][0][None].to(device))
+    lines = []
+    with _Clock(device) as t:
+        for start in range(0, len(ds), batch):  # their sequential sampler
+            items = [ds[j] for j in range(start, min(start + batch, len(ds)))]
+            x = torch.stack([it[0] for it in items]).to(device)
+            with torch.no_grad(), _autocast(device, amp):
+                out = model(x)
+            for it, o in zip(items, out):
+                lines.append(f'{it[2]} {o.float().cpu().numpy().tolist()} '
+                             f'{it[1]} {it[3]} {it[4]}')
+        scores = {}  # merge: each view's softmax, averaged per video
+        for line in lines:
+            name = line.split('[')[0].strip()
+            v = np.array(line.split('[')[1].split(']')[0].split(','), float)
+            e = np.exp(v - v.max())
+            scores.setdefault(name, []).append(e / e.sum())
+        preds = {k: int(np.mean(v, 0).argmax()) for k, v in scores.items()}
+    return t.wall, t.cpu, preds
+
+
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__.split('\n')[0])
     ap.add_argument('--reference-repo', required=True,
@@ -146,6 +259,16 @@ def main(argv=None):
     ap.add_argument('--threads', type=int, default=1)
     ap.add_argument('--workdir', default=osp.join(ROOT, 'work_dirs',
                                                   'bench_pipeline'))
+    ap.add_argument('--loop', action='store_true',
+                    help='the whole test loop too: loader and model')
+    ap.add_argument('--device', default='cpu', help='--loop: cpu or cuda[:i]')
+    ap.add_argument('--amp', choices=['none', 'fp16', 'bf16'], default='none',
+                    help='--loop: autocast of both models')
+    ap.add_argument('--authors-batch-size', type=int, default=6,
+                    help='--loop: views a forward in their loop (their '
+                         'scripts: 6)')
+    ap.add_argument('--model-config',
+                    help='--loop: a config whose model replaces our recipe\'s')
     ap.add_argument('--json', help='write the results here')
     args = ap.parse_args(argv)
     os.environ.setdefault('OMP_NUM_THREADS', str(args.threads))
@@ -160,7 +283,9 @@ def main(argv=None):
     rows = []
     for kind in args.kinds:
         config = KINDS[kind][0]
-        n_files = 4
+        # --loop: as many distinct videos as timed (their merge keys views
+        # by file name)
+        n_files = max(4, args.videos) if args.loop else 4
         ann, folder = bp.ensure_videos(args.workdir, kind, n_files)
         # preprocess: the data preprocessor's normalisation on the CPU as
         # well, reported apart (it runs on the model's device in a test run)
@@ -189,6 +314,28 @@ def main(argv=None):
                          view_shapes=shapes),
             authors_over_ours_cpu=t_cpu / o_cpu,
             authors_over_ours_with_normalising=t_cpu / (o_cpu + norm))
+        if args.loop:
+            loop_ann = ann + f'.first{args.videos}'
+            with open(ann) as f, open(loop_ann, 'w') as g:
+                g.writelines(f.readlines()[:args.videos])
+            ow, oc, op = ours_loop(config, loop_ann, folder, args.videos,
+                                   args.device, args.amp, args.model_config)
+            tw, tc, tp = authors_loop(repo, kind, loop_ann, folder, config,
+                                      args.authors_batch_size, args.device,
+                                      args.amp)
+            n = args.videos
+            row['loop'] = dict(
+                device=args.device, amp=args.amp,
+                authors_batch_size=args.authors_batch_size,
+                model_config=args.model_config or config,
+                ours=dict(wall_s_per_video=ow / n, cpu_s_per_video=oc / n,
+                          videos_per_s_wall=n / ow, predictions=op),
+                authors=dict(wall_s_per_video=tw / n, cpu_s_per_video=tc / n,
+                             videos_per_s_wall=n / tw, predictions=tp),
+                ours_over_authors_wall=ow / tw)
+            print(f'{kind}: whole test loop on {args.device} ({args.amp}): '
+                  f'ours {ow / n:.2f} s a video, the authors\' {tw / n:.2f} s '
+                  f'({ow / tw:.2f}x)', flush=True)
         rows.append(row)
         print(f'| {kind} ({views} views) | ours | {o_cpu:.3f} | {o_wall:.3f} '
               f'| {1 / o_cpu:.2f} |', flush=True)
