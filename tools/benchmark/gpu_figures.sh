@@ -12,6 +12,10 @@
 #   multiview_cuda.json   tools/benchmark/bench_multiview.py at ViT-B size:
 #                         K400 5x3 and SSv2 2x3 views batched vs one at a time
 #   device_augment.jsonl  tools/benchmark/bench_device_augment.py on the GPU
+#   test_loop_cuda.json   tools/benchmark/bench_test_loop.py --loop: the whole
+#                         multi-view test loop, ours against the authors'
+#                         (loader + model, fp16), with AUTHORS_CHECKOUT and
+#                         where PyAV, decord and pandas import (else skipped)
 #   decode_cuda.json      tools/benchmark/bench_pipeline.py, the K400 recipe's
 #                         pipeline with torchcodec's CUDA decoder (NVDEC) on
 #                         prepared K400-like files; skipped (not failed) where
@@ -19,11 +23,11 @@
 #   session.log           what ran, each part's exit status and time, the
 #                         machine (nvidia-smi, torch, CPU)
 #
-# At most seven files, so that the lot comes back from a machine that returns
+# At most eight files, so that the lot comes back from a machine that returns
 # few (docs/benchmarks.md, "GPU"). A part that fails or runs out of time is
 # logged and the next one runs; the exit status is 1 when any part failed.
 #
-# PARTS=check,bench,multiview,augment,decode selects parts (default: all).
+# PARTS=check,bench,multiview,augment,loop,decode selects parts (default: all).
 # DEVICE=cpu runs every part at a tiny size on the CPU: a test of this script
 # (tests/test_gpu_figures.py), not a figure. PYTHON names the interpreter.
 set -u
@@ -31,7 +35,7 @@ OUT=${1:?usage: tools/benchmark/gpu_figures.sh OUT_DIR [AUTHORS_CHECKOUT]}
 REF=${2:-}
 PY=${PYTHON:-$(command -v python || command -v python3)}
 DEVICE=${DEVICE:-cuda}
-PARTS=${PARTS:-check,bench,multiview,augment,decode}
+PARTS=${PARTS:-check,bench,multiview,augment,loop,decode}
 ROOT=$(cd "$(dirname "$0")/../.." && pwd)
 mkdir -p "$OUT" && OUT=$(cd "$OUT" && pwd) || exit 2  # relative to the caller
 if [ -n "$REF" ]; then REF=$(cd "$REF" && pwd) || exit 2; fi
@@ -104,6 +108,17 @@ else
         --img-size 224 --videos 3 --warmup 1 --json "$OUT/multiview_cuda.json"
     part augment 60 bash -c "'$PY' tools/benchmark/bench_device_augment.py \
         --device '$DEVICE' --clips 48 > '$OUT/device_augment.jsonl'"
+    if [ -z "$REF" ]; then
+        say "== loop: skipped: needs AUTHORS_CHECKOUT"
+    elif ! "$PY" -c 'import av, decord, pandas' >> "$LOG" 2>&1; then
+        say "== loop: skipped: PyAV (ours), decord and pandas (the authors' loader) are needed"
+    else
+        part loop 150 "$PY" tools/benchmark/bench_test_loop.py \
+            --reference-repo "$REF" --kinds k400 ssv2 --videos 4 --warmup 1 \
+            --threads 4 --loop --device "$DEVICE" --amp fp16 \
+            --workdir "$OUT/.loop_videos" --json "$OUT/test_loop_cuda.json"
+        rm -rf "$OUT/.loop_videos"
+    fi
     if ! "$PY" -c 'import av, torchcodec' >> "$LOG" 2>&1; then
         say "== decode: skipped: PyAV and torchcodec (a CUDA build, with FFmpeg's shared libraries) are needed"
     else
