@@ -74,6 +74,20 @@ def test_a_relative_out_dir_is_the_callers(tmp_path):
     assert (tmp_path / 'rel_out' / 'session.log').is_file()
 
 
+def test_gpu_parts_that_cannot_run_are_skipped_with_the_reason(tmp_path):
+    import importlib.util
+    r = _run(tmp_path / 'out', DEVICE='cuda', PARTS='loop,decode')
+    assert r.returncode == 0, r.stdout[-2000:] + r.stderr[-2000:]
+    log = (tmp_path / 'out' / 'session.log').read_text()
+    assert '== loop: skipped: needs AUTHORS_CHECKOUT' in log
+    if importlib.util.find_spec('torchcodec') is None:
+        assert '== decode: skipped: PyAV and torchcodec' in log
+    r = _run(tmp_path / 'out2', DEVICE='cuda', PARTS='check')
+    log = (tmp_path / 'out2' / 'session.log').read_text()
+    for part in ('bench', 'multiview', 'augment', 'loop', 'decode'):
+        assert f'== {part}: not selected' in log
+
+
 def test_out_dir_is_required():
     r = subprocess.run(['bash', SCRIPT], cwd=ROOT, capture_output=True,
                        text=True, timeout=60)

@@ -46,11 +46,13 @@ FAILED=0
 
 say() { echo "$@" | tee -a "$LOG"; }
 
+selected() { case ",$PARTS," in *",$1,"*) return 0 ;; esac; return 1; }
+
 # part NAME SECONDS CMD...: run CMD under a time limit, its output into the log
 part() {
     local name=$1 limit=$2 t0 rc
     shift 2
-    case ",$PARTS," in *",$name,"*) ;; *) say "== $name: not selected"; return ;; esac
+    selected "$name" || { say "== $name: not selected"; return; }
     say "== $name: $*"
     t0=$(date +%s)
     timeout "$limit" "$@" >> "$LOG" 2>&1
@@ -108,7 +110,9 @@ else
         --img-size 224 --videos 3 --warmup 1 --json "$OUT/multiview_cuda.json"
     part augment 60 bash -c "'$PY' tools/benchmark/bench_device_augment.py \
         --device '$DEVICE' --clips 48 > '$OUT/device_augment.jsonl'"
-    if [ -z "$REF" ]; then
+    if ! selected loop; then
+        say "== loop: not selected"
+    elif [ -z "$REF" ]; then
         say "== loop: skipped: needs AUTHORS_CHECKOUT"
     elif ! "$PY" -c 'import av, decord, pandas' >> "$LOG" 2>&1; then
         say "== loop: skipped: PyAV (ours), decord and pandas (the authors' loader) are needed"
@@ -119,7 +123,9 @@ else
             --workdir "$OUT/.loop_videos" --json "$OUT/test_loop_cuda.json"
         rm -rf "$OUT/.loop_videos"
     fi
-    if ! "$PY" -c 'import av, torchcodec' >> "$LOG" 2>&1; then
+    if ! selected decode; then
+        say "== decode: not selected"
+    elif ! "$PY" -c 'import av, torchcodec' >> "$LOG" 2>&1; then
         say "== decode: skipped: PyAV and torchcodec (a CUDA build, with FFmpeg's shared libraries) are needed"
     else
         part decode 240 "$PY" tools/benchmark/bench_pipeline.py \
