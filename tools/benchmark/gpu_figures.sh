@@ -87,11 +87,15 @@ if [ "$DEVICE" = cpu ]; then  # the script's own test: tiny sizes, CPU
         --num-classes 5 --videos 1 --warmup 0 --json "$OUT/multiview_cuda.json"
     part augment 300 bash -c "'$PY' tools/benchmark/bench_device_augment.py \
         --device cpu --clips 1 --sizes ssv2 > '$OUT/device_augment.jsonl'"
-    part decode 300 "$PY" tools/benchmark/bench_pipeline.py \
-        --config configs/cast_k400_device_aug.py --video-kind k400 --clips 2 \
-        --videos 2 --warmup 0 --prepare-short 320 --prepare-keyint 32 \
-        --decoder pyav --workdir "$OUT/.decode_videos" --json "$OUT/decode_cuda.json"
-    rm -rf "$OUT/.decode_videos"
+    if selected decode && ! "$PY" -c 'import av' >> "$LOG" 2>&1; then
+        say "== decode: skipped: PyAV is needed"
+    else
+        part decode 300 "$PY" tools/benchmark/bench_pipeline.py \
+            --config configs/cast_k400_device_aug.py --video-kind k400 --clips 2 \
+            --videos 2 --warmup 0 --prepare-short 320 --prepare-keyint 32 \
+            --decoder pyav --workdir "$OUT/.decode_videos" --json "$OUT/decode_cuda.json"
+        rm -rf "$OUT/.decode_videos"
+    fi
 else
     part check 150 "$PY" tools/gpu_check.py --device "$DEVICE" \
         --out "$OUT/gpu_check.json"
