@@ -71,15 +71,16 @@ def one_by_one(model, x, ds):
         .pred_score for v in range(x.shape[0])]).mean(0)
 
 
-def _autocast(args):
-    """The forward's autocast context (``--amp``), or a null one."""
+def autocast(device, amp):
+    """The forward's autocast context for ``amp`` (``'none'``, ``'fp16'``,
+    ``'bf16'``) on ``device``, or a null one."""
     import contextlib
     import torch
-    if args.amp == 'none':
+    if amp == 'none':
         return contextlib.nullcontext()
-    return torch.autocast(torch.device(args.device).type,
+    return torch.autocast(torch.device(device).type,
                           dtype=dict(fp16=torch.float16,
-                                     bf16=torch.bfloat16)[args.amp])
+                                     bf16=torch.bfloat16)[amp])
 
 
 def run(args):
@@ -112,7 +113,7 @@ def run(args):
                     torch.cuda.reset_peak_memory_stats(args.device)
                 sync()
                 w0, c0 = time.perf_counter(), time.process_time()
-                with torch.no_grad(), _autocast(args):
+                with torch.no_grad(), autocast(args.device, args.amp):
                     out[name] = fn(model, x, copy.deepcopy(ds))
                 sync()
                 w1, c1 = time.perf_counter(), time.process_time()

@@ -38,11 +38,11 @@ CPU time per video, on ``--device`` under ``--amp``. ``--model-config``
 replaces our recipe's model (a smaller one, for a quick run).
 """
 import argparse
+import functools
 import os
 import os.path as osp
 import statistics
 import sys
-import tempfile
 import time
 
 HERE = osp.dirname(osp.abspath(__file__))
@@ -50,6 +50,7 @@ ROOT = osp.dirname(osp.dirname(HERE))
 for p in (ROOT, HERE):
     if p not in sys.path:
         sys.path.insert(0, p)
+from bench_multiview import autocast  # noqa: E402
 
 #: kind -> (our recipe, the authors' test settings from their scripts)
 KINDS = dict(
@@ -57,19 +58,14 @@ KINDS = dict(
           dict(cls='VideoClsDataset', module='dataset.kinetics', sub='val',
                kwargs=dict(clip_len=16, frame_sample_rate=4, num_segment=1,
                            test_num_segment=5, test_num_crop=3))),
-    # the same with fresh noise in every frame (a camera's): decoding costs
-    # as in real video
-    k400_noisy=('configs/cast_k400.py',
-                dict(cls='VideoClsDataset', module='dataset.kinetics',
-                     sub='val',
-                     kwargs=dict(clip_len=16, frame_sample_rate=4,
-                                 num_segment=1, test_num_segment=5,
-                                 test_num_crop=3))),
     ssv2=('configs/cast_ssv2.py',
           dict(cls='SSVideoClsDataset', module='dataset.ssv2', sub='',
                kwargs=dict(clip_len=1, num_segment=16, test_num_segment=2,
                            test_num_crop=3))),
 )
+# the K400 settings on K400 videos with fresh noise in every frame (a
+# camera's): decoding costs as in real video
+KINDS['k400_noisy'] = KINDS['k400']
 
 
 def _numpy1_function_base():
@@ -114,9 +110,13 @@ def authors_dataset(repo, kind, ann, folder):
                          f'{e.name}); their test loader imports it') from e
     cls = getattr(module, spec['cls'])
     data_path = folder
-    if spec['sub']:  # K400 reads DATA_PATH/val/NAME
-        data_path = tempfile.mkdtemp(prefix='authors_k400_')
-        os.symlink(osp.abspath(folder), osp.join(data_path, spec['sub']))
+    if spec['sub']:  # K400 reads DATA_PATH/val/NAME: a folder beside the
+        # videos whose val/ is them, made once
+        data_path = osp.abspath(folder).rstrip('/') + '_authors_root'
+        link = osp.join(data_path, spec['sub'])
+        if not osp.islink(link):
+            os.makedirs(data_path, exist_ok=True)
+            os.symlink(osp.abspath(folder), link)
     return cls(anno_path=ann, data_path=data_path, mode='test',
                num_crop=3, keep_aspect_ratio=True, crop_size=224,
                short_side_size=224, new_height=256, new_width=320,
@@ -143,18 +143,9 @@ def time_authors(ds, videos, warmup):
     return views, per_video, sorted(shapes)
 
 
-def _autocast(device, amp):
-    import contextlib
-    import torch
-    if amp == 'none':
-        return contextlib.nullcontext()
-    return torch.autocast(torch.device(device).type,
-                          dtype=dict(fp16=torch.float16,
-                                     bf16=torch.bfloat16)[amp])
-
-
+@functools.lru_cache(maxsize=None)
 def _benchmark_module():
-    """tools/benchmark.py (its model builders)."""
+    """tools/benchmark.py (its model builders), loaded once."""
     import importlib.util
     spec = importlib.util.spec_from_file_location(
         '_cast_benchmark', osp.join(ROOT, 'tools', 'benchmark.py'))
@@ -198,7 +189,7 @@ def ours_loop(config, ann, folder, videos, device, amp, model_config=None):
     model = model.eval().to(device)
 
     def step(data):
-        with torch.no_grad(), _autocast(device, amp):
+        with torch.no_grad(), autocast(device, amp):
             return model.test_step(dict(inputs=[data['inputs']],
                                         data_samples=[data['data_samples']]))
 
@@ -224,14 +215,14 @@ def authors_loop(repo, kind, ann, folder, config, batch, device, amp):
     model = _benchmark_module().build_reference(
         ap.Namespace(reference_repo=repo), bp.load_config(config))['model']
     model = model.eval().to(device)
-    with torch.no_grad(), _autocast(device, amp):  # warm-up: one view
+    with torch.no_grad(), autocast(device, amp):  # warm-up: one view
         model(ds[0][0][None].to(device))
     lines = []
     with _Clock(device) as t:
         for start in range(0, len(ds), batch):  # their sequential sampler
             items = [ds[j] for j in range(start, min(start + batch, len(ds)))]
             x = torch.stack([it[0] for it in items]).to(device)
-            with torch.no_grad(), _autocast(device, amp):
+            with torch.no_grad(), autocast(device, amp):
                 out = model(x)
             for it, o in zip(items, out):
                 lines.append(f'{it[2]} {o.float().cpu().numpy().tolist()} '
