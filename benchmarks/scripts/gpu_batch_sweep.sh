@@ -1,0 +1,43 @@
+#!/usr/bin/env bash
+# The training step on a GPU beyond the recipe's batch: ours at batch 12, 24
+# and 48 (fp16), the GPU's matmul rate at the model's shapes, and
+# torch.compile's training step at the recipe's batch of 6. A second device call after
+# tools/benchmark/gpu_figures.sh, whose batch-6 step was as long in CPU time
+# as in wall time (the GPU waited on the launches):
+#
+#   benchmarks/scripts/gpu_batch_sweep.sh OUT_DIR
+#
+# Writes gpu_b{12,24,48}.json, gpu_peak_b6.json, gpu_compile_b6.json and
+# sweep.log into OUT_DIR; each part under its own time limit (410 s together).
+set -u
+OUT=${1:?usage: benchmarks/scripts/gpu_batch_sweep.sh OUT_DIR}
+PY=${PYTHON:-python3}
+mkdir -p "$OUT" && OUT=$(cd "$OUT" && pwd) || exit 2
+cd "$(dirname "$0")/../.." || exit 2
+LOG="$OUT/sweep.log"
+: > "$LOG"
+FAILED=0
+part() {
+    local name=$1 limit=$2 t0 rc
+    shift 2
+    echo "== $name: $*" | tee -a "$LOG"
+    t0=$(date +%s)
+    timeout "$limit" "$@" >> "$LOG" 2>&1
+    rc=$?
+    echo "== $name: exit $rc after $(( $(date +%s) - t0 )) s" | tee -a "$LOG"
+    [ "$rc" = 0 ] || FAILED=1
+}
+DEV=${DEVICE:-cuda}
+for spec in 12:60 24:70 48:90; do
+    b=${spec%:*}
+    part "batch $b" "${spec#*:}" "$PY" tools/benchmark.py configs/cast_ssv2.py \
+        --device "$DEV" --amp fp16 --batch-size "$b" --steps 5 --warmup 2 \
+        --phases train,infer --json "$OUT/gpu_b$b.json"
+done
+part "peak" 40 "$PY" tools/benchmark.py configs/cast_ssv2.py --device "$DEV" \
+    --amp fp16 --batch-size 6 --phases peak --json "$OUT/gpu_peak_b6.json"
+part "compile" 150 "$PY" tools/benchmark.py configs/cast_ssv2.py \
+    --device "$DEV" --amp fp16 --batch-size 6 --steps 5 --warmup 3 --compile \
+    --phases train --json "$OUT/gpu_compile_b6.json"
+tail -n 40 "$LOG"
+exit "$FAILED"
