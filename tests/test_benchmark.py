@@ -394,3 +394,21 @@ def test_profile_phase_and_paired_peak(tmp_path):
     assert benchmark.op_category('aten::native_layer_norm') == 'norms'
     assert benchmark.op_category('aten::copy_') == 'copies'
     assert benchmark.op_category('aten::gelu') == 'elementwise'
+
+
+def test_side_by_side_table_on_cuda_leaves_out_cpu_time(capsys):
+    # on CUDA a step's process CPU time counts torch.cuda.synchronize's
+    # spin-wait, so those rows would read as host work; memory is the GPU's
+    ours = dict(train_step_s=1.0, train_step_cpu_s=1.0, train_peak_mem_gb=2.0)
+    theirs = dict(train_step_s=2.0, train_step_cpu_s=3.0,
+                  train_peak_mem_gb=8.0)
+    benchmark._print_side_by_side(ours, theirs)
+    cpu_table = capsys.readouterr().out
+    assert 'training step CPU time' in cpu_table
+    assert 'training peak RSS' in cpu_table
+    benchmark._print_side_by_side(ours, theirs, cuda=True)
+    gpu_table = capsys.readouterr().out
+    assert 'CPU time' not in gpu_table
+    assert 'training peak GPU mem (GB)' in gpu_table
+    assert 'RSS' not in gpu_table
+    assert 'training step (s)' in gpu_table and '0.500' in gpu_table
