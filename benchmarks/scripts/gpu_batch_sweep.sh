@@ -1,9 +1,9 @@
 #!/usr/bin/env bash
 # The training step on a GPU beyond the recipe's batch: ours at batch 12, 24
 # and 48 (fp16), the GPU's matmul rate at the model's shapes, and
-# torch.compile's training step at the recipe's batch of 6. A second device call after
-# tools/benchmark/gpu_figures.sh, whose batch-6 step was as long in CPU time
-# as in wall time (the GPU waited on the launches):
+# torch.compile's training step at the recipe's batch of 6. A second device
+# call after tools/benchmark/gpu_figures.sh, to see whether the batch-6 step
+# is set by the GPU's arithmetic (docs/benchmarks.md, GPU):
 #
 #   benchmarks/scripts/gpu_batch_sweep.sh OUT_DIR
 #
