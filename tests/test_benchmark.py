@@ -412,3 +412,50 @@ def test_side_by_side_table_on_cuda_leaves_out_cpu_time(capsys):
     assert 'training peak GPU mem (GB)' in gpu_table
     assert 'RSS' not in gpu_table
     assert 'training step (s)' in gpu_table and '0.500' in gpu_table
+
+
+def test_cuda_graph_needs_cuda_and_an_eager_model(tmp_path):
+    cfg = _tiny_cfg(tmp_path)
+    r = _run(str(cfg), '--cuda-graph')
+    assert r.returncode != 0
+    assert '--cuda-graph captures CUDA graphs: it needs --device cuda' in (
+        r.stderr + r.stdout)
+    args = benchmark.parse_args([str(cfg), '--cuda-graph', '--device',
+                                 'cuda', '--compile'])
+    with pytest.raises(SystemExit, match='drop --compile and --with-cp'):
+        benchmark.main([str(cfg), '--cuda-graph', '--device', 'cuda',
+                        '--compile'])
+    assert args.cuda_graph
+
+
+def test_cuda_graph_loss_is_the_recognizers_loss(tmp_path):
+    """The loss --cuda-graph captures (cross-entropy on the head's logits,
+    labels on the device) is the recognizer's loss, label smoothing
+    included, and its gradients are the same."""
+    import torch
+    cfg = _tiny_cfg(tmp_path)
+    args = benchmark.parse_args([str(cfg)])
+    built = benchmark.build_ours(args, benchmark._load_cfg(args))
+    model = built['model'].eval()  # no drop path: both calls see one model
+    model.cls_head.label_smooth_eps = 0.1
+    gen = torch.Generator().manual_seed(0)
+    with torch.no_grad():  # the head starts at zero: logits all equal
+        for p in model.cls_head.parameters():
+            p.copy_(torch.randn(p.shape, generator=gen))
+    x = torch.randn(2, 3, built['frames'], *built['size'], generator=gen)
+    labels = torch.tensor([1, 4])
+    losses, grads = [], []
+    for fwd in (built['train_forward'], built['graph_train_forward']):
+        model.zero_grad(set_to_none=True)
+        loss = fwd(x, labels)
+        loss.backward()
+        losses.append(loss.detach())
+        grads.append([p.grad.clone() for p in model.parameters()
+                      if p.grad is not None])
+    torch.testing.assert_close(losses[1], losses[0], rtol=1e-5, atol=1e-6)
+    assert len(grads[0]) == len(grads[1]) > 0
+    for a, b in zip(*grads):
+        torch.testing.assert_close(b, a, rtol=1e-4, atol=1e-6)
+    model.cls_head.label_smooth_eps = 0.0
+    plain = built['graph_train_forward'](x, labels)
+    assert not torch.allclose(plain, losses[1])  # the smoothing counted

@@ -31,6 +31,10 @@ The optimizer of the training step is the one the config's
 ``constructor`` and ``paramwise_cfg``; the wrapper type and accumulation are
 ignored), e.g. ``--cfg-options optim_wrapper.optimizer.fused=True``.
 
+``--cuda-graph`` (CUDA only) captures the training step's forward + backward
+(the loss computed from the head's logits, equal to the recognizer's) and the
+inference forward as CUDA graphs and times their replays.
+
 ``--reference-repo DIR`` runs the same harness on the authors' CAST model,
 imported at run time from a checkout of KHU-VLL/CAST (nothing of it is part
 of this package), frozen as their ``run_bidirection.py`` freezes it, with
@@ -91,6 +95,13 @@ def parse_args(argv=None):
     ap.add_argument('--with-cp', action='store_true',
                     help='activation checkpointing per layer')
     ap.add_argument('--compile', action='store_true', help='torch.compile')
+    ap.add_argument('--cuda-graph', action='store_true',
+                    help='CUDA only: capture the training step\'s forward + '
+                    'backward (loss: cross-entropy on the head\'s logits) '
+                    'and the inference forward as CUDA graphs and time '
+                    'their replays (the optimizer and the loss scaler run '
+                    'eagerly after each replay); what the step costs '
+                    'without the CPU launching each kernel')
     ap.add_argument('--steps', type=int, default=9)
     ap.add_argument('--warmup', type=int, default=2)
     ap.add_argument('--threads', type=int, default=0,
@@ -249,11 +260,27 @@ def build_ours(args, cfg):
         feats = model.backbone(x)
         return model.cls_head(feats)
 
+    def logits_train_forward(x, labels):
+        # --cuda-graph: the recognizer's loss path builds data samples from
+        # the labels with int(), a device-to-host copy that a CUDA graph
+        # cannot capture; the same backbone, head and loss value, the labels
+        # staying on the device
+        import torch.nn.functional as F
+        logits = infer_forward(x)
+        if not hasattr(logits, 'float'):
+            raise SystemExit(f'--cuda-graph: the head returns '
+                             f'{type(logits).__name__}, not one tensor of '
+                             f'logits; use a single-label config')
+        # the head's label smoothing, as its loss applies it
+        eps = getattr(model.cls_head, 'label_smooth_eps', 0) or 0
+        return F.cross_entropy(logits.float(), labels, label_smoothing=eps)
+
     def optimizer():
         return build_optimizer_ours(cfg, model)
 
     return dict(model=model, frames=frames, size=size,
                 num_classes=num_classes, train_forward=train_forward,
+                graph_train_forward=logits_train_forward,
                 infer_forward=infer_forward, optimizer=optimizer)
 
 
@@ -296,6 +323,7 @@ def build_reference(args, cfg):
 
     return dict(model=model, frames=frames, size=size,
                 num_classes=num_classes, train_forward=train_forward,
+                graph_train_forward=train_forward,
                 infer_forward=infer_forward, optimizer=optimizer)
 
 
@@ -359,6 +387,14 @@ def run_phase(args, phase):
                 return matmul_peak(model, device, amp_dtype, frames, size, b,
                                    reps=1, clock=clock)['peak_gflops']
 
+    def graph_autocast():
+        # the autocast cache of weight casts cannot outlive a graph capture
+        # (torch.cuda.graph's notes): inside a captured region casts are not
+        # cached
+        return torch.autocast(device.type, dtype=amp_dtype,
+                              enabled=amp_dtype is not None,
+                              cache_enabled=False)
+
     if phase == 'train':
         model.train()
         fwd = torch.compile(train_fwd) if args.compile else train_fwd
@@ -366,19 +402,46 @@ def run_phase(args, phase):
         res['optimizer'] = _describe_optimizer(opt)
         scaler = torch.amp.GradScaler(device.type,
                                       enabled=amp_dtype == torch.float16)
+        if args.cuda_graph:
+            graph_fwd = built['graph_train_forward']
+
+            def fwd_bwd():
+                with graph_autocast():
+                    loss = graph_fwd(x, labels)
+                scaler.scale(loss).backward()
+
+            def eager_step():
+                fwd_bwd()
+                scaler.step(opt)
+                scaler.update()
+                opt.zero_grad(set_to_none=True)
+
+            # gradients are None at the capture, so the backward allocates
+            # them in the graph's pool and every replay rewrites them there:
+            # no zero_grad between replays (it would drop those buffers)
+            forward_backward = capture_cuda_graph(
+                fwd_bwd, eager_step, max(args.warmup, 3)).replay
+            zero_grad = None
+        else:
+            def forward_backward():
+                with autocast():
+                    loss = fwd(x, labels)
+                scaler.scale(loss).backward()
+
+            def zero_grad():
+                opt.zero_grad(set_to_none=True)
         times, fb_times, cpu_times = [], [], []
         for i in range(args.warmup + args.steps):
             sync()
             c0 = time.process_time()
             t0 = clock()
-            with autocast():
-                loss = fwd(x, labels)
-            scaler.scale(loss).backward()
+            forward_backward()
             sync()
             t1 = clock()
             scaler.step(opt)
             scaler.update()
-            opt.zero_grad(set_to_none=True)
+            if zero_grad:
+                zero_grad()
             sync()
             if i >= args.warmup:
                 times.append(clock() - t0)
@@ -397,12 +460,21 @@ def run_phase(args, phase):
         fwd = torch.compile(infer_fwd) if args.compile else infer_fwd
         times, cpu_times = [], []
         with torch.no_grad():
+            if args.cuda_graph:
+                def graph_infer():
+                    with graph_autocast():
+                        infer_fwd(x)
+                run = capture_cuda_graph(graph_infer, graph_infer,
+                                         max(args.warmup, 3)).replay
+            else:
+                def run():
+                    with autocast():
+                        fwd(x)
             for i in range(args.warmup + args.steps):
                 sync()
                 c0 = time.process_time()
                 t0 = clock()
-                with autocast():
-                    fwd(x)
+                run()
                 sync()
                 if i >= args.warmup:
                     times.append(clock() - t0)
@@ -421,6 +493,25 @@ def run_phase(args, phase):
         res[f'{phase}_peak_mem_gb'] = resource.getrusage(
             resource.RUSAGE_SELF).ru_maxrss / 2**20
     return res
+
+
+def capture_cuda_graph(fn, warm_step, warmup):
+    """``fn`` captured as a CUDA graph: ``warm_step`` runs ``warmup`` times
+    on a side stream first (cuBLAS / cuDNN handles and workspaces, the
+    optimizer's state, the allocator's blocks set up outside the capture, as
+    ``torch.cuda.graph`` requires), then one call of ``fn`` is captured."""
+    import torch
+    side = torch.cuda.Stream()
+    side.wait_stream(torch.cuda.current_stream())
+    with torch.cuda.stream(side):
+        for _ in range(warmup):
+            warm_step()
+    torch.cuda.current_stream().wait_stream(side)
+    graph = torch.cuda.CUDAGraph()
+    with torch.cuda.graph(graph):
+        fn()
+    torch.cuda.synchronize()
+    return graph
 
 
 # the operator categories of the ``profile`` phase: the first whose test
@@ -1362,6 +1453,12 @@ def main(argv=None):
         return
     if args.side_by_side and not args.reference_repo:
         raise SystemExit('--side-by-side needs --reference-repo DIR')
+    if args.cuda_graph and not args.device.startswith('cuda'):
+        raise SystemExit(f'--cuda-graph captures CUDA graphs: it needs '
+                         f'--device cuda, not {args.device}')
+    if args.cuda_graph and (args.compile or args.with_cp):
+        raise SystemExit('--cuda-graph times the eager model captured as it '
+                         'is: drop --compile and --with-cp')
     if args.clock == 'cpu' and not args.device.startswith('cpu'):
         raise SystemExit('--clock cpu times CPU work; on --device '
                          f'{args.device} use the default --clock wall')
@@ -1412,9 +1509,11 @@ def main(argv=None):
                     sides[side].append(_child(phase, child))
         ours = dict(summarize(sides['ours'], args.batch_size), amp=args.amp,
                     with_cp=args.with_cp, compile=args.compile,
+                    cuda_graph=args.cuda_graph,
                     cfg_options=args.cfg_options, model='ours')
         theirs = dict(summarize(sides['theirs'], args.batch_size),
-                      amp=args.reference_amp, model='authors')
+                      amp=args.reference_amp, cuda_graph=args.cuda_graph,
+                      model='authors')
         # one yardstick for both sides: the matmul peak over all their runs
         peaks = [r['peak_gflops'] for side in sides.values() for r in side
                  if 'peak_gflops' in r]
@@ -1439,8 +1538,8 @@ def main(argv=None):
             for phase in phases:
                 runs.append(_child(phase, argv))
         res = dict(common, amp=args.amp, with_cp=args.with_cp,
-                   compile=args.compile, runs=args.runs,
-                   model='authors' if args.reference_repo else 'ours')
+                   compile=args.compile, cuda_graph=args.cuda_graph,
+                   runs=args.runs, model='authors' if args.reference_repo else 'ours')
         res.update(summarize(runs, args.batch_size))
         add_efficiency(res)
         res['load_avg_1min'] = [r['load_avg_1min'] for r in runs]

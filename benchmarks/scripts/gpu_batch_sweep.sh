@@ -16,17 +16,7 @@ mkdir -p "$OUT" && OUT=$(cd "$OUT" && pwd) || exit 2
 cd "$(dirname "$0")/../.." || exit 2
 LOG="$OUT/sweep.log"
 : > "$LOG"
-FAILED=0
-part() {
-    local name=$1 limit=$2 t0 rc
-    shift 2
-    echo "== $name: $*" | tee -a "$LOG"
-    t0=$(date +%s)
-    timeout "$limit" "$@" >> "$LOG" 2>&1
-    rc=$?
-    echo "== $name: exit $rc after $(( $(date +%s) - t0 )) s" | tee -a "$LOG"
-    [ "$rc" = 0 ] || FAILED=1
-}
+. benchmarks/scripts/timed_parts.sh
 DEV=${DEVICE:-cuda}
 for spec in 12:60 24:70 48:90; do
     b=${spec%:*}

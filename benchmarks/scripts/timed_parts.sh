@@ -1,0 +1,16 @@
+# Sourced by the device scripts beside it (gpu_batch_sweep.sh,
+# gpu_cuda_graph.sh): `part NAME LIMIT CMD...` runs CMD under `timeout LIMIT`
+# with its output appended to "$LOG", logs its exit status and time, and sets
+# FAILED=1 when it fails, so that one part failing or running out of time
+# leaves the next one to run. The caller sets LOG (and creates it).
+FAILED=0
+part() {
+    local name=$1 limit=$2 t0 rc
+    shift 2
+    echo "== $name: $*" | tee -a "$LOG"
+    t0=$(date +%s)
+    timeout "$limit" "$@" >> "$LOG" 2>&1
+    rc=$?
+    echo "== $name: exit $rc after $(( $(date +%s) - t0 )) s" | tee -a "$LOG"
+    [ "$rc" = 0 ] || FAILED=1
+}
