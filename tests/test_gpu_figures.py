@@ -84,8 +84,14 @@ def test_gpu_parts_that_cannot_run_are_skipped_with_the_reason(tmp_path):
         assert '== decode: skipped: PyAV and torchcodec' in log
     r = _run(tmp_path / 'out2', DEVICE='cuda', PARTS='check')
     log = (tmp_path / 'out2' / 'session.log').read_text()
-    for part in ('bench', 'multiview', 'augment', 'loop', 'decode'):
+    for part in ('bench', 'graph', 'multiview', 'augment', 'loop', 'decode'):
         assert f'== {part}: not selected' in log
+    # the CUDA-graph part cannot run on the CPU: skipped, not failed
+    r = _run(tmp_path / 'out3', PARTS='graph')
+    assert r.returncode == 0, r.stdout[-2000:] + r.stderr[-2000:]
+    assert os.listdir(tmp_path / 'out3') == ['session.log']
+    log = (tmp_path / 'out3' / 'session.log').read_text()
+    assert '== graph: skipped: --cuda-graph captures CUDA graphs' in log
 
 
 def test_out_dir_is_required():
