@@ -99,3 +99,17 @@ def test_out_dir_is_required():
                        text=True, timeout=60)
     assert r.returncode != 0
     assert 'usage: tools/benchmark/gpu_figures.sh OUT_DIR' in r.stderr
+
+
+def test_missing_openmmlab_stops_at_once_with_what_to_do(tmp_path):
+    """An interpreter that cannot import MMEngine (a lent GPU host before its
+    wheels are installed): exit 2 and the fix, no part run."""
+    fake = tmp_path / 'python'
+    fake.write_text('#!/bin/sh\nexit 1\n')
+    fake.chmod(0o755)
+    r = _run(tmp_path / 'out', PYTHON=str(fake))
+    assert r.returncode == 2
+    assert 'device_wheels.sh' in r.stdout
+    log = (tmp_path / 'out' / 'session.log').read_text()
+    assert 'MMEngine / MMAction2 do not import' in log
+    assert '== check' not in log and '== bench' not in log

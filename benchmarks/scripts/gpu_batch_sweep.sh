@@ -17,6 +17,7 @@ cd "$(dirname "$0")/../.." || exit 2
 LOG="$OUT/sweep.log"
 : > "$LOG"
 . benchmarks/scripts/timed_parts.sh
+need_openmmlab
 DEV=${DEVICE:-cuda}
 for spec in 12:60 24:70 48:90; do
     b=${spec%:*}

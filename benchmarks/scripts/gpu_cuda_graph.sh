@@ -19,6 +19,7 @@ LOG="$OUT/graph.log"
   "$PY" -c 'import torch; print("torch", torch.__version__, torch.version.cuda)'
 } >> "$LOG" 2>&1
 . benchmarks/scripts/timed_parts.sh
+need_openmmlab
 COMMON=(configs/cast_ssv2.py --device "${DEVICE:-cuda}" --amp fp16
         --batch-size 6 --steps 10 --warmup 3 --phases train,infer)
 part graph 75 "$PY" tools/benchmark.py "${COMMON[@]}" --cuda-graph \

@@ -14,3 +14,15 @@ part() {
     echo "== $name: exit $rc after $(( $(date +%s) - t0 )) s" | tee -a "$LOG"
     [ "$rc" = 0 ] || FAILED=1
 }
+
+# need_openmmlab: stop at once (exit 2) where "$PY" cannot import MMEngine and
+# MMAction2, saying what to do, instead of every part failing the same way: a
+# lent GPU machine has PyTorch and no network.
+need_openmmlab() {
+    "$PY" -c 'import mmengine, mmaction' >> "$LOG" 2>&1 && return 0
+    echo "MMEngine / MMAction2 do not import with $PY ($LOG has the error):" \
+         "on a GPU host without them and without a network, run" \
+         "benchmarks/scripts/device_wheels.sh where pip works, bring .whl" \
+         "along and install it first (benchmarks/README.md)" | tee -a "$LOG"
+    exit 2
+}

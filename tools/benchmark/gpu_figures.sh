@@ -70,6 +70,14 @@ part() {
     [ "$rc" = 0 ] || FAILED=1
 }
 
+if ! "$PY" -c 'import mmengine, mmaction' >> "$LOG" 2>&1; then
+    # a lent GPU machine has PyTorch and no network: say what to do at once
+    # rather than let every part fail on the same import
+    say "MMEngine / MMAction2 do not import with $PY ($LOG has the error): on a GPU host" \
+        "without them and without a network, run benchmarks/scripts/device_wheels.sh where" \
+        "pip works, bring .whl along and install it first (benchmarks/README.md)"
+    exit 2
+fi
 say "# tools/benchmark/gpu_figures.sh $OUT ${REF:-'(no authors checkout)'}; DEVICE=$DEVICE PARTS=$PARTS"
 say "# $(date -u '+%Y-%m-%d %H:%M:%S UTC'), commit $(git rev-parse --short HEAD 2>/dev/null || echo '?')"
 if [ "$DEVICE" != cpu ]; then
