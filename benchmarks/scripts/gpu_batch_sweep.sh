@@ -12,11 +12,8 @@
 set -u
 OUT=${1:?usage: benchmarks/scripts/gpu_batch_sweep.sh OUT_DIR}
 PY=${PYTHON:-python3}
-mkdir -p "$OUT" && OUT=$(cd "$OUT" && pwd) || exit 2
-cd "$(dirname "$0")/../.." || exit 2
-LOG="$OUT/sweep.log"
-: > "$LOG"
-. benchmarks/scripts/timed_parts.sh
+. "$(dirname "$0")/timed_parts.sh"
+open_log "$OUT" sweep.log
 need_openmmlab
 DEV=${DEVICE:-cuda}
 for spec in 12:60 24:70 48:90; do

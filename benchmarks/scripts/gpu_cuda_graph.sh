@@ -11,14 +11,11 @@
 set -u
 OUT=${1:?usage: benchmarks/scripts/gpu_cuda_graph.sh OUT_DIR}
 PY=${PYTHON:-python3}
-mkdir -p "$OUT" && OUT=$(cd "$OUT" && pwd) || exit 2
-cd "$(dirname "$0")/../.." || exit 2
-LOG="$OUT/graph.log"
-: > "$LOG"
+. "$(dirname "$0")/timed_parts.sh"
+open_log "$OUT" graph.log
 { nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv,noheader
   "$PY" -c 'import torch; print("torch", torch.__version__, torch.version.cuda)'
 } >> "$LOG" 2>&1
-. benchmarks/scripts/timed_parts.sh
 need_openmmlab
 COMMON=(configs/cast_ssv2.py --device "${DEVICE:-cuda}" --amp fp16
         --batch-size 6 --steps 10 --warmup 3 --phases train,infer)

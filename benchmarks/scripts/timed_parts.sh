@@ -2,8 +2,18 @@
 # gpu_cuda_graph.sh): `part NAME LIMIT CMD...` runs CMD under `timeout LIMIT`
 # with its output appended to "$LOG", logs its exit status and time, and sets
 # FAILED=1 when it fails, so that one part failing or running out of time
-# leaves the next one to run. The caller sets LOG (and creates it).
+# leaves the next one to run. `open_log OUT_DIR NAME` sets it up first.
 FAILED=0
+
+# open_log OUT_DIR NAME: OUT the absolute path of OUT_DIR (made; relative to
+# the caller), the repository root the working directory, LOG=OUT/NAME empty
+open_log() {
+    mkdir -p "$1" && OUT=$(cd "$1" && pwd) || exit 2
+    cd "$(dirname "${BASH_SOURCE[0]}")/../.." || exit 2
+    LOG="$OUT/$2"
+    : > "$LOG"
+}
+
 part() {
     local name=$1 limit=$2 t0 rc
     shift 2
