@@ -391,6 +391,9 @@ def test_profile_phase_and_paired_peak(tmp_path):
     assert benchmark.op_category(
         'aten::_scaled_dot_product_flash_attention_for_cpu') == 'attention'
     assert benchmark.op_category('cast_mmaction::onednn_sdpa') == 'attention'
+    assert benchmark.op_category('cast_mmaction::cpu_sdpa') == 'attention'
+    assert benchmark.op_category(
+        'GeneratedBackwardFor_cast_mmaction_cpu_sdpa_default') == 'attention'
     assert benchmark.op_category('aten::native_layer_norm') == 'norms'
     assert benchmark.op_category('aten::copy_') == 'copies'
     assert benchmark.op_category('aten::gelu') == 'elementwise'

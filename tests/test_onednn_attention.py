@@ -11,21 +11,11 @@ from torch.utils.flop_counter import FlopCounterMode
 from cast_mmaction.models import onednn_attention as oa
 from cast_mmaction.models import speedups
 
+from _attention_checks import forward_runs_per_checkpointed_step
+from _attention_checks import qkv as _qkv
+
 pytestmark = pytest.mark.skipif(
     oa._LP is None, reason='this torch build has no oneDNN linear')
-
-
-def _qkv(b, h, lq, lk, d, seed=0, strided=False):
-    g = torch.Generator().manual_seed(seed)
-    if strided:  # heads split from packed (B, L, 3 H d) as the experts do
-        qkv = torch.randn(b, lq, 3 * h * d, generator=g)
-        q, k, v = (t.reshape(b, lq, h, d).transpose(1, 2)
-                   for t in qkv.chunk(3, dim=-1))
-        return [t.detach().requires_grad_() for t in (q, k, v)]
-    q = torch.randn(b, h, lq, d, generator=g)
-    k = torch.randn(b, h, lk, d, generator=g)
-    v = torch.randn(b, h, lk, d, generator=g)
-    return [t.requires_grad_() for t in (q, k, v)]
 
 
 @pytest.mark.parametrize('shape, block_bytes, strided', [
@@ -110,22 +100,11 @@ def test_flops_are_counted_as_the_fused_kernel():
 def test_selective_checkpointing_keeps_its_output(monkeypatch):
     """The 'attention' save policy keeps the operator's outputs: the region's
     recompute in backward does not run attention again."""
-    from cast_mmaction.models import checkpointing
     calls = []
     real = oa._fwd
     monkeypatch.setattr(oa, '_fwd', lambda *a: calls.append(1) or real(*a))
-    q, k, v = _qkv(1, 2, 30, 30, 8)
-    w = torch.randn(8, 8, requires_grad=True)
-
-    def region(q, k, v):
-        return oa.onednn_sdpa(q @ w, k, v).sin()
-
-    for policy, runs in ((checkpointing.SavePolicy(attention=True), 1),
-                         (checkpointing.SavePolicy(attention=False), 2)):
-        calls.clear()
-        out = checkpointing.checkpoint(region, q, k, v, policy=policy)
-        out.sum().backward()
-        assert len(calls) == runs, policy
+    assert forward_runs_per_checkpointed_step(oa.onednn_sdpa, calls, 8) == {
+        True: 1, False: 2}
 
 
 @pytest.mark.parametrize('kind', ['cast', 'cava'])

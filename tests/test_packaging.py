@@ -42,7 +42,9 @@ def test_wheel_carries_the_model_definitions(tmp_path):
         os.path.join(ROOT, 'model-index.yml')).read()
     assert (mim / 'configs' / 'metafiles' / 'cast.yml').is_file()
     assert (mim / 'configs' / 'cast_ssv2.py').is_file()
-    # the C++ source the speed-up cpu_block_cache compiles on first use
-    from cast_mmaction.models import cpu_block_cache
-    src = target / 'cast_mmaction' / 'csrc' / 'cpu_block_cache.cpp'
-    assert src.read_text() == open(cpu_block_cache._SOURCE).read()
+    # the C++ sources the speed-ups cpu_block_cache and cpu_attention
+    # compile on first use
+    from cast_mmaction.models.cpp_extensions import CSRC
+    for name in ('cpu_block_cache.cpp', 'cpu_attention.cpp'):
+        src = target / 'cast_mmaction' / 'csrc' / name
+        assert src.read_text() == open(os.path.join(CSRC, name)).read()

@@ -55,6 +55,36 @@ def test_every_dump_matches_with_the_cpu_speedups(name, monkeypatch):
         assert calls  # VideoMAE's 1568 tokens
 
 
+def _kernel_missing():
+    from cast_mmaction.models import cpp_extensions, cpu_attention
+    from cast_mmaction.utils import cpu_facts
+    for ok, why in (cpu_attention.cpu_supports(cpu_facts()),
+                    cpp_extensions.toolchain()):
+        if not ok:
+            return f'the C++ attention kernel cannot run here: {why}'
+    return None
+
+
+@pytest.mark.skipif(_kernel_missing() is not None,
+                    reason=str(_kernel_missing()))
+@pytest.mark.parametrize('name', _shared_dumps())
+def test_every_dump_matches_with_the_cpp_attention_kernel(name, monkeypatch):
+    """The opt-in C++ attention kernel (cpu_attention) on every attention of
+    every family's dump: the same numbers to the dumps' tolerances, and the
+    kernel really runs."""
+    from cast_mmaction.models import cpu_attention as ca
+    calls = []
+    real = ca.cpu_sdpa
+    monkeypatch.setattr(ca, 'cpu_sdpa',
+                        lambda *a: calls.append(1) or real(*a))
+    rows = check_dump(os.path.join(SHARED_FIXTURES, name),
+                      speedups=dict(cpu_attention=True, frozen_mlp=True))
+    for out, diff, tol, ok in rows:
+        assert ok, f'{name}/{out}: {diff:.3e} > {tol:.3e}'
+    if name.startswith(('cast_single', 'cava_single', 'ca2st_single')):
+        assert calls
+
+
 def _tool(*args):
     return subprocess.run([sys.executable, 'tools/check_parity.py', *args],
                           cwd=ROOT, capture_output=True, text=True,

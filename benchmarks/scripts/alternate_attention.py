@@ -1,10 +1,16 @@
-"""CAST ViT-B SSv2 (fp32, random weights, the 'cpu' preset) with the
-speed-up onednn_attention on and off, alternated step by step in one
-process: inference per clip and training step (forward, backward and the
-config's fused AdamW), wall and process CPU time, with the load average.
+"""CAST ViT-B SSv2 (fp32, random weights) with its attention on torch's
+fused kernel, on oneDNN matmuls (the speed-up onednn_attention) and, on a
+CPU with AVX-512, in the C++ kernel (cpu_attention: the experts' and B-CAST's
+attention), alternated step by step in one process: inference per clip and
+training step (forward, backward and the config's fused AdamW), wall and
+process CPU time, with the load average. The linears stay as the 'cpu'
+preset decides for this CPU (oneDNN on AMD with AVX-512, MKL elsewhere).
 
     PYTHONPATH=$PWD python benchmarks/scripts/alternate_attention.py \\
         [INFER_ROUNDS] [TRAIN_ROUNDS]
+
+``KERNELS=fused_kernel,cpu_attention`` (a comma list of the settings'
+names) alternates only those.
 
 With ``OLD_ATTENTION=FILE`` (an earlier models/onednn_attention.py, e.g.
 ``git show COMMIT:cast_mmaction/models/onednn_attention.py > FILE``) that
@@ -19,9 +25,12 @@ import torch
 from mmengine.config import Config
 
 import cast_mmaction  # noqa: F401
-from cast_mmaction.models import speedups
-from cast_mmaction.models.speedups import _OneDNNAttentionMixin
-from cast_mmaction.utils import build_model
+from cast_mmaction.models import cpu_attention, speedups
+from cast_mmaction.models.fusion.bottleneck_cross_attention import (
+    WindowCrossAttention)
+from cast_mmaction.models.speedups import (CPUKernelWindowCrossAttention,
+                                           _OneDNNAttentionMixin)
+from cast_mmaction.utils import build_model, cpu_facts
 
 sys.path.insert(0, 'tools')
 from benchmark import build_optimizer_ours  # noqa: E402
@@ -32,8 +41,7 @@ infer_rounds = int(sys.argv[1]) if len(sys.argv) > 1 else 6
 train_rounds = int(sys.argv[2]) if len(sys.argv) > 2 else 4
 cfg = Config.fromfile('configs/cast_ssv2.py')
 m = cfg.model.to_dict()
-m['backbone']['speedups'] = dict(onednn_linear=True, onednn_attention=True,
-                                 frozen_mlp=True)
+m['backbone']['speedups'] = dict(preset='cpu', onednn_attention=True)
 for e in m['backbone']['experts'].values():
     e['pretrained'] = None
 model = build_model(m)
@@ -41,21 +49,32 @@ opt = build_optimizer_ours(cfg, model)
 x = torch.randn(1, 3, 16, 224, 224, generator=torch.Generator().manual_seed(0))
 attn = [mod for mod in model.modules()
         if isinstance(mod, _OneDNNAttentionMixin)]
+links = [mod for mod in model.modules()
+         if isinstance(mod, WindowCrossAttention)]
 from mmaction.structures import ActionDataSample  # noqa: E402
 
 
-settings = {'fused_kernel': (False, speedups.onednn_sdpa),
-            'onednn_attention': (True, speedups.onednn_sdpa)}
+# name: (kernel of heads_attention, the oneDNN attention's function)
+settings = {'fused_kernel': (None, speedups.onednn_sdpa),
+            'onednn_attention': ('onednn', speedups.onednn_sdpa)}
+if cpu_attention.cpu_supports(cpu_facts())[0]:
+    settings['cpu_attention'] = ('cpu', speedups.onednn_sdpa)
 old = old_onednn_sdpa()
 if old:
-    settings[f'onednn_attention ({old[0]})'] = (True, old[1])
+    settings[f'onednn_attention ({old[0]})'] = ('onednn', old[1])
+if os.environ.get('KERNELS'):
+    settings = {k: settings[k] for k in os.environ['KERNELS'].split(',')}
 
 
 def use(name):
-    on, fn = settings[name]
+    kernel, fn = settings[name]
     speedups.onednn_sdpa = fn
     for mod in attn:
-        mod.speedup_attention = on
+        mod.speedup_attention = kernel
+    link = (CPUKernelWindowCrossAttention if kernel == 'cpu' else
+            WindowCrossAttention)
+    for mod in links:
+        mod.__class__ = link
 
 
 def infer():

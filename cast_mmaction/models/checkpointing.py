@@ -71,7 +71,7 @@ import functools
 import torch
 import torch.utils.checkpoint as cp
 
-from . import onednn_attention  # noqa: F401  (registers its operators)
+from . import cpu_attention, onednn_attention  # noqa: F401  (their operators)
 
 POLICIES = ('full', 'attention', 'selective', 'narrow')
 # regions inside a layer: the CPU speed-up ``backbone.speedups.checkpoint``
@@ -94,8 +94,9 @@ _ATTENTION = _ops(['_scaled_dot_product_flash_attention_for_cpu',
                    '_scaled_dot_product_efficient_attention',
                    '_scaled_dot_product_cudnn_attention',
                    '_flash_attention_forward', '_efficient_attention_forward'])
-# the CPU speed-up onednn_attention's forward: kept like the fused kernels
-_ATTENTION += _ops(['onednn_sdpa'], 'cast_mmaction')
+# the CPU speed-ups onednn_attention's and cpu_attention's forwards: kept
+# like the fused kernels
+_ATTENTION += _ops(['onednn_sdpa', 'cpu_sdpa'], 'cast_mmaction')
 _MM = _ops(['mm', 'addmm'])
 _ONEDNN_MM = _ops(['_linear_pointwise'], 'mkldnn')
 

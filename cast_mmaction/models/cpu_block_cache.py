@@ -15,9 +15,9 @@ default ``~/.cache/torch_extensions``).
 """
 import functools
 import logging
-import os
-import shutil
 import sys
+
+from . import cpp_extensions
 
 FIELD = 'model.backbone.speedups.cpu_block_cache'
 MIN_BYTES = 1 << 20
@@ -30,8 +30,6 @@ MIN_BYTES = 1 << 20
 #: peak (docs/benchmarks.md). The limit bounds what blocks of sizes no longer
 #: asked for (another batch or clip length) may hold.
 DEFAULT_CACHE_MIB = 8192
-_SOURCE = os.path.join(os.path.dirname(os.path.dirname(
-    os.path.abspath(__file__))), 'csrc', 'cpu_block_cache.cpp')
 
 logger = logging.getLogger(__name__)
 
@@ -59,22 +57,8 @@ def check_platform():
 def extension():
     """The compiled extension (built on first call)."""
     check_platform()
-    from torch.utils import cpp_extension
-    if shutil.which('ninja') is None:
-        # pip's ninja (requirements.txt) sits beside the interpreter, which a
-        # venv's python run without activating it does not put on PATH
-        here = os.path.dirname(sys.executable)
-        if os.path.exists(os.path.join(here, 'ninja')):
-            os.environ['PATH'] = here + os.pathsep + os.environ.get('PATH', '')
-    try:
-        return cpp_extension.load(
-            name='cast_mmaction_cpu_block_cache', sources=[_SOURCE],
-            extra_cflags=['-O2'], verbose=False)
-    except Exception as e:  # no compiler, no ninja, a failed build
-        raise RuntimeError(
-            f'{FIELD}: building the C++ extension {_SOURCE} failed ({e}); it '
-            f'needs a C++ compiler and ninja (pip install ninja), or set '
-            f'{FIELD}=False') from e
+    return cpp_extensions.build('cast_mmaction_cpu_block_cache',
+                                'cpu_block_cache.cpp', FIELD)
 
 
 def install(cache_mib=DEFAULT_CACHE_MIB, min_bytes=None):

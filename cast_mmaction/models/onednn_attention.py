@@ -46,6 +46,8 @@ import math
 
 import torch
 
+from . import sdpa_ops
+
 _LP = getattr(getattr(torch.ops, 'mkldnn', None), '_linear_pointwise', None)
 
 # a block's scores (rows x Lk fp32) are at most this many bytes: they are
@@ -172,43 +174,14 @@ def _(dout, q, k, v, out, lse, scale):
     return torch.empty_like(q), torch.empty_like(k), torch.empty_like(v)
 
 
-def _setup_context(ctx, inputs, output):
-    q, k, v, scale, _ = inputs
-    out, lse = output
-    ctx.scale = scale
-    ctx.save_for_backward(q, k, v, out, lse)
-
-
-def _backward(ctx, dout, _dlse):
-    q, k, v, out, lse = ctx.saved_tensors
-    dq, dk, dv = onednn_sdpa_backward_op(dout, q, k, v, out, lse, ctx.scale)
-    return dq, dk, dv, None, None
-
-
-onednn_sdpa_op.register_autograd(_backward, setup_context=_setup_context)
+sdpa_ops.register_autograd(onednn_sdpa_op, onednn_sdpa_backward_op)
 
 
 def register_flop_formulas():
-    """The FLOPs of the two operators for ``torch.utils.flop_counter``: those
-    of torch's fused attention (forward: 2 matmuls; backward: 5, the recompute
-    of the scores included); idempotent."""
-    from torch.utils import flop_counter
-    fwd = torch.ops.cast_mmaction.onednn_sdpa
-    bwd = torch.ops.cast_mmaction.onednn_sdpa_backward
-    if fwd in flop_counter.flop_registry or (
-            fwd.default in flop_counter.flop_registry):
-        return
-
-    @flop_counter.register_flop_formula(fwd)
-    def _fwd_flops(q_shape, k_shape, v_shape, *args, out_shape=None,
-                   **kwargs):
-        return flop_counter.sdpa_flop_count(q_shape, k_shape, v_shape)
-
-    @flop_counter.register_flop_formula(bwd)
-    def _bwd_flops(dout_shape, q_shape, k_shape, v_shape, *args,
-                   out_shape=None, **kwargs):
-        return flop_counter.sdpa_backward_flop_count(dout_shape, q_shape,
-                                                     k_shape, v_shape)
+    """The FLOPs of the two operators, as torch's fused attention's
+    (:func:`~cast_mmaction.models.sdpa_ops.register_flop_formulas`)."""
+    sdpa_ops.register_flop_formulas(torch.ops.cast_mmaction.onednn_sdpa,
+                                    torch.ops.cast_mmaction.onednn_sdpa_backward)
 
 
 def onednn_sdpa(q, k, v):

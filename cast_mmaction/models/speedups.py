@@ -30,6 +30,15 @@ The speed-ups (each off unless named):
   CPU kernel, whose tiles go through MKL; VideoMAE's 1568 tokens measured
   1.6x faster forward and forward + backward on the AMD EPYC above
   (docs/benchmarks.md). Results differ by fp32 rounding.
+* ``cpu_attention`` (``True`` / ``False``; not in the preset): the experts'
+  self-attention and B-CAST's window cross-attention (heads up to 64
+  wide) run in one C++ kernel for AVX-512 CPUs (``models/cpu_attention.py``,
+  ``csrc/cpu_attention.cpp``: the softmax between the two products of each
+  block of query rows, in registers and cache; built on first use, a C++
+  compiler and ninja needed) instead of torch's fused CPU kernel; it takes
+  precedence over ``onednn_attention``. Measured 0.978x the inference and
+  0.998x the training step on an Intel Xeon (docs/benchmarks.md). Results
+  differ by fp32 rounding.
 * ``frozen_mlp``: a frozen expert MLP is one autograd node
   (:class:`_FrozenMLP`) that keeps only the pre-activation for backward
   (autograd keeps the activation output too, and QuickGELU's sigmoid);
@@ -92,11 +101,14 @@ from .cpu_block_cache import check_cache_mib
 from .experts.clip_vit import CLIPAttention, CLIPMlp
 from .experts.videomae_vit import VideoMAEAttention, VideoMAEMlp
 from .experts.ast import ASTAttention
+from .fusion.bottleneck_cross_attention import WindowCrossAttention
 from .layers import QUICK_GELU_SCALE, sdpa_heads
+from . import cpu_attention as _cpu_attention
 from .onednn_attention import onednn_sdpa, worth_it
 
 _LP = getattr(getattr(torch.ops, 'mkldnn', None), '_linear_pointwise', None)
-KEYS = ('onednn_linear', 'onednn_attention', 'frozen_mlp', 'checkpoint',
+KEYS = ('onednn_linear', 'onednn_attention', 'cpu_attention', 'frozen_mlp',
+        'checkpoint',
         'malloc_mmap_threshold', 'malloc_trim', 'cpu_block_cache')
 PRESETS = {'cpu': dict(onednn_linear='auto', onednn_attention='auto',
                        frozen_mlp=True)}
@@ -271,6 +283,22 @@ def resolve(spec, facts=None):
         else:
             raise ValueError(f"{FIELD}.{key}={v!r}: use True, False or "
                              f"'auto' (from the CPU's vendor and ISA)")
+    # cpu_attention: an opt-in, checked against the CPU's instructions
+    v = want.get('cpu_attention', False)
+    if v is True:
+        if facts is None:
+            from ..utils import cpu_facts
+            facts = cpu_facts()
+        ok, why = _cpu_attention.cpu_supports(facts)
+        if not ok:
+            raise ValueError(f"{FIELD}.cpu_attention=True: {why} on this "
+                             f"machine ({facts.get('cpu_model')}); the kernel "
+                             f"needs AVX-512F: set it to False")
+        settings['cpu_attention'], reasons['cpu_attention'] = True, 'requested'
+    elif v is False:
+        settings['cpu_attention'], reasons['cpu_attention'] = False, not_asked
+    else:
+        raise ValueError(f"{FIELD}.cpu_attention={v!r}: use True or False")
     # frozen_mlp
     v = want.get('frozen_mlp', False)
     if not isinstance(v, bool):
@@ -324,6 +352,7 @@ def register_flop_formulas():
 
     from . import onednn_attention
     onednn_attention.register_flop_formulas()
+    _cpu_attention.register_flop_formulas()
     # torch registers the packet itself (2.15) or its overloads (older)
     if _LP is None or _LP in flop_counter.flop_registry \
             or _LP.default in flop_counter.flop_registry:
@@ -414,29 +443,58 @@ class OneDNNLinear(nn.Linear):
         return onednn_linear(x, self.weight, self.bias)
 
 
-def heads_attention(q, k, v, num_heads, onednn=False):
-    """:func:`~cast_mmaction.models.layers.sdpa_heads`, on oneDNN matmuls
-    (``models/onednn_attention.py``) when ``onednn``, the tensors are fp32 on
-    the CPU outside autocast and the attention is large enough
-    (:func:`~cast_mmaction.models.onednn_attention.worth_it`)."""
-    lq, lk = q.shape[-2], k.shape[-2]
-    if not (onednn and applies(q) and _onednn_ok(q, k, v)
-            and worth_it(lq, lk)):
+def heads_attention(q, k, v, num_heads, kernel=None):
+    """:func:`~cast_mmaction.models.layers.sdpa_heads` in the CPU kernel
+    ``kernel`` where it applies, else the reference: ``'cpu'`` the C++
+    kernel (``models/cpu_attention.py``; heads up to 64 wide), ``'onednn'``
+    oneDNN matmuls (``models/onednn_attention.py``; attention large enough,
+    :func:`~cast_mmaction.models.onednn_attention.worth_it`); both for fp32
+    CPU tensors outside autocast and ``torch.compile`` only."""
+    if kernel is None or not applies(q):
         return sdpa_heads(q, k, v, num_heads)
-    *lead, _, c = q.shape
+    *lead, lq, c = q.shape
+    lk = k.shape[-2]
     d = c // num_heads
+    if kernel == 'cpu':
+        if d > _cpu_attention.MAX_WIDTH or lk < 1:
+            return sdpa_heads(q, k, v, num_heads)
+        fn = _cpu_attention.cpu_sdpa
+    elif kernel == 'onednn':
+        if not (_onednn_ok(q, k, v) and worth_it(lq, lk)):
+            return sdpa_heads(q, k, v, num_heads)
+        fn = onednn_sdpa
+    else:
+        raise ValueError(f"heads_attention: kernel={kernel!r}: use None, "
+                         f"'cpu' or 'onednn'")
     q = q.reshape(-1, lq, num_heads, d).transpose(1, 2)
     k = k.reshape(-1, lk, num_heads, d).transpose(1, 2)
     v = v.reshape(-1, lk, num_heads, d).transpose(1, 2)
-    return onednn_sdpa(q, k, v).transpose(1, 2).reshape(*lead, lq, c)
+    return fn(q, k, v).transpose(1, 2).reshape(*lead, lq, c)
+
+
+def attention_kernel(sp):
+    """The CPU attention kernel a :class:`Speedups` names (``'cpu'``,
+    ``'onednn'`` or None): ``cpu_attention`` before ``onednn_attention``."""
+    if sp['cpu_attention']:
+        return 'cpu'
+    return 'onednn' if sp['onednn_attention'] else None
+
+
+class CPUKernelWindowCrossAttention(WindowCrossAttention):
+    """B-CAST's :class:`WindowCrossAttention` (same parameters) with its
+    heads' attention in the C++ kernel (``cpu_attention``)."""
+
+    def _attend(self, q, k, v):
+        return heads_attention(q, k, v, self.num_heads, 'cpu')
 
 
 class _OneDNNAttentionMixin:
     """The speed-ups of an expert's self-attention module: its q/k/v product
-    on oneDNN (``speedup_linear``), its attention on oneDNN matmuls
-    (``speedup_attention``); set by :func:`apply_speedups`."""
+    on oneDNN (``speedup_linear``), its attention in a CPU kernel
+    (``speedup_attention``: :func:`heads_attention`'s ``kernel``); set by
+    :func:`apply_speedups`."""
     speedup_linear = False
-    speedup_attention = False
+    speedup_attention = None  # the kernel: None, 'onednn' or 'cpu'
 
     def _qkv(self, x, weight, bias):
         if self.speedup_linear:
@@ -905,12 +963,15 @@ def apply_speedups(backbone, spec, facts=None):
     sp = resolve(spec, facts)
     if sp['onednn_linear']:
         _swap(backbone, ONEDNN_MODULES)
-    if sp['onednn_linear'] or sp['onednn_attention']:
+    kernel = attention_kernel(sp)
+    if sp['onednn_linear'] or kernel:
         _swap(backbone, ATTENTION_MODULES)
         for m in backbone.modules():
             if isinstance(m, _OneDNNAttentionMixin):
                 m.speedup_linear = bool(sp['onednn_linear'])
-                m.speedup_attention = bool(sp['onednn_attention'])
+                m.speedup_attention = kernel
+    if kernel == 'cpu':
+        _swap(backbone, {WindowCrossAttention: CPUKernelWindowCrossAttention})
     if sp['frozen_mlp']:
         _swap(backbone, FROZEN_MLP_MODULES)
         for m in backbone.modules():

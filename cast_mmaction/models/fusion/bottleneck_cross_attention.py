@@ -123,7 +123,7 @@ class WindowCrossAttention(nn.Module):
 
     def _attend(self, q, k, v):
         """The heads' attention of the window sequences (the CPU speed-up
-        ``few_keys_attention`` replaces it, ``models/speedups.py``)."""
+        ``cpu_attention`` replaces it, ``models/speedups.py``)."""
         return sdpa_heads(q, k, v, self.num_heads)
 
     def extra_repr(self):

@@ -1,0 +1,435 @@
+// Scaled-dot-product attention for fp32 CPU tensors with AVX-512: the
+// softmax computed between the two products of each block of query rows, in
+// registers and the first-level cache (the speed-up ``cpu_attention``,
+// cast_mmaction/models/cpu_attention.py says when and why).
+//
+// Layout. q / k / v are (B, H, L, D) views whose last dimension is
+// contiguous (any other strides: the heads of a packed (B, L, 3, H, D)
+// projection are read in place); the output and the gradients are written
+// token-major, (B, L, H, D), the layout of the (B, L, H D) tensors around the
+// attention. D is 16, 32, 48 or 64 (Python pads other widths up to 64).
+//
+// Forward, per (batch, head): K^T is packed into panels of 16 keys
+// ([panel][D][16]); then for each block of MR = 6 query rows
+//   S = (q scale log2 e) K^T       6 x Lk, 12 accumulators, q broadcast
+//   P = exp2(S - rowmax)           a degree-5 polynomial and vscalefps
+//   O = P V / rowsum(P)            6 x D accumulators, P broadcast
+// and, for backward, lse = ln 2 (rowmax + log2 rowsum) (natural log, as
+// torch's fused kernel keeps it). Scores are in base 2 (log2 e folded into
+// the query's scale) so that the exponential is exp2.
+//
+// Backward, per (batch, head) (one thread's task: no two threads write one
+// row of dQ, dK or dV): q scaled and dO copied once per row; then for each
+// block of KEY_BLOCK keys (K^T with log2 e and V^T packed, dK / dV
+// accumulated in the task's buffers) and each block of 6 query rows:
+//   P  = exp2((q scale)(log2 e K^T) - lse log2 e)      (the recompute)
+//   dP = dO V^T
+//   dS = P (dP - rowsum(dO O))
+//   dQ += scale dS K,  dV += P^T dO,  dK += dS^T (scale q)
+//
+// The file is compiled with -mavx512f -mfma -fopenmp (at::parallel_for runs
+// on OpenMP only where the including file is built with it): Python loads
+// it on CPUs with AVX-512F only.
+// Every loop bound and the work split are facts of the shapes; each output
+// element is summed in one fixed order whatever the thread count: the same
+// numbers on every run.
+#include <torch/extension.h>
+#include <ATen/Parallel.h>
+
+#include <immintrin.h>
+
+#include <algorithm>
+#include <cmath>
+#include <cstdint>
+#include <vector>
+
+namespace {
+
+constexpr int MR = 6;        // query rows per block
+// keys per block of the backward: the block's packed K and V and its dK
+// and dV accumulators (4 x 64 KiB at D = 64) stay in the core's L2 while
+// every query row passes (one pass over all keys kept dK and dV of
+// 1568 keys, 0.8 MiB, in memory: 1.7x slower)
+constexpr int64_t KEY_BLOCK = 256;
+constexpr float LOG2E = 1.4426950408889634f;
+constexpr float LN2 = 0.6931471805599453f;
+
+
+// 2^x for x <= 0 (x >= -126 after the clamp; below, 2^-126 ~ 1e-38 is 0 for
+// any sum here): 2^floor(x) by vscalefps times a degree-5 fit of 2^f on
+// [0, 1) (relative error 8e-8).
+inline __m512 exp2_nonpos(__m512 x) {
+  x = _mm512_max_ps(x, _mm512_set1_ps(-126.0f));
+  const __m512 n = _mm512_roundscale_ps(x, _MM_FROUND_TO_NEG_INF | _MM_FROUND_NO_EXC);
+  const __m512 f = _mm512_sub_ps(x, n);
+  __m512 p = _mm512_set1_ps(0.0018762329127639532f);
+  p = _mm512_fmadd_ps(p, f, _mm512_set1_ps(0.00899258442223072f));
+  p = _mm512_fmadd_ps(p, f, _mm512_set1_ps(0.05582360550761223f));
+  p = _mm512_fmadd_ps(p, f, _mm512_set1_ps(0.24015453457832336f));
+  p = _mm512_fmadd_ps(p, f, _mm512_set1_ps(0.6931529641151428f));
+  p = _mm512_fmadd_ps(p, f, _mm512_set1_ps(0.9999999403953552f));
+  return _mm512_scalef_ps(p, n);
+}
+
+// max of x[0:n]
+inline float row_max(const float* x, int64_t n) {
+  __m512 m = _mm512_set1_ps(-INFINITY);
+  int64_t j = 0;
+  for (; j + 16 <= n; j += 16) m = _mm512_max_ps(m, _mm512_loadu_ps(x + j));
+  if (j < n) {
+    const __mmask16 msk = static_cast<__mmask16>((1u << (n - j)) - 1);
+    m = _mm512_mask_max_ps(m, msk, m, _mm512_maskz_loadu_ps(msk, x + j));
+  }
+  return _mm512_reduce_max_ps(m);
+}
+
+inline int64_t round_up(int64_t x, int64_t m) { return (x + m - 1) / m * m; }
+
+// [panel][D][16] <- mul * rows x[j] (j < n, row stride `ld`), zero past n
+template <int D>
+void pack_panels(const float* x, int64_t ld, int64_t n, float* out, float mul = 1.f) {
+  const int64_t np = round_up(n, 16) / 16;
+  for (int64_t p = 0; p < np; ++p) {
+    float* o = out + p * D * 16;
+    for (int jj = 0; jj < 16; ++jj) {
+      const int64_t j = p * 16 + jj;
+      if (j < n) {
+        const float* row = x + j * ld;
+        for (int c = 0; c < D; ++c) o[c * 16 + jj] = row[c] * mul;
+      } else {
+        for (int c = 0; c < D; ++c) o[c * 16 + jj] = 0.f;
+      }
+    }
+  }
+}
+
+// out[j][:] <- rows x[j] (j < n, row stride `ld`): a head's rows, read
+// many times below, packed densely (rows of a packed q / k / v projection
+// lie 3 H D apart: 1.6x slower to stream from there)
+template <int D>
+void copy_rows(const float* x, int64_t ld, int64_t n, float* out) {
+  for (int64_t j = 0; j < n; ++j) std::copy(x + j * ld, x + j * ld + D, out + j * D);
+}
+
+// s[i][j] = sum_c a[i][c] kp[j-panel][c][j % 16] for MR rows of `a` (row
+// stride D) and all panels; s has row stride `lds` (>= 16 * panels)
+template <int D>
+void scores(const float* a, const float* kp, int64_t npanels,
+                        float* s, int64_t lds) {
+  int64_t p = 0;
+  for (; p + 2 <= npanels; p += 2) {
+    const float* k0 = kp + p * D * 16;
+    const float* k1 = k0 + D * 16;
+    __m512 c00 = _mm512_setzero_ps(), c01 = _mm512_setzero_ps();
+    __m512 c10 = _mm512_setzero_ps(), c11 = _mm512_setzero_ps();
+    __m512 c20 = _mm512_setzero_ps(), c21 = _mm512_setzero_ps();
+    __m512 c30 = _mm512_setzero_ps(), c31 = _mm512_setzero_ps();
+    __m512 c40 = _mm512_setzero_ps(), c41 = _mm512_setzero_ps();
+    __m512 c50 = _mm512_setzero_ps(), c51 = _mm512_setzero_ps();
+    for (int c = 0; c < D; ++c) {
+      const __m512 b0 = _mm512_loadu_ps(k0 + c * 16);
+      const __m512 b1 = _mm512_loadu_ps(k1 + c * 16);
+      __m512 x;
+      x = _mm512_set1_ps(a[0 * D + c]); c00 = _mm512_fmadd_ps(x, b0, c00); c01 = _mm512_fmadd_ps(x, b1, c01);
+      x = _mm512_set1_ps(a[1 * D + c]); c10 = _mm512_fmadd_ps(x, b0, c10); c11 = _mm512_fmadd_ps(x, b1, c11);
+      x = _mm512_set1_ps(a[2 * D + c]); c20 = _mm512_fmadd_ps(x, b0, c20); c21 = _mm512_fmadd_ps(x, b1, c21);
+      x = _mm512_set1_ps(a[3 * D + c]); c30 = _mm512_fmadd_ps(x, b0, c30); c31 = _mm512_fmadd_ps(x, b1, c31);
+      x = _mm512_set1_ps(a[4 * D + c]); c40 = _mm512_fmadd_ps(x, b0, c40); c41 = _mm512_fmadd_ps(x, b1, c41);
+      x = _mm512_set1_ps(a[5 * D + c]); c50 = _mm512_fmadd_ps(x, b0, c50); c51 = _mm512_fmadd_ps(x, b1, c51);
+    }
+    float* o = s + p * 16;
+    _mm512_storeu_ps(o + 0 * lds, c00); _mm512_storeu_ps(o + 0 * lds + 16, c01);
+    _mm512_storeu_ps(o + 1 * lds, c10); _mm512_storeu_ps(o + 1 * lds + 16, c11);
+    _mm512_storeu_ps(o + 2 * lds, c20); _mm512_storeu_ps(o + 2 * lds + 16, c21);
+    _mm512_storeu_ps(o + 3 * lds, c30); _mm512_storeu_ps(o + 3 * lds + 16, c31);
+    _mm512_storeu_ps(o + 4 * lds, c40); _mm512_storeu_ps(o + 4 * lds + 16, c41);
+    _mm512_storeu_ps(o + 5 * lds, c50); _mm512_storeu_ps(o + 5 * lds + 16, c51);
+  }
+  for (; p < npanels; ++p) {
+    const float* k0 = kp + p * D * 16;
+    __m512 c0 = _mm512_setzero_ps(), c1 = _mm512_setzero_ps(), c2 = _mm512_setzero_ps();
+    __m512 c3 = _mm512_setzero_ps(), c4 = _mm512_setzero_ps(), c5 = _mm512_setzero_ps();
+    for (int c = 0; c < D; ++c) {
+      const __m512 b0 = _mm512_loadu_ps(k0 + c * 16);
+      c0 = _mm512_fmadd_ps(_mm512_set1_ps(a[0 * D + c]), b0, c0);
+      c1 = _mm512_fmadd_ps(_mm512_set1_ps(a[1 * D + c]), b0, c1);
+      c2 = _mm512_fmadd_ps(_mm512_set1_ps(a[2 * D + c]), b0, c2);
+      c3 = _mm512_fmadd_ps(_mm512_set1_ps(a[3 * D + c]), b0, c3);
+      c4 = _mm512_fmadd_ps(_mm512_set1_ps(a[4 * D + c]), b0, c4);
+      c5 = _mm512_fmadd_ps(_mm512_set1_ps(a[5 * D + c]), b0, c5);
+    }
+    float* o = s + p * 16;
+    _mm512_storeu_ps(o + 0 * lds, c0); _mm512_storeu_ps(o + 1 * lds, c1);
+    _mm512_storeu_ps(o + 2 * lds, c2); _mm512_storeu_ps(o + 3 * lds, c3);
+    _mm512_storeu_ps(o + 4 * lds, c4); _mm512_storeu_ps(o + 5 * lds, c5);
+  }
+}
+
+// acc[i][:] = sum_{j < n} w[i][j] x[j][:] for MR rows of w (row stride ldw)
+// and rows x[j] (row stride ldx), D wide; written to out (row stride ldo)
+template <int D>
+void weighted_rows(const float* w, int64_t ldw, const float* x,
+                               int64_t ldx, int64_t n, float* out, int64_t ldo) {
+  constexpr int V = D / 16;
+  __m512 acc[MR][V];
+  for (int i = 0; i < MR; ++i)
+    for (int t = 0; t < V; ++t) acc[i][t] = _mm512_setzero_ps();
+  for (int64_t j = 0; j < n; ++j) {
+    __m512 xr[V];
+    for (int t = 0; t < V; ++t) xr[t] = _mm512_loadu_ps(x + j * ldx + 16 * t);
+    for (int i = 0; i < MR; ++i) {
+      const __m512 wi = _mm512_set1_ps(w[i * ldw + j]);
+      for (int t = 0; t < V; ++t) acc[i][t] = _mm512_fmadd_ps(wi, xr[t], acc[i][t]);
+    }
+  }
+  for (int i = 0; i < MR; ++i)
+    for (int t = 0; t < V; ++t) _mm512_storeu_ps(out + i * ldo + 16 * t, acc[i][t]);
+}
+
+// acc[j][:] += sum_i w[i][j] y[i][:] for the n rows of acc (row stride
+// lda), MR rows of w (row stride ldw) and of y (row stride D, in registers)
+template <int D>
+void rank_update(const float* w, int64_t ldw, const float* y,
+                             int64_t n, float* acc, int64_t lda) {
+  constexpr int V = D / 16;
+  __m512 yr[MR][V];
+  for (int i = 0; i < MR; ++i)
+    for (int t = 0; t < V; ++t) yr[i][t] = _mm512_loadu_ps(y + i * D + 16 * t);
+  for (int64_t j = 0; j < n; ++j) {
+    __m512 a[V];
+    for (int t = 0; t < V; ++t) a[t] = _mm512_loadu_ps(acc + j * lda + 16 * t);
+    for (int i = 0; i < MR; ++i) {
+      const __m512 wi = _mm512_set1_ps(w[i * ldw + j]);
+      for (int t = 0; t < V; ++t) a[t] = _mm512_fmadd_ps(wi, yr[i][t], a[t]);
+    }
+    for (int t = 0; t < V; ++t) _mm512_storeu_ps(acc + j * lda + 16 * t, a[t]);
+  }
+}
+
+// MR rows of x (row stride ld, `rows` valid, the rest zero) times `mul`
+// into a (MR, D) buffer
+template <int D>
+inline void load_rows(const float* x, int64_t ld, int64_t rows, float mul, float* out) {
+  for (int i = 0; i < MR; ++i) {
+    if (i < rows) {
+      for (int c = 0; c < D; ++c) out[i * D + c] = x[i * ld + c] * mul;
+    } else {
+      for (int c = 0; c < D; ++c) out[i * D + c] = 0.f;
+    }
+  }
+}
+
+struct View {  // a (B, H, L, D) tensor's data and strides (elements)
+  float* p;
+  int64_t sb, sh, sl;
+  explicit View(const at::Tensor& t)
+      : p(t.data_ptr<float>()), sb(t.stride(0)), sh(t.stride(1)), sl(t.stride(2)) {}
+  float* at(int64_t b, int64_t h, int64_t l) const { return p + b * sb + h * sh + l * sl; }
+};
+
+template <int D>
+void forward_impl(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v,
+                              double scale, at::Tensor& out, at::Tensor& lse, bool with_lse) {
+  const int64_t B = q.size(0), H = q.size(1), Lq = q.size(2), Lk = k.size(2);
+  const View Q(q), K(k), Vv(v);
+  float* O = out.data_ptr<float>();  // (B, Lq, H, D)
+  float* LSE = with_lse ? lse.data_ptr<float>() : nullptr;  // (B, H, Lq)
+  const int64_t np = round_up(Lk, 16) / 16;
+  const int64_t lds = np * 16;
+  const float qmul = static_cast<float>(scale) * LOG2E;
+  at::parallel_for(0, B * H, 1, [&](int64_t begin, int64_t end) {
+    std::vector<float> kp(np * D * 16), vc(Lk * D), sbuf(MR * lds, 0.f), qbuf(MR * D), obuf(MR * D);
+    for (int64_t bh = begin; bh < end; ++bh) {
+      const int64_t b = bh / H, h = bh % H;
+      pack_panels<D>(K.at(b, h, 0), K.sl, Lk, kp.data());
+      copy_rows<D>(Vv.at(b, h, 0), Vv.sl, Lk, vc.data());
+      for (int64_t r = 0; r < Lq; r += MR) {
+        const int64_t rows = std::min<int64_t>(MR, Lq - r);
+        load_rows<D>(Q.at(b, h, r), Q.sl, rows, qmul, qbuf.data());
+        scores<D>(qbuf.data(), kp.data(), np, sbuf.data(), lds);
+        float zsum[MR], mx[MR];
+        for (int i = 0; i < rows; ++i) {
+          float* s = sbuf.data() + i * lds;
+          const float m = row_max(s, Lk);
+          const __m512 mv = _mm512_set1_ps(m);
+          __m512 z = _mm512_setzero_ps();
+          int64_t j = 0;
+          for (; j + 16 <= Lk; j += 16) {
+            const __m512 e = exp2_nonpos(_mm512_sub_ps(_mm512_loadu_ps(s + j), mv));
+            _mm512_storeu_ps(s + j, e);
+            z = _mm512_add_ps(z, e);
+          }
+          if (j < Lk) {
+            const __mmask16 msk = static_cast<__mmask16>((1u << (Lk - j)) - 1);
+            const __m512 e = exp2_nonpos(_mm512_sub_ps(_mm512_maskz_loadu_ps(msk, s + j), mv));
+            _mm512_mask_storeu_ps(s + j, msk, e);
+            z = _mm512_add_ps(z, _mm512_maskz_mov_ps(msk, e));
+          }
+          zsum[i] = _mm512_reduce_add_ps(z);
+          mx[i] = m;
+        }
+        weighted_rows<D>(sbuf.data(), lds, vc.data(), D, Lk, obuf.data(), D);
+        for (int i = 0; i < rows; ++i) {
+          float* dst = O + ((b * Lq + r + i) * H + h) * D;
+          const __m512 inv = _mm512_set1_ps(1.0f / zsum[i]);
+          for (int t = 0; t < D / 16; ++t)
+            _mm512_storeu_ps(dst + 16 * t, _mm512_mul_ps(_mm512_loadu_ps(obuf.data() + i * D + 16 * t), inv));
+          if (LSE) LSE[(b * H + h) * Lq + r + i] = (mx[i] + std::log2(zsum[i])) * LN2;
+        }
+      }
+    }
+  });
+}
+
+template <int D>
+void backward_impl(const at::Tensor& dout, const at::Tensor& q, const at::Tensor& k,
+                               const at::Tensor& v, const at::Tensor& out, const at::Tensor& lse,
+                               double scale, at::Tensor& dq, at::Tensor& dk, at::Tensor& dv) {
+  const int64_t B = q.size(0), H = q.size(1), Lq = q.size(2), Lk = k.size(2);
+  const View Q(q), K(k), Vv(v), O(out), dO(dout);
+  const float* LSE = lse.data_ptr<float>();  // (B, H, Lq), contiguous
+  float* DQ = dq.data_ptr<float>();  // (B, Lq, H, D)
+  float* DK = dk.data_ptr<float>();  // (B, Lk, H, D)
+  float* DV = dv.data_ptr<float>();
+  const int64_t ldo = H * D;  // token stride of the token-major outputs
+  const int64_t kbmax = std::min<int64_t>(KEY_BLOCK, round_up(Lk, 16));
+  const float sc = static_cast<float>(scale);
+  const int64_t lqp = round_up(Lq, MR);
+  at::parallel_for(0, B * H, 1, [&](int64_t begin, int64_t end) {
+    std::vector<float> kp(kbmax * D), kc(kbmax * D), vp(kbmax * D), pbuf(MR * kbmax), dsbuf(MR * kbmax),
+        dka(kbmax * D), dva(kbmax * D), tmp(MR * D), qs(lqp * D), dos(lqp * D), delta(lqp), lse2(lqp);
+    for (int64_t bh = begin; bh < end; ++bh) {
+      const int64_t b = bh / H, h = bh % H;
+      float* dqh = DQ + (b * Lq * H + h) * D;
+      // per query row, once: scale q and dO (rows past Lq zero: they add
+      // exact zeros below), rowsum(dO O), the log-sum-exp in base 2
+      for (int64_t i = 0; i < lqp; ++i) {
+        float* qrow = qs.data() + i * D;
+        float* grow = dos.data() + i * D;
+        if (i >= Lq) {
+          std::fill(qrow, qrow + D, 0.f);
+          std::fill(grow, grow + D, 0.f);
+          delta[i] = 0.f;
+          lse2[i] = 0.f;
+          continue;
+        }
+        std::fill(dqh + i * ldo, dqh + i * ldo + D, 0.f);
+        const float* qi = Q.at(b, h, i);
+        const float* gi = dO.at(b, h, i);
+        const float* oi = O.at(b, h, i);
+        __m512 acc = _mm512_setzero_ps();
+        for (int t = 0; t < D / 16; ++t) {
+          const __m512 g = _mm512_loadu_ps(gi + 16 * t);
+          _mm512_storeu_ps(qrow + 16 * t, _mm512_mul_ps(_mm512_loadu_ps(qi + 16 * t), _mm512_set1_ps(sc)));
+          _mm512_storeu_ps(grow + 16 * t, g);
+          acc = _mm512_fmadd_ps(g, _mm512_loadu_ps(oi + 16 * t), acc);
+        }
+        delta[i] = _mm512_reduce_add_ps(acc);
+        lse2[i] = LSE[(b * H + h) * Lq + i] * LOG2E;
+      }
+      // blocks of keys: their packed K / V and their dK / dV stay in cache
+      // while every query row passes
+      for (int64_t k0 = 0; k0 < Lk; k0 += KEY_BLOCK) {
+        const int64_t nk = std::min<int64_t>(KEY_BLOCK, Lk - k0);
+        const int64_t np = round_up(nk, 16) / 16, ldk = np * 16;
+        // log2(e) on the packed keys: (scale q)(log2(e) k) are base-2 scores
+        pack_panels<D>(K.at(b, h, k0), K.sl, nk, kp.data(), LOG2E);
+        pack_panels<D>(Vv.at(b, h, k0), Vv.sl, nk, vp.data());
+        copy_rows<D>(K.at(b, h, k0), K.sl, nk, kc.data());
+        std::fill(dka.begin(), dka.begin() + nk * D, 0.f);
+        std::fill(dva.begin(), dva.begin() + nk * D, 0.f);
+        for (int64_t r = 0; r < lqp; r += MR) {
+          const float* qb = qs.data() + r * D;
+          const float* gb = dos.data() + r * D;
+          scores<D>(qb, kp.data(), np, pbuf.data(), ldk);    // S, base 2
+          scores<D>(gb, vp.data(), np, dsbuf.data(), ldk);   // dP
+          for (int i = 0; i < MR; ++i) {
+            float* p = pbuf.data() + i * ldk;
+            float* ds = dsbuf.data() + i * ldk;
+            const __m512 dl = _mm512_set1_ps(delta[r + i]);
+            const __m512 l2 = _mm512_set1_ps(lse2[r + i]);
+            for (int64_t j = 0; j < ldk; j += 16) {  // past nk: never read
+              const __m512 pj = exp2_nonpos(_mm512_sub_ps(_mm512_loadu_ps(p + j), l2));
+              _mm512_storeu_ps(p + j, pj);
+              _mm512_storeu_ps(ds + j, _mm512_mul_ps(pj, _mm512_sub_ps(_mm512_loadu_ps(ds + j), dl)));
+            }
+          }
+          // dQ += scale dS K (dS: the gradient of the natural-log scores)
+          weighted_rows<D>(dsbuf.data(), ldk, kc.data(), D, nk, tmp.data(), D);
+          const __m512 scv = _mm512_set1_ps(sc);
+          const int64_t rows = std::min<int64_t>(MR, Lq - r);
+          for (int i = 0; i < rows; ++i) {
+            float* dst = dqh + (r + i) * ldo;
+            for (int t = 0; t < D / 16; ++t)
+              _mm512_storeu_ps(dst + 16 * t, _mm512_fmadd_ps(_mm512_loadu_ps(tmp.data() + i * D + 16 * t),
+                                                             scv, _mm512_loadu_ps(dst + 16 * t)));
+          }
+          rank_update<D>(pbuf.data(), ldk, gb, nk, dva.data(), D);  // dV += P^T dO
+          rank_update<D>(dsbuf.data(), ldk, qb, nk, dka.data(), D);  // dK += dS^T (scale q)
+        }
+        for (int64_t j = 0; j < nk; ++j) {
+          std::copy(dka.data() + j * D, dka.data() + (j + 1) * D, DK + ((b * Lk + k0 + j) * H + h) * D);
+          std::copy(dva.data() + j * D, dva.data() + (j + 1) * D, DV + ((b * Lk + k0 + j) * H + h) * D);
+        }
+      }
+    }
+  });
+}
+
+void check_inputs(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v) {
+  for (const at::Tensor* t : {&q, &k, &v}) {
+    TORCH_CHECK(t->device().is_cpu() && t->scalar_type() == at::kFloat && t->dim() == 4,
+                "cpu_attention: q, k, v must be fp32 CPU tensors of shape (B, H, L, D)");
+    TORCH_CHECK(t->stride(3) == 1, "cpu_attention: the last dimension must be contiguous");
+  }
+  TORCH_CHECK(q.size(0) == k.size(0) && q.size(1) == k.size(1) && k.sizes() == v.sizes() &&
+                  q.size(3) == k.size(3),
+              "cpu_attention: q (B, H, Lq, D), k and v (B, H, Lk, D)");
+  TORCH_CHECK(q.size(3) == 16 || q.size(3) == 32 || q.size(3) == 48 || q.size(3) == 64,
+              "cpu_attention: head width 16, 32, 48 or 64, got ", q.size(3));
+  TORCH_CHECK(k.size(2) >= 1, "cpu_attention: no keys");
+}
+
+std::vector<at::Tensor> forward(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v,
+                                double scale, bool with_lse) {
+  check_inputs(q, k, v);
+  const int64_t B = q.size(0), H = q.size(1), Lq = q.size(2), D = q.size(3);
+  at::Tensor out = at::empty({B, Lq, H, D}, q.options());
+  at::Tensor lse = with_lse ? at::empty({B, H, Lq}, q.options()) : at::empty({0}, q.options());
+  switch (D) {
+    case 16: forward_impl<16>(q, k, v, scale, out, lse, with_lse); break;
+    case 32: forward_impl<32>(q, k, v, scale, out, lse, with_lse); break;
+    case 48: forward_impl<48>(q, k, v, scale, out, lse, with_lse); break;
+    default: forward_impl<64>(q, k, v, scale, out, lse, with_lse);
+  }
+  return {out.transpose(1, 2), lse};
+}
+
+std::vector<at::Tensor> backward(const at::Tensor& dout, const at::Tensor& q, const at::Tensor& k,
+                                 const at::Tensor& v, const at::Tensor& out, const at::Tensor& lse,
+                                 double scale) {
+  check_inputs(q, k, v);
+  check_inputs(dout, out, out);
+  TORCH_CHECK(dout.sizes() == q.sizes() && out.sizes() == q.sizes(),
+              "cpu_attention: dout and out of q's shape");
+  const int64_t B = q.size(0), H = q.size(1), Lq = q.size(2), Lk = k.size(2), D = q.size(3);
+  TORCH_CHECK(lse.is_contiguous() && lse.numel() == B * H * Lq,
+              "cpu_attention: the forward's log-sum-exp (B, H, Lq) is needed");
+  at::Tensor dq = at::empty({B, Lq, H, D}, q.options());
+  at::Tensor dk = at::empty({B, Lk, H, D}, q.options());
+  at::Tensor dv = at::empty({B, Lk, H, D}, q.options());
+  switch (D) {
+    case 16: backward_impl<16>(dout, q, k, v, out, lse, scale, dq, dk, dv); break;
+    case 32: backward_impl<32>(dout, q, k, v, out, lse, scale, dq, dk, dv); break;
+    case 48: backward_impl<48>(dout, q, k, v, out, lse, scale, dq, dk, dv); break;
+    default: backward_impl<64>(dout, q, k, v, out, lse, scale, dq, dk, dv);
+  }
+  return {dq.transpose(1, 2), dk.transpose(1, 2), dv.transpose(1, 2)};
+}
+
+}  // namespace
+
+PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
+  m.def("forward", &forward, "attention forward: (out (B,H,Lq,D) token-major view, lse)");
+  m.def("backward", &backward, "attention backward: (dq, dk, dv), token-major views");
+}

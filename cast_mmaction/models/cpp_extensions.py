@@ -1,0 +1,50 @@
+"""The package's C++ extensions (``cast_mmaction/csrc``), compiled on first
+use with torch's JIT builder and cached in ``TORCH_EXTENSIONS_DIR`` (by
+default ``~/.cache/torch_extensions``): the speed-ups ``cpu_block_cache``
+and ``cpu_attention`` (``models/speedups.py``).
+"""
+import os
+import shutil
+import sys
+
+CSRC = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(
+    __file__))), 'csrc')
+
+
+def _put_venv_ninja_on_path():
+    # pip's ninja (requirements.txt) sits beside the interpreter, which a
+    # venv's python run without activating it does not put on PATH
+    if shutil.which('ninja') is None:
+        here = os.path.dirname(sys.executable)
+        if os.path.exists(os.path.join(here, 'ninja')):
+            os.environ['PATH'] = here + os.pathsep + os.environ.get('PATH', '')
+
+
+def toolchain():
+    """``(ok, why)``: whether a C++ compiler (``$CXX`` or ``c++``) and ninja
+    are found, the facts a build needs."""
+    _put_venv_ninja_on_path()
+    cxx = os.environ.get('CXX', 'c++')
+    if shutil.which(cxx) is None:
+        return False, f'no C++ compiler ({cxx!r}) on PATH'
+    if shutil.which('ninja') is None:
+        return False, 'no ninja on PATH (pip install ninja)'
+    return True, f'C++ compiler {cxx!r} and ninja found'
+
+
+def build(name, source, field, cflags=('-O2', ), ldflags=()):
+    """Compile (or load the cached build of) ``csrc/<source>`` as the
+    module ``name``; a failure names ``field``, the setting that asked for
+    it, and how to turn it off."""
+    from torch.utils import cpp_extension
+    _put_venv_ninja_on_path()
+    path = os.path.join(CSRC, source)
+    try:
+        return cpp_extension.load(name=name, sources=[path],
+                                  extra_cflags=list(cflags),
+                                  extra_ldflags=list(ldflags), verbose=False)
+    except Exception as e:  # no compiler, no ninja, a failed build
+        raise RuntimeError(
+            f'{field}: building the C++ extension {path} failed ({e}); it '
+            f'needs a C++ compiler and ninja (pip install ninja), or set '
+            f'{field}=False') from e

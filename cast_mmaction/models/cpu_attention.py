@@ -1,0 +1,140 @@
+"""Scaled-dot-product attention in one C++ kernel for fp32 on AVX-512 CPUs.
+
+The CPU speed-up ``cpu_attention`` (``models/speedups.py``; the kernel:
+``cast_mmaction/csrc/cpu_attention.cpp``). torch's fused CPU attention
+computes each tile's products with a GEMM library call and the softmax in
+separate passes between them; here the scores of a block of 6 query rows are
+products of register tiles, the exponentials (``exp2`` of base-2 scores, a
+degree-5 polynomial) run on the block while it is in the first-level cache,
+and the weighted sum of values follows from the same block: one kernel per
+call, all (batch, head) pairs split over torch's threads. Backward recomputes
+the scores from the kept log-sum-exp as the fused kernel does, in blocks of
+256 keys whose dK / dV stay in the core's cache.
+
+Measured on an Intel Xeon with AVX-512, 2 threads (docs/benchmarks.md,
+"The C++ attention kernel"): against torch's fused kernel on the heads of
+CAST ViT-B, forward 1.1-1.3x faster (VideoMAE's 1568 tokens 32 against 37
+ms, CLIP's 197 6.1 against 6.6 ms), forward + backward at parity on
+VideoMAE's and faster on the smaller shapes; in the whole model, alternated
+in one process, 0.978x the inference and 0.998x the training step. Hence an
+opt-in (``speedups=dict(preset='cpu', cpu_attention=True)``), not in the
+``'cpu'`` preset: it needs a compiler at first use (~40 s) for ~2 % at
+inference. Not measured on AMD CPUs, where the fused kernel runs on MKL's
+slow path (there the oneDNN attention is the preset's speed-up).
+
+Like the fused kernel, nothing of size Lq x Lk is kept for backward (q, k, v,
+the output and the natural log-sum-exp are), the FLOPs are the same (two
+matmuls forward, five backward), and the output and gradients are written
+token-major, (B, L, H, d), so that merging heads is a view. Results equal the
+fused kernel's to fp32 rounding (another summation order and exponential);
+every output element is summed in one fixed order, whatever the thread count.
+
+The kernel takes head widths 16, 32, 48 and 64 (CAST ViT-B: 64 in the
+experts, 32 in B-CAST); narrower heads of other widths (the reference dumps'
+small models: 24 and 12) are padded with zero channels to the next multiple
+of 16, which changes no score and no output channel; wider heads, fp64,
+autocast and ``torch.compile`` keep the reference path (:func:`supports`).
+"""
+import functools
+
+import torch
+
+from . import cpp_extensions, sdpa_ops
+
+FIELD = 'model.backbone.speedups.cpu_attention'
+KERNEL_WIDTHS = (16, 32, 48, 64)  # compiled; narrower others are padded
+MAX_WIDTH = 64
+
+
+@functools.lru_cache(maxsize=None)
+def extension():
+    """The compiled kernel (built on first call, ~40 s, then cached)."""
+    return cpp_extensions.build(
+        'cast_mmaction_cpu_attention', 'cpu_attention.cpp', FIELD,
+        cflags=('-O3', '-mavx512f', '-mfma', '-fopenmp'),
+        ldflags=('-fopenmp', ))
+
+
+def cpu_supports(facts):
+    """``(ok, why)``: the kernel's instructions (AVX-512F and FMA) from the
+    CPU facts (:func:`cast_mmaction.utils.cpu_facts`)."""
+    isa = set(facts.get('cpu_isa') or ())
+    if 'avx512f' not in isa:
+        return False, 'the CPU has no AVX-512F'
+    return True, 'AVX-512F'
+
+
+def supports(q, k):
+    """Whether (B, H, L, d) ``q`` / ``k`` can run here: fp32 CPU, head width
+    at most :data:`MAX_WIDTH`, at least one key."""
+    return (q.dtype == torch.float32 and q.device.type == 'cpu'
+            and 1 <= q.shape[-1] <= MAX_WIDTH and k.shape[-2] >= 1)
+
+
+def _last_dim_dense(t):
+    return t if t.stride(-1) == 1 else t.contiguous()
+
+
+@torch.library.custom_op('cast_mmaction::cpu_sdpa', mutates_args=())
+def cpu_sdpa_op(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor,
+                scale: float, with_lse: bool
+                ) -> tuple[torch.Tensor, torch.Tensor]:
+    """(out, lse) of attention over (B, H, L, d) q / k / v; ``out`` is a
+    (B, H, L, d) view of a token-major tensor, ``lse`` the natural
+    log-sum-exp of each query row, empty unless ``with_lse``."""
+    out, lse = extension().forward(
+        _last_dim_dense(q), _last_dim_dense(k), _last_dim_dense(v), scale,
+        with_lse)
+    return out, lse
+
+
+@cpu_sdpa_op.register_fake
+def _(q, k, v, scale, with_lse):
+    b, h, lq, _ = q.shape
+    out = q.new_empty(b, h, lq, v.shape[-1])
+    return out, (q.new_empty(b, h, lq) if with_lse else q.new_empty(0))
+
+
+@torch.library.custom_op('cast_mmaction::cpu_sdpa_backward', mutates_args=())
+def cpu_sdpa_backward_op(
+        dout: torch.Tensor, q: torch.Tensor, k: torch.Tensor,
+        v: torch.Tensor, out: torch.Tensor, lse: torch.Tensor,
+        scale: float) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """(dq, dk, dv) of :func:`cpu_sdpa_op` from the kept tensors, each a
+    (B, H, L, d) view of a token-major tensor."""
+    dq, dk, dv = extension().backward(
+        _last_dim_dense(dout), _last_dim_dense(q), _last_dim_dense(k),
+        _last_dim_dense(v), _last_dim_dense(out), lse.contiguous(), scale)
+    return dq, dk, dv
+
+
+@cpu_sdpa_backward_op.register_fake
+def _(dout, q, k, v, out, lse, scale):
+    return torch.empty_like(q), torch.empty_like(k), torch.empty_like(v)
+
+
+sdpa_ops.register_autograd(cpu_sdpa_op, cpu_sdpa_backward_op)
+
+
+def register_flop_formulas():
+    """The FLOPs of the two operators, as torch's fused attention's
+    (:func:`~cast_mmaction.models.sdpa_ops.register_flop_formulas`)."""
+    sdpa_ops.register_flop_formulas(torch.ops.cast_mmaction.cpu_sdpa,
+                                    torch.ops.cast_mmaction.cpu_sdpa_backward)
+
+
+def cpu_sdpa(q, k, v):
+    """``F.scaled_dot_product_attention(q, k, v)`` (no mask, no dropout,
+    scale ``d ** -0.5``) for fp32 CPU (B, H, L, d) tensors that
+    :func:`supports`, in the C++ kernel."""
+    d = q.shape[-1]
+    scale = d ** -0.5
+    need = torch.is_grad_enabled() and (q.requires_grad or k.requires_grad
+                                        or v.requires_grad)
+    if d in KERNEL_WIDTHS:
+        return cpu_sdpa_op(q, k, v, scale, need)[0]
+    # zero channels: the same scores (the scale stays the true width's) and
+    # zero output channels, dropped
+    pad = (0, -d % 16)
+    q, k, v = (torch.nn.functional.pad(t, pad) for t in (q, k, v))
+    return cpu_sdpa_op(q, k, v, scale, need)[0][..., :d]

@@ -1,0 +1,45 @@
+"""What the package's attention operators share
+(``models/onednn_attention.py``, ``models/cpu_attention.py``): both are a
+``torch.library.custom_op`` pair ``(q, k, v, scale, with_lse) -> (out,
+lse)`` and ``(dout, q, k, v, out, lse, scale) -> (dq, dk, dv)``, wired into
+autograd and the FLOP counter the same way.
+"""
+
+
+def register_autograd(forward_op, backward_op):
+    """Autograd for ``forward_op``: q, k, v, the output and the
+    log-sum-exp kept, ``backward_op`` called on them."""
+
+    def setup_context(ctx, inputs, output):
+        q, k, v, scale, _ = inputs
+        out, lse = output
+        ctx.scale = scale
+        ctx.save_for_backward(q, k, v, out, lse)
+
+    def backward(ctx, dout, _dlse):
+        q, k, v, out, lse = ctx.saved_tensors
+        dq, dk, dv = backward_op(dout, q, k, v, out, lse, ctx.scale)
+        return dq, dk, dv, None, None
+
+    forward_op.register_autograd(backward, setup_context=setup_context)
+
+
+def register_flop_formulas(forward_packet, backward_packet):
+    """The FLOPs of the pair for ``torch.utils.flop_counter``: those of
+    torch's fused attention (forward: 2 matmuls; backward: 5, the recompute
+    of the scores included); idempotent."""
+    from torch.utils import flop_counter
+    if forward_packet in flop_counter.flop_registry or (
+            forward_packet.default in flop_counter.flop_registry):
+        return
+
+    @flop_counter.register_flop_formula(forward_packet)
+    def _fwd_flops(q_shape, k_shape, v_shape, *args, out_shape=None,
+                   **kwargs):
+        return flop_counter.sdpa_flop_count(q_shape, k_shape, v_shape)
+
+    @flop_counter.register_flop_formula(backward_packet)
+    def _bwd_flops(dout_shape, q_shape, k_shape, v_shape, *args,
+                   out_shape=None, **kwargs):
+        return flop_counter.sdpa_backward_flop_count(dout_shape, q_shape,
+                                                     k_shape, v_shape)

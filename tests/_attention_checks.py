@@ -1,0 +1,41 @@
+"""What the tests of the two CPU attention operators share
+(test_onednn_attention.py, test_cpu_attention.py)."""
+import torch
+
+
+def qkv(b, h, lq, lk, d, seed=0, strided=False):
+    """q (B, H, Lq, d), k / v (B, H, Lk, d) needing gradients; ``strided``:
+    the heads of one packed (B, L, 3 H d) tensor, as the experts split them
+    (then Lk = Lq)."""
+    g = torch.Generator().manual_seed(seed)
+    if strided:
+        packed = torch.randn(b, lq, 3 * h * d, generator=g)
+        q, k, v = (t.reshape(b, lq, h, d).transpose(1, 2)
+                   for t in packed.chunk(3, dim=-1))
+        return [t.detach().requires_grad_() for t in (q, k, v)]
+    q = torch.randn(b, h, lq, d, generator=g)
+    k = torch.randn(b, h, lk, d, generator=g)
+    v = torch.randn(b, h, lk, d, generator=g)
+    return [t.requires_grad_() for t in (q, k, v)]
+
+
+def forward_runs_per_checkpointed_step(attention, calls, d):
+    """``{keeps attention: forward calls}`` of one checkpointed region
+    around ``attention`` (whose forward calls append to ``calls``) under
+    the save policy that keeps attention outputs and the one that does not:
+    {True: 1, False: 2} when the operator is kept like the fused kernels."""
+    from cast_mmaction.models import checkpointing
+    q, k, v = qkv(1, 2, 30, 30, d)
+    w = torch.randn(d, d, requires_grad=True)
+
+    def region(q, k, v):
+        return attention(q @ w, k, v).sin()
+
+    out = {}
+    for keep in (True, False):
+        calls.clear()
+        y = checkpointing.checkpoint(
+            region, q, k, v, policy=checkpointing.SavePolicy(attention=keep))
+        y.sum().backward()
+        out[keep] = len(calls)
+    return out

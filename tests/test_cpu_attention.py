@@ -1,0 +1,244 @@
+"""Attention in one C++ kernel for AVX-512 CPUs (models/cpu_attention.py,
+csrc/cpu_attention.cpp; the CPU speed-up ``cpu_attention``): the numbers of
+torch's fused attention, forward and backward, on every tail of its blocks;
+the same numbers on every run and thread count; the same FLOP count; kept by
+selective checkpointing; in a backbone (experts and B-CAST links) it changes
+nothing but the summation order; an opt-in checked against the CPU."""
+import pytest
+import torch
+import torch.nn.functional as F
+from torch.utils.flop_counter import FlopCounterMode
+
+from cast_mmaction.models import cpp_extensions, speedups
+from cast_mmaction.models import cpu_attention as ca
+from cast_mmaction.utils import cpu_facts
+
+from _attention_checks import forward_runs_per_checkpointed_step
+from _attention_checks import qkv as _qkv
+
+INTEL512 = dict(cpu_vendor='GenuineIntel', cpu_model='Intel Xeon',
+                cpu_isa=['avx2', 'avx512f'])
+
+
+def _why_not_here():
+    ok, why = ca.cpu_supports(cpu_facts())
+    if not ok:
+        return f'the kernel needs AVX-512F: {why}'
+    ok, why = cpp_extensions.toolchain()
+    if not ok:
+        return f'building csrc/cpu_attention.cpp needs a toolchain: {why}'
+    return None
+
+
+needs_kernel = pytest.mark.skipif(_why_not_here() is not None,
+                                  reason=str(_why_not_here()))
+
+
+def _reference(q, k, v, g):
+    """Forward and gradients in fp64: the truth both kernels round."""
+    q2, k2, v2 = (t.detach().double().requires_grad_() for t in (q, k, v))
+    out = F.scaled_dot_product_attention(q2, k2, v2)
+    return out, torch.autograd.grad(out, (q2, k2, v2), g.double())
+
+
+@needs_kernel
+@pytest.mark.parametrize('shape, strided', [
+    ((2, 3, 40, 40, 32), False),    # rows 6 x 6 + 4, keys 2 panels + 8
+    ((1, 2, 97, 301, 64), False),   # Lq != Lk; keys: a 256-key block + 45
+    ((2, 2, 5, 1, 32), False),      # one key, fewer rows than a block
+    ((3, 2, 8, 8, 32), False),      # B-CAST's temporal link: 8 frames
+    ((1, 2, 197, 197, 64), True),   # CLIP's heads, from packed q / k / v
+    ((1, 1, 520, 520, 32), True),   # keys in 256 + 256 + 8
+    ((2, 2, 33, 29, 16), False),    # the other compiled widths
+    ((1, 3, 45, 45, 48), True),
+    ((1, 4, 50, 50, 24), True),     # padded to 32 (a reference dump's heads)
+    ((2, 4, 7, 9, 12), False),      # padded to 16
+])
+def test_forward_and_backward_are_the_fused_kernels(shape, strided):
+    b, h, lq, lk, d = shape
+    q, k, v = _qkv(b, h, lq, lk, d, strided=strided)
+    g = torch.randn(b, h, lq, d, generator=torch.Generator().manual_seed(9))
+    want, want_grads = _reference(q, k, v, g)
+    fused = F.scaled_dot_product_attention(q, k, v)
+    fused_grads = torch.autograd.grad(fused, (q, k, v), g)
+    got = ca.cpu_sdpa(q, k, v)
+    got_grads = torch.autograd.grad(got, (q, k, v), g)
+    # as close to the fp64 truth as the fused kernel is (fp32 rounding)
+    err = (got.double() - want).abs().max().item()
+    fused_err = (fused.double() - want).abs().max().item()
+    assert err <= max(4 * fused_err, 2e-6), (err, fused_err)
+    for a, f, e in zip(got_grads, fused_grads, want_grads):
+        err = (a.double() - e).abs().max().item()
+        fused_err = (f.double() - e).abs().max().item()
+        assert err <= max(4 * fused_err, 4e-6), (err, fused_err)
+    # without autograd: no log-sum-exp kept, the same output bit for bit
+    with torch.no_grad():
+        assert torch.equal(ca.cpu_sdpa(q, k, v), got)
+
+
+@needs_kernel
+def test_kept_log_sum_exp_is_the_natural_log_of_the_scores():
+    """The kernel's scores are in base 2 (exp2); what it keeps for backward
+    is the natural log-sum-exp of ``scale q k^T``, as the fused kernel's."""
+    q, k, v = (t.detach() for t in _qkv(2, 3, 70, 50, 32))
+    scale = 32 ** -0.5
+    out, lse = ca.cpu_sdpa_op(q, k, v, scale, True)
+    scores = (q * scale) @ k.transpose(-1, -2)
+    torch.testing.assert_close(lse, torch.logsumexp(scores, -1), rtol=1e-6,
+                               atol=2e-6)
+    torch.testing.assert_close(out, scores.softmax(-1) @ v, rtol=1e-5,
+                               atol=1e-5)
+    assert ca.cpu_sdpa_op(q, k, v, scale, False)[1].numel() == 0
+
+
+@needs_kernel
+def test_large_scores_do_not_overflow():
+    """Scores far beyond exp's fp32 range (|s| ~ 1e3): the row maximum is
+    subtracted before exp2 forward, the kept log-sum-exp in backward."""
+    q, k, v = _qkv(1, 2, 40, 40, 32)
+    with torch.no_grad():
+        q.mul_(40)
+        k.mul_(40)
+    g = torch.randn(1, 2, 40, 32, generator=torch.Generator().manual_seed(3))
+    want, want_grads = _reference(q, k, v, g)
+    fused = F.scaled_dot_product_attention(q, k, v)
+    got = ca.cpu_sdpa(q, k, v)
+    assert torch.isfinite(got).all()
+    torch.testing.assert_close(got.double(), want, rtol=1e-4, atol=1e-4)
+    # near one-hot rows: the gradients are ill-conditioned in fp32; as close
+    # to the fp64 truth as the fused kernel's
+    for a, f, e in zip(torch.autograd.grad(got, (q, k, v), g),
+                       torch.autograd.grad(fused, (q, k, v), g), want_grads):
+        assert torch.isfinite(a).all()
+        err = (a.double() - e).abs().max().item()
+        fused_err = (f.double() - e).abs().max().item()
+        assert err <= max(4 * fused_err, 1e-4), (err, fused_err)
+
+
+@needs_kernel
+def test_the_same_numbers_on_every_run_and_thread_count():
+    """Each output element is summed in one order, whatever the threads:
+    1 and 2 threads, twice each, give the same bits."""
+    q, k, v = _qkv(2, 3, 301, 301, 64, seed=4)
+    g = torch.randn(2, 3, 301, 64, generator=torch.Generator().manual_seed(5))
+    threads = torch.get_num_threads()
+    runs = []
+    try:
+        for n in (1, 2, 1, 2):
+            torch.set_num_threads(n)
+            out = ca.cpu_sdpa(q, k, v)
+            runs.append([out, *torch.autograd.grad(out, (q, k, v), g)])
+    finally:
+        torch.set_num_threads(threads)
+    for other in runs[1:]:
+        for a, b in zip(runs[0], other):
+            assert torch.equal(a, b)
+
+
+@needs_kernel
+def test_output_and_gradients_are_token_major():
+    """Output and q / k / v gradients come (B, L, H, d)-contiguous: merging
+    the heads back into (B, L, H d) is a view (no copy)."""
+    q, k, v = _qkv(2, 3, 40, 40, 32, strided=True)
+    out = ca.cpu_sdpa(q, k, v)
+    assert out.transpose(1, 2).is_contiguous()
+    merged = out.transpose(1, 2).reshape(2, 40, 96)
+    assert merged.data_ptr() == out.data_ptr()
+    for g in torch.autograd.grad(out, (q, k, v), torch.randn_like(out)):
+        assert g.transpose(1, 2).is_contiguous()
+
+
+@needs_kernel
+def test_bad_inputs_get_a_clear_error():
+    q, k, v = (t.detach() for t in _qkv(1, 2, 8, 8, 32))
+    with pytest.raises(RuntimeError, match='head width 16, 32, 48 or 64'):
+        ca.cpu_sdpa_op(q[..., :8], k[..., :8], v[..., :8], 0.25, False)
+    with pytest.raises(RuntimeError, match='fp32 CPU'):
+        ca.cpu_sdpa_op(q.double(), k.double(), v.double(), 0.2, False)
+    with pytest.raises(RuntimeError, match=r'k and v \(B, H, Lk, D\)'):
+        ca.cpu_sdpa_op(q, k[:, :1], v, 0.2, False)
+
+
+@needs_kernel
+def test_flops_are_counted_as_the_fused_kernel():
+    speedups.register_flop_formulas()
+    q, k, v = _qkv(2, 3, 64, 48, 32)
+    counts = []
+    for fn in (F.scaled_dot_product_attention, ca.cpu_sdpa):
+        with FlopCounterMode(display=False) as fc:
+            fn(q, k, v).sum().backward()
+        counts.append(fc.get_total_flops())
+    assert counts[0] == counts[1] > 0
+
+
+@needs_kernel
+def test_selective_checkpointing_keeps_its_output(monkeypatch):
+    """The 'attention' save policy keeps the operator's outputs: the region's
+    recompute in backward does not run the kernel again."""
+    calls = []
+    ext = ca.extension()
+
+    class Counting:
+        forward = staticmethod(lambda *a: calls.append(1) or ext.forward(*a))
+        backward = staticmethod(ext.backward)
+
+    monkeypatch.setattr(ca, 'extension', lambda: Counting)
+    assert forward_runs_per_checkpointed_step(ca.cpu_sdpa, calls, 32) == {
+        True: 1, False: 2}
+
+
+@needs_kernel
+def test_in_a_backbone_it_gives_the_reference_numbers(monkeypatch):
+    """Experts (heads 64 wide) and B-CAST's links (32 wide) run the kernel
+    (its calls recorded by shape) and outputs and gradients equal the
+    reference model's to fp32 rounding; in fp64 the reference path runs."""
+    import test_speedups as ts
+    # experts' heads 64 wide, B-CAST's (half the width) 32
+    monkeypatch.setattr(ts, 'SIZES', dict(ts.SIZES, embed_dim=128))
+    widths = []  # (Lq, Lk) of each call
+    real = ca.cpu_sdpa
+    monkeypatch.setattr(ca, 'cpu_sdpa',
+                        lambda q, k, v: widths.append(
+                            (q.shape[-2], k.shape[-2])) or real(q, k, v))
+    ref, fast = ts._pair('cast', dict(cpu_attention=True))
+    assert any(type(m) is speedups.CPUKernelWindowCrossAttention
+               for m in fast.modules())
+    x = ts._inputs('cast')
+    out_ref, want = ts._step(ref, x)
+    out, got = ts._step(fast, x)
+    # both experts' self-attention and the links' window attention ran
+    # here: queries and keys (5, 5) CLIP, (8, 8) VideoMAE, links over frames
+    # and over a frame's patches
+    assert len(widths) > 4 and len(set(widths)) > 2, widths
+    for a, b in zip(out, out_ref):
+        torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-5)
+    assert want.keys() == got.keys() and len(want) > 10
+    for n in want:
+        torch.testing.assert_close(got[n], want[n], rtol=1e-4, atol=1e-4,
+                                   msg=n)
+    widths.clear()
+    ts._step(fast.double(), ts._inputs('cast', torch.float64))
+    assert not widths
+
+
+def test_an_opt_in_checked_against_the_cpu():
+    """Not in the 'cpu' preset; asked for on a CPU without AVX-512F, a clear
+    error when the model is built, not at the first forward."""
+    assert speedups.resolve('cpu', facts=INTEL512)['cpu_attention'] is False
+    sp = speedups.resolve(dict(preset='cpu', cpu_attention=True),
+                          facts=INTEL512)
+    assert sp['cpu_attention'] is True and sp['frozen_mlp'] is True
+    with pytest.raises(ValueError, match='cpu_attention=True.*AVX-512F'):
+        speedups.resolve(dict(cpu_attention=True),
+                         facts=dict(INTEL512, cpu_isa=['avx2']))
+    with pytest.raises(ValueError, match="cpu_attention='auto'"):
+        speedups.resolve(dict(cpu_attention='auto'), facts=INTEL512)
+
+
+def test_it_takes_precedence_over_the_onednn_attention():
+    sp = speedups.resolve(dict(cpu_attention=True, onednn_attention=True),
+                          facts=INTEL512)
+    assert speedups.attention_kernel(sp) == 'cpu'
+    sp = speedups.resolve(dict(onednn_attention=True), facts=INTEL512)
+    assert speedups.attention_kernel(sp) == 'onednn'
+    assert speedups.attention_kernel(speedups.resolve(None)) is None
