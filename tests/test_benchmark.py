@@ -186,6 +186,9 @@ def test_peak_and_percent_of_peak(tmp_path):
     if 'avx2' in open('/proc/cpuinfo').read():
         assert 'avx2' in m['cpu_isa']
     assert 'train_pct_of_peak' in r.stdout
+    # which speed-ups ran, as decided for this device and dtype
+    assert res['speedups_running'] == []  # the tiny config names none
+    assert res['onednn_linear_chosen'] is False
 
 
 def test_peak_is_timed_by_the_chosen_clock():
@@ -254,11 +257,16 @@ def test_speedups_option_and_the_compare_rows(tmp_path):
             assert sp.enabled == enabled, text
         else:
             assert 'frozen_mlp' in sp.enabled and sp.requested == 'cpu'
-    from cast_mmaction.models.speedups import KEYS, resolve
+    from cast_mmaction.models.speedups import KEYS
     labels = [label for label, _ in benchmark.SPEEDUP_ROWS]
     assert labels[0] == 'reference' and len(labels) == len(KEYS) + 2
-    for _, spec in benchmark.SPEEDUP_ROWS:
-        resolve(benchmark.parse_speedups(spec))  # no error
+    # each a valid value; on a CPU without AVX-512F the C++ attention
+    # kernel's row is left out, with its reason
+    avx512 = dict(cpu_vendor='GenuineIntel', cpu_isa=['avx2', 'avx512f'])
+    assert benchmark.runnable_speedup_rows(avx512) == benchmark.SPEEDUP_ROWS
+    rows = benchmark.runnable_speedup_rows(dict(avx512, cpu_isa=['avx2']))
+    assert [label for label, _ in rows] == [
+        label for label in labels if label != 'cpu_attention']
     argv = [str(cfg), '--compare-speedups', '--runs', '2', '--speedups',
             'cpu', '--phases', 'train']
     child = benchmark._strip(argv, '--compare-speedups',

@@ -855,11 +855,13 @@ def matmul_peak(model, device, amp_dtype, frames, size, batch, reps=5,
     # whether the model's matmuls run on oneDNN: its speed-ups, decided
     # from the config and the CPU's facts (models/speedups.py)
     sp = getattr(getattr(model, 'backbone', None), 'speedups', None)
-    on = bool(sp is not None and sp.decide(
-        device, dtype, amp_dtype is not None)['onednn_linear'][0])
+    running = [] if sp is None else [
+        k for k, (on, _) in sp.decide(device, dtype,
+                                      amp_dtype is not None).items() if on]
     return dict(peak_gflops=max(detail.values()), peak_detail=detail,
                 peak_dtype=str(dtype).replace('torch.', ''),
-                onednn_linear_chosen=on)
+                onednn_linear_chosen='onednn_linear' in running,
+                speedups_running=running)
 
 
 def checkpoint_sizes(model):
@@ -901,7 +903,7 @@ def summarize(runs, batch_size):
     for key in ('trainable_params', 'total_params', 'gflops_per_clip',
                 'train_gflops_per_step', 'optimizer', 'ckpt_full_mb',
                 'ckpt_trainable_only_mb', 'peak_dtype',
-                'onednn_linear_chosen'):
+                'onednn_linear_chosen', 'speedups_running'):
         vals = [r[key] for r in runs if key in r]
         if vals:
             out[key] = vals[0]
@@ -1169,14 +1171,30 @@ def _print_side_by_side(ours, theirs, cuda=False):
               f'{fmt(t, theirs.get(rk)):>16s} {ratio:7.3f}  {mark}')
 
 
+def runnable_speedup_rows(facts=None):
+    """:data:`SPEEDUP_ROWS` that this CPU can run (``cpu_attention`` needs
+    AVX-512F); a row left out is printed with the reason."""
+    from cast_mmaction.models import speedups
+    rows = []
+    for label, spec in SPEEDUP_ROWS:
+        try:
+            speedups.resolve(parse_speedups(spec), facts)
+        except ValueError as e:
+            print(f'{label}: left out ({e})')
+            continue
+        rows.append((label, spec))
+    return rows
+
+
 def compare_speedups(argv, args, phases):
     """The phases for each row of :data:`SPEEDUP_ROWS`, alternated
     ``--runs`` times; prints time and peak memory against the reference."""
     base = _strip(argv, '--compare-speedups',
                   with_value=('--json', '--runs', '--speedups'))
-    runs = {label: [] for label, _ in SPEEDUP_ROWS}
+    rows = runnable_speedup_rows()
+    runs = {label: [] for label, _ in rows}
     for _ in range(max(args.runs, 1)):
-        for label, spec in SPEEDUP_ROWS:  # alternated
+        for label, spec in rows:  # alternated
             for phase in phases:
                 runs[label].append(_child(phase, base + ['--speedups', spec]))
     out = {label: summarize(r, args.batch_size) for label, r in runs.items()}

@@ -11,16 +11,16 @@ call, all (batch, head) pairs split over torch's threads. Backward recomputes
 the scores from the kept log-sum-exp as the fused kernel does, in blocks of
 256 keys whose dK / dV stay in the core's cache.
 
-Measured on an Intel Xeon with AVX-512, 2 threads (docs/benchmarks.md,
-"The C++ attention kernel"): against torch's fused kernel on the heads of
-CAST ViT-B, forward 1.1-1.3x faster (VideoMAE's 1568 tokens 32 against 37
-ms, CLIP's 197 6.1 against 6.6 ms), forward + backward at parity on
-VideoMAE's and faster on the smaller shapes; in the whole model, alternated
-in one process, 0.978x the inference and 0.998x the training step. Hence an
-opt-in (``speedups=dict(preset='cpu', cpu_attention=True)``), not in the
-``'cpu'`` preset: it needs a compiler at first use (~40 s) for ~2 % at
-inference. Not measured on AMD CPUs, where the fused kernel runs on MKL's
-slow path (there the oneDNN attention is the preset's speed-up).
+Measured on an Intel Xeon with AVX-512, 2 threads (docs/benchmarks.md, "The
+C++ attention kernel"), against torch's fused kernel on CAST ViT-B's heads:
+VideoMAE's 1568 tokens 1.07x faster forward and forward + backward, CLIP's
+197 and B-CAST's 196-token link at parity, B-CAST's 8-frame link 1.3-1.5x;
+in the whole model, alternated in one process, 0.975x the inference and
+1.00x the training step. Hence an opt-in
+(``speedups=dict(preset='cpu', cpu_attention=True)``), not in the ``'cpu'``
+preset: a compiler at first use for ~2.5 % at inference. Not measured on
+AMD CPUs, where the fused kernel runs on MKL's slow path (there the oneDNN
+attention is the preset's speed-up).
 
 Like the fused kernel, nothing of size Lq x Lk is kept for backward (q, k, v,
 the output and the natural log-sum-exp are), the FLOPs are the same (two
