@@ -221,6 +221,20 @@ def test_in_a_backbone_it_gives_the_reference_numbers(monkeypatch):
     assert not widths
 
 
+def test_no_kernel_load_on_a_cpu_without_avx512(monkeypatch):
+    """Called directly on such a CPU (not through the speed-up, which
+    refuses it when the model is built): a clear error, not SIGILL."""
+    import cast_mmaction.utils as utils
+    monkeypatch.setattr(utils, 'cpu_facts', lambda: dict(
+        INTEL512, cpu_isa=['avx2', 'fma']))
+    ca.extension.cache_clear()
+    try:
+        with pytest.raises(RuntimeError, match='needs AVX-512F'):
+            ca.extension()
+    finally:
+        ca.extension.cache_clear()
+
+
 def test_an_opt_in_checked_against_the_cpu():
     """Not in the 'cpu' preset; asked for on a CPU without AVX-512F, a clear
     error when the model is built, not at the first forward."""

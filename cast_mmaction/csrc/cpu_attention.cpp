@@ -30,6 +30,7 @@
 // The file is compiled with -mavx512f -mfma -fopenmp (at::parallel_for runs
 // on OpenMP only where the including file is built with it): Python loads
 // it on CPUs with AVX-512F only.
+//
 // Every loop bound and the work split are facts of the shapes; each output
 // element is summed in one fixed order whatever the thread count: the same
 // numbers on every run.

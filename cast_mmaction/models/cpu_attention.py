@@ -48,7 +48,15 @@ MAX_WIDTH = 64
 
 @functools.lru_cache(maxsize=None)
 def extension():
-    """The compiled kernel (built on first call, ~40 s, then cached)."""
+    """The compiled kernel (built on first call, ~40 s, then cached); on a
+    CPU without AVX-512F a clear error instead of an illegal instruction."""
+    from ..utils import cpu_facts
+    facts = cpu_facts()
+    ok, why = cpu_supports(facts)
+    if not ok:
+        raise RuntimeError(f"{FIELD}: {why} on this machine "
+                           f"({facts.get('cpu_model')}); the kernel needs "
+                           f"AVX-512F: set it to False")
     return cpp_extensions.build(
         'cast_mmaction_cpu_attention', 'cpu_attention.cpp', FIELD,
         cflags=('-O3', '-mavx512f', '-mfma', '-fopenmp'),
