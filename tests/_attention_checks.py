@@ -39,3 +39,20 @@ def forward_runs_per_checkpointed_step(attention, calls, d):
         y.sum().backward()
         out[keep] = len(calls)
     return out
+
+
+def check_kept_log_sum_exp(op, d):
+    """``op(q, k, v, scale, with_lse)`` keeps the natural log-sum-exp of
+    ``scale q k^T`` (what the fused kernel keeps, whatever base its own
+    exponentials use), its output is the softmax's, and without
+    ``with_lse`` it keeps none."""
+    import torch
+    q, k, v = (t.detach() for t in qkv(2, 3, 70, 50, d))
+    scale = d ** -0.5
+    out, lse = op(q, k, v, scale, True)
+    scores = (q * scale) @ k.transpose(-1, -2)
+    torch.testing.assert_close(lse, torch.logsumexp(scores, -1), rtol=1e-6,
+                               atol=2e-6)
+    torch.testing.assert_close(out, scores.softmax(-1) @ v, rtol=1e-5,
+                               atol=1e-5)
+    assert op(q, k, v, scale, False)[1].numel() == 0

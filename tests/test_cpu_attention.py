@@ -9,10 +9,10 @@ import torch
 import torch.nn.functional as F
 from torch.utils.flop_counter import FlopCounterMode
 
-from cast_mmaction.models import cpp_extensions, speedups
 from cast_mmaction.models import cpu_attention as ca
-from cast_mmaction.utils import cpu_facts
+from cast_mmaction.models import speedups
 
+from _attention_checks import check_kept_log_sum_exp
 from _attention_checks import forward_runs_per_checkpointed_step
 from _attention_checks import qkv as _qkv
 
@@ -20,18 +20,8 @@ INTEL512 = dict(cpu_vendor='GenuineIntel', cpu_model='Intel Xeon',
                 cpu_isa=['avx2', 'avx512f'])
 
 
-def _why_not_here():
-    ok, why = ca.cpu_supports(cpu_facts())
-    if not ok:
-        return f'the kernel needs AVX-512F: {why}'
-    ok, why = cpp_extensions.toolchain()
-    if not ok:
-        return f'building csrc/cpu_attention.cpp needs a toolchain: {why}'
-    return None
-
-
-needs_kernel = pytest.mark.skipif(_why_not_here() is not None,
-                                  reason=str(_why_not_here()))
+needs_kernel = pytest.mark.skipif(ca.unavailable() is not None,
+                                  reason=str(ca.unavailable()))
 
 
 def _reference(q, k, v, g):
@@ -80,15 +70,7 @@ def test_forward_and_backward_are_the_fused_kernels(shape, strided):
 def test_kept_log_sum_exp_is_the_natural_log_of_the_scores():
     """The kernel's scores are in base 2 (exp2); what it keeps for backward
     is the natural log-sum-exp of ``scale q k^T``, as the fused kernel's."""
-    q, k, v = (t.detach() for t in _qkv(2, 3, 70, 50, 32))
-    scale = 32 ** -0.5
-    out, lse = ca.cpu_sdpa_op(q, k, v, scale, True)
-    scores = (q * scale) @ k.transpose(-1, -2)
-    torch.testing.assert_close(lse, torch.logsumexp(scores, -1), rtol=1e-6,
-                               atol=2e-6)
-    torch.testing.assert_close(out, scores.softmax(-1) @ v, rtol=1e-5,
-                               atol=1e-5)
-    assert ca.cpu_sdpa_op(q, k, v, scale, False)[1].numel() == 0
+    check_kept_log_sum_exp(ca.cpu_sdpa_op, 32)
 
 
 @needs_kernel

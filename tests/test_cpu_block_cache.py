@@ -4,13 +4,12 @@ reused by size, the cache bounded, the same numbers, the allocator process-
 wide but restored after each test here."""
 import multiprocessing
 import os
-import shutil
 import sys
 
 import pytest
 import torch
 
-from cast_mmaction.models import cpu_block_cache, speedups
+from cast_mmaction.models import cpp_extensions, cpu_block_cache, speedups
 
 pytestmark = pytest.mark.skipif(
     not sys.platform.startswith('linux'), reason='cpu_block_cache: Linux only')
@@ -20,9 +19,9 @@ MIB = 1 << 20
 
 @pytest.fixture(scope='module')
 def ext():
-    if shutil.which(os.environ.get('CXX', 'c++')) is None:
-        pytest.skip('no C++ compiler (c++ or $CXX) on PATH to build '
-                    'cast_mmaction/csrc/cpu_block_cache.cpp')
+    ok, why = cpp_extensions.toolchain()
+    if not ok:
+        pytest.skip(f'building cast_mmaction/csrc/cpu_block_cache.cpp: {why}')
     return cpu_block_cache.extension()  # built once per process (~20 s)
 
 

@@ -11,6 +11,7 @@ from torch.utils.flop_counter import FlopCounterMode
 from cast_mmaction.models import onednn_attention as oa
 from cast_mmaction.models import speedups
 
+from _attention_checks import check_kept_log_sum_exp
 from _attention_checks import forward_runs_per_checkpointed_step
 from _attention_checks import qkv as _qkv
 
@@ -50,15 +51,7 @@ def test_kept_log_sum_exp_is_the_natural_log_of_the_scores(block_bytes,
     """The forward's scores are in base 2 (exp2); what it keeps for backward
     is the natural log-sum-exp of ``scale q k^T``, as the fused kernel's."""
     monkeypatch.setattr(oa, 'BLOCK_BYTES', block_bytes)
-    q, k, v = (t.detach() for t in _qkv(2, 3, 70, 50, 16))
-    scale = 16 ** -0.5
-    out, lse = oa.onednn_sdpa_op(q, k, v, scale, True)
-    scores = (q * scale) @ k.transpose(-1, -2)
-    torch.testing.assert_close(lse, torch.logsumexp(scores, -1), rtol=1e-6,
-                               atol=2e-6)
-    torch.testing.assert_close(out, scores.softmax(-1) @ v, rtol=1e-5,
-                               atol=1e-5)
-    assert oa.onednn_sdpa_op(q, k, v, scale, False)[1].numel() == 0
+    check_kept_log_sum_exp(oa.onednn_sdpa_op, 16)
 
 
 def test_large_scores_do_not_overflow():

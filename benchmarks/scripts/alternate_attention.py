@@ -30,7 +30,7 @@ from cast_mmaction.models.fusion.bottleneck_cross_attention import (
     WindowCrossAttention)
 from cast_mmaction.models.speedups import (CPUKernelWindowCrossAttention,
                                            _OneDNNAttentionMixin)
-from cast_mmaction.utils import build_model, cpu_facts
+from cast_mmaction.utils import build_model
 
 sys.path.insert(0, 'tools')
 from benchmark import build_optimizer_ours  # noqa: E402
@@ -57,7 +57,7 @@ from mmaction.structures import ActionDataSample  # noqa: E402
 # name: (kernel of heads_attention, the oneDNN attention's function)
 settings = {'fused_kernel': (None, speedups.onednn_sdpa),
             'onednn_attention': ('onednn', speedups.onednn_sdpa)}
-if cpu_attention.cpu_supports(cpu_facts())[0]:
+if cpu_attention.unavailable() is None:
     settings['cpu_attention'] = ('cpu', speedups.onednn_sdpa)
 old = old_onednn_sdpa()
 if old:

@@ -22,7 +22,6 @@ import torch.nn.functional as F
 
 from cast_mmaction.models import cpu_attention
 from cast_mmaction.models.onednn_attention import onednn_sdpa
-from cast_mmaction.utils import cpu_facts
 
 from _old_attention import old_onednn_sdpa
 
@@ -59,8 +58,7 @@ cases = {
         lambda: train(F.scaled_dot_product_attention), train_flops),
     'oneDNN, forward + backward': (lambda: train(onednn_sdpa), train_flops),
 }
-if cpu_attention.cpu_supports(cpu_facts())[0] and (
-        d <= cpu_attention.MAX_WIDTH):
+if cpu_attention.unavailable() is None and cpu_attention.supports(d, n):
     cases['C++ kernel, forward'] = (lambda: infer(cpu_attention.cpu_sdpa),
                                     fwd_flops)
     cases['C++ kernel, forward + backward'] = (

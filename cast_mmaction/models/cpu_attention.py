@@ -33,7 +33,8 @@ The kernel takes head widths 16, 32, 48 and 64 (CAST ViT-B: 64 in the
 experts, 32 in B-CAST); narrower heads of other widths (the reference dumps'
 small models: 24 and 12) are padded with zero channels to the next multiple
 of 16, which changes no score and no output channel; wider heads, fp64,
-autocast and ``torch.compile`` keep the reference path (:func:`supports`).
+autocast and ``torch.compile`` keep the reference path (:func:`supports`,
+``speedups.heads_attention``).
 """
 import functools
 
@@ -51,12 +52,9 @@ def extension():
     """The compiled kernel (built on first call, ~40 s, then cached); on a
     CPU without AVX-512F a clear error instead of an illegal instruction."""
     from ..utils import cpu_facts
-    facts = cpu_facts()
-    ok, why = cpu_supports(facts)
-    if not ok:
-        raise RuntimeError(f"{FIELD}: {why} on this machine "
-                           f"({facts.get('cpu_model')}); the kernel needs "
-                           f"AVX-512F: set it to False")
+    why = cpu_refusal(cpu_facts())
+    if why:
+        raise RuntimeError(f'{FIELD}: {why}')
     return cpp_extensions.build(
         'cast_mmaction_cpu_attention', 'cpu_attention.cpp', FIELD,
         cflags=('-O3', '-mavx512f', '-mfma', '-fopenmp'),
@@ -72,11 +70,32 @@ def cpu_supports(facts):
     return True, 'AVX-512F'
 
 
-def supports(q, k):
-    """Whether (B, H, L, d) ``q`` / ``k`` can run here: fp32 CPU, head width
-    at most :data:`MAX_WIDTH`, at least one key."""
-    return (q.dtype == torch.float32 and q.device.type == 'cpu'
-            and 1 <= q.shape[-1] <= MAX_WIDTH and k.shape[-2] >= 1)
+def cpu_refusal(facts):
+    """Why the kernel cannot run on the CPU of ``facts``, naming the fix,
+    or None."""
+    ok, why = cpu_supports(facts)
+    if ok:
+        return None
+    return (f"{why} on this machine ({facts.get('cpu_model')}); the kernel "
+            f"needs AVX-512F: set it to False")
+
+
+def unavailable():
+    """Why the kernel cannot be built and run here (the CPU's instructions,
+    a C++ toolchain), or None: the reason a test or a benchmark script
+    skips it."""
+    from ..utils import cpu_facts
+    ok, why = cpu_supports(cpu_facts())
+    if ok:
+        ok, why = cpp_extensions.toolchain()
+    return None if ok else f'the C++ attention kernel cannot run here: {why}'
+
+
+def supports(width, keys):
+    """Whether heads ``width`` wide over ``keys`` keys run in the kernel
+    (fp32 CPU tensors are the caller's check): at most :data:`MAX_WIDTH`
+    wide, at least one key."""
+    return 1 <= width <= MAX_WIDTH and keys >= 1
 
 
 def _last_dim_dense(t):
@@ -137,8 +156,7 @@ def cpu_sdpa(q, k, v):
     :func:`supports`, in the C++ kernel."""
     d = q.shape[-1]
     scale = d ** -0.5
-    need = torch.is_grad_enabled() and (q.requires_grad or k.requires_grad
-                                        or v.requires_grad)
+    need = sdpa_ops.needs_lse(q, k, v)
     if d in KERNEL_WIDTHS:
         return cpu_sdpa_op(q, k, v, scale, need)[0]
     # zero channels: the same scores (the scale stays the true width's) and

@@ -188,6 +188,5 @@ def onednn_sdpa(q, k, v):
     """``F.scaled_dot_product_attention(q, k, v)`` (no mask, no dropout,
     scale ``d ** -0.5``) for fp32 CPU (B, H, L, d) tensors, on oneDNN."""
     scale = q.shape[-1] ** -0.5
-    need = torch.is_grad_enabled() and (q.requires_grad or k.requires_grad
-                                        or v.requires_grad)
+    need = sdpa_ops.needs_lse(q, k, v)
     return onednn_sdpa_op(q, k, v, scale, need)[0]

@@ -6,6 +6,14 @@ autograd and the FLOP counter the same way.
 """
 
 
+def needs_lse(q, k, v):
+    """Whether the forward keeps the log-sum-exp: autograd will call the
+    backward."""
+    import torch
+    return torch.is_grad_enabled() and (q.requires_grad or k.requires_grad
+                                        or v.requires_grad)
+
+
 def register_autograd(forward_op, backward_op):
     """Autograd for ``forward_op``: q, k, v, the output and the
     log-sum-exp kept, ``backward_op`` called on them."""

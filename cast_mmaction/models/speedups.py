@@ -264,13 +264,18 @@ def resolve(spec, facts=None):
                          f'{sorted(PRESETS)} or a dict of {KEYS}')
     settings, reasons = {}, {}
     not_asked = f'not requested ({FIELD})'
+
+    def cpu():  # the CPU facts, read once and only where a rule needs them
+        nonlocal facts
+        if facts is None:
+            from ..utils import cpu_facts
+            facts = cpu_facts()
+        return facts
+
     for key in ('onednn_linear', 'onednn_attention'):
         v = want.get(key, False)
         if v == 'auto':
-            if facts is None:
-                from ..utils import cpu_facts
-                facts = cpu_facts()
-            on, why = onednn_linear_rule(facts)
+            on, why = onednn_linear_rule(cpu())
             settings[key], reasons[key] = on, f'auto: {why}'
         elif isinstance(v, bool):
             if v and _LP is None:
@@ -286,14 +291,9 @@ def resolve(spec, facts=None):
     # cpu_attention: an opt-in, checked against the CPU's instructions
     v = want.get('cpu_attention', False)
     if v is True:
-        if facts is None:
-            from ..utils import cpu_facts
-            facts = cpu_facts()
-        ok, why = _cpu_attention.cpu_supports(facts)
-        if not ok:
-            raise ValueError(f"{FIELD}.cpu_attention=True: {why} on this "
-                             f"machine ({facts.get('cpu_model')}); the kernel "
-                             f"needs AVX-512F: set it to False")
+        why = _cpu_attention.cpu_refusal(cpu())
+        if why:
+            raise ValueError(f'{FIELD}.cpu_attention=True: {why}')
         settings['cpu_attention'], reasons['cpu_attention'] = True, 'requested'
     elif v is False:
         settings['cpu_attention'], reasons['cpu_attention'] = False, not_asked
@@ -456,7 +456,7 @@ def heads_attention(q, k, v, num_heads, kernel=None):
     lk = k.shape[-2]
     d = c // num_heads
     if kernel == 'cpu':
-        if d > _cpu_attention.MAX_WIDTH or lk < 1:
+        if not _cpu_attention.supports(d, lk):
             return sdpa_heads(q, k, v, num_heads)
         fn = _cpu_attention.cpu_sdpa
     elif kernel == 'onednn':
