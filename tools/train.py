@@ -5,6 +5,7 @@ config; the cast_mmaction plugin is imported first, so configs need no
 
     python tools/train.py configs/cast_demo.py --work-dir work_dirs/demo
     python tools/train.py configs/cast_ssv2.py --amp --resume
+    python tools/train.py configs/cast_ssv2.py --cuda-graph  # one GPU
     tools/dist_train.sh configs/cast_ssv2.py 8      # multi-GPU / multi-node
 
 Every path the run needs (data, annotation files, expert weights) is checked
@@ -32,6 +33,7 @@ from cast_mmaction.engine.runner_utils import (  # noqa: E402
 from cast_mmaction.safe_load import (  # noqa: E402  (docs/security.md)
     UntrustedCheckpointError, add_trust_argument, trust_config)
 from cast_mmaction.engine.guarded_optim_wrapper import AMP_OF  # noqa: E402
+from cast_mmaction.engine.cuda_graph import GRAPH_LOOP_OF  # noqa: E402
 
 
 def parse_args(argv=None):
@@ -47,6 +49,10 @@ def parse_args(argv=None):
                    help='mixed precision (OptimWrapper -> AmpOptimWrapper, '
                    'GuardedOptimWrapper -> GuardedAmpOptimWrapper); the CAST '
                    'recipes use it already')
+    p.add_argument('--cuda-graph', action='store_true',
+                   help='replay the forward + backward as a CUDA graph '
+                   '(one GPU; EpochBasedTrainLoop / IterBasedTrainLoop -> '
+                   'CUDAGraph*TrainLoop, cast_mmaction/engine/cuda_graph.py)')
     p.add_argument('--no-validate', action='store_true',
                    help='do not evaluate on the validation set while '
                    'training')
@@ -74,6 +80,13 @@ def merge_args(cfg, args):
             cfg.optim_wrapper.setdefault('loss_scale', 'dynamic')
         elif wrapper not in AMP_OF.values():
             print(f'--amp ignored: optim_wrapper.type is {wrapper}')
+    if args.cuda_graph:
+        loop = cfg.train_cfg.get('type', 'EpochBasedTrainLoop')
+        if loop in GRAPH_LOOP_OF:
+            cfg.train_cfg.type = GRAPH_LOOP_OF[loop]
+        elif loop not in GRAPH_LOOP_OF.values():
+            raise ValueError(f'--cuda-graph: train_cfg.type is {loop}; it '
+                             f'replaces only {" / ".join(GRAPH_LOOP_OF)}')
     if args.resume == 'auto':
         cfg.resume, cfg.load_from = True, None
     elif args.resume is not None:
