@@ -32,13 +32,17 @@ def test_tiny_cpu_run_builds_and_runs_every_check():
     rep = json.loads(r.stdout[r.stdout.index('{'):])
     assert rep['ok'] is True and rep['tiny'] is True
     c = rep['checks']
-    assert set(c) == {'amp_train', 'precision', 'sdpa', 'fsdp', 'deepspeed'}
+    assert set(c) == {'amp_train', 'precision', 'sdpa', 'cuda_graph', 'fsdp',
+                      'deepspeed'}
     amp = c['amp_train']
     assert amp['ok'] and len(amp['losses']) == 2 and amp['all_finite']
     assert amp['accumulative_counts'] == 4  # the recipe's update_freq
     bf16 = c['precision']['bfloat16']
     assert 0 < bf16['logits_rel'] < 0.05 and 0 < bf16['grad_rel_global'] < 0.2
     assert sum(c['sdpa']['kernels'].values()) > 0
+    graph = c['cuda_graph']  # on the CPU: the uncaptured split step
+    assert graph['ok'] and graph['bit_identical'], graph
+    assert graph['graph']['replayed'] == 0 and graph['graph']['eager'] == 2
     assert c['fsdp']['ok'] is None and c['fsdp']['built'] == 'FSDP2Strategy'
     assert c['deepspeed']['ok'] is None
 
