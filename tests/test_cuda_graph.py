@@ -278,6 +278,35 @@ def test_the_replayed_graph_matches_train_step_on_cuda(counts, with_cp):
         torch.testing.assert_close(q, p, msg=n)
 
 
+@pytest.mark.skipif(torch.cuda.is_available(), reason='a GPU is present')
+def test_the_loop_refuses_a_cpu_run_before_its_first_iteration(tmp_path):
+    from mmengine.hooks import Hook
+    from mmengine.runner import Runner
+
+    class Iterations(Hook):
+        started = 0
+
+        def before_train_iter(self, runner, batch_idx, data_batch=None):
+            Iterations.started += 1
+
+    model = tiny()
+    before = copy.deepcopy(model.state_dict())
+    runner = Runner(
+        model=model, work_dir=str(tmp_path),
+        train_dataloader=dict(dataset=_Clips(), batch_size=3, num_workers=0,
+                              sampler=dict(type='DefaultSampler'),
+                              collate_fn=dict(type='pseudo_collate')),
+        optim_wrapper=dict(optimizer=dict(type='AdamW', lr=1e-2)),
+        train_cfg=dict(type='CUDAGraphEpochBasedTrainLoop', max_epochs=1),
+        default_scope='mmaction', default_hooks=dict(checkpoint=None),
+        custom_hooks=[Iterations()], log_level='WARNING')
+    with pytest.raises(ValueError, match='CUDA graphs need a CUDA device'):
+        runner.train()
+    assert Iterations.started == 0
+    for k, v in model.state_dict().items():
+        assert torch.equal(v, before[k]), k
+
+
 @pytest.mark.parametrize('device', ['cpu', pytest.param('cuda',
                                                          marks=needs_cuda)])
 @pytest.mark.parametrize('loop', ['EpochBasedTrainLoop', 'IterBasedTrainLoop'])

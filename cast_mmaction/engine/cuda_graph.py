@@ -361,6 +361,11 @@ class _GraphLoopMixin:
     def _graph_init(self, cuda_graph):
         self.graph_step = GraphedTrainStep(**dict(cuda_graph or {}))
 
+    def run(self):
+        # refuse before the first iteration (and its hooks) runs
+        self.graph_step.check(self.runner.model, self.runner.optim_wrapper)
+        return super().run()
+
     def _graph_iter(self, batch_idx, data_batch):
         runner = self.runner
         runner.call_hook('before_train_iter', batch_idx=batch_idx,
