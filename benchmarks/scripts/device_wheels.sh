@@ -11,6 +11,9 @@
 #              there to replace) and what they import at run time)
 #   .authors/  the authors' checkout's Python files (for the side-by-side
 #              benchmark), when AUTHORS_CHECKOUT is given
+# WITH_PYAV=1 adds PyAV's wheel (35 MB, FFmpeg inside) to .whl, for
+# benchmarks/scripts/gpu_graph_demo.sh (the demo's mp4 files); the working
+# tree and .whl together must stay under the device tool's 64 MiB.
 # Then, on the machine (both named in the call's carry):
 #   python3 -m pip install -q --no-index --no-deps --no-compile \
 #       --target /tmp/site .whl/*.whl && export PYTHONPATH=/tmp/site:$PWD &&
@@ -32,6 +35,10 @@ rm -rf .whl && mkdir -p .whl
     --platform manylinux_2_17_x86_64 --platform manylinux2014_x86_64 -d .whl \
     mmengine==0.10.7 mmaction2==1.2.0 mmcv-lite==2.1.0 importlib_metadata==10.2.0 \
     addict yapf termcolor platformdirs lazy-importer
+if [ "${WITH_PYAV:-0}" = 1 ]; then
+    "$PY" -m pip download -q --no-deps --only-binary=:all: --python-version 3.12 \
+        --implementation cp --platform manylinux_2_28_x86_64 -d .whl av==19.0.2
+fi
 ls -l .whl
 if [ -n "$AUTHORS" ]; then
     rm -rf .authors && mkdir -p .authors/CAST
