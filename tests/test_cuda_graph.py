@@ -167,6 +167,32 @@ def test_a_non_finite_loss_is_skipped_as_in_train_step():
     assert all(torch.isfinite(p).all() for p in got.parameters())
 
 
+def test_a_changed_model_drops_the_graphs_and_recaptures():
+    """A layer frozen after the capture (as a freezing hook would): the
+    graphs are dropped, the step warms up and captures again, and the
+    weights follow train_step's with the same freeze."""
+    ref, got = tiny(), None
+    got = copy.deepcopy(ref)
+    ow_ref, ow_got = wrapper(ref), wrapper(got)
+    step = GraphedTrainStep(warmup_iters=2, capture=False)
+    for i in range(8):
+        if i == 4:
+            for m in (ref, got):
+                m.cls_head.fc_cls.weight.requires_grad_(False)
+        b = batch(i)
+        seed(i)
+        ref.train_step(copy.deepcopy(b), optim_wrapper=ow_ref)
+        seed(i)
+        step(got, copy.deepcopy(b), ow_got)
+    assert step.resets == 1
+    assert step.replayed == 2 + 2 and step.eager == 2 + 2
+    assert_same_params(ref, got)
+    # gradients set to None by other code also drop the graphs
+    got.zero_grad(set_to_none=True)
+    step(got, batch(9), ow_got)
+    assert step.resets == 2
+
+
 def test_other_shapes_run_eagerly_beyond_max_graphs():
     model = tiny()
     step = GraphedTrainStep(warmup_iters=1, max_graphs=1, capture=False)

@@ -43,7 +43,12 @@ most ``max_graphs`` keys are captured, all in one memory pool; a batch of
 another key (a last, smaller batch of an epoch with ``drop_last=False``)
 runs eagerly.
 Graphs hold their activations' memory between steps (the validation loop
-runs eagerly beside it).
+runs eagerly beside it). Before each replay the model is compared with what
+the graphs were captured against (train mode, each parameter's storage,
+``requires_grad`` and gradient buffer); when other code changed it (a hook
+that freezes or unfreezes layers, replaces parameters, or sets gradients to
+``None``) the graphs are dropped with a warning and captured again after
+their warm-up, never replayed against stale addresses.
 
 Activation checkpointing (``backbone.with_cp``, ``checkpoint_policy``)
 is captured with the rest: its recomputation in the backward is part of the
@@ -101,8 +106,10 @@ class GraphedTrainStep:
         self._seen = {}  # key -> eager iterations run
         self._graphs = {}  # key -> _Captured
         self._pool = None
+        self._state = None  # what the graphs were captured against
         self.replayed = 0
         self.eager = 0
+        self.resets = 0
 
     # ------------------------------------------------------------ checks --
     def check(self, model, optim_wrapper):
@@ -157,6 +164,7 @@ class GraphedTrainStep:
         ``train_step`` does."""
         if not self._checked:
             self.check(model, optim_wrapper)
+        _drop_frozen_grads(model)
         with optim_wrapper.optim_context(model):
             data = model.data_preprocessor(data_batch, True)
         inputs, samples = data['inputs'], data['data_samples']
@@ -172,6 +180,8 @@ class GraphedTrainStep:
                                     inputs.device)
         key = (tuple(inputs.shape), inputs.dtype, tuple(labels.shape),
                labels.dtype)
+        if self._graphs and _model_state(model) != self._state:
+            self._reset()
         graph = self._graphs.get(key)
         if graph is None and self._seen.get(key, 0) >= self.warmup_iters \
                 and len(self._graphs) < self.max_graphs:
@@ -263,12 +273,26 @@ class GraphedTrainStep:
                 'parameters\' gradient tensors instead of adding into them; '
                 'use the eager loop')
         self._graphs[key] = cap
+        self._state = _model_state(model)
         how = 'replayed' if self.capture else 'capture=False: run uncaptured'
         print_log(f'CUDA graph captured for inputs {key[0]} {key[1]}, labels '
                   f'{key[2]} {key[3]} after {self._seen.get(key, 0)} eager '
                   f'iterations ({how} from now on)', logger='current',
                   level=logging.INFO)
         return cap
+
+    def _reset(self):
+        """Drop every graph: the model changed under them (a parameter
+        frozen or unfrozen, replaced, its gradient set to ``None`` by other
+        code, the model left in eval mode). Each key warms up and is
+        captured again."""
+        self._graphs, self._seen, self._pool, self._state = {}, {}, None, None
+        self.resets += 1
+        print_log('CUDA graph: the model\'s parameters, their gradient '
+                  'buffers or requires_grad, or its train mode changed since '
+                  'the capture; the graphs are dropped and captured again '
+                  'after their warm-up', logger='current',
+                  level=logging.WARNING)
 
     def _replay(self, model, cap, inputs, labels, hard, optim_wrapper):
         cap.inputs.copy_(inputs)
@@ -291,6 +315,26 @@ class GraphedTrainStep:
             optim_wrapper.update_params(
                 parsed, zero_kwargs=dict(set_to_none=False))
         return log_vars
+
+
+def _model_state(model):
+    """What a captured graph depends on outside its buffers: the train
+    mode, each parameter's storage, whether it trains, and its gradient
+    buffer (the backward adds into those addresses)."""
+    return (model.training, tuple(
+        (p.data_ptr(), p.requires_grad,
+         p.grad.data_ptr() if p.grad is not None else 0)
+        for p in model.parameters()))
+
+
+def _drop_frozen_grads(model):
+    """Gradients are zeroed in place (the graph adds into them), but a
+    parameter frozen since keeps no gradient: as after MMEngine's
+    ``zero_grad()``, AdamW skips it instead of decaying it on a zero
+    gradient."""
+    for p in model.parameters():
+        if p.grad is not None and not p.requires_grad:
+            p.grad = None
 
 
 class _Captured:
