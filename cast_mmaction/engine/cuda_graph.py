@@ -58,12 +58,12 @@ graph (on an H200 the replayed step equalled the eager one bit for bit with
 Not supported, each refused with its reason when the loop starts: a CPU
 (``capture=False`` aside), distributed runs (DDP needs its all-reduce
 captured under conditions not checked here; FSDP / DeepSpeed shard and
-gather inside the step), recognizers
-or heads whose loss is not MMAction2's ``BaseRecognizer.loss`` /
-``BaseHead.loss`` (e.g. EPIC-KITCHENS' verb + noun head), a neck, inputs
-that are not one tensor, more than one view per training sample, and a
-trainable parameter that gets no gradient (AdamW would move it on a zero
-gradient where the eager step leaves it alone).
+gather inside the step), recognizers or heads whose loss is not MMAction2's
+``BaseRecognizer.loss`` / ``BaseHead.loss`` (e.g. EPIC-KITCHENS' verb +
+noun head), a neck; at the first iteration: inputs that are not one tensor
+(the audio-visual recognizers), more than one view per training sample; at
+the capture: a trainable parameter that got no gradient (AdamW would move
+it on a zero gradient where the eager step leaves it alone).
 """
 import contextlib
 import logging
