@@ -261,6 +261,10 @@ class GraphedTrainStep:
             self._pool = graph.pool()
             cap.replay = graph.replay
             torch.cuda.synchronize()
+            # the graph's activations live in its own pool: the blocks the
+            # eager warm-up cached in the default pool would stay reserved
+            # beside it (about twice the step's memory) until returned
+            torch.cuda.empty_cache()
         else:
             def replay():
                 cap.losses, cap.scores = step()
@@ -275,9 +279,11 @@ class GraphedTrainStep:
         self._graphs[key] = cap
         self._state = _model_state(model)
         how = 'replayed' if self.capture else 'capture=False: run uncaptured'
+        mem = (f', {torch.cuda.memory_reserved(inputs.device) / 2**30:.2f} '
+               f'GiB reserved on the GPU' if self.capture else '')
         print_log(f'CUDA graph captured for inputs {key[0]} {key[1]}, labels '
                   f'{key[2]} {key[3]} after {self._seen.get(key, 0)} eager '
-                  f'iterations ({how} from now on)', logger='current',
+                  f'iterations ({how} from now on{mem})', logger='current',
                   level=logging.INFO)
         return cap
 
