@@ -26,7 +26,8 @@ CUDA and writes one JSON object (stdout, and --out):
   weights are as close to the eager run's as the two eager runs are to each
   other (at most 2x their difference plus 1e-6 relative: GPU kernels with
   atomics are not bit-reproducible eager to eager); reports both, bit
-  equality and the step times (eager vs replayed, after the warm-up);
+  equality, the step times (eager vs replayed, after the warm-up) and each
+  run's peak allocated / peak and final reserved GPU memory;
 * ``fsdp`` / ``deepspeed``: configs/cast_ssv2_fsdp.py and
   cast_ssv2_deepspeed.py, one training step each on one GPU (a one-process
   group), in a subprocess each; DeepSpeed is skipped when not installed.
@@ -316,6 +317,9 @@ def _graph_run(args, device, graph, seed_base=1000):
     from cast_mmaction.engine.cuda_graph import GraphedTrainStep
     cfg = load_cfg('recipe')
     cuda = device.type == 'cuda'
+    if cuda:
+        torch.cuda.empty_cache()
+        torch.cuda.reset_peak_memory_stats(device)
     torch.manual_seed(0)
     model = build(cfg, args.tiny, device).train()
     ow = build_optim_wrapper(model, optim_wrapper_cfg(cfg, cuda))
@@ -343,6 +347,11 @@ def _graph_run(args, device, graph, seed_base=1000):
     weights = {n: p.detach().float().cpu() for n, p in
                model.named_parameters() if p.requires_grad}
     out = dict(losses=losses, loss_scale=scales, step_s=times)
+    if cuda:  # reserved: what the caching allocator holds (nvidia-smi's view)
+        out.update(
+            peak_allocated_gb=torch.cuda.max_memory_allocated(device) / 2**30,
+            peak_reserved_gb=torch.cuda.max_memory_reserved(device) / 2**30,
+            end_reserved_gb=torch.cuda.memory_reserved(device) / 2**30)
     if step is not None:
         out.update(replayed=step.replayed, eager=step.eager,
                    graphs=len(step._graphs))
