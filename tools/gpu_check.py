@@ -307,10 +307,12 @@ def check_sdpa(args, device):
     return res
 
 
-def _graph_run(args, device, graph, seed_base=1000):
+def _graph_run(args, device, graph, seed_base=1000, backbone=None):
     """``--steps`` recipe training iterations from fixed weights: eager
-    ``train_step`` or the CUDA-graph loop's step. Returns the trainable
-    weights (CPU, fp32), the losses, the loss scales and the step times."""
+    ``train_step`` or the CUDA-graph loop's step (``backbone``: overrides of
+    the backbone's config, e.g. ``with_cp``). Returns the trainable weights
+    (CPU, fp32), the losses, the loss scales, the step times and, on CUDA,
+    the GPU memory."""
     import numpy as np
     from mmengine.optim import build_optim_wrapper
 
@@ -320,8 +322,11 @@ def _graph_run(args, device, graph, seed_base=1000):
     if cuda:
         torch.cuda.empty_cache()
         torch.cuda.reset_peak_memory_stats(device)
+    from cast_mmaction.utils import build_model
+    m = model_cfg(cfg, args.tiny)
+    m['backbone'].update(backbone or {})
     torch.manual_seed(0)
-    model = build(cfg, args.tiny, device).train()
+    model = build_model(m).to(device).train()
     ow = build_optim_wrapper(model, optim_wrapper_cfg(cfg, cuda))
     ow.initialize_count_status(model, 0, args.steps)
     step = GraphedTrainStep(warmup_iters=3, capture=cuda) if graph else None
