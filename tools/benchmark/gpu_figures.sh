@@ -8,7 +8,9 @@
 #   tools/benchmark/gpu_figures.sh OUT_DIR [AUTHORS_CHECKOUT]
 #
 #   gpu_check.json        tools/gpu_check.py: AMP training steps, fp32 / fp16 /
-#                         bf16 agreement, the SDPA kernels, FSDP / DeepSpeed
+#                         bf16 agreement, the SDPA kernels, the CUDA-graph
+#                         training loop against the eager one, FSDP /
+#                         DeepSpeed
 #   benchmark_cuda.json   tools/benchmark.py, CAST ViT-B SSv2, batch 6, fp16:
 #                         ours, and the authors' side by side when
 #                         AUTHORS_CHECKOUT (a checkout of KHU-VLL/CAST) is given
