@@ -266,6 +266,10 @@ def test_train_tool_swaps_the_loop():
     cfg = Config(dict(train_cfg=dict(type='MyLoop')))
     with pytest.raises(ValueError, match='MyLoop'):
         merge_args(cfg, parse_args(['x.py', '--cuda-graph']))
+    cfg = Config(dict(train_cfg=dict(type='EpochBasedTrainLoop')))
+    with pytest.raises(ValueError, match='one GPU without a launcher'):
+        merge_args(cfg, parse_args(['x.py', '--cuda-graph', '--launcher',
+                                    'pytorch']))
 
 
 class _Clips(torch.utils.data.Dataset):

@@ -81,6 +81,11 @@ def merge_args(cfg, args):
         elif wrapper not in AMP_OF.values():
             print(f'--amp ignored: optim_wrapper.type is {wrapper}')
     if args.cuda_graph:
+        if args.launcher != 'none':  # before any process group or loader
+            raise ValueError(f'--cuda-graph runs on one GPU without a '
+                             f'launcher (got --launcher {args.launcher}): '
+                             f'capturing DDP\'s all-reduce is not supported; '
+                             f'use python tools/train.py CONFIG --cuda-graph')
         loop = cfg.train_cfg.get('type', 'EpochBasedTrainLoop')
         if loop in GRAPH_LOOP_OF:
             cfg.train_cfg.type = GRAPH_LOOP_OF[loop]
