@@ -115,13 +115,6 @@ def cpu_sdpa_op(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor,
     return out, lse
 
 
-@cpu_sdpa_op.register_fake
-def _(q, k, v, scale, with_lse):
-    b, h, lq, _ = q.shape
-    out = q.new_empty(b, h, lq, v.shape[-1])
-    return out, (q.new_empty(b, h, lq) if with_lse else q.new_empty(0))
-
-
 @torch.library.custom_op('cast_mmaction::cpu_sdpa_backward', mutates_args=())
 def cpu_sdpa_backward_op(
         dout: torch.Tensor, q: torch.Tensor, k: torch.Tensor,
@@ -135,12 +128,7 @@ def cpu_sdpa_backward_op(
     return dq, dk, dv
 
 
-@cpu_sdpa_backward_op.register_fake
-def _(dout, q, k, v, out, lse, scale):
-    return torch.empty_like(q), torch.empty_like(k), torch.empty_like(v)
-
-
-sdpa_ops.register_autograd(cpu_sdpa_op, cpu_sdpa_backward_op)
+sdpa_ops.register_pair(cpu_sdpa_op, cpu_sdpa_backward_op)
 
 
 def register_flop_formulas():

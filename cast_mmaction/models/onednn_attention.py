@@ -121,13 +121,6 @@ def onednn_sdpa_op(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor,
     return _fwd(q, k, v, scale, with_lse)
 
 
-@onednn_sdpa_op.register_fake
-def _(q, k, v, scale, with_lse):
-    b, h, lq, _ = q.shape
-    out = q.new_empty(b, h, lq, v.shape[-1])
-    return out, (q.new_empty(b, h, lq) if with_lse else q.new_empty(0))
-
-
 @torch.library.custom_op('cast_mmaction::onednn_sdpa_backward',
                          mutates_args=())
 def onednn_sdpa_backward_op(
@@ -169,12 +162,7 @@ def onednn_sdpa_backward_op(
     return dq.transpose(1, 2), dk.transpose(1, 2), dv.transpose(1, 2)
 
 
-@onednn_sdpa_backward_op.register_fake
-def _(dout, q, k, v, out, lse, scale):
-    return torch.empty_like(q), torch.empty_like(k), torch.empty_like(v)
-
-
-sdpa_ops.register_autograd(onednn_sdpa_op, onednn_sdpa_backward_op)
+sdpa_ops.register_pair(onednn_sdpa_op, onednn_sdpa_backward_op)
 
 
 def register_flop_formulas():

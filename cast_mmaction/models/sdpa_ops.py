@@ -1,8 +1,8 @@
 """What the package's attention operators share
 (``models/onednn_attention.py``, ``models/cpu_attention.py``): both are a
 ``torch.library.custom_op`` pair ``(q, k, v, scale, with_lse) -> (out,
-lse)`` and ``(dout, q, k, v, out, lse, scale) -> (dq, dk, dv)``, wired into
-autograd and the FLOP counter the same way.
+lse)`` and ``(dout, q, k, v, out, lse, scale) -> (dq, dk, dv)``, with the
+same fake kernels, wired into autograd and the FLOP counter the same way.
 """
 
 
@@ -14,9 +14,22 @@ def needs_lse(q, k, v):
                                         or v.requires_grad)
 
 
-def register_autograd(forward_op, backward_op):
-    """Autograd for ``forward_op``: q, k, v, the output and the
-    log-sum-exp kept, ``backward_op`` called on them."""
+def register_pair(forward_op, backward_op):
+    """The shape-only (fake) kernels of both operators and autograd for
+    ``forward_op``: q, k, v, the output and the log-sum-exp kept,
+    ``backward_op`` called on them."""
+
+    @forward_op.register_fake
+    def _fake_forward(q, k, v, scale, with_lse):
+        b, h, lq, _ = q.shape
+        out = q.new_empty(b, h, lq, v.shape[-1])
+        return out, (q.new_empty(b, h, lq) if with_lse else q.new_empty(0))
+
+    @backward_op.register_fake
+    def _fake_backward(dout, q, k, v, out, lse, scale):
+        import torch
+        return (torch.empty_like(q), torch.empty_like(k),
+                torch.empty_like(v))
 
     def setup_context(ctx, inputs, output):
         q, k, v, scale, _ = inputs
