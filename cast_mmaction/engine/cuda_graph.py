@@ -408,7 +408,11 @@ def _backward_done(optim_wrapper):
 
 
 class _GraphLoopMixin:
-    def _graph_init(self, cuda_graph):
+    """MMEngine's loop arguments plus ``cuda_graph`` (the arguments of
+    :class:`GraphedTrainStep`); each iteration through that step."""
+
+    def __init__(self, *args, cuda_graph=None, **kwargs):
+        super().__init__(*args, **kwargs)
         self.graph_step = GraphedTrainStep(**dict(cuda_graph or {}))
 
     def run(self):
@@ -432,12 +436,6 @@ class CUDAGraphEpochBasedTrainLoop(_GraphLoopMixin, EpochBasedTrainLoop):
     """MMEngine's ``EpochBasedTrainLoop`` whose step runs as a CUDA graph
     (:class:`GraphedTrainStep`; ``cuda_graph``: its arguments)."""
 
-    def __init__(self, runner, dataloader, max_epochs, val_begin=1,
-                 val_interval=1, dynamic_intervals=None, cuda_graph=None):
-        super().__init__(runner, dataloader, max_epochs, val_begin,
-                         val_interval, dynamic_intervals)
-        self._graph_init(cuda_graph)
-
     def run_iter(self, idx, data_batch):
         self._graph_iter(idx, data_batch)
 
@@ -446,12 +444,6 @@ class CUDAGraphEpochBasedTrainLoop(_GraphLoopMixin, EpochBasedTrainLoop):
 class CUDAGraphIterBasedTrainLoop(_GraphLoopMixin, IterBasedTrainLoop):
     """MMEngine's ``IterBasedTrainLoop`` whose step runs as a CUDA graph
     (:class:`GraphedTrainStep`; ``cuda_graph``: its arguments)."""
-
-    def __init__(self, runner, dataloader, max_iters, val_begin=1,
-                 val_interval=1000, dynamic_intervals=None, cuda_graph=None):
-        super().__init__(runner, dataloader, max_iters, val_begin,
-                         val_interval, dynamic_intervals)
-        self._graph_init(cuda_graph)
 
     def run_iter(self, data_batch):
         self._graph_iter(self._iter, data_batch)
