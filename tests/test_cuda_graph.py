@@ -308,10 +308,27 @@ def test_the_replayed_graph_matches_train_step_on_cuda(counts, with_cp):
         torch.testing.assert_close(q, p, msg=n)
 
 
+def _runner(model, work_dir, train_cfg, sampler=None, default_hooks=None,
+            **kwargs):
+    """MMEngine's Runner on :class:`_Clips` (batches of 3), AdamW with
+    accumulation 2 under the non-finite guard."""
+    from mmengine.runner import Runner
+    return Runner(
+        model=model, work_dir=str(work_dir),
+        train_dataloader=dict(
+            dataset=_Clips(), batch_size=3, num_workers=0,
+            sampler=sampler or dict(type='DefaultSampler', shuffle=False),
+            collate_fn=dict(type='pseudo_collate')),
+        optim_wrapper=dict(type='GuardedOptimWrapper', accumulative_counts=2,
+                           optimizer=dict(type='AdamW', lr=1e-2)),
+        train_cfg=train_cfg, default_scope='mmaction',
+        default_hooks=default_hooks or dict(checkpoint=None),
+        log_level='WARNING', **kwargs)
+
+
 @pytest.mark.skipif(torch.cuda.is_available(), reason='a GPU is present')
 def test_the_loop_refuses_a_cpu_run_before_its_first_iteration(tmp_path):
     from mmengine.hooks import Hook
-    from mmengine.runner import Runner
 
     class Iterations(Hook):
         started = 0
@@ -321,15 +338,9 @@ def test_the_loop_refuses_a_cpu_run_before_its_first_iteration(tmp_path):
 
     model = tiny()
     before = copy.deepcopy(model.state_dict())
-    runner = Runner(
-        model=model, work_dir=str(tmp_path),
-        train_dataloader=dict(dataset=_Clips(), batch_size=3, num_workers=0,
-                              sampler=dict(type='DefaultSampler'),
-                              collate_fn=dict(type='pseudo_collate')),
-        optim_wrapper=dict(optimizer=dict(type='AdamW', lr=1e-2)),
-        train_cfg=dict(type='CUDAGraphEpochBasedTrainLoop', max_epochs=1),
-        default_scope='mmaction', default_hooks=dict(checkpoint=None),
-        custom_hooks=[Iterations()], log_level='WARNING')
+    runner = _runner(model, tmp_path,
+                     dict(type='CUDAGraphEpochBasedTrainLoop', max_epochs=1),
+                     custom_hooks=[Iterations()])
     with pytest.raises(ValueError, match='CUDA graphs need a CUDA device'):
         runner.train()
     assert Iterations.started == 0
@@ -346,7 +357,6 @@ def test_runner_trains_the_same_through_the_graph_loop(tmp_path, loop,
     same weights after 2 epochs / 7 iterations (bit for bit uncaptured on
     the CPU, within fp32 rounding replayed on a GPU), hooks and logging
     run, the graph path took the steps after the warm-up."""
-    from mmengine.runner import Runner
     capture = device == 'cuda'
 
     def run(graph, work):
@@ -355,19 +365,11 @@ def test_runner_trains_the_same_through_the_graph_loop(tmp_path, loop,
             warmup_iters=2, capture=capture)) if graph else dict(type=loop)
         cfg.update(max_epochs=2) if loop.startswith('Epoch') else \
             cfg.update(max_iters=7)
-        runner = Runner(
-            model=model, work_dir=str(tmp_path / work),
-            train_dataloader=dict(
-                dataset=_Clips(), batch_size=3, num_workers=0,
-                sampler=dict(type='DefaultSampler', shuffle=False),
-                collate_fn=dict(type='pseudo_collate')),
-            optim_wrapper=dict(type='GuardedOptimWrapper',
-                               accumulative_counts=2,
-                               optimizer=dict(type='AdamW', lr=1e-2)),
-            train_cfg=cfg, default_scope='mmaction',
-            default_hooks=dict(logger=dict(type='LoggerHook', interval=1),
-                               checkpoint=None),
-            randomness=dict(seed=3), log_level='WARNING')
+        runner = _runner(model, tmp_path / work, cfg,
+                         default_hooks=dict(logger=dict(type='LoggerHook',
+                                                        interval=1),
+                                            checkpoint=None),
+                         randomness=dict(seed=3))
         runner.train()
         return runner
     ref, got = run(False, 'eager'), run(True, 'graph')
@@ -386,32 +388,23 @@ def test_a_resumed_graph_run_ends_where_an_uninterrupted_run_does(tmp_path):
     loop (its graphs start again from the warm-up after the resume) and
     through MMEngine's loop, and 3 epochs in one go: the same weights bit
     for bit (uncaptured, CPU)."""
-    from mmengine.runner import Runner
 
     def run(graph, work, epochs, resume=None):
         loop = dict(type='CUDAGraphEpochBasedTrainLoop', cuda_graph=dict(
             warmup_iters=2, capture=False)) if graph else dict(
                 type='EpochBasedTrainLoop')
-        runner = Runner(
-            model=tiny(), work_dir=str(tmp_path / work),
-            train_dataloader=dict(
-                dataset=_Clips(), batch_size=3, num_workers=0,
-                sampler=dict(type='ReproducibleSampler', shuffle=True),
-                collate_fn=dict(type='pseudo_collate')),
-            optim_wrapper=dict(type='GuardedOptimWrapper',
-                               accumulative_counts=2,
-                               optimizer=dict(type='AdamW', lr=1e-2)),
+        runner = _runner(
+            tiny(), tmp_path / work, dict(loop, max_epochs=epochs),
+            sampler=dict(type='ReproducibleSampler', shuffle=True),
             # `end` set: MMEngine's default is the run's max_epochs, which
             # the shorter first run would save into its checkpoint
             param_scheduler=dict(type='CosineAnnealingLR', T_max=3,
                                  by_epoch=True, end=3),
-            train_cfg=dict(loop, max_epochs=epochs),
-            default_scope='mmaction',
             default_hooks=dict(checkpoint=dict(type='CheckpointHook',
                                                interval=1),
                                resume_state=dict(type='ResumeStateHook')),
-            randomness=dict(seed=3), log_level='WARNING',
-            resume=resume is not None, load_from=resume)
+            randomness=dict(seed=3), resume=resume is not None,
+            load_from=resume)
         runner.train()
         return runner
 
