@@ -283,3 +283,44 @@ def test_onednn_linear_is_decided_from_cpu_facts_never_from_a_timing():
         for clock in ('perf_counter', 'process_time', 'time.time(',
                       'monotonic', 'onednn_linear_faster'):
             assert clock not in text, (f, clock)
+
+
+@pytest.mark.parametrize('batch,p', [(1, 0.5), (6, 0.5), (6, 0.01)])
+def test_drop_path_one_pass_equals_mask_and_scale_bit_for_bit(batch, p):
+    """The one-pass path taken when no sample is dropped gives the tensor
+    and gradient of ``x * mask / keep`` bit for bit, and draws the same
+    random numbers (the next draw after it is the same)."""
+    from cast_mmaction.models.layers import DropPath
+    drop = DropPath(p).train()
+    keep = 1.0 - p
+    seen = set()
+    for seed in range(12):
+        x = torch.randn(batch, 5, 7, requires_grad=True)
+        x.data[0, 0, 0] = float('nan')  # carried as the two-pass form does
+        torch.manual_seed(seed)
+        y = drop(x)
+        after = torch.rand(3)
+        torch.manual_seed(seed)
+        mask = x.new_empty((batch, 1, 1)).bernoulli_(keep)
+        ref = x * mask / keep
+        assert torch.equal(torch.rand(3), after)
+        assert torch.equal(y, ref) or torch.equal(y.isnan(), ref.isnan()) \
+            and torch.equal(y.nan_to_num(), ref.nan_to_num())
+        g = torch.randn_like(y)
+        gy, = torch.autograd.grad(y, x, g)
+        gr, = torch.autograd.grad(ref, x, g)
+        assert torch.equal(gy, gr)
+        seen.add(bool(mask.all()))
+    if batch == 1:  # both paths taken
+        assert seen == {True, False}
+
+
+def test_videomae_tokens_are_contiguous():
+    """The VideoMAE expert's tokens leave the embedding contiguous, so the
+    residual stream of every layer is (a transposed view of the conv output
+    made every LayerNorm copy it)."""
+    from cast_mmaction.models.experts.videomae_vit import VideoMAEExpert
+    e = VideoMAEExpert(embed_dim=32, depth=1, num_heads=2, patch_size=16,
+                       tubelet_size=2, num_frames=4, img_size=32)
+    x = e.embed(torch.randn(2, 3, 4, 32, 32))
+    assert x.shape == (2, 2 * 4, 32) and x.is_contiguous()

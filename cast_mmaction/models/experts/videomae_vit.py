@@ -146,8 +146,13 @@ class VideoMAEExpert(Expert):
                 f'{self.grid_hw[1] * self.patch_size} got {t} frames of '
                 f'{h}x{w}; set the model num_frames / img_size to match the '
                 f'data pipeline')
+        # contiguous tokens: the transposed view of the conv's (B, D, N)
+        # output would be the layout of every layer's residual stream (an
+        # elementwise op's output follows its first input), so each
+        # LayerNorm copied it and each residual add read it across rows;
+        # the same values
         x = self.patch_embed.proj(video).flatten(2).transpose(1, 2)
-        return x + self.pos_embed.to(x.dtype)
+        return x.contiguous() + self.pos_embed.to(x.dtype)
 
     def layer_module(self, i):
         return self.blocks[i]
