@@ -1,0 +1,66 @@
+"""The C++ attention kernel (cast_mmaction/csrc/cpu_attention.cpp) against
+another version of its source, alternated in one process: forward and
+backward alone (the extension's functions, no autograd), median ms and
+GFLOP/s (the backward's five products counted, its recompute included),
+after checking that both give the same output, log-sum-exp and gradients
+(and printing whether they are bit-identical).
+
+    git show COMMIT:cast_mmaction/csrc/cpu_attention.cpp > /tmp/old.cpp
+    PYTHONPATH=$PWD python benchmarks/scripts/cpu_attention_ab.py \\
+        /tmp/old.cpp [ROUNDS] [B H N D]
+
+q, k and v are the heads of one packed (B, N, 3 H D) projection, as the
+experts give them. Needs an AVX-512 CPU, a C++ compiler and ninja.
+"""
+import hashlib
+import sys
+import time
+
+import torch
+
+from cast_mmaction.models import cpp_extensions, cpu_attention
+
+old_src = sys.argv[1]
+rounds = int(sys.argv[2]) if len(sys.argv) > 2 else 7
+b, h, n, d = (int(v) for v in sys.argv[3:7]) if len(sys.argv) > 6 else (
+    1, 12, 1568, 64)
+new = cpu_attention.extension()
+tag = hashlib.sha1(open(old_src, 'rb').read()).hexdigest()[:10]
+from torch.utils import cpp_extension  # noqa: E402
+cpp_extensions._put_venv_ninja_on_path()
+old = cpp_extension.load(name=f'cpu_attention_old_{tag}', sources=[old_src],
+                         extra_cflags=['-O3', '-mavx512f', '-mfma',
+                                       '-fopenmp'],
+                         extra_ldflags=['-fopenmp'])
+g = torch.Generator().manual_seed(0)
+qkv = torch.randn(b, n, 3 * h * d, generator=g)
+q, k, v = (t.reshape(b, n, h, d).transpose(1, 2) for t in qkv.chunk(3, -1))
+dout = torch.randn(b, n, h, d, generator=g).transpose(1, 2)
+scale = d ** -0.5
+out, lse = new.forward(q, k, v, scale, True)
+out_o, lse_o = old.forward(q, k, v, scale, True)
+grads = new.backward(dout, q, k, v, out, lse, scale)
+grads_o = old.backward(dout, q, k, v, out, lse, scale)
+for name, x, y in zip(('out', 'lse', 'dq', 'dk', 'dv'),
+                      (out, lse, *grads), (out_o, lse_o, *grads_o)):
+    torch.testing.assert_close(x, y, rtol=1e-5, atol=1e-6)
+    print(f'{name}: bit-identical {torch.equal(x, y)}, max |diff| '
+          f'{(x - y).abs().max().item():.3g}')
+times = {key: [] for key in ('new forward', 'old forward', 'new backward',
+                             'old backward')}
+for _ in range(rounds):
+    for side, mod in (('new', new), ('old', old)):
+        t0 = time.perf_counter()
+        mod.forward(q, k, v, scale, True)
+        times[f'{side} forward'].append(time.perf_counter() - t0)
+        t0 = time.perf_counter()
+        mod.backward(dout, q, k, v, out, lse, scale)
+        times[f'{side} backward'].append(time.perf_counter() - t0)
+flops = {'forward': 2 * 2 * b * h * n * n * d,
+         'backward': 5 * 2 * b * h * n * n * d}
+print(f'{b} x {h} heads x {n} tokens x {d}, {torch.get_num_threads()} '
+      f'threads, {rounds} rounds alternated')
+for key, ts in times.items():
+    med = sorted(ts)[len(ts) // 2]
+    print(f'{key:13s} ms {[round(t * 1e3, 1) for t in sorted(ts)]}  '
+          f'{flops[key.split()[1]] / med / 1e9:.0f} GFLOP/s at the median')
