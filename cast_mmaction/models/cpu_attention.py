@@ -3,9 +3,9 @@
 The CPU speed-up ``cpu_attention`` (``models/speedups.py``; the kernel:
 ``cast_mmaction/csrc/cpu_attention.cpp``). torch's fused CPU attention
 computes each tile's products with a GEMM library call and the softmax in
-separate passes between them; here the scores of a block of 6 query rows are
-products of register tiles, the exponentials (``exp2`` of base-2 scores, a
-degree-5 polynomial) run on the block while it is in the first-level cache,
+separate passes between them; here the scores of a block of 12 query rows
+are products of register tiles, the exponentials (``exp2`` of base-2 scores,
+a degree-5 polynomial) run on the block while it is in the core's cache,
 and the weighted sum of values follows from the same block: one kernel per
 call, all (batch, head) pairs split over torch's threads. Backward recomputes
 the scores from the kept log-sum-exp as the fused kernel does, in blocks of
@@ -13,12 +13,12 @@ the scores from the kept log-sum-exp as the fused kernel does, in blocks of
 
 Measured on an Intel Xeon with AVX-512, 2 threads (docs/benchmarks.md, "The
 C++ attention kernel"), against torch's fused kernel on CAST ViT-B's heads:
-VideoMAE's 1568 tokens 1.07x faster forward and forward + backward, CLIP's
-197 and B-CAST's 196-token link at parity, B-CAST's 8-frame link 1.3-1.5x;
-in the whole model, alternated in one process, 0.975x the inference and
-1.00x the training step. Hence an opt-in
+VideoMAE's 1568 tokens 1.17x faster forward and 1.11x forward + backward,
+CLIP's 197 at parity, B-CAST's 196-token link 1.06x, its 8-frame link
+1.3-1.6x; in the whole model, alternated in one process, 0.974x the
+inference and 0.975x the training step. Hence an opt-in
 (``speedups=dict(preset='cpu', cpu_attention=True)``), not in the ``'cpu'``
-preset: a compiler at first use for ~2.5 % at inference. Not measured on
+preset: a compiler at first use for ~2.5 %. Not measured on
 AMD CPUs, where the fused kernel runs on MKL's slow path (there the oneDNN
 attention is the preset's speed-up).
 
