@@ -149,8 +149,9 @@ class VideoMAEExpert(Expert):
         # contiguous tokens: the transposed view of the conv's (B, D, N)
         # output would be the layout of every layer's residual stream (an
         # elementwise op's output follows its first input), so each
-        # LayerNorm copied it and each residual add read it across rows;
-        # the same values
+        # LayerNorm copied it and each residual add read it across rows.
+        # The same token values; a linear reading them now takes addmm's
+        # path instead of matmul + bias add (fp32 rounding differences)
         x = self.patch_embed.proj(video).flatten(2).transpose(1, 2)
         return x.contiguous() + self.pos_embed.to(x.dtype)
 
