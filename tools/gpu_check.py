@@ -115,9 +115,13 @@ def model_cfg(cfg, tiny, drop_path=None):
     return m
 
 
-def build(cfg, tiny, device, drop_path=None):
+def build(cfg, tiny, device, drop_path=None, backbone=None):
+    """The model of ``cfg`` (tiny or full) on ``device``; ``backbone``:
+    overrides of the backbone's config (e.g. ``with_cp``)."""
     from cast_mmaction.utils import build_model
-    return build_model(model_cfg(cfg, tiny, drop_path)).to(device)
+    m = model_cfg(cfg, tiny, drop_path)
+    m['backbone'].update(backbone or {})
+    return build_model(m).to(device)
 
 
 def clip_shape(cfg, tiny):
@@ -322,11 +326,8 @@ def _graph_run(args, device, graph, seed_base=1000, backbone=None):
     if cuda:
         torch.cuda.empty_cache()
         torch.cuda.reset_peak_memory_stats(device)
-    from cast_mmaction.utils import build_model
-    m = model_cfg(cfg, args.tiny)
-    m['backbone'].update(backbone or {})
     torch.manual_seed(0)
-    model = build_model(m).to(device).train()
+    model = build(cfg, args.tiny, device, backbone=backbone).train()
     ow = build_optim_wrapper(model, optim_wrapper_cfg(cfg, cuda))
     ow.initialize_count_status(model, 0, args.steps)
     step = GraphedTrainStep(warmup_iters=3, capture=cuda) if graph else None
