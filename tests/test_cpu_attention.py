@@ -33,8 +33,8 @@ def _reference(q, k, v, g):
 
 @needs_kernel
 @pytest.mark.parametrize('shape, strided', [
-    ((2, 3, 40, 40, 32), False),    # rows 6 x 6 + 4, keys 2 panels + 8
-    ((1, 2, 97, 301, 64), False),   # Lq != Lk; keys: a 256-key block + 45
+    ((2, 3, 40, 40, 32), False),    # rows 3 x 12 + 4 (backward: + 6), keys 2 panels + 8
+    ((1, 2, 97, 301, 64), False),   # Lq != Lk; rows 2 x 48 + 6; keys a 256-key block + 45
     ((2, 2, 5, 1, 32), False),      # one key, fewer rows than a block
     ((3, 2, 8, 8, 32), False),      # B-CAST's temporal link: 8 frames
     ((1, 2, 197, 197, 64), True),   # CLIP's heads, from packed q / k / v
