@@ -401,6 +401,8 @@ def test_profile_phase_and_paired_peak(tmp_path):
     assert benchmark.op_category('cast_mmaction::onednn_sdpa') == 'attention'
     assert benchmark.op_category('cast_mmaction::cpu_sdpa') == 'attention'
     assert benchmark.op_category(
+        'cast_mmaction::cpu_sdpa_backward_packed') == 'attention'
+    assert benchmark.op_category(
         'GeneratedBackwardFor_cast_mmaction_cpu_sdpa_default') == 'attention'
     assert benchmark.op_category('aten::native_layer_norm') == 'norms'
     assert benchmark.op_category('aten::copy_') == 'copies'

@@ -120,14 +120,108 @@ def test_the_same_numbers_on_every_run_and_thread_count():
 @needs_kernel
 def test_output_and_gradients_are_token_major():
     """Output and q / k / v gradients come (B, L, H, d)-contiguous: merging
-    the heads back into (B, L, H d) is a view (no copy)."""
-    q, k, v = _qkv(2, 3, 40, 40, 32, strided=True)
-    out = ca.cpu_sdpa(q, k, v)
-    assert out.transpose(1, 2).is_contiguous()
-    merged = out.transpose(1, 2).reshape(2, 40, 96)
-    assert merged.data_ptr() == out.data_ptr()
-    for g in torch.autograd.grad(out, (q, k, v), torch.randn_like(out)):
-        assert g.transpose(1, 2).is_contiguous()
+    the heads back into (B, L, H d) is a view (no copy); for the heads of
+    one packed projection, the gradients are the thirds of one contiguous
+    (B, L, 3 H d) tensor."""
+    for strided in (False, True):
+        q, k, v = _qkv(2, 3, 40, 40, 32, strided=strided)
+        out = ca.cpu_sdpa(q, k, v)
+        assert out.transpose(1, 2).is_contiguous()
+        merged = out.transpose(1, 2).reshape(2, 40, 96)
+        assert merged.data_ptr() == out.data_ptr()
+        grads = torch.autograd.grad(out, (q, k, v), torch.randn_like(out))
+        if not strided:
+            for g in grads:
+                assert g.transpose(1, 2).is_contiguous()
+        else:
+            assert ca.thirds_of_one(*grads)
+            whole = grads[0].transpose(1, 2).reshape(2, 40, 96)
+            assert whole.stride() == (40 * 288, 288, 1)
+
+
+def test_thirds_of_one_reads_the_layout():
+    packed = torch.randn(2, 10, 3 * 4 * 16)
+    heads = [t.reshape(2, 10, 4, 16).transpose(1, 2)
+             for t in packed.chunk(3, dim=-1)]
+    assert ca.thirds_of_one(*heads)
+    assert not ca.thirds_of_one(heads[0], heads[2], heads[1])  # order
+    assert not ca.thirds_of_one(*(t.clone() for t in heads))   # apart
+    # the thirds of a wider tensor's slice: not one contiguous projection
+    wide = torch.randn(2, 10, 4 * 4 * 16)[..., :3 * 64]
+    assert not ca.thirds_of_one(*(t.reshape(2, 10, 4, 16).transpose(1, 2)
+                                  for t in wide.chunk(3, dim=-1)))
+    # a view whose packed extent would pass its storage's end: no error
+    last = packed[:, :, 2 * 64:].reshape(2, 10, 4, 16).transpose(1, 2)
+    assert not ca.thirds_of_one(last, last, last)
+
+
+@needs_kernel
+@pytest.mark.parametrize('shape', [(2, 3, 40, 32), (1, 2, 197, 64),
+                                   (2, 1, 61, 48), (3, 2, 8, 16)])
+def test_packed_gradient_is_the_unpacked_one_bit_for_bit(shape):
+    """The kernel's packed backward writes dq, dk and dv as the thirds of
+    one (B, L, 3, H, d) tensor: the same numbers as three tensors."""
+    b, h, n, d = shape
+    q, k, v = (t.detach() for t in _qkv(b, h, n, n, d, strided=True))
+    g = torch.randn(b, h, n, d, generator=torch.Generator().manual_seed(3))
+    out, lse = ca.cpu_sdpa_op(q, k, v, d ** -0.5, True)
+    apart = ca.cpu_sdpa_backward_op(g, q, k, v, out, lse, d ** -0.5)
+    packed = ca.cpu_sdpa_backward_packed_op(g, q, k, v, out, lse, d ** -0.5)
+    assert packed.shape == (b, n, 3, h, d) and packed.is_contiguous()
+    for i, t in enumerate(apart):
+        assert torch.equal(packed[:, :, i].transpose(1, 2), t)
+
+
+def _ops_in_backward(loss, x):
+    from torch.utils._python_dispatch import TorchDispatchMode
+    seen = []
+
+    class Log(TorchDispatchMode):
+        def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+            seen.append(str(func))
+            return func(*args, **(kwargs or {}))
+
+    with Log():
+        grad, = torch.autograd.grad(loss, x)
+    return grad, seen
+
+
+@needs_kernel
+def test_a_packed_projection_gets_its_gradient_without_a_copy():
+    """``split_thirds`` (the experts' q/k/v chunks under ``cpu_attention``):
+    its backward passes the kernel's packed gradient on (no concatenation),
+    the same gradient as ``chunk`` with the gradients apart."""
+    b, n, h, d = 2, 30, 3, 32
+    x = torch.randn(b, n, 3 * h * d, requires_grad=True)
+    g = torch.randn(b, n, h * d)
+
+    def loss(split, apart=False):
+        q, k, v = (t.reshape(b, n, h, d).transpose(1, 2)
+                   for t in split(x * 1.0))
+        if apart:  # not the thirds of one tensor: the three-tensor backward
+            q, k, v = (t.clone() for t in (q, k, v))
+        out = ca.cpu_sdpa(q, k, v).transpose(1, 2).reshape(b, n, h * d)
+        return (out * g).sum()
+
+    got, ops = _ops_in_backward(loss(ca.split_thirds), x)
+    want, want_ops = _ops_in_backward(
+        loss(lambda t: t.chunk(3, dim=-1), apart=True), x)
+    assert torch.equal(got, want)
+    assert 'aten.cat.default' in want_ops
+    assert 'aten.cat.default' not in ops
+    assert 'cast_mmaction.cpu_sdpa_backward_packed.default' in ops
+
+
+def test_split_thirds_concatenates_gradients_that_are_apart():
+    """Where the attention ran elsewhere (the reference path), the three
+    gradients are separate tensors: concatenated, as ``chunk``'s backward."""
+    x = torch.randn(2, 5, 12, requires_grad=True)
+    q, k, v = ca.split_thirds(x)
+    (q * 1 + k * 2 + v * 3).sum().backward()
+    assert torch.equal(x.grad, torch.tensor([1.] * 4 + [2.] * 4 + [3.] * 4)
+                       .expand(2, 5, 12))
+    odd = torch.randn(2, 5, 10)  # not divisible by 3: plain chunk
+    assert len(ca.split_thirds(odd)) == len(odd.chunk(3, dim=-1))
 
 
 @needs_kernel
@@ -142,9 +236,11 @@ def test_bad_inputs_get_a_clear_error():
 
 
 @needs_kernel
-def test_flops_are_counted_as_the_fused_kernel():
+@pytest.mark.parametrize('strided', [False, True])
+def test_flops_are_counted_as_the_fused_kernel(strided):
+    """Also the packed backward (heads of one packed projection)."""
     speedups.register_flop_formulas()
-    q, k, v = _qkv(2, 3, 64, 48, 32)
+    q, k, v = _qkv(2, 3, 64, 64 if strided else 48, 32, strided=strided)
     counts = []
     for fn in (F.scaled_dot_product_attention, ca.cpu_sdpa):
         with FlopCounterMode(display=False) as fc:

@@ -25,7 +25,10 @@ attention is the preset's speed-up).
 Like the fused kernel, nothing of size Lq x Lk is kept for backward (q, k, v,
 the output and the natural log-sum-exp are), the FLOPs are the same (two
 matmuls forward, five backward), and the output and gradients are written
-token-major, (B, L, H, d), so that merging heads is a view. Results equal the
+token-major, (B, L, H, d), so that merging heads is a view; where q, k and v
+are the heads of one packed projection's thirds (the experts' self-attention
+after :func:`split_thirds`), the gradients are written as that projection's
+(B, L, 3 H d) gradient, passed on without a concatenation. Results equal the
 fused kernel's to fp32 rounding (another summation order and exponential);
 every output element is summed in one fixed order, whatever the thread count.
 
@@ -115,6 +118,36 @@ def cpu_sdpa_op(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor,
     return out, lse
 
 
+def same_layout(a, b):
+    """Whether ``a`` and ``b`` are the same elements of one storage: shape,
+    data pointer and the strides of every dimension longer than 1."""
+    return (a.shape == b.shape and a.data_ptr() == b.data_ptr()
+            and all(sa == sb for sa, sb, n in zip(a.stride(), b.stride(),
+                                                   a.shape) if n > 1))
+
+
+def _fits(t, numel):
+    """Whether ``numel`` elements from ``t``'s first lie in its storage."""
+    return (t.storage_offset() + numel) * t.element_size() <= \
+        t.untyped_storage().nbytes()
+
+
+def thirds_of_one(q, k, v):
+    """Whether (B, H, L, d) ``q``, ``k``, ``v`` are the heads of the three
+    thirds of one contiguous (B, L, 3 H d) tensor (a packed q/k/v
+    projection's ``chunk(3, -1)``)."""
+    if not (q.shape == k.shape == v.shape) or q.dtype != k.dtype or (
+            q.dtype != v.dtype):
+        return False
+    b, h, n, d = q.shape
+    if not _fits(q, b * n * 3 * h * d):
+        return False
+    base = q.as_strided((b, n, 3, h, d), (n * 3 * h * d, 3 * h * d, h * d,
+                                          d, 1), q.storage_offset())
+    return all(same_layout(t, base[:, :, i].transpose(1, 2))
+               for i, t in enumerate((q, k, v)))
+
+
 @torch.library.custom_op('cast_mmaction::cpu_sdpa_backward', mutates_args=())
 def cpu_sdpa_backward_op(
         dout: torch.Tensor, q: torch.Tensor, k: torch.Tensor,
@@ -124,18 +157,79 @@ def cpu_sdpa_backward_op(
     (B, H, L, d) view of a token-major tensor."""
     dq, dk, dv = extension().backward(
         _last_dim_dense(dout), _last_dim_dense(q), _last_dim_dense(k),
-        _last_dim_dense(v), _last_dim_dense(out), lse.contiguous(), scale)
+        _last_dim_dense(v), _last_dim_dense(out), lse.contiguous(), scale,
+        False)
     return dq, dk, dv
 
 
-sdpa_ops.register_pair(cpu_sdpa_op, cpu_sdpa_backward_op)
+@torch.library.custom_op('cast_mmaction::cpu_sdpa_backward_packed',
+                         mutates_args=())
+def cpu_sdpa_backward_packed_op(
+        dout: torch.Tensor, q: torch.Tensor, k: torch.Tensor,
+        v: torch.Tensor, out: torch.Tensor, lse: torch.Tensor,
+        scale: float) -> torch.Tensor:
+    """:func:`cpu_sdpa_backward_op` for q, k and v that are the thirds of
+    one packed projection (:func:`thirds_of_one`): dq, dk and dv as one
+    (B, L, 3, H, d) tensor, the projection's gradient. Autograd's backward
+    of ``chunk`` concatenated the three (1.5 ms a layer of CAST ViT-B);
+    :func:`split_thirds`'s passes this tensor on as it is."""
+    return extension().backward(
+        _last_dim_dense(dout), q, k, v, _last_dim_dense(out),
+        lse.contiguous(), scale, True)[0]
+
+
+class _SplitThirds(torch.autograd.Function):
+    """``x.chunk(3, -1)`` whose backward returns the three gradients'
+    common tensor where they are its thirds, laid out as ``x`` (contiguous),
+    else their concatenation: the same values either way."""
+
+    @staticmethod
+    def forward(ctx, x):
+        ctx.shape = x.shape
+        return x.chunk(3, dim=-1)
+
+    @staticmethod
+    def backward(ctx, gq, gk, gv):
+        shape = ctx.shape
+        c = shape[-1] // 3
+        if gq.dtype == gk.dtype == gv.dtype and gq.shape == gk.shape \
+                == gv.shape == (*shape[:-1], c) and _fits(gq, shape.numel()):
+            whole = gq.as_strided(shape, _contiguous_strides(shape),
+                                  gq.storage_offset())
+            if all(same_layout(g, whole[..., i * c:(i + 1) * c])
+                   for i, g in enumerate((gq, gk, gv))):
+                return whole
+        return torch.cat((gq, gk, gv), dim=-1)
+
+
+def _contiguous_strides(shape):
+    strides, acc = [], 1
+    for n in reversed(shape):
+        strides.append(acc)
+        acc *= n
+    return tuple(reversed(strides))
+
+
+def split_thirds(x):
+    """``x.chunk(3, dim=-1)`` for a packed q/k/v projection (last dimension
+    divisible by 3) whose gradient the kernel's backward writes packed
+    (:func:`cpu_sdpa_backward_op`)."""
+    if x.shape[-1] % 3 or not x.is_contiguous():
+        return x.chunk(3, dim=-1)
+    return _SplitThirds.apply(x)
+
+
+sdpa_ops.register_pair(cpu_sdpa_op, cpu_sdpa_backward_op,
+                       cpu_sdpa_backward_packed_op, thirds_of_one)
 
 
 def register_flop_formulas():
     """The FLOPs of the two operators, as torch's fused attention's
     (:func:`~cast_mmaction.models.sdpa_ops.register_flop_formulas`)."""
-    sdpa_ops.register_flop_formulas(torch.ops.cast_mmaction.cpu_sdpa,
-                                    torch.ops.cast_mmaction.cpu_sdpa_backward)
+    sdpa_ops.register_flop_formulas(
+        torch.ops.cast_mmaction.cpu_sdpa,
+        torch.ops.cast_mmaction.cpu_sdpa_backward,
+        torch.ops.cast_mmaction.cpu_sdpa_backward_packed)
 
 
 def cpu_sdpa(q, k, v):

@@ -14,10 +14,13 @@ def needs_lse(q, k, v):
                                         or v.requires_grad)
 
 
-def register_pair(forward_op, backward_op):
+def register_pair(forward_op, backward_op, packed_backward_op=None,
+                  is_packed=None):
     """The shape-only (fake) kernels of both operators and autograd for
     ``forward_op``: q, k, v, the output and the log-sum-exp kept,
-    ``backward_op`` called on them."""
+    ``backward_op`` called on them; or, where ``is_packed(q, k, v)``,
+    ``packed_backward_op`` (the same arguments, the gradients as one
+    (B, L, 3, H, d) tensor), whose thirds are returned."""
 
     @forward_op.register_fake
     def _fake_forward(q, k, v, scale, with_lse):
@@ -37,15 +40,26 @@ def register_pair(forward_op, backward_op):
         ctx.scale = scale
         ctx.save_for_backward(q, k, v, out, lse)
 
+    if packed_backward_op is not None:
+        @packed_backward_op.register_fake
+        def _fake_packed_backward(dout, q, k, v, out, lse, scale):
+            b, h, n, d = q.shape
+            return q.new_empty(b, n, 3, h, d)
+
     def backward(ctx, dout, _dlse):
         q, k, v, out, lse = ctx.saved_tensors
+        if packed_backward_op is not None and is_packed(q, k, v):
+            g = packed_backward_op(dout, q, k, v, out, lse, ctx.scale)
+            return (g[:, :, 0].transpose(1, 2), g[:, :, 1].transpose(1, 2),
+                    g[:, :, 2].transpose(1, 2), None, None)
         dq, dk, dv = backward_op(dout, q, k, v, out, lse, ctx.scale)
         return dq, dk, dv, None, None
 
     forward_op.register_autograd(backward, setup_context=setup_context)
 
 
-def register_flop_formulas(forward_packet, backward_packet):
+def register_flop_formulas(forward_packet, backward_packet,
+                           packed_backward_packet=None):
     """The FLOPs of the pair for ``torch.utils.flop_counter``: those of
     torch's fused attention (forward: 2 matmuls; backward: 5, the recompute
     of the scores included); idempotent."""
@@ -64,3 +78,10 @@ def register_flop_formulas(forward_packet, backward_packet):
                    out_shape=None, **kwargs):
         return flop_counter.sdpa_backward_flop_count(dout_shape, q_shape,
                                                      k_shape, v_shape)
+
+    if packed_backward_packet is not None:
+        @flop_counter.register_flop_formula(packed_backward_packet)
+        def _packed_bwd_flops(dout_shape, q_shape, k_shape, v_shape, *args,
+                              out_shape=None, **kwargs):
+            return flop_counter.sdpa_backward_flop_count(
+                dout_shape, q_shape, k_shape, v_shape)

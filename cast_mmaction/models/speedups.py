@@ -497,9 +497,12 @@ class _OneDNNAttentionMixin:
     speedup_attention = None  # the kernel: None, 'onednn' or 'cpu'
 
     def _qkv(self, x, weight, bias):
-        if self.speedup_linear:
-            return onednn_linear(x, weight, bias).chunk(3, dim=-1)
-        return F.linear(x, weight, bias).chunk(3, dim=-1)
+        qkv = onednn_linear(x, weight, bias) if self.speedup_linear else \
+            F.linear(x, weight, bias)
+        if self.speedup_attention == 'cpu':
+            # the kernel's backward writes the packed gradient
+            return _cpu_attention.split_thirds(qkv)
+        return qkv.chunk(3, dim=-1)
 
     def _attend(self, q, k, v):
         return heads_attention(q, k, v, self.num_heads,
