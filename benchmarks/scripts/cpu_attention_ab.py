@@ -7,10 +7,12 @@ after checking that both give the same output, log-sum-exp and gradients
 
     git show COMMIT:cast_mmaction/csrc/cpu_attention.cpp > /tmp/old.cpp
     PYTHONPATH=$PWD python benchmarks/scripts/cpu_attention_ab.py \\
-        /tmp/old.cpp [ROUNDS] [B H N D]
+        /tmp/old.cpp [ROUNDS] [B H N D] [packed]
 
 q, k and v are the heads of one packed (B, N, 3 H D) projection, as the
-experts give them. Needs an AVX-512 CPU, a C++ compiler and ninja.
+experts give them; ``packed``: the backward writes their gradients as that
+projection's (the experts' path; both sources must have it), else as three
+tensors. Needs an AVX-512 CPU, a C++ compiler and ninja.
 """
 import hashlib
 import sys
@@ -20,9 +22,11 @@ import torch
 
 from cast_mmaction.models import cpp_extensions, cpu_attention
 
-old_src = sys.argv[1]
-rounds = int(sys.argv[2]) if len(sys.argv) > 2 else 7
-b, h, n, d = (int(v) for v in sys.argv[3:7]) if len(sys.argv) > 6 else (
+args = [a for a in sys.argv[1:] if a != 'packed']
+packed = len(args) < len(sys.argv) - 1
+old_src = args[0]
+rounds = int(args[1]) if len(args) > 1 else 7
+b, h, n, d = (int(v) for v in args[2:6]) if len(args) > 5 else (
     1, 12, 1568, 64)
 new = cpu_attention.extension()
 tag = hashlib.sha1(open(old_src, 'rb').read()).hexdigest()[:10]
@@ -39,9 +43,10 @@ dout = torch.randn(b, n, h, d, generator=g).transpose(1, 2)
 scale = d ** -0.5
 out, lse = new.forward(q, k, v, scale, True)
 out_o, lse_o = old.forward(q, k, v, scale, True)
-grads = new.backward(dout, q, k, v, out, lse, scale)
-grads_o = old.backward(dout, q, k, v, out, lse, scale)
-for name, x, y in zip(('out', 'lse', 'dq', 'dk', 'dv'),
+grads = new.backward(dout, q, k, v, out, lse, scale, *[True] * packed)
+grads_o = old.backward(dout, q, k, v, out, lse, scale, *[True] * packed)
+names = ('out', 'lse') + (('dqkv', ) if packed else ('dq', 'dk', 'dv'))
+for name, x, y in zip(names,
                       (out, lse, *grads), (out_o, lse_o, *grads_o)):
     torch.testing.assert_close(x, y, rtol=1e-5, atol=1e-6)
     print(f'{name}: bit-identical {torch.equal(x, y)}, max |diff| '
@@ -54,12 +59,13 @@ for _ in range(rounds):
         mod.forward(q, k, v, scale, True)
         times[f'{side} forward'].append(time.perf_counter() - t0)
         t0 = time.perf_counter()
-        mod.backward(dout, q, k, v, out, lse, scale)
+        mod.backward(dout, q, k, v, out, lse, scale, *[True] * packed)
         times[f'{side} backward'].append(time.perf_counter() - t0)
 flops = {'forward': 2 * 2 * b * h * n * n * d,
          'backward': 5 * 2 * b * h * n * n * d}
 print(f'{b} x {h} heads x {n} tokens x {d}, {torch.get_num_threads()} '
-      f'threads, {rounds} rounds alternated')
+      f'threads, {rounds} rounds alternated'
+      f'{", packed gradient" if packed else ""}')
 for key, ts in times.items():
     med = sorted(ts)[len(ts) // 2]
     print(f'{key:13s} ms {[round(t * 1e3, 1) for t in sorted(ts)]}  '
