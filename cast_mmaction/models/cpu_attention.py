@@ -15,8 +15,8 @@ Measured on an Intel Xeon with AVX-512, 2 threads (docs/benchmarks.md, "The
 C++ attention kernel"), against torch's fused kernel on CAST ViT-B's heads:
 VideoMAE's 1568 tokens 1.17x faster forward and 1.11x forward + backward,
 CLIP's 197 at parity, B-CAST's 196-token link 1.06x, its 8-frame link
-1.3-1.6x; in the whole model, alternated in one process, 0.974x the
-inference and 0.975x the training step. Hence an opt-in
+1.3-1.6x; in the whole model, alternated in one process, 0.976x the
+inference and 0.965x the training step. Hence an opt-in
 (``speedups=dict(preset='cpu', cpu_attention=True)``), not in the ``'cpu'``
 preset: a compiler at first use for ~2.5 %. Not measured on
 AMD CPUs, where the fused kernel runs on MKL's slow path (there the oneDNN

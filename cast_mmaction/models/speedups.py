@@ -36,8 +36,8 @@ The speed-ups (each off unless named):
   ``csrc/cpu_attention.cpp``: the softmax between the two products of each
   block of query rows, in registers and cache; built on first use, a C++
   compiler and ninja needed) instead of torch's fused CPU kernel; it takes
-  precedence over ``onednn_attention``. Measured 0.974x the inference and
-  0.975x the training step on an Intel Xeon (docs/benchmarks.md). Results
+  precedence over ``onednn_attention``. Measured 0.976x the inference and
+  0.965x the training step on an Intel Xeon (docs/benchmarks.md). Results
   differ by fp32 rounding.
 * ``frozen_mlp``: a frozen expert MLP is one autograd node
   (:class:`_FrozenMLP`) that keeps only the pre-activation for backward
