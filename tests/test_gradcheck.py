@@ -21,10 +21,11 @@ from cast_mmaction.models import speedups
 from cast_mmaction.models.speedups import _FrozenMLP, _Linear, frozen_mlp
 from cast_mmaction.models.speedups import onednn_linear as linear
 
-# only the opt-in CPU speed-ups (models/speedups.py) have Functions; the
-# reference model has none
+# only the opt-in CPU speed-ups (models/speedups.py, models/cpu_attention.py)
+# have Functions; the reference model has none
 COVERED = {'cast_mmaction.models.speedups._Linear',
-           'cast_mmaction.models.speedups._FrozenMLP'}
+           'cast_mmaction.models.speedups._FrozenMLP',
+           'cast_mmaction.models.cpu_attention._SplitThirds'}
 ONEDNN = speedups._LP is not None
 
 
@@ -221,3 +222,36 @@ def test_frozen_mlp_trainable_weights_take_the_module_path():
     assert type(y.grad_fn).__name__ != '_FrozenMLPBackward'
     assert torch.autograd.gradcheck(fn, (x, *ws), eps=1e-6, atol=1e-8,
                                     rtol=1e-6)
+
+
+@pytest.mark.parametrize('packed_grads', [False, True])
+def test_split_thirds_gradcheck(packed_grads):
+    """``cpu_attention._SplitThirds`` (``chunk(3, -1)``): gradcheck with
+    the three gradients apart (its concatenating branch) and with them the
+    thirds of one tensor (its pass-on branch, the kernel's packed
+    gradient's layout)."""
+    from cast_mmaction.models.cpu_attention import _SplitThirds
+    x = _t((2, 5, 12), 0)
+
+    def fn(x):
+        q, k, v = _SplitThirds.apply(x)
+        if packed_grads:
+            # one op over the whole makes the three gradients the thirds
+            # of one tensor
+            return (torch.cat((q, k, v), -1) * 1.5).sin()
+        return q.sin() + 2 * k.cos() + v * v
+
+    assert torch.autograd.gradcheck(fn, (x, ))
+    # the branch taken: a concatenation in backward only with gradients apart
+    from torch.utils._python_dispatch import TorchDispatchMode
+    seen = []
+
+    class Log(TorchDispatchMode):
+        def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+            seen.append(str(func))
+            return func(*args, **(kwargs or {}))
+
+    y = fn(x).sum()
+    with Log():
+        y.backward()
+    assert ('aten.cat.default' in seen) == (not packed_grads)
