@@ -212,8 +212,8 @@ def _contiguous_strides(shape):
 
 def split_thirds(x):
     """``x.chunk(3, dim=-1)`` for a packed q/k/v projection (last dimension
-    divisible by 3) whose gradient the kernel's backward writes packed
-    (:func:`cpu_sdpa_backward_op`)."""
+    divisible by 3, contiguous) whose gradient the kernel's backward writes
+    packed (:func:`cpu_sdpa_backward_packed_op`); else a plain ``chunk``."""
     if x.shape[-1] % 3 or not x.is_contiguous():
         return x.chunk(3, dim=-1)
     return _SplitThirds.apply(x)
