@@ -40,6 +40,7 @@ autocast and ``torch.compile`` keep the reference path (:func:`supports`,
 ``speedups.heads_attention``).
 """
 import functools
+import math
 
 import torch
 
@@ -126,26 +127,32 @@ def same_layout(a, b):
                                                    a.shape) if n > 1))
 
 
-def _fits(t, numel):
-    """Whether ``numel`` elements from ``t``'s first lie in its storage."""
-    return (t.storage_offset() + numel) * t.element_size() <= \
-        t.untyped_storage().nbytes()
+def _whole_of_thirds(parts, shape, strides, third):
+    """The tensor (``shape``, ``strides``) from the first of the three
+    ``parts`` on, where ``third(whole, i)`` is ``parts[i]`` for each; else
+    None (also where it would pass the storage's end)."""
+    a, b, c = parts
+    if not (a.shape == b.shape == c.shape and a.dtype == b.dtype == c.dtype):
+        return None
+    if (a.storage_offset() + math.prod(shape)) * a.element_size() > \
+            a.untyped_storage().nbytes():
+        return None
+    whole = a.as_strided(shape, strides, a.storage_offset())
+    if all(same_layout(t, third(whole, i)) for i, t in enumerate(parts)):
+        return whole
+    return None
 
 
 def thirds_of_one(q, k, v):
     """Whether (B, H, L, d) ``q``, ``k``, ``v`` are the heads of the three
     thirds of one contiguous (B, L, 3 H d) tensor (a packed q/k/v
     projection's ``chunk(3, -1)``)."""
-    if not (q.shape == k.shape == v.shape) or q.dtype != k.dtype or (
-            q.dtype != v.dtype):
-        return False
     b, h, n, d = q.shape
-    if not _fits(q, b * n * 3 * h * d):
-        return False
-    base = q.as_strided((b, n, 3, h, d), (n * 3 * h * d, 3 * h * d, h * d,
-                                          d, 1), q.storage_offset())
-    return all(same_layout(t, base[:, :, i].transpose(1, 2))
-               for i, t in enumerate((q, k, v)))
+    c = h * d
+    return _whole_of_thirds(
+        (q, k, v), (b, n, 3 * c), (n * 3 * c, 3 * c, 1),
+        lambda w, i: w[..., i * c:(i + 1) * c].reshape(b, n, h, d)
+        .transpose(1, 2)) is not None
 
 
 @torch.library.custom_op('cast_mmaction::cpu_sdpa_backward', mutates_args=())
@@ -185,29 +192,17 @@ class _SplitThirds(torch.autograd.Function):
 
     @staticmethod
     def forward(ctx, x):
-        ctx.shape = x.shape
+        ctx.shape, ctx.strides = x.shape, x.stride()
         return x.chunk(3, dim=-1)
 
     @staticmethod
     def backward(ctx, gq, gk, gv):
-        shape = ctx.shape
-        c = shape[-1] // 3
-        if gq.dtype == gk.dtype == gv.dtype and gq.shape == gk.shape \
-                == gv.shape == (*shape[:-1], c) and _fits(gq, shape.numel()):
-            whole = gq.as_strided(shape, _contiguous_strides(shape),
-                                  gq.storage_offset())
-            if all(same_layout(g, whole[..., i * c:(i + 1) * c])
-                   for i, g in enumerate((gq, gk, gv))):
-                return whole
+        c = ctx.shape[-1] // 3
+        whole = _whole_of_thirds((gq, gk, gv), ctx.shape, ctx.strides,
+                                 lambda w, i: w[..., i * c:(i + 1) * c])
+        if whole is not None:
+            return whole
         return torch.cat((gq, gk, gv), dim=-1)
-
-
-def _contiguous_strides(shape):
-    strides, acc = [], 1
-    for n in reversed(shape):
-        strides.append(acc)
-        acc *= n
-    return tuple(reversed(strides))
 
 
 def split_thirds(x):
