@@ -219,55 +219,44 @@ void scores2(const float* a, const float* kp, int64_t npanels, float* s, int64_t
   }
 }
 
-// acc[i][:] = sum_{j < n} w[i][j] x[j][:] for MR rows of w (row stride ldw)
-// and rows x[j] (row stride ldx), D wide; written to out (row stride ldo)
-template <int D>
-void weighted_rows(const float* w, int64_t ldw, const float* x,
-                               int64_t ldx, int64_t n, float* out, int64_t ldo) {
-  constexpr int V = D / 16;
-  __m512 acc[MR][V];
-  for (int i = 0; i < MR; ++i)
-    for (int t = 0; t < V; ++t) acc[i][t] = _mm512_setzero_ps();
-  for (int64_t j = 0; j < n; ++j) {
-    __m512 xr[V];
-    for (int t = 0; t < V; ++t) xr[t] = _mm512_loadu_ps(x + j * ldx + 16 * t);
-    for (int i = 0; i < MR; ++i) {
-      const __m512 wi = _mm512_set1_ps(w[i * ldw + j]);
-      for (int t = 0; t < V; ++t) acc[i][t] = _mm512_fmadd_ps(wi, xr[t], acc[i][t]);
-    }
-  }
-  for (int i = 0; i < MR; ++i)
-    for (int t = 0; t < V; ++t) _mm512_storeu_ps(out + i * ldo + 16 * t, acc[i][t]);
-}
-
-// weighted_rows<D> for 2 MR rows of w, in column chunks of VC vectors
-// (24 accumulators at VC = 2): each loaded row x[j] serves twice as many
-// rows, so the values stream from the L2 cache half as often; the same sum
-// per element, in the same order
-template <int D, int VC>
-void weighted_rows2_cols(const float* w, int64_t ldw, const float* x, int64_t ldx,
-                         int64_t n, float* out, int64_t ldo, int col0) {
-  __m512 acc[2 * MR][VC];
-  for (int i = 0; i < 2 * MR; ++i)
+// acc[i][:] = sum_{j < n} w[i][j] x[j][col0 : col0 + 16 VC] for R rows of w
+// (row stride ldw) and rows x[j] (row stride ldx); written to out (row
+// stride ldo) at the same columns. R x VC accumulators: 6 x 4 (D = 64) for a
+// block's half, 12 x 2 for a whole 12-row block in column chunks, where each
+// loaded row x[j] serves twice as many rows (the values stream from the L2
+// cache half as often); the same sum per element, in the same order
+template <int R, int VC>
+void weighted_rows_cols(const float* w, int64_t ldw, const float* x, int64_t ldx,
+                        int64_t n, float* out, int64_t ldo, int col0) {
+  __m512 acc[R][VC];
+  for (int i = 0; i < R; ++i)
     for (int t = 0; t < VC; ++t) acc[i][t] = _mm512_setzero_ps();
   for (int64_t j = 0; j < n; ++j) {
     __m512 xr[VC];
     for (int t = 0; t < VC; ++t) xr[t] = _mm512_loadu_ps(x + j * ldx + col0 + 16 * t);
-    for (int i = 0; i < 2 * MR; ++i) {
+    for (int i = 0; i < R; ++i) {
       const __m512 wi = _mm512_set1_ps(w[i * ldw + j]);
       for (int t = 0; t < VC; ++t) acc[i][t] = _mm512_fmadd_ps(wi, xr[t], acc[i][t]);
     }
   }
-  for (int i = 0; i < 2 * MR; ++i)
+  for (int i = 0; i < R; ++i)
     for (int t = 0; t < VC; ++t) _mm512_storeu_ps(out + i * ldo + col0 + 16 * t, acc[i][t]);
 }
 
+// MR rows of w, all D columns
+template <int D>
+void weighted_rows(const float* w, int64_t ldw, const float* x, int64_t ldx, int64_t n,
+                   float* out, int64_t ldo) {
+  weighted_rows_cols<MR, D / 16>(w, ldw, x, ldx, n, out, ldo, 0);
+}
+
+// 2 MR rows of w, in chunks of 2 vectors (and 1 for an odd count)
 template <int D>
 void weighted_rows2(const float* w, int64_t ldw, const float* x, int64_t ldx, int64_t n,
                     float* out, int64_t ldo) {
   constexpr int V = D / 16;
-  for (int c = 0; c + 2 <= V; c += 2) weighted_rows2_cols<D, 2>(w, ldw, x, ldx, n, out, ldo, 16 * c);
-  if (V % 2) weighted_rows2_cols<D, 1>(w, ldw, x, ldx, n, out, ldo, 16 * (V - 1));
+  for (int c = 0; c + 2 <= V; c += 2) weighted_rows_cols<2 * MR, 2>(w, ldw, x, ldx, n, out, ldo, 16 * c);
+  if (V % 2) weighted_rows_cols<2 * MR, 1>(w, ldw, x, ldx, n, out, ldo, 16 * (V - 1));
 }
 
 // acc[j][:] += sum_{i < R} w[i][j] y[i][:] for the n rows of acc (row
