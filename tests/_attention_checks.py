@@ -1,6 +1,33 @@
 """What the tests of the two CPU attention operators share
-(test_onednn_attention.py, test_cpu_attention.py)."""
+(test_onednn_attention.py, test_cpu_attention.py; test_gradcheck.py uses
+:func:`ops_dispatched`)."""
 import torch
+
+
+def ops_dispatched(fn):
+    """``(fn(), names of the aten / custom operators it dispatched)``."""
+    from torch.utils._python_dispatch import TorchDispatchMode
+    seen = []
+
+    class Log(TorchDispatchMode):
+        def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+            seen.append(str(func))
+            return func(*args, **(kwargs or {}))
+
+    with Log():
+        out = fn()
+    return out, seen
+
+
+def check_token_major(attention, q, k, v):
+    """``attention``'s output is (B, L, H, d)-contiguous, its heads merged
+    into (B, L, H d) as a view; returns the q / k / v gradients."""
+    out = attention(q, k, v)
+    b, h, n, d = out.shape
+    assert out.transpose(1, 2).is_contiguous()
+    merged = out.transpose(1, 2).reshape(b, n, h * d)
+    assert merged.data_ptr() == out.data_ptr()
+    return torch.autograd.grad(out, (q, k, v), torch.randn_like(out))
 
 
 def qkv(b, h, lq, lk, d, seed=0, strided=False):

@@ -12,8 +12,9 @@ from torch.utils.flop_counter import FlopCounterMode
 from cast_mmaction.models import cpu_attention as ca
 from cast_mmaction.models import speedups
 
-from _attention_checks import check_kept_log_sum_exp
+from _attention_checks import check_kept_log_sum_exp, check_token_major
 from _attention_checks import forward_runs_per_checkpointed_step
+from _attention_checks import ops_dispatched
 from _attention_checks import qkv as _qkv
 
 INTEL512 = dict(cpu_vendor='GenuineIntel', cpu_model='Intel Xeon',
@@ -124,12 +125,8 @@ def test_output_and_gradients_are_token_major():
     one packed projection, the gradients are the thirds of one contiguous
     (B, L, 3 H d) tensor."""
     for strided in (False, True):
-        q, k, v = _qkv(2, 3, 40, 40, 32, strided=strided)
-        out = ca.cpu_sdpa(q, k, v)
-        assert out.transpose(1, 2).is_contiguous()
-        merged = out.transpose(1, 2).reshape(2, 40, 96)
-        assert merged.data_ptr() == out.data_ptr()
-        grads = torch.autograd.grad(out, (q, k, v), torch.randn_like(out))
+        grads = check_token_major(ca.cpu_sdpa,
+                                  *_qkv(2, 3, 40, 40, 32, strided=strided))
         if not strided:
             for g in grads:
                 assert g.transpose(1, 2).is_contiguous()
@@ -173,16 +170,7 @@ def test_packed_gradient_is_the_unpacked_one_bit_for_bit(shape):
 
 
 def _ops_in_backward(loss, x):
-    from torch.utils._python_dispatch import TorchDispatchMode
-    seen = []
-
-    class Log(TorchDispatchMode):
-        def __torch_dispatch__(self, func, types, args=(), kwargs=None):
-            seen.append(str(func))
-            return func(*args, **(kwargs or {}))
-
-    with Log():
-        grad, = torch.autograd.grad(loss, x)
+    (grad, ), seen = ops_dispatched(lambda: torch.autograd.grad(loss, x))
     return grad, seen
 
 

@@ -11,7 +11,7 @@ from torch.utils.flop_counter import FlopCounterMode
 from cast_mmaction.models import onednn_attention as oa
 from cast_mmaction.models import speedups
 
-from _attention_checks import check_kept_log_sum_exp
+from _attention_checks import check_kept_log_sum_exp, check_token_major
 from _attention_checks import forward_runs_per_checkpointed_step
 from _attention_checks import qkv as _qkv
 
@@ -128,11 +128,7 @@ def test_in_a_backbone_it_gives_the_reference_numbers(kind, monkeypatch):
 def test_output_and_gradients_are_token_major():
     """Output and q / k / v gradients come (B, L, H, d)-contiguous: merging
     the heads back into (B, L, H d) is a view (no copy) in the experts."""
-    q, k, v = _qkv(2, 3, 40, 40, 16, strided=True)
-    out = oa.onednn_sdpa(q, k, v)
-    assert out.transpose(1, 2).is_contiguous()
-    merged = out.transpose(1, 2).reshape(2, 40, 48)
-    assert merged.data_ptr() == out.data_ptr()
-    grads = torch.autograd.grad(out, (q, k, v), torch.randn_like(out))
+    grads = check_token_major(oa.onednn_sdpa,
+                              *_qkv(2, 3, 40, 40, 16, strided=True))
     for g in grads:
         assert g.transpose(1, 2).is_contiguous()
