@@ -22,15 +22,20 @@ import time
 
 import torch
 
-from cast_mmaction.models import cpp_extensions
+from cast_mmaction.models import cpp_extensions, cpu_attention
 
 # each part: the texts of the source it leaves out (put behind
 # `#ifndef SKIP_<part>`), or for the forward's exponentials a replacement
 FORWARD_PARTS = {
     'S': ['          scores2<D>(qbuf.data(), kp.data(), np, sbuf.data(), lds);'],
     'EXP': [],  # below
-    'PV': ['          weighted_rows2<D>(sbuf.data(), lds, vc.data(), D, Lk, obuf.data(), D);',
-           '          weighted_rows<D>(sbuf.data(), lds, vc.data(), D, Lk, obuf.data(), D);'],
+    'PV': ['        if (rows2 == 2 * MR) {\n'
+           '          weighted_rows2<D>(sbuf.data(), lds, vc.data(), D, Lk, obuf.data(), D);\n'
+           '        } else {\n'
+           '          for (int64_t i0 = 0; i0 < rows2; i0 += MR)\n'
+           '            weighted_rows<D>(sbuf.data() + i0 * lds, lds, vc.data(), D, Lk, '
+           'obuf.data() + i0 * D, D);\n'
+           '        }'],
 }
 # the forward's exponential loop, and what replaces it: sums of 1
 EXP_LOOP = ('        for (int i = 0; i < rows2; ++i) {\n'
@@ -99,8 +104,9 @@ def main(argv):
             f.write(text)
         mods[skip] = cpp_extension.load(
             name=f'cpu_attention_parts_{tag}', sources=[path],
-            extra_cflags=['-O3', '-mavx512f', '-mfma', '-fopenmp'] + [
-                f'-DSKIP_{p}' for p in skip], extra_ldflags=['-fopenmp'])
+            extra_cflags=list(cpu_attention.CFLAGS) + [
+                f'-DSKIP_{p}' for p in skip],
+            extra_ldflags=list(cpu_attention.LDFLAGS))
     g = torch.Generator().manual_seed(0)
     qkv = torch.randn(b, n, 3 * h * d, generator=g)
     q, k, v = (t.reshape(b, n, h, d).transpose(1, 2)

@@ -49,6 +49,9 @@ from . import cpp_extensions, sdpa_ops
 FIELD = 'model.backbone.speedups.cpu_attention'
 KERNEL_WIDTHS = (16, 32, 48, 64)  # compiled; narrower others are padded
 MAX_WIDTH = 64
+# the kernel's build (also the benchmark scripts' builds of other sources)
+CFLAGS = ('-O3', '-mavx512f', '-mfma', '-fopenmp')
+LDFLAGS = ('-fopenmp', )
 
 
 @functools.lru_cache(maxsize=None)
@@ -61,8 +64,7 @@ def extension():
         raise RuntimeError(f'{FIELD}: {why}')
     return cpp_extensions.build(
         'cast_mmaction_cpu_attention', 'cpu_attention.cpp', FIELD,
-        cflags=('-O3', '-mavx512f', '-mfma', '-fopenmp'),
-        ldflags=('-fopenmp', ))
+        cflags=CFLAGS, ldflags=LDFLAGS)
 
 
 def cpu_supports(facts):
