@@ -707,11 +707,20 @@ def test_aim_drop_path_draws_per_token_position():
     model = _aim_model(drop_path_rate=0.9)
     bb = model.backbone.train()
     torch.manual_seed(0)
-    x = torch.ones(B * T, 5, D)
-    y = bb._drop(DEPTH - 1, x)  # p = 0.9 in the last layer
+    x = torch.ones(B * T, 197, D)  # 197 token positions: some kept
+    base = torch.full_like(x, 2.0)
+    # x + drop(y) at p = 0.9 in the last layer, on ones added to twos:
+    # 2 where dropped, 2 + 1 / 0.9 kept
+    y = bb._add_drop(DEPTH - 1, base, x) - 2
     per_token = y[:, :, 0]  # (B*T, tokens)
     assert torch.equal(per_token, per_token[:1].expand_as(per_token))
-    assert {float(v) for v in per_token.unique()} <= {0.0, 10.0}
+    keep = 1 - bb.drop_path[DEPTH - 1].p
+    kept = float(torch.ones(()).div_(keep).add_(2.0)) - 2
+    assert {float(v) for v in per_token.unique()} <= {0.0, kept}
+    assert (per_token == 0).any() and (per_token != 0).any()
     assert torch.equal(y, y[:, :, :1].expand_as(y))
+    assert y.is_contiguous()  # laid out as x, not as the transposed draw
     bb.eval()
-    assert torch.equal(bb._drop(DEPTH - 1, x), x)
+    assert torch.equal(bb._add_drop(DEPTH - 1, base, x), base + x)
+    assert torch.equal(bb._add_drop(DEPTH - 1, base, x, 0.5),
+                       base + 0.5 * x)

@@ -286,33 +286,75 @@ def test_onednn_linear_is_decided_from_cpu_facts_never_from_a_timing():
 
 
 @pytest.mark.parametrize('batch,p', [(1, 0.5), (6, 0.5), (6, 0.01)])
-def test_drop_path_one_pass_equals_mask_and_scale_bit_for_bit(batch, p):
-    """The one-pass path taken when no sample is dropped gives the tensor
-    and gradient of ``x * mask / keep`` bit for bit, and draws the same
-    random numbers (the next draw after it is the same)."""
+def test_drop_path_is_timms_mask_over_keep_in_one_pass(batch, p):
+    """``DropPath`` computes timm's ``x * (mask / keep)`` bit for bit (a NaN
+    carried the same way), gradient included, and draws the same random
+    numbers (the next draw after it is the same)."""
     from cast_mmaction.models.layers import DropPath
     drop = DropPath(p).train()
     keep = 1.0 - p
     seen = set()
     for seed in range(12):
         x = torch.randn(batch, 5, 7, requires_grad=True)
-        x.data[0, 0, 0] = float('nan')  # carried as the two-pass form does
+        x.data[0, 0, 0] = float('nan')
         torch.manual_seed(seed)
         y = drop(x)
         after = torch.rand(3)
         torch.manual_seed(seed)
         mask = x.new_empty((batch, 1, 1)).bernoulli_(keep)
-        ref = x * mask / keep
+        ref = x * mask.div(keep)
         assert torch.equal(torch.rand(3), after)
-        assert torch.equal(y, ref) or torch.equal(y.isnan(), ref.isnan()) \
-            and torch.equal(y.nan_to_num(), ref.nan_to_num())
+        assert torch.equal(y.isnan(), ref.isnan())
+        assert torch.equal(y.nan_to_num(), ref.nan_to_num())
         g = torch.randn_like(y)
         gy, = torch.autograd.grad(y, x, g)
         gr, = torch.autograd.grad(ref, x, g)
         assert torch.equal(gy, gr)
         seen.add(bool(mask.all()))
-    if batch == 1:  # both paths taken
+    if batch == 1:  # samples kept and dropped
         assert seen == {True, False}
+
+
+@pytest.mark.parametrize('scale', [1.0, 0.5])
+@pytest.mark.parametrize('batch,p', [(1, 0.5), (6, 0.3), (6, 0.0)])
+def test_drop_path_add_is_the_residual_update(batch, p, scale):
+    """``DropPath.add(x, y, scale)`` is ``x + drop(scale * y)``: the same
+    draw as ``drop(y)`` (a dropped sample's ``x`` unchanged, bit for bit),
+    the kept samples' sum to the rounding of its fused multiply-add, the
+    same gradients bit for bit, one autograd node that keeps only the
+    factor (at most B numbers) for backward; in eval ``x + scale * y`` bit for bit."""
+    from cast_mmaction.models.layers import DropPath
+    drop = DropPath(p).train()
+    seen = set()
+    for seed in range(8):
+        x = torch.randn(batch, 5, 7, requires_grad=True)
+        y = torch.randn(batch, 5, 7, requires_grad=True)
+        torch.manual_seed(seed)
+        saved = []
+        with torch.autograd.graph.saved_tensors_hooks(
+                lambda t: saved.append(t) or t, lambda t: t):
+            out = drop.add(x, y, scale)
+        after = torch.rand(3)
+        torch.manual_seed(seed)
+        ref = x + drop(scale * y if scale != 1.0 else y)
+        assert torch.equal(torch.rand(3), after)
+        assert all(t.numel() <= batch for t in saved), [
+            tuple(t.shape) for t in saved]
+        torch.testing.assert_close(out, ref, rtol=2e-7, atol=1e-7)
+        kept = (ref != x).flatten(1).any(1)
+        for b in range(batch):
+            if not kept[b]:
+                assert torch.equal(out[b], x[b])
+        seen.update(kept.tolist())
+        g = torch.randn_like(out)
+        got = torch.autograd.grad(out, (x, y), g)
+        want = torch.autograd.grad(ref, (x, y), g)
+        assert all(torch.equal(a, b) for a, b in zip(got, want))
+    if p > 0:
+        assert seen == {True, False}
+    drop.eval()
+    x, y = torch.randn(batch, 5, 7), torch.randn(batch, 5, 7)
+    assert torch.equal(drop.add(x, y, scale), x + scale * y)
 
 
 def test_videomae_tokens_are_contiguous():

@@ -23,26 +23,42 @@ Linear = nn.Linear
 
 
 class DropPath(nn.Module):
-    """Stochastic depth per sample (identity in eval mode or at p=0)."""
+    """Stochastic depth per sample (identity in eval mode or at p=0).
+
+    In training each sample's branch is kept with probability ``1 - p`` and
+    scaled by ``mask / (1 - p)``, drawn and computed as timm's ``drop_path``
+    (a ``(B, 1, ..., 1)`` Bernoulli draw divided by the keep probability,
+    then one multiplication). :meth:`add` is the residual update
+    ``x + self(scale * y)`` in one pass."""
 
     def __init__(self, p=0.0):
         super().__init__()
         self.p = float(p)
 
+    def _factor(self, x):
+        """The per-sample factor ``mask / keep``, (B, 1, ..., 1)."""
+        keep = 1.0 - self.p
+        mask = x.new_empty((x.shape[0], ) + (1, ) * (x.ndim - 1))
+        return mask.bernoulli_(keep).div_(keep)
+
     def forward(self, x):
         if self.p == 0.0 or not self.training:
             return x
-        keep = 1.0 - self.p
-        mask = x.new_empty((x.shape[0], ) + (1, ) * (x.ndim - 1))
-        mask.bernoulli_(keep)
-        if x.device.type == 'cpu' and not torch.compiler.is_compiling() \
-                and bool(mask.all()):
-            # every sample kept (most steps at a small batch): x * 1 is x
-            # exactly, so this is the same tensor in one pass instead of
-            # two, forward and backward (on an accelerator the check would
-            # wait for the device)
-            return x / keep
-        return x * mask / keep
+        return x * self._factor(x)
+
+    def add(self, x, y, scale=1.0):
+        """``x + self(scale * y)`` as one ``addcmul``: one pass over the
+        residual stream instead of two to four (the scale, the mask, the
+        division, the sum), forward and backward, and no host sync. The
+        same draw as ``self(y)``; in eval (or at p=0) the same numbers as
+        ``x + scale * y``; in training the last product and sum are one
+        fused multiply-add (one rounding, where ``x + self(scale * y)``
+        rounds the product first)."""
+        if self.p == 0.0 or not self.training:
+            if scale == 1.0:
+                return x + y
+            return torch.addcmul(x, y, y.new_ones(()), value=scale)
+        return torch.addcmul(x, y, self._factor(y), value=scale)
 
     def extra_repr(self):
         return f'p={self.p}'

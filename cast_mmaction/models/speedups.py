@@ -776,7 +776,7 @@ def fusion_layer(bb, i, batch, time_grids, xs, parts):
                 policy=parts.link_policy()) if parts.links else link.attend(
                     d, experts, batch, time_grids, queries)
             for n, upd in updates.items():
-                tokens[n] = tokens[n] + drop(upd)
+                tokens[n] = drop.add(tokens[n], upd)
     if i in bb.mlp_layers:
         for n in names:
             x = tokens[n]
@@ -791,7 +791,7 @@ def fusion_layer(bb, i, batch, time_grids, xs, parts):
                 a = None if adapter is None else adapter(xn)
             y = bb._run_expert(experts[n].mlp_branch, i, xn)
             if a is not None:
-                y = y + drop(bb.mlp_adapter_scale * a)
+                y = drop.add(y, a, bb.mlp_adapter_scale)
             tokens[n] = x + y
     return tuple(tokens[n] for n in names)
 

@@ -89,8 +89,11 @@ class AIMViT(SingleExpertBackbone):
                              device='cpu').tolist()
         self.drop_path = nn.ModuleList(DropPath(r) for r in dpr)
 
-    def _drop(self, i, x):  # per token position (the official layout)
-        return self.drop_path[i](x.transpose(0, 1)).transpose(0, 1)
+    def _add_drop(self, i, x, y, scale=1.0):
+        """``x + drop(scale * y)``, drawn per token position (the official
+        layout) in one pass (``DropPath.add``)."""
+        return self.drop_path[i].add(x.transpose(0, 1), y.transpose(0, 1),
+                                     scale).transpose(0, 1)
 
     def forward(self, video):
         """(B, C, T, H, W) -> (B, C, T, 1, 1)."""
@@ -113,12 +116,13 @@ class AIMViT(SingleExpertBackbone):
                 h = t_in[i](h)
             h = self.t_adapters[name][i](e.attn_core(i, h))
             h = h.reshape(b, n, t, c).transpose(1, 2).reshape(bt, n, c)
-            x = x + self._drop(i, h)
+            x = self._add_drop(i, x, h)
             # spatial adaptation
             x = x + self.s_adapters[name][i](e.attn_branch(i, x))
             # joint adaptation
             xn = e.mlp_norm(i, x)
-            x = x + e.mlp_branch(i, xn) + self._drop(
-                i, self.adapter_scale * self.mlp_adapters[name][i](xn))
+            x = self._add_drop(i, x + e.mlp_branch(i, xn),
+                               self.mlp_adapters[name][i](xn),
+                               self.adapter_scale)
         feats = e.frame_features(x, b)  # (B, T, C)
         return feats.transpose(1, 2)[..., None, None]

@@ -548,7 +548,7 @@ class CASTBackbone(BaseModule):
             for queries in self._link_steps(link_name):
                 updates = link(tokens, experts, batch, time_grids, queries)
                 for n, upd in updates.items():
-                    tokens[n] = tokens[n] + drop(upd)
+                    tokens[n] = drop.add(tokens[n], upd)
         if i in self.mlp_layers:
             for n in names:
                 x = tokens[n]
@@ -558,7 +558,7 @@ class CASTBackbone(BaseModule):
                 a = None if adapter is None else adapter(xn)
                 y = self._run_expert(experts[n].mlp_branch, i, xn)
                 if a is not None:
-                    y = y + drop(self.mlp_adapter_scale * a)
+                    y = drop.add(y, a, self.mlp_adapter_scale)
                 tokens[n] = x + y
         return tuple(tokens[n] for n in names)
 

@@ -194,10 +194,10 @@ class FrameViTBlock(nn.Module):
     def forward(self, x, num_frames):
         if self.token_shift is not None:
             x = self.token_shift(x, num_frames)
-        x = x + self.drop_path(self.attn(self.norm1(x), num_frames))
+        x = self.drop_path.add(x, self.attn(self.norm1(x), num_frames))
         if self.token_shift is not None:
             x = self.token_shift(x, num_frames)
-        return x + self.drop_path(self.mlp(self.norm2(x)))
+        return self.drop_path.add(x, self.mlp(self.norm2(x)))
 
 
 def _select_tokens(spec, num_tokens, field='shift_tokens'):
