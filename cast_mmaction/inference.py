@@ -149,14 +149,29 @@ def _state_dict_of(ckpt, path):
                          f'{list(ckpt)[:8]})')
 
 
+def _looks_like_onnx(path):
+    """``.onnx`` name, or a protobuf ``ModelProto`` start (field 1,
+    ``ir_version``, a varint: byte 0x08)."""
+    if path.lower().endswith('.onnx'):
+        return True
+    with open(path, 'rb') as f:
+        return f.read(1) == b'\x08'
+
+
 def load_weights(model, checkpoint):
     """Load an MMEngine checkpoint into ``model``; every parameter and
     persistent buffer of the model must be in it."""
     from mmengine.runner.checkpoint import _load_checkpoint
     if not osp.isfile(checkpoint):
         raise InferenceError(f'checkpoint {checkpoint} not found')
-    sd = _state_dict_of(_load_checkpoint(checkpoint, map_location='cpu'),
-                        checkpoint)
+    try:
+        ckpt = _load_checkpoint(checkpoint, map_location='cpu')
+    except ValueError as e:  # not a checkpoint file (text, ONNX, ...)
+        hint = ('; an ONNX file (tools/deployment/export_onnx.py) runs '
+                'with tools/infer.py --backend onnxruntime'
+                if _looks_like_onnx(checkpoint) else '')
+        raise InferenceError(f'{e}{hint}') from None
+    sd = _state_dict_of(ckpt, checkpoint)
     sd = strip_prefixes(sd)
     report = check_fit(
         fit_report(model, sd), f'checkpoint {checkpoint}',

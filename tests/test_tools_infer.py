@@ -304,6 +304,27 @@ def test_infer_rejects_checkpoint_of_another_model(media, tmp_path, capsys):
     assert rc == 2 and 'convert_checkpoint.py' in capsys.readouterr().err
 
 
+def test_infer_and_features_refuse_a_file_that_is_no_checkpoint(
+        media, tmp_path, capsys):
+    """A text file, or an ONNX file without --backend onnxruntime: the
+    tools' one-line error (an ONNX file gets the --backend hint)."""
+    (tmp_path / 'bad.pth').write_text('hello\n')
+    (tmp_path / 'model.onnx').write_bytes(b'\x08\x07\x12\x07pytorch')
+    for tool, extra in (('infer', []),
+                        ('extract_features',
+                         ['--out-dir', str(tmp_path / 'f')])):
+        main = load_tool(tool).main
+        for name in ('bad.pth', 'model.onnx'):
+            rc = main([media['videos'][0], '--config', media['cfg'],
+                       '--checkpoint', str(tmp_path / name),
+                       '--num-workers', '0'] + extra)
+            err = capsys.readouterr().err
+            assert rc == 2, (tool, name)
+            assert f'error: checkpoint {tmp_path / name}: not a PyTorch ' \
+                'checkpoint' in err
+            assert ('--backend onnxruntime' in err) == (name == 'model.onnx')
+
+
 def test_infer_nothing_decodable_exits_1(media, capsys):
     infer = load_tool('infer')
     rc = infer.main([media['bad'], '--config', media['cfg'], '--checkpoint',
