@@ -669,6 +669,9 @@ def test_label_maps_formats(tmp_path):
 
 @pytest.mark.parametrize('name,text,match', [
     ('gap.json', '{"a": "0", "b": "2"}', 'missing'),
+    ('gap.txt', '0 red\n2 blue\n3 green\n', 'index 1 is missing'),
+    ('gap1.txt', '1 red\n2 blue\n4 green\n', 'index 3 is missing'),
+    ('rep.txt', '0 red\n1 blue\n1 green\n', 'line 3: index 1 repeats'),
     ('dup.txt', 'a\nb\na\n', 'appears twice'),
     ('blank.txt', 'a\n\nb\n', 'blank line'),
     ('bad.csv', 'x,y\n1,2\n', 'unknown CSV'),

@@ -21,8 +21,9 @@ EPIC-SOUNDS CSV           ``EPIC_Sounds_train.csv``: the ``class`` of each
 plain text                one name per line, line ``i`` = class ``i`` (the
                           MMAction2 label maps, e.g. ``label_map_k400.txt``);
                           lines ``<index> <name>`` / ``<index>,<name>`` are
-                          accepted when every line has an index (0-based, or
-                          1-based as UCF-101's ``classInd.txt``)
+                          read by index when every line has one (0-based, or
+                          1-based as UCF-101's ``classInd.txt``; a missing or
+                          repeated index is an error)
 ``mmaction:<file>``       a label map shipped with MMAction2 (``.mim/tools/
                           data/*/<file>`` of the installed package, or
                           ``tools/data/*/<file>`` of a source checkout)
@@ -237,7 +238,8 @@ def read_epic_sounds_classes(path):
 
 def read_text_label_map(path):
     """One class name per line (line i = class i). Lines ``<i> <name>`` or
-    ``<i>,<name>`` are read by index when every line has one."""
+    ``<i>,<name>`` are read by index when every line has one; the indices
+    must then run 0..N-1 (or 1..N) without gaps or repeats."""
     with open(path, encoding='utf-8-sig') as f:
         lines = [ln.rstrip('\r\n') for ln in f]
     while lines and not lines[-1].strip():
@@ -252,12 +254,28 @@ def read_text_label_map(path):
     indexed = [re.fullmatch(r'\s*(\d+)\s*[,\s:]\s*(\S.*?)\s*', ln)
                for ln in lines]
     if all(indexed) and len(lines) > 1:
-        idx = sorted(int(m.group(1)) for m in indexed)
-        # 0-based, or 1-based as UCF-101's classInd.txt
-        for first in (0, 1):
-            if idx == list(range(first, first + len(lines))):
-                return _from_index_dict(path, {
-                    int(m.group(1)) - first: m.group(2) for m in indexed})
+        # every line is "<index> <name>": 0-based, or 1-based as UCF-101's
+        # classInd.txt; a gap or a repeat is an error, as in a JSON map
+        first = 1 if min(int(m.group(1)) for m in indexed) == 1 else 0
+        mapping, line_of = {}, {}
+        for n, m in enumerate(indexed, 1):
+            i = int(m.group(1))
+            if i in line_of:
+                raise LabelMapError(
+                    f'{path}, line {n}: index {i} repeats (line '
+                    f'{line_of[i]}); every line starts with a class index, '
+                    f'so each index must appear once')
+            line_of[i] = n
+            mapping[i - first] = m.group(2)
+        missing = sorted(set(range(first, max(line_of) + 1)) - set(line_of))
+        if missing:
+            shown = ', '.join(map(str, missing[:10]))
+            raise LabelMapError(
+                f'{path}: every line starts with a class index, but index '
+                f'{shown}{" ..." if len(missing) > 10 else ""} is missing '
+                f'(indices must run {first}..{first + len(lines) - 1} '
+                f'without gaps)')
+        return _from_index_dict(path, mapping)
     names = [ln.strip() for ln in lines]
     _check_unique(path, names)
     return names
