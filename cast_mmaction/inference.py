@@ -535,7 +535,8 @@ def resolve_label_names(model, spec):
             raise LabelMapError(f'label map for {key!r}: the model has no '
                                 f'such output (outputs: {sorted(expected)})')
         src = spec if isinstance(spec, str) else spec.get(key)
-        check_num_classes(names, expected[key], f'{key} label map', src)
+        check_num_classes(names, expected[key], 'label map' if key ==
+                          'label' else f'{key} label map', src)
     return maps
 
 

@@ -285,6 +285,7 @@ def test_infer_single_video_label_map_override_and_mismatch(media, tmp_path,
     err = capsys.readouterr().err
     assert rc == 2
     assert '3 class names' in err and '4 classes' in err
+    assert f'the label map ({three})' in err
 
 
 def test_infer_rejects_checkpoint_of_another_model(media, tmp_path, capsys):
