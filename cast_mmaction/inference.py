@@ -27,6 +27,7 @@ The model and the data pipeline both come from a config:
 import copy
 import os
 import os.path as osp
+import re
 import warnings
 from contextlib import contextmanager
 
@@ -55,13 +56,32 @@ def is_video_file(path):
     return osp.splitext(path)[1].lower() in VIDEO_EXTS
 
 
-def read_video_list(path, data_root=None):
-    """A list file -> ``[dict(video=..., label=int or None)]``.
+#: ``(rest of the line, its last field)`` when that field is an integer
+_LABEL_AT_END = re.compile(r'^(.*\S)[\s,]+(-?\d+)$')
 
-    One video per line, ``path`` or ``path label`` (MMAction2 list files,
-    space- or comma-separated); blank lines and lines starting with ``#`` are
-    skipped. Relative paths are taken relative to ``data_root``, else to the
-    list file's folder.
+
+def _split_labels(line):
+    """``path [label ...]`` -> ``(path, [int labels])``: the labels are the
+    integer fields at the end of the line (after a space, tab or comma), so
+    a path may hold spaces (``my clip.mp4 0``)."""
+    path, labels = line, []
+    while True:
+        m = _LABEL_AT_END.match(path)
+        if m is None:
+            return path, labels
+        path = m.group(1)
+        labels.insert(0, int(m.group(2)))
+
+
+def read_video_list(path, data_root=None):
+    """A list file -> ``[dict(video=..., label=int, list or None)]``.
+
+    One video per line, ``path`` or ``path label`` (MMAction2 list files;
+    ``path verb noun`` for EPIC models), space- or comma-separated; the
+    labels are the integer fields at the end of the line, so a path may hold
+    spaces. Either every line has a label or none. Blank lines and lines
+    starting with ``#`` are skipped. Relative paths are taken relative to
+    ``data_root``, else to the list file's folder.
     """
     root = data_root if data_root is not None else osp.dirname(
         osp.abspath(path))
@@ -71,22 +91,23 @@ def read_video_list(path, data_root=None):
             line = line.strip()
             if not line or line.startswith('#'):
                 continue
-            parts = line.replace(',', ' ').split()
-            label = None
-            if len(parts) >= 2:
-                try:
-                    label = [int(x) for x in parts[1:]]
-                except ValueError:
-                    # a path with spaces: the whole line is the path
-                    parts = [line]
-                else:
-                    label = label[0] if len(label) == 1 else label
-            video = parts[0] if label is not None else line
+            video, label = _split_labels(line)
+            if not label:
+                label = None
+            elif len(label) == 1:
+                label = label[0]
             if not osp.isabs(video):
                 video = osp.join(root, video)
             items.append(dict(video=video, label=label, line=n))
     if not items:
         raise InferenceError(f'list file {path} names no videos')
+    labelled = [it['line'] for it in items if it['label'] is not None]
+    if labelled and len(labelled) < len(items):
+        first = next(it['line'] for it in items if it['label'] is None)
+        raise InferenceError(
+            f'list file {path}, line {first}: no label, but {len(labelled)} '
+            f'other line(s) have one (e.g. line {labelled[0]}); give every '
+            f'line a label ("path label") or none')
     return items
 
 
@@ -327,6 +348,10 @@ def run_pipeline(pipeline, sample):
     return sample
 
 
+#: the error record of a video file that does not exist
+MISSING = 'file not found'
+
+
 class _VideoItems(torch.utils.data.Dataset):
     """Runs the test pipeline on each video; a failure, or a video that
     takes longer than ``sample_timeout`` seconds (see
@@ -343,6 +368,8 @@ class _VideoItems(torch.utils.data.Dataset):
 
     def __getitem__(self, i):
         item = self.items[i]
+        if not osp.isfile(item['video']):
+            return dict(item=item, packed=None, error=MISSING)
         try:
             packed = call_with_time_limit(
                 run_pipeline, self.pipeline, make_sample(item['video']),

@@ -266,6 +266,51 @@ def test_infer_list_file_csv_with_workers(media, capsys):
     assert f'top1 {50 * hits1:.1f}%, top2 {50 * hits2:.1f}%' in err
 
 
+def test_infer_list_paths_with_spaces_missing_files_and_partial_labels(
+        media, tmp_path, capsys):
+    """The label is the integer at the end of the line (a path may hold
+    spaces); a listed file that does not exist is reported as not found;
+    labels on some lines only are refused, naming the first unlabelled
+    line."""
+    import shutil
+    from cast_mmaction import inference as inf
+    shutil.copy(media['videos'][0], tmp_path / 'my clip.mp4')
+    lst = tmp_path / 'spaces.txt'
+    lst.write_text('my clip.mp4 0\ngone clip.mp4 1\n')
+    items = inf.read_video_list(str(lst))
+    assert [(i['video'], i['label']) for i in items] == [
+        (str(tmp_path / 'my clip.mp4'), 0),
+        (str(tmp_path / 'gone clip.mp4'), 1)]
+    assert [i['label'] for i in inf.read_video_list(
+        str(_write(tmp_path / 'ek.csv', 'P01 a.mp4,3,7\n')))] == [[3, 7]]
+    infer = load_tool('infer')
+    out = tmp_path / 'res.json'
+    rc = infer.main([str(lst), '--config', media['cfg'], '--checkpoint',
+                     media['ckpt'], '--num-workers', '0', '--quiet',
+                     '--out', str(out)])
+    err = capsys.readouterr().err
+    assert rc == 0
+    res = json.loads(out.read_text())
+    assert [r['video'] for r in res['results']] == [items[0]['video']]
+    assert res['failed'] == [dict(video=items[1]['video'],
+                                  error='file not found')]
+    assert f'skipped {items[1]["video"]}: file not found' in err
+    assert '1 skipped (1 not found)' in err
+    partial = _write(tmp_path / 'partial.txt',
+                     '# header\nmy clip.mp4 0\n\nmy clip.mp4\n')
+    rc = infer.main([str(partial), '--config', media['cfg'],
+                     '--checkpoint', media['ckpt']])
+    err = capsys.readouterr().err
+    assert rc == 2
+    assert f'error: list file {partial}, line 4: no label' in err
+    assert 'line 2' in err
+
+
+def _write(path, text):
+    path.write_text(text)
+    return path
+
+
 def test_infer_single_video_label_map_override_and_mismatch(media, tmp_path,
                                                             capsys):
     infer = load_tool('infer')

@@ -9,8 +9,9 @@
 
 INPUT is a video file, a folder (searched recursively for video files) or a
 list file (one video per line, optionally followed by its label as in
-MMAction2 list files; relative paths are relative to the list's folder or
---data-root). Each video goes through the config's test pipeline
+MMAction2 list files: every line or none; the label is the integer at the end
+of the line, so a path may hold spaces; relative paths are relative to the
+list's folder or --data-root). Each video goes through the config's test pipeline
 (``test_dataloader.dataset.pipeline``: the recipe's sampling, crops and views)
 and the model; the head averages the views. Printed per video: the top-k
 class names with probabilities; EPIC-KITCHENS-100 models print verb, noun and
@@ -20,8 +21,9 @@ When a list file gives labels, the summary also reports top-1 / top-k
 agreement with them (EPIC lists "path verb noun": verb, noun, action top-1).
 
 Class names come from --label-map, else from the config's ``label_map``
-field; without either, indices are printed. A video that cannot be decoded is
-reported and skipped; the exit status is 1 only when no video succeeded.
+field; without either, indices are printed. A video that cannot be decoded, or
+a listed file that does not exist, is reported and skipped; the exit status is
+1 only when no video succeeded.
 """
 import argparse
 import csv
@@ -182,7 +184,11 @@ def main(argv=None):
     summary = (f'{len(results)} of {len(items)} video(s) recognised in '
                f'{secs:.1f} s')
     if failed:
-        summary += f'; {len(failed)} skipped (cannot be decoded or run): ' + \
+        missing = sum(f['error'] == inf.MISSING for f in failed)
+        why = [f'{n} {text}' for n, text in (
+            (missing, 'not found'),
+            (len(failed) - missing, 'cannot be decoded or run')) if n]
+        summary += f'; {len(failed)} skipped ({", ".join(why)}): ' + \
             ', '.join(f['video'] for f in failed[:5]) + \
             (' ...' if len(failed) > 5 else '')
     if acc:
