@@ -274,6 +274,15 @@ def test_speedups_option_and_the_compare_rows(tmp_path):
     assert child == [str(cfg), '--phases', 'train']
 
 
+def test_speedups_that_are_not_json_are_a_usage_error(capsys):
+    with pytest.raises(SystemExit) as e:
+        benchmark.parse_speedups('{checkpoint: fusion}')
+    err = capsys.readouterr().err
+    assert e.value.code == 2
+    assert 'error: argument --speedups' in err
+    assert 'none, cpu' in err and '\'{"checkpoint": "fusion"}\'' in err
+
+
 def test_cost_curve_counts_flops_on_the_meta_device(tmp_path):
     """--cost-curve: one row per (frames, size, batch) with the FLOPs of
     the full-size model counted on the meta device, a markdown table and a

@@ -100,3 +100,23 @@ def test_check_parity_tool_passes_and_fails(tmp_path):
     r = _tool(str(bad))
     assert r.returncode == 1
     assert 'FAIL' in r.stdout
+
+
+def _parity_main():
+    import importlib.util
+    spec = importlib.util.spec_from_file_location(
+        'tool_check_parity', os.path.join(ROOT, 'tools', 'check_parity.py'))
+    tool = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(tool)
+    return tool.main
+
+
+def test_check_parity_speedups_that_are_not_json_are_a_usage_error(capsys):
+    with pytest.raises(SystemExit) as e:
+        _parity_main()(['--speedups', '{checkpoint: fusion}',
+                        os.path.join(FIXTURES, 'cast_single')])
+    err = capsys.readouterr().err
+    assert e.value.code == 2
+    assert 'usage:' in err and 'argument --speedups' in err
+    assert 'cpu, none' in err and '\'{"checkpoint": "fusion"}\'' in err
+

@@ -57,7 +57,13 @@ def main(argv=None):
     speedups = args.speedups
     if speedups and speedups.lstrip().startswith('{'):
         import json
-        speedups = json.loads(speedups)
+        try:
+            speedups = json.loads(speedups)
+        except json.JSONDecodeError as e:
+            ap.error(f'argument --speedups: {speedups!r} is not valid JSON '
+                     f'({e}); give cpu, none or a JSON dict with double-'
+                     f'quoted keys and strings, e.g. '
+                     f'\'{{"checkpoint": "fusion"}}\'')
     failed = []
     for d in args.dumps:
         print(f'== {d}')
