@@ -120,3 +120,14 @@ def test_check_parity_speedups_that_are_not_json_are_a_usage_error(capsys):
     assert 'usage:' in err and 'argument --speedups' in err
     assert 'cpu, none' in err and '\'{"checkpoint": "fusion"}\'' in err
 
+
+def test_check_parity_config_of_another_family_is_named():
+    """A config of another model family (MSCA) on a CAST dump: the error
+    names the config's backbone, not KeyError: 'experts'."""
+    from mmengine.config import Config
+    cfg = Config.fromfile(os.path.join(ROOT, 'configs', 'msca_ssv2.py'))
+    with pytest.raises(ValueError, match=r"\(backbone MSCAViT\) is another "
+                       r"model family than the dump, a CAST model"):
+        check_dump(os.path.join(FIXTURES, 'cast_single'),
+                   model_cfg=cfg.model.to_dict())
+

@@ -11,8 +11,19 @@ from ..models.presets import set_sizes
 def cast_sizes_from_meta(model_cfg, meta):
     """Override the sizes of a CAST recognizer config (e.g. the ViT-B of
     configs/cast_ssv2.py) with those of a dump, keeping its structure."""
+    from ..models.presets import cast_recognizer_cfg
     cfg = copy.deepcopy(model_cfg)
     bb = cfg['backbone']
+    cast = sorted(cast_recognizer_cfg()['backbone']['experts'])
+    experts = sorted(bb.get('experts') or {})
+    if bb.get('type') != 'CASTBackbone' or experts != cast:
+        built = f'backbone {bb.get("type")}' + (
+            f' with the experts {experts}' if experts else '')
+        raise ValueError(
+            f'the config\'s model ({built}) is another model family than '
+            f'the dump, a CAST model (CASTBackbone with the experts {cast}); '
+            f'give a CAST config (e.g. configs/cast_ssv2.py) or leave out '
+            f'--config')
     # the one size vocabulary: the presets' setter sizes every expert
     set_sizes(cfg, embed_dim=meta['embed_dim'], depth=meta['depth'],
               num_heads=meta['num_heads'], num_frames=meta['num_frames'],
