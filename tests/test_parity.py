@@ -131,3 +131,10 @@ def test_check_parity_config_of_another_family_is_named():
         check_dump(os.path.join(FIXTURES, 'cast_single'),
                    model_cfg=cfg.model.to_dict())
 
+
+def test_check_parity_missing_dump_folder_is_named(tmp_path, capsys):
+    rc = _parity_main()([str(tmp_path / 'nope'), str(tmp_path)])
+    out = capsys.readouterr().out
+    assert rc == 1
+    assert f'dump folder {tmp_path / "nope"} does not exist' in out
+    assert f'{tmp_path} has no meta.json: not a reference dump' in out

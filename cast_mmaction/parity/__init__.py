@@ -110,7 +110,14 @@ def compare(got, expected, rtol_scale=1e-4):
 
 
 def read_meta(dump_dir):
-    with open(os.path.join(dump_dir, 'meta.json')) as f:
+    if not os.path.isdir(dump_dir):
+        raise FileNotFoundError(f'dump folder {dump_dir} does not exist')
+    path = os.path.join(dump_dir, 'meta.json')
+    if not os.path.isfile(path):
+        raise FileNotFoundError(
+            f'{dump_dir} has no meta.json: not a reference dump folder '
+            f'(format: tests/fixtures/README.md)')
+    with open(path) as f:
         return json.load(f)
 
 
