@@ -221,3 +221,42 @@ def test_convert_tool_output_loads_with_mmengine(tmp_path):
                   str(tmp_path / 'x.pth'), '--config', str(wrong))
     assert r.returncode != 0
     assert 'does not fit' in r.stderr and 'cls_head.fc_verb' in r.stderr
+
+
+def test_convert_tool_refuses_bad_sources_in_one_line(tmp_path, capsys):
+    """A missing SRC, a file that is no checkpoint, a --kind of another
+    family and a checkpoint this package wrote: each a one-line exit
+    (SystemExit with the message), not a traceback; the last says the file
+    is used directly."""
+    import importlib.util
+    from _tools import tool_path
+    spec = importlib.util.spec_from_file_location(
+        'tool_convert_checkpoint', tool_path('convert_checkpoint'))
+    tool = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(tool)
+    official = os.path.join(FIXTURES, 'cast_single', 'official_checkpoint.pth')
+    ours = tmp_path / 'ours.pth'
+    assert tool.main([official, str(ours), '--quiet']) is None
+    (tmp_path / 'bad.pth').write_text('hello\n')
+    cases = [
+        ([str(tmp_path / 'nope.pth')], 'FileNotFoundError: official '
+         'checkpoint: file not found'),
+        ([str(tmp_path / 'bad.pth')], 'not a PyTorch checkpoint'),
+        ([official, '--kind', 'msca'], "ValueError: not an authors' "
+         "TokenShift/MSCA checkpoint"),
+        ([str(ours)], "already in this package's format"),
+        ([str(ours), '--kind', 'cast'], "not an official CAST checkpoint: "
+         "the file is already in this package's format"),
+    ]
+    for argv, match in cases:
+        with pytest.raises(SystemExit) as e:
+            tool.main(argv[:1] + [str(tmp_path / 'out.pth'), '--quiet'] +
+                      argv[1:])
+        assert isinstance(e.value.code, str) and match in e.value.code, argv
+    assert 'used directly' in e.value.code
+    assert not (tmp_path / 'out.pth').exists()
+    # --help: the ST-Adapter example is its own paragraph
+    with pytest.raises(SystemExit):
+        tool.parse_args(['--help'])
+    help_text = capsys.readouterr().out
+    assert 'configs/st_adapter_k400.py\n\nWith ``--config``' in help_text

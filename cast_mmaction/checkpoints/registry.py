@@ -139,6 +139,21 @@ def _sample(state, n=6):
     return ', '.join(list(state)[:n])
 
 
+def _already_ours(state):
+    """An MMAction2 recognizer's keys (``backbone.*``, ``cls_head.*``) that
+    no official kind claims (AIM's release has such keys too): a checkpoint
+    of this package."""
+    return any(k.startswith(('backbone.', 'cls_head.')) for k in state) and \
+        not any(c.detect(state) for c in CONVERTERS.values())
+
+
+_OURS = ('the file is already in this package\'s format (an MMAction2 '
+         'recognizer\'s keys: backbone.*, cls_head.*; what tools/train.py and '
+         'tools/convert/convert_checkpoint.py write) and is used directly '
+         '(tools/test.py, tools/infer.py --checkpoint, load_from): there is '
+         'nothing to convert')
+
+
 def detect_kind(state, kinds=None):
     """The one converter name among ``kinds`` (default all) whose detection
     accepts ``state``; a clear error for none or several."""
@@ -149,6 +164,8 @@ def detect_kind(state, kinds=None):
     if hits:
         raise ValueError(f'checkpoint matches several kinds {hits}; pass '
                          f'--kind')
+    if _already_ours(state):
+        raise ValueError(f'{_OURS} (keys: {_sample(state)}, ...)')
     raise ValueError(f'unknown checkpoint layout (keys: {_sample(state)}, '
                      f'...); known kinds: {sorted(CONVERTERS)}. Pass --kind.')
 
@@ -156,6 +173,9 @@ def detect_kind(state, kinds=None):
 def _refuse(state, kinds, what):
     expects = '; or '.join(CONVERTERS[k].expects for k in kinds)
     others = sorted(set(CONVERTERS) - set(kinds))
+    if _already_ours(state):
+        raise ValueError(f'not an {what}: {_OURS} (keys: {_sample(state)}, '
+                         f'...)')
     raise ValueError(f'not an {what} (expected {expects}; found '
                      f'{_sample(state)}, ...). Other official kinds: '
                      f'{others} (tools/convert/convert_checkpoint.py detects them). '

@@ -8,12 +8,15 @@ SRC is the authors' file (CAST: a DeepSpeed dump ``{'module': state_dict}``;
 the trained parameters only (ST-Adapter: adapters and ``fc``) needs the
 frozen tower it was trained on, OpenAI's CLIP file:
 
-    python tools/convert/convert_checkpoint.py st_adapter_k400.pth DST.pth --tower checkpoints/ViT-B-16.pt --config configs/st_adapter_k400.py
- With ``--config`` the
-result is checked against the model the config builds (every key present,
-shapes equal, position tables resized for other input sizes) and the tool
-fails with the offending keys otherwise. The output is an MMEngine checkpoint
-``{'state_dict': ..., 'meta': ...}``.
+    python tools/convert/convert_checkpoint.py st_adapter_k400.pth DST.pth \\
+        --tower checkpoints/ViT-B-16.pt --config configs/st_adapter_k400.py
+
+With ``--config`` the result is checked against the model the config builds
+(every key present, shapes equal, position tables resized for other input
+sizes) and the tool fails with the offending keys otherwise. The output is an
+MMEngine checkpoint ``{'state_dict': ..., 'meta': ...}``; a checkpoint of this
+package (tools/train.py's, or this tool's output) needs no conversion and is
+used as it is.
 
 Expert weights (``--expert clip|videomae|ast``): SRC is anything the
 expert's ``pretrained`` field accepts (the authors' / OpenAI / open_clip
@@ -112,11 +115,13 @@ def _convert_full(args, stage):
         state = read_state_dict(args.src, 'official checkpoint')
     except safe_load.UntrustedCheckpointError as e:
         sys.exit(f'UntrustedCheckpointError: {e}')
+    except (ValueError, FileNotFoundError) as e:  # missing, not a checkpoint
+        sys.exit(f'{type(e).__name__}: {e}')
     try:
         kind = args.kind or detect_kind(state)
     except ValueError as e:
         _not_a_full_model(args.src, Source(state), e)
-        raise
+        sys.exit(f'{type(e).__name__}: {e}')
     conv = CONVERTERS[kind]
     stage('convert')
     try:
@@ -125,7 +130,10 @@ def _convert_full(args, stage):
         sys.exit(f'UntrustedCheckpointError: {e}')
     except (ValueError, FileNotFoundError) as e:
         sys.exit(f'{type(e).__name__}: {e}')
-    out, unmapped = convert_state(kind, state)
+    try:
+        out, unmapped = convert_state(kind, state)
+    except ValueError as e:  # --kind names another family than SRC's
+        sys.exit(f'{type(e).__name__}: {e}')
     print(f'[{kind}] converted {len(out)} tensors from {args.src}')
     if unmapped:
         print(f'  not mapped ({len(unmapped)}): {unmapped[:10]}')
