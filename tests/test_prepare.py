@@ -166,6 +166,45 @@ def test_prepare_k400(tmp_path, capsys):
     assert rc == 2 and 'petting animal (not cat)' in err and 'line 4' in err
 
 
+def test_prepare_k400_lists_each_video_once_and_reports_duplicates(
+        tmp_path, capsys):
+    """A repeated CSV row (and a row naming the same video with another
+    label) is left out and reported with both lines; the list names each
+    video once, so the dataset's list check accepts it."""
+    from cast_mmaction.datasets.annotation_checks import check_list_file
+    tool = load_tool('prepare_k400')
+    csv_path = tmp_path / 'train.csv'
+    write_k400_csv(csv_path, [
+        ('zumba', 'aaa', 10, 20, 'train', 0),
+        ('abseiling', 'bbb', 0, 10, 'train', 0),
+        ('zumba', 'aaa', 10, 20, 'train', 0),
+        ('abseiling', 'aaa', 10, 20, 'train', 0),
+        ('zumba', 'ggg', 1, 2, 'train', 0),
+        ('zumba', 'ggg', 1, 2, 'train', 0)])
+    tr = tmp_path / 'videos'
+    touch(tr / 'aaa_000010_000020.mp4')
+    touch(tr / 'bbb_000000_000010.mp4')
+    out = tmp_path / 'out'
+    rc = tool.main(['--csv', f'train={csv_path}', '--videos', f'train={tr}',
+                    '--out-dir', str(out)])
+    printed = capsys.readouterr().out
+    assert rc == 0
+    listed = out / 'kinetics400_train_list_videos.txt'
+    assert lines(listed) == ['aaa_000010_000020.mp4 1',
+                             'bbb_000000_000010.mp4 0']
+    assert check_list_file(str(listed), str(tr)) == 2
+    assert lines(out / 'kinetics400_train_missing.txt') == [
+        'ggg_000001_000002']
+    reports = [f'{csv_path}, line 4 repeats line 2',
+               f'{csv_path}, line 5 names the video of line 2 '
+               f"(aaa_000010_000020.mp4) again with another label "
+               f"('abseiling'; line 2's 'zumba' is kept)",
+               f'{csv_path}, line 7 repeats line 6']
+    assert lines(out / 'kinetics400_train_duplicates.txt') == reports
+    assert '3 duplicate row(s) left out' in printed
+    assert all(r in printed for r in reports)
+
+
 def test_prepare_k400_input_errors(tmp_path, capsys):
     tool = load_tool('prepare_k400')
     bad = tmp_path / 'bad.csv'

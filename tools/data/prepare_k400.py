@@ -17,7 +17,10 @@ scripts' naming), ``<youtube_id>_<time_start>_<time_end>`` or
 ``<youtube_id>``; any video extension. Rows whose video is not found are
 left out of the list and named in ``<name>_<split>_missing.txt``: many
 YouTube videos have disappeared, so every local copy of Kinetics is
-incomplete.
+incomplete. A row that repeats an earlier one (or names the same video file)
+is left out and reported with both CSV lines, also in
+``<name>_<split>_duplicates.txt``: each video is listed once (the datasets
+refuse a list that names a video twice).
 
 Preparing the videos for fast reads (optional): ``--resize-short 320
 --keyint 16`` re-encodes every listed video with PyAV (libx264, no ffmpeg
@@ -126,6 +129,20 @@ def candidates(row):
     return (f'{y}_{s:06d}_{e:06d}', f'{y}_{s}_{e}', y)
 
 
+def duplicate_note(path, row, first, key):
+    """The report of ``row``, which names the video of the earlier row
+    ``first`` again (``key``: the file, or the stem of a missing one)."""
+    same = all(row[k] == first[k] for k in ('youtube_id', 'time_start',
+                                              'time_end', 'label'))
+    note = (f'{path}, line {row["line"]} repeats line {first["line"]}'
+            if same else f'{path}, line {row["line"]} names the video of '
+            f'line {first["line"]} ({key}) again')
+    if row['label'] != first['label']:
+        note += (f' with another label ({row["label"]!r}; line '
+                 f'{first["line"]}\'s {first["label"]!r} is kept)')
+    return note
+
+
 def parse_pairs(values, flag):
     out = {}
     for v in values or []:
@@ -222,11 +239,19 @@ def main(argv=None):
                     f'is not in the class list ({source}); '
                     f'{len(unknown)} rows like it')
             found = index_videos(roots[split], args.quiet)
-            lines, missing, rels = [], [], []
+            lines, missing, rels, dups, first_row = [], [], [], [], {}
             for r in track(split_rows, desc=f'{split} rows', unit='row',
                            quiet=args.quiet):
                 rel = next((found[c] for c in candidates(r) if c in found),
                            None)
+                # one sample per video: a repeated row (or two rows that
+                # name the same file) is kept once and reported
+                key = rel if rel is not None else candidates(r)[0]
+                if key in first_row:
+                    dups.append(duplicate_note(csvs[split], r,
+                                               first_row[key], key))
+                    continue
+                first_row[key] = r
                 if rel is None:
                     missing.append(candidates(r)[0])
                     continue
@@ -260,6 +285,17 @@ def main(argv=None):
                         f'in {miss}')
             elif osp.exists(miss):
                 os.remove(miss)
+            dup_file = osp.join(args.out_dir,
+                                f'{args.name}_{split}_duplicates.txt')
+            if dups:
+                with open(dup_file, 'w') as f:
+                    f.writelines(d + '\n' for d in dups)
+                msg += (f'; {len(dups)} duplicate row(s) left out (each '
+                        f'video is listed once), listed in {dup_file}:\n  '
+                        + '\n  '.join(dups[:10]) +
+                        ('\n  ...' if len(dups) > 10 else ''))
+            elif osp.exists(dup_file):
+                os.remove(dup_file)
             print(msg)
             if not lines:
                 raise PrepareError(
