@@ -319,6 +319,34 @@ def test_missing_paths_name_the_fields(tmp_path):
     assert 'ann_file_test' in msg and 'clip_weights' not in msg
 
 
+def test_missing_resume_checkpoint_names_the_argument(tmp_path):
+    """tools/train.py --resume PATH sets load_from: a missing PATH is named
+    as --resume, without the config / --cfg-options load_from hint; a
+    missing load_from of the config is named once."""
+    cfg = load('cast_ssv2.py')
+    cfg.resume, cfg.load_from = True, '/nope/epoch_3.pth'
+    with pytest.raises(MissingPathError) as e:
+        check_paths(cfg, 'train', resume='/nope/epoch_3.pth')
+    msg = str(e.value)
+    assert ("  --resume (argument of tools/train.py) = '/nope/epoch_3.pth': "
+            "file not found") in msg
+    assert 'load_from' not in msg
+    with pytest.raises(MissingPathError) as e:
+        check_paths(cfg, 'train')
+    assert "\n  load_from = '/nope/epoch_3.pth': file not found" in \
+        str(e.value)
+    env = dict(os.environ, PYTHONPATH=ROOT)
+    proc = subprocess.run(
+        [sys.executable, osp.join(ROOT, 'tools', 'train.py'),
+         osp.join(CONFIGS, 'cast_k400.py'), '--work-dir', str(tmp_path / 'w'),
+         '--resume', str(tmp_path / 'missing.pth')], cwd=str(tmp_path),
+        env=env, capture_output=True, text=True, timeout=120)
+    assert proc.returncode != 0
+    assert (f"--resume (argument of tools/train.py) = "
+            f"'{tmp_path / 'missing.pth'}': file not found") in proc.stderr
+    assert 'load_from' not in proc.stderr
+
+
 def test_existing_paths_pass(tmp_path):
     cfg = load('cast_k400.py')
     fields = {}

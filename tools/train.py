@@ -123,7 +123,8 @@ def main(argv=None):
     cfg = merge_args(cfg, args)
     if not args.no_check:
         try:
-            check_paths(cfg, 'train', config_name=args.config)
+            check_paths(cfg, 'train', config_name=args.config,
+                        resume=None if args.resume == 'auto' else args.resume)
         except MissingPathError as e:  # a clear message, no traceback
             sys.exit(f'MissingPathError: {e}')
     runner = build_runner(cfg)

@@ -83,10 +83,18 @@ def _pretrained_paths(obj, field):
     return out
 
 
-def required_paths(cfg, mode, checkpoint=None):
+#: the field names of paths given on the command line (no config variable
+#: to edit): tools/test.py's CHECKPOINT, tools/train.py's --resume PATH
+CHECKPOINT_ARG = 'CHECKPOINT (argument of tools/test.py)'
+RESUME_ARG = '--resume (argument of tools/train.py)'
+
+
+def required_paths(cfg, mode, checkpoint=None, resume=None):
     """The (field, path, kind) triples that ``mode`` ('train' or 'test')
     needs; kind is 'file', 'dir' or 'checkpoint' (a file, or a sharded
-    checkpoint folder)."""
+    checkpoint folder). ``checkpoint``: tools/test.py's CHECKPOINT;
+    ``resume``: the path of tools/train.py's ``--resume PATH`` (it sets
+    ``load_from``), named as that argument."""
     if mode not in ('train', 'test'):
         raise ValueError(f"mode must be 'train' or 'test', got {mode!r}")
     paths = []
@@ -97,7 +105,9 @@ def required_paths(cfg, mode, checkpoint=None):
         paths += _pretrained_paths(_get(cfg, 'model', {}), 'model')
         load_from = _get(cfg, 'load_from')
         if isinstance(load_from, str) and load_from:
-            paths.append(('load_from', load_from, 'checkpoint'))
+            paths.append((RESUME_ARG if resume is not None and
+                          load_from == resume else 'load_from', load_from,
+                          'checkpoint'))
     else:
         loaders = ['test_dataloader']
         ckpt = checkpoint if checkpoint is not None else _get(
@@ -106,9 +116,8 @@ def required_paths(cfg, mode, checkpoint=None):
             raise MissingPathError(
                 'testing needs a checkpoint: give CHECKPOINT to tools/test.py '
                 '(or set load_from in the config)')
-        paths.append(('CHECKPOINT (argument of tools/test.py)'
-                      if checkpoint is not None else 'load_from', ckpt,
-                      'checkpoint'))
+        paths.append((CHECKPOINT_ARG if checkpoint is not None else
+                      'load_from', ckpt, 'checkpoint'))
     for name in loaders:
         loader = _get(cfg, name)
         if loader:
@@ -130,11 +139,11 @@ def _variables_for(cfg, path):
     return names
 
 
-def missing_paths(cfg, mode, checkpoint=None):
+def missing_paths(cfg, mode, checkpoint=None, resume=None):
     """(field, path, kind, variables) of the required paths that do not
     exist."""
     out = []
-    for field, path, kind in required_paths(cfg, mode, checkpoint):
+    for field, path, kind in required_paths(cfg, mode, checkpoint, resume):
         full = osp.expanduser(path)
         # a checkpoint: a file, or a sharded checkpoint folder (FSDP2)
         ok = (osp.isfile(full) if kind == 'file' else osp.isdir(full) if
@@ -144,23 +153,26 @@ def missing_paths(cfg, mode, checkpoint=None):
     return out
 
 
-def check_paths(cfg, mode, checkpoint=None, config_name=None):
+def check_paths(cfg, mode, checkpoint=None, config_name=None, resume=None):
     """Raise :class:`MissingPathError` listing every missing path of a
     ``mode`` run ('train' or 'test'), each with the config field(s) that
-    name it. Returns the list of checked (field, path, kind)."""
-    checked = required_paths(cfg, mode, checkpoint)
-    missing = missing_paths(cfg, mode, checkpoint)
+    name it (or the command-line argument: ``checkpoint``, ``resume``, see
+    :func:`required_paths`). Returns the list of checked (field, path,
+    kind)."""
+    checked = required_paths(cfg, mode, checkpoint, resume)
+    missing = missing_paths(cfg, mode, checkpoint, resume)
     if not missing:
         return checked
     what = 'training' if mode == 'train' else 'testing'
     src = f' with {config_name}' if config_name else ''
     lines, nested = [], []
     for field, path, kind, variables in missing:
-        if field.startswith('CHECKPOINT'):
-            variables = []  # tools/test.py copies it into load_from
+        if field in (CHECKPOINT_ARG, RESUME_ARG):
+            variables = []  # the tool copies it into load_from
         else:
             nested.append(field)
-        name = ' / '.join(variables + [field]) if variables else field
+        name = ' / '.join(variables + [field] if field not in variables
+                          else variables)
         thing = 'folder' if kind == 'dir' else 'file'
         lines.append(f'  {name} = {path!r}: {thing} not found')
     hint = ''
