@@ -151,7 +151,8 @@ _OURS = ('the file is already in this package\'s format (an MMAction2 '
          'recognizer\'s keys: backbone.*, cls_head.*; what tools/train.py and '
          'tools/convert/convert_checkpoint.py write) and is used directly '
          '(tools/test.py, tools/infer.py --checkpoint, load_from): there is '
-         'nothing to convert')
+         'nothing to convert (a checkpoint of another MMAction2 model has '
+         'these keys too and no converter here)')
 
 
 def detect_kind(state, kinds=None):
