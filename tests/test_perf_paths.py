@@ -315,6 +315,15 @@ def test_drop_path_is_timms_mask_over_keep_in_one_pass(batch, p):
         assert seen == {True, False}
 
 
+@pytest.mark.parametrize('p', [1.0, -0.1, 1.5])
+def test_drop_path_refuses_a_rate_outside_0_to_1(p):
+    """p = 1 divides by a keep probability of 0: NaN outputs; refused
+    when the model is built, naming the field."""
+    from cast_mmaction.models.layers import DropPath
+    with pytest.raises(ValueError, match='drop_path_rate'):
+        DropPath(p)
+
+
 @pytest.mark.parametrize('scale', [1.0, 0.5])
 @pytest.mark.parametrize('batch,p', [(1, 0.5), (6, 0.3), (6, 0.0)])
 def test_drop_path_add_is_the_residual_update(batch, p, scale):

@@ -34,6 +34,10 @@ class DropPath(nn.Module):
     def __init__(self, p=0.0):
         super().__init__()
         self.p = float(p)
+        if not 0.0 <= self.p < 1.0:
+            # p = 1 would divide by a keep probability of 0 (NaN outputs)
+            raise ValueError(f'DropPath p={p}: use 0 <= p < 1 (the model\'s '
+                             f'drop_path_rate sets the last layer\'s p)')
 
     def _factor(self, x):
         """The per-sample factor ``mask / keep``, (B, 1, ..., 1)."""
