@@ -21,23 +21,14 @@ import time
 
 import torch
 
-sys.path.insert(0, 'tools')
-import benchmark as B  # noqa: E402
-from cast_mmaction.models import layers  # noqa: E402
+from cast_mmaction.models import layers
+from _ssv2_step import ssv2_step
 
 rounds = int(sys.argv[1]) if len(sys.argv) > 1 else 8
 spec = os.environ.get('SPEEDUPS', json.dumps(dict(
     preset='cpu', cpu_attention=True, cpu_block_cache=True)))
-args = B.parse_args(['configs/cast_ssv2.py', '--device', 'cpu',
-                     '--speedups', spec])
-built = B.build_ours(args, B._load_cfg(args))
-model = built['model']
-size = built['size'] if isinstance(built['size'], tuple) else (
-    built['size'], ) * 2
-torch.manual_seed(0)
-x = torch.randn(1, 3, built['frames'], *size)
-labels = torch.tensor([1])
-opt = built['optimizer']()
+ssv2 = ssv2_step(spec)
+model, step = ssv2.model, ssv2.train
 NEW = layers.DropPath.add, layers.DropPath.forward
 
 
@@ -59,12 +50,6 @@ def earlier_add(self, x, y, scale=1.0):
 def use(form):
     layers.DropPath.add, layers.DropPath.forward = NEW if form == 'add' \
         else (earlier_add, earlier_forward)
-
-
-def step():
-    built['train_forward'](x, labels).backward()
-    opt.step()
-    opt.zero_grad(set_to_none=True)
 
 
 model.train()

@@ -1,9 +1,10 @@
-"""The cores' fp32 FMA throughput (GFLOP/s) beside MKL's matmul rate on the
-model's GEMM shapes: what the "matmul peak" of tools/benchmark.py (the best
-``torch.mm`` rate on those shapes) is as a share of the arithmetic the cores
-can do. The FMA figure is a register-only loop (24 independent 16-lane
-fused multiply-adds per iteration, no memory traffic) compiled with torch's
-JIT builder, on 1 thread and on torch's thread count, best of ROUNDS.
+"""The cores' fp32 FMA throughput (GFLOP/s) beside the "matmul peak" of
+tools/benchmark.py (its ``matmul_peak``: the best rate of the model's
+largest linear shapes, ``F.linear`` and oneDNN's, CAST ViT-B SSv2 at batch
+1): what that yardstick is as a share of the arithmetic the cores can do.
+The FMA figure is a register-only loop (24 independent 16-lane fused
+multiply-adds per iteration, no memory traffic) compiled with torch's JIT
+builder, on 1 thread and on torch's thread count, best of ROUNDS.
 
     PYTHONPATH=$PWD python benchmarks/scripts/fma_peak.py [ROUNDS]
 
@@ -12,10 +13,11 @@ Needs AVX-512F, a C++ compiler and ninja.
 import os
 import sys
 import tempfile
-import time
 
 import torch
 from torch.utils import cpp_extension
+
+from _ssv2_step import B, ssv2_step
 
 SOURCE = r'''
 #include <torch/extension.h>
@@ -48,9 +50,6 @@ double fma_loop(int64_t iters, int64_t threads) {
 PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) { m.def("fma_loop", &fma_loop); }
 '''
 
-SHAPES = [(1568, 768, 3072), (1568, 3072, 768), (1568, 768, 2304)]
-
-
 def main():
     rounds = int(sys.argv[1]) if len(sys.argv) > 1 else 5
     with tempfile.TemporaryDirectory() as d:
@@ -64,21 +63,19 @@ def main():
     iters = 20_000_000
     flop_per_thread = 2 * 16 * 24 * iters
     n = torch.get_num_threads()
+    fma = {}
     for threads in sorted({1, n}):
         best = min(ext.fma_loop(iters, threads) for _ in range(rounds))
-        print(f'FMA loop, {threads} thread(s): '
-              f'{flop_per_thread * threads / best / 1e9:.1f} GFLOP/s')
-    for m, k, n_ in SHAPES:
-        a, b = torch.randn(m, k), torch.randn(k, n_)
-        out = torch.empty(m, n_)
-        torch.mm(a, b, out=out)
-        best = float('inf')
-        for _ in range(rounds):
-            t0 = time.perf_counter()
-            torch.mm(a, b, out=out)
-            best = min(best, time.perf_counter() - t0)
-        print(f'torch.mm {m}x{k} @ {k}x{n_}, {n} thread(s): '
-              f'{2 * m * k * n_ / best / 1e9:.1f} GFLOP/s')
+        fma[threads] = flop_per_thread * threads / best / 1e9
+        print(f'FMA loop, {threads} thread(s): {fma[threads]:.1f} GFLOP/s')
+    ssv2 = ssv2_step()
+    peak = B.matmul_peak(ssv2.model, torch.device('cpu'), None, ssv2.frames,
+                         ssv2.size, 1, reps=rounds)
+    for shape, rate in peak['peak_detail'].items():
+        print(f'{shape}, {n} thread(s): {rate:.1f} GFLOP/s')
+    print(f'matmul peak (tools/benchmark.py): {peak["peak_gflops"]:.1f} '
+          f'GFLOP/s = {100 * peak["peak_gflops"] / fma[n]:.1f} % of the FMA '
+          f'loop on {n} thread(s)')
 
 
 if __name__ == '__main__':

@@ -13,37 +13,17 @@ import collections
 import sys
 import time
 
-import torch
 from torch.profiler import ProfilerActivity, profile
 
 sys.path.insert(0, 'tools')
 import benchmark as B  # noqa: E402
+from _ssv2_step import ssv2_step  # noqa: E402
 
 mode = sys.argv[1] if len(sys.argv) > 1 else 'train'
 speedups = sys.argv[2] if len(sys.argv) > 2 else None
 rows = int(sys.argv[3]) if len(sys.argv) > 3 else 30
-args = B.parse_args(['configs/cast_ssv2.py', '--device', 'cpu'] + (
-    ['--speedups', speedups] if speedups else []))
-built = B.build_ours(args, B._load_cfg(args))
-model = built['model']
-size = built['size'] if isinstance(built['size'], tuple) else (
-    built['size'], ) * 2
-torch.manual_seed(0)
-x = torch.randn(1, 3, built['frames'], *size)
-labels = torch.tensor([1])
-opt = built['optimizer']()
-
-
-def train():
-    built['train_forward'](x, labels).backward()
-    opt.step()
-    opt.zero_grad(set_to_none=True)
-
-
-def infer():
-    with torch.no_grad():
-        built['infer_forward'](x)
-
+step = ssv2_step(speedups)
+model, train, infer = step.model, step.train, step.infer
 
 fn = train if mode == 'train' else infer
 model.train(mode == 'train')
