@@ -215,13 +215,12 @@ def parse_speedups(text):
     if text == 'none':
         return None
     if text.lstrip().startswith('{'):
+        from cast_mmaction.models.speedups import spec_from_json
         try:
-            return json.loads(text)
-        except json.JSONDecodeError as e:  # argparse's usage error form
-            print(f'benchmark.py: error: argument --speedups: {text!r} is '
-                  f'not valid JSON ({e}); give none, cpu or a JSON dict '
-                  f'with double-quoted keys and strings, e.g. '
-                  f'\'{{"checkpoint": "fusion"}}\'', file=sys.stderr)
+            return spec_from_json(text, 'none, cpu')
+        except ValueError as e:  # argparse's usage error form
+            print(f'benchmark.py: error: argument --speedups: {e}',
+                  file=sys.stderr)
             raise SystemExit(2) from None
     return text
 

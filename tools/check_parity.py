@@ -56,14 +56,11 @@ def main(argv=None):
         model_cfg = Config.fromfile(args.config).model.to_dict()
     speedups = args.speedups
     if speedups and speedups.lstrip().startswith('{'):
-        import json
+        from cast_mmaction.models.speedups import spec_from_json
         try:
-            speedups = json.loads(speedups)
-        except json.JSONDecodeError as e:
-            ap.error(f'argument --speedups: {speedups!r} is not valid JSON '
-                     f'({e}); give cpu, none or a JSON dict with double-'
-                     f'quoted keys and strings, e.g. '
-                     f'\'{{"checkpoint": "fusion"}}\'')
+            speedups = spec_from_json(speedups, 'cpu, none')
+        except ValueError as e:
+            ap.error(f'argument --speedups: {e}')
     failed = []
     for d in args.dumps:
         print(f'== {d}')

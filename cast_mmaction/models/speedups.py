@@ -234,6 +234,20 @@ def _plain(v):
     return v
 
 
+def spec_from_json(text, forms):
+    """A command line's ``--speedups`` JSON dict (``tools/benchmark.py``,
+    ``tools/check_parity.py``); text that does not parse is a ``ValueError``
+    naming the tool's other accepted ``forms`` and an example."""
+    import json
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError as e:
+        raise ValueError(
+            f'{text!r} is not valid JSON ({e}); give {forms} or a JSON dict '
+            f'with double-quoted keys and strings, e.g. '
+            f'\'{{"checkpoint": "fusion"}}\'') from None
+
+
 def resolve(spec, facts=None):
     """A config value (None, ``'cpu'``, or a dict of :data:`KEYS` and
     optionally ``preset``) -> :class:`Speedups`; ``facts`` defaults to
