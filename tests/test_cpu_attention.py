@@ -119,21 +119,33 @@ def test_the_same_numbers_on_every_run_and_thread_count():
 
 
 @needs_kernel
-def test_output_and_gradients_are_token_major():
-    """Output and q / k / v gradients come (B, L, H, d)-contiguous: merging
-    the heads back into (B, L, H d) is a view (no copy); for the heads of
-    one packed projection, the gradients are the thirds of one contiguous
-    (B, L, 3 H d) tensor."""
-    for strided in (False, True):
-        grads = check_token_major(ca.cpu_sdpa,
-                                  *_qkv(2, 3, 40, 40, 32, strided=strided))
-        if not strided:
-            for g in grads:
-                assert g.transpose(1, 2).is_contiguous()
-        else:
-            assert ca.thirds_of_one(*grads)
-            whole = grads[0].transpose(1, 2).reshape(2, 40, 96)
-            assert whole.stride() == (40 * 288, 288, 1)
+def test_output_and_gradients_keep_the_inputs_layouts():
+    """The output is laid out as q and each gradient as its input where
+    that is dense (the heads of a (B, L, H d) tensor, or (B, H, L, d)
+    itself): merging the heads back is a view and the producer's backward
+    gets its own layout; for the heads of one packed projection, the
+    gradients are the thirds of one contiguous (B, L, 3 H d) tensor."""
+    b, h, n, d = 2, 3, 40, 32
+    g = torch.Generator().manual_seed(0)
+    token_major = [torch.randn(b, n, h * d, generator=g)
+                   .reshape(b, n, h, d).transpose(1, 2).requires_grad_()
+                   for _ in range(3)]
+    # heads of a sequence that is a transposed view of its grid (B-CAST's
+    # 'time' window): (B, T, N, H d) read as N sequences over T
+    grid = [torch.randn(1, n, b, h * d, generator=g).transpose(1, 2)
+            .reshape(b, n, h, d).transpose(1, 2).requires_grad_()
+            for _ in range(3)]
+    plain = _qkv(b, h, n, n, d)
+    for q, k, v in (token_major, grid, plain):
+        out = ca.cpu_sdpa(q, k, v)
+        assert out.stride() == q.stride()
+        grads = torch.autograd.grad(out, (q, k, v), torch.randn_like(out))
+        for t, gt in zip((q, k, v), grads):
+            assert gt.stride() == t.stride()
+    grads = check_token_major(ca.cpu_sdpa, *_qkv(b, h, n, n, d, strided=True))
+    assert ca.thirds_of_one(*grads)
+    third = grads[0].transpose(1, 2).reshape(b, n, h * d)  # a view
+    assert third.stride() == (n * 3 * h * d, 3 * h * d, 1)
 
 
 def test_thirds_of_one_reads_the_layout():
@@ -200,6 +212,70 @@ def test_a_packed_projection_gets_its_gradient_without_a_copy():
     assert 'cast_mmaction.cpu_sdpa_backward_packed.default' in ops
 
 
+def test_kv_whole_reads_the_layout():
+    """k and v are the halves of one (B, L, 2 H d) tensor, contiguous or a
+    transposed view (a 'time' window's sequences), or they are not."""
+    h, d = 2, 8
+
+    def halves(kv):
+        b, n, _ = kv.shape
+        return [t.reshape(b, n, h, d).transpose(1, 2)
+                for t in kv.chunk(2, dim=-1)]
+
+    flat = torch.randn(3, 5, 2 * h * d)
+    assert torch.equal(ca.kv_whole(*halves(flat)), flat)
+    grid = torch.randn(1, 5, 3, 2 * h * d)  # (B, T, N, 2 c) -> N sequences
+    seq = grid.transpose(1, 2).reshape(3, 5, 2 * h * d)
+    whole = ca.kv_whole(*halves(seq))
+    assert whole.stride() == seq.stride() and torch.equal(whole, seq)
+    k, v = halves(flat)
+    assert ca.kv_whole(k, v.clone()) is None  # apart
+    assert ca.kv_whole(v, k) is None  # v first: not k's right half
+    assert ca.kv_whole(*halves(torch.randn(3, 5, 4 * h * d)[..., :2 * h * d])
+                       ) is None  # halves of a slice with a gap after them
+
+
+@needs_kernel
+@pytest.mark.parametrize('batch', [1, 2])
+@pytest.mark.parametrize('window', ['time', 'space', 'global'])
+def test_a_links_projections_get_their_gradients_without_a_copy(window,
+                                                                batch):
+    """B-CAST's window attention under the kernel: k / v's gradient is
+    written as the kv projection's, laid out as its grid (no concatenation
+    of the halves), q's and the output's in the grid's layout too: at batch
+    1 no copy at all, forward or backward (a 'time' window's sequences are
+    a transposed view of the grid); at batch 2 a 'time' window's sequences
+    of both samples are copies (at most one each way for q and kv), the
+    rest as at batch 1. The same numbers as the reference module to fp32 rounding."""
+    from cast_mmaction.models.fusion import WindowCrossAttention
+    torch.manual_seed(0)
+    ref = WindowCrossAttention(64, 2, window, (4, 6), (4, 6))
+    fast = WindowCrossAttention(64, 2, window, (4, 6), (4, 6))
+    fast.load_state_dict(ref.state_dict())
+    fast.__class__ = speedups.CPUKernelWindowCrossAttention
+    q, kv = (torch.randn(batch, 4, 6, 64) for _ in range(2))
+    g = torch.randn(batch, 4, 6, 64)
+
+    def run(mod):
+        qq, kk = (t.clone().requires_grad_() for t in (q, kv))
+        out, fwd = ops_dispatched(lambda: mod(qq, kk))
+        got, bwd = ops_dispatched(lambda: torch.autograd.grad(
+            out, [qq, kk] + list(mod.parameters()), g))
+        return out, got, [op for op in fwd + bwd
+                          if 'clone' in op or 'copy' in op or 'cat' in op]
+
+    out_ref, want, _ = run(ref)
+    out, got, copies = run(fast)
+    torch.testing.assert_close(out, out_ref, rtol=1e-5, atol=1e-5)
+    for a, b in zip(got, want):
+        torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-5)
+    if window == 'time' and batch > 1:
+        # the sequences of q and kv, and their gradients back
+        assert len(copies) <= 4 and 'aten.cat.default' not in copies, copies
+    else:
+        assert copies == []
+
+
 def test_split_thirds_concatenates_gradients_that_are_apart():
     """Where the attention ran elsewhere (the reference path), the three
     gradients are separate tensors: concatenated, as ``chunk``'s backward."""
@@ -245,7 +321,9 @@ def test_selective_checkpointing_keeps_its_output(monkeypatch):
     ext = ca.extension()
 
     class Counting:
-        forward = staticmethod(lambda *a: calls.append(1) or ext.forward(*a))
+        forward_into = staticmethod(
+            lambda *a: calls.append(1) or ext.forward_into(*a))
+        backward_into = staticmethod(ext.backward_into)
         backward = staticmethod(ext.backward)
 
     monkeypatch.setattr(ca, 'extension', lambda: Counting)

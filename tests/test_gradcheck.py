@@ -25,7 +25,7 @@ from cast_mmaction.models.speedups import onednn_linear as linear
 # have Functions; the reference model has none
 COVERED = {'cast_mmaction.models.speedups._Linear',
            'cast_mmaction.models.speedups._FrozenMLP',
-           'cast_mmaction.models.cpu_attention._SplitThirds'}
+           'cast_mmaction.models.cpu_attention._SplitParts'}
 ONEDNN = speedups._LP is not None
 
 
@@ -225,21 +225,29 @@ def test_frozen_mlp_trainable_weights_take_the_module_path():
 
 
 @pytest.mark.parametrize('packed_grads', [False, True])
-def test_split_thirds_gradcheck(packed_grads):
-    """``cpu_attention._SplitThirds`` (``chunk(3, -1)``): gradcheck with
-    the three gradients apart (its concatenating branch) and with them the
-    thirds of one tensor (its pass-on branch, the kernel's packed
-    gradient's layout)."""
-    from cast_mmaction.models.cpu_attention import _SplitThirds
-    x = _t((2, 5, 12), 0)
+@pytest.mark.parametrize('parts, transposed', [(3, False), (2, False),
+                                               (2, True)])
+def test_split_parts_gradcheck(parts, transposed, packed_grads):
+    """``cpu_attention._SplitParts`` (``chunk(n, -1)``: the experts' q / k /
+    v thirds, B-CAST's k / v halves, also of a transposed view as a 'time'
+    window's sequences are): gradcheck with the gradients apart (its
+    concatenating branch) and with them the parts of one tensor laid out
+    as the input (its pass-on branch, the kernel's packed gradients)."""
+    from cast_mmaction.models.cpu_attention import _SplitParts
+    x = _t((5, 2, 12), 0).transpose(0, 1) if transposed else _t((2, 5, 12),
+                                                                  0)
 
     def fn(x):
-        q, k, v = _SplitThirds.apply(x)
+        chunks = _SplitParts.apply(x, parts)
         if packed_grads:
-            # one op over the whole makes the three gradients the thirds
-            # of one tensor
-            return (torch.cat((q, k, v), -1) * 1.5).sin()
-        return q.sin() + 2 * k.cos() + v * v
+            # one op over the whole makes the gradients the parts of one
+            # tensor laid out as x (for a transposed x: the gradient of
+            # a contiguous copy of x's transpose)
+            whole = torch.cat(chunks, -1)
+            if transposed:
+                whole = whole.transpose(0, 1).contiguous()
+            return (whole * 1.5).sin()
+        return sum((i + 1) * c.sin() for i, c in enumerate(chunks))
 
     assert torch.autograd.gradcheck(fn, (x, ))
     # the branch taken: a concatenation in backward only with gradients apart

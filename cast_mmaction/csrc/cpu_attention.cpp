@@ -5,9 +5,12 @@
 //
 // Layout. q / k / v are (B, H, L, D) views whose last dimension is
 // contiguous (any other strides: the heads of a packed (B, L, 3, H, D)
-// projection are read in place); the output and the gradients are written
-// token-major, (B, L, H, D), the layout of the (B, L, H D) tensors around the
-// attention; on request (``packed``) dq / dk / dv as the thirds of one
+// projection are read in place); ``forward_into`` / ``backward_into`` write
+// the output and the gradients where the caller's (B, H, L, D) views say
+// (Python passes the layouts of q, k and v, or the parts of one packed
+// projection's gradient); ``forward`` / ``backward`` write them token-major,
+// (B, L, H, D), the layout of the (B, L, H D) tensors around the attention,
+// and on request (``packed``) dq / dk / dv as the thirds of one
 // (B, L, 3, H, D) tensor, the gradient of a packed projection. D is 16, 32, 48 or 64 (Python pads other widths up to 64).
 //
 // Forward, per (batch, head): K^T is packed into panels of 16 keys
@@ -351,8 +354,7 @@ template <int D>
 void forward_impl(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v,
                               double scale, at::Tensor& out, at::Tensor& lse, bool with_lse) {
   const int64_t B = q.size(0), H = q.size(1), Lq = q.size(2), Lk = k.size(2);
-  const View Q(q), K(k), Vv(v);
-  float* O = out.data_ptr<float>();  // (B, Lq, H, D)
+  const View Q(q), K(k), Vv(v), O(out);  // out: (B, H, Lq, D), any strides
   float* LSE = with_lse ? lse.data_ptr<float>() : nullptr;  // (B, H, Lq)
   const int64_t np = round_up(Lk, 16) / 16;
   const int64_t lds = np * 16;
@@ -403,7 +405,7 @@ void forward_impl(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v,
             weighted_rows<D>(sbuf.data() + i0 * lds, lds, vc.data(), D, Lk, obuf.data() + i0 * D, D);
         }
         for (int i = 0; i < rows2; ++i) {
-          float* dst = O + ((b * Lq + r2 + i) * H + h) * D;
+          float* dst = O.at(b, h, r2 + i);
           const __m512 inv = _mm512_set1_ps(1.0f / zsum[i]);
           for (int t = 0; t < D / 16; ++t)
             _mm512_storeu_ps(dst + 16 * t, _mm512_mul_ps(_mm512_loadu_ps(obuf.data() + i * D + 16 * t), inv));
@@ -421,13 +423,10 @@ void backward_impl(const at::Tensor& dout, const at::Tensor& q, const at::Tensor
   const int64_t B = q.size(0), H = q.size(1), Lq = q.size(2), Lk = k.size(2);
   const View Q(q), K(k), Vv(v), O(out), dO(dout);
   const float* LSE = lse.data_ptr<float>();  // (B, H, Lq), contiguous
-  // token-major outputs: token stride ldo (H D, or 3 H D when dq / dk / dv
-  // are the thirds of one packed (B, L, 3, H, D) gradient), batch stride
-  // L ldo
-  float* DQ = dq.data_ptr<float>();
-  float* DK = dk.data_ptr<float>();
-  float* DV = dv.data_ptr<float>();
-  const int64_t ldo = dq.stride(1);
+  // the gradients: (B, H, L, D) views with any strides (the layouts of q,
+  // k and v, or the parts of one packed projection's gradient)
+  const View dQ(dq), dK(dk), dV(dv);
+  const int64_t ldq = dQ.sl;
   const int64_t kbmax = std::min<int64_t>(KEY_BLOCK, round_up(Lk, 16));
   const float sc = static_cast<float>(scale);
   const int64_t lqp = round_up(Lq, MR);
@@ -442,7 +441,7 @@ void backward_impl(const at::Tensor& dout, const at::Tensor& q, const at::Tensor
         dka(kbmax * D), dva(kbmax * D), tmp(MR * D), qs(lqp * D), dos(lqp * D), dqa(dense_dq ? lqp * D : 0), delta(lqp), lse2(lqp);
     for (int64_t bh = begin; bh < end; ++bh) {
       const int64_t b = bh / H, h = bh % H;
-      float* dqh = DQ + b * Lq * ldo + h * D;
+      float* dqh = dQ.at(b, h, 0);
       // per query row, once: scale q and dO (rows past Lq zero: they add
       // exact zeros below), rowsum(dO O), the log-sum-exp in base 2
       for (int64_t i = 0; i < lqp; ++i) {
@@ -460,9 +459,9 @@ void backward_impl(const at::Tensor& dout, const at::Tensor& q, const at::Tensor
           prefetch_row<D>(Q.at(b, h, ip));
           prefetch_row<D>(dO.at(b, h, ip));
           prefetch_row<D>(O.at(b, h, ip));
-          if (!dense_dq) prefetch_row<D>(dqh + ip * ldo);
+          if (!dense_dq) prefetch_row<D>(dqh + ip * ldq);
         }
-        if (!dense_dq) std::fill(dqh + i * ldo, dqh + i * ldo + D, 0.f);
+        if (!dense_dq) std::fill(dqh + i * ldq, dqh + i * ldq + D, 0.f);
         const float* qi = Q.at(b, h, i);
         const float* gi = dO.at(b, h, i);
         const float* oi = O.at(b, h, i);
@@ -520,7 +519,7 @@ void backward_impl(const at::Tensor& dout, const at::Tensor& q, const at::Tensor
             const __m512 scv = _mm512_set1_ps(sc);
             const int64_t rows = std::min<int64_t>(MR, Lq - r);
             for (int i = 0; i < rows; ++i) {
-              float* dst = dense_dq ? dqa.data() + (r + i) * D : dqh + (r + i) * ldo;
+              float* dst = dense_dq ? dqa.data() + (r + i) * D : dqh + (r + i) * ldq;
               for (int t = 0; t < D / 16; ++t)
                 _mm512_storeu_ps(dst + 16 * t, _mm512_fmadd_ps(_mm512_loadu_ps(tmp.data() + i * D + 16 * t),
                                                                scv, _mm512_loadu_ps(dst + 16 * t)));
@@ -531,13 +530,12 @@ void backward_impl(const at::Tensor& dout, const at::Tensor& q, const at::Tensor
           rank_update_rows<D>(dsbuf.data(), ldk, qs.data() + r0 * D, rb, nk, dka.data(), D);
         }
         for (int64_t j = 0; j < nk; ++j) {
-          const int64_t at = (b * Lk + k0 + j) * ldo + h * D;
-          std::copy(dka.data() + j * D, dka.data() + (j + 1) * D, DK + at);
-          std::copy(dva.data() + j * D, dva.data() + (j + 1) * D, DV + at);
+          std::copy(dka.data() + j * D, dka.data() + (j + 1) * D, dK.at(b, h, k0 + j));
+          std::copy(dva.data() + j * D, dva.data() + (j + 1) * D, dV.at(b, h, k0 + j));
         }
       }
       if (dense_dq)
-        for (int64_t i = 0; i < Lq; ++i) std::copy(dqa.data() + i * D, dqa.data() + (i + 1) * D, dqh + i * ldo);
+        for (int64_t i = 0; i < Lq; ++i) std::copy(dqa.data() + i * D, dqa.data() + (i + 1) * D, dqh + i * ldq);
     }
   });
 }
@@ -556,60 +554,99 @@ void check_inputs(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v)
   TORCH_CHECK(k.size(2) >= 1, "cpu_attention: no keys");
 }
 
-std::vector<at::Tensor> forward(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v,
-                                double scale, bool with_lse) {
-  check_inputs(q, k, v);
-  const int64_t B = q.size(0), H = q.size(1), Lq = q.size(2), D = q.size(3);
-  at::Tensor out = at::empty({B, Lq, H, D}, q.options());
-  at::Tensor lse = with_lse ? at::empty({B, H, Lq}, q.options()) : at::empty({0}, q.options());
-  switch (D) {
+void check_output(const at::Tensor& t, const at::Tensor& like, const char* name) {
+  TORCH_CHECK(t.device().is_cpu() && t.scalar_type() == at::kFloat && t.sizes() == like.sizes() &&
+                  t.stride(3) == 1,
+              "cpu_attention: ", name, " must be an fp32 CPU (B, H, L, D) tensor of its input's shape ",
+              like.sizes(), " with a contiguous last dimension, got ", t.sizes());
+}
+
+void run_forward(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v, double scale,
+                 at::Tensor& out, at::Tensor& lse, bool with_lse) {
+  switch (q.size(3)) {
     case 16: forward_impl<16>(q, k, v, scale, out, lse, with_lse); break;
     case 32: forward_impl<32>(q, k, v, scale, out, lse, with_lse); break;
     case 48: forward_impl<48>(q, k, v, scale, out, lse, with_lse); break;
     default: forward_impl<64>(q, k, v, scale, out, lse, with_lse);
   }
-  return {out.transpose(1, 2), lse};
 }
 
-// packed (self-attention, Lq == Lk): dq, dk and dv written as the thirds of
-// one (B, L, 3, H, D) tensor, the layout of the gradient of a packed q/k/v
-// projection (B, L, 3 H D) whose thirds were q, k and v; returned alone
-std::vector<at::Tensor> backward(const at::Tensor& dout, const at::Tensor& q, const at::Tensor& k,
-                                 const at::Tensor& v, const at::Tensor& out, const at::Tensor& lse,
-                                 double scale, bool packed) {
+// out: written where the caller's (B, H, Lq, D) view ``out`` says (any
+// strides, the last dimension contiguous; no two elements in one place)
+at::Tensor forward_into(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v, double scale,
+                        at::Tensor out, bool with_lse) {
+  check_inputs(q, k, v);
+  check_output(out, q, "out");
+  const int64_t B = q.size(0), H = q.size(1), Lq = q.size(2);
+  at::Tensor lse = with_lse ? at::empty({B, H, Lq}, q.options()) : at::empty({0}, q.options());
+  run_forward(q, k, v, scale, out, lse, with_lse);
+  return lse;
+}
+
+// token-major output (B, Lq, H, D), returned as its (B, H, Lq, D) view
+std::vector<at::Tensor> forward(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v,
+                                double scale, bool with_lse) {
+  check_inputs(q, k, v);
+  const int64_t B = q.size(0), H = q.size(1), Lq = q.size(2), D = q.size(3);
+  at::Tensor out = at::empty({B, Lq, H, D}, q.options()).transpose(1, 2);
+  at::Tensor lse = forward_into(q, k, v, scale, out, with_lse);
+  return {out, lse};
+}
+
+// dq, dk, dv: written where the caller's (B, H, L, D) views say (any
+// strides, the last dimension contiguous; no two elements in one place)
+void backward_into(const at::Tensor& dout, const at::Tensor& q, const at::Tensor& k,
+                   const at::Tensor& v, const at::Tensor& out, const at::Tensor& lse, double scale,
+                   at::Tensor dq, at::Tensor dk, at::Tensor dv) {
   check_inputs(q, k, v);
   check_inputs(dout, out, out);
   TORCH_CHECK(dout.sizes() == q.sizes() && out.sizes() == q.sizes(),
               "cpu_attention: dout and out of q's shape");
-  const int64_t B = q.size(0), H = q.size(1), Lq = q.size(2), Lk = k.size(2), D = q.size(3);
+  const int64_t B = q.size(0), H = q.size(1), Lq = q.size(2);
   TORCH_CHECK(lse.is_contiguous() && lse.numel() == B * H * Lq,
               "cpu_attention: the forward's log-sum-exp (B, H, Lq) is needed");
-  at::Tensor g, dq, dk, dv;
-  if (packed) {
-    TORCH_CHECK(Lq == Lk, "cpu_attention: a packed gradient needs as many queries as keys");
-    g = at::empty({B, Lq, 3, H, D}, q.options());
-    dq = g.select(2, 0);
-    dk = g.select(2, 1);
-    dv = g.select(2, 2);
-  } else {
-    dq = at::empty({B, Lq, H, D}, q.options());
-    dk = at::empty({B, Lk, H, D}, q.options());
-    dv = at::empty({B, Lk, H, D}, q.options());
-  }
-  switch (D) {
+  check_output(dq, q, "dq");
+  check_output(dk, k, "dk");
+  check_output(dv, v, "dv");
+  switch (q.size(3)) {
     case 16: backward_impl<16>(dout, q, k, v, out, lse, scale, dq, dk, dv); break;
     case 32: backward_impl<32>(dout, q, k, v, out, lse, scale, dq, dk, dv); break;
     case 48: backward_impl<48>(dout, q, k, v, out, lse, scale, dq, dk, dv); break;
     default: backward_impl<64>(dout, q, k, v, out, lse, scale, dq, dk, dv);
   }
-  if (packed) return {g};
-  return {dq.transpose(1, 2), dk.transpose(1, 2), dv.transpose(1, 2)};
+}
+
+// token-major gradients (B, L, H, D), returned as (B, H, L, D) views; packed
+// (self-attention, Lq == Lk): dq, dk and dv as the thirds of one
+// (B, L, 3, H, D) tensor, the layout of the gradient of a packed q/k/v
+// projection (B, L, 3 H D) whose thirds were q, k and v; returned alone
+std::vector<at::Tensor> backward(const at::Tensor& dout, const at::Tensor& q, const at::Tensor& k,
+                                 const at::Tensor& v, const at::Tensor& out, const at::Tensor& lse,
+                                 double scale, bool packed) {
+  check_inputs(q, k, v);
+  const int64_t B = q.size(0), H = q.size(1), Lq = q.size(2), Lk = k.size(2), D = q.size(3);
+  if (packed) {
+    TORCH_CHECK(Lq == Lk, "cpu_attention: a packed gradient needs as many queries as keys");
+    at::Tensor g = at::empty({B, Lq, 3, H, D}, q.options());
+    backward_into(dout, q, k, v, out, lse, scale, g.select(2, 0).transpose(1, 2),
+                  g.select(2, 1).transpose(1, 2), g.select(2, 2).transpose(1, 2));
+    return {g};
+  }
+  at::Tensor dq = at::empty({B, Lq, H, D}, q.options()).transpose(1, 2);
+  at::Tensor dk = at::empty({B, Lk, H, D}, q.options()).transpose(1, 2);
+  at::Tensor dv = at::empty({B, Lk, H, D}, q.options()).transpose(1, 2);
+  backward_into(dout, q, k, v, out, lse, scale, dq, dk, dv);
+  return {dq, dk, dv};
 }
 
 }  // namespace
 
 PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
   m.def("forward", &forward, "attention forward: (out (B,H,Lq,D) token-major view, lse)");
+  m.def("forward_into", &forward_into,
+        "attention forward into out (a (B,H,Lq,D) view, any strides); returns lse");
+  m.def("backward_into", &backward_into,
+        "attention backward into dq, dk, dv ((B,H,L,D) views, any strides)");
   m.def("backward", &backward,
         "attention backward: (dq, dk, dv), token-major views; packed: (the (B, L, 3, H, D) gradient)",
         py::arg("dout"), py::arg("q"), py::arg("k"), py::arg("v"), py::arg("out"), py::arg("lse"),

@@ -24,11 +24,16 @@ attention is the preset's speed-up).
 
 Like the fused kernel, nothing of size Lq x Lk is kept for backward (q, k, v,
 the output and the natural log-sum-exp are), the FLOPs are the same (two
-matmuls forward, five backward), and the output and gradients are written
-token-major, (B, L, H, d), so that merging heads is a view; where q, k and v
-are the heads of one packed projection's thirds (the experts' self-attention
-after :func:`split_thirds`), the gradients are written as that projection's
-(B, L, 3 H d) gradient, passed on without a concatenation. Results equal the
+matmuls forward, five backward), and the output and each gradient are laid
+out as q and as its input (token-major (B, L, H, d) for the heads of a
+(B, L, H d) tensor; a B-CAST 'time' window's sequences, a transposed view
+of their grid, keep the grid's layout), so that merging heads is a view and
+the producer's backward needs no copy; where q, k and v are the heads of
+one packed projection's thirds (the experts' self-attention after
+:func:`split_thirds`), the gradients are written as that projection's
+(B, L, 3 H d) gradient, and where k and v are the halves of one (B-CAST's
+``kv`` after :func:`split_halves`), theirs as that projection's, laid out
+as it: passed on without a concatenation. Results equal the
 fused kernel's to fp32 rounding (another summation order and exponential);
 every output element is summed in one fixed order, whatever the thread count.
 
@@ -40,7 +45,6 @@ autocast and ``torch.compile`` keep the reference path (:func:`supports`,
 ``speedups.heads_attention``).
 """
 import functools
-import math
 
 import torch
 
@@ -112,13 +116,24 @@ def _last_dim_dense(t):
 def cpu_sdpa_op(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor,
                 scale: float, with_lse: bool
                 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """(out, lse) of attention over (B, H, L, d) q / k / v; ``out`` is a
-    (B, H, L, d) view of a token-major tensor, ``lse`` the natural
-    log-sum-exp of each query row, empty unless ``with_lse``."""
-    out, lse = extension().forward(
-        _last_dim_dense(q), _last_dim_dense(k), _last_dim_dense(v), scale,
-        with_lse)
+    """(out, lse) of attention over (B, H, L, d) q / k / v; ``out`` is laid
+    out as ``q`` (:func:`_like`), ``lse`` the natural log-sum-exp of each
+    query row, empty unless ``with_lse``."""
+    q = _last_dim_dense(q)
+    out = _like(q)
+    lse = extension().forward_into(q, _last_dim_dense(k), _last_dim_dense(v),
+                                   scale, out, with_lse)
     return out, lse
+
+
+def _like(t):
+    """An empty tensor laid out as ``t`` where ``t`` is dense (the heads of
+    a (B, L, H d) tensor in any order of B and L, e.g. a B-CAST window
+    sequence that is a transposed view of its grid), else with the same
+    order of dimensions, densely (the heads of one third of a packed q/k/v
+    projection: token-major (B, L, H, d)); either way merging the heads
+    back is a view and the producer's backward gets its own layout."""
+    return torch.empty_like(t)
 
 
 def same_layout(a, b):
@@ -129,18 +144,19 @@ def same_layout(a, b):
                                                    a.shape) if n > 1))
 
 
-def _whole_of_thirds(parts, shape, strides, third):
-    """The tensor (``shape``, ``strides``) from the first of the three
-    ``parts`` on, where ``third(whole, i)`` is ``parts[i]`` for each; else
-    None (also where it would pass the storage's end)."""
-    a, b, c = parts
-    if not (a.shape == b.shape == c.shape and a.dtype == b.dtype == c.dtype):
+def _whole_of_parts(parts, shape, strides, part):
+    """The tensor (``shape``, ``strides``) from the first of ``parts`` on,
+    where ``part(whole, i)`` is ``parts[i]`` for each; else None (also
+    where it would pass the storage's end)."""
+    a = parts[0]
+    if any(t.shape != a.shape or t.dtype != a.dtype for t in parts):
         return None
-    if (a.storage_offset() + math.prod(shape)) * a.element_size() > \
+    extent = 1 + sum((n - 1) * st for n, st in zip(shape, strides))
+    if (a.storage_offset() + extent) * a.element_size() > \
             a.untyped_storage().nbytes():
         return None
     whole = a.as_strided(shape, strides, a.storage_offset())
-    if all(same_layout(t, third(whole, i)) for i, t in enumerate(parts)):
+    if all(same_layout(t, part(whole, i)) for i, t in enumerate(parts)):
         return whole
     return None
 
@@ -151,7 +167,7 @@ def thirds_of_one(q, k, v):
     projection's ``chunk(3, -1)``)."""
     b, h, n, d = q.shape
     c = h * d
-    return _whole_of_thirds(
+    return _whole_of_parts(
         (q, k, v), (b, n, 3 * c), (n * 3 * c, 3 * c, 1),
         lambda w, i: w[..., i * c:(i + 1) * c].reshape(b, n, h, d)
         .transpose(1, 2)) is not None
@@ -162,12 +178,13 @@ def cpu_sdpa_backward_op(
         dout: torch.Tensor, q: torch.Tensor, k: torch.Tensor,
         v: torch.Tensor, out: torch.Tensor, lse: torch.Tensor,
         scale: float) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """(dq, dk, dv) of :func:`cpu_sdpa_op` from the kept tensors, each a
-    (B, H, L, d) view of a token-major tensor."""
-    dq, dk, dv = extension().backward(
-        _last_dim_dense(dout), _last_dim_dense(q), _last_dim_dense(k),
-        _last_dim_dense(v), _last_dim_dense(out), lse.contiguous(), scale,
-        False)
+    """(dq, dk, dv) of :func:`cpu_sdpa_op` from the kept tensors, each laid
+    out as its input (:func:`_like`)."""
+    q, k, v = _last_dim_dense(q), _last_dim_dense(k), _last_dim_dense(v)
+    dq, dk, dv = _like(q), _like(k), _like(v)
+    extension().backward_into(_last_dim_dense(dout), q, k, v,
+                              _last_dim_dense(out), lse.contiguous(), scale,
+                              dq, dk, dv)
     return dq, dk, dv
 
 
@@ -187,37 +204,105 @@ def cpu_sdpa_backward_packed_op(
         lse.contiguous(), scale, True)[0]
 
 
-class _SplitThirds(torch.autograd.Function):
-    """``x.chunk(3, -1)`` whose backward returns the three gradients'
-    common tensor where they are its thirds, laid out as ``x`` (contiguous),
-    else their concatenation: the same values either way."""
+def _dense_dims(shape, strides):
+    """Whether a tensor of ``shape`` / ``strides`` holds each of its
+    elements once, without gaps, in some order of its dimensions."""
+    step = 1
+    for st, n in sorted((st, n) for n, st in zip(shape, strides) if n > 1):
+        if st != step:
+            return False
+        step *= n
+    return True
+
+
+def kv_whole(k, v):
+    """The (B, L, 2 H d) tensor whose two halves ``k`` and ``v`` ((B, H, L,
+    d) heads) are, dense in some order of B and L (a B-CAST link's ``kv``
+    projection, or a window sequence that is a transposed view of it); else
+    None."""
+    b, h, n, d = k.shape
+    if v.shape != k.shape or v.dtype != k.dtype or k.stride(-1) != 1 or \
+            k.stride(1) != d:
+        return None
+    c = h * d
+    shape, strides = (b, n, 2 * c), (k.stride(0), k.stride(2), 1)
+    if not _dense_dims(shape, strides):
+        return None
+    return _whole_of_parts((k, v), shape, strides,
+                           lambda w, i: w[..., i * c:(i + 1) * c]
+                           .reshape(b, n, h, d).transpose(1, 2))
+
+
+@torch.library.custom_op('cast_mmaction::cpu_sdpa_backward_kv',
+                         mutates_args=())
+def cpu_sdpa_backward_kv_op(
+        dout: torch.Tensor, q: torch.Tensor, k: torch.Tensor,
+        v: torch.Tensor, out: torch.Tensor, lse: torch.Tensor,
+        scale: float) -> tuple[torch.Tensor, torch.Tensor]:
+    """:func:`cpu_sdpa_backward_op` for k and v that are the halves of one
+    projection (:func:`kv_whole`): dq (laid out as ``q``), and dk / dv as
+    the halves of one tensor laid out as that projection, its gradient
+    (autograd's backward of ``chunk`` would concatenate the two, and a
+    window sequence's transpose then copy the result again)."""
+    whole = kv_whole(k, v)
+    g = torch.empty_strided(whole.shape, whole.stride(), dtype=k.dtype)
+    b, h, n, d = k.shape
+    dk, dv = (g[..., i * h * d:(i + 1) * h * d].reshape(b, n, h, d)
+              .transpose(1, 2) for i in range(2))
+    q = _last_dim_dense(q)
+    dq = _like(q)
+    extension().backward_into(_last_dim_dense(dout), q, k, v,
+                              _last_dim_dense(out), lse.contiguous(), scale,
+                              dq, dk, dv)
+    return dq, g
+
+
+class _SplitParts(torch.autograd.Function):
+    """``x.chunk(n, -1)`` whose backward returns the gradients' common
+    tensor where they are its parts, laid out as ``x``, else their
+    concatenation: the same values either way."""
 
     @staticmethod
-    def forward(ctx, x):
-        ctx.shape, ctx.strides = x.shape, x.stride()
-        return x.chunk(3, dim=-1)
+    def forward(ctx, x, n):
+        ctx.shape, ctx.strides, ctx.n = x.shape, x.stride(), n
+        return x.chunk(n, dim=-1)
 
     @staticmethod
-    def backward(ctx, gq, gk, gv):
-        c = ctx.shape[-1] // 3
-        whole = _whole_of_thirds((gq, gk, gv), ctx.shape, ctx.strides,
-                                 lambda w, i: w[..., i * c:(i + 1) * c])
+    def backward(ctx, *grads):
+        c = ctx.shape[-1] // ctx.n
+        whole = _whole_of_parts(grads, ctx.shape, ctx.strides,
+                                lambda w, i: w[..., i * c:(i + 1) * c])
         if whole is not None:
-            return whole
-        return torch.cat((gq, gk, gv), dim=-1)
+            return whole, None
+        return torch.cat(grads, dim=-1), None
+
+
+def _split(x, n):
+    if x.shape[-1] % n or not _dense_dims(x.shape, x.stride()):
+        return x.chunk(n, dim=-1)
+    return _SplitParts.apply(x, n)
 
 
 def split_thirds(x):
     """``x.chunk(3, dim=-1)`` for a packed q/k/v projection (last dimension
     divisible by 3, contiguous) whose gradient the kernel's backward writes
     packed (:func:`cpu_sdpa_backward_packed_op`); else a plain ``chunk``."""
-    if x.shape[-1] % 3 or not x.is_contiguous():
+    if not x.is_contiguous():
         return x.chunk(3, dim=-1)
-    return _SplitThirds.apply(x)
+    return _split(x, 3)
+
+
+def split_halves(x):
+    """``x.chunk(2, dim=-1)`` for a k/v projection (last dimension even,
+    dense in some order of its other dimensions: a B-CAST window sequence)
+    whose gradient the kernel's backward writes as one tensor laid out as
+    ``x`` (:func:`cpu_sdpa_backward_kv_op`); else a plain ``chunk``."""
+    return _split(x, 2)
 
 
 sdpa_ops.register_pair(cpu_sdpa_op, cpu_sdpa_backward_op,
-                       cpu_sdpa_backward_packed_op, thirds_of_one)
+                       cpu_sdpa_backward_packed_op, thirds_of_one,
+                       cpu_sdpa_backward_kv_op, kv_whole)
 
 
 def register_flop_formulas():

@@ -15,12 +15,15 @@ def needs_lse(q, k, v):
 
 
 def register_pair(forward_op, backward_op, packed_backward_op=None,
-                  is_packed=None):
+                  is_packed=None, kv_backward_op=None, kv_whole=None):
     """The shape-only (fake) kernels of both operators and autograd for
     ``forward_op``: q, k, v, the output and the log-sum-exp kept,
     ``backward_op`` called on them; or, where ``is_packed(q, k, v)``,
     ``packed_backward_op`` (the same arguments, the gradients as one
-    (B, L, 3, H, d) tensor), whose thirds are returned."""
+    (B, L, 3, H, d) tensor), whose thirds are returned; or, where
+    ``kv_whole(k, v)`` (a (B, L, 2 H d) tensor whose halves k and v are),
+    ``kv_backward_op`` (the same arguments; dq, and dk / dv as the halves of
+    one tensor laid out as that whole), whose halves are returned."""
 
     @forward_op.register_fake
     def _fake_forward(q, k, v, scale, with_lse):
@@ -46,12 +49,27 @@ def register_pair(forward_op, backward_op, packed_backward_op=None,
             b, h, n, d = q.shape
             return q.new_empty(b, n, 3, h, d)
 
+    if kv_backward_op is not None:
+        @kv_backward_op.register_fake
+        def _fake_kv_backward(dout, q, k, v, out, lse, scale):
+            import torch
+            whole = kv_whole(k, v)
+            return (torch.empty_like(q),
+                    torch.empty_strided(whole.shape, whole.stride(),
+                                        dtype=k.dtype, device=k.device))
+
     def backward(ctx, dout, _dlse):
         q, k, v, out, lse = ctx.saved_tensors
         if packed_backward_op is not None and is_packed(q, k, v):
             g = packed_backward_op(dout, q, k, v, out, lse, ctx.scale)
             return (g[:, :, 0].transpose(1, 2), g[:, :, 1].transpose(1, 2),
                     g[:, :, 2].transpose(1, 2), None, None)
+        if kv_backward_op is not None and kv_whole(k, v) is not None:
+            dq, g = kv_backward_op(dout, q, k, v, out, lse, ctx.scale)
+            b, h, lk, d = k.shape
+            return (dq, g[..., :h * d].reshape(b, lk, h, d).transpose(1, 2),
+                    g[..., h * d:].reshape(b, lk, h, d).transpose(1, 2),
+                    None, None)
         dq, dk, dv = backward_op(dout, q, k, v, out, lse, ctx.scale)
         return dq, dk, dv, None, None
 
@@ -59,7 +77,7 @@ def register_pair(forward_op, backward_op, packed_backward_op=None,
 
 
 def register_flop_formulas(forward_packet, backward_packet,
-                           packed_backward_packet=None):
+                           *packed_backward_packets):
     """The FLOPs of the pair for ``torch.utils.flop_counter``: those of
     torch's fused attention (forward: 2 matmuls; backward: 5, the recompute
     of the scores included); idempotent."""
@@ -73,15 +91,11 @@ def register_flop_formulas(forward_packet, backward_packet,
                    **kwargs):
         return flop_counter.sdpa_flop_count(q_shape, k_shape, v_shape)
 
-    @flop_counter.register_flop_formula(backward_packet)
     def _bwd_flops(dout_shape, q_shape, k_shape, v_shape, *args,
                    out_shape=None, **kwargs):
         return flop_counter.sdpa_backward_flop_count(dout_shape, q_shape,
                                                      k_shape, v_shape)
 
-    if packed_backward_packet is not None:
-        @flop_counter.register_flop_formula(packed_backward_packet)
-        def _packed_bwd_flops(dout_shape, q_shape, k_shape, v_shape, *args,
-                              out_shape=None, **kwargs):
-            return flop_counter.sdpa_backward_flop_count(
-                dout_shape, q_shape, k_shape, v_shape)
+    # the packed backwards: the same FLOPs, the gradients in other layouts
+    for packet in (backward_packet, ) + packed_backward_packets:
+        flop_counter.register_flop_formula(packet)(_bwd_flops)

@@ -498,6 +498,10 @@ class CPUKernelWindowCrossAttention(WindowCrossAttention):
     """B-CAST's :class:`WindowCrossAttention` (same parameters) with its
     heads' attention in the C++ kernel (``cpu_attention``)."""
 
+    def _split_kv(self, kv):
+        # the kernel's backward writes the k / v gradient as one tensor
+        return _cpu_attention.split_halves(kv)
+
     def _attend(self, q, k, v):
         return heads_attention(q, k, v, self.num_heads, 'cpu')
 

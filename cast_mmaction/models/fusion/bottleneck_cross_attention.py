@@ -109,17 +109,31 @@ class WindowCrossAttention(nn.Module):
         (:meth:`~.windows.WindowPolicy.weights_by_window`), computed from
         the same ``q`` / ``k`` projections; the output is
         ``F.scaled_dot_product_attention``'s either way."""
-        shape = q.shape
+        shape, kv_shape = q.shape, kv.shape
         q, kv = self.add_positions(q, kv)
-        q, kv = self.policy.to_seq(q), self.policy.to_seq(kv)
-        k, v = self.kv(kv).chunk(2, dim=-1)
-        q = self.q(q)
+        # the projections act token by token, so they run where the tokens
+        # are contiguous: on the grids where the window sequences are views
+        # of them (a 'time' window of one sample: a transposed view, which a
+        # projection of the sequences copied, and its gradient back), else
+        # on the sequences (copies of the grid)
+        to_seq, from_seq = self.policy.to_seq, self.policy.from_seq
+        view = self.policy.seq_is_view(shape)
+        q = to_seq(self.q(q)) if view else self.q(to_seq(q))
+        kv = to_seq(self.kv(kv)) if self.policy.seq_is_view(kv_shape) else \
+            self.kv(to_seq(kv))
+        k, v = self._split_kv(kv)
         if weights_out is not None:
             with torch.no_grad():
                 w = attention_weights(q, k, self.num_heads)
             weights_out.append(self.policy.weights_by_window(w, shape[0]))
-        out = self.proj(self._attend(q, k, v))
-        return self.policy.from_seq(out, shape)
+        out = self._attend(q, k, v)
+        return self.proj(from_seq(out, shape)) if view else from_seq(
+            self.proj(out), shape)
+
+    def _split_kv(self, kv):
+        """``kv`` projected, split into k and v (the CPU speed-up
+        ``cpu_attention`` gets their gradient as one tensor)."""
+        return kv.chunk(2, dim=-1)
 
     def _attend(self, q, k, v):
         """The heads' attention of the window sequences (the CPU speed-up

@@ -82,6 +82,14 @@ class WindowPolicy:
             return x.reshape(b * t, n, d)
         return x.reshape(b, t * n, d)
 
+    def seq_is_view(self, grid_shape):
+        """Whether :meth:`to_seq` of a contiguous grid of ``grid_shape``
+        (and :meth:`from_seq` of contiguous sequences) is a view: for
+        ``'n'`` only with one sample (or one time step / patch), else the
+        patches' sequences of several samples are copies."""
+        b, t, n, _ = grid_shape
+        return self.group_by != 'n' or b == 1 or t == 1 or n == 1
+
     def from_seq(self, out, grid_shape):
         """Inverse of :meth:`to_seq` for a query grid of ``grid_shape``."""
         b, t, n, d = grid_shape
