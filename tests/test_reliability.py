@@ -441,6 +441,38 @@ def test_bad_annotation_stops_tools_train_before_training(setup, tools):
     assert not [n for n in os.listdir(work) if n.endswith('.pth')]
 
 
+@pytest.mark.parametrize('wrapper', ['RepeatDataset', 'ConcatDataset'])
+def test_bad_label_inside_an_mmengine_wrapper_stops_before_training(
+        setup, wrapper):
+    """A RobustDataset inside MMEngine's RepeatDataset / ConcatDataset (a
+    common way to lengthen an epoch or join lists) gets the label check
+    against the head's num_classes too; it used to be skipped, and label 9
+    of 4 classes crashed in the loss ('Class values must be smaller than
+    num_classes') after start-up."""
+    ann = osp.join(setup['tmp'], 'train_label9_wrapped.txt')
+    lines = list(setup['train'])
+    lines[5] = lines[5].split()[0] + ' 9'
+    with open(ann, 'w') as f:
+        f.write('\n'.join(lines) + '\n')
+    cfg = _cfg(setup, osp.join(setup['tmp'], _unique('wrapped')))
+    robust = dict(type='RobustDataset', dataset_type='VideoDataset',
+                  ann_file=ann, data_prefix=dict(video=setup['data']),
+                  pipeline=cfg.pipe_train)
+    cfg.train_dataloader.dataset = (
+        dict(type='RepeatDataset', times=2, dataset=robust)
+        if wrapper == 'RepeatDataset' else
+        dict(type='ConcatDataset', datasets=[
+            dict(robust, ann_file=setup['data'] + '/train_list.txt'),
+            robust]))
+    runner = Runner.from_cfg(cfg)
+    with pytest.raises(AnnotationError) as err:
+        runner.train()
+    assert str(err.value) == (
+        f'{ann}, line 6: label 9 is outside 0..3 '
+        f'(model.cls_head.num_classes=4)')
+    assert runner.iter == 0
+
+
 EK_HEADER = ('narration_id,participant_id,video_id,narration_timestamp,'
              'start_timestamp,stop_timestamp,start_frame,stop_frame,'
              'narration,verb,verb_class,noun,noun_class,all_nouns,'

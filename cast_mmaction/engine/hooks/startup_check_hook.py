@@ -92,6 +92,25 @@ def check_model(model):
     return expected
 
 
+def _robust_datasets(dataset, field):
+    """``(config field, RobustDataset)`` of every ``RobustDataset`` that is
+    ``dataset`` or sits inside its wrappers (``RepeatDataset``,
+    ``ClassBalancedDataset``: ``.dataset``; ``ConcatDataset``:
+    ``.datasets[k]``)."""
+    if type(dataset).__name__ == 'RobustDataset':
+        return [(field, dataset)]
+    from ...datasets.annotation_checks import wrapped_datasets
+    inner = wrapped_datasets(dataset)
+    if not inner:
+        return []
+    many = not hasattr(dataset, 'dataset')
+    out = []
+    for k, sub in enumerate(inner):
+        out += _robust_datasets(
+            sub, f'{field}.datasets[{k}]' if many else f'{field}.dataset')
+    return out
+
+
 @HOOKS.register_module()
 class StartupCheckHook(Hook):
     """Checks at start-up
@@ -145,25 +164,28 @@ class StartupCheckHook(Hook):
         ``RobustDataset`` checked the file when it was built, against its
         own ``num_classes`` if the config gives one (then it must be the
         head's); without one the labels are checked here, before the first
-        iteration."""
-        if type(dataset).__name__ != 'RobustDataset' or \
-                not dataset.check_annotations:
-            return
+        iteration. A ``RobustDataset`` inside MMEngine's wrappers
+        (``RepeatDataset``, ``ClassBalancedDataset``, ``ConcatDataset``) is
+        checked as well."""
         head = getattr(_unwrap(runner.model), 'cls_head', None)
         classes = getattr(head, 'num_classes', None)
         if not isinstance(classes, int):
             return
-        if dataset.num_classes is None:
-            from ...datasets.annotation_checks import \
-                check_dataset_annotations
-            check_dataset_annotations(dataset.dataset, classes,
-                                      'model.cls_head.num_classes')
-        elif dataset.num_classes != classes:
-            raise ValueError(
-                f'{loader}.dataset.num_classes={dataset.num_classes} (the '
-                f'label bound of the annotation check) but model.cls_head.'
-                f'num_classes={classes}: set both to the number of classes, '
-                f'or leave the dataset\'s out (the head\'s is used).')
+        for field, robust in _robust_datasets(dataset, f'{loader}.dataset'):
+            if not robust.check_annotations:
+                continue
+            if robust.num_classes is None:
+                from ...datasets.annotation_checks import \
+                    check_dataset_annotations
+                check_dataset_annotations(robust.dataset, classes,
+                                          'model.cls_head.num_classes')
+            elif robust.num_classes != classes:
+                raise ValueError(
+                    f'{field}.num_classes={robust.num_classes} (the label '
+                    f'bound of the annotation check) but model.cls_head.'
+                    f'num_classes={classes}: set both to the number of '
+                    f'classes, or leave the dataset\'s out (the head\'s is '
+                    f'used).')
 
     def after_load_checkpoint(self, runner, checkpoint):
         from mmengine.runner import BaseLoop
