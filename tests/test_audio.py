@@ -693,6 +693,16 @@ def test_epic_sounds_csv(tmp_path):
     with pytest.raises(ValueError, match='line 2: invalid timestamp'):
         DATASETS.build(dict(type='EpicSoundsDataset', ann_file=str(csv),
                             pipeline=[], check_files=False))
+    # errors name the physical line, also after a blank line (DictReader
+    # skips it: counting rows named line 3 here)
+    csv.write_text(head + 'P01_01_0,P01,P01_01,00:00:01.500,00:00:03.250,'
+                   '36000,78000,click,click,7\n\n'
+                   'P01_01_1,P01,P01_01,00:00:04.000,00:00:05.000,'
+                   '96000,120000,click,click,44\n')
+    with pytest.raises(ValueError, match=r'EPIC_Sounds_train.csv, line 4: '
+                       r'class_id 44 is outside 0..43'):
+        DATASETS.build(dict(type='EpicSoundsDataset', ann_file=str(csv),
+                            pipeline=[], check_files=False))
     csv.write_text('annotation_id,video_id\nx,P01_01\n')
     with pytest.raises(ValueError, match='missing columns'):
         DATASETS.build(dict(type='EpicSoundsDataset', ann_file=str(csv),

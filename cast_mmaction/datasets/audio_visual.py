@@ -408,7 +408,11 @@ class EpicSoundsDataset(AudioVisualDataset):
                     f'{self.ann_file} has no class_id column (the test '
                     f'split?); use it with test_mode=True')
             data_list = []
-            for n, row in enumerate(reader, 2):
+            for row in reader:
+                # the physical line of the row (DictReader skips blank lines,
+                # so counting rows would name the wrong line after one);
+                # csv_id_lines (verify_annotations) counts the same way
+                n = reader.line_num
                 row = {k: (v or '').strip() for k, v in row.items() if k}
                 row.setdefault('participant_id', row['video_id'].split('_')[0])
                 try:
