@@ -208,6 +208,47 @@ def test_too_many_bad_videos_stop_with_the_first_offenders(setup):
     assert runner.iter < 3  # stopped in the first epoch
 
 
+def test_bad_fraction_counts_a_repeated_dataset_once(setup):
+    """max_bad_fraction bounds the distinct bad files of the distinct
+    samples: a RepeatDataset(times=5) of 4 videos is 4 samples, not 20 (it
+    was 20, so 1 bad video of 4 passed a limit of 20 %, and the error
+    named '1 of 20 training samples')."""
+    from types import SimpleNamespace
+
+    from mmengine.logging import MessageHub, MMLogger
+    from mmengine.registry import init_default_scope
+
+    from cast_mmaction.engine.hooks import BadSampleHook
+    from cast_mmaction.engine.hooks.bad_sample_hook import \
+        num_distinct_samples
+    from mmaction.structures import ActionDataSample
+    ann = osp.join(setup['data'], 'val_list.txt')
+    init_default_scope('mmaction')  # MMEngine's wrappers build inside it
+    robust = dict(type='RobustDataset', dataset_type='VideoDataset',
+                  ann_file=ann, pipeline=[],
+                  data_prefix=dict(video=setup['data']))
+    repeated = DATASETS.build(dict(type='RepeatDataset', times=5,
+                                   dataset=robust))
+    assert len(repeated) == 20
+    assert num_distinct_samples(repeated) == 4
+    assert num_distinct_samples(DATASETS.build(dict(
+        type='ConcatDataset', datasets=[robust, dict(
+            type='RepeatDataset', times=5, dataset=robust)]))) == 8
+    robust = repeated.dataset
+    name = _unique('bad_fraction')
+    runner = SimpleNamespace(
+        train_dataloader=SimpleNamespace(dataset=repeated), epoch=0,
+        message_hub=MessageHub.get_instance(name),
+        logger=MMLogger.get_instance(name))
+    sample = ActionDataSample()
+    sample.set_metainfo(dict(bad_samples=[(1, robust.describe(1), 'err')]))
+    hook = BadSampleHook(max_bad_fraction=0.2)
+    with pytest.raises(TooManyBadSamplesError,
+                       match=r'^1 of 4 training samples \(25.00%\)'):
+        hook.after_train_iter(runner, 0,
+                              data_batch=dict(data_samples=[sample]))
+
+
 def _video_dataset(setup, lines_name, test_mode):
     pipe = copy.deepcopy(Config.fromfile(setup['cfg']).pipe_test)
     return DATASETS.build(dict(

@@ -10,12 +10,27 @@ from mmengine.hooks import Hook
 
 from mmaction.registry import HOOKS
 
-__all__ = ['BadSampleHook', 'TooManyBadSamplesError']
+__all__ = ['BadSampleHook', 'TooManyBadSamplesError', 'num_distinct_samples']
 
 
 class TooManyBadSamplesError(RuntimeError):
     """More than ``max_bad_fraction`` of the training set cannot be
     loaded."""
+
+
+def num_distinct_samples(dataset):
+    """The samples of a training set, each counted once: MMEngine's
+    ``RepeatDataset`` and ``ClassBalancedDataset`` list the samples of the
+    dataset they wrap several times, ``ConcatDataset`` joins its parts.
+    ``len()`` of such a wrapper would count a sample once per repeat, and
+    ``max_bad_fraction`` would tolerate that many times more bad files."""
+    from ...datasets.annotation_checks import wrapped_datasets
+    if type(dataset).__name__ == 'RobustDataset':
+        return len(dataset)
+    inner = wrapped_datasets(dataset)
+    if not inner:
+        return len(dataset)
+    return sum(num_distinct_samples(d) for d in inner)
 
 
 @HOOKS.register_module()
@@ -27,7 +42,9 @@ class BadSampleHook(Hook):
     (warning, with the error); ``bad_samples`` in the train log lines is the
     number of requested samples of the current epoch that were replaced;
     after each epoch one line sums it up. When the distinct bad samples
-    exceed ``max_bad_fraction`` of the training set the run stops with
+    exceed ``max_bad_fraction`` of the training set (its distinct samples:
+    a ``RepeatDataset`` counts its dataset once, :func:`num_distinct_samples`)
+    the run stops with
     :class:`TooManyBadSamplesError` listing the first ``list_first``.
     The list of bad samples and the current epoch's count survive
     ``--resume`` (message hub, saved in every checkpoint).
@@ -95,7 +112,7 @@ class BadSampleHook(Hook):
             self._check_fraction(runner, local=True)
 
     def _check_fraction(self, runner, local=False):
-        total = len(runner.train_dataloader.dataset)
+        total = num_distinct_samples(runner.train_dataloader.dataset)
         share = total
         if local:  # during an epoch a rank sees its part of the data only
             from mmengine.dist import get_world_size
@@ -130,7 +147,7 @@ class BadSampleHook(Hook):
         if len(bad) > len(self.bad):
             self.bad = bad
             runner.message_hub.update_info('bad_samples', dict(self.bad))
-        total = len(runner.train_dataloader.dataset)
+        total = num_distinct_samples(runner.train_dataloader.dataset)
         runner.logger.info(
             f'Epoch(train) [{runner.epoch + 1}] bad samples: '
             f'{skips} skipped and replaced this epoch; '
