@@ -483,6 +483,27 @@ EXPECTED = dict(verb_top1=1 / 4, verb_top5=3 / 4, noun_top1=2 / 4,
                 noun_mean_class_acc=2 / 4)
 
 
+def test_tools_test_headline_is_the_action_top1():
+    """tools/test.py prints one top-1 line first: for EK100 the action
+    top-1, not the verb top-1 (the first key of EpicKitchensMetric, which
+    it printed as 'top-1 accuracy'); a plain AccMetric's acc/top1 as
+    before."""
+    spec = importlib.util.spec_from_file_location('_tool_test',
+                                                  tool_path('test'))
+    tool = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(tool)
+    ek = {'ek100/verb_top1': 0.6, 'ek100/verb_top5': 0.9,
+          'ek100/noun_top1': 0.5, 'ek100/noun_top5': 0.8,
+          'ek100/action_top1': 0.4, 'ek100/action_top5': 0.7,
+          'ek100/bad_samples': 0}
+    lines = tool.summarise(ek)
+    assert lines[0] == 'action top-1 accuracy: 40.00%'
+    assert '  ek100/verb_top1: 0.6000' in lines
+    assert tool.summarise({'acc/top1': 0.25, 'acc/top5': 1.0})[0] == \
+        'top-1 accuracy: 25.00%'
+    assert tool.summarise({'acc/mean1': 0.5})[0] == '  acc/mean1: 0.5000'
+
+
 def test_metric_values_by_hand():
     got = epic_metrics(VERB, NOUN, YV, YN)
     assert got == pytest.approx(EXPECTED)

@@ -86,11 +86,17 @@ def merge_args(cfg, args):
 
 
 def summarise(metrics):
-    """Human-readable lines, top-1 first."""
+    """Human-readable lines, top-1 first: ``<prefix>/top1`` (AccMetric,
+    EPIC-SOUNDS), or EPIC-KITCHENS-100's headline ``action_top1`` (never
+    ``verb_top1``, the first of its keys)."""
     lines = []
-    top1 = next((v for k, v in metrics.items() if k.endswith('top1')), None)
-    if top1 is not None:
-        lines.append(f'top-1 accuracy: {100 * float(top1):.2f}%')
+    for name, suffix in (('action top-1 accuracy', 'action_top1'),
+                         ('top-1 accuracy', 'top1')):
+        top1 = next((v for k, v in metrics.items()
+                     if k.rsplit('/', 1)[-1] == suffix), None)
+        if top1 is not None:
+            lines.append(f'{name}: {100 * float(top1):.2f}%')
+            break
     for k, v in metrics.items():
         if isinstance(v, (int, float)):
             lines.append(f'  {k}: {v:.4f}')
