@@ -249,6 +249,46 @@ def test_bad_fraction_counts_a_repeated_dataset_once(setup):
                               data_batch=dict(data_samples=[sample]))
 
 
+def test_bad_samples_of_concatenated_lists_at_one_index_are_two():
+    """In a ConcatDataset each part's RobustDataset numbers its own samples:
+    two bad files at index 1 of two parts are two bad samples (keyed by the
+    index alone, the second was neither logged nor counted); a sample bad
+    again is not counted twice; a list saved by an earlier version (keyed
+    by the index) resumes without counting its entries again."""
+    from types import SimpleNamespace
+
+    from mmengine.logging import MessageHub, MMLogger
+
+    from cast_mmaction.engine.hooks import BadSampleHook
+    from mmaction.structures import ActionDataSample
+    name = _unique('bad_concat')
+    runner = SimpleNamespace(
+        train_dataloader=SimpleNamespace(dataset=list(range(1000))), epoch=0,
+        message_hub=MessageHub.get_instance(name),
+        logger=MMLogger.get_instance(name))
+
+    def batch(*failures):
+        samples = []
+        for f in failures:
+            sample = ActionDataSample()
+            sample.set_metainfo(dict(bad_samples=[f]))
+            samples.append(sample)
+        return dict(data_samples=samples)
+
+    hook = BadSampleHook(max_bad_fraction=0.5)
+    hook.after_train_iter(runner, 0, data_batch=batch(
+        (1, 'a/x.mp4', 'err'), (1, 'b/y.mp4', 'err')))
+    hook.after_train_iter(runner, 1, data_batch=batch((1, 'b/y.mp4', 'err')))
+    assert sorted(hook.bad) == [('a/x.mp4', 1), ('b/y.mp4', 1)]
+    assert hook.epoch_skips == 3
+    runner.message_hub.update_info('bad_samples', {1: ('a/x.mp4', 'err')})
+    resumed = BadSampleHook(max_bad_fraction=0.5)
+    resumed.before_train(runner)
+    resumed.after_train_iter(runner, 0, data_batch=batch(
+        (1, 'a/x.mp4', 'err')))
+    assert list(resumed.bad) == [('a/x.mp4', 1)]
+
+
 def _video_dataset(setup, lines_name, test_mode):
     pipe = copy.deepcopy(Config.fromfile(setup['cfg']).pipe_test)
     return DATASETS.build(dict(

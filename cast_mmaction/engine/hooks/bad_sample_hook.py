@@ -67,13 +67,18 @@ class BadSampleHook(Hook):
                              f'0..1, got {max_bad_fraction}')
         self.max_bad_fraction = float(max_bad_fraction)
         self.list_first = int(list_first)
-        self.bad = {}  # index -> (path, error), in order of discovery
+        # (path, index) -> (path, error), in order of discovery: the index
+        # is a sample's within its own RobustDataset, so in a ConcatDataset
+        # two files at one index are told apart by their paths
+        self.bad = {}
         self.epoch_skips = 0
 
     def before_train(self, runner):
         saved = runner.message_hub.get_info('bad_samples')
         if isinstance(saved, dict):
-            self.bad = dict(saved)
+            # checkpoints of earlier versions keyed by the index alone
+            self.bad = {k if isinstance(k, tuple) else (v[0], k): v
+                        for k, v in saved.items()}
 
     def before_train_epoch(self, runner):
         # a run resumed mid-epoch goes on counting that epoch's skips
@@ -97,8 +102,8 @@ class BadSampleHook(Hook):
         for failures in self._failures(data_batch):
             self.epoch_skips += 1
             for idx, path, error in failures:
-                if idx not in self.bad:
-                    self.bad[idx] = (path, error)
+                if (path, idx) not in self.bad:
+                    self.bad[(path, idx)] = (path, error)
                     new = True
                     runner.logger.warning(
                         f'bad sample skipped and replaced by another: {path} '
