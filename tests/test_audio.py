@@ -660,6 +660,18 @@ def test_vggsound_csv_and_list(tmp_path):
     with pytest.raises(ValueError, match='3 classes found but num_classes'):
         DATASETS.build(dict(type='VGGSoundDataset', ann_file=str(csv),
                             pipeline=[], check_files=False))
+    # a split that is neither train nor test: the row would be in no split
+    csv.write_text('abc,30,dog barking,train\nxyz,0,cat purring,tset\n')
+    with pytest.raises(ValueError, match=r"vggsound.csv, line 2: split "
+                       r"'tset' is neither 'train' nor 'test'"):
+        DATASETS.build(dict(type='VGGSoundDataset', ann_file=str(csv),
+                            pipeline=[], check_files=False))
+    # ... unless it is the split asked for (a CSV of one's own)
+    csv.write_text('abc,30,dog barking,train\nxyz,0,cat purring,val\n')
+    val = DATASETS.build(dict(type='VGGSoundDataset', ann_file=str(csv),
+                              pipeline=[], check_files=False, split='val',
+                              num_classes=2))
+    assert len(val) == 1
     lst = tmp_path / 'list.txt'
     lst.write_text('a b/clip 1.mp4 2\nc.mp4 400\n')
     with pytest.raises(ValueError, match='line 2: label 400 is outside'):
@@ -703,6 +715,18 @@ def test_epic_sounds_csv(tmp_path):
                        r'class_id 44 is outside 0..43'):
         DATASETS.build(dict(type='EpicSoundsDataset', ann_file=str(csv),
                             pipeline=[], check_files=False))
+    # a row with a field too many (an unquoted comma) or too few
+    good = ('P01_01_0,P01,P01_01,00:00:01.500,00:00:03.250,36000,78000,'
+            'click,click,7\n')
+    for row, fields in (('P01_01_1,P01,P01_01,00:00:04.000,00:00:05.000,'
+                         '96000,120000,a click, then a tap,click,7\n', 11),
+                        ('P01_01_1,P01,P01_01,00:00:04.000,00:00:05.000\n',
+                         5)):
+        csv.write_text(head + good + row)
+        with pytest.raises(ValueError, match=rf'line 3: {fields} fields, the '
+                           rf'header has 10'):
+            DATASETS.build(dict(type='EpicSoundsDataset', ann_file=str(csv),
+                                pipeline=[], check_files=False))
     csv.write_text('annotation_id,video_id\nx,P01_01\n')
     with pytest.raises(ValueError, match='missing columns'):
         DATASETS.build(dict(type='EpicSoundsDataset', ann_file=str(csv),

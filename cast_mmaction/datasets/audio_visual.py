@@ -312,6 +312,14 @@ class VGGSoundDataset(AudioVisualDataset):
                         f'{self.ann_file}, line {n}: expected youtube_id,'
                         f'start_seconds,label,split; got {row}')
                 rows.append((n, [c.strip() for c in row]))
+        known = ('train', 'test', self.split)
+        for n, r in rows:  # a row of another split is left out: say so
+            if r[3] not in known:
+                raise AVAnnotationError(
+                    f'{self.ann_file}, line {n}: split {r[3]!r} is neither '
+                    f'\'train\' nor \'test\' (the official CSV\'s), so the '
+                    f'row would be left out of every split; fix the row, or '
+                    f'read that split with split={r[3]!r}')
         index = self._classes(rows)
         data_list = []
         for n, (ytid, start, label, split) in ((n, r[:4]) for n, r in rows):
@@ -413,7 +421,16 @@ class EpicSoundsDataset(AudioVisualDataset):
                 # so counting rows would name the wrong line after one);
                 # csv_id_lines (verify_annotations) counts the same way
                 n = reader.line_num
-                row = {k: (v or '').strip() for k, v in row.items() if k}
+                # DictReader puts a short row's missing fields as None and a
+                # long row's extra ones under the key None
+                if None in row or None in row.values():
+                    fields = len(header) + len(row.get(None) or ()) - sum(
+                        v is None for v in row.values())
+                    raise AVAnnotationError(
+                        f'{self.ann_file}, line {n}: {fields} fields, the '
+                        f'header has {len(header)} ({",".join(header)}); '
+                        f'fix the row (a comma in a field needs quotes)')
+                row = {k: v.strip() for k, v in row.items()}
                 row.setdefault('participant_id', row['video_id'].split('_')[0])
                 try:
                     start = parse_timestamp(row['start_timestamp'])
