@@ -495,7 +495,9 @@ class DumpBadHook(Hook):
                'BadSampleHook'][0].bad
         with open(os.path.join(runner.work_dir,
                                f'bad{get_rank()}.json'), 'w') as f:
-            json.dump({str(k): list(v) for k, v in bad.items()}, f)
+            # keyed (path, index): the index, and the path beside it
+            json.dump({str(k[1]): [k[0]] + list(v) for k, v in bad.items()},
+                      f)
 '''
 
 
@@ -562,7 +564,7 @@ def test_ddp_run_finishes_when_one_ranks_sample_hangs(videos, tmp_path):
         with open(work / f'bad{rank}.json') as f:
             bad = json.load(f)
         assert list(bad) == ['3'], bad
-        path, error = bad['3']
-        assert path.endswith(videos['hang'])
+        key_path, path, error = bad['3']
+        assert key_path == path and path.endswith(videos['hang'])
         assert error.startswith('SampleTimeoutError: loading sample 3: ')
     assert took < 300
