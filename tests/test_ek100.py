@@ -25,7 +25,8 @@ from cast_mmaction.datasets.epic_kitchens import (EpicAnnotationError,
 from cast_mmaction.datasets.transforms.epic import PyAVVideoReader
 from cast_mmaction.evaluation.epic_metric import (EpicKitchensMetric,
                                                   action_topk_correct,
-                                                  epic_metrics, load_scores)
+                                                  epic_metrics, load_scores,
+                                                  save_scores)
 from _tools import tool_path
 
 ROOT = osp.dirname(osp.dirname(osp.abspath(__file__)))
@@ -581,6 +582,49 @@ def test_submission_format_and_validation(tmp_path):
             json.dump(broken(fn), f)
         with pytest.raises(tool.SubmissionError, match=msg):
             tool.read_submission(bad_path, ids)
+
+
+def test_submission_tool_reports_bad_inputs_without_a_traceback(
+        tmp_path, capsys):
+    """A missing or malformed file given to the tool is one ``error:`` line
+    naming the option and the file (exit 2), not a Python traceback."""
+    tool = _load_tool()
+    ids = ['P01_101_0', 'P01_101_1']
+    csv_path = tmp_path / 'test.csv'
+    csv_path.write_text(
+        'narration_id,participant_id,video_id,narration_timestamp,'
+        'start_timestamp,stop_timestamp,start_frame,stop_frame\n' +
+        ''.join(f'{i},P01,P01_101,00:00:00.00,00:00:00.00,00:00:01.00,1,50\n'
+                for i in ids))
+    good = tool.make_submission(ids, np.zeros((2, 97)), np.zeros((2, 300)),
+                                1, 1, 1)
+    old = tmp_path / 'old.json'
+    old.write_text(json.dumps(dict(good, version='0.1')))
+    short = tmp_path / 'short.pkl'
+    save_scores(str(short), ids[:1], np.zeros((1, 97)), np.zeros((1, 300)))
+    sls = ['--sls-pt', '1', '--sls-tl', '1', '--sls-td', '1']
+    missing = str(tmp_path / 'missing')
+    cases = [
+        (['--validate', missing + '.json'], ['--validate', 'missing.json']),
+        (['--validate', str(old)], ['--validate', 'old.json',
+                                    "'version' must be '0.2'"]),
+        (['--validate', str(old), '--test-csv', missing + '.csv'],
+         ['--test-csv', 'missing.csv', 'not found']),
+        ([missing + '.py', '--validate', str(old)], ['CONFIG',
+                                                     'missing.py']),
+        (['--scores', missing + '.pkl', '--test-csv', str(csv_path)] + sls,
+         ['--scores', 'missing.pkl', 'not found']),
+        (['--scores', str(short), '--test-csv', str(csv_path),
+          '--out', str(tmp_path / 'sub.json')] + sls, ['--scores', 'short.pkl', 'narration ids of the test split are '
+          'missing']),
+    ]
+    for argv, words in cases:
+        assert tool.main(argv) == 2, argv
+        err = capsys.readouterr().err
+        assert err.startswith('error: ') and 'Traceback' not in err, err
+        for w in words:
+            assert w in err, (argv, err)
+    assert not osp.exists(tmp_path / 'sub.json')  # checked before writing
 
 
 # ---------------------------------------------------------------------------

@@ -250,19 +250,38 @@ def main(argv=None):
         with safe_load.trusted(*((args.checkpoint, args.scores)
                                  if args.trust_checkpoint else ())):
             return _main(ap, args)
-    except safe_load.UntrustedCheckpointError as e:
+    except (safe_load.UntrustedCheckpointError, _InputError) as e:
         print(f'error: {e}', file=sys.stderr)
         return 2
+
+
+class _InputError(Exception):
+    """A file given on the command line is missing or unreadable, or the
+    submission / score file / CSV does not follow its format; the message
+    names the file and what is wrong (printed as ``error: ...``, exit 2)."""
+
+
+def _read(option, path, fn, *args):
+    """``fn(*args)``, turning a missing / malformed input into
+    :class:`_InputError` naming the option and the file ``path``."""
+    try:
+        return fn(*args)
+    except (SubmissionError, OSError, ValueError) as e:
+        msg = str(e) if str(path) in str(e) else f'{path}: {e}'
+        raise _InputError(f'{option}: {msg}') from e
 
 
 def _main(ap, args):
     test_csv = args.test_csv
     if test_csv is None and args.config:
         from mmengine.config import Config
-        test_csv = Config.fromfile(args.config).get('ek100_test_csv')
+        test_csv = _read('CONFIG', args.config, Config.fromfile,
+                         args.config).get('ek100_test_csv')
     if args.validate:
-        ids = expected_narration_ids(test_csv) if test_csv else None
-        sub = read_submission(args.validate, ids)
+        ids = _read('--test-csv', test_csv, expected_narration_ids,
+                    test_csv) if test_csv else None
+        sub = _read('--validate', args.validate, read_submission,
+                    args.validate, ids)
         print(f'{args.validate}: valid ({len(sub["results"])} segments'
               f'{"" if ids else "; narration ids not checked, no --test-csv"}'
               f')')
@@ -273,7 +292,7 @@ def _main(ap, args):
         ap.error('--sls-pt, --sls-tl and --sls-td are required: declare the '
                  'supervision levels of your model (0-5, see the challenge '
                  'guidelines)')
-    ids = expected_narration_ids(test_csv)
+    ids = _read('--test-csv', test_csv, expected_narration_ids, test_csv)
     if args.scores:
         score_file = args.scores
     elif args.config and args.checkpoint:
@@ -285,14 +304,18 @@ def _main(ap, args):
     else:
         ap.error('give CONFIG CHECKPOINT, --scores FILE or --validate JSON')
     from cast_mmaction.evaluation.epic_metric import load_scores
-    sid, verb, noun = load_scores(score_file)
+    scores_opt = '--scores' if args.scores else 'the test run\'s scores'
+    sid, verb, noun = _read(scores_opt, score_file, load_scores,
+                            score_file)
     if verb.shape[1] != NUM_VERBS or noun.shape[1] != NUM_NOUNS:
-        raise SubmissionError(f'{score_file}: expected {NUM_VERBS} verb and '
-                              f'{NUM_NOUNS} noun scores per segment, got '
-                              f'{verb.shape[1]} and {noun.shape[1]}')
-    sub = make_submission(sid, verb, noun, args.sls_pt, args.sls_tl,
-                          args.sls_td)
-    paths = write_submission(sub, args.out, ids, make_zip=args.zip)
+        raise _InputError(f'{score_file}: expected {NUM_VERBS} verb and '
+                          f'{NUM_NOUNS} noun scores per segment, got '
+                          f'{verb.shape[1]} and {noun.shape[1]}')
+    sub = _read(scores_opt, score_file, make_submission, sid, verb,
+                noun, args.sls_pt, args.sls_tl, args.sls_td)
+    _read(scores_opt, score_file, validate_submission, sub, ids)
+    paths = _read('--out', args.out, write_submission, sub, args.out,
+                  ids, args.zip)
     print(f'wrote {", ".join(paths)}: {len(sid)} segments, validated against'
           f' {test_csv}')
     return 0
