@@ -39,6 +39,9 @@ from torch import nn
 
 #: the ONNX opset written (LayerNormalization is a single op from 17 on)
 OPSET = 17
+#: the lowest opset that has the attention the models export
+#: (``aten::scaled_dot_product_attention`` has an ONNX form from 14 on)
+MIN_OPSET = 14
 #: prefix of the metadata the exporter writes into the file
 META = 'cast_mmaction'
 #: batch size of the traced export (not 1, so no batch axis is folded)
@@ -57,6 +60,28 @@ def plain_matmuls():
     computes what the graph computes (both fp32)."""
     from .models.speedups import reference_path
     return reference_path()
+
+
+def max_opset():
+    """The highest opset torch's TorchScript exporter writes (20 in torch
+    2.15)."""
+    try:
+        from torch.onnx._constants import \
+            ONNX_TORCHSCRIPT_EXPORTER_MAX_OPSET
+        return int(ONNX_TORCHSCRIPT_EXPORTER_MAX_OPSET)
+    except ImportError:  # pragma: no cover - another torch layout
+        return None
+
+
+def check_opset(opset):
+    """Refuse an opset the export cannot write, before the model is traced
+    (torch would fail after tracing and print the whole graph)."""
+    high = max_opset()
+    if opset < MIN_OPSET or (high is not None and opset > high):
+        raise ExportError(
+            f'opset {opset}: use {MIN_OPSET} to {high} (the attention needs '
+            f'{MIN_OPSET}; torch {torch.__version__}\'s TorchScript exporter '
+            f'writes up to {high}; default {OPSET})')
 
 
 def _backbone_kind(model):
@@ -197,6 +222,7 @@ def export(model, path, num_frames=None, opset=OPSET):
     """Write ``model`` (a built recognizer) for one view to ``path``; returns
     ``(wrapper, spec, output names)``."""
     import onnx
+    check_opset(opset)
     spec = input_spec(model, num_frames)
     names = [n for n, _ in spec]
     outputs = output_names(model)

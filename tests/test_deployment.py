@@ -161,6 +161,34 @@ def test_export_tool_verify_and_mismatched_checkpoint(tmp_path, capsys):
     assert '--random-weights' in capsys.readouterr().err
 
 
+def test_export_tool_refuses_option_values_it_cannot_use(tmp_path, capsys):
+    """--threads / --benchmark / --num-frames below 1 and an --opset the
+    exporter cannot write stop with a message naming the option and the
+    values that work, before anything is traced (torch would print the
+    whole graph for a wrong opset, and --threads 0 / --benchmark -1 ended in
+    a traceback after the export)."""
+    from test_tools_infer import write_config
+    cfg = write_config(str(tmp_path / 'tiny.py'))
+    tool = _tool()
+    out = str(tmp_path / 'tiny.onnx')
+    base = [cfg, '--random-weights', '--out', out]
+    for option in (['--threads', '0', '--benchmark', '1'],
+                   ['--benchmark', '-1'], ['--num-frames', '0']):
+        with pytest.raises(SystemExit):
+            tool.main(base + option)
+        err = capsys.readouterr().err
+        assert f'argument {option[0]}' in err and 'positive' in err, err
+    high = deployment.max_opset()
+    for opset in (deployment.MIN_OPSET - 1, high + 1):
+        assert tool.main(base + ['--opset', str(opset)]) == 2
+        err = capsys.readouterr().err
+        assert err.startswith(f'error: opset {opset}: use '
+                              f'{deployment.MIN_OPSET} to {high}'), err
+        assert len(err) < 500 and not osp.exists(out)
+    with pytest.raises(deployment.ExportError, match='opset 13'):
+        deployment.export(_model('cast'), out, opset=13)
+
+
 def test_random_weights_are_not_a_constant_function():
     """A freshly built CAST gives the same scores for every input (zero
     adapters and head input); --random-weights fills the zero-initialised

@@ -28,6 +28,16 @@ from cast_mmaction import inference as inf  # noqa: E402
 from cast_mmaction import safe_load  # noqa: E402
 
 
+def _positive_int(text):
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
+    if value < 1:
+        raise argparse.ArgumentTypeError(f'{text!r}: give a positive integer')
+    return value
+
+
 def parse_args(argv=None):
     from mmengine.config import DictAction
     p = argparse.ArgumentParser(
@@ -41,18 +51,20 @@ def parse_args(argv=None):
                    help='export the initialised model without a checkpoint, '
                    'its zero-initialised adapters, links and heads filled '
                    'with seeded noise (for timing and checking the graph)')
-    p.add_argument('--num-frames', type=int,
+    p.add_argument('--num-frames', type=_positive_int,
                    help='clip length of a frame-wise model (MSCA, '
                    'TokenShift, ViT; default: the test pipeline\'s '
                    'clip_len, else 8); CAST/CAVA/CA2ST take theirs from '
                    'the model')
-    p.add_argument('--opset', type=int, default=deployment.OPSET)
+    p.add_argument('--opset', type=int, default=deployment.OPSET,
+                   help=f'ONNX opset, {deployment.MIN_OPSET} to '
+                   f'{deployment.max_opset()} (default: %(default)s)')
     p.add_argument('--verify', action='store_true',
                    help='compare onnxruntime with PyTorch on a random input')
-    p.add_argument('--benchmark', type=int, default=0, metavar='RUNS',
+    p.add_argument('--benchmark', type=_positive_int, metavar='RUNS',
                    help='time RUNS forward passes of each at batch 1 and '
                    'print the medians')
-    p.add_argument('--threads', type=int, default=1,
+    p.add_argument('--threads', type=_positive_int, default=1,
                    help='intra-op threads of both for --benchmark')
     p.add_argument('--cfg-options', nargs='+', action=DictAction,
                    help='override config settings, key=value')
@@ -87,6 +99,7 @@ def _clip_len(cfg):
 def main(argv=None):
     args = parse_args(argv)
     try:
+        deployment.check_opset(args.opset)
         cfg = inf.load_config(args.config, args.cfg_options)
         if args.checkpoint:
             safe_load.trust_inputs(cfg, args.checkpoint,
