@@ -84,6 +84,21 @@ def check_opset(opset):
             f'writes up to {high}; default {OPSET})')
 
 
+def check_num_frames(model, num_frames):
+    """Refuse a clip length the model is not exported with: CAST / CAVA /
+    CA2ST are built for one (``backbone.num_frames``, which
+    :func:`input_spec` uses); a frame-wise MSCAViT takes any."""
+    if num_frames is None or _backbone_kind(model) != 'cast':
+        return
+    if num_frames != model.backbone.num_frames:
+        raise ExportError(
+            f'--num-frames {num_frames}: this {type(model.backbone).__name__}'
+            f' was built for {model.backbone.num_frames} frames and is '
+            f'exported with them; omit --num-frames, or build the model for '
+            f'{num_frames} (--cfg-options model.backbone.num_frames='
+            f'{num_frames}, which the checkpoint must fit)')
+
+
 def _backbone_kind(model):
     from .models.backbones.cast import CASTBackbone
     from .models.backbones.msca_vit import MSCAViT

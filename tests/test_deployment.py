@@ -189,6 +189,28 @@ def test_export_tool_refuses_option_values_it_cannot_use(tmp_path, capsys):
         deployment.export(_model('cast'), out, opset=13)
 
 
+def test_export_tool_refuses_num_frames_a_cast_model_does_not_take(
+        tmp_path, capsys):
+    """CAST / CAVA / CA2ST are exported at the clip length they were built
+    for: --num-frames of another length is refused by name (it was ignored,
+    and the file took 8 frames where 4 were asked for); the same length is
+    accepted."""
+    from test_tools_infer import write_config
+    cfg = write_config(str(tmp_path / 'tiny.py'))  # num_frames=8
+    tool = _tool()
+    out = str(tmp_path / 'tiny.onnx')
+    assert tool.main([cfg, '--random-weights', '--out', out,
+                      '--num-frames', '4']) == 2
+    err = capsys.readouterr().err
+    assert 'error: --num-frames 4' in err and 'built for 8 frames' in err
+    assert 'model.backbone.num_frames=4' in err and not osp.exists(out)
+    assert tool.main([cfg, '--random-weights', '--out', out,
+                      '--num-frames', '8']) == 0
+    assert 'video (B, 3, 8, 32, 32)' in capsys.readouterr().out
+    # a frame-wise model takes any clip length
+    deployment.check_num_frames(_model('msca'), 5)
+
+
 def test_random_weights_are_not_a_constant_function():
     """A freshly built CAST gives the same scores for every input (zero
     adapters and head input); --random-weights fills the zero-initialised

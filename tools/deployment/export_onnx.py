@@ -55,7 +55,7 @@ def parse_args(argv=None):
                    help='clip length of a frame-wise model (MSCA, '
                    'TokenShift, ViT; default: the test pipeline\'s '
                    'clip_len, else 8); CAST/CAVA/CA2ST take theirs from '
-                   'the model')
+                   'the model and refuse another')
     p.add_argument('--opset', type=int, default=deployment.OPSET,
                    help=f'ONNX opset, {deployment.MIN_OPSET} to '
                    f'{deployment.max_opset()} (default: %(default)s)')
@@ -107,6 +107,7 @@ def main(argv=None):
         model = deployment.load_model(cfg, args.checkpoint)
         if args.random_weights:
             deployment.fill_zero_init(model)
+        deployment.check_num_frames(model, args.num_frames)
         frames = args.num_frames or _clip_len(cfg)
         wrapper, spec, outputs = deployment.export(model, args.out, frames,
                                                    args.opset)
