@@ -244,7 +244,13 @@ def export(model, path, num_frames=None, opset=OPSET):
     wrapper = OneViewRecognizer(model, names).eval()
     inputs = tuple(example_inputs(spec, EXPORT_BATCH))
     dynamic = {n: {0: 'batch'} for n in names + outputs}
-    os.makedirs(osp.dirname(osp.abspath(path)), exist_ok=True)
+    folder = osp.dirname(osp.abspath(path))
+    try:
+        os.makedirs(folder, exist_ok=True)
+    except OSError as e:  # a file in the way, no permission, ...
+        raise ExportError(f'cannot write {path}: its folder {folder} cannot '
+                          f'be created ({e}); give --out in a writable '
+                          f'folder') from e
     try:
         with torch.no_grad(), plain_matmuls(), warnings.catch_warnings():
             # tracing notes every Python bool / int it records as a

@@ -211,6 +211,18 @@ def test_export_tool_refuses_num_frames_a_cast_model_does_not_take(
     deployment.check_num_frames(_model('msca'), 5)
 
 
+def test_export_tool_names_an_out_path_it_cannot_write(tmp_path, capsys):
+    """--out below a file (its folder cannot be created) is an error line
+    naming the path, not a FileExistsError traceback."""
+    from test_tools_infer import write_config
+    cfg = write_config(str(tmp_path / 'tiny.py'))
+    out = str(tmp_path / 'tiny.py' / 'm.onnx')
+    assert _tool().main([cfg, '--random-weights', '--out', out]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith(f'error: cannot write {out}') and 'Traceback' \
+        not in err and 'writable folder' in err, err
+
+
 def test_random_weights_are_not_a_constant_function():
     """A freshly built CAST gives the same scores for every input (zero
     adapters and head input); --random-weights fills the zero-initialised
