@@ -408,6 +408,40 @@ def test_convert_tool_reads_release_and_tower(tmp_path, capsys):
     model.load_state_dict(state)  # strict: every key, nothing else
 
 
+def test_convert_tool_names_a_missing_tower_config_or_expert_file(
+        tmp_path, capsys):
+    """A --tower, --config or --expert SRC that does not exist stops naming
+    that option (the readers' own message told the user to set
+    model.backbone.experts.clip.pretrained, which this command does not
+    read; a missing --config was a FileNotFoundError traceback after the
+    conversion)."""
+    import importlib.util
+    dump = shared_fixture('st_adapter_pre_attn_mlp')
+    from _tools import tool_path
+    spec = importlib.util.spec_from_file_location(
+        '_convert_tool', tool_path('convert_checkpoint'))
+    tool = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(tool)
+    src = os.path.join(dump, 'official_checkpoint.pth')
+    dst = str(tmp_path / 'st.pth')
+    missing = str(tmp_path / 'ViT-B-16.pt')
+    with pytest.raises(SystemExit) as err:
+        tool.main([src, dst, '--tower', missing, '--quiet'])
+    assert str(err.value.code) == (f'FileNotFoundError: --tower {missing}: '
+                                   f'no such file or folder')
+    with pytest.raises(SystemExit) as err:
+        tool.main([missing, dst, '--expert', 'clip', '--quiet'])
+    assert str(err.value.code) == (f'FileNotFoundError: SRC {missing}: no '
+                                   f'such file or folder')
+    with pytest.raises(SystemExit) as err:
+        tool.main([src, dst, '--tower', os.path.join(dump, 'clip_visual.pth'),
+                   '--config', str(tmp_path / 'st.py'), '--quiet'])
+    assert err.value.code == 2
+    assert f'--config {tmp_path / "st.py"}: no such file' in \
+        capsys.readouterr().err
+    assert not os.path.exists(dst)
+
+
 def _build_sized(options, config):
     from mmengine.config import Config, DictAction  # noqa: F401
     cfg = Config.fromfile(config)

@@ -88,7 +88,21 @@ def parse_args(argv=None):
     ap.add_argument('--cfg-options', nargs='+', action=DictAction,
                     default={}, help='key=value overrides for the config')
     add_quiet_argument(ap)
-    return ap.parse_args(argv)
+    args = ap.parse_args(argv)
+    if args.config and not os.path.isfile(args.config):
+        ap.error(f'--config {args.config}: no such file')
+    return args
+
+
+def _not_found(option, value, error):
+    """The message for a FileNotFoundError reading ``value`` (given as
+    ``option``): when ``value`` itself does not exist, name the option (the
+    readers name the config field an expert's weights come from, which
+    is not what this command was given); else the reader's words."""
+    if value and ':' not in value and not os.path.exists(
+            os.path.expanduser(value)):
+        return f'FileNotFoundError: {option} {value}: no such file or folder'
+    return f'{type(error).__name__}: {error}'
 
 
 def main(argv=None):
@@ -128,7 +142,9 @@ def _convert_full(args, stage):
         state = with_tower(kind, state, args.tower)
     except safe_load.UntrustedCheckpointError as e:
         sys.exit(f'UntrustedCheckpointError: {e}')
-    except (ValueError, FileNotFoundError) as e:
+    except FileNotFoundError as e:
+        sys.exit(_not_found('--tower', args.tower, e))
+    except ValueError as e:
         sys.exit(f'{type(e).__name__}: {e}')
     try:
         out, unmapped = convert_state(kind, state)
@@ -205,7 +221,9 @@ def convert_expert(args, stage):
         state = read(args.src)
     except safe_load.UntrustedCheckpointError as e:
         sys.exit(f'UntrustedCheckpointError: {e}')
-    except (ValueError, FileNotFoundError) as e:
+    except FileNotFoundError as e:
+        sys.exit(_not_found('SRC', args.src, e))
+    except ValueError as e:
         sys.exit(f'{type(e).__name__}: {e}')
     print(f'[{args.expert} expert] {len(state)} tensors from {args.src}')
     if args.config:
