@@ -223,6 +223,45 @@ def test_convert_tool_output_loads_with_mmengine(tmp_path):
     assert 'does not fit' in r.stderr and 'cls_head.fc_verb' in r.stderr
 
 
+def test_convert_tools_check_dst_before_reading(tmp_path):
+    """convert_checkpoint.py and to_safetensors.py: a DST that is a folder,
+    or below a file, is a one-line exit naming it before SRC is read (it was
+    a FileExistsError / IsADirectoryError / SafetensorError traceback after
+    the conversion); a DST in folders that do not exist yet is written,
+    creating them (to_safetensors.py stopped with a SafetensorError)."""
+    import importlib.util
+    from _tools import tool_path
+
+    def load(name):
+        spec = importlib.util.spec_from_file_location(
+            f'tool_{name}', tool_path(name))
+        tool = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(tool)
+        return tool
+
+    official = os.path.join(FIXTURES, 'cast_single', 'official_checkpoint.pth')
+    (tmp_path / 'a_file').write_text('x')
+    (tmp_path / 'a_folder.pth').mkdir()
+    (tmp_path / 'a_folder.safetensors').mkdir()
+    ckpt = str(tmp_path / 'ours.pth')
+    torch.save({'state_dict': {'w': torch.zeros(2)}, 'meta': {}}, ckpt)
+    for name, src, ext in (('convert_checkpoint', official, 'pth'),
+                           ('to_safetensors', ckpt, 'safetensors')):
+        tool = load(name)
+        cases = [(str(tmp_path / f'a_folder.{ext}'), 'is a folder'),
+                 (str(tmp_path / 'a_file' / f'x.{ext}'),
+                  f'{tmp_path / "a_file"} is a file')]
+        for dst, match in cases:
+            with pytest.raises(SystemExit) as e:
+                tool.main([src, dst, '--quiet'])
+            assert isinstance(e.value.code, str), (name, dst)
+            assert e.value.code.startswith(f'ValueError: dst {dst}') and \
+                match in e.value.code, e.value.code
+        dst = tmp_path / 'new' / name / f'out.{ext}'
+        tool.main([src, str(dst), '--quiet'])
+        assert dst.is_file()
+
+
 def test_convert_tool_refuses_bad_sources_in_one_line(tmp_path, capsys):
     """A missing SRC, a file that is no checkpoint, a --kind of another
     family and a checkpoint this package wrote: each a one-line exit

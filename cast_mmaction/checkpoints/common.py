@@ -11,6 +11,24 @@ from ..safe_load import UntrustedCheckpointError, load_checkpoint  # security
 WRAPPER_KEYS = ('module', 'model', 'state_dict', 'model_state')
 
 
+def check_output(path, what='dst'):
+    """Check, before a tool reads its input, that the file ``path`` can be
+    written: not a folder, and its nearest existing ancestor a writable
+    folder (the missing folders are created when the file is written).
+    Raises ``ValueError`` naming ``what`` and the obstacle."""
+    if os.path.isdir(path):
+        raise ValueError(f'{what} {path} is a folder: give the file to write')
+    folder = os.path.dirname(os.path.abspath(path))
+    while not os.path.exists(folder):
+        folder = os.path.dirname(folder)
+    if not os.path.isdir(folder):
+        raise ValueError(f'{what} {path}: {folder} is a file, so the folder '
+                         f'cannot be created; give a path in a folder')
+    if not os.access(folder, os.W_OK):
+        raise ValueError(f'{what} {path}: the folder {folder} is not '
+                         f'writable')
+
+
 def read_state_dict(path, what):
     """Load ``path`` and unwrap the usual containers ({'module': ...},
     {'model': ...}, {'state_dict': ...}). Raises a clear error for a missing

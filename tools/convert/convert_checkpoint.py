@@ -44,7 +44,8 @@ import cast_mmaction  # noqa: E402,F401
 from cast_mmaction.checkpoints import (CONVERTERS, check_fit,  # noqa: E402
                                        convert_state, detect_kind,
                                        fit_report, with_tower)
-from cast_mmaction.checkpoints.common import read_state_dict  # noqa: E402
+from cast_mmaction.checkpoints.common import (  # noqa: E402
+    check_output, read_state_dict)
 from cast_mmaction.checkpoints.expert_formats import (  # noqa: E402
     Source, file_kind, read_source)
 from cast_mmaction import safe_load  # noqa: E402  (docs/security.md)
@@ -107,6 +108,10 @@ def _not_found(option, value, error):
 
 def main(argv=None):
     args = parse_args(argv)
+    try:  # before SRC is read and converted
+        check_output(args.dst)
+    except ValueError as e:
+        sys.exit(f'ValueError: {e}')
     if args.trust_checkpoint:
         safe_load.trust(args.src)
     checks = ['build model', 'check fit'] if args.config else []

@@ -24,7 +24,8 @@ import torch  # noqa: E402
 
 import cast_mmaction  # noqa: E402,F401
 from cast_mmaction import safe_load  # noqa: E402
-from cast_mmaction.checkpoints.common import unwrap  # noqa: E402
+from cast_mmaction.checkpoints.common import (check_output,  # noqa: E402
+                                             unwrap)
 from cast_mmaction.progress import Stages, add_quiet_argument  # noqa: E402
 
 
@@ -43,6 +44,10 @@ def parse_args(argv=None):
 
 def main(argv=None):
     args = parse_args(argv)
+    try:  # before SRC is read
+        check_output(args.dst)
+    except ValueError as e:
+        sys.exit(f'ValueError: {e}')
     if args.trust_checkpoint:
         safe_load.trust(args.src)
     with Stages(['read', 'write'], f'to_safetensors '
@@ -58,6 +63,7 @@ def main(argv=None):
                         for v in obj['state_dict'].values())):
             obj = unwrap(obj, args.src)  # an official / expert layout
         stage('write')
+        os.makedirs(os.path.dirname(os.path.abspath(args.dst)), exist_ok=True)
         dropped = safe_load.save_safetensors(obj, args.dst)
     state = obj.get('state_dict', obj)
     print(f'wrote {args.dst}: {len(state)} tensors'
