@@ -540,3 +540,28 @@ def test_autocast_leaves_the_augmentation_alone():
         b = device(seed=3, **kw)(copy.deepcopy(_batch()), training=True)
     assert b['inputs'].dtype == torch.float32
     assert torch.equal(a['inputs'], b['inputs'])
+
+
+def test_bench_tool_refuses_a_device_or_size_it_cannot_use(capsys):
+    """tools/benchmark/bench_device_augment.py: a CUDA device torch does not
+    see, a string that is no device and an unknown --sizes entry are usage
+    errors naming the option, before the CPU pipeline runs (--device cuda
+    on a CPU-only host was a RuntimeError traceback after minutes of it;
+    --sizes k700 a KeyError)."""
+    import importlib.util
+    from _tools import tool_path
+    spec = importlib.util.spec_from_file_location(
+        '_bench_device_augment', tool_path('bench_device_augment'))
+    tool = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(tool)
+    cases = [(['--device', 'cuda:99'], '--device cuda:99: torch sees'),
+             (['--device', 'gpu'], '--device gpu: not a device'),
+             (['--sizes', 'ssv2,k700'], "--sizes: unknown ['k700']"),
+             (['--clips', '0'], 'positive')]
+    for argv, match in cases:
+        with pytest.raises(SystemExit) as e:
+            tool.main(argv + ['--clips', '1'] if argv[0] != '--clips'
+                      else argv)
+        assert e.value.code == 2
+        err = capsys.readouterr()
+        assert match in err.err and not err.out, (argv, err)

@@ -19,13 +19,40 @@ import os
 import time
 
 
-def main():
+SIZES = dict(ssv2=(16, 240, 427), k400=(16, 320, 568))
+
+
+def _device(p, spec):
+    """``--device`` as a torch device, or a usage error naming it (checked
+    before the CPU pipeline runs, which takes minutes)."""
+    import torch
+    try:
+        dev = torch.device(spec)
+    except RuntimeError as e:
+        p.error(f'--device {spec}: not a device ({e}); give cpu or cuda[:i]')
+    if dev.type == 'cuda':
+        count = torch.cuda.device_count() if torch.cuda.is_available() else 0
+        if count <= (dev.index or 0):
+            p.error(f'--device {spec}: torch sees {count} CUDA device(s) '
+                    f'here (torch {torch.__version__}); run it on a GPU '
+                    f'host, or use --device cpu')
+    return dev
+
+
+def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__.split('\n')[0])
     p.add_argument('--clips', type=int, default=20)
     p.add_argument('--threads', type=int, default=1)
     p.add_argument('--device', default='cpu')
-    p.add_argument('--sizes', default='ssv2,k400')
-    args = p.parse_args()
+    p.add_argument('--sizes', default='ssv2,k400',
+                   help=f'comma-separated, of {", ".join(SIZES)}')
+    args = p.parse_args(argv)
+    unknown = [s for s in args.sizes.split(',') if s not in SIZES]
+    if unknown:
+        p.error(f'--sizes: unknown {unknown}; known: {", ".join(SIZES)}')
+    if args.clips < 1 or args.threads < 1:
+        p.error('--clips and --threads take positive integers')
+    dev = _device(p, args.device)
     os.environ.setdefault('OMP_NUM_THREADS', str(args.threads))
 
     import cv2
@@ -36,7 +63,7 @@ def main():
     from mmaction.registry import MODELS, TRANSFORMS
     torch.set_num_threads(args.threads)
     cv2.setNumThreads(args.threads)
-    sizes = dict(ssv2=(16, 240, 427), k400=(16, 320, 568))
+    sizes = SIZES
     mean, std = [123.675, 116.28, 103.53], [58.395, 57.12, 57.375]
     cpu_steps = [
         dict(type='VideoRandAugment', config_str='rand-m7-n4-mstd0.5-inc1'),
@@ -47,7 +74,6 @@ def main():
         dict(type='FormatShape', input_format='NCTHW')]
     cpu_pipe = [TRANSFORMS.build(s) for s in cpu_steps]
     pack = TRANSFORMS.build(dict(type='PackRawFrames'))
-    dev = torch.device(args.device)
 
     def clock():
         if dev.type == 'cuda':
