@@ -52,3 +52,21 @@ def cpu_facts():
                 cpu_vendor=vendors[0] if vendors else None,
                 cpu_count=len(models),
                 cpu_isa=[f for f in ISA_FLAGS if f in flags])
+
+
+def device_problem(spec):
+    """Why torch cannot run on the device ``spec`` (``'cpu'``, ``'cuda'``,
+    ``'cuda:1'``) here, in words naming what to do; None when it can. The
+    benchmark tools check ``--device`` with it before their first timing."""
+    import torch
+    try:
+        dev = torch.device(spec)
+    except RuntimeError as e:
+        return f'not a device ({e}); give cpu or cuda[:i]'
+    if dev.type == 'cuda':
+        count = torch.cuda.device_count() if torch.cuda.is_available() else 0
+        if count <= (dev.index or 0):
+            return (f'torch sees {count} CUDA device(s) here (torch '
+                    f'{torch.__version__}); run it on a GPU host, or use '
+                    f'cpu')
+    return None

@@ -195,3 +195,31 @@ def test_prepared_videos_and_their_pixel_difference(workdir, monkeypatch):
 def test_decode_device_needs_torchcodec():
     with pytest.raises(SystemExit, match='--decoder torchcodec'):
         bp.main(['--decode-device', 'cuda'])
+
+
+def test_missing_config_and_unusable_devices_are_usage_errors(tmp_path,
+                                                              capsys):
+    """A --config that does not exist and a --device (with --preprocess) or
+    --decode-device torch cannot use here stop when the arguments are
+    parsed, naming the option (they were a FileNotFoundError traceback and,
+    after the first timings, torch's 'Found no NVIDIA driver' RuntimeError
+    on a CPU-only host)."""
+    missing = str(tmp_path / 'missing.py')
+    cases = [(['--config', missing], f'--config {missing}: no such file'),
+             (['--preprocess', '--device', 'cuda:99'],
+              '--device cuda:99: torch sees'),
+             (['--decoder', 'torchcodec', '--decode-device', 'cuda:99'],
+              '--decode-device cuda:99: torch sees'),
+             (['--preprocess', '--device', 'gpu'], '--device gpu: not a '
+              'device')]
+    cfg = osp.join(ROOT, 'configs', 'cast_ssv2.py')
+    for argv, match in cases:
+        if argv[0] != '--config':
+            argv = ['--config', cfg] + argv
+        with pytest.raises(SystemExit) as e:
+            bp.parse_args(argv)
+        assert e.value.code == 2
+        assert match in capsys.readouterr().err, argv
+    # the CPU, and a device left unused without --preprocess, pass
+    assert bp.parse_args(['--config', cfg, '--device', 'cuda:99']).config \
+        == [cfg]

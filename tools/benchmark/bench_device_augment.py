@@ -26,17 +26,11 @@ def _device(p, spec):
     """``--device`` as a torch device, or a usage error naming it (checked
     before the CPU pipeline runs, which takes minutes)."""
     import torch
-    try:
-        dev = torch.device(spec)
-    except RuntimeError as e:
-        p.error(f'--device {spec}: not a device ({e}); give cpu or cuda[:i]')
-    if dev.type == 'cuda':
-        count = torch.cuda.device_count() if torch.cuda.is_available() else 0
-        if count <= (dev.index or 0):
-            p.error(f'--device {spec}: torch sees {count} CUDA device(s) '
-                    f'here (torch {torch.__version__}); run it on a GPU '
-                    f'host, or use --device cpu')
-    return dev
+    from cast_mmaction.utils import device_problem
+    problem = device_problem(spec)
+    if problem:
+        p.error(f'--device {spec}: {problem}')
+    return torch.device(spec)
 
 
 def main(argv=None):

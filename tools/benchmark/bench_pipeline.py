@@ -738,7 +738,18 @@ def parse_args(argv=None):
                                                   'bench_pipeline'))
     ap.add_argument('--json', help='write the results here')
     ap.add_argument('--cfg-options', nargs='+', action=DictAction)
-    return ap.parse_args(argv)
+    args = ap.parse_args(argv)
+    from cast_mmaction.utils import device_problem
+    for config in args.config:
+        if not osp.isfile(config):
+            ap.error(f'--config {config}: no such file')
+    for option, device, used in (('--device', args.device, args.preprocess),
+                                 ('--decode-device', args.decode_device,
+                                  args.decode_device)):
+        problem = used and device_problem(device)
+        if problem:
+            ap.error(f'{option} {device}: {problem}')
+    return args
 
 
 def main(argv=None):
