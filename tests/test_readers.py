@@ -262,6 +262,34 @@ def test_audio_reader_windows_in_any_order(media, source):
     assert checked >= 30
 
 
+def test_reader_benchmark_tool_names_bad_arguments(tmp_path, capsys):
+    """tools/benchmark/bench_readers.py: a --video that does not exist or is
+    no video, an unknown reader and --rounds 0 stop with a message naming
+    the option or the file (they were tracebacks: av's FileNotFoundError /
+    InvalidDataError, a KeyError, statistics.median of no rounds)."""
+    import importlib.util
+
+    from _tools import tool_path
+    spec = importlib.util.spec_from_file_location(
+        '_bench_readers_tool', tool_path('bench_readers'))
+    tool = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(tool)
+    missing = str(tmp_path / 'missing.mp4')
+    usage = [(['--video', missing], f'--video {missing}: no such file'),
+             (['--readers', 'pyav', 'foo'], "--readers: unknown ['foo']; "
+              'known: decord, pyav'),
+             (['--rounds', '0'], '--rounds takes a positive integer')]
+    for argv, match in usage:
+        with pytest.raises(SystemExit) as e:
+            tool.main(argv + ['--workdir', str(tmp_path)])
+        assert e.value.code == 2 and match in capsys.readouterr().err, argv
+    junk = tmp_path / 'junk.mp4'
+    junk.write_bytes(b'not a video')
+    with pytest.raises(SystemExit) as e:
+        tool.main(['--video', str(junk), '--clips', '1', '--rounds', '1'])
+    assert str(e.value.code).startswith(f'{junk}: PyAV cannot read it')
+
+
 def test_reader_benchmark_tool_checks_every_frame(tmp_path):
     """tools/benchmark/bench_readers.py on a tiny generated file: it writes
     the indexed video with the package's media helpers, decodes EK100-style

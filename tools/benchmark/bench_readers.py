@@ -116,7 +116,20 @@ def parse_args(argv=None):
     ap.add_argument('--workdir', default=osp.join(ROOT, 'work_dirs',
                                                   'bench_readers'))
     ap.add_argument('--json', help='write the results here')
-    return ap.parse_args(argv)
+    args = ap.parse_args(argv)
+    from cast_mmaction.datasets.transforms.epic import _READERS
+    unknown = [r for r in args.readers if r not in _READERS]
+    if unknown:
+        ap.error(f'--readers: unknown {unknown}; known: '
+                 f'{", ".join(sorted(_READERS))}')
+    for path in args.video or ():
+        if not osp.isfile(path):
+            ap.error(f'--video {path}: no such file')
+    for option in ('clips', 'rounds', 'num_segments', 'segment', 'fps'):
+        if getattr(args, option) < 1:
+            ap.error(f'--{option.replace("_", "-")} takes a positive '
+                     f'integer')
+    return args
 
 
 def main(argv=None):
@@ -146,7 +159,11 @@ def main(argv=None):
           f'{args.clips} clips x {args.rounds} rounds', flush=True)
     for path, g in files:
         from cast_mmaction.datasets.transforms.epic import _READERS
-        n = _READERS['pyav'](path).num_frames
+        try:
+            n = _READERS['pyav'](path).num_frames
+        except Exception as e:  # noqa: BLE001 - name the file, not PyAV
+            raise SystemExit(f'{path}: PyAV cannot read it as a video '
+                             f'({type(e).__name__}: {e})') from e
         clips = [clip_indices(rng, n, args.segment, args.num_segments)
                  for _ in range(args.clips)]
         per = {b: [] for b in args.readers}
