@@ -530,3 +530,35 @@ def test_gpu_options_are_refused_on_a_cpu(one_rank_group, tmp_path):
         strategy = FSDP2Strategy(work_dir=str(tmp_path), **kw)
         with pytest.raises(ValueError, match=f'{field} is for GPUs'):
             strategy.prepare(_tiny_model(0))
+
+
+def test_fsdp_memory_tool_reports_bad_arguments_and_a_failed_rank(
+        tmp_path, capsys, monkeypatch):
+    """tools/benchmark/fsdp_memory.py: a config that does not exist and a
+    world size below 1 are usage errors (they were a rank's traceback
+    followed by the tool's own RuntimeError traceback, and max() of no
+    ranks); a rank that fails ends the tool with one line and exit 1."""
+    import importlib.util
+    from _tools import tool_path
+    spec = importlib.util.spec_from_file_location(
+        '_fsdp_memory_tool', tool_path('fsdp_memory'))
+    tool = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(tool)
+    missing = str(tmp_path / 'missing.py')
+    cfg = osp.join(ROOT, 'configs', 'cast_ssv2_fsdp.py')
+    for argv, match in (([missing], f'config {missing}: no such file'),
+                        ([cfg, '--world-sizes', '2', '0'],
+                         '--world-sizes 2 0: each a positive')):
+        with pytest.raises(SystemExit) as e:
+            tool.main(argv)
+        assert e.value.code == 2 and match in capsys.readouterr().err
+
+    def failed(config, world, options=()):
+        raise RuntimeError(f'a rank failed at world size {world} (exit '
+                           f'codes [1])')
+
+    monkeypatch.setattr(tool, 'measure', failed)
+    assert tool.main([cfg, '--world-sizes', '1']) == 1
+    err = capsys.readouterr().err
+    assert err.startswith('fsdp_memory: a rank failed at world size 1') \
+        and 'Traceback' not in err

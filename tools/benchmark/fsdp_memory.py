@@ -37,7 +37,13 @@ def parse_args(argv=None):
     p.add_argument('--cfg-options', nargs='+', default=[],
                    help='key=value overrides (e.g. model.backbone.'
                    'experts.clip.depth=2)')
-    return p.parse_args(argv)
+    args = p.parse_args(argv)
+    if not osp.isfile(args.config):
+        p.error(f'config {args.config}: no such file')
+    if min(args.world_sizes) < 1:
+        p.error(f'--world-sizes {" ".join(map(str, args.world_sizes))}: '
+                f'each a positive number of processes')
+    return args
 
 
 def _free_port():
@@ -115,9 +121,13 @@ def main(argv=None):
     args = parse_args(argv)
     os.environ.setdefault('OMP_NUM_THREADS', '1')
     for world in args.world_sizes:
-        print(json.dumps(dict(config=args.config,
-                              **measure(args.config, world,
-                                        args.cfg_options))), flush=True)
+        try:
+            result = measure(args.config, world, args.cfg_options)
+        except RuntimeError as e:  # the rank printed its traceback above
+            print(f'fsdp_memory: {e}; the failing rank\'s error is printed '
+                  f'above', file=sys.stderr)
+            return 1
+        print(json.dumps(dict(config=args.config, **result)), flush=True)
     return 0
 
 
