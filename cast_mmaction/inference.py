@@ -217,6 +217,10 @@ def init_model(cfg, checkpoint=None, device=None):
     read (the checkpoint holds every weight)."""
     from mmengine.registry import DefaultScope
     from mmaction.registry import MODELS
+    from .utils import device_problem
+    problem = device and device_problem(device)
+    if problem:  # before the model is built and read (checked early)
+        raise InferenceError(f'--device {device}: {problem}')
     cfg = load_config(cfg)
     with DefaultScope.overwrite_default_scope(
             cfg.get('default_scope', 'mmaction')):

@@ -305,3 +305,9 @@ def test_attention_maps_tool(tmp_path, capsys):
     rc = am.main([video, '--config', cfg, '--checkpoint', ckpt, '--out-dir',
                   str(out), '--query-patch', '9', '0'])
     assert rc == 2 and 'patch grid is 4 x 4' in capsys.readouterr().err
+    # a device torch cannot use here (a CUDA index beyond those it sees;
+    # any CUDA device on a CPU-only host): one line, no traceback
+    rc = am.main([video, '--config', cfg, '--checkpoint', ckpt, '--out-dir',
+                  str(out), '--device', 'cuda:99'])
+    err = capsys.readouterr().err
+    assert rc == 2 and err.startswith('error: --device cuda:99: torch sees')
