@@ -3,6 +3,7 @@ policy, a new link type and a new dataset, each written in the user's own file
 (docs/examples/my_extension.py) plus a config, with no edit of the package.
 Every place that used to need a hand-kept list picks the new pieces up from
 their own declarations."""
+import copy
 import os.path as osp
 
 import pytest
@@ -112,6 +113,58 @@ def test_window_policy_table_refuses_a_clash_and_an_unknown_name(example):
     cfg.model.backbone.links[0].windows.diff = 'nearby'
     with pytest.raises(ValueError, match="one of .*global_time.*'nearby'"):
         build_model(cfg.model)
+
+
+def test_wrong_expert_registrations_are_named_before_the_forward(example):
+    """An expert entry that is not registered, whose class leaves an
+    interface method unimplemented, does not set its sizes or is no Expert
+    at all (a head) is refused when the backbone is built, naming the entry
+    and what to fix (they were MMEngine's KeyError, a bare
+    NotImplementedError in the first forward, an AttributeError about
+    another name, a TypeError that did not say the class is no expert)."""
+    from mmaction.registry import MODELS
+    from cast_mmaction.models.experts import Expert
+    cfg, ext = example
+
+    class PlainModule(torch.nn.Module):
+        def __init__(self, **kwargs):
+            super().__init__()
+
+    class NoSplitExpert(ext.FrameDiffExpert):
+        split = Expert.split  # what a subclass that forgot it inherits
+
+    class NoGridExpert(ext.FrameDiffExpert):
+        def __init__(self, **kwargs):
+            super().__init__(**kwargs)
+            del self.grid_t
+
+    classes = (PlainModule, NoSplitExpert, NoGridExpert)
+    for cls in classes:
+        MODELS.register_module(module=cls)
+    try:
+        cases = [
+            ('PlainModule', r"backbone.experts.diff: PlainModule does not "
+             r"set \['embed_dim', 'depth', 'num_heads', 'grid_t', 'grid_n'\]"
+             r".* \(PlainModule is not a subclass of "
+             r"cast_mmaction.models.experts.Expert"),
+            ('CASTHead', r"backbone.experts.diff: CASTHead.__init__\(\) .* "
+             r"\(CASTHead is not a subclass of cast_mmaction.models.experts"),
+            ('NoSuchExpert', "backbone.experts.diff.type='NoSuchExpert' is "
+             "not a registered expert; registered: .*CLIPViTExpert"),
+            ('NoSplitExpert', r"NoSplitExpert does not implement \['split'\]"
+             ' of the Expert interface'),
+            ('NoGridExpert', r"backbone.experts.diff: NoGridExpert does not "
+             r"set \['grid_t'\]"),
+        ]
+        for type_name, match in cases:
+            bad = copy.deepcopy(cfg.model)
+            bad.backbone.experts.diff.type = type_name
+            with pytest.raises((TypeError, ValueError), match=match):
+                build_model(bad)
+    finally:
+        for cls in classes:
+            MODELS._module_dict.pop(cls.__name__, None)
+    build_model(cfg.model)  # the example itself still builds
 
 
 def test_new_link_type_builds_trains_shards_and_reports_attention(example):

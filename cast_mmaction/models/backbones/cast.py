@@ -38,6 +38,8 @@ import torch.utils.checkpoint as cp  # noqa: F401 (tests patch it)
 from mmengine.model import BaseModule
 
 from mmaction.registry import MODELS
+from ..experts.base import (check_expert_sizes, expert_class,
+                            not_an_expert)
 from ..fusion import Adapter
 from ..fusion.link import (BACKBONE_LINK_KEYS, DEFAULT_LINK_TYPE,
                            AttentionRecord, link_class)
@@ -231,6 +233,7 @@ class CASTBackbone(BaseModule):
         fresh = {}  # expert name -> its configured (pretrained) depth
         for name, cfg in experts.items():
             cfg = dict(cfg)
+            cls = expert_class(cfg.get('type'), f'backbone.experts.{name}')
             for key, value in shared.items():
                 if _accepts(cfg.get('type'), key):
                     cfg.setdefault(key, value)
@@ -246,7 +249,9 @@ class CASTBackbone(BaseModule):
             try:
                 built[name] = MODELS.build(cfg)
             except (TypeError, ValueError) as e:
-                raise type(e)(f'backbone.experts.{name}: {e}') from e
+                raise type(e)(f'backbone.experts.{name}: {e}'
+                              f'{not_an_expert(cls)}') from e
+            check_expert_sizes(built[name], f'backbone.experts.{name}')
             if fresh.get(name) is not None:
                 built[name].unfreeze_layers(range(fresh[name], depth))
         self.experts = nn.ModuleDict(built)

@@ -204,6 +204,72 @@ class Expert(BaseModule):
 RENAMED = dict(width='embed_dim', layers='depth', heads='num_heads')
 
 
+#: the methods every expert implements (the backbone and the links call
+#: them); the optional finer pieces (embed_tokens, attn_norm, ...) are not
+#: required
+INTERFACE = ('embed', 'attn_branch', 'mlp_norm', 'mlp_branch', 'pool',
+             'split', 'merge')
+
+
+def expert_class(type_name, field):
+    """The class registered as ``type_name`` (or the class itself), checked
+    before it is built: an error naming ``field`` and the registered experts
+    when it is not registered, and, for an :class:`Expert` subclass, the
+    interface methods (:data:`INTERFACE`) it leaves unimplemented (they would
+    raise a bare NotImplementedError in the first forward). A class that is
+    no Expert is left to :func:`check_expert_sizes` (a parameter-free
+    stand-in with an expert's sizes builds the fusion modules around it)."""
+    from mmaction.registry import MODELS
+    cls = MODELS.get(type_name) if isinstance(type_name, str) else type_name
+    if cls is None:
+        known = sorted(c.__name__ for c in Expert.all_classes()
+                       if MODELS.get(c.__name__) is c)
+        raise ValueError(
+            f'{field}.type={type_name!r} is not a registered expert; '
+            f'registered: {known} (an expert of your own: an Expert subclass '
+            f'registered in mmaction.registry.MODELS, imported through the '
+            f"config's custom_imports)")
+    if isinstance(cls, type) and issubclass(cls, Expert):
+        missing = [m for m in INTERFACE
+                   if getattr(cls, m) is getattr(Expert, m)]
+        if missing:
+            raise ValueError(
+                f'{field}.type={type_name!r}: {cls.__name__} does not '
+                f'implement {missing} of the Expert interface (every expert '
+                f'implements {list(INTERFACE)}; docs/architecture.md, '
+                f'Extension points)')
+    return cls
+
+
+def not_an_expert(cls):
+    """`` (X is not an Expert ...)`` for a class that is no :class:`Expert`
+    subclass, appended to the errors of building or checking it; '' for an
+    Expert."""
+    if isinstance(cls, type) and issubclass(cls, Expert):
+        return ''
+    return (f' ({getattr(cls, "__name__", cls)} is not a subclass of '
+            f'cast_mmaction.models.experts.Expert, which every expert '
+            f'subclasses)')
+
+
+#: the sizes every built expert sets (the backbone, links and adapters
+#: read them)
+SIZES = ('embed_dim', 'depth', 'num_heads', 'grid_t', 'grid_n')
+
+
+def check_expert_sizes(expert, field):
+    """Refuse a built expert that does not set the attributes of
+    :data:`SIZES`, naming them (else the first reader fails with an
+    AttributeError about another name, e.g. ``token_grid``)."""
+    missing = [a for a in SIZES if not hasattr(expert, a)]
+    if missing:
+        raise ValueError(
+            f'{field}: {type(expert).__name__} does not set {missing}; '
+            f'every expert sets {list(SIZES)} in its __init__ (grid_t x '
+            f'grid_n: its patch grid, time steps x patches per step)'
+            f'{not_an_expert(type(expert))}')
+
+
 def reject_renamed(owner, **given):
     """Refuse the retired size names (``width`` / ``layers`` / ``heads``):
     every expert is sized by ``embed_dim`` / ``depth`` / ``num_heads``."""
