@@ -52,6 +52,29 @@ def test_unknown_check_is_named():
     assert r.returncode == 2 and "['bogus']" in r.stderr
 
 
+def test_bad_device_and_out_are_named_before_any_check(tmp_path):
+    """--device that is no device, and an --out whose folder cannot be
+    created, stop before the first check with a line naming the option
+    (they were a RuntimeError traceback, and a NotADirectoryError traceback
+    after the first check had run: minutes on a borrowed GPU); an --out in
+    a folder that does not exist yet is created."""
+    r = _tool('--device', 'gpu', timeout=120)
+    assert r.returncode == 2 and 'Traceback' not in r.stderr
+    assert r.stderr.startswith('gpu_check: --device gpu: not a device')
+    (tmp_path / 'a_file').write_text('x')
+    out = str(tmp_path / 'a_file' / 'gpu.json')
+    r = _tool('--device', 'cpu', '--tiny', '--checks', 'sdpa', '--out', out,
+              timeout=120)
+    assert r.returncode == 2 and 'Traceback' not in r.stderr, r.stderr
+    assert r.stderr.startswith(f'gpu_check: --out {out}: its folder')
+    assert '"sdpa"' not in r.stdout  # stopped before the check
+    out = tmp_path / 'new' / 'gpu.json'
+    r = _tool('--device', 'cpu', '--tiny', '--checks', 'sdpa', '--out',
+              str(out), timeout=120)
+    assert r.returncode == 0, r.stderr[-2000:]
+    assert json.loads(out.read_text())['checks']['sdpa']
+
+
 def test_sdpa_kernel_detection_sees_the_math_kernel():
     """The check that fails a run on the math kernel can see it."""
     sys.path.insert(0, ROOT)

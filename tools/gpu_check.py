@@ -483,7 +483,12 @@ def machine(device):
 
 def main(argv=None):
     args = parse_args(argv)
-    device = torch.device(args.device)
+    try:
+        device = torch.device(args.device)
+    except RuntimeError as e:
+        print(f'gpu_check: --device {args.device}: not a device ({e}); give '
+              f'cuda[:i], or cpu with --tiny', file=sys.stderr)
+        return 2
     if device.type == 'cuda' and not torch.cuda.is_available():
         print('gpu_check: no CUDA device is available. This tool checks the '
               'GPU training path (fp16 AMP, autocast, SDPA kernels, FSDP, '
@@ -510,6 +515,19 @@ def main(argv=None):
         print(f'gpu_check: unknown checks {sorted(unknown)}; known: '
               f'{sorted(CHECKS)}', file=sys.stderr)
         return 2
+    if args.out:  # before the first check, not after minutes of it
+        folder = os.path.dirname(os.path.abspath(args.out))
+        try:
+            os.makedirs(folder, exist_ok=True)
+        except OSError as e:
+            print(f'gpu_check: --out {args.out}: its folder {folder} cannot '
+                  f'be created ({e}); give a path in a writable folder',
+                  file=sys.stderr)
+            return 2
+        if os.path.isdir(args.out):
+            print(f'gpu_check: --out {args.out} is a folder; give the JSON '
+                  f'file to write', file=sys.stderr)
+            return 2
     report = dict(machine=machine(device), tiny=args.tiny, checks={},
                   complete=False)
 
