@@ -68,6 +68,22 @@ def test_config_without_optimizer_is_a_clear_error(tmp_path):
     assert 'optim_wrapper.optimizer' in r.stderr + r.stdout
 
 
+def test_missing_config_and_unusable_device_are_named_errors(tmp_path):
+    """A config that does not exist and a --device torch cannot use here
+    stop in the parent with one line naming them (each phase's child
+    died with a FileNotFoundError / 'Found no NVIDIA driver' traceback,
+    followed by 'benchmark phase train failed')."""
+    missing = str(tmp_path / 'missing.py')
+    cfg = f'{ROOT}/configs/cast_demo.py'
+    for argv, match in (([missing], f'config {missing}: no such file'),
+                        ([cfg, '--device', 'cuda:99'],
+                         '--device cuda:99: torch sees'),
+                        ([cfg, '--device', 'gpu'], '--device gpu: not a')):
+        with pytest.raises(SystemExit) as e:
+            benchmark.main(argv)
+        assert isinstance(e.value.code, str) and match in e.value.code
+
+
 def test_side_by_side_interleaves_and_reports_ratios(tmp_path):
     """The side-by-side plumbing, with a stand-in for the authors' module
     (a checkout of their repository is not part of the test suite)."""

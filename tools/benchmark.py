@@ -68,6 +68,9 @@ with ``--reference-repo`` the authors' model at the same settings.
 ``--data`` measures the data pipeline alone: the config's train dataset
 (decode + transforms) iterated by a DataLoader with ``--num-workers`` workers,
 reported as clips/s and clips/s per worker.
+
+A config that does not exist and a ``--device`` torch cannot use here (a CUDA
+device on a host without one) stop before any phase starts, naming them.
 """
 import argparse
 import json
@@ -1487,6 +1490,13 @@ def main(argv=None):
     if args.clock == 'cpu' and not args.device.startswith('cpu'):
         raise SystemExit('--clock cpu times CPU work; on --device '
                          f'{args.device} use the default --clock wall')
+    # in the parent, before a phase's child dies on them with a traceback
+    if not os.path.isfile(args.config):
+        raise SystemExit(f'config {args.config}: no such file')
+    from cast_mmaction.utils import device_problem
+    problem = device_problem(args.device)
+    if problem:
+        raise SystemExit(f'--device {args.device}: {problem}')
     if args.reference_repo and (args.reference_amp if args.side_by_side
                                 else args.amp) == 'bf16':
         # their LayerNorm.forward casts back only from fp16 / fp32 and
