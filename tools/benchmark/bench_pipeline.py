@@ -739,6 +739,10 @@ def parse_args(argv=None):
     ap.add_argument('--json', help='write the results here')
     ap.add_argument('--cfg-options', nargs='+', action=DictAction)
     args = ap.parse_args(argv)
+    if args.decode_device and args.decoder != 'torchcodec':
+        # first: no other reader takes a device, whatever the host has
+        raise SystemExit('--decode-device needs --decoder torchcodec (the '
+                         'reader that decodes on a device)')
     from cast_mmaction.utils import device_problem
     for config in args.config:
         if not osp.isfile(config):
@@ -761,9 +765,6 @@ def main(argv=None):
           f'ISA {" ".join(facts.get("cpu_isa", []))}); load average '
           f'{" ".join(f"{x:.2f}" for x in os.getloadavg())}', flush=True)
     out = dict(machine=facts, args=vars(args), results=[])
-    if args.decode_device and args.decoder != 'torchcodec':
-        raise SystemExit('--decode-device needs --decoder torchcodec (the '
-                         'reader that decodes on a device)')
     prepare = None
     if args.prepare_short is not None or args.prepare_keyint is not None:
         prepare = dict(short_side=args.prepare_short,
