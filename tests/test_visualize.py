@@ -2,6 +2,7 @@
 tiny CAST: recomputed attention reproduces the modules, maps have the
 published windows, PNGs are written."""
 import importlib.util
+import os
 import os.path as osp
 
 import numpy as np
@@ -78,7 +79,11 @@ def mmengine_log(tmp_path_factory):
         default_hooks=dict(logger=dict(type='LoggerHook', interval=5),
                            checkpoint=dict(type='CheckpointHook',
                                            interval=100)),
-        log_processor=dict(by_epoch=True), default_scope='mmaction')
+        log_processor=dict(by_epoch=True), default_scope='mmaction',
+        # a name of its own: by default the run is named after the second
+        # it starts, and a runner built in the same second by an earlier
+        # test (one process) owns that MMLogger, whose log file is elsewhere
+        experiment_name=f'plot_log_{os.getpid()}_{id(loader)}')
     runner.train()
     return work
 
