@@ -300,15 +300,26 @@ def test_bad_inputs_get_a_clear_error():
 
 
 @needs_kernel
-@pytest.mark.parametrize('strided', [False, True])
-def test_flops_are_counted_as_the_fused_kernel(strided):
-    """Also the packed backward (heads of one packed projection)."""
+@pytest.mark.parametrize('layout', ['apart', 'thirds', 'halves'])
+def test_flops_are_counted_as_the_fused_kernel(layout):
+    """Every backward counts the fused kernel's FLOPs: the gradients apart,
+    the thirds of a packed q/k/v projection (the experts), the halves of a
+    k/v projection (B-CAST's links; a missing formula counted nothing for
+    its backward)."""
     speedups.register_flop_formulas()
-    q, k, v = _qkv(2, 3, 64, 64 if strided else 48, 32, strided=strided)
+    if layout == 'halves':
+        q = torch.randn(2, 3, 48, 32).requires_grad_()
+        kv = torch.randn(2, 64, 2 * 3 * 32, requires_grad=True)
+        k, v = (t.reshape(2, 64, 3, 32).transpose(1, 2)
+                for t in ca.split_halves(kv * 1.0))
+        assert ca.kv_whole(k, v) is not None
+    else:
+        q, k, v = _qkv(2, 3, 64, 64 if layout == 'thirds' else 48, 32,
+                       strided=layout == 'thirds')
     counts = []
     for fn in (F.scaled_dot_product_attention, ca.cpu_sdpa):
         with FlopCounterMode(display=False) as fc:
-            fn(q, k, v).sum().backward()
+            fn(q, k, v).sum().backward(retain_graph=True)
         counts.append(fc.get_total_flops())
     assert counts[0] == counts[1] > 0
 

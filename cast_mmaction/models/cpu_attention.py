@@ -306,12 +306,15 @@ sdpa_ops.register_pair(cpu_sdpa_op, cpu_sdpa_backward_op,
 
 
 def register_flop_formulas():
-    """The FLOPs of the two operators, as torch's fused attention's
-    (:func:`~cast_mmaction.models.sdpa_ops.register_flop_formulas`)."""
+    """The FLOPs of the operators, as torch's fused attention's
+    (:func:`~cast_mmaction.models.sdpa_ops.register_flop_formulas`): the
+    forward and the three backwards (gradients apart, the thirds of a
+    packed q/k/v projection, the halves of a k/v projection)."""
     sdpa_ops.register_flop_formulas(
         torch.ops.cast_mmaction.cpu_sdpa,
         torch.ops.cast_mmaction.cpu_sdpa_backward,
-        torch.ops.cast_mmaction.cpu_sdpa_backward_packed)
+        torch.ops.cast_mmaction.cpu_sdpa_backward_packed,
+        torch.ops.cast_mmaction.cpu_sdpa_backward_kv)
 
 
 def cpu_sdpa(q, k, v):
