@@ -7,7 +7,6 @@ feeds fixed predictions through the evaluator that tools/test.py configured
 (the config's metric, plus ``DumpResults`` with ``--dump``). The expected
 numbers are computed by hand in the comments.
 """
-import importlib.util
 import json
 import os.path as osp
 import pickle
@@ -15,17 +14,11 @@ import pickle
 import numpy as np
 import pytest
 import torch
-from _tools import tool_path
+from _tools import load_tool as _tool
 
 ROOT = osp.dirname(osp.dirname(osp.abspath(__file__)))
 
 
-def _tool(name):
-    spec = importlib.util.spec_from_file_location(
-        f'_tool_{name}', tool_path(name))
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return mod
 
 
 class _Runner:

@@ -489,10 +489,8 @@ def test_tools_test_headline_is_the_action_top1():
     top-1, not the verb top-1 (the first key of EpicKitchensMetric, which
     it printed as 'top-1 accuracy'); a plain AccMetric's acc/top1 as
     before."""
-    spec = importlib.util.spec_from_file_location('_tool_test',
-                                                  tool_path('test'))
-    tool = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(tool)
+    from _tools import load_tool
+    tool = load_tool('test')
     ek = {'ek100/verb_top1': 0.6, 'ek100/verb_top5': 0.9,
           'ek100/noun_top1': 0.5, 'ek100/noun_top5': 0.8,
           'ek100/action_top1': 0.4, 'ek100/action_top5': 0.7,

@@ -229,15 +229,7 @@ def test_convert_tools_check_dst_before_reading(tmp_path):
     a FileExistsError / IsADirectoryError / SafetensorError traceback after
     the conversion); a DST in folders that do not exist yet is written,
     creating them (to_safetensors.py stopped with a SafetensorError)."""
-    import importlib.util
-    from _tools import tool_path
-
-    def load(name):
-        spec = importlib.util.spec_from_file_location(
-            f'tool_{name}', tool_path(name))
-        tool = importlib.util.module_from_spec(spec)
-        spec.loader.exec_module(tool)
-        return tool
+    from _tools import load_tool as load
 
     official = os.path.join(FIXTURES, 'cast_single', 'official_checkpoint.pth')
     (tmp_path / 'a_file').write_text('x')

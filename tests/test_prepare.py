@@ -1,7 +1,6 @@
 """Dataset preparation tools on small fake releases (official file formats,
 empty or tiny real video files)."""
 import csv
-import importlib.util
 import json
 import os.path as osp
 import shutil
@@ -10,15 +9,9 @@ import numpy as np
 import pytest
 
 from conftest import ROOT
-from _tools import tool_path
+from _tools import load_tool
 
 
-def load_tool(name):
-    spec = importlib.util.spec_from_file_location(
-        f'tool_{name}', tool_path(name))
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return mod
 
 
 def touch(path):

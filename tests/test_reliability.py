@@ -9,7 +9,6 @@ broken ones: missing, empty (0 bytes), truncated (first third of a good
 file), random bytes named .mp4; wav files via the wave module.
 """
 import copy
-import importlib.util
 import os
 import os.path as osp
 import re
@@ -35,7 +34,7 @@ from mmaction.registry import DATASETS
 
 from _reliability_driver import NaNForTestHook, synthetic_lists
 from conftest import ROOT, TINY_CONFIG_HEAD
-from _tools import tool_path
+from _tools import load_tool as _load_tool
 BAD = ('missing', 'empty', 'truncated', 'truncated_tail', 'random')
 
 TINY = TINY_CONFIG_HEAD.replace('{drop_path}', '0.1') + """
@@ -124,12 +123,6 @@ def setup(tmp_path_factory):
     return dict(tmp=tmp, data=data, cfg=cfg, train=train, val=val, bad=bad)
 
 
-def _load_tool(name):
-    spec = importlib.util.spec_from_file_location(
-        f'_tool_{name}', tool_path(name))
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
 
 
 @pytest.fixture(scope='module')

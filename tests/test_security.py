@@ -10,7 +10,6 @@ files, ``.safetensors``.
 """
 import argparse
 import copyreg
-import importlib.util
 import io
 import itertools
 import os
@@ -31,7 +30,7 @@ import torch.nn as nn
 from cast_mmaction import safe_load
 from cast_mmaction.safe_load import UntrustedCheckpointError, load_checkpoint
 from conftest import ROOT, TINY_CONFIG_HEAD, shared_fixture
-from _tools import tool_path
+from _tools import load_tool
 
 _COUNTER = itertools.count()
 
@@ -88,12 +87,6 @@ def _refused(excinfo_or_text, marker, what='system'):
     assert not osp.exists(marker), 'the payload ran'
 
 
-def load_tool(name):
-    spec = importlib.util.spec_from_file_location(
-        f'_sec_tool_{name}', tool_path(name))
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return mod
 
 
 @pytest.fixture(scope='module')

@@ -12,19 +12,13 @@ import torch
 from cast_mmaction.safe_load import load_checkpoint
 
 from conftest import ROOT
-from _tools import tool_path
+from _tools import load_tool
 
 MEAN = [123.675, 116.28, 103.53]
 STD = [58.395, 57.12, 57.375]
 NUM_VIEWS = 6  # 2 clips x 3 crops
 
 
-def load_tool(name):
-    spec = importlib.util.spec_from_file_location(
-        f'tool_{name}', tool_path(name))
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return mod
 
 
 def write_config(path, label_map=None, epic=False):

@@ -1,7 +1,6 @@
 """tools/analysis_tools/plot_log.py on real MMEngine logs and tools/analysis_tools/attention_maps.py on a
 tiny CAST: recomputed attention reproduces the modules, maps have the
 published windows, PNGs are written."""
-import importlib.util
 import os
 import os.path as osp
 
@@ -10,15 +9,9 @@ import pytest
 import torch
 
 from conftest import ROOT
-from _tools import tool_path
+from _tools import load_tool
 
 
-def load_tool(name):
-    spec = importlib.util.spec_from_file_location(
-        f'tool_{name}', tool_path(name))
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return mod
 
 
 def read_png(path):

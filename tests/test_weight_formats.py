@@ -10,7 +10,6 @@ the same input (relative error <= 1e-5). Both sides run in float64 after
 loading, so the float32 rounding of two attention implementations stays far
 below the tolerance and anything above it is a loading error.
 """
-import importlib.util
 import os
 import os.path as osp
 import shutil
@@ -24,7 +23,7 @@ from cast_mmaction.checkpoints import hf_cache
 from cast_mmaction.models.experts import CLIPViTExpert, VideoMAEExpert
 from cast_mmaction.models.experts.ast import ASTExpert
 from conftest import ROOT
-from _tools import tool_path
+from _tools import load_tool
 
 TOL = 1e-5
 DIM, DEPTH, HEADS, MLP = 32, 2, 4, 64
@@ -69,12 +68,6 @@ def expert_tokens(expert, x):
     return h
 
 
-def load_tool(name):
-    spec = importlib.util.spec_from_file_location(
-        f'_wf_tool_{name}', tool_path(name))
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return mod
 
 
 # ---------------------------------------------------------------------------
