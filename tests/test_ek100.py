@@ -780,3 +780,68 @@ def test_head_reads_gt_label_pairs_and_names_missing_labels():
     assert torch.allclose(a['loss_noun'], b['loss_noun'])
     with pytest.raises(KeyError, match="no 'gt_verb'.*PackEpicInputs"):
         head.loss(feats, [ActionDataSample(), ActionDataSample()])
+
+
+def _verb_noun_runner(ek, dataset, num_verbs=97, num_nouns=300):
+    from types import SimpleNamespace
+    from cast_mmaction.utils import build_model
+    head = build_model(dict(type='CASTVerbNounHead', num_verbs=num_verbs,
+                            num_nouns=num_nouns, in_channels=4))
+    loader = SimpleNamespace(dataset=dataset)
+    return SimpleNamespace(model=SimpleNamespace(cls_head=head),
+                           train_dataloader=loader, test_dataloader=loader,
+                           _val_loop=None)
+
+
+def test_startup_check_compares_head_and_dataset_verb_noun_counts(ek):
+    """The dataset bounds its labels by its own num_verbs / num_nouns; a
+    head with fewer classes used to fail inside the loss (one_hot), one with
+    more trained classes no sample has, silently. The start-up check now
+    refuses either, naming both config fields."""
+    from mmaction.registry import DATASETS
+    from cast_mmaction.datasets.robust import RobustDataset
+    from cast_mmaction.engine.hooks import StartupCheckHook
+    hook = StartupCheckHook()
+    args = dict(ann_file=ek['train'], pipeline=[],
+                data_prefix=dict(video=ek['videos']), check_files=False)
+    flat = RobustDataset(dataset_type='EpicKitchens100Dataset', **args)
+    hook.before_train(_verb_noun_runner(ek, flat))  # 97 / 300 both sides
+    with pytest.raises(ValueError) as err:  # head smaller than the labels
+        hook.before_train(_verb_noun_runner(ek, flat, num_verbs=50))
+    assert str(err.value) == (
+        'model.cls_head.num_verbs=50 but train_dataloader.dataset.num_verbs'
+        '=97 (EpicKitchens100Dataset checks its verb_class labels against '
+        'it): set model.cls_head.num_verbs and train_dataloader.dataset.'
+        'num_verbs to the same number of verb classes (EPIC-KITCHENS-100 '
+        'has 97).')
+    with pytest.raises(ValueError, match=r'model.cls_head.num_nouns=301 but '
+                       r'test_dataloader.dataset.num_nouns=300 '):
+        hook.before_test(_verb_noun_runner(ek, flat, num_nouns=301))
+    # the nested form and MMEngine's wrappers name the nested field
+    nested = DATASETS.build(dict(
+        type='RepeatDataset', times=2, dataset=dict(
+            type='RobustDataset', dataset=dict(
+                type='EpicKitchens100Dataset', num_nouns=400, **args))))
+    with pytest.raises(ValueError, match=r'model.cls_head.num_nouns=300 but '
+                       r'train_dataloader.dataset.dataset.dataset.num_nouns='
+                       r'400 '):
+        hook.before_train(_verb_noun_runner(ek, nested))
+    # an unwrapped dataset is checked as well
+    bare = EpicKitchens100Dataset(num_verbs=120, **args)
+    with pytest.raises(ValueError, match=r'train_dataloader.dataset.'
+                       r'num_verbs=120'):
+        hook.before_train(_verb_noun_runner(ek, bare))
+    hook.before_train(_verb_noun_runner(ek, bare, num_verbs=120))
+
+
+def test_head_smaller_than_the_dataset_stops_training_before_it_starts(
+        ek, tmp_path):
+    from mmengine.config import Config
+    from mmengine.runner import Runner
+    cfg = _shrink(Config.fromfile(CONFIG), ek, str(tmp_path / 'work'))
+    cfg.model.cls_head.num_nouns = 200
+    runner = Runner.from_cfg(cfg)
+    with pytest.raises(ValueError, match=r'^model.cls_head.num_nouns=200 but '
+                       r'train_dataloader.dataset.num_nouns=300 '):
+        runner.train()
+    assert runner.iter == 0

@@ -151,6 +151,9 @@ class RobustDataset:
                  sample_timeout=120, dataset_type=None, **dataset_args):
         dataset = _wrapped(dataset, dataset_type, dataset_args)
         self.dataset = dataset
+        # the wrapped dataset's fields sit beside the wrapper's (flat form)
+        # or in ``dataset=dict(...)``: errors name the config field
+        self.flat_config = dataset_type is not None
         test_mode = bool(getattr(dataset, 'test_mode', False))
         if bad_sample is None:
             bad_sample = 'raise' if test_mode else 'replace'

@@ -12,7 +12,7 @@ from mmaction.registry import HOOKS
 
 from ..checkpoint_check import check_checkpoint
 
-__all__ = ['StartupCheckHook', 'check_model']
+__all__ = ['StartupCheckHook', 'check_model', 'check_verb_noun_classes']
 
 # where each setting of the former ``reliability = dict(...)`` lives now
 _MOVED = dict(
@@ -111,6 +111,53 @@ def _robust_datasets(dataset, field):
     return out
 
 
+def _leaf_datasets(dataset, field):
+    """``(config field, dataset)`` of every dataset that is ``dataset`` or
+    sits inside its wrappers (``RobustDataset``: its fields sit beside the
+    wrapper's when it is given ``dataset_type``, else in ``.dataset``;
+    ``RepeatDataset``, ``ClassBalancedDataset``: ``.dataset``;
+    ``ConcatDataset``: ``.datasets[k]``)."""
+    from ...datasets.annotation_checks import wrapped_datasets
+    inner = wrapped_datasets(dataset)
+    if inner is None:
+        return [(field, dataset)]
+    if type(dataset).__name__ == 'RobustDataset':
+        sub = field if getattr(dataset, 'flat_config', False) \
+            else f'{field}.dataset'
+        return _leaf_datasets(dataset.dataset, sub)
+    many = not hasattr(dataset, 'dataset')
+    out = []
+    for k, sub in enumerate(inner):
+        out += _leaf_datasets(
+            sub, f'{field}.datasets[{k}]' if many else f'{field}.dataset')
+    return out
+
+
+def check_verb_noun_classes(model, dataset, field):
+    """The head's ``num_verbs`` / ``num_nouns`` (``CASTVerbNounHead``)
+    against those of every dataset that declares them
+    (``EpicKitchens100Dataset``, also inside wrappers): the dataset checks
+    its labels against its own counts; unchecked, a smaller head fails
+    inside the loss and a larger one trains classes no sample has. Raises
+    ``ValueError`` naming both config fields."""
+    from ...datasets.epic_kitchens import NUM_NOUNS, NUM_VERBS
+    head = getattr(_unwrap(model), 'cls_head', None)
+    for sub_field, ds in _leaf_datasets(dataset, field):
+        for key, what, ek100 in (('num_verbs', 'verb', NUM_VERBS),
+                                 ('num_nouns', 'noun', NUM_NOUNS)):
+            want = getattr(head, key, None)
+            have = getattr(ds, key, None)
+            if not (isinstance(want, int) and isinstance(have, int)):
+                continue
+            if want != have:
+                raise ValueError(
+                    f'model.cls_head.{key}={want} but {sub_field}.{key}='
+                    f'{have} ({type(ds).__name__} checks its {what}_class '
+                    f'labels against it): set model.cls_head.{key} and '
+                    f'{sub_field}.{key} to the same number of {what} classes '
+                    f'(EPIC-KITCHENS-100 has {ek100}).')
+
+
 @HOOKS.register_module()
 class StartupCheckHook(Hook):
     """Checks at start-up
@@ -120,6 +167,10 @@ class StartupCheckHook(Hook):
       lie within the head's ``num_classes`` (``RobustDataset`` checks the
       files when built; the bound comes from the head unless the dataset
       sets its own ``num_classes``, which must then equal it);
+    * that the verb and noun counts of a verb / noun head
+      (``num_verbs`` / ``num_nouns``) equal those of the training,
+      validation and test datasets (``EpicKitchens100Dataset``), which bound
+      their labels by them (:func:`check_verb_noun_classes`);
     * that a checkpoint given to ``tools/test.py`` (or MMAction2's),
       ``load_from`` or ``--resume`` fits the model
       (:func:`~cast_mmaction.engine.checkpoint_check.check_checkpoint`):
@@ -160,6 +211,11 @@ class StartupCheckHook(Hook):
 
     @staticmethod
     def _check_labels(runner, dataset, loader):
+        check_verb_noun_classes(runner.model, dataset, f'{loader}.dataset')
+        StartupCheckHook._check_num_classes(runner, dataset, loader)
+
+    @staticmethod
+    def _check_num_classes(runner, dataset, loader):
         """The annotation labels against the head's ``num_classes``:
         ``RobustDataset`` checked the file when it was built, against its
         own ``num_classes`` if the config gives one (then it must be the
