@@ -536,6 +536,22 @@ def test_metric_through_data_samples_and_scores_file(tmp_path):
     assert load_scores(path)[0] == ['x']
 
 
+def test_metric_without_results_names_the_problem(tmp_path):
+    """An evaluation that saw no segment stops with a one-line error
+    instead of NumPy's 'need at least one array to stack' (MMEngine's
+    BaseMetric only warns and calls compute_metrics anyway); no scores file
+    is written."""
+    path = tmp_path / 'scores.pkl'
+    metric = EpicKitchensMetric(scores_file=str(path))
+    with pytest.raises(ValueError) as err:
+        metric.evaluate(size=0)
+    assert str(err.value) == (
+        'EpicKitchensMetric: no segments to score (empty results): the '
+        'evaluated dataloader yielded no samples; check the val / test '
+        "dataloader's dataset (ann_file) and sampler")
+    assert not path.exists()
+
+
 # ---------------------------------------------------------------------------
 # submission format
 # ---------------------------------------------------------------------------

@@ -119,6 +119,21 @@ def test_unlabelled_test_split_only_writes_scores(tmp_path):
         mixed.compute_metrics(mixed.results)
 
 
+def test_metric_without_results_names_the_problem(tmp_path):
+    """An evaluation that saw no sample stops with a one-line error
+    instead of NumPy's 'need at least one array to stack' (MMEngine's
+    BaseMetric only warns and calls compute_metrics anyway); no scores file
+    is written."""
+    metric = EpicSoundsMetric(scores_file=str(tmp_path / 's.pkl'))
+    with pytest.raises(ValueError) as err:
+        metric.evaluate(size=0)
+    assert str(err.value) == (
+        'EpicSoundsMetric: no samples to score (empty results): the '
+        'evaluated dataloader yielded no samples; check the val / test '
+        "dataloader's dataset (ann_file) and sampler")
+    assert not (tmp_path / 's.pkl').exists()
+
+
 def test_the_epic_sounds_config_reports_the_benchmark_metrics():
     import os.path as osp
 

@@ -196,6 +196,11 @@ class EpicKitchensMetric(BaseMetric):
             self.results.append(item)
 
     def compute_metrics(self, results: List[dict]) -> Dict[str, float]:
+        if not results:
+            raise ValueError(
+                'EpicKitchensMetric: no segments to score (empty results): '
+                'the evaluated dataloader yielded no samples; check the '
+                'val / test dataloader\'s dataset (ann_file) and sampler')
         # ids repeat only when a distributed sampler padded the last batch
         unique = OrderedDict()
         for r in results:

@@ -158,6 +158,11 @@ class EpicSoundsMetric(BaseMetric):
                 label=int(label[0])))
 
     def compute_metrics(self, results: List[dict]) -> Dict[str, float]:
+        if not results:
+            raise ValueError(
+                'EpicSoundsMetric: no samples to score (empty results): the '
+                'evaluated dataloader yielded no samples; check the val / '
+                'test dataloader\'s dataset (ann_file) and sampler')
         # ids repeat only when a distributed sampler padded the last batch
         unique = OrderedDict()
         for r in results:
