@@ -167,6 +167,41 @@ def test_wrong_expert_registrations_are_named_before_the_forward(example):
     build_model(cfg.model)  # the example itself still builds
 
 
+def test_expert_modality_outside_the_backbone_inputs_is_refused(example):
+    """An expert whose modality is none of the inputs the backbone hands
+    out ('video', 'audio') is refused when the backbone is built, naming
+    the entry and the allowed values; unchecked, it built and failed in the
+    first forward (a KeyError on a dict input) or read the video tensor."""
+    from mmaction.registry import MODELS
+    cfg, ext = example
+
+    class DepthExpert(ext.FrameDiffExpert):
+        modality = 'depth'
+
+    class TypoExpert(ext.FrameDiffExpert):
+        def __init__(self, **kwargs):
+            super().__init__(**kwargs)
+            self.modality = 'Video'
+
+    classes = (DepthExpert, TypoExpert)
+    for cls in classes:
+        MODELS.register_module(module=cls)
+    try:
+        for cls, value in ((DepthExpert, 'depth'), (TypoExpert, 'Video')):
+            bad = copy.deepcopy(cfg.model)
+            bad.backbone.experts.diff.type = cls.__name__
+            with pytest.raises(ValueError) as err:
+                build_model(bad)
+            assert str(err.value) == (
+                f'backbone.experts.diff: {cls.__name__}.modality={value!r} '
+                f'is not an input the backbone reads; set it to one of '
+                f"['video', 'audio'] (the key of the model's dict input)")
+    finally:
+        for cls in classes:
+            MODELS._module_dict.pop(cls.__name__, None)
+    build_model(cfg.model)  # the example's own expert ('video') builds
+
+
 def test_new_link_type_builds_trains_shards_and_reports_attention(example):
     """The user's own link type (TimePoolLink, from the config's
     custom_imports) runs in the backbone, trains, is an FSDP unit, has its

@@ -38,8 +38,8 @@ import torch.utils.checkpoint as cp  # noqa: F401 (tests patch it)
 from mmengine.model import BaseModule
 
 from mmaction.registry import MODELS
-from ..experts.base import (check_expert_sizes, expert_class,
-                            not_an_expert)
+from ..experts.base import (check_expert_modality, check_expert_sizes,
+                            expert_class, not_an_expert)
 from ..fusion import Adapter
 from ..fusion.link import (BACKBONE_LINK_KEYS, DEFAULT_LINK_TYPE,
                            AttentionRecord, link_class)
@@ -252,6 +252,7 @@ class CASTBackbone(BaseModule):
                 raise type(e)(f'backbone.experts.{name}: {e}'
                               f'{not_an_expert(cls)}') from e
             check_expert_sizes(built[name], f'backbone.experts.{name}')
+            check_expert_modality(built[name], f'backbone.experts.{name}')
             if fresh.get(name) is not None:
                 built[name].unfreeze_layers(range(fresh[name], depth))
         self.experts = nn.ModuleDict(built)

@@ -16,6 +16,9 @@ from mmengine.model import BaseModule
 
 
 ROLES = ('image', 'video', 'audio')
+#: the inputs the multi-expert backbone hands an expert (the keys of its dict
+#: input; a plain tensor input is the video); an expert's ``modality`` is one
+MODALITIES = ('video', 'audio')
 
 
 class Expert(BaseModule):
@@ -27,8 +30,9 @@ class Expert(BaseModule):
     needs to know about it, so that adding an expert is writing its own file
     (no list elsewhere to extend):
 
-    * ``modality``: the input it reads (``'video'`` or ``'audio'``: the key of
-      a dict input);
+    * ``modality``: the input it reads, one of :data:`MODALITIES`
+      (``'video'`` or ``'audio'``: the key of a dict input; the backbone
+      refuses any other value when it is built, :func:`check_expert_modality`);
     * ``role``: what it models, one of :data:`ROLES` (``'image'``: a
       frame-wise image model such as CLIP, the *spatial* stream;
       ``'video'``: a space-time model such as VideoMAE, the *temporal*
@@ -270,6 +274,23 @@ def check_expert_sizes(expert, field):
             f'{not_an_expert(type(expert))}')
 
 
+def check_expert_modality(expert, field):
+    """Refuse a built expert whose ``modality`` is none of
+    :data:`MODALITIES`, naming the entry and the allowed values: the
+    backbone picks each expert's input by it (a dict input's key) and
+    chooses the time encoding by it, so another value fails in the first
+    forward with a KeyError, or reads the wrong input. A stand-in that is no
+    :class:`Expert` and declares no ``modality`` is left alone."""
+    if not hasattr(expert, 'modality') and not isinstance(expert, Expert):
+        return
+    modality = getattr(expert, 'modality', None)
+    if modality not in MODALITIES:
+        raise ValueError(
+            f'{field}: {type(expert).__name__}.modality={modality!r} is not '
+            f'an input the backbone reads; set it to one of '
+            f'{list(MODALITIES)} (the key of the model\'s dict input)')
+
+
 def reject_renamed(owner, **given):
     """Refuse the retired size names (``width`` / ``layers`` / ``heads``):
     every expert is sized by ``embed_dim`` / ``depth`` / ``num_heads``."""
@@ -290,4 +311,5 @@ def check_frames(num_frames, start, step, field):
     return len(idx)
 
 
-__all__ = ['Expert', 'ROLES', 'check_frames', 'reject_renamed', 'torch']
+__all__ = ['Expert', 'ROLES', 'MODALITIES', 'check_frames', 'reject_renamed',
+           'torch']
