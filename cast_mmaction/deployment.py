@@ -279,10 +279,20 @@ def export(model, path, num_frames=None, opset=OPSET):
     return wrapper, spec, outputs
 
 
+def _one_line(exc):
+    """``exc``'s message on one line (onnxruntime's span several)."""
+    return ' '.join(str(exc).split()) or type(exc).__name__
+
+
 def ort_session(path, threads=None):
     """An onnxruntime CPU session of ``path`` (``threads``: intra-op threads,
-    None = onnxruntime's default)."""
-    import onnxruntime as ort
+    None = onnxruntime's default). Raises :class:`ExportError` naming the
+    file when onnxruntime is missing or cannot load it."""
+    try:
+        import onnxruntime as ort
+    except ImportError as e:
+        raise ExportError(f'onnxruntime is not installed, so {path} cannot '
+                          f'be run: pip install onnxruntime') from e
     if not osp.isfile(path):
         raise ExportError(f'ONNX file {path} not found')
     opts = ort.SessionOptions()
@@ -293,7 +303,8 @@ def ort_session(path, threads=None):
         return ort.InferenceSession(path, opts,
                                     providers=['CPUExecutionProvider'])
     except Exception as e:  # noqa: BLE001 - name the file
-        raise ExportError(f'onnxruntime cannot load {path}: {e}') from e
+        raise ExportError(
+            f'onnxruntime cannot load {path}: {_one_line(e)}') from e
 
 
 def run_ort(session, inputs):
@@ -301,6 +312,16 @@ def run_ort(session, inputs):
     feed = {i.name: t.detach().cpu().numpy()
             for i, t in zip(session.get_inputs(), inputs)}
     return [torch.from_numpy(o) for o in session.run(None, feed)]
+
+
+def _run_ort_file(session, inputs, path):
+    """:func:`run_ort`, a failure inside onnxruntime raised as
+    :class:`ExportError` naming ``path`` and onnxruntime's message."""
+    try:
+        return run_ort(session, inputs)
+    except Exception as e:  # noqa: BLE001 - name the file
+        raise ExportError(
+            f'onnxruntime cannot run {path}: {_one_line(e)}') from e
 
 
 def verify(path, wrapper, spec, batch=3, seed=1):
@@ -313,7 +334,7 @@ def verify(path, wrapper, spec, batch=3, seed=1):
     with torch.no_grad(), plain_matmuls():
         ref = wrapper(*inputs)
     ref = list(ref) if isinstance(ref, tuple) else [ref]
-    got = run_ort(ort_session(path), inputs)
+    got = _run_ort_file(ort_session(path), inputs, path)
     if [tuple(r.shape) for r in ref] != [tuple(g.shape) for g in got]:
         raise ExportError(
             f'{path}: onnxruntime output shapes '
@@ -335,7 +356,7 @@ def benchmark(path, wrapper, spec, runs=5, threads=1, batch=1, seed=2):
     old = torch.get_num_threads()
     torch.set_num_threads(threads)
     times = {k: dict(wall=[], cpu=[]) for k in ('ort', 'torch')}
-    steps = dict(ort=lambda: run_ort(session, inputs),
+    steps = dict(ort=lambda: _run_ort_file(session, inputs, path),
                  torch=lambda: wrapper(*inputs))
     try:
         with torch.no_grad():

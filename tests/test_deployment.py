@@ -223,6 +223,54 @@ def test_export_tool_names_an_out_path_it_cannot_write(tmp_path, capsys):
         not in err and 'writable folder' in err, err
 
 
+def test_export_tool_names_onnxruntime_failures_by_stage(
+        tmp_path, capsys, monkeypatch):
+    """onnxruntime failing to load the file (--verify) or to run it
+    (--benchmark) is the tool's one-line error naming the stage, the ONNX
+    file and onnxruntime's message (it was a traceback); the export itself
+    was written."""
+    import onnxruntime as ort
+    from _tools import load_tool
+    from test_tools_infer import write_config
+    cfg = write_config(str(tmp_path / 'tiny.py'))
+    tool = load_tool('export_onnx')
+    out = str(tmp_path / 'tiny.onnx')
+    real = ort.InferenceSession
+
+    def cannot_load(*args, **kwargs):
+        raise RuntimeError('[ONNXRuntimeError] : 1 : FAIL : Load model '
+                           'failed:\nunsupported node')
+
+    monkeypatch.setattr(ort, 'InferenceSession', cannot_load)
+    assert tool.main([cfg, '--random-weights', '--out', out,
+                      '--verify']) == 2
+    err = capsys.readouterr().err
+    assert err == (f'error: --verify: onnxruntime cannot load {out}: '
+                   f'[ONNXRuntimeError] : 1 : FAIL : Load model failed: '
+                   f'unsupported node\n')
+    assert osp.isfile(out)
+
+    class CannotRun(real):
+        def run(self, *args, **kwargs):
+            raise RuntimeError('[ONNXRuntimeError] : 6 : RUNTIME_EXCEPTION '
+                               ': Non-zero status code returned while '
+                               "running Conv node 'conv'")
+
+    monkeypatch.setattr(ort, 'InferenceSession', CannotRun)
+    threads = torch.get_num_threads()
+    assert tool.main([cfg, '--random-weights', '--out', out,
+                      '--benchmark', '1']) == 2
+    err = capsys.readouterr().err
+    assert err == (f'error: --benchmark: onnxruntime cannot run {out}: '
+                   f'[ONNXRuntimeError] : 6 : RUNTIME_EXCEPTION : Non-zero '
+                   f"status code returned while running Conv node 'conv'\n")
+    assert torch.get_num_threads() == threads  # restored after the failure
+    assert tool.main([cfg, '--random-weights', '--out', out,
+                      '--verify']) == 2
+    assert capsys.readouterr().err.startswith(
+        f'error: --verify: onnxruntime cannot run {out}: ')
+
+
 def test_random_weights_are_not_a_constant_function():
     """A freshly built CAST gives the same scores for every input (zero
     adapters and head input); --random-weights fills the zero-initialised

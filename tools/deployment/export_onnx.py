@@ -82,7 +82,17 @@ def parse_args(argv=None):
 
 def _version(dist):
     import importlib.metadata
-    return importlib.metadata.version(dist)
+    try:
+        return importlib.metadata.version(dist)
+    except importlib.metadata.PackageNotFoundError:
+        return '(not installed)'
+
+
+def _stage_failed(stage, error):
+    """The tool's one-line error for a failure of ``--verify`` /
+    ``--benchmark`` (onnxruntime cannot load or run the file)."""
+    print(f'error: {stage}: {error}', file=sys.stderr)
+    return 2
 
 
 def _clip_len(cfg):
@@ -119,7 +129,10 @@ def main(argv=None):
     print(f'wrote {args.out}: {shapes} -> {", ".join(outputs)} '
           f'(opset {args.opset})')
     if args.verify:
-        diff, spread = deployment.verify(args.out, wrapper, spec)
+        try:
+            diff, spread = deployment.verify(args.out, wrapper, spec)
+        except deployment.ExportError as e:
+            return _stage_failed('--verify', e)
         print(f'max abs diff: {diff:.3g} (onnxruntime vs PyTorch, batch 3; '
               f'the outputs differ by up to {spread:.3g} between inputs)')
     if args.benchmark:
@@ -129,9 +142,12 @@ def main(argv=None):
               f'logical CPUs, ISA {" ".join(cpu.get("cpu_isa", []))}; '
               f'onnxruntime {_version("onnxruntime")}, torch '
               f'{_version("torch")}')
-        times = deployment.benchmark(args.out, wrapper, spec,
-                                     runs=args.benchmark,
-                                     threads=args.threads)
+        try:
+            times = deployment.benchmark(args.out, wrapper, spec,
+                                         runs=args.benchmark,
+                                         threads=args.threads)
+        except deployment.ExportError as e:
+            return _stage_failed('--benchmark', e)
         for kind in ('cpu', 'wall'):
             ort = statistics.median(times['ort'][kind])
             pt = statistics.median(times['torch'][kind])
