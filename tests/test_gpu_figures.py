@@ -1,7 +1,8 @@
 """tools/benchmark/gpu_figures.sh, the one command for the GPU figures: its
 plumbing at a tiny size on the CPU (``DEVICE=cpu``), which part ran, what it
-wrote, and that a failing part makes the whole run fail while the others
-still run."""
+wrote, that a failing part makes the whole run fail while the others
+still run, and that a CUDA run without a CUDA device stops before the first
+part."""
 import json
 import os
 import subprocess
@@ -74,15 +75,28 @@ def test_a_relative_out_dir_is_the_callers(tmp_path):
     assert (tmp_path / 'rel_out' / 'session.log').is_file()
 
 
+def _pretend_cuda(tmp_path):
+    """An interpreter for which the script's start-up device check passes
+    (the parts themselves run the real one): the DEVICE=cuda branch's
+    selection and skip logic on a host without CUDA."""
+    fake = tmp_path / 'python_pretend_cuda'
+    fake.write_text('#!/bin/bash\ncase "$*" in *device_problem*) echo; '
+                    'exit 0;; esac\nexec %s "$@"\n' % sys.executable)
+    fake.chmod(0o755)
+    return str(fake)
+
+
 def test_gpu_parts_that_cannot_run_are_skipped_with_the_reason(tmp_path):
     import importlib.util
-    r = _run(tmp_path / 'out', DEVICE='cuda', PARTS='loop,decode')
+    cuda = _pretend_cuda(tmp_path)
+    r = _run(tmp_path / 'out', DEVICE='cuda', PARTS='loop,decode',
+             PYTHON=cuda)
     assert r.returncode == 0, r.stdout[-2000:] + r.stderr[-2000:]
     log = (tmp_path / 'out' / 'session.log').read_text()
     assert '== loop: skipped: needs AUTHORS_CHECKOUT' in log
     if importlib.util.find_spec('torchcodec') is None:
         assert '== decode: skipped: PyAV and torchcodec' in log
-    r = _run(tmp_path / 'out2', DEVICE='cuda', PARTS='check')
+    r = _run(tmp_path / 'out2', DEVICE='cuda', PARTS='check', PYTHON=cuda)
     log = (tmp_path / 'out2' / 'session.log').read_text()
     for part in ('bench', 'graph', 'multiview', 'augment', 'loop', 'decode'):
         assert f'== {part}: not selected' in log
@@ -92,6 +106,29 @@ def test_gpu_parts_that_cannot_run_are_skipped_with_the_reason(tmp_path):
     assert os.listdir(tmp_path / 'out3') == ['session.log']
     log = (tmp_path / 'out3' / 'session.log').read_text()
     assert '== graph: skipped: --cuda-graph captures CUDA graphs' in log
+
+
+def test_cuda_without_a_device_stops_once_before_any_part(tmp_path):
+    """DEVICE=cuda where torch sees no CUDA device (hidden here with
+    CUDA_VISIBLE_DEVICES, so the test is the same on a GPU host): one
+    message with the reason from cast_mmaction.utils.device_problem and exit
+    status 2 before the first part, instead of every part failing on its
+    own with the same cause; a device string torch cannot parse likewise."""
+    r = _run(tmp_path / 'out', DEVICE='cuda', CUDA_VISIBLE_DEVICES='')
+    assert r.returncode == 2, r.stdout[-2000:] + r.stderr[-2000:]
+    lines = r.stdout.splitlines()
+    assert len(lines) == 1, r.stdout
+    assert lines[0].startswith('DEVICE=cuda: torch sees 0 CUDA device(s) '
+                               'here (torch ')
+    assert lines[0].endswith('; no part was run (DEVICE=cpu runs only the '
+                             "script's own test, at a tiny size)")
+    log = (tmp_path / 'out' / 'session.log').read_text()
+    assert lines[0] in log and '== ' not in log
+    assert os.listdir(tmp_path / 'out') == ['session.log']
+    r = _run(tmp_path / 'out2', DEVICE='cuda:x')
+    assert r.returncode == 2
+    assert r.stdout.startswith("DEVICE=cuda:x: not a device (")
+    assert '== ' not in (tmp_path / 'out2' / 'session.log').read_text()
 
 
 def test_out_dir_is_required():

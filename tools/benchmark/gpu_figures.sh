@@ -36,6 +36,9 @@
 # At most eight files, so that the lot comes back from a machine that returns
 # few (docs/benchmarks.md, "GPU"). A part that fails or runs out of time is
 # logged and the next one runs; the exit status is 1 when any part failed.
+# Where torch sees no usable CUDA device for DEVICE (cast_mmaction.utils.
+# device_problem, as the tools check --device), the script stops before the
+# first part with one message and exit status 2.
 #
 # PARTS=check,bench,graph,multiview,augment,loop,decode selects parts (default:
 # all).
@@ -79,6 +82,20 @@ if ! "$PY" -c 'import mmengine, mmaction' >> "$LOG" 2>&1; then
         "without them and without a network, run benchmarks/scripts/device_wheels.sh where" \
         "pip works, bring .whl along and install it first (benchmarks/README.md)"
     exit 2
+fi
+if [ "$DEVICE" != cpu ]; then
+    # every part would fail on its own, one after another, with the same cause
+    if PROBLEM=$("$PY" -c 'import sys
+from cast_mmaction.utils import device_problem
+print(device_problem(sys.argv[1]) or "")' "$DEVICE" 2>> "$LOG"); then
+        PROBLEM=${PROBLEM##*$'\n'}  # the last line: the answer
+    else
+        PROBLEM="cannot check it: $PY cannot import cast_mmaction.utils ($LOG has the error)"
+    fi
+    if [ -n "$PROBLEM" ]; then
+        say "DEVICE=$DEVICE: $PROBLEM; no part was run (DEVICE=cpu runs only the script's own test, at a tiny size)"
+        exit 2
+    fi
 fi
 say "# tools/benchmark/gpu_figures.sh $OUT ${REF:-'(no authors checkout)'}; DEVICE=$DEVICE PARTS=$PARTS"
 say "# $(date -u '+%Y-%m-%d %H:%M:%S UTC'), commit $(git rev-parse --short HEAD 2>/dev/null || echo '?')"
