@@ -43,9 +43,10 @@ setup(
         'README.md') else '',
     long_description_content_type='text/markdown',
     packages=find_packages(include=['cast_mmaction', 'cast_mmaction.*']),
-    # the C++ source of the speed-up cpu_block_cache, compiled on first use
-    # (cast_mmaction/models/cpu_block_cache.py)
-    package_data={'cast_mmaction': ['csrc/*.cpp']},
+    # the C++ sources (and their header) of the speed-ups cpu_block_cache
+    # and cpu_attention, compiled on first use
+    # (cast_mmaction/models/cpp_extensions.py)
+    package_data={'cast_mmaction': ['csrc/*.cpp', 'csrc/*.h']},
     python_requires='>=3.9',
     cmdclass={'build_py': BuildWithConfigs},
     # The pinned, tested set lives in requirements.txt; these are the

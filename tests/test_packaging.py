@@ -42,9 +42,30 @@ def test_wheel_carries_the_model_definitions(tmp_path):
         os.path.join(ROOT, 'model-index.yml')).read()
     assert (mim / 'configs' / 'metafiles' / 'cast.yml').is_file()
     assert (mim / 'configs' / 'cast_ssv2.py').is_file()
-    # the C++ sources the speed-ups cpu_block_cache and cpu_attention
-    # compile on first use
+    # the C++ sources (and the header they include) the speed-ups
+    # cpu_block_cache and cpu_attention compile on first use
     from cast_mmaction.models.cpp_extensions import CSRC
-    for name in ('cpu_block_cache.cpp', 'cpu_attention.cpp'):
+    for name in sorted(os.listdir(CSRC)):
         src = target / 'cast_mmaction' / 'csrc' / name
         assert src.read_text() == open(os.path.join(CSRC, name)).read()
+
+
+def test_a_header_change_rebuilds_the_extensions(tmp_path, monkeypatch):
+    """torch's JIT builder rebuilds on a change of the sources or flags, not
+    of an included header: the headers' digest travels in the flags."""
+    from cast_mmaction.models import cpp_extensions
+    monkeypatch.setattr(cpp_extensions, 'CSRC', str(tmp_path))
+    (tmp_path / 'a.h').write_text('inline int f() { return 1; }\n')
+    first = cpp_extensions.depends_flag(['a.h'])
+    assert first.startswith('-DCAST_MMACTION_HEADERS=')
+    assert cpp_extensions.depends_flag(['a.h']) == first
+    (tmp_path / 'a.h').write_text('inline int f() { return 2; }\n')
+    assert cpp_extensions.depends_flag(['a.h']) != first
+    monkeypatch.undo()
+    # each build lists the package headers its source includes
+    import re
+    from cast_mmaction.models import cpu_attention
+    for mod, source in ((cpu_attention, 'cpu_attention.cpp'), ):
+        with open(os.path.join(cpp_extensions.CSRC, source)) as f:
+            included = re.findall(r'#include "([^"]+)"', f.read())
+        assert included and tuple(included) == mod.DEPENDS, source

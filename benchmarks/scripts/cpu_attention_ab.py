@@ -34,7 +34,9 @@ from torch.utils import cpp_extension  # noqa: E402
 cpp_extensions._put_venv_ninja_on_path()
 old = cpp_extension.load(name=f'cpu_attention_old_{tag}', sources=[old_src],
                          extra_cflags=list(cpu_attention.CFLAGS),
-                         extra_ldflags=list(cpu_attention.LDFLAGS))
+                         extra_ldflags=list(cpu_attention.LDFLAGS),
+                         # the header the source includes (csrc/avx512_exp2.h)
+                         extra_include_paths=[cpp_extensions.CSRC])
 g = torch.Generator().manual_seed(0)
 qkv = torch.randn(b, n, 3 * h * d, generator=g)
 q, k, v = (t.reshape(b, n, h, d).transpose(1, 2) for t in qkv.chunk(3, -1))

@@ -106,7 +106,9 @@ def main(argv):
             name=f'cpu_attention_parts_{tag}', sources=[path],
             extra_cflags=list(cpu_attention.CFLAGS) + [
                 f'-DSKIP_{p}' for p in skip],
-            extra_ldflags=list(cpu_attention.LDFLAGS))
+            extra_ldflags=list(cpu_attention.LDFLAGS),
+            # the header the source includes (csrc/avx512_exp2.h)
+            extra_include_paths=[cpp_extensions.CSRC])
     g = torch.Generator().manual_seed(0)
     qkv = torch.randn(b, n, 3 * h * d, generator=g)
     q, k, v = (t.reshape(b, n, h, d).transpose(1, 2)

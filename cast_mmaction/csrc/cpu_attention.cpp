@@ -47,6 +47,8 @@
 
 #include <immintrin.h>
 
+#include "avx512_exp2.h"
+
 #include <algorithm>
 #include <cmath>
 #include <cstdint>
@@ -65,21 +67,8 @@ constexpr float LOG2E = 1.4426950408889634f;
 constexpr float LN2 = 0.6931471805599453f;
 
 
-// 2^x for x <= 0 (x >= -126 after the clamp; below, 2^-126 ~ 1e-38 is 0 for
-// any sum here): 2^floor(x) by vscalefps times a degree-5 fit of 2^f on
-// [0, 1) (relative error 8e-8).
-inline __m512 exp2_nonpos(__m512 x) {
-  x = _mm512_max_ps(x, _mm512_set1_ps(-126.0f));
-  const __m512 n = _mm512_roundscale_ps(x, _MM_FROUND_TO_NEG_INF | _MM_FROUND_NO_EXC);
-  const __m512 f = _mm512_sub_ps(x, n);
-  __m512 p = _mm512_set1_ps(0.0018762329127639532f);
-  p = _mm512_fmadd_ps(p, f, _mm512_set1_ps(0.00899258442223072f));
-  p = _mm512_fmadd_ps(p, f, _mm512_set1_ps(0.05582360550761223f));
-  p = _mm512_fmadd_ps(p, f, _mm512_set1_ps(0.24015453457832336f));
-  p = _mm512_fmadd_ps(p, f, _mm512_set1_ps(0.6931529641151428f));
-  p = _mm512_fmadd_ps(p, f, _mm512_set1_ps(0.9999999403953552f));
-  return _mm512_scalef_ps(p, n);
-}
+using cast_mmaction::exp2_nonpos;
+
 
 // Rows of q / k / v / dO / O lie one token apart in memory (3 H D floats in
 // a packed projection, H D token-major): reading a head's rows one after

@@ -3,6 +3,7 @@ use with torch's JIT builder and cached in ``TORCH_EXTENSIONS_DIR`` (by
 default ``~/.cache/torch_extensions``): the speed-ups ``cpu_block_cache``
 and ``cpu_attention`` (``models/speedups.py``).
 """
+import hashlib
 import os
 import shutil
 import sys
@@ -32,13 +33,28 @@ def toolchain():
     return True, f'C++ compiler {cxx!r} and ninja found'
 
 
-def build(name, source, field, cflags=('-O2', ), ldflags=()):
+def depends_flag(depends):
+    """A ``-D`` flag naming the contents of the headers ``csrc/<depends>``:
+    torch's JIT builder rebuilds an extension when its sources or flags
+    change, not when a header it includes does, so the headers' digest
+    travels in the flags."""
+    digest = hashlib.sha256()
+    for header in depends:
+        with open(os.path.join(CSRC, header), 'rb') as f:
+            digest.update(f.read())
+    return f'-DCAST_MMACTION_HEADERS={digest.hexdigest()[:16]}'
+
+
+def build(name, source, field, cflags=('-O2', ), ldflags=(), depends=()):
     """Compile (or load the cached build of) ``csrc/<source>`` as the
-    module ``name``; a failure names ``field``, the setting that asked for
-    it, and how to turn it off."""
+    module ``name``, rebuilt when it or a header in ``depends`` changes; a
+    failure names ``field``, the setting that asked for it, and how to turn
+    it off."""
     from torch.utils import cpp_extension
     _put_venv_ninja_on_path()
     path = os.path.join(CSRC, source)
+    if depends:
+        cflags = tuple(cflags) + (depends_flag(depends), )
     try:
         return cpp_extension.load(name=name, sources=[path],
                                   extra_cflags=list(cflags),

@@ -56,6 +56,7 @@ MAX_WIDTH = 64
 # the kernel's build (also the benchmark scripts' builds of other sources)
 CFLAGS = ('-O3', '-mavx512f', '-mfma', '-fopenmp')
 LDFLAGS = ('-fopenmp', )
+DEPENDS = ('avx512_exp2.h', )
 
 
 @functools.lru_cache(maxsize=None)
@@ -68,7 +69,7 @@ def extension():
         raise RuntimeError(f'{FIELD}: {why}')
     return cpp_extensions.build(
         'cast_mmaction_cpu_attention', 'cpu_attention.cpp', FIELD,
-        cflags=CFLAGS, ldflags=LDFLAGS)
+        cflags=CFLAGS, ldflags=LDFLAGS, depends=DEPENDS)
 
 
 def cpu_supports(facts):
