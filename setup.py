@@ -43,8 +43,8 @@ setup(
         'README.md') else '',
     long_description_content_type='text/markdown',
     packages=find_packages(include=['cast_mmaction', 'cast_mmaction.*']),
-    # the C++ sources (and their header) of the speed-ups cpu_block_cache
-    # and cpu_attention, compiled on first use
+    # the C++ sources (and their header) of the speed-ups cpu_block_cache,
+    # cpu_attention and cpu_mlp, compiled on first use
     # (cast_mmaction/models/cpp_extensions.py)
     package_data={'cast_mmaction': ['csrc/*.cpp', 'csrc/*.h']},
     python_requires='>=3.9',

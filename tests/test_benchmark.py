@@ -276,13 +276,14 @@ def test_speedups_option_and_the_compare_rows(tmp_path):
     from cast_mmaction.models.speedups import KEYS
     labels = [label for label, _ in benchmark.SPEEDUP_ROWS]
     assert labels[0] == 'reference' and len(labels) == len(KEYS) + 2
-    # each a valid value; on a CPU without AVX-512F the C++ attention
-    # kernel's row is left out, with its reason
+    # each a valid value; on a CPU without AVX-512F the rows of the C++
+    # attention kernel and bias pass are left out, with their reason
     avx512 = dict(cpu_vendor='GenuineIntel', cpu_isa=['avx2', 'avx512f'])
     assert benchmark.runnable_speedup_rows(avx512) == benchmark.SPEEDUP_ROWS
     rows = benchmark.runnable_speedup_rows(dict(avx512, cpu_isa=['avx2']))
     assert [label for label, _ in rows] == [
-        label for label in labels if label != 'cpu_attention']
+        label for label in labels if label not in ('cpu_attention',
+                                                   'cpu_mlp')]
     argv = [str(cfg), '--compare-speedups', '--runs', '2', '--speedups',
             'cpu', '--phases', 'train']
     child = benchmark._strip(argv, '--compare-speedups',

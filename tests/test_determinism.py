@@ -66,7 +66,8 @@ def test_two_runs_give_bit_identical_weights_even_under_load(tmp_path):
     assert meta == b['meta']['speedups']
     assert meta['requested'] is None and meta['device'] == 'cpu'
     assert set(meta['runs']) == {'onednn_linear', 'onednn_attention',
-                                 'cpu_attention', 'frozen_mlp', 'checkpoint',
+                                 'cpu_attention', 'cpu_mlp', 'frozen_mlp',
+                                 'checkpoint',
                                  'malloc_mmap_threshold', 'malloc_trim',
                                  'cpu_block_cache'}
     assert not any(r['on'] for r in meta['runs'].values())

@@ -43,7 +43,7 @@ def test_wheel_carries_the_model_definitions(tmp_path):
     assert (mim / 'configs' / 'metafiles' / 'cast.yml').is_file()
     assert (mim / 'configs' / 'cast_ssv2.py').is_file()
     # the C++ sources (and the header they include) the speed-ups
-    # cpu_block_cache and cpu_attention compile on first use
+    # cpu_block_cache, cpu_attention and cpu_mlp compile on first use
     from cast_mmaction.models.cpp_extensions import CSRC
     for name in sorted(os.listdir(CSRC)):
         src = target / 'cast_mmaction' / 'csrc' / name
@@ -64,8 +64,9 @@ def test_a_header_change_rebuilds_the_extensions(tmp_path, monkeypatch):
     monkeypatch.undo()
     # each build lists the package headers its source includes
     import re
-    from cast_mmaction.models import cpu_attention
-    for mod, source in ((cpu_attention, 'cpu_attention.cpp'), ):
+    from cast_mmaction.models import cpu_attention, cpu_bias_act
+    for mod, source in ((cpu_attention, 'cpu_attention.cpp'),
+                        (cpu_bias_act, 'cpu_bias_act.cpp')):
         with open(os.path.join(cpp_extensions.CSRC, source)) as f:
             included = re.findall(r'#include "([^"]+)"', f.read())
         assert included and tuple(included) == mod.DEPENDS, source

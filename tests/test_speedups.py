@@ -151,9 +151,10 @@ def test_the_decision_per_device_dtype_and_autocast():
                                malloc_trim=True, cpu_block_cache=True),
                           AMD512)
     on_cpu = sp.decide('cpu', torch.float32, False)
-    # the C++ attention kernel is an opt-in, not in the preset
-    on, why = on_cpu.pop('cpu_attention')
-    assert not on and 'not requested' in why
+    # the C++ attention kernel and bias pass are opt-ins, not in the preset
+    for key in ('cpu_attention', 'cpu_mlp'):
+        on, why = on_cpu.pop(key)
+        assert not on and 'not requested' in why, key
     assert all(on for on, _ in on_cpu.values()) is (speedups._LP is not None)
     for where in (('cuda', torch.float32, False), ('cpu', torch.float64,
                                                    False),
@@ -165,7 +166,7 @@ def test_the_decision_per_device_dtype_and_autocast():
         assert not any(on for on, _ in rows.values()), where
         assert all('fp32 CPU outside autocast only' in why
                    for k, (_, why) in rows.items()
-                   if k != 'cpu_attention'), rows
+                   if k not in ('cpu_attention', 'cpu_mlp')), rows
     none = speedups.resolve(None)
     assert none.enabled == [] and not any(
         on for on, _ in none.decide().values())

@@ -235,6 +235,7 @@ SPEEDUP_ROWS = [
     ('onednn_attention', json.dumps(dict(onednn_attention=True))),
     ('cpu_attention', json.dumps(dict(cpu_attention=True))),
     ('frozen_mlp', json.dumps(dict(frozen_mlp=True))),
+    ('cpu_mlp', json.dumps(dict(frozen_mlp=True, cpu_mlp=True))),
     ("checkpoint='fusion'", json.dumps(dict(checkpoint='fusion'))),
     ('malloc_mmap_threshold=1M',
      json.dumps(dict(malloc_mmap_threshold=1 << 20))),
@@ -537,6 +538,7 @@ PROFILE_CATEGORIES = [
                 'expand_as', 'fill_', 'zero_', 'aten::empty', 'as_strided')),
     ('optimizer', ('adam', 'foreach', 'sgd')),
     ('elementwise', ('add', 'mul', 'div', 'sub', 'gelu', 'silu', 'sigmoid',
+                     'bias_act',
                      'sqrt', 'rsqrt', 'neg', 'exp', 'tanh', 'where',
                      'sum', 'mean', 'dropout', 'nll_loss', 'log_softmax',
                      'threshold', 'pow', 'clamp', 'masked')),
@@ -1181,8 +1183,9 @@ def _print_side_by_side(ours, theirs, cuda=False):
 
 
 def runnable_speedup_rows(facts=None):
-    """:data:`SPEEDUP_ROWS` that this CPU can run (``cpu_attention`` needs
-    AVX-512F); a row left out is printed with the reason."""
+    """:data:`SPEEDUP_ROWS` that this CPU can run (``cpu_attention`` and
+    ``cpu_mlp`` need AVX-512F); a row left out is printed with the
+    reason."""
     from cast_mmaction.models import speedups
     rows = []
     for label, spec in SPEEDUP_ROWS:

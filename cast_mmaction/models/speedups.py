@@ -39,6 +39,16 @@ The speed-ups (each off unless named):
   precedence over ``onednn_attention``. Measured 0.976x the inference and
   0.965x the training step on an Intel Xeon (docs/benchmarks.md). Results
   differ by fp32 rounding.
+* ``cpu_mlp`` (``True`` / ``False``; not in the preset; needs
+  ``frozen_mlp``): the frozen MLP's first product is a plain ``mm`` and its
+  bias and activation one C++ pass over the output
+  (``models/cpu_bias_act.py``, ``csrc/cpu_bias_act.cpp``; AVX-512, built on
+  first use like ``cpu_attention``) instead of ``addmm``, which writes the
+  bias into the output before the GEMM reads it back, and an activation
+  pass; in training the same pass writes the activation's derivative,
+  kept instead of the pre-activation, so that backward is one multiply
+  instead of ``gelu_backward`` / ``silu_backward``. oneDNN's fused linear
+  (``onednn_linear``) takes precedence. Results differ by fp32 rounding.
 * ``frozen_mlp``: a frozen expert MLP is one autograd node
   (:class:`_FrozenMLP`) that keeps only the pre-activation for backward
   (autograd keeps the activation output too, and QuickGELU's sigmoid);
@@ -104,10 +114,12 @@ from .experts.ast import ASTAttention
 from .fusion.bottleneck_cross_attention import WindowCrossAttention
 from .layers import QUICK_GELU_SCALE, sdpa_heads
 from . import cpu_attention as _cpu_attention
+from . import cpu_bias_act as _cpu_bias_act
 from .onednn_attention import onednn_sdpa, worth_it
 
 _LP = getattr(getattr(torch.ops, 'mkldnn', None), '_linear_pointwise', None)
-KEYS = ('onednn_linear', 'onednn_attention', 'cpu_attention', 'frozen_mlp',
+KEYS = ('onednn_linear', 'onednn_attention', 'cpu_attention', 'cpu_mlp',
+        'frozen_mlp',
         'checkpoint',
         'malloc_mmap_threshold', 'malloc_trim', 'cpu_block_cache')
 PRESETS = {'cpu': dict(onednn_linear='auto', onednn_attention='auto',
@@ -319,6 +331,21 @@ def resolve(spec, facts=None):
         raise ValueError(f'{FIELD}.frozen_mlp={v!r}: use True or False')
     settings['frozen_mlp'] = v
     reasons['frozen_mlp'] = 'requested' if v else not_asked
+    # cpu_mlp: a pass of the frozen MLP node, checked against the CPU
+    v = want.get('cpu_mlp', False)
+    if not isinstance(v, bool):
+        raise ValueError(f'{FIELD}.cpu_mlp={v!r}: use True or False')
+    if v and not settings['frozen_mlp']:
+        raise ValueError(f'{FIELD}.cpu_mlp=True is a pass of the frozen MLP '
+                         f"node: set frozen_mlp=True too (or preset='cpu')")
+    if v:
+        why = _cpu_bias_act.cpu_refusal(cpu())
+        if why:
+            raise ValueError(f'{FIELD}.cpu_mlp=True: {why}')
+    settings['cpu_mlp'] = v
+    reasons['cpu_mlp'] = ('requested: the first bias and activation (and in '
+                          'training its derivative) in one pass' if v
+                          else not_asked)
     # checkpoint
     v = want.get('checkpoint')
     settings['checkpoint'] = None if v is None else make_fusion_policy(
@@ -571,9 +598,18 @@ def _mlp_act_backward_(grad, pre, act):
                                                     grad_input=grad)
 
 
-def _mlp_forward(x2d, w1, b1, w2, b2, act, keep_pre, onednn=False):
+def _uses_pass(b1, onednn, cpu_mlp):
+    """Whether the frozen MLP's first bias and activation run in the C++
+    pass (``cpu_mlp``): oneDNN's fused linear takes precedence."""
+    return cpu_mlp and b1 is not None and not onednn
+
+
+def _mlp_forward(x2d, w1, b1, w2, b2, act, keep_pre, onednn=False,
+                 cpu_mlp=False):
     """``fc2(act(fc1 x))`` on 2-D ``x`` with weights already in the compute
-    dtype; returns (out, pre or None).
+    dtype; returns (out, kept): with ``keep_pre``, what backward needs, the
+    pre-activation, or with the C++ pass (``cpu_mlp``,
+    :func:`_uses_pass`) the activation's derivative; else None.
 
     ``quick_gelu`` (``h * sigmoid(1.702 h)``) is computed as a SiLU of the
     scaled pre-activation ``1.702 h`` (``silu(1.702 h) / 1.702``): the 1.702
@@ -585,7 +621,9 @@ def _mlp_forward(x2d, w1, b1, w2, b2, act, keep_pre, onednn=False):
     fused = 'silu' if quick else 'gelu'
     xs = x2d * a if quick else x2d
     bs1 = b1 * a if (quick and b1 is not None) else b1
-    if keep_pre:
+    if _uses_pass(bs1, onednn, cpu_mlp):
+        h, pre = _cpu_bias_act.mm_bias_act(xs, w1, bs1, fused, keep_pre)
+    elif keep_pre:
         pre = _mm_t(xs, w1, bs1, onednn=onednn)
         h = F.silu(pre) if quick else F.gelu(pre)
     else:
@@ -601,45 +639,53 @@ def _mlp_forward(x2d, w1, b1, w2, b2, act, keep_pre, onednn=False):
 
 class _FrozenMLP(torch.autograd.Function):
     """``fc2(act(fc1 x))`` with frozen ``fc1`` / ``fc2``: only the
-    pre-activation (and the weights, by reference) is kept for backward,
-    which needs no weight gradients (autograd would keep the activation
-    output as well, and QuickGELU's sigmoid on top)."""
+    pre-activation, or with ``cpu_mlp`` the activation's derivative (and
+    the weights, by reference) is kept for backward, which needs no weight
+    gradients (autograd would keep the activation output as well, and
+    QuickGELU's sigmoid on top)."""
 
     @staticmethod
-    def forward(ctx, x, w1, b1, w2, b2, act, onednn=False):
+    def forward(ctx, x, w1, b1, w2, b2, act, onednn=False, cpu_mlp=False):
         shape = x.shape
-        out, pre = _mlp_forward(x.reshape(-1, shape[-1]), w1, b1, w2, b2,
-                                act, keep_pre=True, onednn=onednn)
+        out, kept = _mlp_forward(x.reshape(-1, shape[-1]), w1, b1, w2, b2,
+                                 act, keep_pre=True, onednn=onednn,
+                                 cpu_mlp=cpu_mlp)
         ctx.act, ctx.onednn = act, onednn
-        ctx.save_for_backward(pre, w1, w2)
+        ctx.derivative = _uses_pass(b1, onednn, cpu_mlp)
+        ctx.save_for_backward(kept, w1, w2)
         return out.reshape(*shape[:-1], out.shape[-1])
 
     @staticmethod
     def backward(ctx, grad):
-        pre, w1, w2 = ctx.saved_tensors
+        kept, w1, w2 = ctx.saved_tensors
         shape = grad.shape
         g = grad.reshape(-1, shape[-1]).to(w2.dtype)
         # the 1.702 of quick_gelu cancels: d/dx of silu(a x W1) W2 / a
-        gh = _mlp_act_backward_(_mm_t(g, w2.t(), onednn=ctx.onednn), pre,
-                                ctx.act)
+        gh = _mm_t(g, w2.t(), onednn=ctx.onednn)
+        if ctx.derivative:
+            gh.mul_(kept)
+        else:
+            gh = _mlp_act_backward_(gh, kept, ctx.act)
         gx = _mm_t(gh, w1.t(), onednn=ctx.onednn)
         return (gx.reshape(*shape[:-1], gx.shape[-1]), None, None, None,
-                None, None, None)
+                None, None, None, None)
 
 
 def _is_frozen(*modules):
     return not any(p.requires_grad for m in modules for p in m.parameters())
 
 
-def frozen_mlp(x, fc1, fc2, act='gelu', onednn=False):
+def frozen_mlp(x, fc1, fc2, act='gelu', onednn=False, cpu_mlp=False):
     """``fc2(act(fc1(x)))`` for frozen ``fc1`` / ``fc2`` (objects with
     ``weight`` / ``bias``), ``act`` ``gelu`` (exact erf GELU) or
     ``quick_gelu`` (CLIP's ``x * sigmoid(1.702 x)``): one autograd node
     that keeps only the pre-activation for backward, and without autograd
     the activation fused into the first matmul (oneDNN with ``onednn`` on
-    fp32 CPU) or in place. Under autocast the matmuls run in the autocast
-    dtype, as ``nn.Linear`` would. A trainable ``fc1`` or ``fc2`` takes
-    plain autograd."""
+    fp32 CPU) or in place; with ``cpu_mlp`` the first bias and activation
+    (and the derivative backward keeps) in one C++ pass
+    (``models/cpu_bias_act.py``). Under autocast the matmuls run in the
+    autocast dtype, as ``nn.Linear`` would. A trainable ``fc1`` or ``fc2``
+    takes plain autograd."""
     params = [p for p in (fc1.weight, fc1.bias, fc2.weight, fc2.bias)
               if p is not None]
     if any(p.requires_grad for p in params):
@@ -659,10 +705,12 @@ def frozen_mlp(x, fc1, fc2, act='gelu', onednn=False):
     xc = x.to(dtype)
     with torch.autocast(x.device.type, enabled=False):
         if torch.is_grad_enabled() and x.requires_grad:
-            return _FrozenMLP.apply(xc, w1, b1, w2, b2, act, onednn)
+            return _FrozenMLP.apply(xc, w1, b1, w2, b2, act, onednn,
+                                    cpu_mlp)
         shape = x.shape
         out, _ = _mlp_forward(xc.reshape(-1, shape[-1]), w1, b1, w2, b2,
-                              act, keep_pre=False, onednn=onednn)
+                              act, keep_pre=False, onednn=onednn,
+                              cpu_mlp=cpu_mlp)
         return out.reshape(*shape[:-1], out.shape[-1])
 
 
@@ -670,11 +718,12 @@ class FrozenCLIPMlp(CLIPMlp):
     """:class:`CLIPMlp` through :func:`frozen_mlp` when frozen and on an
     fp32 CPU tensor outside autocast; else the plain module."""
     speedup_onednn = False
+    speedup_cpu_mlp = False
 
     def forward(self, x):
         if applies(x) and _is_frozen(self.c_fc, self.c_proj):
             return frozen_mlp(x, self.c_fc, self.c_proj, 'quick_gelu',
-                              self.speedup_onednn)
+                              self.speedup_onednn, self.speedup_cpu_mlp)
         return super().forward(x)
 
 
@@ -683,11 +732,12 @@ class FrozenVideoMAEMlp(VideoMAEMlp):
     when frozen and on an fp32 CPU tensor outside autocast; else the plain
     module."""
     speedup_onednn = False
+    speedup_cpu_mlp = False
 
     def forward(self, x):
         if applies(x) and _is_frozen(self.fc1, self.fc2):
             return frozen_mlp(x, self.fc1, self.fc2, 'gelu',
-                              self.speedup_onednn)
+                              self.speedup_onednn, self.speedup_cpu_mlp)
         return super().forward(x)
 
 
@@ -998,6 +1048,7 @@ def apply_speedups(backbone, spec, facts=None):
         for m in backbone.modules():
             if isinstance(m, (FrozenCLIPMlp, FrozenVideoMAEMlp)):
                 m.speedup_onednn = bool(sp['onednn_linear'])
+                m.speedup_cpu_mlp = bool(sp['cpu_mlp'])
     if sp['checkpoint'] is not None:
         layers = backbone._cp_layers(backbone.with_cp or True,
                                      backbone.depth)

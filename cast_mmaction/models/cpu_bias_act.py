@@ -1,0 +1,102 @@
+"""A frozen MLP's first bias and activation in one C++ pass, and in
+training the activation's derivative in the same pass.
+
+The CPU speed-up ``cpu_mlp`` (``models/speedups.py``; the pass:
+``cast_mmaction/csrc/cpu_bias_act.cpp``). The frozen MLP node
+(``speedups._FrozenMLP``) computes ``act(addmm(b1, x, W1^T))``: ``addmm``
+first writes the bias into each row of its (tokens, 3072) output and the
+GEMM reads it back (beta = 1), the activation is another pass, and in
+training backward runs ``gelu_backward`` / ``silu_backward`` on the kept
+pre-activation (erf and exp again). With ``cpu_mlp`` the product is a plain
+``mm`` and one pass adds the bias and writes the activation and, where a
+gradient is recorded, its derivative, which backward multiplies into the
+incoming gradient instead of the pre-activation (the same memory kept).
+
+In training the product's output is only read (a selective checkpoint that
+kept it, ``models/checkpointing.py``, replays it unchanged); without
+autograd the activation is written over it. The sum ``x W1^T + b1`` is
+rounded once more than in ``addmm`` (whose GEMM adds its sum to the bias),
+and the GELU's erf is Abramowitz & Stegun 7.1.26 (ATen's vectorized erf's
+formula; oneDNN's erf computes torch's GELU on the CPU): results equal the
+reference to fp32 rounding (tests/test_cpu_bias_act.py measures both
+against float64).
+"""
+import functools
+
+import torch
+
+from . import cpp_extensions
+
+FIELD = 'model.backbone.speedups.cpu_mlp'
+CFLAGS = ('-O3', '-mavx512f', '-mfma', '-fopenmp')
+LDFLAGS = ('-fopenmp', )
+DEPENDS = ('avx512_exp2.h', )
+ACTS = {'none': 0, 'gelu': 1, 'silu': 2}
+
+
+def cpu_refusal(facts):
+    """Why the pass cannot run on the CPU of ``facts``
+    (:func:`cast_mmaction.utils.cpu_facts`), naming the fix, or None."""
+    if 'avx512f' not in set(facts.get('cpu_isa') or ()):
+        return (f"the CPU has no AVX-512F on this machine "
+                f"({facts.get('cpu_model')}); the pass needs AVX-512F: set "
+                f"it to False")
+    return None
+
+
+@functools.lru_cache(maxsize=None)
+def extension():
+    """The compiled pass (built on first call, ~20 s, then cached)."""
+    from ..utils import cpu_facts
+    why = cpu_refusal(cpu_facts())
+    if why:
+        raise RuntimeError(f'{FIELD}: {why}')
+    return cpp_extensions.build('cast_mmaction_cpu_bias_act',
+                                'cpu_bias_act.cpp', FIELD, cflags=CFLAGS,
+                                ldflags=LDFLAGS, depends=DEPENDS)
+
+
+def unavailable():
+    """Why the pass cannot be built and run here, or None (the reason a
+    test or a benchmark skips it)."""
+    from ..utils import cpu_facts
+    why = cpu_refusal(cpu_facts())
+    if why is None:
+        ok, tool = cpp_extensions.toolchain()
+        why = None if ok else tool
+    return None if why is None else f'the C++ bias pass cannot run here: {why}'
+
+
+@torch.library.custom_op('cast_mmaction::cpu_bias_act',
+                         mutates_args=('h', 'd'))
+def bias_act_op(pre: torch.Tensor, bias: torch.Tensor, h: torch.Tensor,
+                d: torch.Tensor, act: int) -> None:
+    """``h = act(pre + bias)`` (``h`` may be ``pre``) and, unless ``d`` is
+    empty, ``d = act'(pre + bias)``; an operator of its own so that the
+    profiler names it."""
+    extension().bias_act(pre, bias, h, d, act)
+
+
+@bias_act_op.register_fake
+def _fake(pre, bias, h, d, act):
+    return None
+
+
+def mm_bias_act(a, w, bias, act, derivative):
+    """``act(a @ w.T + bias)`` for fp32 CPU ``a`` (n, k), ``w`` (m, k) (or a
+    transposed view) and ``bias`` (m), ``act`` ``'gelu'`` (exact erf),
+    ``'silu'`` or ``'none'``: ``(h, d)``, ``d`` the activation's derivative
+    at ``a @ w.T + bias`` when ``derivative``, else None and ``h`` written
+    over the product (then not for tensors autograd records)."""
+    raw = a.mm(w.t())
+    bias = bias.contiguous()
+    if derivative:
+        h, d = torch.empty_like(raw), torch.empty_like(raw)
+        bias_act_op(raw, bias, h, d, ACTS[act])
+        return h, d
+    if torch.is_grad_enabled() and any(
+            t.requires_grad for t in (a, w, bias)):
+        raise RuntimeError('cpu_bias_act.mm_bias_act(derivative=False) '
+                           'writes the product in place: not under autograd')
+    bias_act_op(raw, bias, raw, raw.new_empty(0), ACTS[act])
+    return raw, None
