@@ -798,13 +798,17 @@ def test_head_reads_gt_label_pairs_and_names_missing_labels():
         head.loss(feats, [ActionDataSample(), ActionDataSample()])
 
 
-def _verb_noun_runner(ek, dataset, num_verbs=97, num_nouns=300):
+def _verb_noun_runner(ek, dataset, num_verbs=97, num_nouns=300,
+                      data_preprocessor=None):
     from types import SimpleNamespace
     from cast_mmaction.utils import build_model
     head = build_model(dict(type='CASTVerbNounHead', num_verbs=num_verbs,
                             num_nouns=num_nouns, in_channels=4))
+    model = SimpleNamespace(cls_head=head)
+    if data_preprocessor is not None:
+        model.data_preprocessor = build_model(data_preprocessor)
     loader = SimpleNamespace(dataset=dataset)
-    return SimpleNamespace(model=SimpleNamespace(cls_head=head),
+    return SimpleNamespace(model=model,
                            train_dataloader=loader, test_dataloader=loader,
                            _val_loop=None)
 
@@ -859,5 +863,68 @@ def test_head_smaller_than_the_dataset_stops_training_before_it_starts(
     runner = Runner.from_cfg(cfg)
     with pytest.raises(ValueError, match=r'^model.cls_head.num_nouns=200 but '
                        r'train_dataloader.dataset.num_nouns=300 '):
+        runner.train()
+    assert runner.iter == 0
+
+
+def _preprocessor(blending, av=False):
+    if av:
+        return dict(type='AudioVisualDataPreprocessor', blending=blending)
+    return dict(type='ActionDataPreprocessor', format_shape='NCTHW',
+                blending=blending)
+
+
+def test_startup_check_compares_blending_and_head_verb_noun_counts(ek):
+    """The verb / noun mixup one-hots the labels into vectors of its own
+    num_verbs / num_nouns; a head with other counts used to fail only in
+    the first iteration (one_hot, or a tensor-size error in the loss). The
+    start-up check now refuses it before training, naming both fields."""
+    from types import SimpleNamespace
+    from cast_mmaction.engine.hooks import StartupCheckHook
+    hook = StartupCheckHook()
+    args = dict(ann_file=ek['train'], pipeline=[],
+                data_prefix=dict(video=ek['videos']), check_files=False)
+    ds = EpicKitchens100Dataset(**args)  # 97 / 300
+    vn = dict(type='VerbNounMixupCutmix', num_verbs=97, num_nouns=300)
+    hook.before_train(_verb_noun_runner(ek, ds, data_preprocessor=(
+        _preprocessor(vn))))  # 97 / 300 everywhere
+    small = dict(vn, num_verbs=50)
+    runner = _verb_noun_runner(ek, ds, data_preprocessor=_preprocessor(small))
+    with pytest.raises(ValueError) as err:
+        hook.before_train(runner)
+    assert str(err.value) == (
+        'model.data_preprocessor.blending.num_verbs=50 but model.cls_head.'
+        'num_verbs=97: set them to the same number of verb classes '
+        '(EPIC-KITCHENS-100 has 97); VerbNounMixupCutmix turns the verb '
+        'labels into vectors of its num_verbs, which the head\'s loss reads '
+        'against its num_verbs scores.')
+    # testing does not blend: a test run is not stopped for it
+    hook.before_test(runner)
+    # a wrapped model (DDP: .module) is read through
+    from cast_mmaction.engine.hooks.startup_check_hook import check_blending
+    with pytest.raises(ValueError, match=r'blending.num_verbs=50 '):
+        check_blending(SimpleNamespace(module=runner.model))
+    # the audio-visual mixup with verb / noun counts; a larger count too
+    av = dict(type='AudioVisualMixup', num_verbs=97, num_nouns=301)
+    with pytest.raises(ValueError, match=r'^model.data_preprocessor.blending'
+                       r'.num_nouns=301 but model.cls_head.num_nouns=300: .*'
+                       r'AudioVisualMixup turns the noun labels'):
+        hook.before_train(_verb_noun_runner(
+            ek, ds, data_preprocessor=_preprocessor(av, av=True)))
+    # no blending, or no data preprocessor: nothing to compare
+    hook.before_train(_verb_noun_runner(ek, ds, data_preprocessor=(
+        _preprocessor(None))))
+    hook.before_train(_verb_noun_runner(ek, ds))
+
+
+def test_blending_unlike_the_head_stops_training_before_it_starts(
+        ek, tmp_path):
+    from mmengine.config import Config
+    from mmengine.runner import Runner
+    cfg = _shrink(Config.fromfile(CONFIG), ek, str(tmp_path / 'work'))
+    cfg.model.data_preprocessor.blending.num_verbs = 50
+    runner = Runner.from_cfg(cfg)
+    with pytest.raises(ValueError, match=r'^model.data_preprocessor.blending'
+                       r'.num_verbs=50 but model.cls_head.num_verbs=97: '):
         runner.train()
     assert runner.iter == 0

@@ -12,7 +12,8 @@ from mmaction.registry import HOOKS
 
 from ..checkpoint_check import check_checkpoint
 
-__all__ = ['StartupCheckHook', 'check_model', 'check_verb_noun_classes']
+__all__ = ['StartupCheckHook', 'check_model', 'check_verb_noun_classes',
+           'check_blending']
 
 # where each setting of the former ``reliability = dict(...)`` lives now
 _MOVED = dict(
@@ -158,6 +159,45 @@ def check_verb_noun_classes(model, dataset, field):
                     f'(EPIC-KITCHENS-100 has {ek100}).')
 
 
+def _ints(obj, *keys):
+    return {k: getattr(obj, k) for k in keys
+            if isinstance(getattr(obj, k, None), int)}
+
+
+def check_blending(model):
+    """The verb / noun counts (``num_verbs`` / ``num_nouns``) of the data
+    preprocessor's batch blending (``model.data_preprocessor.blending``:
+    ``VerbNounMixupCutmix``, ``AudioVisualMixup`` with verb / noun counts)
+    against those of a verb / noun head (``CASTVerbNounHead``). The
+    blending turns the labels into vectors of its own width, which the
+    head's loss reads against its scores: unchecked, a mismatch fails only
+    in the first training iteration (a one-hot or tensor-size error inside
+    the preprocessor or the loss). Raises ``ValueError`` naming both config
+    fields."""
+    model = _unwrap(model)
+    blending = getattr(getattr(model, 'data_preprocessor', None),
+                       'blending', None)
+    head = getattr(model, 'cls_head', None)
+    if blending is None or head is None:
+        return
+    from ...datasets.epic_kitchens import NUM_NOUNS, NUM_VERBS
+    head_vn = _ints(head, 'num_verbs', 'num_nouns')
+    field = 'model.data_preprocessor.blending'
+    name = type(blending).__name__
+    vn = _ints(blending, 'num_verbs', 'num_nouns')
+    if vn and head_vn:  # a verb / noun blending and head
+        for key, what, ek100 in (('num_verbs', 'verb', NUM_VERBS),
+                                 ('num_nouns', 'noun', NUM_NOUNS)):
+            have, want = vn.get(key), head_vn.get(key)
+            if have is not None and want is not None and have != want:
+                raise ValueError(
+                    f'{field}.{key}={have} but model.cls_head.{key}={want}: '
+                    f'set them to the same number of {what} classes '
+                    f'(EPIC-KITCHENS-100 has {ek100}); {name} turns the '
+                    f'{what} labels into vectors of its {key}, which the '
+                    f'head\'s loss reads against its {key} scores.')
+
+
 @HOOKS.register_module()
 class StartupCheckHook(Hook):
     """Checks at start-up
@@ -171,6 +211,9 @@ class StartupCheckHook(Hook):
       (``num_verbs`` / ``num_nouns``) equal those of the training,
       validation and test datasets (``EpicKitchens100Dataset``), which bound
       their labels by them (:func:`check_verb_noun_classes`);
+    * before training, that the label counts of the data preprocessor's
+      batch blending (Mixup / CutMix: ``num_verbs`` / ``num_nouns``) equal
+      those of a verb / noun head (:func:`check_blending`);
     * that a checkpoint given to ``tools/test.py`` (or MMAction2's),
       ``load_from`` or ``--resume`` fits the model
       (:func:`~cast_mmaction.engine.checkpoint_check.check_checkpoint`):
@@ -204,6 +247,7 @@ class StartupCheckHook(Hook):
         loader = getattr(val_loop, 'dataloader', None)
         if loader is not None:
             self._check_labels(runner, loader.dataset, 'val_dataloader')
+        check_blending(runner.model)
 
     def before_test(self, runner):
         self._check_labels(runner, runner.test_dataloader.dataset,
