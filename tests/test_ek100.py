@@ -928,3 +928,46 @@ def test_blending_unlike_the_head_stops_training_before_it_starts(
                        r'.num_verbs=50 but model.cls_head.num_verbs=97: '):
         runner.train()
     assert runner.iter == 0
+
+
+def test_startup_check_refuses_a_blending_of_the_other_label_kind(ek):
+    """A single-label Mixup on a verb / noun head mixes gt_label only, not
+    the gt_verb / gt_noun the head reads; a verb / noun mixup on a
+    single-label head reads gt_verb / gt_noun the data lacks. Both failed
+    only in the first iteration; the start-up check names the fields."""
+    from types import SimpleNamespace
+    from cast_mmaction.engine.hooks import StartupCheckHook
+    from cast_mmaction.engine.hooks.startup_check_hook import check_blending
+    from cast_mmaction.utils import build_model
+    hook = StartupCheckHook()
+    ds = EpicKitchens100Dataset(ann_file=ek['train'], pipeline=[],
+                                data_prefix=dict(video=ek['videos']),
+                                check_files=False)
+    # CASTVerbNounHead's num_classes is its num_verbs: 97 is refused too
+    mix = dict(type='MixupBlending', num_classes=97, alpha=0.8)
+    with pytest.raises(ValueError) as err:
+        hook.before_train(_verb_noun_runner(ek, ds, data_preprocessor=(
+            _preprocessor(mix))))
+    assert str(err.value) == (
+        'model.data_preprocessor.blending.num_classes=97 (MixupBlending mixes '
+        'single labels, gt_label) but model.cls_head (CASTVerbNounHead) '
+        'predicts verbs and nouns (num_verbs=97 / num_nouns=300) from '
+        'gt_verb / gt_noun, which MixupBlending does not mix: use '
+        'VerbNounMixupCutmix (or AudioVisualMixup with num_verbs and '
+        'num_nouns instead of num_classes) with the head\'s counts.')
+    with pytest.raises(ValueError, match=r'^model.data_preprocessor.blending'
+                       r'.num_classes=97 \(AudioVisualMixup mixes single'):
+        hook.before_train(_verb_noun_runner(ek, ds, data_preprocessor=(
+            _preprocessor(dict(type='AudioVisualMixup', num_classes=97),
+                          av=True))))
+    head = build_model(dict(type='CASTHead', num_classes=97, in_channels=4))
+    vn = build_model(_preprocessor(dict(type='VerbNounMixupCutmix')))
+    with pytest.raises(ValueError) as err:
+        check_blending(SimpleNamespace(cls_head=head, data_preprocessor=vn))
+    assert str(err.value) == (
+        'model.data_preprocessor.blending (VerbNounMixupCutmix) mixes verb / '
+        'noun labels (num_verbs=97 / num_nouns=300) but model.cls_head '
+        '(CASTHead) is a single-label head (num_classes=97): give '
+        'model.data_preprocessor.blending num_classes=97 instead '
+        '(AudioVisualMixup, or MMAction2\'s MixupBlending / CutmixBlending), '
+        'or use a verb / noun head (CASTVerbNounHead).')

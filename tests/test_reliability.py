@@ -637,6 +637,11 @@ def test_audio_visual_annotation_errors(tmp_path):
     (['model.backbone.experts.vmae.depth=2'], ValueError,
      "experts run in lock-step and need the same depth; got {'clip': 1, "
      "'vmae': 2} (backbone.experts.*.depth)"),
+    (['model.data_preprocessor.blending.type=MixupBlending',
+      'model.data_preprocessor.blending.num_classes=5'], ValueError,
+     'model.data_preprocessor.blending.num_classes=5 but model.cls_head.'
+     'num_classes=4: set them to the same number of classes; MixupBlending '
+     'turns the labels into vectors of its num_classes'),
 ])
 def test_impossible_shapes_fail_at_startup(setup, tools, options, exc,
                                            message):
@@ -1055,6 +1060,87 @@ def test_startup_check_refuses_legacy_settings_and_class_mismatch(setup):
     with pytest.raises(ValueError, match=r'train_dataloader.dataset.'
                        r'num_classes=5 .* but model.cls_head.num_classes=4'):
         Runner.from_cfg(cfg).train()
+
+
+def test_startup_check_compares_blending_and_head_num_classes(
+        setup, monkeypatch):
+    """MMAction2's Mixup / CutMix (and AudioVisualMixup with num_classes)
+    one-hot the labels into vectors of their own num_classes; one unlike
+    the head's failed only in the first iteration (one_hot, or a size
+    error in the loss). The start-up check now refuses it before training,
+    naming both fields; a RandomBatchAugment's augment other than the first
+    (whose num_classes MMAction2 ignores) too."""
+    from types import SimpleNamespace
+    import mmengine.logging
+    from cast_mmaction.engine.hooks.startup_check_hook import check_blending
+    from cast_mmaction.utils import build_model
+
+    def model(blending, head=None, av=False):
+        pre = (dict(type='AudioVisualDataPreprocessor', blending=blending)
+               if av else dict(type='ActionDataPreprocessor',
+                               format_shape='NCTHW', blending=blending))
+        head = head or build_model(dict(type='CASTHead', num_classes=4,
+                                        in_channels=8))
+        return SimpleNamespace(data_preprocessor=build_model(pre),
+                               cls_head=head)
+
+    mix = dict(type='MixupBlending', num_classes=4, alpha=0.8)
+    cut = dict(type='CutmixBlending', num_classes=4, alpha=1.0)
+    check_blending(model(mix))
+    check_blending(model(dict(type='RandomBatchAugment', augments=[mix, cut],
+                              probs=[0.5, 0.0])))
+    check_blending(model(dict(type='AudioVisualMixup', num_classes=4),
+                         av=True))
+    with pytest.raises(ValueError) as err:
+        check_blending(model(dict(mix, num_classes=3)))
+    assert str(err.value) == (
+        'model.data_preprocessor.blending.num_classes=3 but model.cls_head.'
+        'num_classes=4: set them to the same number of classes; MixupBlending '
+        'turns the labels into vectors of its num_classes, which the head\'s '
+        'loss reads against its num_classes scores.')
+    with pytest.raises(ValueError, match=r'^model.data_preprocessor.blending'
+                       r'.augments\[0\].num_classes=5 but model.cls_head.'
+                       r'num_classes=4: .*RandomBatchAugment turns the '
+                       r'labels into vectors of model.data_preprocessor.'
+                       r'blending.augments\[0\].num_classes'):
+        check_blending(model(dict(type='RandomBatchAugment',
+                                  augments=[dict(mix, num_classes=5), cut])))
+    with pytest.raises(ValueError, match=r'^model.data_preprocessor.blending'
+                       r'.augments\[1\].num_classes=174 but model.cls_head.'
+                       r'num_classes=4: .*RandomBatchAugment one-hots the '
+                       r'labels by augments\[0\].num_classes and would '
+                       r'ignore this one silently'):
+        check_blending(model(dict(type='RandomBatchAugment', augments=[
+            mix, dict(cut, num_classes=174)], probs=[0.5, 0.5])))
+    with pytest.raises(ValueError, match=r'^model.data_preprocessor.blending'
+                       r'.num_classes=5 but model.cls_head.num_classes=4: '
+                       r'.*AudioVisualMixup turns'):
+        check_blending(model(dict(type='AudioVisualMixup', num_classes=5),
+                             av=True))
+    # a head without counts is reported, not skipped silently
+    bare = model(mix, head=torch.nn.Identity())
+    logged = []
+    monkeypatch.setattr(mmengine.logging, 'print_log',
+                        lambda msg, **kw: logged.append(msg))
+    check_blending(bare)
+    monkeypatch.undo()
+    assert logged == [
+        'start-up check: model.cls_head (Identity) has no integer '
+        'num_classes or num_verbs / num_nouns; the label counts of '
+        'model.data_preprocessor.blending (MixupBlending) are not checked '
+        'against it']
+    # through the Runner: stopped before the first iteration
+    cfg = _cfg(setup, osp.join(setup['tmp'], _unique('blend')), **{
+        'model.data_preprocessor.blending': dict(
+            type='RandomBatchAugment', augments=[mix, dict(cut,
+                                                           num_classes=5)],
+            probs=[0.5, 0.5])})
+    runner = Runner.from_cfg(cfg)
+    with pytest.raises(ValueError, match=r'^model.data_preprocessor.blending'
+                       r'.augments\[1\].num_classes=5 but model.cls_head.'
+                       r'num_classes=4: '):
+        runner.train()
+    assert runner.iter == 0
 
 
 def test_compat_patches_run_only_on_the_affected_versions(monkeypatch):

@@ -159,21 +159,55 @@ def check_verb_noun_classes(model, dataset, field):
                     f'(EPIC-KITCHENS-100 has {ek100}).')
 
 
+def _blendings(blending, field):
+    """``(config field, blending, reason)`` of ``blending`` or, for one that
+    picks among ``augments`` (MMAction2's ``RandomBatchAugment``), of each
+    of them (``None``, the 'no augment' it appends for ``probs``, skipped).
+    ``reason``: how its ``num_classes`` is used."""
+    name = type(blending).__name__
+    augments = getattr(blending, 'augments', None)
+    if not isinstance(augments, (list, tuple)):
+        return [(field, blending,
+                 f'{name} turns the labels into vectors of its num_classes, '
+                 f'which the head\'s loss reads against its num_classes '
+                 f'scores')]
+    out = []
+    for k, aug in enumerate(augments):
+        if aug is None:
+            continue
+        sub = f'{field}.augments[{k}]'
+        if k == 0:
+            why = (f'{name} turns the labels into vectors of {sub}.'
+                   f'num_classes, which the head\'s loss reads against its '
+                   f'num_classes scores')
+        else:
+            why = (f'{name} one-hots the labels by augments[0].num_classes '
+                   f'and would ignore this one silently')
+        out += [(f, b, r if f != sub else why)
+                for f, b, r in _blendings(aug, sub)]
+    return out
+
+
 def _ints(obj, *keys):
     return {k: getattr(obj, k) for k in keys
             if isinstance(getattr(obj, k, None), int)}
 
 
 def check_blending(model):
-    """The verb / noun counts (``num_verbs`` / ``num_nouns``) of the data
-    preprocessor's batch blending (``model.data_preprocessor.blending``:
-    ``VerbNounMixupCutmix``, ``AudioVisualMixup`` with verb / noun counts)
-    against those of a verb / noun head (``CASTVerbNounHead``). The
+    """The label counts of the data preprocessor's batch blending
+    (``model.data_preprocessor.blending``: ``VerbNounMixupCutmix``,
+    ``AudioVisualMixup``, MMAction2's ``MixupBlending`` / ``CutmixBlending``
+    and each augment of its ``RandomBatchAugment``) against the head's:
+    ``num_verbs`` / ``num_nouns`` for a verb / noun head
+    (``CASTVerbNounHead``), ``num_classes`` for a single-label one. The
     blending turns the labels into vectors of its own width, which the
     head's loss reads against its scores: unchecked, a mismatch fails only
     in the first training iteration (a one-hot or tensor-size error inside
-    the preprocessor or the loss). Raises ``ValueError`` naming both config
-    fields."""
+    the preprocessor or the loss). A single-label blending on a verb / noun
+    head (it mixes ``gt_label`` only, not the ``gt_verb`` / ``gt_noun`` the
+    head reads) and a verb / noun blending on a single-label head are
+    refused too. A head with no counts is reported (a warning), never
+    skipped silently. Raises ``ValueError`` naming both config fields."""
     model = _unwrap(model)
     blending = getattr(getattr(model, 'data_preprocessor', None),
                        'blending', None)
@@ -182,21 +216,58 @@ def check_blending(model):
         return
     from ...datasets.epic_kitchens import NUM_NOUNS, NUM_VERBS
     head_vn = _ints(head, 'num_verbs', 'num_nouns')
-    field = 'model.data_preprocessor.blending'
-    name = type(blending).__name__
-    vn = _ints(blending, 'num_verbs', 'num_nouns')
-    if vn and head_vn:  # a verb / noun blending and head
-        for key, what, ek100 in (('num_verbs', 'verb', NUM_VERBS),
-                                 ('num_nouns', 'noun', NUM_NOUNS)):
-            have, want = vn.get(key), head_vn.get(key)
-            if have is not None and want is not None and have != want:
+    # CASTVerbNounHead's num_classes is its num_verbs: the verb / noun
+    # counts decide
+    head_nc = None if head_vn else _ints(head, 'num_classes').get(
+        'num_classes')
+    head_name = type(head).__name__
+    for field, blend, why in _blendings(blending,
+                                        'model.data_preprocessor.blending'):
+        name = type(blend).__name__
+        vn = _ints(blend, 'num_verbs', 'num_nouns')
+        nc = None if vn else _ints(blend, 'num_classes').get('num_classes')
+        if vn and head_vn:  # a verb / noun blending and head
+            for key, what, ek100 in (('num_verbs', 'verb', NUM_VERBS),
+                                     ('num_nouns', 'noun', NUM_NOUNS)):
+                have, want = vn.get(key), head_vn.get(key)
+                if have is not None and want is not None and have != want:
+                    raise ValueError(
+                        f'{field}.{key}={have} but model.cls_head.{key}='
+                        f'{want}: set them to the same number of {what} '
+                        f'classes (EPIC-KITCHENS-100 has {ek100}); {name} '
+                        f'turns the {what} labels into vectors of its '
+                        f'{key}, which the head\'s loss reads against its '
+                        f'{key} scores.')
+        elif nc is not None and head_nc is not None:
+            if nc != head_nc:
                 raise ValueError(
-                    f'{field}.{key}={have} but model.cls_head.{key}={want}: '
-                    f'set them to the same number of {what} classes '
-                    f'(EPIC-KITCHENS-100 has {ek100}); {name} turns the '
-                    f'{what} labels into vectors of its {key}, which the '
-                    f'head\'s loss reads against its {key} scores.')
-
+                    f'{field}.num_classes={nc} but model.cls_head.num_classes'
+                    f'={head_nc}: set them to the same number of classes; '
+                    f'{why}.')
+        elif vn and head_nc is not None:
+            counts = ' / '.join(f'{k}={v}' for k, v in vn.items())
+            raise ValueError(
+                f'{field} ({name}) mixes verb / noun labels ({counts}) but '
+                f'model.cls_head ({head_name}) is a single-label head '
+                f'(num_classes={head_nc}): give {field} num_classes='
+                f'{head_nc} instead (AudioVisualMixup, or MMAction2\'s '
+                f'MixupBlending / CutmixBlending), or use a verb / noun head '
+                f'(CASTVerbNounHead).')
+        elif nc is not None and head_vn:
+            counts = ' / '.join(f'{k}={v}' for k, v in head_vn.items())
+            raise ValueError(
+                f'{field}.num_classes={nc} ({name} mixes single labels, '
+                f'gt_label) but model.cls_head ({head_name}) predicts verbs '
+                f'and nouns ({counts}) from gt_verb / gt_noun, which {name} '
+                f'does not mix: use VerbNounMixupCutmix (or AudioVisualMixup '
+                f'with num_verbs and num_nouns instead of num_classes) with '
+                f'the head\'s counts.')
+        elif vn or nc is not None:
+            from mmengine.logging import print_log
+            print_log(f'start-up check: model.cls_head ({head_name}) has no '
+                      f'integer num_classes or num_verbs / num_nouns; the '
+                      f'label counts of {field} ({name}) are not checked '
+                      f'against it', logger='current', level=30)
 
 @HOOKS.register_module()
 class StartupCheckHook(Hook):
@@ -212,8 +283,8 @@ class StartupCheckHook(Hook):
       validation and test datasets (``EpicKitchens100Dataset``), which bound
       their labels by them (:func:`check_verb_noun_classes`);
     * before training, that the label counts of the data preprocessor's
-      batch blending (Mixup / CutMix: ``num_verbs`` / ``num_nouns``) equal
-      those of a verb / noun head (:func:`check_blending`);
+      batch blending (Mixup / CutMix: ``num_verbs`` / ``num_nouns`` or
+      ``num_classes``) equal the head's (:func:`check_blending`);
     * that a checkpoint given to ``tools/test.py`` (or MMAction2's),
       ``load_from`` or ``--resume`` fits the model
       (:func:`~cast_mmaction.engine.checkpoint_check.check_checkpoint`):
