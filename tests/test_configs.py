@@ -1,8 +1,10 @@
 """The shipped configs: they parse, their pipelines run, the recipes hold
 the published values, and missing paths are reported by field."""
 import copy
+import glob
 import os
 import os.path as osp
+import re
 import subprocess
 import sys
 
@@ -475,3 +477,52 @@ def test_pin_differences_name_the_field():
     diffs = differences(pin, changed)
     assert diffs == ['optim_wrapper.optimizer.lr: 0.0015 -> (missing)',
                      'train_cfg.max_epochs: 50 -> 51'], diffs
+
+
+def _blending_configs():
+    names = sorted(glob.glob(osp.join(CONFIGS, '*.py')) +
+                   glob.glob(osp.join(CONFIGS, 'ablations', '*.py')))
+    return [osp.relpath(n, CONFIGS) for n in names]
+
+
+def test_every_blending_agrees_with_its_head():
+    """Every shipped config (recipes and ablations) with a batch blending
+    passes the start-up check of the blending's label counts against the
+    head's, checked on the built preprocessor and head (the backbone is not
+    built); and for each, a count one off is refused, so the check does
+    read that config's blending."""
+    from types import SimpleNamespace
+    from mmaction.registry import MODELS
+    from cast_mmaction.engine.hooks.startup_check_hook import (
+        _blendings, check_blending)
+    checked = {}
+    for name in _blending_configs():
+        cfg = load(name)
+        pre = cfg.model.get('data_preprocessor') or {}
+        if not pre.get('blending'):
+            continue
+        model = SimpleNamespace(data_preprocessor=MODELS.build(pre),
+                                cls_head=MODELS.build(cfg.model.cls_head))
+        check_blending(model)
+        fields = []
+        for field, blend, _ in _blendings(model.data_preprocessor.blending,
+                                          'model.data_preprocessor.blending'):
+            key = 'num_verbs' if getattr(blend, 'num_verbs', None) \
+                else 'num_classes'
+            count = getattr(blend, key)
+            setattr(blend, key, count + 1)
+            with pytest.raises(ValueError, match=f'^{re.escape(field)}.'
+                               f'{key}={count + 1} but model.cls_head.'
+                               f'{key}={count}: '):
+                check_blending(model)
+            setattr(blend, key, count)
+            fields.append(f'{field}.{key}')
+        checked[name] = fields
+    # the recipes that mix verb / noun labels and single labels are among them
+    assert {'cast_ek100.py', 'ca2st_ek100.py', 'cast_ssv2.py', 'cast_k400.py',
+            'cava_vggsound.py', 'ca2st_vggsound.py'} <= set(checked)
+    assert checked['cast_ek100.py'] == [
+        'model.data_preprocessor.blending.num_verbs']
+    assert checked['cast_ssv2.py'] == [
+        f'model.data_preprocessor.blending.augments[{k}].num_classes'
+        for k in (0, 1)]
