@@ -269,6 +269,7 @@ def check_blending(model):
                       f'label counts of {field} ({name}) are not checked '
                       f'against it', logger='current', level=30)
 
+
 @HOOKS.register_module()
 class StartupCheckHook(Hook):
     """Checks at start-up
