@@ -22,7 +22,7 @@ def ext():
     ok, why = cpp_extensions.toolchain()
     if not ok:
         pytest.skip(f'building cast_mmaction/csrc/cpu_block_cache.cpp: {why}')
-    return cpu_block_cache.extension()  # built once per process (~20 s)
+    return cpu_block_cache.extension()  # built once per process (~10 s)
 
 
 @pytest.fixture

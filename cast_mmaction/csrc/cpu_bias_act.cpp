@@ -25,7 +25,10 @@
 // The file is compiled with -mavx512f -mfma -fopenmp: Python loads it on
 // CPUs with AVX-512F only. Each element is computed alone: the same numbers
 // whatever the thread count.
-#include <torch/extension.h>
+// ATen's tensor and pybind11's headers only, not <torch/extension.h> (all
+// of torch's C++ API): the build on first use takes a third of the time.
+#include <ATen/core/Tensor.h>
+#include <torch/csrc/utils/pybind.h>
 #include <ATen/Parallel.h>
 
 #include <immintrin.h>

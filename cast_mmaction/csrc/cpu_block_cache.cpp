@@ -23,7 +23,9 @@
 // allocations go to the allocator that was installed before (torch's).
 // Contents of a new block are unspecified, as with malloc: numbers do not
 // depend on this allocator.
-#include <torch/extension.h>
+// ATen's tensor and pybind11's headers only, not <torch/extension.h> (all
+// of torch's C++ API): the build on first use takes a third of the time.
+#include <torch/csrc/utils/pybind.h>
 #include <c10/core/CPUAllocator.h>
 
 #include <pthread.h>

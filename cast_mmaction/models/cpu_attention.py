@@ -61,7 +61,7 @@ DEPENDS = ('avx512_exp2.h', )
 
 @functools.lru_cache(maxsize=None)
 def extension():
-    """The compiled kernel (built on first call, ~40 s, then cached); on a
+    """The compiled kernel (built on first call, ~17 s, then cached); on a
     CPU without AVX-512F a clear error instead of an illegal instruction."""
     from ..utils import cpu_facts
     why = cpu_refusal(cpu_facts())

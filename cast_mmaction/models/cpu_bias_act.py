@@ -46,7 +46,7 @@ def cpu_refusal(facts):
 
 @functools.lru_cache(maxsize=None)
 def extension():
-    """The compiled pass (built on first call, ~20 s, then cached)."""
+    """The compiled pass (built on first call, ~10 s, then cached)."""
     from ..utils import cpu_facts
     why = cpu_refusal(cpu_facts())
     if why:

@@ -10,7 +10,7 @@ heap's freed-but-held memory out of the peak without the page faults of
 not depend on it.
 
 The extension is compiled on first use with torch's JIT builder (a C++
-compiler and ninja; ~20 s, then cached in ``TORCH_EXTENSIONS_DIR``, by
+compiler and ninja; ~10 s, then cached in ``TORCH_EXTENSIONS_DIR``, by
 default ``~/.cache/torch_extensions``).
 """
 import functools
