@@ -115,7 +115,7 @@ def test_bad_inputs_get_a_clear_error():
     with pytest.raises(RuntimeError, match=r'd must be \[4, 32\]'):
         ext.bias_act(pre, bias, torch.empty_like(pre), torch.empty(4, 31), 1)
     x = torch.randn(4, 8, requires_grad=True)
-    with pytest.raises(RuntimeError, match='not under autograd'):
+    with pytest.raises(RuntimeError, match='records no gradient'):
         cba.mm_bias_act(x, torch.randn(16, 8), torch.randn(16), 'gelu',
                         derivative=False)
 
@@ -196,6 +196,44 @@ def test_a_selective_checkpoint_keeping_the_product_replays_it_unchanged():
                    context_fn=lambda: create_selective_checkpoint_contexts(
                        keep_mm))
     (got, ) = torch.autograd.grad(y.square().sum(), x)
+    assert torch.equal(got, want)
+
+
+@pytest.mark.parametrize('cpu_mlp', [False, True])
+def test_a_kept_product_is_unchanged_where_the_mlp_needs_no_gradient(
+        cpu_mlp):
+    """A frozen MLP on an input that needs no gradient, in a selective
+    checkpoint that keeps its first product (``addmm``, or ``mm`` with the
+    pass), before a trainable layer: the activation is not written over the
+    kept product (autograd is on), so the recompute gives the trainable
+    layer the forward's input and the gradient of the run without a
+    checkpoint."""
+    if cpu_mlp and cba.unavailable():
+        pytest.skip(cba.unavailable())
+    from torch.utils.checkpoint import (CheckpointPolicy, checkpoint,
+                                        create_selective_checkpoint_contexts)
+    kept = torch.ops.aten.mm.default if cpu_mlp else \
+        torch.ops.aten.addmm.default
+
+    def keep_products(ctx, op, *args, **kwargs):
+        return (CheckpointPolicy.MUST_SAVE if op == kept
+                else CheckpointPolicy.PREFER_RECOMPUTE)
+
+    g = torch.Generator().manual_seed(6)
+    fc1 = _FC(torch.randn(128, 32, generator=g) * 0.3, torch.randn(128))
+    fc2 = _FC(torch.randn(32, 128, generator=g) * 0.1, torch.randn(32))
+    head = torch.nn.Linear(32, 4)
+    x = torch.randn(2, 20, 32, generator=g)  # needs no gradient
+
+    def f(t):
+        return head(speedups.frozen_mlp(t, fc1, fc2, 'gelu',
+                                        cpu_mlp=cpu_mlp))
+
+    want = torch.autograd.grad(f(x).square().sum(), head.weight)[0]
+    y = checkpoint(f, x, use_reentrant=False,
+                   context_fn=lambda: create_selective_checkpoint_contexts(
+                       keep_products))
+    got = torch.autograd.grad(y.square().sum(), head.weight)[0]
     assert torch.equal(got, want)
 
 

@@ -12,9 +12,9 @@ pre-activation (erf and exp again). With ``cpu_mlp`` the product is a plain
 gradient is recorded, its derivative, which backward multiplies into the
 incoming gradient instead of the pre-activation (the same memory kept).
 
-In training the product's output is only read (a selective checkpoint that
-kept it, ``models/checkpointing.py``, replays it unchanged); without
-autograd the activation is written over it. The sum ``x W1^T + b1`` is
+The product's output is only read while autograd is on (a selective
+checkpoint that kept it, ``models/checkpointing.py``, replays it
+unchanged); without autograd the activation is written over it. The sum ``x W1^T + b1`` is
 rounded once more than in ``addmm`` (whose GEMM adds its sum to the bias),
 and the GELU's erf is Abramowitz & Stegun 7.1.26 (ATen's vectorized erf's
 formula; oneDNN's erf computes torch's GELU on the CPU): results equal the
@@ -78,7 +78,8 @@ def bias_act(pre, bias, h, d, act):
     dispatch mode needs to see it (a selective checkpoint's recompute reruns
     the frozen MLP's forward, the pass with it)."""
     ext = extension()  # built / loaded outside the label
-    if not torch.autograd.profiler._is_profiler_enabled:
+    # torch's own flag (private; labelled whenever it cannot be read)
+    if not getattr(torch.autograd.profiler, '_is_profiler_enabled', True):
         ext.bias_act(pre, bias, h, d, act)
         return
     with torch.profiler.record_function('cast_mmaction::cpu_bias_act'):
@@ -89,18 +90,23 @@ def mm_bias_act(a, w, bias, act, derivative):
     """``act(a @ w.T + bias)`` for fp32 CPU ``a`` (n, k), ``w`` (m, k) (or a
     transposed view) and ``bias`` (m), ``act`` ``'gelu'`` (exact erf),
     ``'silu'`` or ``'none'``: ``(h, d)``, ``d`` the activation's derivative
-    at ``a @ w.T + bias`` when ``derivative``, else None and ``h`` written
-    over the product (then not for tensors autograd records)."""
-    raw = a.mm(w.t())
-    bias = bias.contiguous()
-    if derivative:
-        h, d = torch.empty_like(raw), torch.empty_like(raw)
-        bias_act(raw, bias, h, d, ACTS[act])
-        return h, d
-    if torch.is_grad_enabled() and any(
+    at ``a @ w.T + bias`` when ``derivative``, else None (then not for
+    tensors autograd records); ``h`` is written over the product only then
+    and when no gradient is recorded (``torch.is_grad_enabled()`` False)."""
+    if not derivative and torch.is_grad_enabled() and any(
             t.requires_grad for t in (a, w, bias)):
         raise RuntimeError('cpu_bias_act.mm_bias_act(derivative=False) '
-                           'writes the product in place: not under autograd')
-    bias_act(raw, bias, raw, raw.new_empty(0), ACTS[act])
-    return raw, None
+                           'records no gradient: not for tensors autograd '
+                           'records')
+    raw = a.mm(w.t())
+    bias = bias.contiguous()
+    # the product is written over only without autograd (and never for a
+    # derivative: an autograd.Function's forward, where grad mode is off):
+    # in a selective checkpoint's forward a policy may keep it, and the
+    # recompute must find it unchanged
+    h = raw if not (derivative or torch.is_grad_enabled()) else \
+        torch.empty_like(raw)
+    d = torch.empty_like(raw) if derivative else raw.new_empty(0)
+    bias_act(raw, bias, h, d, ACTS[act])
+    return h, (d if derivative else None)
 

@@ -426,10 +426,14 @@ def _mm_t(a, b, bias=None, act='none', onednn=False):
             return _LP(a, b, bias, 'gelu', [], 'none')
         return _LP(a, b, bias, 'none', [], '')
     out = torch.addmm(bias, a, b.t()) if bias is not None else a.mm(b.t())
+    # in place only without autograd: in a selective checkpoint's forward
+    # (autograd on) a policy may keep the product, which the recompute must
+    # find unchanged
+    inplace = not torch.is_grad_enabled()
     if act == 'silu':
-        return F.silu(out, inplace=True)
+        return F.silu(out, inplace=inplace)
     if act == 'gelu':
-        return torch.ops.aten.gelu_(out)
+        return torch.ops.aten.gelu_(out) if inplace else F.gelu(out)
     return out
 
 
