@@ -64,3 +64,45 @@ def build(name, source, field, cflags=('-O2', ), ldflags=(), depends=()):
             f'{field}: building the C++ extension {path} failed ({e}); it '
             f'needs a C++ compiler and ninja (pip install ninja), or set '
             f'{field}=False') from e
+
+
+# the AVX-512 kernels' build (cpu_attention.cpp, cpu_bias_act.cpp; also the
+# benchmark scripts' builds of other sources of them)
+AVX512_CFLAGS = ('-O3', '-mavx512f', '-mfma', '-fopenmp')
+AVX512_LDFLAGS = ('-fopenmp', )
+
+
+def avx512_refusal(facts, what):
+    """Why ``what`` (built with :data:`AVX512_CFLAGS`) cannot run on the CPU
+    of ``facts`` (:func:`cast_mmaction.utils.cpu_facts`), naming the fix, or
+    None."""
+    if 'avx512f' in set(facts.get('cpu_isa') or ()):
+        return None
+    return (f"the CPU has no AVX-512F on this machine "
+            f"({facts.get('cpu_model')}); {what} needs AVX-512F: set it to "
+            f"False")
+
+
+def avx512_unavailable(what):
+    """Why ``what`` cannot be built and run here (the CPU's instructions, a
+    C++ toolchain), or None: the reason a test or a benchmark skips it."""
+    from ..utils import cpu_facts
+    why = None
+    if 'avx512f' not in set(cpu_facts().get('cpu_isa') or ()):
+        why = 'the CPU has no AVX-512F'
+    else:
+        ok, tool = toolchain()
+        why = None if ok else tool
+    return None if why is None else f'{what} cannot run here: {why}'
+
+
+def build_avx512(name, source, field, what, depends=()):
+    """:func:`build` with :data:`AVX512_CFLAGS`, after the CPU check: on a
+    CPU without AVX-512F a clear error naming ``field`` instead of an
+    illegal instruction."""
+    from ..utils import cpu_facts
+    why = avx512_refusal(cpu_facts(), what)
+    if why:
+        raise RuntimeError(f'{field}: {why}')
+    return build(name, source, field, cflags=AVX512_CFLAGS,
+                 ldflags=AVX512_LDFLAGS, depends=depends)

@@ -54,8 +54,8 @@ FIELD = 'model.backbone.speedups.cpu_attention'
 KERNEL_WIDTHS = (16, 32, 48, 64)  # compiled; narrower others are padded
 MAX_WIDTH = 64
 # the kernel's build (also the benchmark scripts' builds of other sources)
-CFLAGS = ('-O3', '-mavx512f', '-mfma', '-fopenmp')
-LDFLAGS = ('-fopenmp', )
+CFLAGS = cpp_extensions.AVX512_CFLAGS
+LDFLAGS = cpp_extensions.AVX512_LDFLAGS
 DEPENDS = ('avx512_exp2.h', )
 
 
@@ -63,43 +63,22 @@ DEPENDS = ('avx512_exp2.h', )
 def extension():
     """The compiled kernel (built on first call, ~17 s, then cached); on a
     CPU without AVX-512F a clear error instead of an illegal instruction."""
-    from ..utils import cpu_facts
-    why = cpu_refusal(cpu_facts())
-    if why:
-        raise RuntimeError(f'{FIELD}: {why}')
-    return cpp_extensions.build(
+    return cpp_extensions.build_avx512(
         'cast_mmaction_cpu_attention', 'cpu_attention.cpp', FIELD,
-        cflags=CFLAGS, ldflags=LDFLAGS, depends=DEPENDS)
-
-
-def cpu_supports(facts):
-    """``(ok, why)``: the kernel's instructions (AVX-512F and FMA) from the
-    CPU facts (:func:`cast_mmaction.utils.cpu_facts`)."""
-    isa = set(facts.get('cpu_isa') or ())
-    if 'avx512f' not in isa:
-        return False, 'the CPU has no AVX-512F'
-    return True, 'AVX-512F'
+        'the kernel', depends=DEPENDS)
 
 
 def cpu_refusal(facts):
     """Why the kernel cannot run on the CPU of ``facts``, naming the fix,
     or None."""
-    ok, why = cpu_supports(facts)
-    if ok:
-        return None
-    return (f"{why} on this machine ({facts.get('cpu_model')}); the kernel "
-            f"needs AVX-512F: set it to False")
+    return cpp_extensions.avx512_refusal(facts, 'the kernel')
 
 
 def unavailable():
     """Why the kernel cannot be built and run here (the CPU's instructions,
     a C++ toolchain), or None: the reason a test or a benchmark script
     skips it."""
-    from ..utils import cpu_facts
-    ok, why = cpu_supports(cpu_facts())
-    if ok:
-        ok, why = cpp_extensions.toolchain()
-    return None if ok else f'the C++ attention kernel cannot run here: {why}'
+    return cpp_extensions.avx512_unavailable('the C++ attention kernel')
 
 
 def supports(width, keys):

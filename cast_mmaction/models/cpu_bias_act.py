@@ -14,8 +14,9 @@ incoming gradient instead of the pre-activation (the same memory kept).
 
 The product's output is only read while autograd is on (a selective
 checkpoint that kept it, ``models/checkpointing.py``, replays it
-unchanged); without autograd the activation is written over it. The sum ``x W1^T + b1`` is
-rounded once more than in ``addmm`` (whose GEMM adds its sum to the bias),
+unchanged); without autograd the activation is written over it. The sum
+``x W1^T + b1`` is rounded once more than in ``addmm`` (whose GEMM adds its
+sum to the bias),
 and the GELU's erf is Abramowitz & Stegun 7.1.26 (ATen's vectorized erf's
 formula; oneDNN's erf computes torch's GELU on the CPU): results equal the
 reference to fp32 rounding (tests/test_cpu_bias_act.py measures both
@@ -28,8 +29,6 @@ import torch
 from . import cpp_extensions
 
 FIELD = 'model.backbone.speedups.cpu_mlp'
-CFLAGS = ('-O3', '-mavx512f', '-mfma', '-fopenmp')
-LDFLAGS = ('-fopenmp', )
 DEPENDS = ('avx512_exp2.h', )
 ACTS = {'none': 0, 'gelu': 1, 'silu': 2}
 
@@ -37,34 +36,21 @@ ACTS = {'none': 0, 'gelu': 1, 'silu': 2}
 def cpu_refusal(facts):
     """Why the pass cannot run on the CPU of ``facts``
     (:func:`cast_mmaction.utils.cpu_facts`), naming the fix, or None."""
-    if 'avx512f' not in set(facts.get('cpu_isa') or ()):
-        return (f"the CPU has no AVX-512F on this machine "
-                f"({facts.get('cpu_model')}); the pass needs AVX-512F: set "
-                f"it to False")
-    return None
+    return cpp_extensions.avx512_refusal(facts, 'the pass')
 
 
 @functools.lru_cache(maxsize=None)
 def extension():
     """The compiled pass (built on first call, ~10 s, then cached)."""
-    from ..utils import cpu_facts
-    why = cpu_refusal(cpu_facts())
-    if why:
-        raise RuntimeError(f'{FIELD}: {why}')
-    return cpp_extensions.build('cast_mmaction_cpu_bias_act',
-                                'cpu_bias_act.cpp', FIELD, cflags=CFLAGS,
-                                ldflags=LDFLAGS, depends=DEPENDS)
+    return cpp_extensions.build_avx512(
+        'cast_mmaction_cpu_bias_act', 'cpu_bias_act.cpp', FIELD, 'the pass',
+        depends=DEPENDS)
 
 
 def unavailable():
     """Why the pass cannot be built and run here, or None (the reason a
     test or a benchmark skips it)."""
-    from ..utils import cpu_facts
-    why = cpu_refusal(cpu_facts())
-    if why is None:
-        ok, tool = cpp_extensions.toolchain()
-        why = None if ok else tool
-    return None if why is None else f'the C++ bias pass cannot run here: {why}'
+    return cpp_extensions.avx512_unavailable('the C++ bias pass')
 
 
 def bias_act(pre, bias, h, d, act):

@@ -112,6 +112,17 @@ def _robust_datasets(dataset, field):
     return out
 
 
+def _verb_noun_counts():
+    """``(key, label kind, EPIC-KITCHENS-100's count)`` of the verb and
+    noun counts a head, a dataset or a mixup declares."""
+    from ...datasets.epic_kitchens import NUM_NOUNS, NUM_VERBS
+    return (('num_verbs', 'verb', NUM_VERBS), ('num_nouns', 'noun', NUM_NOUNS))
+
+
+def _counts_text(counts):
+    return ' / '.join(f'{k}={v}' for k, v in counts.items())
+
+
 def _leaf_datasets(dataset, field):
     """``(config field, dataset)`` of every dataset that is ``dataset`` or
     sits inside its wrappers (``RobustDataset``: its fields sit beside the
@@ -141,11 +152,9 @@ def check_verb_noun_classes(model, dataset, field):
     its labels against its own counts; unchecked, a smaller head fails
     inside the loss and a larger one trains classes no sample has. Raises
     ``ValueError`` naming both config fields."""
-    from ...datasets.epic_kitchens import NUM_NOUNS, NUM_VERBS
     head = getattr(_unwrap(model), 'cls_head', None)
     for sub_field, ds in _leaf_datasets(dataset, field):
-        for key, what, ek100 in (('num_verbs', 'verb', NUM_VERBS),
-                                 ('num_nouns', 'noun', NUM_NOUNS)):
+        for key, what, ek100 in _verb_noun_counts():
             want = getattr(head, key, None)
             have = getattr(ds, key, None)
             if not (isinstance(want, int) and isinstance(have, int)):
@@ -214,7 +223,6 @@ def check_blending(model):
     head = getattr(model, 'cls_head', None)
     if blending is None or head is None:
         return
-    from ...datasets.epic_kitchens import NUM_NOUNS, NUM_VERBS
     head_vn = _ints(head, 'num_verbs', 'num_nouns')
     # CASTVerbNounHead's num_classes is its num_verbs: the verb / noun
     # counts decide
@@ -227,8 +235,7 @@ def check_blending(model):
         vn = _ints(blend, 'num_verbs', 'num_nouns')
         nc = None if vn else _ints(blend, 'num_classes').get('num_classes')
         if vn and head_vn:  # a verb / noun blending and head
-            for key, what, ek100 in (('num_verbs', 'verb', NUM_VERBS),
-                                     ('num_nouns', 'noun', NUM_NOUNS)):
+            for key, what, ek100 in _verb_noun_counts():
                 have, want = vn.get(key), head_vn.get(key)
                 if have is not None and want is not None and have != want:
                     raise ValueError(
@@ -245,7 +252,7 @@ def check_blending(model):
                     f'={head_nc}: set them to the same number of classes; '
                     f'{why}.')
         elif vn and head_nc is not None:
-            counts = ' / '.join(f'{k}={v}' for k, v in vn.items())
+            counts = _counts_text(vn)
             raise ValueError(
                 f'{field} ({name}) mixes verb / noun labels ({counts}) but '
                 f'model.cls_head ({head_name}) is a single-label head '
@@ -254,7 +261,7 @@ def check_blending(model):
                 f'MixupBlending / CutmixBlending), or use a verb / noun head '
                 f'(CASTVerbNounHead).')
         elif nc is not None and head_vn:
-            counts = ' / '.join(f'{k}={v}' for k, v in head_vn.items())
+            counts = _counts_text(head_vn)
             raise ValueError(
                 f'{field}.num_classes={nc} ({name} mixes single labels, '
                 f'gt_label) but model.cls_head ({head_name}) predicts verbs '
