@@ -57,7 +57,6 @@ def main(argv=None):
     from mmaction.registry import MODELS, TRANSFORMS
     torch.set_num_threads(args.threads)
     cv2.setNumThreads(args.threads)
-    sizes = SIZES
     mean, std = [123.675, 116.28, 103.53], [58.395, 57.12, 57.375]
     cpu_steps = [
         dict(type='VideoRandAugment', config_str='rand-m7-n4-mstd0.5-inc1'),
@@ -76,7 +75,7 @@ def main(argv=None):
         return time.process_time()
 
     for name in args.sizes.split(','):
-        t, h, w = sizes[name]
+        t, h, w = SIZES[name]
         rng = np.random.default_rng(0)
         clips = [rng.integers(0, 256, (t, h, w, 3), dtype=np.uint8)
                  for _ in range(args.clips)]
