@@ -145,16 +145,64 @@ def test_speedups_are_a_no_op_in_fp64_and_under_autocast(kind, monkeypatch):
     assert not calls and not lp
 
 
+INTEL512 = dict(cpu_vendor='GenuineIntel', cpu_model='Intel Xeon',
+                cpu_isa=['avx2', 'avx512f'])
+
+
+@pytest.mark.parametrize('key', ['cpu_attention', 'cpu_mlp'])
+def test_the_presets_cpp_kernels_decided_from_cpu_and_toolchain(
+        key, monkeypatch):
+    """'auto' (the 'cpu' preset): on for an Intel CPU with AVX-512F where
+    a compiler and ninja are found; off, with the reason, on AMD, without
+    AVX-512F or without the toolchain; never an error."""
+    from cast_mmaction.models import cpp_extensions
+    monkeypatch.setattr(cpp_extensions, 'toolchain',
+                        lambda: (True, 'a compiler and ninja found'))
+    sp = speedups.resolve('cpu', facts=INTEL512)
+    assert sp[key] is True and key in sp.enabled
+    assert 'Intel with AVX-512' in sp.reasons[key]
+    off = {
+        'AMD': AMD512,
+        'AVX-512F': dict(INTEL512, cpu_isa=['avx2', 'fma']),
+    }
+    for why, facts in off.items():
+        sp = speedups.resolve('cpu', facts=facts)
+        assert sp[key] is False and why in sp.reasons[key], sp.reasons[key]
+    monkeypatch.setattr(cpp_extensions, 'toolchain',
+                        lambda: (False, 'no ninja on PATH'))
+    sp = speedups.resolve('cpu', facts=INTEL512)
+    assert sp[key] is False and 'no ninja on PATH' in sp.reasons[key]
+    # the decision is logged and travels in a checkpoint's meta
+    assert f'{key}: off (auto:' in sp.summary()
+    assert sp.meta()['runs'][key]['on'] is False
+
+
+def test_the_preset_leaves_the_pass_to_the_frozen_mlp_and_onednn(
+        monkeypatch):
+    """cpu_mlp='auto' is off without frozen_mlp (it is a pass of that node)
+    and where oneDNN's fused linear runs, not an error."""
+    from cast_mmaction.models import cpp_extensions
+    monkeypatch.setattr(cpp_extensions, 'toolchain',
+                        lambda: (True, 'a compiler and ninja found'))
+    sp = speedups.resolve(dict(preset='cpu', frozen_mlp=False),
+                          facts=INTEL512)
+    assert sp['cpu_mlp'] is False and 'frozen_mlp' in sp.reasons['cpu_mlp']
+    assert sp['cpu_attention'] is True
+    sp = speedups.resolve(dict(preset='cpu', onednn_linear=True),
+                          facts=INTEL512)
+    assert sp['cpu_mlp'] is False and 'onednn_linear' in sp.reasons['cpu_mlp']
+
+
 def test_the_decision_per_device_dtype_and_autocast():
     sp = speedups.resolve(dict(preset='cpu', checkpoint='fusion',
                                malloc_mmap_threshold=1 << 20,
                                malloc_trim=True, cpu_block_cache=True),
                           AMD512)
     on_cpu = sp.decide('cpu', torch.float32, False)
-    # the C++ attention kernel and bias pass are opt-ins, not in the preset
+    # the preset's C++ kernels: 'auto', off on AMD (not measured there)
     for key in ('cpu_attention', 'cpu_mlp'):
         on, why = on_cpu.pop(key)
-        assert not on and 'not requested' in why, key
+        assert not on and why.startswith('auto:') and 'AMD' in why, key
     assert all(on for on, _ in on_cpu.values()) is (speedups._LP is not None)
     for where in (('cuda', torch.float32, False), ('cpu', torch.float64,
                                                    False),

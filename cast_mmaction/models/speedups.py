@@ -30,7 +30,7 @@ The speed-ups (each off unless named):
   CPU kernel, whose tiles go through MKL; VideoMAE's 1568 tokens measured
   1.6x faster forward and forward + backward on the AMD EPYC above
   (docs/benchmarks.md). Results differ by fp32 rounding.
-* ``cpu_attention`` (``True`` / ``False``; not in the preset): the experts'
+* ``cpu_attention`` (``True`` / ``False`` / ``'auto'``): the experts'
   self-attention and B-CAST's window cross-attention (heads up to 64
   wide) run in one C++ kernel for AVX-512 CPUs (``models/cpu_attention.py``,
   ``csrc/cpu_attention.cpp``: the softmax between the two products of each
@@ -38,9 +38,11 @@ The speed-ups (each off unless named):
   compiler and ninja needed) instead of torch's fused CPU kernel; it takes
   precedence over ``onednn_attention``. Measured 0.976x the inference and
   0.965x the training step on an Intel Xeon (docs/benchmarks.md). Results
-  differ by fp32 rounding.
-* ``cpu_mlp`` (``True`` / ``False``; not in the preset; needs
-  ``frozen_mlp``): the frozen MLP's first product is a plain ``mm`` and its
+  differ by fp32 rounding. ``'auto'`` (the preset; :func:`cpp_kernel_rule`):
+  on for an Intel CPU with AVX-512F where a C++ compiler and ninja are
+  found, off elsewhere (not measured on AMD, where the oneDNN paths run).
+* ``cpu_mlp`` (``True`` / ``False`` / ``'auto'``, the rule of
+  ``cpu_attention``; needs ``frozen_mlp``): the frozen MLP's first product is a plain ``mm`` and its
   bias and activation one C++ pass over the output
   (``models/cpu_bias_act.py``, ``csrc/cpu_bias_act.cpp``; AVX-512, built on
   first use like ``cpu_attention``) instead of ``addmm``, which writes the
@@ -48,7 +50,8 @@ The speed-ups (each off unless named):
   pass; in training the same pass writes the activation's derivative,
   kept instead of the pre-activation, so that backward is one multiply
   instead of ``gelu_backward`` / ``silu_backward``. oneDNN's fused linear
-  (``onednn_linear``) takes precedence. Results differ by fp32 rounding.
+  (``onednn_linear``) takes precedence. Measured 0.98x the training step
+  on an Intel Xeon (docs/benchmarks.md). Results differ by fp32 rounding.
 * ``frozen_mlp``: a frozen expert MLP is one autograd node
   (:class:`_FrozenMLP`) that keeps only the pre-activation for backward
   (autograd keeps the activation output too, and QuickGELU's sigmoid);
@@ -92,7 +95,8 @@ speed-ups run and why; ``SpeedupsHook`` logs it at start-up and writes it
 into every checkpoint's ``meta``.
 
 The ``'cpu'`` preset is ``dict(onednn_linear='auto',
-onednn_attention='auto', frozen_mlp=True)``;
+onednn_attention='auto', cpu_attention='auto', cpu_mlp='auto',
+frozen_mlp=True)``;
 ``dict(preset='cpu', checkpoint='fusion', ...)`` adds to it.
 """
 import contextlib
@@ -113,6 +117,7 @@ from .experts.videomae_vit import VideoMAEAttention, VideoMAEMlp
 from .experts.ast import ASTAttention
 from .fusion.bottleneck_cross_attention import WindowCrossAttention
 from .layers import QUICK_GELU_SCALE, sdpa_heads
+from . import cpp_extensions
 from . import cpu_attention as _cpu_attention
 from . import cpu_bias_act as _cpu_bias_act
 from .onednn_attention import onednn_sdpa, worth_it
@@ -123,6 +128,7 @@ KEYS = ('onednn_linear', 'onednn_attention', 'cpu_attention', 'cpu_mlp',
         'checkpoint',
         'malloc_mmap_threshold', 'malloc_trim', 'cpu_block_cache')
 PRESETS = {'cpu': dict(onednn_linear='auto', onednn_attention='auto',
+                       cpu_attention='auto', cpu_mlp='auto',
                        frozen_mlp=True)}
 FIELD = 'model.backbone.speedups'
 
@@ -180,6 +186,28 @@ def onednn_linear_rule(facts):
     if vendor == 'GenuineIntel':
         return False, f'{model}: Intel, MKL as fast as oneDNN (measured)'
     return False, f'{model} (vendor {vendor}): not measured, reference path'
+
+
+def cpp_kernel_rule(facts, what):
+    """``(on, reason)`` of ``'auto'`` for the C++ kernels ``what``
+    (``cpu_attention``, ``cpu_mlp``) from the CPU facts
+    (:func:`cast_mmaction.utils.cpu_facts`) and the C++ toolchain found
+    (:func:`~cast_mmaction.models.cpp_extensions.toolchain`): on for Intel
+    CPUs with AVX-512F, where both measured faster than the paths they
+    replace (docs/benchmarks.md), when a compiler and ninja are there to
+    build them on first use; off elsewhere, never from a timing."""
+    vendor, isa = facts.get('cpu_vendor'), set(facts.get('cpu_isa') or ())
+    model = facts.get('cpu_model') or 'unknown CPU'
+    if 'avx512f' not in isa:
+        return False, f'{model}: no AVX-512F, which {what} needs'
+    if vendor != 'GenuineIntel':
+        return False, f'{model} (vendor {vendor}): {what} not measured there'
+    ok, tool = cpp_extensions.toolchain()
+    if not ok:
+        return False, (f'{model}: Intel with AVX-512, but {tool}, so '
+                       f'{what} cannot be built')
+    return True, (f'{model}: Intel with AVX-512, {tool}: {what} built on '
+                  f'first use, faster there (docs/benchmarks.md)')
 
 
 class Speedups:
@@ -314,9 +342,13 @@ def resolve(spec, facts=None):
         else:
             raise ValueError(f"{FIELD}.{key}={v!r}: use True, False or "
                              f"'auto' (from the CPU's vendor and ISA)")
-    # cpu_attention: an opt-in, checked against the CPU's instructions
+    # cpu_attention: checked against the CPU's instructions when asked for,
+    # decided from the CPU and the toolchain with 'auto'
     v = want.get('cpu_attention', False)
-    if v is True:
+    if v == 'auto':
+        on, why = cpp_kernel_rule(cpu(), 'cpu_attention')
+        settings['cpu_attention'], reasons['cpu_attention'] = on, f'auto: {why}'
+    elif v is True:
         why = _cpu_attention.cpu_refusal(cpu())
         if why:
             raise ValueError(f'{FIELD}.cpu_attention=True: {why}')
@@ -324,7 +356,8 @@ def resolve(spec, facts=None):
     elif v is False:
         settings['cpu_attention'], reasons['cpu_attention'] = False, not_asked
     else:
-        raise ValueError(f"{FIELD}.cpu_attention={v!r}: use True or False")
+        raise ValueError(f"{FIELD}.cpu_attention={v!r}: use True, False or "
+                         f"'auto' (from the CPU and the C++ toolchain)")
     # frozen_mlp
     v = want.get('frozen_mlp', False)
     if not isinstance(v, bool):
@@ -333,19 +366,29 @@ def resolve(spec, facts=None):
     reasons['frozen_mlp'] = 'requested' if v else not_asked
     # cpu_mlp: a pass of the frozen MLP node, checked against the CPU
     v = want.get('cpu_mlp', False)
-    if not isinstance(v, bool):
-        raise ValueError(f'{FIELD}.cpu_mlp={v!r}: use True or False')
-    if v and not settings['frozen_mlp']:
-        raise ValueError(f'{FIELD}.cpu_mlp=True is a pass of the frozen MLP '
-                         f"node: set frozen_mlp=True too (or preset='cpu')")
-    if v:
-        why = _cpu_bias_act.cpu_refusal(cpu())
-        if why:
-            raise ValueError(f'{FIELD}.cpu_mlp=True: {why}')
-    settings['cpu_mlp'] = v
-    reasons['cpu_mlp'] = ('requested: the first bias and activation (and in '
-                          'training its derivative) in one pass' if v
-                          else not_asked)
+    if v == 'auto':
+        on, why = cpp_kernel_rule(cpu(), 'cpu_mlp')
+        if on and not settings['frozen_mlp']:
+            on, why = False, 'frozen_mlp is off (cpu_mlp is a pass of it)'
+        elif on and settings['onednn_linear']:
+            on, why = False, "onednn_linear's fused linear takes precedence"
+        settings['cpu_mlp'], reasons['cpu_mlp'] = on, f'auto: {why}'
+    elif isinstance(v, bool):
+        if v and not settings['frozen_mlp']:
+            raise ValueError(f'{FIELD}.cpu_mlp=True is a pass of the frozen '
+                             f"MLP node: set frozen_mlp=True too (or "
+                             f"preset='cpu')")
+        if v:
+            why = _cpu_bias_act.cpu_refusal(cpu())
+            if why:
+                raise ValueError(f'{FIELD}.cpu_mlp=True: {why}')
+        settings['cpu_mlp'] = v
+        reasons['cpu_mlp'] = ('requested: the first bias and activation (and '
+                              'in training its derivative) in one pass' if v
+                              else not_asked)
+    else:
+        raise ValueError(f"{FIELD}.cpu_mlp={v!r}: use True, False or 'auto' "
+                         f"(from the CPU and the C++ toolchain)")
     # checkpoint
     v = want.get('checkpoint')
     settings['checkpoint'] = None if v is None else make_fusion_policy(
