@@ -19,7 +19,8 @@ INTEL512 = dict(cpu_vendor='GenuineIntel', cpu_model='Intel Xeon',
                 cpu_isa=['avx2', 'avx512f'])
 needs_pass = pytest.mark.skipif(cba.unavailable() is not None,
                                 reason=str(cba.unavailable()))
-ACT_FN = {'gelu': F.gelu, 'silu': F.silu, 'none': lambda t: t}
+ACT_FN = {'gelu': F.gelu, 'silu': F.silu, 'none': lambda t: t,
+          'quick_gelu': lambda t: t * torch.sigmoid(1.702 * t)}
 
 
 @pytest.fixture
@@ -46,7 +47,7 @@ def _truth(act, v):
 
 
 @needs_pass
-@pytest.mark.parametrize('act', ['gelu', 'silu', 'none'])
+@pytest.mark.parametrize('act', ['gelu', 'silu', 'quick_gelu', 'none'])
 @pytest.mark.parametrize('m', [3072, 3000, 37, 5])  # rows of 16-lane vectors
 @pytest.mark.parametrize('apart', [False, True])    # + a tail, a tail alone
 def test_the_pass_against_float64_and_aten(act, m, apart):
@@ -65,7 +66,8 @@ def test_the_pass_against_float64_and_aten(act, m, apart):
         assert torch.equal(got_pre, pre)  # the product is only read
         err = (d.double() - want_d).abs()
         assert (err <= 2e-6 + 1e-6 * want_d.abs()).all(), err.max()
-        # aten's derivative (gelu_backward / silu_backward): fp32 rounding
+        # aten's derivative (gelu_backward / silu_backward; QuickGELU's
+        # autograd of mul and sigmoid): fp32 rounding
         vt = v.clone().requires_grad_()
         (aten_d, ) = torch.autograd.grad(ACT_FN[act](vt).sum(), vt)
         torch.testing.assert_close(d, aten_d, rtol=1e-5, atol=2e-6)
@@ -136,8 +138,9 @@ def _mlp_ref(x, w1, b1, w2, b2, act):
 def test_the_frozen_mlp_forward_and_backward_against_float64(act, passes):
     """Training: the first product an ``mm``, no ``addmm`` for it and no
     ``gelu_backward`` / ``silu_backward`` (the kept derivative multiplies
-    the gradient); inference: the activation written over the product;
-    both against float64 autograd of the plain MLP."""
+    the gradient), for QuickGELU no pass scaling the input or output by
+    1.702; inference: the activation written over the product; both
+    against float64 autograd of the plain MLP."""
     g = torch.Generator().manual_seed(3)
     x64 = torch.randn(3, 50, 64, generator=g, dtype=torch.float64)
     w1 = torch.randn(256, 64, generator=g, dtype=torch.float64) * 0.2
@@ -158,8 +161,11 @@ def test_the_frozen_mlp_forward_and_backward_against_float64(act, passes):
     (y, gx), ops = ops_dispatched(train)
     assert ops.count('aten.mm.default') == 3, ops  # first product, 2 grads
     assert ops.count('aten.addmm.default') == 1, ops  # fc2's
-    assert passes == [cba.ACTS['silu' if act == 'quick_gelu' else act]]
+    assert passes == [cba.ACTS[act]]
     assert not any('gelu' in o or 'silu' in o for o in ops), ops
+    # backward's one multiply by the kept derivative, nothing else scales
+    assert [o for o in ops if o.startswith(('aten.mul', 'aten.div'))] == [
+        'aten.mul_.Tensor'], ops
     torch.testing.assert_close(y.double(), ref_y.detach(), rtol=1e-5,
                                atol=1e-5)
     torch.testing.assert_close(gx.double(), ref_g, rtol=1e-5, atol=1e-5)

@@ -11,7 +11,7 @@
 //   v = pre + b
 //   h = act(v)                  (into h, or in place when h is pre)
 //   d = act'(v)                 (into d, when asked: backward is g * d)
-// act: 0 none, 1 GELU (erf), 2 SiLU:
+// act: 0 none, 1 GELU (erf), 2 SiLU, 3 QuickGELU (CLIP's v sigmoid(1.702 v)):
 //   GELU  h = v cdf(v),  cdf = (1 + erf(z)) / 2,  z = v / sqrt 2,
 //         d = cdf + v exp(-z^2) / sqrt(2 pi)
 //         erf(|z|) = 1 - t (a1 + t (a2 + ... + t a5)) exp(-z^2),
@@ -19,6 +19,9 @@
 //         <= 1.5e-7, the formula of ATen's vectorized erf), whose exp(-z^2)
 //         the derivative shares
 //   SiLU  h = v s,  s = 1 / (1 + exp(-v)),  d = s (1 + v (1 - s))
+//   QuickGELU  u = 1.702 v,  s = 1 / (1 + exp(-u)),  h = v s,
+//         d = s (1 + u (1 - s))   (SiLU of u divided by 1.702, without
+//         the passes that scale the MLP's input and output by it)
 // exp as exp2 of a non-positive argument (avx512_exp2.h, relative error
 // 8e-8), reciprocals as vrcp14ps and one Newton step.
 //
@@ -42,7 +45,9 @@ namespace {
 
 using cast_mmaction::exp2_nonpos;
 
-enum Act : int64_t { NONE = 0, GELU = 1, SILU = 2 };
+enum Act : int64_t { NONE = 0, GELU = 1, SILU = 2, QUICK_GELU = 3 };
+
+constexpr float QUICK_GELU_SCALE = 1.702f;
 
 constexpr float LOG2E = 1.4426950408889634f;
 
@@ -86,14 +91,16 @@ inline void activate(__m512 v, __m512& h, __m512& d) {
       const __m512 pdf = _mm512_mul_ps(e, _mm512_set1_ps(0.3989422804014327f));
       d = _mm512_fmadd_ps(v, pdf, cdf);
     }
-  } else if constexpr (A == SILU) {
-    // s from e = exp(-|v|) <= 1: 1 / (1 + e) for v >= 0, e / (1 + e) below
-    const __m512 e = exp2_nonpos(_mm512_mul_ps(abs_ps(v), _mm512_set1_ps(-LOG2E)));
+  } else if constexpr (A == SILU || A == QUICK_GELU) {
+    // s = sigmoid(u) from e = exp(-|u|) <= 1: 1 / (1 + e) for u >= 0,
+    // e / (1 + e) below
+    const __m512 u = A == SILU ? v : _mm512_mul_ps(v, _mm512_set1_ps(QUICK_GELU_SCALE));
+    const __m512 e = exp2_nonpos(_mm512_mul_ps(abs_ps(u), _mm512_set1_ps(-LOG2E)));
     const __m512 r = reciprocal(_mm512_add_ps(one, e));
-    const __mmask16 neg = _mm512_cmp_ps_mask(v, _mm512_setzero_ps(), _CMP_LT_OQ);
+    const __mmask16 neg = _mm512_cmp_ps_mask(u, _mm512_setzero_ps(), _CMP_LT_OQ);
     const __m512 s = _mm512_mask_mul_ps(r, neg, e, r);
     h = _mm512_mul_ps(v, s);
-    if constexpr (D) d = _mm512_mul_ps(s, _mm512_fmadd_ps(v, _mm512_sub_ps(one, s), one));
+    if constexpr (D) d = _mm512_mul_ps(s, _mm512_fmadd_ps(u, _mm512_sub_ps(one, s), one));
   } else {
     h = v;
     if constexpr (D) d = one;
@@ -158,9 +165,9 @@ void bias_act(const at::Tensor& pre, const at::Tensor& bias, at::Tensor h,
     TORCH_CHECK(!d.is_alias_of(pre) && !d.is_alias_of(h),
                 "cpu_bias_act: d must be a tensor apart from pre and h");
   }
-  TORCH_CHECK(act == NONE || act == GELU || act == SILU,
-              "cpu_bias_act: act must be 0 (none), 1 (GELU) or 2 (SiLU), "
-              "got ", act);
+  TORCH_CHECK(act == NONE || act == GELU || act == SILU || act == QUICK_GELU,
+              "cpu_bias_act: act must be 0 (none), 1 (GELU), 2 (SiLU) or 3 "
+              "(QuickGELU), got ", act);
   const bool in_place = h.data_ptr() == pre.data_ptr();
   TORCH_CHECK(in_place ? h.strides() == pre.strides() : !h.is_alias_of(pre),
               "cpu_bias_act: h must be pre itself or a tensor apart from it");
@@ -178,6 +185,7 @@ void bias_act(const at::Tensor& pre, const at::Tensor& bias, at::Tensor h,
     switch (act) {
       case GELU: if (deriv) CAST_ROWS(GELU, true); else CAST_ROWS(GELU, false); break;
       case SILU: if (deriv) CAST_ROWS(SILU, true); else CAST_ROWS(SILU, false); break;
+      case QUICK_GELU: if (deriv) CAST_ROWS(QUICK_GELU, true); else CAST_ROWS(QUICK_GELU, false); break;
       default: if (deriv) CAST_ROWS(NONE, true); else CAST_ROWS(NONE, false);
     }
 #undef CAST_ROWS

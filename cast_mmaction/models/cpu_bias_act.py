@@ -30,7 +30,7 @@ from . import cpp_extensions
 
 FIELD = 'model.backbone.speedups.cpu_mlp'
 DEPENDS = ('avx512_exp2.h', )
-ACTS = {'none': 0, 'gelu': 1, 'silu': 2}
+ACTS = {'none': 0, 'gelu': 1, 'silu': 2, 'quick_gelu': 3}
 
 
 def cpu_refusal(facts):
@@ -75,7 +75,8 @@ def bias_act(pre, bias, h, d, act):
 def mm_bias_act(a, w, bias, act, derivative):
     """``act(a @ w.T + bias)`` for fp32 CPU ``a`` (n, k), ``w`` (m, k) (or a
     transposed view) and ``bias`` (m), ``act`` ``'gelu'`` (exact erf),
-    ``'silu'`` or ``'none'``: ``(h, d)``, ``d`` the activation's derivative
+    ``'silu'``, ``'quick_gelu'`` (CLIP's ``v sigmoid(1.702 v)``) or
+    ``'none'``: ``(h, d)``, ``d`` the activation's derivative
     at ``a @ w.T + bias`` when ``derivative``, else None (then not for
     tensors autograd records); ``h`` is written over the product only then
     and when no gradient is recorded (``torch.is_grad_enabled()`` False)."""

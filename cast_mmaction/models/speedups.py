@@ -662,15 +662,18 @@ def _mlp_forward(x2d, w1, b1, w2, b2, act, keep_pre, onednn=False,
     scaled pre-activation ``1.702 h`` (``silu(1.702 h) / 1.702``): the 1.702
     is applied to the (narrow) input and first bias, the 1 / 1.702 to the
     (narrow) output, never to the wide hidden activation. ``pre`` is the
-    scaled pre-activation for ``quick_gelu``."""
+    scaled pre-activation for ``quick_gelu``. The C++ pass
+    (``cpu_mlp``) computes QuickGELU itself (no scaling passes); its kept
+    derivative is that of ``act`` at the unscaled pre-activation."""
+    if _uses_pass(b1, onednn, cpu_mlp):
+        h, kept = _cpu_bias_act.mm_bias_act(x2d, w1, b1, act, keep_pre)
+        return _mm_t(h, w2, b2, onednn=onednn), kept
     quick = act == 'quick_gelu'
     a = QUICK_GELU_SCALE if quick else 1.0
     fused = 'silu' if quick else 'gelu'
     xs = x2d * a if quick else x2d
     bs1 = b1 * a if (quick and b1 is not None) else b1
-    if _uses_pass(bs1, onednn, cpu_mlp):
-        h, pre = _cpu_bias_act.mm_bias_act(xs, w1, bs1, fused, keep_pre)
-    elif keep_pre:
+    if keep_pre:
         pre = _mm_t(xs, w1, bs1, onednn=onednn)
         h = F.silu(pre) if quick else F.gelu(pre)
     else:
