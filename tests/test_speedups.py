@@ -177,6 +177,28 @@ def test_the_presets_cpp_kernels_decided_from_cpu_and_toolchain(
     assert sp.meta()['runs'][key]['on'] is False
 
 
+def test_the_toolchain_facts_name_what_is_missing(monkeypatch, tmp_path):
+    """A compiler, ninja and Python's C headers: each missing one named
+    (the preset's rule then leaves the C++ kernels off, with that reason)."""
+    import sysconfig
+    from cast_mmaction.models import cpp_extensions
+    ok, why = cpp_extensions.toolchain()
+    if not ok:
+        pytest.skip(f'no C++ toolchain here: {why}')
+    assert 'Python.h found' in why
+    real = sysconfig.get_paths
+    monkeypatch.setattr(sysconfig, 'get_paths', lambda: dict(
+        real(), include=str(tmp_path)))
+    ok, why = cpp_extensions.toolchain()
+    assert not ok and 'no Python.h' in why and str(tmp_path) in why
+    sp = speedups.resolve('cpu', facts=INTEL512)
+    assert sp['cpu_attention'] is False and 'no Python.h' in \
+        sp.reasons['cpu_attention']
+    monkeypatch.setenv('CXX', 'no-such-compiler-xyz')
+    ok, why = cpp_extensions.toolchain()
+    assert not ok and 'no-such-compiler-xyz' in why
+
+
 def test_the_preset_leaves_the_pass_to_the_frozen_mlp_and_onednn(
         monkeypatch):
     """cpu_mlp='auto' is off without frozen_mlp (it is a pass of that node)

@@ -7,6 +7,7 @@ import hashlib
 import os
 import shutil
 import sys
+import sysconfig
 
 CSRC = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(
     __file__))), 'csrc')
@@ -22,15 +23,21 @@ def _put_venv_ninja_on_path():
 
 
 def toolchain():
-    """``(ok, why)``: whether a C++ compiler (``$CXX`` or ``c++``) and ninja
-    are found, the facts a build needs."""
+    """``(ok, why)``: whether a C++ compiler (``$CXX`` or ``c++``), ninja
+    and this Python's C headers (``Python.h``, which pybind11 includes;
+    the ``python3-dev`` package of many distributions) are found, the facts
+    a build needs."""
     _put_venv_ninja_on_path()
     cxx = os.environ.get('CXX', 'c++')
     if shutil.which(cxx) is None:
         return False, f'no C++ compiler ({cxx!r}) on PATH'
     if shutil.which('ninja') is None:
         return False, 'no ninja on PATH (pip install ninja)'
-    return True, f'C++ compiler {cxx!r} and ninja found'
+    include = sysconfig.get_paths().get('include') or ''
+    if not os.path.isfile(os.path.join(include, 'Python.h')):
+        return False, (f"no Python.h in {include!r} (this Python's C "
+                       f"headers: e.g. the python3-dev package)")
+    return True, f'C++ compiler {cxx!r}, ninja and Python.h found'
 
 
 def depends_flag(depends):

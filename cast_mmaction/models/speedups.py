@@ -39,8 +39,8 @@ The speed-ups (each off unless named):
   precedence over ``onednn_attention``. Measured 0.976x the inference and
   0.965x the training step on an Intel Xeon (docs/benchmarks.md). Results
   differ by fp32 rounding. ``'auto'`` (the preset; :func:`cpp_kernel_rule`):
-  on for an Intel CPU with AVX-512F where a C++ compiler and ninja are
-  found, off elsewhere (not measured on AMD, where the oneDNN paths run).
+  on for an Intel CPU with AVX-512F where a C++ compiler, ninja and
+  Python's C headers are found, off elsewhere (not measured on AMD, where the oneDNN paths run).
 * ``cpu_mlp`` (``True`` / ``False`` / ``'auto'``, the rule of
   ``cpu_attention``; needs ``frozen_mlp``): the frozen MLP's first product is a plain ``mm`` and its
   bias and activation one C++ pass over the output
@@ -194,8 +194,8 @@ def cpp_kernel_rule(facts, what):
     (:func:`cast_mmaction.utils.cpu_facts`) and the C++ toolchain found
     (:func:`~cast_mmaction.models.cpp_extensions.toolchain`): on for Intel
     CPUs with AVX-512F, where both measured faster than the paths they
-    replace (docs/benchmarks.md), when a compiler and ninja are there to
-    build them on first use; off elsewhere, never from a timing."""
+    replace (docs/benchmarks.md), when a compiler, ninja and Python.h are
+    there to build them on first use; off elsewhere, never from a timing."""
     vendor, isa = facts.get('cpu_vendor'), set(facts.get('cpu_isa') or ())
     model = facts.get('cpu_model') or 'unknown CPU'
     if 'avx512f' not in isa:
