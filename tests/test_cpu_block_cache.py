@@ -270,5 +270,23 @@ def test_a_failed_build_says_what_is_needed(monkeypatch):
     def fail(**kw):
         raise OSError('c++: not found')
     monkeypatch.setattr(cpp_extension, 'load', fail)
-    with pytest.raises(RuntimeError, match='cpu_block_cache.*ninja'):
+    with pytest.raises(RuntimeError, match='cpu_block_cache.*ninja.*Python.h'):
         cpu_block_cache.extension.__wrapped__()
+
+
+def test_a_first_use_build_is_announced_and_timed(monkeypatch):
+    """The first forward that needs an extension waits for its build: the
+    log says which one and, once loaded, how long it took."""
+    from mmengine.logging import MMLogger
+    from torch.utils import cpp_extension
+    from cast_mmaction.models import cpp_extensions
+    seen = []
+    monkeypatch.setattr(cpp_extension, 'load', lambda **kw: 'module')
+    logger = MMLogger.get_current_instance()
+    monkeypatch.setattr(logger, 'info', lambda msg, *a, **k: seen.append(msg))
+    monkeypatch.setattr(logger, 'log', lambda lvl, msg, *a, **k: seen.append(msg))
+    assert cpp_extensions.build('cast_mmaction_x', 'cpu_block_cache.cpp',
+                                'model.backbone.speedups.x') == 'module'
+    text = '\n'.join(seen)
+    assert 'speedups.x: loading the C++ extension cast_mmaction_x' in text
+    assert 'cast_mmaction_x ready (' in text

@@ -8,6 +8,7 @@ import os
 import shutil
 import sys
 import sysconfig
+import time
 
 CSRC = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(
     __file__))), 'csrc')
@@ -62,15 +63,25 @@ def build(name, source, field, cflags=('-O2', ), ldflags=(), depends=()):
     path = os.path.join(CSRC, source)
     if depends:
         cflags = tuple(cflags) + (depends_flag(depends), )
+    from mmengine.logging import print_log
+    # the first forward that needs it waits for the build (10-20 s on a
+    # 2-core CPU; a cached build loads in well under a second): say so
+    print_log(f'{field}: loading the C++ extension {name} (compiled on first '
+              f'use, cached in TORCH_EXTENSIONS_DIR)', logger='current')
+    start = time.perf_counter()
     try:
-        return cpp_extension.load(name=name, sources=[path],
-                                  extra_cflags=list(cflags),
-                                  extra_ldflags=list(ldflags), verbose=False)
+        ext = cpp_extension.load(name=name, sources=[path],
+                                 extra_cflags=list(cflags),
+                                 extra_ldflags=list(ldflags), verbose=False)
     except Exception as e:  # no compiler, no ninja, a failed build
         raise RuntimeError(
             f'{field}: building the C++ extension {path} failed ({e}); it '
-            f'needs a C++ compiler and ninja (pip install ninja), or set '
-            f'{field}=False') from e
+            f'needs a C++ compiler, ninja (pip install ninja) and Python\'s '
+            f'C headers (Python.h, e.g. python3-dev), or set {field}=False'
+        ) from e
+    print_log(f'{field}: C++ extension {name} ready '
+              f'({time.perf_counter() - start:.1f} s)', logger='current')
+    return ext
 
 
 # the AVX-512 kernels' build (cpu_attention.cpp, cpu_bias_act.cpp; also the
