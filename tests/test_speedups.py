@@ -147,18 +147,20 @@ def test_speedups_are_a_no_op_in_fp64_and_under_autocast(kind, monkeypatch):
 
 INTEL512 = dict(cpu_vendor='GenuineIntel', cpu_model='Intel Xeon',
                 cpu_isa=['avx2', 'avx512f'])
+# the C++ kernels decided by the CPU rule (not in the preset: their build)
+AUTO = dict(preset='cpu', cpu_attention='auto', cpu_mlp='auto')
 
 
 @pytest.mark.parametrize('key', ['cpu_attention', 'cpu_mlp'])
-def test_the_presets_cpp_kernels_decided_from_cpu_and_toolchain(
+def test_the_cpp_kernels_auto_decided_from_cpu_and_toolchain(
         key, monkeypatch):
-    """'auto' (the 'cpu' preset): on for an Intel CPU with AVX-512F where
+    """'auto': on for an Intel CPU with AVX-512F where
     a compiler and ninja are found; off, with the reason, on AMD, without
     AVX-512F or without the toolchain; never an error."""
     from cast_mmaction.models import cpp_extensions
     monkeypatch.setattr(cpp_extensions, 'toolchain',
                         lambda: (True, 'a compiler and ninja found'))
-    sp = speedups.resolve('cpu', facts=INTEL512)
+    sp = speedups.resolve(AUTO, facts=INTEL512)
     assert sp[key] is True and key in sp.enabled
     assert 'Intel with AVX-512' in sp.reasons[key]
     off = {
@@ -166,11 +168,11 @@ def test_the_presets_cpp_kernels_decided_from_cpu_and_toolchain(
         'AVX-512F': dict(INTEL512, cpu_isa=['avx2', 'fma']),
     }
     for why, facts in off.items():
-        sp = speedups.resolve('cpu', facts=facts)
+        sp = speedups.resolve(AUTO, facts=facts)
         assert sp[key] is False and why in sp.reasons[key], sp.reasons[key]
     monkeypatch.setattr(cpp_extensions, 'toolchain',
                         lambda: (False, 'no ninja on PATH'))
-    sp = speedups.resolve('cpu', facts=INTEL512)
+    sp = speedups.resolve(AUTO, facts=INTEL512)
     assert sp[key] is False and 'no ninja on PATH' in sp.reasons[key]
     # the decision is logged and travels in a checkpoint's meta
     assert f'{key}: off (auto:' in sp.summary()
@@ -191,7 +193,7 @@ def test_the_toolchain_facts_name_what_is_missing(monkeypatch, tmp_path):
         real(), include=str(tmp_path)))
     ok, why = cpp_extensions.toolchain()
     assert not ok and 'no Python.h' in why and str(tmp_path) in why
-    sp = speedups.resolve('cpu', facts=INTEL512)
+    sp = speedups.resolve(AUTO, facts=INTEL512)
     assert sp['cpu_attention'] is False and 'no Python.h' in \
         sp.reasons['cpu_attention']
     monkeypatch.setenv('CXX', 'no-such-compiler-xyz')
@@ -199,18 +201,18 @@ def test_the_toolchain_facts_name_what_is_missing(monkeypatch, tmp_path):
     assert not ok and 'no-such-compiler-xyz' in why
 
 
-def test_the_preset_leaves_the_pass_to_the_frozen_mlp_and_onednn(
+def test_auto_leaves_the_pass_to_the_frozen_mlp_and_onednn(
         monkeypatch):
     """cpu_mlp='auto' is off without frozen_mlp (it is a pass of that node)
     and where oneDNN's fused linear runs, not an error."""
     from cast_mmaction.models import cpp_extensions
     monkeypatch.setattr(cpp_extensions, 'toolchain',
                         lambda: (True, 'a compiler and ninja found'))
-    sp = speedups.resolve(dict(preset='cpu', frozen_mlp=False),
+    sp = speedups.resolve(dict(AUTO, frozen_mlp=False),
                           facts=INTEL512)
     assert sp['cpu_mlp'] is False and 'frozen_mlp' in sp.reasons['cpu_mlp']
     assert sp['cpu_attention'] is True
-    sp = speedups.resolve(dict(preset='cpu', onednn_linear=True),
+    sp = speedups.resolve(dict(AUTO, onednn_linear=True),
                           facts=INTEL512)
     assert sp['cpu_mlp'] is False and 'onednn_linear' in sp.reasons['cpu_mlp']
 
@@ -221,10 +223,11 @@ def test_the_decision_per_device_dtype_and_autocast():
                                malloc_trim=True, cpu_block_cache=True),
                           AMD512)
     on_cpu = sp.decide('cpu', torch.float32, False)
-    # the preset's C++ kernels: 'auto', off on AMD (not measured there)
+    # the C++ kernels are not in the preset (their first-use build)
     for key in ('cpu_attention', 'cpu_mlp'):
         on, why = on_cpu.pop(key)
-        assert not on and why.startswith('auto:') and 'AMD' in why, key
+        assert not on and 'not requested' in why, key
+    assert speedups.resolve('cpu', AMD512)['cpu_attention'] is False
     assert all(on for on, _ in on_cpu.values()) is (speedups._LP is not None)
     for where in (('cuda', torch.float32, False), ('cpu', torch.float64,
                                                    False),

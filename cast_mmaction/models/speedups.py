@@ -38,7 +38,8 @@ The speed-ups (each off unless named):
   compiler and ninja needed) instead of torch's fused CPU kernel; it takes
   precedence over ``onednn_attention``. Measured 0.976x the inference and
   0.965x the training step on an Intel Xeon (docs/benchmarks.md). Results
-  differ by fp32 rounding. ``'auto'`` (the preset; :func:`cpp_kernel_rule`):
+  differ by fp32 rounding. Not in the preset (its build on first use);
+  ``'auto'`` (:func:`cpp_kernel_rule`):
   on for an Intel CPU with AVX-512F where a C++ compiler, ninja and
   Python's C headers are found, off elsewhere (not measured on AMD, where the oneDNN paths run).
 * ``cpu_mlp`` (``True`` / ``False`` / ``'auto'``, the rule of
@@ -95,8 +96,7 @@ speed-ups run and why; ``SpeedupsHook`` logs it at start-up and writes it
 into every checkpoint's ``meta``.
 
 The ``'cpu'`` preset is ``dict(onednn_linear='auto',
-onednn_attention='auto', cpu_attention='auto', cpu_mlp='auto',
-frozen_mlp=True)``;
+onednn_attention='auto', frozen_mlp=True)``;
 ``dict(preset='cpu', checkpoint='fusion', ...)`` adds to it.
 """
 import contextlib
@@ -127,8 +127,10 @@ KEYS = ('onednn_linear', 'onednn_attention', 'cpu_attention', 'cpu_mlp',
         'frozen_mlp',
         'checkpoint',
         'malloc_mmap_threshold', 'malloc_trim', 'cpu_block_cache')
+# the C++ kernels are not in the preset: their first-use build (10-20 s
+# each) would land in every fresh run of a recipe, a reference check's
+# included; 'auto' names them with the CPU rule (cpp_kernel_rule)
 PRESETS = {'cpu': dict(onednn_linear='auto', onednn_attention='auto',
-                       cpu_attention='auto', cpu_mlp='auto',
                        frozen_mlp=True)}
 FIELD = 'model.backbone.speedups'
 
