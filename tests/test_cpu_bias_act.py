@@ -178,6 +178,46 @@ def test_the_frozen_mlp_forward_and_backward_against_float64(act, passes):
 
 
 @needs_pass
+@pytest.mark.parametrize('act', ['gelu', 'quick_gelu'])
+def test_the_frozen_mlp_added_into_the_residual_against_float64(act):
+    """``residual=`` with the pass: the second product is one ``addmm_``
+    into ``residual + b2`` (no ``addmm`` writing the bias, no add of the
+    output to the residual), forward and backward against float64; the
+    residual's gradient is the output's."""
+    g = torch.Generator().manual_seed(5)
+    x64 = torch.randn(2, 40, 64, generator=g, dtype=torch.float64)
+    r64 = torch.randn(2, 40, 64, generator=g, dtype=torch.float64)
+    w1 = torch.randn(256, 64, generator=g, dtype=torch.float64) * 0.2
+    b1 = torch.randn(256, generator=g, dtype=torch.float64)
+    w2 = torch.randn(64, 256, generator=g, dtype=torch.float64) * 0.1
+    b2 = torch.randn(64, generator=g, dtype=torch.float64)
+    gy = torch.randn(2, 40, 64, generator=g, dtype=torch.float64)
+    x64.requires_grad_()
+    ref_y = r64 + _mlp_ref(x64, w1, b1, w2, b2, act)
+    (ref_g, ) = torch.autograd.grad(ref_y, x64, gy)
+    fc1, fc2 = _FC(w1.float(), b1.float()), _FC(w2.float(), b2.float())
+    x = x64.detach().float().requires_grad_()
+    r = r64.float().requires_grad_()
+
+    def train():
+        y = speedups.frozen_mlp(x, fc1, fc2, act, cpu_mlp=True, residual=r)
+        return y, torch.autograd.grad(y, (x, r), gy.float())
+
+    (y, (gx, gr)), ops = ops_dispatched(train)
+    assert ops.count('aten.addmm_.default') == 1, ops
+    assert 'aten.addmm.default' not in ops, ops
+    assert ops.count('aten.add.Tensor') == 1, ops  # residual + b2
+    torch.testing.assert_close(y.double(), ref_y.detach(), rtol=1e-5,
+                               atol=1e-5)
+    torch.testing.assert_close(gx.double(), ref_g, rtol=1e-5, atol=1e-5)
+    assert torch.equal(gr, gy.float())
+    with torch.no_grad():
+        y_inf = speedups.frozen_mlp(x, fc1, fc2, act, cpu_mlp=True,
+                                    residual=r)
+    torch.testing.assert_close(y_inf, y.detach(), rtol=0, atol=0)
+
+
+@needs_pass
 def test_a_selective_checkpoint_keeping_the_product_replays_it_unchanged():
     """Training only reads the product: a checkpoint that keeps every
     ``mm`` output (as ``SavePolicy(widen=(3, 4))`` keeps the MLP's first)

@@ -185,6 +185,42 @@ def test_frozen_mlp_gradcheck(act, bias, noncontig):
 
 @pytest.mark.parametrize('act', ['gelu', 'quick_gelu'])
 @pytest.mark.parametrize('bias', [True, False])
+def test_frozen_mlp_added_into_a_residual_gradcheck(act, bias):
+    """``residual=``: ``residual + fc2(act(fc1 x))`` with the second product
+    accumulated into the residual (the backbones' MLP residual add):
+    gradcheck over ``x`` and ``residual`` (its gradient is the output's),
+    values against the plain sum, with and without autograd, and a
+    residual that alone needs a gradient (an input that does not, e.g. the
+    frozen embedding's tokens)."""
+    x, w1, b1, w2, b2 = _mlp_args(act, bias)
+    r = _t(x.shape, 7)
+    assert torch.autograd.gradcheck(
+        lambda x, r: _FrozenMLP.apply(x, w1, b1, w2, b2, act, False, False,
+                                      r), (x, r), eps=1e-6, atol=1e-8,
+        rtol=1e-6)
+    fc1, fc2 = _FC(w1, b1), _FC(w2, b2)
+    want = r + _mlp_ref(x, w1, b1, w2, b2, act)
+    y = frozen_mlp(x, fc1, fc2, act, residual=r)
+    assert type(y.grad_fn).__name__ == '_FrozenMLPBackward'
+    torch.testing.assert_close(y, want, rtol=1e-12, atol=1e-12)
+    with torch.no_grad():
+        y_inf = frozen_mlp(x, fc1, fc2, act, residual=r)
+    assert y_inf.grad_fn is None
+    torch.testing.assert_close(y_inf, want, rtol=1e-12, atol=1e-12)
+    y = frozen_mlp(x.detach(), fc1, fc2, act, residual=r)
+    (g, ) = torch.autograd.grad(y, r, torch.ones_like(y))
+    assert torch.equal(g, torch.ones_like(r))
+    # trainable weights: plain autograd, the same sum
+    ws = [None if t is None else t.detach().clone().requires_grad_()
+          for t in (w1, b1, w2, b2)]
+    y = frozen_mlp(x, _FC(ws[0], ws[1]), _FC(ws[2], ws[3]), act,
+                   residual=r)
+    assert type(y.grad_fn).__name__ != '_FrozenMLPBackward'
+    torch.testing.assert_close(y, want, rtol=1e-12, atol=1e-12)
+
+
+@pytest.mark.parametrize('act', ['gelu', 'quick_gelu'])
+@pytest.mark.parametrize('bias', [True, False])
 def test_frozen_mlp_fp32_fast_path(act, bias):
     """fp32 CPU: training branch (_FrozenMLP on oneDNN) and the fused
     inference branch (activation inside the first matmul, no node) against

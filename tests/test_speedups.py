@@ -16,10 +16,10 @@ AMD512 = dict(cpu_vendor='AuthenticAMD', cpu_model='AMD EPYC',
               cpu_isa=['avx2', 'avx512f'])
 
 
-def _backbone(kind, spec=None):
+def _backbone(kind, spec=None, **extra):
     cfg = (cast_backbone_cfg(**SIZES) if kind == 'cast' else
            cava_backbone_cfg(input_tdim=60, **SIZES))
-    cfg.update(drop_path_rate=0.2, speedups=spec)
+    cfg.update(drop_path_rate=0.2, speedups=spec, **extra)
     return build_model(cfg)
 
 
@@ -88,6 +88,50 @@ def test_each_speedup_gives_the_reference_outputs_and_gradients(
     if spec == 'cpu' or 'checkpoint' not in spec:
         assert any(type(m) is not type(r) for m, r in
                    zip(fast.modules(), ref.modules()))
+
+
+@pytest.mark.parametrize('kind', ['cast', 'cava'])
+def test_the_frozen_mlps_add_into_the_residual_outside_checkpoints(
+        kind, monkeypatch):
+    """With ``frozen_mlp`` each stream's MLP output product accumulates
+    into its residual (``x`` + the MLP adapter's part) once per layer, in
+    the plain layer and outside the regions of ``checkpoint='fusion'``
+    (the same numbers in both); never inside a checkpointed layer
+    (``with_cp``), whose selective policies keep ``addmm`` outputs, nor
+    with bf16 frozen experts or on oneDNN (its linear adds); the reference
+    model never."""
+    MLP = dict(onednn_linear=False, onednn_attention=False, frozen_mlp=True)
+    calls = []
+    real = speedups._mm_t_into
+
+    def counting(residual, *args, **kwargs):
+        calls.append(tuple(residual.shape))
+        return real(residual, *args, **kwargs)
+
+    monkeypatch.setattr(speedups, '_mm_t_into', counting)
+    x = _inputs(kind)
+    ref, _ = _pair(kind, None)
+    outs = {}
+    for name, spec, extra in [
+            ('preset', MLP, {}),
+            ('fusion', dict(MLP, checkpoint='fusion'), {}),
+            ('with_cp', MLP, dict(with_cp=True)),
+            ('bf16', MLP, dict(frozen_dtype='bfloat16')),
+            ('reference', None, {})] + ([
+                ('onednn', dict(MLP, onednn_linear=True), {})]
+                                        if speedups._LP is not None else []):
+        bb = _backbone(kind, spec, **extra)
+        bb.load_state_dict(ref.state_dict())
+        calls.clear()
+        outs[name] = _step(bb, x)
+        streams = len(bb.stream_names)
+        want = streams * len(bb.mlp_layers) if name in ('preset',
+                                                        'fusion') else 0
+        assert len(calls) == want, (name, calls)
+    for a, b in zip(outs['fusion'][0], outs['preset'][0]):
+        torch.testing.assert_close(a, b, rtol=0, atol=0)
+    for a, b in zip(outs['preset'][0], outs['reference'][0]):
+        torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-5)
 
 
 def test_the_reference_model_is_plain_pytorch():

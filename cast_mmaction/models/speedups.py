@@ -57,7 +57,11 @@ The speed-ups (each off unless named):
   (:class:`_FrozenMLP`) that keeps only the pre-activation for backward
   (autograd keeps the activation output too, and QuickGELU's sigmoid);
   without autograd the activation is fused into the first matmul.
-  QuickGELU is computed as a scaled SiLU: fp32 rounding differences.
+  QuickGELU is computed as a scaled SiLU: fp32 rounding differences. In
+  the CAST-family layers (outside checkpointed layers) the MLP's output
+  product accumulates into the block's residual stream (``x`` + the MLP
+  adapter's drop-path part + fc2's bias, then ``addmm_``) instead of
+  ``addmm`` writing fc2's bias and two adds (``Expert.mlp_adder``).
 * ``checkpoint`` (``'fusion'`` / ``'fusion_qkv'``): checkpoint regions
   *inside* each checkpointed layer around the trainable fusion work only
   (models/checkpointing.py, :class:`FusionPolicy`); the layers are the
@@ -653,12 +657,27 @@ def _uses_pass(b1, onednn, cpu_mlp):
     return cpu_mlp and b1 is not None and not onednn
 
 
+def _mm_t_into(residual, a, b, bias=None, alpha=1.0):
+    """``residual + (alpha a @ b.T + bias)`` for 2-D ``residual`` (n, m),
+    ``a`` (n, k), ``b`` (m, k): the GEMM accumulates into ``residual +
+    bias`` (beta = 1, in place on that new tensor), where ``addmm`` would
+    first write the bias into every row of its output and a second pass
+    add the residual. Rounded in another order than ``residual +
+    addmm(...)``."""
+    out = residual + bias if bias is not None else residual.clone()
+    return out.addmm_(a, b.t(), alpha=alpha)
+
+
 def _mlp_forward(x2d, w1, b1, w2, b2, act, keep_pre, onednn=False,
-                 cpu_mlp=False):
+                 cpu_mlp=False, residual=None):
     """``fc2(act(fc1 x))`` on 2-D ``x`` with weights already in the compute
-    dtype; returns (out, kept): with ``keep_pre``, what backward needs, the
-    pre-activation, or with the C++ pass (``cpu_mlp``,
-    :func:`_uses_pass`) the activation's derivative; else None.
+    dtype, plus the 2-D ``residual`` when given (the block's residual
+    stream: then the second product, for ``quick_gelu`` scaled by 1 / 1.702
+    in the GEMM, accumulates into it, :func:`_mm_t_into`, except on oneDNN,
+    where it is added); returns (out, kept): with
+    ``keep_pre``, what backward needs, the pre-activation, or with the C++
+    pass (``cpu_mlp``, :func:`_uses_pass`) the activation's derivative;
+    else None.
 
     ``quick_gelu`` (``h * sigmoid(1.702 h)``) is computed as a SiLU of the
     scaled pre-activation ``1.702 h`` (``silu(1.702 h) / 1.702``): the 1.702
@@ -667,9 +686,16 @@ def _mlp_forward(x2d, w1, b1, w2, b2, act, keep_pre, onednn=False,
     scaled pre-activation for ``quick_gelu``. The C++ pass
     (``cpu_mlp``) computes QuickGELU itself (no scaling passes); its kept
     derivative is that of ``act`` at the unscaled pre-activation."""
+    def second(h):
+        if residual is None:
+            return _mm_t(h, w2, b2, onednn=onednn)
+        if onednn:
+            return residual + _mm_t(h, w2, b2, onednn=onednn)
+        return _mm_t_into(residual, h, w2, b2)
+
     if _uses_pass(b1, onednn, cpu_mlp):
         h, kept = _cpu_bias_act.mm_bias_act(x2d, w1, b1, act, keep_pre)
-        return _mm_t(h, w2, b2, onednn=onednn), kept
+        return second(h), kept
     quick = act == 'quick_gelu'
     a = QUICK_GELU_SCALE if quick else 1.0
     fused = 'silu' if quick else 'gelu'
@@ -680,29 +706,34 @@ def _mlp_forward(x2d, w1, b1, w2, b2, act, keep_pre, onednn=False,
         h = F.silu(pre) if quick else F.gelu(pre)
     else:
         pre, h = None, _mm_t(xs, w1, bs1, act=fused, onednn=onednn)
-    if quick:
-        out = _mm_t(h, w2, None if b2 is None else b2 * a, onednn=onednn)
-        out = out / a  # not in place: selective checkpointing may keep
-        # the matmul output (models/checkpointing.py)
-    else:
-        out = _mm_t(h, w2, b2, onednn=onednn)
-    return out, pre
+    if not quick:
+        return second(h), pre
+    if residual is not None and not onednn:
+        return _mm_t_into(residual, h, w2, b2, alpha=1.0 / a), pre
+    out = _mm_t(h, w2, None if b2 is None else b2 * a, onednn=onednn)
+    out = out / a  # not in place: selective checkpointing may keep
+    # the matmul output (models/checkpointing.py)
+    return (out if residual is None else residual + out), pre
 
 
 class _FrozenMLP(torch.autograd.Function):
-    """``fc2(act(fc1 x))`` with frozen ``fc1`` / ``fc2``: only the
-    pre-activation, or with ``cpu_mlp`` the activation's derivative (and
-    the weights, by reference) is kept for backward, which needs no weight
-    gradients (autograd would keep the activation output as well, and
-    QuickGELU's sigmoid on top)."""
+    """``fc2(act(fc1 x))`` (plus ``residual`` when given) with frozen
+    ``fc1`` / ``fc2``: only the pre-activation, or with ``cpu_mlp`` the
+    activation's derivative (and the weights, by reference) is kept for
+    backward, which needs no weight gradients (autograd would keep the
+    activation output as well, and QuickGELU's sigmoid on top)."""
 
     @staticmethod
-    def forward(ctx, x, w1, b1, w2, b2, act, onednn=False, cpu_mlp=False):
+    def forward(ctx, x, w1, b1, w2, b2, act, onednn=False, cpu_mlp=False,
+                residual=None):
         shape = x.shape
-        out, kept = _mlp_forward(x.reshape(-1, shape[-1]), w1, b1, w2, b2,
-                                 act, keep_pre=True, onednn=onednn,
-                                 cpu_mlp=cpu_mlp)
+        out, kept = _mlp_forward(
+            x.reshape(-1, shape[-1]), w1, b1, w2, b2, act, keep_pre=True,
+            onednn=onednn, cpu_mlp=cpu_mlp,
+            residual=None if residual is None else residual.reshape(
+                -1, residual.shape[-1]))
         ctx.act, ctx.onednn = act, onednn
+        ctx.residual_grad = residual is not None and residual.requires_grad
         ctx.derivative = _uses_pass(b1, onednn, cpu_mlp)
         ctx.save_for_backward(kept, w1, w2)
         return out.reshape(*shape[:-1], out.shape[-1])
@@ -719,15 +750,18 @@ class _FrozenMLP(torch.autograd.Function):
         else:
             gh = _mlp_act_backward_(gh, kept, ctx.act)
         gx = _mm_t(gh, w1.t(), onednn=ctx.onednn)
+        # the residual's gradient is the output's, passed on as it is
         return (gx.reshape(*shape[:-1], gx.shape[-1]), None, None, None,
-                None, None, None, None)
+                None, None, None, None,
+                grad if ctx.residual_grad else None)
 
 
 def _is_frozen(*modules):
     return not any(p.requires_grad for m in modules for p in m.parameters())
 
 
-def frozen_mlp(x, fc1, fc2, act='gelu', onednn=False, cpu_mlp=False):
+def frozen_mlp(x, fc1, fc2, act='gelu', onednn=False, cpu_mlp=False,
+               residual=None):
     """``fc2(act(fc1(x)))`` for frozen ``fc1`` / ``fc2`` (objects with
     ``weight`` / ``bias``), ``act`` ``gelu`` (exact erf GELU) or
     ``quick_gelu`` (CLIP's ``x * sigmoid(1.702 x)``): one autograd node
@@ -737,7 +771,13 @@ def frozen_mlp(x, fc1, fc2, act='gelu', onednn=False, cpu_mlp=False):
     (and the derivative backward keeps) in one C++ pass
     (``models/cpu_bias_act.py``). Under autocast the matmuls run in the
     autocast dtype, as ``nn.Linear`` would. A trainable ``fc1`` or ``fc2``
-    takes plain autograd."""
+    takes plain autograd.
+
+    ``residual`` (the shape of the output, fp32 like ``x``; see
+    :meth:`FrozenCLIPMlp.add_to`): return ``residual + fc2(...)``, the
+    second product accumulated into ``residual`` plus its bias (one pass
+    over the token-width output instead of three: the bias written by
+    ``addmm``, and the residual add)."""
     params = [p for p in (fc1.weight, fc1.bias, fc2.weight, fc2.bias)
               if p is not None]
     if any(p.requires_grad for p in params):
@@ -746,7 +786,8 @@ def frozen_mlp(x, fc1, fc2, act='gelu', onednn=False, cpu_mlp=False):
             h = h * torch.sigmoid(QUICK_GELU_SCALE * h)
         else:
             h = F.gelu(h)
-        return F.linear(h, fc2.weight, fc2.bias)
+        out = F.linear(h, fc2.weight, fc2.bias)
+        return out if residual is None else residual + out
     dtype = _compute_dtype(x)
 
     def cast(t):
@@ -756,41 +797,76 @@ def frozen_mlp(x, fc1, fc2, act='gelu', onednn=False, cpu_mlp=False):
                       cast(fc2.bias))
     xc = x.to(dtype)
     with torch.autocast(x.device.type, enabled=False):
-        if torch.is_grad_enabled() and x.requires_grad:
+        if torch.is_grad_enabled() and (x.requires_grad or (
+                residual is not None and residual.requires_grad)):
             return _FrozenMLP.apply(xc, w1, b1, w2, b2, act, onednn,
-                                    cpu_mlp)
+                                    cpu_mlp, residual)
         shape = x.shape
-        out, _ = _mlp_forward(xc.reshape(-1, shape[-1]), w1, b1, w2, b2,
-                              act, keep_pre=False, onednn=onednn,
-                              cpu_mlp=cpu_mlp)
+        out, _ = _mlp_forward(
+            xc.reshape(-1, shape[-1]), w1, b1, w2, b2, act, keep_pre=False,
+            onednn=onednn, cpu_mlp=cpu_mlp,
+            residual=None if residual is None else residual.reshape(
+                -1, residual.shape[-1]))
         return out.reshape(*shape[:-1], out.shape[-1])
 
 
-class FrozenCLIPMlp(CLIPMlp):
-    """:class:`CLIPMlp` through :func:`frozen_mlp` when frozen and on an
-    fp32 CPU tensor outside autocast; else the plain module."""
+class _FrozenMlpPath:
+    """The frozen MLP modules' speed-up path: ``forward`` through
+    :func:`frozen_mlp` when the MLP is frozen and ``x`` an fp32 CPU tensor
+    outside autocast, else the plain module's; ``add_to(residual, x)``:
+    ``residual + self(x)``, on that path with the second product
+    accumulated into the residual (:func:`frozen_mlp`) when ``residual``
+    is an fp32 CPU tensor too. ``add_to`` is called by the backbones'
+    layers outside checkpointed regions only (:meth:`adder_for`,
+    ``Expert.mlp_adder``): a
+    selective checkpoint policy keeps ``addmm`` outputs, not an in-place
+    accumulation."""
     speedup_onednn = False
     speedup_cpu_mlp = False
 
+    def _frozen_parts(self):
+        """(fc1, fc2, activation name)"""
+        raise NotImplementedError
+
+    def _fast(self, x):
+        fc1, fc2, _ = self._frozen_parts()
+        return applies(x) and _is_frozen(fc1, fc2)
+
     def forward(self, x):
-        if applies(x) and _is_frozen(self.c_fc, self.c_proj):
-            return frozen_mlp(x, self.c_fc, self.c_proj, 'quick_gelu',
-                              self.speedup_onednn, self.speedup_cpu_mlp)
+        if self._fast(x):
+            return frozen_mlp(x, *self._frozen_parts(), self.speedup_onednn,
+                              self.speedup_cpu_mlp)
         return super().forward(x)
 
+    def add_to(self, residual, x):
+        if self._fast(x) and applies(residual):
+            return frozen_mlp(x, *self._frozen_parts(), self.speedup_onednn,
+                              self.speedup_cpu_mlp, residual=residual)
+        return residual + self(x)
 
-class FrozenVideoMAEMlp(VideoMAEMlp):
+    def adder_for(self, x):
+        """``f(residual) -> add_to(residual, x)`` where the speed-up path
+        runs on ``x``, else None (``Expert.mlp_adder``)."""
+        if not self._fast(x):
+            return None
+        return functools.partial(self.add_to, x=x)
+
+
+class FrozenCLIPMlp(_FrozenMlpPath, CLIPMlp):
+    """:class:`CLIPMlp` through :func:`frozen_mlp` when frozen and on an
+    fp32 CPU tensor outside autocast; else the plain module."""
+
+    def _frozen_parts(self):
+        return self.c_fc, self.c_proj, 'quick_gelu'
+
+
+class FrozenVideoMAEMlp(_FrozenMlpPath, VideoMAEMlp):
     """:class:`VideoMAEMlp` (also AST's MLP) through :func:`frozen_mlp`
     when frozen and on an fp32 CPU tensor outside autocast; else the plain
     module."""
-    speedup_onednn = False
-    speedup_cpu_mlp = False
 
-    def forward(self, x):
-        if applies(x) and _is_frozen(self.fc1, self.fc2):
-            return frozen_mlp(x, self.fc1, self.fc2, 'gelu',
-                              self.speedup_onednn, self.speedup_cpu_mlp)
-        return super().forward(x)
+    def _frozen_parts(self):
+        return self.fc1, self.fc2, 'gelu'
 
 
 # the module rewrites: exact class -> its speed-up subclass (same
@@ -909,10 +985,9 @@ def fusion_layer(bb, i, batch, time_grids, xs, parts):
             else:
                 xn = bb._run_expert(experts[n].mlp_norm, i, x)
                 a = None if adapter is None else adapter(xn)
-            y = bb._run_expert(experts[n].mlp_branch, i, xn)
-            if a is not None:
-                y = drop.add(y, a, bb.mlp_adapter_scale)
-            tokens[n] = x + y
+            # outside the regions: the MLP added into the residual as in
+            # the plain layer
+            tokens[n] = bb._mlp_residual(i, n, x, xn, a, drop)
     return tuple(tokens[n] for n in names)
 
 

@@ -29,6 +29,7 @@ authors' ``bcast_share``: the state dict lists each tied tensor under every
 link's name).
 """
 import contextlib
+import functools
 import inspect
 from collections import OrderedDict
 
@@ -538,9 +539,11 @@ class CASTBackbone(BaseModule):
             raw[n] = enc
         return grids, raw
 
-    def _layer(self, i, batch, time_grids, *xs):
+    def _layer(self, i, batch, time_grids, *xs, fuse=True):
         """Layer ``i`` on the streams ``xs`` (steps 1-3 of the module
-        docstring)."""
+        docstring); ``fuse``: see :meth:`_mlp_residual` (False inside a
+        checkpointed layer, whose selective policies keep ``addmm``
+        outputs)."""
         names, experts = self.stream_names, self.experts
         tokens = dict(zip(names, xs))
         key = str(i)
@@ -562,11 +565,27 @@ class CASTBackbone(BaseModule):
                 adapter = self.mlp_adapters[n][key] if (
                     key in self.mlp_adapters[n]) else None
                 a = None if adapter is None else adapter(xn)
-                y = self._run_expert(experts[n].mlp_branch, i, xn)
-                if a is not None:
-                    y = drop.add(y, a, self.mlp_adapter_scale)
-                tokens[n] = x + y
+                tokens[n] = self._mlp_residual(i, n, x, xn, a, drop, fuse)
         return tuple(tokens[n] for n in names)
+
+    def _mlp_residual(self, i, n, x, xn, a, drop, fuse=True):
+        """``x`` + stream ``n``'s MLP branch of layer ``i`` on ``xn`` + the
+        MLP adapter's output ``a`` (or None) through ``drop``. With
+        ``fuse`` (outside a checkpointed layer), where the expert's MLP adds
+        its output into a residual in fewer passes (``Expert.mlp_adder``:
+        the frozen MLP speed-up on fp32 CPU) and the expert runs in the
+        stream's dtype: ``x`` + the adapter's part first, then the MLP's
+        output accumulated into that sum (fp32 rounding in another
+        order)."""
+        adder = self.experts[n].mlp_adder(i, xn) if (
+            fuse and self.frozen_dtype is None) else None
+        if adder is not None:
+            return adder(x if a is None else drop.add(
+                x, a, self.mlp_adapter_scale))
+        y = self._run_expert(self.experts[n].mlp_branch, i, xn)
+        if a is not None:
+            y = drop.add(y, a, self.mlp_adapter_scale)
+        return x + y
 
     def _link_steps(self, link_name):
         """The receivers of each call of a link: parallel, one call on the
@@ -589,8 +608,8 @@ class CASTBackbone(BaseModule):
         in training when ``i`` is one of ``cp_layers``."""
         if (i in self.cp_layers and self.training
                 and torch.is_grad_enabled()):
-            return checkpoint(self._layer, i, batch, time_grids, *xs,
-                              policy=self.cp_policy)
+            return checkpoint(functools.partial(self._layer, fuse=False), i,
+                              batch, time_grids, *xs, policy=self.cp_policy)
         return self._layer(i, batch, time_grids, *xs)
 
     def forward(self, inputs):

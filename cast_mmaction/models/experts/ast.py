@@ -211,6 +211,9 @@ class ASTExpert(Expert):
     def mlp_branch(self, i, xn):
         return self.blocks[i].mlp(xn)
 
+    def mlp_module(self, i):
+        return self.blocks[i].mlp
+
     # -- token layout -----------------------------------------------------
     def split(self, x, batch):
         return x[:, :2], x[:, 2:].reshape(batch, 1, self.grid_n, x.shape[-1])

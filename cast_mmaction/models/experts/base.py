@@ -131,6 +131,21 @@ class Expert(BaseModule):
     def mlp_branch(self, i, xn):
         raise NotImplementedError
 
+    def mlp_module(self, i):
+        """The module ``m`` of layer ``i`` with ``mlp_branch(i, xn) ==
+        m(xn)``, or None where the branch does more (a layer scale, a drop
+        path) or an expert does not say: what :meth:`mlp_adder` asks."""
+        return None
+
+    def mlp_adder(self, i, xn):
+        """``f(residual) -> residual + mlp_branch(i, xn)`` computed in fewer
+        passes, or None (the caller adds): the frozen MLP speed-up's
+        (``models/speedups.py``: the second product accumulated into the
+        residual stream) where layer ``i``'s MLP is one and runs on
+        ``xn``."""
+        adder_for = getattr(self.mlp_module(i), 'adder_for', None)
+        return None if adder_for is None else adder_for(xn)
+
     # -- per-layer switches (backbone ablations) ----------------------------
     def layer_module(self, i):
         """The module holding layer ``i``'s parameters."""

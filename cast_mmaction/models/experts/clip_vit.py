@@ -187,6 +187,9 @@ class CLIPViTExpert(Expert):
     def mlp_branch(self, i, xn):
         return self.transformer.resblocks[i].mlp(xn)
 
+    def mlp_module(self, i):
+        return self.transformer.resblocks[i].mlp
+
     def pool(self, x, batch):  # ln_post(mean over frames of the class token)
         cls = x[:, 0].reshape(batch, -1, x.shape[-1]).mean(1)
         return self.ln_post(cls)

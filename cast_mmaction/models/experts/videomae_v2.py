@@ -103,3 +103,8 @@ class VideoMAEv2Expert(VideoMAEExpert):
         y = super().mlp_branch(i, xn)
         gamma = getattr(self.blocks[i], 'gamma_2', None)
         return y if gamma is None else gamma * y
+
+    def mlp_module(self, i):  # a layer scale multiplies the branch
+        if getattr(self.blocks[i], 'gamma_2', None) is not None:
+            return None
+        return super().mlp_module(i)

@@ -168,6 +168,9 @@ class VideoMAEExpert(Expert):
     def mlp_branch(self, i, xn):
         return self.blocks[i].mlp(xn)
 
+    def mlp_module(self, i):
+        return self.blocks[i].mlp
+
     def pool(self, x, batch):  # fc_norm(mean of all tokens)
         return self.fc_norm(x.mean(1))
 
