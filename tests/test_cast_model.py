@@ -269,9 +269,9 @@ def test_activation_checkpointing_matches(monkeypatch, with_cp, layers):
         checkpointed.append(i)
         return real_checkpoint(fn, i, *args, **kwargs)
 
-    def counting_layer(i, *args):
-        layer_runs.append(i)
-        return real_layer(i, *args)
+    def counting_layer(i, *args, **kwargs):
+        layer_runs.append((i, kwargs.get('fuse', True)))
+        return real_layer(i, *args, **kwargs)
 
     monkeypatch.setattr(cast_mod.cp, 'checkpoint', counting_checkpoint)
     monkeypatch.setattr(bb_cp, '_layer', counting_layer)
@@ -282,8 +282,12 @@ def test_activation_checkpointing_matches(monkeypatch, with_cp, layers):
         torch.testing.assert_close(o, o_cp, rtol=0, atol=0)
     sum(o.sum() for o in out).backward()
     sum(o.sum() for o in out_cp).backward()
-    # every layer ran once forward, the checkpointed ones again in backward
-    assert sorted(layer_runs) == sorted([0, 1] + layers)
+    # every layer ran once forward, the checkpointed ones again in backward,
+    # those without the MLP's accumulation into the residual (selective
+    # policies keep addmm outputs): fuse=False
+    assert sorted(i for i, _ in layer_runs) == sorted([0, 1] + layers)
+    assert all(fuse is (i not in layers) for i, fuse in layer_runs), \
+        layer_runs
     grads = 0
     for (n, p), (_, q) in zip(bb.named_parameters(), bb_cp.named_parameters()):
         if p.grad is not None:
