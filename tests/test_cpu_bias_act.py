@@ -211,6 +211,15 @@ def test_the_frozen_mlp_added_into_the_residual_against_float64(act):
                                atol=1e-5)
     torch.testing.assert_close(gx.double(), ref_g, rtol=1e-5, atol=1e-5)
     assert torch.equal(gr, gy.float())
+
+    def residual_only():  # an input that needs no gradient: no backward GEMM
+        y = speedups.frozen_mlp(x.detach(), fc1, fc2, act, cpu_mlp=True,
+                                residual=r)
+        return torch.autograd.grad(y, r, gy.float())[0]
+
+    g_only, ops = ops_dispatched(residual_only)
+    assert ops.count('aten.mm.default') == 1, ops  # the forward's first
+    assert torch.equal(g_only, gy.float())
     with torch.no_grad():
         y_inf = speedups.frozen_mlp(x, fc1, fc2, act, cpu_mlp=True,
                                     residual=r)

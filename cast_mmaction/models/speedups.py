@@ -741,6 +741,9 @@ class _FrozenMLP(torch.autograd.Function):
     @staticmethod
     def backward(ctx, grad):
         kept, w1, w2 = ctx.saved_tensors
+        residual_grad = grad if ctx.residual_grad else None
+        if not ctx.needs_input_grad[0]:  # only the residual needs one
+            return (None, ) * 8 + (residual_grad, )
         shape = grad.shape
         g = grad.reshape(-1, shape[-1]).to(w2.dtype)
         # the 1.702 of quick_gelu cancels: d/dx of silu(a x W1) W2 / a
@@ -752,8 +755,7 @@ class _FrozenMLP(torch.autograd.Function):
         gx = _mm_t(gh, w1.t(), onednn=ctx.onednn)
         # the residual's gradient is the output's, passed on as it is
         return (gx.reshape(*shape[:-1], gx.shape[-1]), None, None, None,
-                None, None, None, None,
-                grad if ctx.residual_grad else None)
+                None, None, None, None, residual_grad)
 
 
 def _is_frozen(*modules):
@@ -774,7 +776,7 @@ def frozen_mlp(x, fc1, fc2, act='gelu', onednn=False, cpu_mlp=False,
     takes plain autograd.
 
     ``residual`` (the shape of the output, fp32 like ``x``; see
-    :meth:`FrozenCLIPMlp.add_to`): return ``residual + fc2(...)``, the
+    :meth:`_FrozenMlpPath.add_to`): return ``residual + fc2(...)``, the
     second product accumulated into ``residual`` plus its bias (one pass
     over the token-width output instead of three: the bias written by
     ``addmm``, and the residual add)."""
@@ -818,9 +820,8 @@ class _FrozenMlpPath:
     accumulated into the residual (:func:`frozen_mlp`) when ``residual``
     is an fp32 CPU tensor too. ``add_to`` is called by the backbones'
     layers outside checkpointed regions only (:meth:`adder_for`,
-    ``Expert.mlp_adder``): a
-    selective checkpoint policy keeps ``addmm`` outputs, not an in-place
-    accumulation."""
+    ``Expert.mlp_adder``): a selective checkpoint policy keeps ``addmm``
+    outputs, not an in-place accumulation."""
     speedup_onednn = False
     speedup_cpu_mlp = False
 
