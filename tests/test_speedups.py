@@ -326,3 +326,26 @@ def test_every_config_records_its_speedup_decision():
         assert hooks.get('speedups', {}).get('type') == 'SpeedupsHook', path
         spec = cfg.model.backbone.get('speedups')
         speedups.resolve(spec, AMD512)  # valid
+
+
+@pytest.mark.parametrize('layer_scale', [None, 0.1])
+def test_an_mlp_with_a_layer_scale_is_not_added_into_the_residual(
+        layer_scale):
+    """VideoMAE V2 with a layer scale (``gamma_2``) multiplies its MLP
+    branch: it names no MLP module, so the backbone adds the branch as it
+    is; without one its frozen MLP adds into the residual, the same sum."""
+    from cast_mmaction.models.experts import VideoMAEv2Expert
+    e = VideoMAEv2Expert(arch='base', embed_dim=32, depth=1, num_heads=2,
+                         img_size=32, num_frames=4, init_values=layer_scale)
+    assert speedups._swap(e, speedups.FROZEN_MLP_MODULES) == 1
+    xn, res = torch.randn(2, 8, 32), torch.randn(2, 8, 32)
+    adder = e.mlp_adder(0, xn)
+    if layer_scale:
+        assert e.mlp_module(0) is None and adder is None
+    else:
+        assert e.mlp_module(0) is e.blocks[0].mlp and adder is not None
+        with torch.no_grad():
+            torch.testing.assert_close(adder(res), res + e.mlp_branch(0, xn),
+                                       rtol=1e-6, atol=1e-6)
+    with torch.no_grad():  # fp64: the speed-up's path does not apply
+        assert e.double().mlp_adder(0, xn.double()) is None
