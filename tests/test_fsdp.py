@@ -562,3 +562,54 @@ def test_fsdp_memory_tool_reports_bad_arguments_and_a_failed_rank(
     err = capsys.readouterr().err
     assert err.startswith('fsdp_memory: a rank failed at world size 1') \
         and 'Traceback' not in err
+
+
+def test_fsdp2_units_run_the_frozen_mlp_added_into_the_residual(
+        one_rank_group, tmp_path, monkeypatch):
+    """With the CPU speed-up ``frozen_mlp`` a layer's MLP accumulates its
+    output into the residual through the MLP module's call, so an FSDP2
+    unit unshards its weights first: the sharded (one-rank) backbone gives
+    the unsharded one's features and gradients, the accumulation ran."""
+    from cast_mmaction.engine.fsdp2 import FSDP2Strategy
+    from cast_mmaction.models import speedups
+    from cast_mmaction.utils import build_model
+    spec = dict(onednn_linear=False, onednn_attention=False, frozen_mlp=True)
+    cfg = cast_recognizer_cfg(num_classes=4, embed_dim=32, depth=2,
+                              num_heads=2, num_frames=4, img_size=32)
+    cfg['backbone']['speedups'] = spec
+    torch.manual_seed(1)
+    ref = build_model(cfg)
+    torch.manual_seed(1)
+    model = build_model(cfg)
+    model.load_state_dict(ref.state_dict())
+    model, _ = FSDP2Strategy(work_dir=str(tmp_path)).prepare(
+        model, optim_wrapper=dict(type='GuardedOptimWrapper',
+                                  optimizer=dict(type='AdamW', lr=1e-3)))
+    calls = []
+    real = speedups._mm_t_into
+
+    def counting(*args, **kwargs):
+        calls.append(1)
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(speedups, '_mm_t_into', counting)
+    x = torch.randn(1, 1, 3, 4, 32, 32)  # (batch, views, C, T, H, W)
+    feats = {}
+    for name, m in (('ref', ref), ('fsdp', model)):
+        m.train()
+        calls.clear()
+        out = m(x, mode='tensor')  # the backbone's features
+        out = [out] if torch.is_tensor(out) else list(out)
+        sum(f.square().sum() for f in out).backward()
+        feats[name] = [f.detach() for f in out]
+        assert len(calls) == 2 * 2, name  # two streams, two MLP layers
+    for a, b in zip(feats['fsdp'], feats['ref']):
+        torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-6)
+    got = {n: p.grad.full_tensor() for n, p in model.named_parameters()
+           if p.grad is not None}
+    want = {n: p.grad for n, p in ref.named_parameters()
+            if p.grad is not None}
+    assert got.keys() == want.keys() and got
+    for n in want:
+        torch.testing.assert_close(got[n], want[n], rtol=1e-4, atol=1e-6,
+                                   msg=n)

@@ -98,8 +98,9 @@ def test_the_frozen_mlps_add_into_the_residual_outside_checkpoints(
     the plain layer and outside the regions of ``checkpoint='fusion'``
     (the same numbers in both); never inside a checkpointed layer
     (``with_cp``), whose selective policies keep ``addmm`` outputs, nor
-    with bf16 frozen experts or on oneDNN (its linear adds); the reference
-    model never."""
+    with bf16 frozen experts or on oneDNN (its linear's output is added to
+    the residual handed to it); the reference model never. The residual
+    goes through the MLP module's call (its hooks run)."""
     MLP = dict(onednn_linear=False, onednn_attention=False, frozen_mlp=True)
     calls = []
     real = speedups._mm_t_into
@@ -122,12 +123,24 @@ def test_the_frozen_mlps_add_into_the_residual_outside_checkpoints(
                                         if speedups._LP is not None else []):
         bb = _backbone(kind, spec, **extra)
         bb.load_state_dict(ref.state_dict())
+        # the residual goes through the MLP module's call, so its hooks
+        # run (an FSDP unit unshards its weights in one)
+        hooked = []
+        for m in bb.modules():
+            if isinstance(m, (speedups.FrozenCLIPMlp,
+                              speedups.FrozenVideoMAEMlp)):
+                m.register_forward_pre_hook(
+                    lambda mod, args, kwargs: hooked.append(
+                        'residual' in kwargs), with_kwargs=True)
         calls.clear()
         outs[name] = _step(bb, x)
         streams = len(bb.stream_names)
         want = streams * len(bb.mlp_layers) if name in ('preset',
                                                         'fusion') else 0
         assert len(calls) == want, (name, calls)
+        # on oneDNN the module is handed the residual too, and adds it
+        assert sum(hooked) == (streams * len(bb.mlp_layers) if name == (
+            'onednn') else want), (name, hooked)
     for a, b in zip(outs['fusion'][0], outs['preset'][0]):
         torch.testing.assert_close(a, b, rtol=0, atol=0)
     for a, b in zip(outs['preset'][0], outs['reference'][0]):
@@ -348,4 +361,10 @@ def test_an_mlp_with_a_layer_scale_is_not_added_into_the_residual(
             torch.testing.assert_close(adder(res), res + e.mlp_branch(0, xn),
                                        rtol=1e-6, atol=1e-6)
     with torch.no_grad():  # fp64: the speed-up's path does not apply
-        assert e.double().mlp_adder(0, xn.double()) is None
+        e = e.double()
+        xn, res = xn.double(), res.double()
+        assert e.mlp_adder(0, xn) is None
+        m = e.blocks[0].mlp
+        # a residual where the path does not apply: the plain sum
+        torch.testing.assert_close(m(xn, residual=res), res + m(xn), rtol=0,
+                                   atol=0)

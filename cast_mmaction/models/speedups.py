@@ -776,7 +776,7 @@ def frozen_mlp(x, fc1, fc2, act='gelu', onednn=False, cpu_mlp=False,
     takes plain autograd.
 
     ``residual`` (the shape of the output, fp32 like ``x``; see
-    :meth:`_FrozenMlpPath.add_to`): return ``residual + fc2(...)``, the
+    :meth:`_FrozenMlpPath.forward`): return ``residual + fc2(...)``, the
     second product accumulated into ``residual`` plus its bias (one pass
     over the token-width output instead of three: the bias written by
     ``addmm``, and the residual add)."""
@@ -813,15 +813,16 @@ def frozen_mlp(x, fc1, fc2, act='gelu', onednn=False, cpu_mlp=False,
 
 
 class _FrozenMlpPath:
-    """The frozen MLP modules' speed-up path: ``forward`` through
+    """The frozen MLP modules' speed-up path: ``forward(x)`` through
     :func:`frozen_mlp` when the MLP is frozen and ``x`` an fp32 CPU tensor
-    outside autocast, else the plain module's; ``add_to(residual, x)``:
-    ``residual + self(x)``, on that path with the second product
-    accumulated into the residual (:func:`frozen_mlp`) when ``residual``
-    is an fp32 CPU tensor too. ``add_to`` is called by the backbones'
-    layers outside checkpointed regions only (:meth:`adder_for`,
-    ``Expert.mlp_adder``): a selective checkpoint policy keeps ``addmm``
-    outputs, not an in-place accumulation."""
+    outside autocast, else the plain module's; ``forward(x, residual=r)``:
+    ``r + forward(x)``, on that path with the second product accumulated
+    into the residual (:func:`frozen_mlp`) when ``r`` is an fp32 CPU tensor
+    too. The residual goes through the module's call, so hooks on it (an
+    FSDP unit's unsharding) run as for a plain call. The backbones pass a
+    residual outside checkpointed regions only, where :meth:`adds_into`
+    says the path runs (``Expert.mlp_adder``): a selective checkpoint
+    policy keeps ``addmm`` outputs, not an in-place accumulation."""
     speedup_onednn = False
     speedup_cpu_mlp = False
 
@@ -829,28 +830,24 @@ class _FrozenMlpPath:
         """(fc1, fc2, activation name)"""
         raise NotImplementedError
 
-    def _fast(self, x):
+    def adds_into(self, x):
+        """Whether ``forward(x, residual=...)`` accumulates into the
+        residual (the speed-up path runs on ``x``)."""
         fc1, fc2, _ = self._frozen_parts()
         return applies(x) and _is_frozen(fc1, fc2)
 
-    def forward(self, x):
-        if self._fast(x):
+    def forward(self, x, residual=None):
+        fast = self.adds_into(x)
+        if residual is not None:
+            if fast and applies(residual):
+                return frozen_mlp(x, *self._frozen_parts(),
+                                  self.speedup_onednn, self.speedup_cpu_mlp,
+                                  residual=residual)
+            return residual + self.forward(x)
+        if fast:
             return frozen_mlp(x, *self._frozen_parts(), self.speedup_onednn,
                               self.speedup_cpu_mlp)
         return super().forward(x)
-
-    def add_to(self, residual, x):
-        if self._fast(x) and applies(residual):
-            return frozen_mlp(x, *self._frozen_parts(), self.speedup_onednn,
-                              self.speedup_cpu_mlp, residual=residual)
-        return residual + self(x)
-
-    def adder_for(self, x):
-        """``f(residual) -> add_to(residual, x)`` where the speed-up path
-        runs on ``x``, else None (``Expert.mlp_adder``)."""
-        if not self._fast(x):
-            return None
-        return functools.partial(self.add_to, x=x)
 
 
 class FrozenCLIPMlp(_FrozenMlpPath, CLIPMlp):

@@ -139,12 +139,16 @@ class Expert(BaseModule):
 
     def mlp_adder(self, i, xn):
         """``f(residual) -> residual + mlp_branch(i, xn)`` computed in fewer
-        passes, or None (the caller adds): the frozen MLP speed-up's
-        (``models/speedups.py``: the second product accumulated into the
-        residual stream) where layer ``i``'s MLP is one and runs on
-        ``xn``."""
-        adder_for = getattr(self.mlp_module(i), 'adder_for', None)
-        return None if adder_for is None else adder_for(xn)
+        passes, or None (the caller adds): where layer ``i``'s MLP module
+        says it accumulates its output into a residual for ``xn`` (the
+        frozen MLP speed-up, ``models/speedups.py``), a call of that module
+        (an FSDP wrapper around it included, whose hooks then run) with
+        ``residual=``."""
+        m = self.mlp_module(i)
+        adds_into = getattr(m, 'adds_into', None)
+        if adds_into is None or not adds_into(xn):
+            return None
+        return lambda residual: m(xn, residual=residual)
 
     # -- per-layer switches (backbone ablations) ----------------------------
     def layer_module(self, i):
