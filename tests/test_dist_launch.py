@@ -231,12 +231,38 @@ def _dist_train(setup, work, nproc=2, *options, **env):
 
 
 def _finish(proc, ok=True):
-    try:
-        out, _ = proc.communicate(timeout=TIMEOUT)
-    except subprocess.TimeoutExpired:
-        proc.kill()
-        out, _ = proc.communicate()
-        pytest.fail(f'launch still running after {TIMEOUT} s:\n{out[-4000:]}')
+    return _finish_all([proc], ok)[0]
+
+
+def _finish_all(procs, ok=True):
+    """Wait for launches started together (the nodes of one run) within
+    ``TIMEOUT`` s in all; on a timeout stop every one still running and
+    fail with each one's output, so a node that hangs is told apart from
+    one that waits for it (torchrun's agents wait for each other at exit)."""
+    deadline = time.monotonic() + TIMEOUT
+    outs = {}
+    for p in procs:
+        try:
+            outs[p] = p.communicate(
+                timeout=max(1.0, deadline - time.monotonic()))[0]
+        except subprocess.TimeoutExpired:
+            break
+    if len(outs) < len(procs):
+        parts = []
+        for k, p in enumerate(procs):
+            state = 'still running: killed' if p.poll() is None else (
+                f'exited with {p.returncode}')
+            if p not in outs:
+                p.kill()
+                outs[p] = p.communicate()[0]
+            parts.append(f'--- launch {k} of {len(procs)}, {state}:\n'
+                         f'{outs[p][-3000:]}')
+        pytest.fail(f'launch still running after {TIMEOUT} s:\n'
+                    + '\n'.join(parts))
+    return [_checked(p, outs[p], ok) for p in procs]
+
+
+def _checked(proc, out, ok):
     work = proc.args[proc.args.index('--work-dir') + 1]
     os.makedirs(work, exist_ok=True)
     with open(os.path.join(work, f'launch_{proc.pid}.log'), 'w') as f:
@@ -345,7 +371,7 @@ def test_lost_rank_is_named_then_two_nodes_resume_to_the_reference(
     work = setup['root'] / 'lost'
     procs = _two_nodes(setup, work, CAST_TEST_TAG='lost',
                        CAST_TEST_KILL=f'1:{KILL_ITER}')
-    outs = [_finish(p, ok=False) for p in procs]
+    outs = _finish_all(procs, ok=False)
     ended = time.time()
     with open(work / 'killed.json') as f:
         killed = json.load(f)
@@ -370,7 +396,7 @@ def test_lost_rank_is_named_then_two_nodes_resume_to_the_reference(
     # --resume on 2 nodes (c10d rendezvous) ends where the reference ended
     procs = _two_nodes(setup, work, '--resume', CAST_TEST_TAG='resumed',
                        RDZV_BACKEND='c10d', RDZV_ID=f'resume{os.getpid()}')
-    outs = [_finish(p) for p in procs]
+    outs = _finish_all(procs)
     assert 'Auto resumed from the latest checkpoint' in outs[0]
     for rank in (0, 1):
         assert _steps(work, rank, 'resumed') == reference['steps'][rank][4:]
@@ -396,7 +422,7 @@ def test_dist_test_on_two_nodes_gives_the_one_process_result(setup,
                                          MASTER_PORT=port),
         stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
         for node in (0, 1)]
-    outs = [_finish(p) for p in procs]
+    outs = _finish_all(procs)
     assert 'top-1 accuracy' in outs[0]
     # one process, in this process (the probe module on sys.path)
     spec = importlib.util.spec_from_file_location(
