@@ -15,13 +15,12 @@ then inference, and the backbone outputs' largest difference.
 """
 import json
 import os
-import statistics
 import sys
-import time
 
 import torch
 
 from cast_mmaction.models import speedups
+from _alternation import steps_alternated
 from _ssv2_step import ssv2_step
 
 rounds = int(sys.argv[1]) if len(sys.argv) > 1 else 8
@@ -41,12 +40,6 @@ def use(side):
         m.speedup_cpu_mlp = side == 'pass'
 
 
-def timed(fn):
-    torch.manual_seed(0)
-    t0 = time.perf_counter()
-    fn()
-    return time.perf_counter() - t0
-
 
 ssv2.model.eval()
 outs = {}
@@ -61,19 +54,4 @@ print(f'backbone output, largest |pass - addmm|: '
       f'{(a - b).abs().max().item():.3g} (of {b.abs().max().item():.3g})')
 for phase, fn in (('training', ssv2.train), ('inference', ssv2.infer)):
     ssv2.model.train(phase == 'training')
-    for side in ('pass', 'addmm'):  # warm-up, one each
-        use(side)
-        fn()
-    times = {'pass': [], 'addmm': []}
-    for r in range(rounds):
-        order = ('pass', 'addmm') if r % 2 == 0 else ('addmm', 'pass')
-        for side in order:
-            use(side)
-            times[side].append(timed(fn))
-        print(f'{phase} round {r}: pass {times["pass"][-1]:.3f} s, addmm '
-              f'{times["addmm"][-1]:.3f} s', flush=True)
-    ratios = [p / q for p, q in zip(times['pass'], times['addmm'])]
-    print(f'{phase}: median pass {statistics.median(times["pass"]):.3f} s, '
-          f'addmm {statistics.median(times["addmm"]):.3f} s; per-round '
-          f'ratio median {statistics.median(ratios):.4f} '
-          f'[{min(ratios):.4f}-{max(ratios):.4f}]', flush=True)
+    steps_alternated(phase, fn, ('pass', 'addmm'), use, rounds)

@@ -15,12 +15,11 @@ then inference, and the backbone outputs' largest difference.
 """
 import json
 import os
-import statistics
 import sys
-import time
 
 import torch
 
+from _alternation import steps_alternated
 from _ssv2_step import ssv2_step
 
 rounds = int(sys.argv[1]) if len(sys.argv) > 1 else 8
@@ -42,12 +41,6 @@ def use(side):
             e.mlp_adder = lambda i, xn: None  # the backbone adds
 
 
-def timed(fn):
-    torch.manual_seed(0)
-    t0 = time.perf_counter()
-    fn()
-    return time.perf_counter() - t0
-
 
 ssv2.model.eval()
 outs = {}
@@ -61,19 +54,4 @@ print(f'backbone output, largest |into - add|: '
       f'{(a - b).abs().max().item():.3g} (of {b.abs().max().item():.3g})')
 for phase, fn in (('training', ssv2.train), ('inference', ssv2.infer)):
     ssv2.model.train(phase == 'training')
-    for side in ('into', 'add'):  # warm-up, one each
-        use(side)
-        fn()
-    times = {'into': [], 'add': []}
-    for r in range(rounds):
-        order = ('into', 'add') if r % 2 == 0 else ('add', 'into')
-        for side in order:
-            use(side)
-            times[side].append(timed(fn))
-        print(f'{phase} round {r}: into {times["into"][-1]:.3f} s, add '
-              f'{times["add"][-1]:.3f} s', flush=True)
-    ratios = [p / q for p, q in zip(times['into'], times['add'])]
-    print(f'{phase}: median into {statistics.median(times["into"]):.3f} s, '
-          f'add {statistics.median(times["add"]):.3f} s; per-round '
-          f'ratio median {statistics.median(ratios):.4f} '
-          f'[{min(ratios):.4f}-{max(ratios):.4f}]', flush=True)
+    steps_alternated(phase, fn, ('into', 'add'), use, rounds)

@@ -12,14 +12,13 @@ minimum: the run least disturbed by a noisy host).
 
     PYTHONPATH=$PWD python benchmarks/scripts/mlp_residual_pass.py [ROUNDS]
 """
-import statistics
 import sys
-import time
 from types import SimpleNamespace
 
 import torch
 
 from cast_mmaction.models import cpu_bias_act, speedups
+from _alternation import calls_alternated
 
 rounds = int(sys.argv[1]) if len(sys.argv) > 1 else 15
 cpu_mlp = cpu_bias_act.unavailable() is None
@@ -63,21 +62,5 @@ for phase in (infer, train):  # the two ways agree to fp32 rounding
 print(f'torch {torch.__version__}, {torch.get_num_threads()} threads, '
       f'cpu_mlp {cpu_mlp}, {rounds} rounds of 5 calls')
 for phase in (infer, train):
-    times = {'add': [], 'into': []}
-    for r in range(rounds):
-        order = [('add', add), ('into', into)]
-        if r % 2:
-            order.reverse()
-        for name, fn in order:
-            phase(fn)
-            t = time.perf_counter()
-            for _ in range(5):
-                phase(fn)
-            times[name].append((time.perf_counter() - t) / 5 * 1e3)
-    med = {k: statistics.median(v) for k, v in times.items()}
-    ratios = [p / s for p, s in zip(times['into'], times['add'])]
-    low = {k: min(v) for k, v in times.items()}
-    print(f'{phase.__name__}: add {med["add"]:.2f} ms, into '
-          f'{med["into"]:.2f} ms, median ratio {statistics.median(ratios):.3f}'
-          f' (rounds {min(ratios):.3f}-{max(ratios):.3f}); minimum '
-          f'{low["add"]:.2f} against {low["into"]:.2f} ms')
+    calls_alternated(phase, phase.__name__, [('add', add), ('into', into)],
+                     rounds)

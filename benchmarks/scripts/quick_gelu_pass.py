@@ -10,14 +10,13 @@ minimum: the run least disturbed by a noisy host).
 
     PYTHONPATH=$PWD python benchmarks/scripts/quick_gelu_pass.py [ROUNDS]
 """
-import statistics
 import sys
-import time
 
 import torch
 
 from cast_mmaction.models.layers import QUICK_GELU_SCALE
 from cast_mmaction.models import cpu_bias_act, speedups
+from _alternation import calls_alternated
 
 rounds = int(sys.argv[1]) if len(sys.argv) > 1 else 15
 g = torch.Generator().manual_seed(0)
@@ -61,21 +60,5 @@ for phase in (infer, train):
 print(f'torch {torch.__version__}, {torch.get_num_threads()} threads, '
       f'{rounds} rounds of 5 calls')
 for phase in (infer, train):
-    times = {'scaled': [], 'pass': []}
-    for r in range(rounds):
-        order = [('scaled', scaled), ('pass', native)]
-        if r % 2:
-            order.reverse()
-        for name, fn in order:
-            phase(fn)
-            t = time.perf_counter()
-            for _ in range(5):
-                phase(fn)
-            times[name].append((time.perf_counter() - t) / 5 * 1e3)
-    med = {k: statistics.median(v) for k, v in times.items()}
-    ratios = [p / s for p, s in zip(times['pass'], times['scaled'])]
-    low = {k: min(v) for k, v in times.items()}
-    print(f'{phase.__name__}: scaled {med["scaled"]:.2f} ms, pass '
-          f'{med["pass"]:.2f} ms, median ratio {statistics.median(ratios):.3f}'
-          f' (rounds {min(ratios):.3f}-{max(ratios):.3f}); minimum '
-          f'{low["scaled"]:.2f} against {low["pass"]:.2f} ms')
+    calls_alternated(phase, phase.__name__,
+                     [('scaled', scaled), ('pass', native)], rounds)
