@@ -25,10 +25,12 @@ checkpoint per epoch. Every subprocess runs under a timeout on free ports.
 """
 import json
 import os
+import signal
 import socket
 import stat
 import subprocess
 import sys
+import tempfile
 import textwrap
 import time
 
@@ -222,12 +224,30 @@ def _env(setup, **extra):
     return env
 
 
+def _launch(args, cwd, env):
+    """``args`` started in a process group of its own, its output (stdout
+    and stderr) into an unnamed file, not a pipe: launches started together
+    are waited for one after another, and a pipe nobody reads stalls its
+    writer once 64 KiB are unread (a node blocked writing its log keeps the
+    other node's torchrun waiting for it at exit)."""
+    log = tempfile.TemporaryFile(mode='w+')
+    proc = subprocess.Popen(args, cwd=str(cwd), env=env, stdout=log,
+                            stderr=subprocess.STDOUT, text=True,
+                            start_new_session=True)
+    proc.log = log
+    return proc
+
+
+def _output(proc):
+    proc.log.seek(0)
+    return proc.log.read()
+
+
 def _dist_train(setup, work, nproc=2, *options, **env):
-    return subprocess.Popen(
+    return _launch(
         ['bash', os.path.join(ROOT, 'tools', 'dist_train.sh'),
          str(setup['cfg']), str(nproc), '--work-dir', str(work), *options],
-        cwd=str(setup['root']), env=_env(setup, **env),
-        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+        setup['root'], _env(setup, **env))
 
 
 def _finish(proc, ok=True):
@@ -240,26 +260,26 @@ def _finish_all(procs, ok=True):
     fail with each one's output, so a node that hangs is told apart from
     one that waits for it (torchrun's agents wait for each other at exit)."""
     deadline = time.monotonic() + TIMEOUT
-    outs = {}
+    timed_out = False
     for p in procs:
         try:
-            outs[p] = p.communicate(
-                timeout=max(1.0, deadline - time.monotonic()))[0]
+            p.wait(timeout=max(1.0, deadline - time.monotonic()))
         except subprocess.TimeoutExpired:
+            timed_out = True
             break
-    if len(outs) < len(procs):
+    if timed_out:
         parts = []
         for k, p in enumerate(procs):
             state = 'still running: killed' if p.poll() is None else (
                 f'exited with {p.returncode}')
-            if p not in outs:
-                p.kill()
-                outs[p] = p.communicate()[0]
+            if p.poll() is None:  # the launcher, torchrun and its workers
+                os.killpg(p.pid, signal.SIGKILL)
+                p.wait()
             parts.append(f'--- launch {k} of {len(procs)}, {state}:\n'
-                         f'{outs[p][-3000:]}')
+                         f'{_output(p)[-3000:]}')
         pytest.fail(f'launch still running after {TIMEOUT} s:\n'
                     + '\n'.join(parts))
-    return [_checked(p, outs[p], ok) for p in procs]
+    return [_checked(p, _output(p), ok) for p in procs]
 
 
 def _checked(proc, out, ok):
@@ -306,11 +326,10 @@ def reference(setup):
                MASTER_PORT=_free_port(), FAKE_SLURM_LOG=log,
                SRUN_ARGS='--time=5')
     env['PATH'] = f"{setup['bin']}{os.pathsep}{env['PATH']}"
-    proc = subprocess.Popen(
+    proc = _launch(
         ['bash', os.path.join(ROOT, 'tools', 'slurm_train.sh'), 'cpu',
          'tiny', str(setup['cfg']), '--work-dir', str(work)],
-        cwd=str(setup['root']), env=env, stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT, text=True)
+        setup['root'], env)
     out = _finish(proc)
     with open(log + '.srun.json') as f:
         srun = json.load(f)
@@ -413,14 +432,12 @@ def test_dist_test_on_two_nodes_gives_the_one_process_result(setup,
     port = _free_port()
     results = {}
     work = setup['root'] / 'test_nodes2'
-    procs = [subprocess.Popen(
+    procs = [_launch(
         ['bash', os.path.join(ROOT, 'tools', 'dist_test.sh'),
          str(setup['cfg']), checkpoint, '1', '--work-dir', str(work),
          '--dump', str(work / 'preds.pkl')],
-        cwd=str(setup['root']), env=_env(setup, NNODES=2, NODE_RANK=node,
-                                         MASTER_ADDR='127.0.0.1',
-                                         MASTER_PORT=port),
-        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+        setup['root'], _env(setup, NNODES=2, NODE_RANK=node,
+                            MASTER_ADDR='127.0.0.1', MASTER_PORT=port))
         for node in (0, 1)]
     outs = _finish_all(procs)
     assert 'top-1 accuracy' in outs[0]
@@ -666,11 +683,10 @@ def test_bad_video_on_one_rank_keeps_fsdp2_ranks_in_step(setup):
     fsdp = os.path.join(ROOT, 'configs', '_base_', 'strategies', 'fsdp.py')
     cfg.write_text(f"_base_ = ['./tiny_dist.py', {fsdp!r}]\n")
     work = setup['root'] / 'fsdp2_bad'
-    proc = subprocess.Popen(
+    proc = _launch(
         ['bash', os.path.join(ROOT, 'tools', 'dist_train.sh'), str(cfg), '2',
          '--work-dir', str(work)],
-        cwd=str(setup['root']), env=_env(setup, MASTER_PORT=_free_port()),
-        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+        setup['root'], _env(setup, MASTER_PORT=_free_port()))
     out = _finish(proc)
     assert 'FSDP2Strategy' in out, out[-3000:]
     s0, s1 = _steps(work, 0), _steps(work, 1)
