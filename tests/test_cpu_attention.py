@@ -181,6 +181,85 @@ def test_packed_gradient_is_the_unpacked_one_bit_for_bit(shape):
         assert torch.equal(packed[:, :, i].transpose(1, 2), t)
 
 
+def _packed_heads(x, h, d):
+    """The (B, H, L, d) heads of the thirds of a packed (B, L, 3 H d)
+    projection ``x`` (or of its thirds, given)."""
+    thirds = x.chunk(3, -1) if isinstance(x, torch.Tensor) else x
+    b, n = thirds[0].shape[:2]
+    return [t.reshape(b, n, h, d).transpose(1, 2) for t in thirds]
+
+
+@needs_kernel
+@pytest.mark.parametrize('shape', [(2, 3, 40, 32), (1, 2, 197, 64),
+                                   (2, 1, 61, 48), (3, 2, 8, 16),
+                                   (1, 1, 300, 32)])
+def test_bias_added_in_the_kernel_is_the_sum_attended(shape):
+    """``cpu_sdpa(q, k, v, bias)`` (the experts' q/k/v projection without
+    its bias, the kernel adding it as it reads the rows): the output and the
+    gradients of the packed projection and of the bias are those of
+    attention over ``q + bias[0]``, ``k + bias[1]``, ``v + bias[2]``, to
+    fp32 rounding against fp64 (every tail of the blocks: 300 keys pass a
+    256-key block); the gradient apart equals the packed one bit for bit."""
+    b, h, n, d = shape
+    gen = torch.Generator().manual_seed(5)
+    x = torch.randn(b, n, 3 * h * d, generator=gen)
+    bias = torch.randn(3 * h * d, generator=gen)
+    g = torch.randn(b, h, n, d, generator=gen)
+    x64, b64 = (t.double().requires_grad_() for t in (x, bias))
+    want = F.scaled_dot_product_attention(*_packed_heads(x64 + b64, h, d))
+    want_dx, want_db = torch.autograd.grad(want, (x64, b64), g.double())
+    xf, bf = (t.clone().requires_grad_() for t in (x, bias))
+    got = ca.cpu_sdpa(*_packed_heads(ca.split_thirds(xf), h, d), bf)
+    dx, db = torch.autograd.grad(got, (xf, bf), g)
+    # the unbiased kernel on the summed projection: as close to fp64
+    plain = ca.cpu_sdpa(*_packed_heads(x + bias, h, d))
+    tol = max(2 * (plain.double() - want).abs().max().item(), 2e-6)
+    assert (got.double() - want).abs().max().item() <= tol
+    assert (dx.double() - want_dx).abs().max().item() <= 1e-5
+    assert (db.double() - want_db).abs().max().item() <= 1e-5 * n * b
+    # the gradient apart: the same numbers as the packed one
+    q, k, v = _packed_heads(x, h, d)
+    out, lse = ca.cpu_sdpa_op(q, k, v, d ** -0.5, True, bias)
+    apart = ca.cpu_sdpa_backward_op(g, q, k, v, out, lse, d ** -0.5, bias)
+    packed = ca.cpu_sdpa_backward_packed_op(g, q, k, v, out, lse,
+                                            d ** -0.5, bias)
+    for i, t in enumerate(apart):
+        assert torch.equal(packed[:, :, i].transpose(1, 2), t)
+    # a bias that needs no gradient: none computed, the same output
+    with torch.no_grad():
+        assert torch.equal(ca.cpu_sdpa(q, k, v, bias), got.detach())
+
+
+@needs_kernel
+def test_a_bad_bias_gets_a_clear_error():
+    q, k, v = (t.detach() for t in _qkv(1, 2, 8, 8, 32))
+    with pytest.raises(RuntimeError, match=r'192 values \(3, H, D\)'):
+        ca.cpu_sdpa_op(q, k, v, 0.2, False, torch.zeros(100))
+    with pytest.raises(RuntimeError, match='contiguous fp32 CPU'):
+        ca.cpu_sdpa_op(q, k, v, 0.2, False, torch.zeros(192).double())
+    q2, k2, v2 = (t.detach() for t in _qkv(1, 2, 8, 12, 32))
+    with pytest.raises(RuntimeError, match='q and k of one shape'):
+        ca.cpu_sdpa_op(q2, k2, v2, 0.2, False, torch.zeros(192))
+    qp, kp, vp = (t.detach() for t in _qkv(1, 2, 8, 8, 24))
+    with pytest.raises(ValueError, match='a bias needs heads'):
+        ca.cpu_sdpa(qp, kp, vp, torch.zeros(144))
+
+
+@needs_kernel
+@pytest.mark.parametrize('kernel', ['cpu', None])
+def test_heads_attention_adds_a_bias_left_to_it(kernel):
+    """``heads_attention(..., bias)``: in the kernel where it takes one,
+    else added before the reference (no kernel, fp64, narrow heads)."""
+    gen = torch.Generator().manual_seed(2)
+    for dtype, h, d in ((torch.float32, 2, 32), (torch.float64, 2, 32),
+                        (torch.float32, 2, 24)):
+        x = torch.randn(2, 9, 3 * h * d, generator=gen, dtype=dtype)
+        bias = torch.randn(3 * h * d, generator=gen, dtype=dtype)
+        got = speedups.heads_attention(*x.chunk(3, -1), h, kernel, bias)
+        want = speedups.heads_attention(*(x + bias).chunk(3, -1), h, None)
+        torch.testing.assert_close(got, want, rtol=1e-5, atol=1e-5)
+
+
 def _ops_in_backward(loss, x):
     (grad, ), seen = ops_dispatched(lambda: torch.autograd.grad(loss, x))
     return grad, seen
@@ -351,10 +430,15 @@ def test_in_a_backbone_it_gives_the_reference_numbers(monkeypatch):
     # experts' heads 64 wide, B-CAST's (half the width) 32
     monkeypatch.setattr(ts, 'SIZES', dict(ts.SIZES, embed_dim=128))
     widths = []  # (Lq, Lk) of each call
+    biased = []  # the calls given the q/k/v bias to add
     real = ca.cpu_sdpa
-    monkeypatch.setattr(ca, 'cpu_sdpa',
-                        lambda q, k, v: widths.append(
-                            (q.shape[-2], k.shape[-2])) or real(q, k, v))
+
+    def spy(q, k, v, bias=None):
+        widths.append((q.shape[-2], k.shape[-2]))
+        biased.append(bias is not None)
+        return real(q, k, v, bias)
+
+    monkeypatch.setattr(ca, 'cpu_sdpa', spy)
     ref, fast = ts._pair('cast', dict(cpu_attention=True))
     assert any(type(m) is speedups.CPUKernelWindowCrossAttention
                for m in fast.modules())
@@ -365,6 +449,9 @@ def test_in_a_backbone_it_gives_the_reference_numbers(monkeypatch):
     # here: queries and keys (5, 5) CLIP, (8, 8) VideoMAE, links over frames
     # and over a frame's patches
     assert len(widths) > 4 and len(set(widths)) > 2, widths
+    # the experts' self-attention: the q/k/v bias added in the kernel (the
+    # links' q and kv projections are apart: their biases stay in them)
+    assert any(biased) and not all(biased), biased
     for a, b in zip(out, out_ref):
         torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-5)
     assert want.keys() == got.keys() and len(want) > 10
@@ -374,6 +461,60 @@ def test_in_a_backbone_it_gives_the_reference_numbers(monkeypatch):
     widths.clear()
     ts._step(fast.double(), ts._inputs('cast', torch.float64))
     assert not widths
+
+
+@needs_kernel
+def test_experts_project_q_k_v_without_the_bias_the_kernel_adds(
+        monkeypatch):
+    """With the kernel, the experts' q/k/v projection is a plain ``mm`` (no
+    ``addmm`` writing the bias into the (tokens, 3 C) output for the GEMM
+    to read back): the kernel adds the bias. Where the experts' q/k/v
+    biases train, their gradients are the reference model's."""
+    import test_speedups as ts
+    monkeypatch.setattr(ts, 'SIZES', dict(ts.SIZES, embed_dim=128))
+    ref, fast = ts._pair('cast', dict(cpu_attention=True))
+    x = ts._inputs('cast')
+
+    def products_of_width(bb, width=3 * 128):
+        """The matmuls of ``bb``'s forward with ``width`` output columns,
+        by operator."""
+        from torch.utils._python_dispatch import TorchDispatchMode
+        seen = []
+
+        class Log(TorchDispatchMode):
+            def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+                out = func(*args, **(kwargs or {}))
+                if func in (torch.ops.aten.addmm.default,
+                            torch.ops.aten.mm.default) and (
+                                out.shape[-1] == width):
+                    seen.append(str(func))
+                return out
+
+        bb.eval()
+        with torch.no_grad(), Log():
+            bb(x)
+        return seen
+
+    layers = 2 * ts.SIZES['depth']  # both experts' self-attention
+    assert products_of_width(ref) == ['aten.addmm.default'] * layers
+    assert products_of_width(fast) == ['aten.mm.default'] * layers
+    # the experts' q/k/v biases (CLIP's in_proj_bias, VideoMAE's q_bias and
+    # v_bias) trained: the same gradients
+    names = [n for n, _ in ref.named_parameters()
+             if n.split('.')[-1] in ('in_proj_bias', 'q_bias', 'v_bias')]
+    assert len(names) >= 3 * ts.SIZES['depth'], names
+    for bb in (ref, fast):
+        for n, p in bb.named_parameters():
+            if n in names:
+                p.requires_grad_(True)
+    out_ref, want = ts._step(ref, x)
+    out, got = ts._step(fast, x)
+    for a, b in zip(out, out_ref):
+        torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-5)
+    for n in names:
+        assert n in got and got[n].abs().sum() > 0, n
+        torch.testing.assert_close(got[n], want[n], rtol=1e-4, atol=1e-4,
+                                   msg=n)
 
 
 def test_no_kernel_load_on_a_cpu_without_avx512(monkeypatch):

@@ -125,12 +125,13 @@ inline void transpose16(__m512 r[16]) {
   }
 }
 
-// [panel][D][16] <- mul * rows x[j] (j < n, row stride `ld`), zero past n:
-// each 16 keys x 16 columns block loaded row by row and transposed in
-// registers (an element-by-element scatter was a fifth of CLIP's
-// backward); the same products x * mul, so the same numbers
+// [panel][D][16] <- mul * (rows x[j] + bias) (j < n, row stride `ld`; no
+// bias: mul * x[j]), zero past n: each 16 keys x 16 columns block loaded
+// row by row and transposed in registers (an element-by-element scatter
+// was a fifth of CLIP's backward); the same products, so the same numbers
 template <int D>
-void pack_panels(const float* x, int64_t ld, int64_t n, float* out, float mul = 1.f) {
+void pack_panels(const float* x, int64_t ld, int64_t n, float* out, float mul = 1.f,
+                 const float* bias = nullptr) {
   const int64_t np = round_up(n, 16) / 16;
   const __m512 mv = _mm512_set1_ps(mul);
   for (int64_t p = 0; p < np; ++p) {
@@ -140,22 +141,35 @@ void pack_panels(const float* x, int64_t ld, int64_t n, float* out, float mul = 
     for (int64_t j = j0 + 16; j < std::min<int64_t>(n, j0 + 32); ++j) prefetch_row<D>(x + j * ld);
     for (int c0 = 0; c0 < D; c0 += 16) {
       __m512 r[16];
-      for (int jj = 0; jj < 16; ++jj)
-        r[jj] = jj < rows ? _mm512_mul_ps(_mm512_loadu_ps(x + (j0 + jj) * ld + c0), mv) : _mm512_setzero_ps();
+      if (bias) {
+        const __m512 bv = _mm512_loadu_ps(bias + c0);
+        for (int jj = 0; jj < 16; ++jj)
+          r[jj] = jj < rows ? _mm512_mul_ps(_mm512_add_ps(_mm512_loadu_ps(x + (j0 + jj) * ld + c0), bv), mv)
+                            : _mm512_setzero_ps();
+      } else {
+        for (int jj = 0; jj < 16; ++jj)
+          r[jj] = jj < rows ? _mm512_mul_ps(_mm512_loadu_ps(x + (j0 + jj) * ld + c0), mv) : _mm512_setzero_ps();
+      }
       transpose16(r);
       for (int c = 0; c < 16; ++c) _mm512_storeu_ps(o + (c0 + c) * 16, r[c]);
     }
   }
 }
 
-// out[j][:] <- rows x[j] (j < n, row stride `ld`): a head's rows, read
-// many times below, packed densely (rows of a packed q / k / v projection
-// lie 3 H D apart: 1.6x slower to stream from there)
+// out[j][:] <- rows x[j] (+ bias) (j < n, row stride `ld`): a head's
+// rows, read many times below, packed densely (rows of a packed q / k / v
+// projection lie 3 H D apart: 1.6x slower to stream from there)
 template <int D>
-void copy_rows(const float* x, int64_t ld, int64_t n, float* out) {
+void copy_rows(const float* x, int64_t ld, int64_t n, float* out, const float* bias = nullptr) {
   for (int64_t j = 0; j < n; ++j) {
     if (j + PREFETCH_ROWS < n) prefetch_row<D>(x + (j + PREFETCH_ROWS) * ld);
-    std::copy(x + j * ld, x + j * ld + D, out + j * D);
+    if (bias) {
+      for (int t = 0; t < D / 16; ++t)
+        _mm512_storeu_ps(out + j * D + 16 * t,
+                         _mm512_add_ps(_mm512_loadu_ps(x + j * ld + 16 * t), _mm512_loadu_ps(bias + 16 * t)));
+    } else {
+      std::copy(x + j * ld, x + j * ld + D, out + j * D);
+    }
   }
 }
 
@@ -322,12 +336,15 @@ void rank_update_rows(const float* w, int64_t ldw, const float* y, int64_t R,
   }
 }
 
-// MR rows of x (row stride ld, `rows` valid, the rest zero) times `mul`
-// into a (MR, D) buffer
+// MR rows of x (+ bias) (row stride ld, `rows` valid, the rest zero) times
+// `mul` into a (MR, D) buffer
 template <int D>
-inline void load_rows(const float* x, int64_t ld, int64_t rows, float mul, float* out) {
+inline void load_rows(const float* x, int64_t ld, int64_t rows, float mul, float* out,
+                      const float* bias = nullptr) {
   for (int i = 0; i < MR; ++i) {
-    if (i < rows) {
+    if (i < rows && bias) {
+      for (int c = 0; c < D; ++c) out[i * D + c] = (x[i * ld + c] + bias[c]) * mul;
+    } else if (i < rows) {
       for (int c = 0; c < D; ++c) out[i * D + c] = x[i * ld + c] * mul;
     } else {
       for (int c = 0; c < D; ++c) out[i * D + c] = 0.f;
@@ -343,9 +360,28 @@ struct View {  // a (B, H, L, D) tensor's data and strides (elements)
   float* at(int64_t b, int64_t h, int64_t l) const { return p + b * sb + h * sh + l * sl; }
 };
 
+// The biases of q / k / v (``bias``: (3, H, D) contiguous, or null): added
+// to each row as it is read, the product that made q / k / v then being a
+// plain matmul (a bias copied into a (tokens, 3 H D) output before the GEMM
+// reads it back: one pass over the projection less)
+struct Bias {
+  const float* p = nullptr;
+  int64_t H = 0;
+  Bias(const c10::optional<at::Tensor>& b, int64_t heads) {
+    if (b.has_value() && b->defined()) {
+      p = b->data_ptr<float>();
+      H = heads;
+    }
+  }
+  // part 0 (q), 1 (k) or 2 (v) of head h, D wide; null without a bias
+  template <int D>
+  const float* at(int part, int64_t h) const { return p ? p + (part * H + h) * D : nullptr; }
+};
+
 template <int D>
 void forward_impl(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v,
-                              double scale, at::Tensor& out, at::Tensor& lse, bool with_lse) {
+                              double scale, at::Tensor& out, at::Tensor& lse, bool with_lse,
+                              const Bias& bias) {
   const int64_t B = q.size(0), H = q.size(1), Lq = q.size(2), Lk = k.size(2);
   const View Q(q), K(k), Vv(v), O(out);  // out: (B, H, Lq, D), any strides
   float* LSE = with_lse ? lse.data_ptr<float>() : nullptr;  // (B, H, Lq)
@@ -356,13 +392,14 @@ void forward_impl(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v,
     std::vector<float> kp(np * D * 16), vc(Lk * D), sbuf(2 * MR * lds, 0.f), qbuf(2 * MR * D), obuf(2 * MR * D);
     for (int64_t bh = begin; bh < end; ++bh) {
       const int64_t b = bh / H, h = bh % H;
-      pack_panels<D>(K.at(b, h, 0), K.sl, Lk, kp.data());
-      copy_rows<D>(Vv.at(b, h, 0), Vv.sl, Lk, vc.data());
+      const float* qbias = bias.at<D>(0, h);
+      pack_panels<D>(K.at(b, h, 0), K.sl, Lk, kp.data(), 1.f, bias.at<D>(1, h));
+      copy_rows<D>(Vv.at(b, h, 0), Vv.sl, Lk, vc.data(), bias.at<D>(2, h));
       for (int64_t r2 = 0; r2 < Lq; r2 += 2 * MR) {
         const int64_t rows2 = std::min<int64_t>(2 * MR, Lq - r2);
-        load_rows<D>(Q.at(b, h, r2), Q.sl, std::min<int64_t>(MR, rows2), qmul, qbuf.data());
+        load_rows<D>(Q.at(b, h, r2), Q.sl, std::min<int64_t>(MR, rows2), qmul, qbuf.data(), qbias);
         if (rows2 > MR) {
-          load_rows<D>(Q.at(b, h, r2 + MR), Q.sl, rows2 - MR, qmul, qbuf.data() + MR * D);
+          load_rows<D>(Q.at(b, h, r2 + MR), Q.sl, rows2 - MR, qmul, qbuf.data() + MR * D, qbias);
           scores2<D>(qbuf.data(), kp.data(), np, sbuf.data(), lds);
         } else {
           scores<D>(qbuf.data(), kp.data(), np, sbuf.data(), lds);
@@ -412,7 +449,8 @@ void forward_impl(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v,
 template <int D>
 void backward_impl(const at::Tensor& dout, const at::Tensor& q, const at::Tensor& k,
                                const at::Tensor& v, const at::Tensor& out, const at::Tensor& lse,
-                               double scale, at::Tensor& dq, at::Tensor& dk, at::Tensor& dv) {
+                               double scale, at::Tensor& dq, at::Tensor& dk, at::Tensor& dv,
+                               const Bias& bias) {
   const int64_t B = q.size(0), H = q.size(1), Lq = q.size(2), Lk = k.size(2);
   const View Q(q), K(k), Vv(v), O(out), dO(dout);
   const float* LSE = lse.data_ptr<float>();  // (B, H, Lq), contiguous
@@ -435,6 +473,7 @@ void backward_impl(const at::Tensor& dout, const at::Tensor& q, const at::Tensor
     for (int64_t bh = begin; bh < end; ++bh) {
       const int64_t b = bh / H, h = bh % H;
       float* dqh = dQ.at(b, h, 0);
+      const float* qbias = bias.at<D>(0, h);
       // per query row, once: scale q and dO (rows past Lq zero: they add
       // exact zeros below), rowsum(dO O), the log-sum-exp in base 2
       for (int64_t i = 0; i < lqp; ++i) {
@@ -461,7 +500,9 @@ void backward_impl(const at::Tensor& dout, const at::Tensor& q, const at::Tensor
         __m512 acc = _mm512_setzero_ps();
         for (int t = 0; t < D / 16; ++t) {
           const __m512 g = _mm512_loadu_ps(gi + 16 * t);
-          _mm512_storeu_ps(qrow + 16 * t, _mm512_mul_ps(_mm512_loadu_ps(qi + 16 * t), _mm512_set1_ps(sc)));
+          __m512 qv = _mm512_loadu_ps(qi + 16 * t);
+          if (qbias) qv = _mm512_add_ps(qv, _mm512_loadu_ps(qbias + 16 * t));
+          _mm512_storeu_ps(qrow + 16 * t, _mm512_mul_ps(qv, _mm512_set1_ps(sc)));
           _mm512_storeu_ps(grow + 16 * t, g);
           acc = _mm512_fmadd_ps(g, _mm512_loadu_ps(oi + 16 * t), acc);
         }
@@ -475,9 +516,9 @@ void backward_impl(const at::Tensor& dout, const at::Tensor& q, const at::Tensor
         const int64_t nk = std::min<int64_t>(KEY_BLOCK, Lk - k0);
         const int64_t np = round_up(nk, 16) / 16, ldk = np * 16;
         // log2(e) on the packed keys: (scale q)(log2(e) k) are base-2 scores
-        pack_panels<D>(K.at(b, h, k0), K.sl, nk, kp.data(), LOG2E);
-        pack_panels<D>(Vv.at(b, h, k0), Vv.sl, nk, vp.data());
-        copy_rows<D>(K.at(b, h, k0), K.sl, nk, kc.data());
+        pack_panels<D>(K.at(b, h, k0), K.sl, nk, kp.data(), LOG2E, bias.at<D>(1, h));
+        pack_panels<D>(Vv.at(b, h, k0), Vv.sl, nk, vp.data(), 1.f, bias.at<D>(2, h));
+        copy_rows<D>(K.at(b, h, k0), K.sl, nk, kc.data(), bias.at<D>(1, h));
         std::fill(dka.begin(), dka.begin() + nk * D, 0.f);
         std::fill(dva.begin(), dva.begin() + nk * D, 0.f);
         for (int64_t r0 = 0; r0 < lqp; r0 += ROW_BLOCK) {
@@ -554,43 +595,60 @@ void check_output(const at::Tensor& t, const at::Tensor& like, const char* name)
               like.sizes(), " with a contiguous last dimension, got ", t.sizes());
 }
 
+// a bias of q / k / v: (3, H, D) values, fp32, contiguous, on the CPU
+Bias checked_bias(const c10::optional<at::Tensor>& bias, const at::Tensor& q) {
+  if (bias.has_value() && bias->defined()) {
+    const at::Tensor& b = *bias;
+    TORCH_CHECK(b.device().is_cpu() && b.scalar_type() == at::kFloat && b.is_contiguous() &&
+                    b.numel() == 3 * q.size(1) * q.size(3),
+                "cpu_attention: the bias of q / k / v must be a contiguous fp32 CPU tensor of ",
+                3 * q.size(1) * q.size(3), " values (3, H, D), got ", b.sizes());
+  }
+  return Bias(bias, q.size(1));
+}
+
 void run_forward(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v, double scale,
-                 at::Tensor& out, at::Tensor& lse, bool with_lse) {
+                 at::Tensor& out, at::Tensor& lse, bool with_lse, const Bias& bias) {
   switch (q.size(3)) {
-    case 16: forward_impl<16>(q, k, v, scale, out, lse, with_lse); break;
-    case 32: forward_impl<32>(q, k, v, scale, out, lse, with_lse); break;
-    case 48: forward_impl<48>(q, k, v, scale, out, lse, with_lse); break;
-    default: forward_impl<64>(q, k, v, scale, out, lse, with_lse);
+    case 16: forward_impl<16>(q, k, v, scale, out, lse, with_lse, bias); break;
+    case 32: forward_impl<32>(q, k, v, scale, out, lse, with_lse, bias); break;
+    case 48: forward_impl<48>(q, k, v, scale, out, lse, with_lse, bias); break;
+    default: forward_impl<64>(q, k, v, scale, out, lse, with_lse, bias);
   }
 }
 
 // out: written where the caller's (B, H, Lq, D) view ``out`` says (any
-// strides, the last dimension contiguous; no two elements in one place)
+// strides, the last dimension contiguous; no two elements in one place);
+// ``bias``: see Bias (q, k and v then of one shape)
 at::Tensor forward_into(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v, double scale,
-                        at::Tensor out, bool with_lse) {
+                        at::Tensor out, bool with_lse, const c10::optional<at::Tensor>& bias) {
   check_inputs(q, k, v);
   check_output(out, q, "out");
+  const Bias b = checked_bias(bias, q);
+  TORCH_CHECK(!b.p || k.sizes() == q.sizes(), "cpu_attention: a bias of q / k / v needs q and k of one shape");
   const int64_t B = q.size(0), H = q.size(1), Lq = q.size(2);
   at::Tensor lse = with_lse ? at::empty({B, H, Lq}, q.options()) : at::empty({0}, q.options());
-  run_forward(q, k, v, scale, out, lse, with_lse);
+  run_forward(q, k, v, scale, out, lse, with_lse, b);
   return lse;
 }
 
 // token-major output (B, Lq, H, D), returned as its (B, H, Lq, D) view
 std::vector<at::Tensor> forward(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v,
-                                double scale, bool with_lse) {
+                                double scale, bool with_lse, const c10::optional<at::Tensor>& bias) {
   check_inputs(q, k, v);
   const int64_t B = q.size(0), H = q.size(1), Lq = q.size(2), D = q.size(3);
   at::Tensor out = at::empty({B, Lq, H, D}, q.options()).transpose(1, 2);
-  at::Tensor lse = forward_into(q, k, v, scale, out, with_lse);
+  at::Tensor lse = forward_into(q, k, v, scale, out, with_lse, bias);
   return {out, lse};
 }
 
 // dq, dk, dv: written where the caller's (B, H, L, D) views say (any
-// strides, the last dimension contiguous; no two elements in one place)
+// strides, the last dimension contiguous; no two elements in one place);
+// ``bias``: the forward's (the gradients of q, k and v are those of their
+// sums with it)
 void backward_into(const at::Tensor& dout, const at::Tensor& q, const at::Tensor& k,
                    const at::Tensor& v, const at::Tensor& out, const at::Tensor& lse, double scale,
-                   at::Tensor dq, at::Tensor dk, at::Tensor dv) {
+                   at::Tensor dq, at::Tensor dk, at::Tensor dv, const c10::optional<at::Tensor>& bias) {
   check_inputs(q, k, v);
   check_inputs(dout, out, out);
   TORCH_CHECK(dout.sizes() == q.sizes() && out.sizes() == q.sizes(),
@@ -601,11 +659,13 @@ void backward_into(const at::Tensor& dout, const at::Tensor& q, const at::Tensor
   check_output(dq, q, "dq");
   check_output(dk, k, "dk");
   check_output(dv, v, "dv");
+  const Bias b = checked_bias(bias, q);
+  TORCH_CHECK(!b.p || k.sizes() == q.sizes(), "cpu_attention: a bias of q / k / v needs q and k of one shape");
   switch (q.size(3)) {
-    case 16: backward_impl<16>(dout, q, k, v, out, lse, scale, dq, dk, dv); break;
-    case 32: backward_impl<32>(dout, q, k, v, out, lse, scale, dq, dk, dv); break;
-    case 48: backward_impl<48>(dout, q, k, v, out, lse, scale, dq, dk, dv); break;
-    default: backward_impl<64>(dout, q, k, v, out, lse, scale, dq, dk, dv);
+    case 16: backward_impl<16>(dout, q, k, v, out, lse, scale, dq, dk, dv, b); break;
+    case 32: backward_impl<32>(dout, q, k, v, out, lse, scale, dq, dk, dv, b); break;
+    case 48: backward_impl<48>(dout, q, k, v, out, lse, scale, dq, dk, dv, b); break;
+    default: backward_impl<64>(dout, q, k, v, out, lse, scale, dq, dk, dv, b);
   }
 }
 
@@ -615,33 +675,39 @@ void backward_into(const at::Tensor& dout, const at::Tensor& q, const at::Tensor
 // projection (B, L, 3 H D) whose thirds were q, k and v; returned alone
 std::vector<at::Tensor> backward(const at::Tensor& dout, const at::Tensor& q, const at::Tensor& k,
                                  const at::Tensor& v, const at::Tensor& out, const at::Tensor& lse,
-                                 double scale, bool packed) {
+                                 double scale, bool packed, const c10::optional<at::Tensor>& bias) {
   check_inputs(q, k, v);
   const int64_t B = q.size(0), H = q.size(1), Lq = q.size(2), Lk = k.size(2), D = q.size(3);
   if (packed) {
     TORCH_CHECK(Lq == Lk, "cpu_attention: a packed gradient needs as many queries as keys");
     at::Tensor g = at::empty({B, Lq, 3, H, D}, q.options());
     backward_into(dout, q, k, v, out, lse, scale, g.select(2, 0).transpose(1, 2),
-                  g.select(2, 1).transpose(1, 2), g.select(2, 2).transpose(1, 2));
+                  g.select(2, 1).transpose(1, 2), g.select(2, 2).transpose(1, 2), bias);
     return {g};
   }
   at::Tensor dq = at::empty({B, Lq, H, D}, q.options()).transpose(1, 2);
   at::Tensor dk = at::empty({B, Lk, H, D}, q.options()).transpose(1, 2);
   at::Tensor dv = at::empty({B, Lk, H, D}, q.options()).transpose(1, 2);
-  backward_into(dout, q, k, v, out, lse, scale, dq, dk, dv);
+  backward_into(dout, q, k, v, out, lse, scale, dq, dk, dv, bias);
   return {dq, dk, dv};
 }
 
 }  // namespace
 
 PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
-  m.def("forward", &forward, "attention forward: (out (B,H,Lq,D) token-major view, lse)");
+  m.def("forward", &forward, "attention forward: (out (B,H,Lq,D) token-major view, lse)",
+        py::arg("q"), py::arg("k"), py::arg("v"), py::arg("scale"), py::arg("with_lse"),
+        py::arg("bias") = py::none());
   m.def("forward_into", &forward_into,
-        "attention forward into out (a (B,H,Lq,D) view, any strides); returns lse");
+        "attention forward into out (a (B,H,Lq,D) view, any strides); returns lse",
+        py::arg("q"), py::arg("k"), py::arg("v"), py::arg("scale"), py::arg("out"), py::arg("with_lse"),
+        py::arg("bias") = py::none());
   m.def("backward_into", &backward_into,
-        "attention backward into dq, dk, dv ((B,H,L,D) views, any strides)");
+        "attention backward into dq, dk, dv ((B,H,L,D) views, any strides)",
+        py::arg("dout"), py::arg("q"), py::arg("k"), py::arg("v"), py::arg("out"), py::arg("lse"),
+        py::arg("scale"), py::arg("dq"), py::arg("dk"), py::arg("dv"), py::arg("bias") = py::none());
   m.def("backward", &backward,
         "attention backward: (dq, dk, dv), token-major views; packed: (the (B, L, 3, H, D) gradient)",
         py::arg("dout"), py::arg("q"), py::arg("k"), py::arg("v"), py::arg("out"), py::arg("lse"),
-        py::arg("scale"), py::arg("packed") = false);
+        py::arg("scale"), py::arg("packed") = false, py::arg("bias") = py::none());
 }

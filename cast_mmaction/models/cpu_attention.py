@@ -31,7 +31,10 @@ of their grid, keep the grid's layout), so that merging heads is a view and
 the producer's backward needs no copy; where q, k and v are the heads of
 one packed projection's thirds (the experts' self-attention after
 :func:`split_thirds`), the gradients are written as that projection's
-(B, L, 3 H d) gradient, and where k and v are the halves of one (B-CAST's
+(B, L, 3 H d) gradient and the projection's bias may be left to the kernel
+(``cpu_sdpa(q, k, v, bias)``: added to each row of q, k and v as the kernel
+reads it, so the projection is a plain ``mm``, not an ``addmm`` that writes
+the bias into the (tokens, 3 H d) output for the GEMM to read back), and where k and v are the halves of one (B-CAST's
 ``kv`` after :func:`split_halves`), theirs as that projection's, laid out
 as it: passed on without a concatenation. Results equal the
 fused kernel's to fp32 rounding (another summation order and exponential);
@@ -45,6 +48,7 @@ autocast and ``torch.compile`` keep the reference path (:func:`supports`,
 ``speedups.heads_attention``).
 """
 import functools
+from typing import Optional
 
 import torch
 
@@ -94,15 +98,17 @@ def _last_dim_dense(t):
 
 @torch.library.custom_op('cast_mmaction::cpu_sdpa', mutates_args=())
 def cpu_sdpa_op(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor,
-                scale: float, with_lse: bool
+                scale: float, with_lse: bool, bias: Optional[torch.Tensor] = None
                 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """(out, lse) of attention over (B, H, L, d) q / k / v; ``out`` is laid
-    out as ``q`` (:func:`_like`), ``lse`` the natural log-sum-exp of each
-    query row, empty unless ``with_lse``."""
+    """(out, lse) of attention over (B, H, L, d) q / k / v (plus ``bias``
+    where given: the (3 H d) bias of the packed projection whose thirds
+    they are, added as the kernel reads them); ``out`` is laid out as ``q``
+    (:func:`_like`), ``lse`` the natural log-sum-exp of each query row,
+    empty unless ``with_lse``."""
     q = _last_dim_dense(q)
     out = _like(q)
     lse = extension().forward_into(q, _last_dim_dense(k), _last_dim_dense(v),
-                                   scale, out, with_lse)
+                                   scale, out, with_lse, bias)
     return out, lse
 
 
@@ -157,14 +163,15 @@ def thirds_of_one(q, k, v):
 def cpu_sdpa_backward_op(
         dout: torch.Tensor, q: torch.Tensor, k: torch.Tensor,
         v: torch.Tensor, out: torch.Tensor, lse: torch.Tensor,
-        scale: float) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """(dq, dk, dv) of :func:`cpu_sdpa_op` from the kept tensors, each laid
-    out as its input (:func:`_like`)."""
+        scale: float, bias: Optional[torch.Tensor] = None
+        ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """(dq, dk, dv) of :func:`cpu_sdpa_op` from the kept tensors (and its
+    ``bias``), each laid out as its input (:func:`_like`)."""
     q, k, v = _last_dim_dense(q), _last_dim_dense(k), _last_dim_dense(v)
     dq, dk, dv = _like(q), _like(k), _like(v)
     extension().backward_into(_last_dim_dense(dout), q, k, v,
                               _last_dim_dense(out), lse.contiguous(), scale,
-                              dq, dk, dv)
+                              dq, dk, dv, bias)
     return dq, dk, dv
 
 
@@ -173,7 +180,7 @@ def cpu_sdpa_backward_op(
 def cpu_sdpa_backward_packed_op(
         dout: torch.Tensor, q: torch.Tensor, k: torch.Tensor,
         v: torch.Tensor, out: torch.Tensor, lse: torch.Tensor,
-        scale: float) -> torch.Tensor:
+        scale: float, bias: Optional[torch.Tensor] = None) -> torch.Tensor:
     """:func:`cpu_sdpa_backward_op` for q, k and v that are the thirds of
     one packed projection (:func:`thirds_of_one`): dq, dk and dv as one
     (B, L, 3, H, d) tensor, the projection's gradient. Autograd's backward
@@ -181,7 +188,7 @@ def cpu_sdpa_backward_packed_op(
     :func:`split_thirds`'s passes this tensor on as it is."""
     return extension().backward(
         _last_dim_dense(dout), q, k, v, _last_dim_dense(out),
-        lse.contiguous(), scale, True)[0]
+        lse.contiguous(), scale, True, bias)[0]
 
 
 def _dense_dims(shape, strides):
@@ -218,7 +225,8 @@ def kv_whole(k, v):
 def cpu_sdpa_backward_kv_op(
         dout: torch.Tensor, q: torch.Tensor, k: torch.Tensor,
         v: torch.Tensor, out: torch.Tensor, lse: torch.Tensor,
-        scale: float) -> tuple[torch.Tensor, torch.Tensor]:
+        scale: float, bias: Optional[torch.Tensor] = None
+        ) -> tuple[torch.Tensor, torch.Tensor]:
     """:func:`cpu_sdpa_backward_op` for k and v that are the halves of one
     projection (:func:`kv_whole`): dq (laid out as ``q``), and dk / dv as
     the halves of one tensor laid out as that projection, its gradient
@@ -233,7 +241,7 @@ def cpu_sdpa_backward_kv_op(
     dq = _like(q)
     extension().backward_into(_last_dim_dense(dout), q, k, v,
                               _last_dim_dense(out), lse.contiguous(), scale,
-                              dq, dk, dv)
+                              dq, dk, dv, bias)
     return dq, g
 
 
@@ -297,17 +305,32 @@ def register_flop_formulas():
         torch.ops.cast_mmaction.cpu_sdpa_backward_kv)
 
 
-def cpu_sdpa(q, k, v):
+def cpu_sdpa(q, k, v, bias=None):
     """``F.scaled_dot_product_attention(q, k, v)`` (no mask, no dropout,
     scale ``d ** -0.5``) for fp32 CPU (B, H, L, d) tensors that
-    :func:`supports`, in the C++ kernel."""
+    :func:`supports`, in the C++ kernel; with ``bias`` (only for a width in
+    :data:`KERNEL_WIDTHS`, q and k of one shape: :func:`takes_bias`), that
+    of ``q + bias[0]``, ``k + bias[1]``, ``v + bias[2]`` for a (3, H, d)
+    ``bias`` (a packed q/k/v projection's, e.g. ``(3 H d, )`` reshaped),
+    the sums formed as the kernel reads the rows."""
     d = q.shape[-1]
     scale = d ** -0.5
-    need = sdpa_ops.needs_lse(q, k, v)
+    need = sdpa_ops.needs_lse(q, k, v) or (
+        bias is not None and torch.is_grad_enabled() and bias.requires_grad)
     if d in KERNEL_WIDTHS:
-        return cpu_sdpa_op(q, k, v, scale, need)[0]
+        return cpu_sdpa_op(q, k, v, scale, need, bias)[0]
+    if bias is not None:
+        raise ValueError(f'cpu_sdpa: a bias needs heads {KERNEL_WIDTHS} '
+                         f'wide, got {d}')
     # zero channels: the same scores (the scale stays the true width's) and
     # zero output channels, dropped
     pad = (0, -d % 16)
     q, k, v = (torch.nn.functional.pad(t, pad) for t in (q, k, v))
-    return cpu_sdpa_op(q, k, v, scale, need)[0][..., :d]
+    return cpu_sdpa_op(q, k, v, scale, need, None)[0][..., :d]
+
+
+def takes_bias(width, tokens):
+    """Whether self-attention heads ``width`` wide over ``tokens`` tokens
+    run in the kernel with the q/k/v bias added there (:func:`cpu_sdpa`'s
+    ``bias``): a compiled width, at least one token."""
+    return width in KERNEL_WIDTHS and tokens >= 1

@@ -1,15 +1,18 @@
 """What the package's attention operators share
 (``models/onednn_attention.py``, ``models/cpu_attention.py``): both are a
-``torch.library.custom_op`` pair ``(q, k, v, scale, with_lse) -> (out,
-lse)`` and ``(dout, q, k, v, out, lse, scale) -> (dq, dk, dv)``, with the
-same fake kernels, wired into autograd and the FLOP counter the same way.
+``torch.library.custom_op`` pair ``(q, k, v, scale, with_lse[, bias]) ->
+(out, lse)`` and ``(dout, q, k, v, out, lse, scale[, bias]) -> (dq, dk,
+dv)``, with the same fake kernels, wired into autograd and the FLOP counter
+the same way. ``bias`` (the C++ kernel's): None, or the (3 H d) bias of a
+packed q/k/v projection whose thirds q, k and v are, added by the kernel
+as it reads them.
 """
+import torch
 
 
 def needs_lse(q, k, v):
     """Whether the forward keeps the log-sum-exp: autograd will call the
     backward."""
-    import torch
     return torch.is_grad_enabled() and (q.requires_grad or k.requires_grad
                                         or v.requires_grad)
 
@@ -23,36 +26,40 @@ def register_pair(forward_op, backward_op, packed_backward_op=None,
     (B, L, 3, H, d) tensor), whose thirds are returned; or, where
     ``kv_whole(k, v)`` (a (B, L, 2 H d) tensor whose halves k and v are),
     ``kv_backward_op`` (the same arguments; dq, and dk / dv as the halves of
-    one tensor laid out as that whole), whose halves are returned."""
+    one tensor laid out as that whole), whose halves are returned. Operators
+    with a ``bias`` input pass it to their backward; its gradient is the
+    sum of q's, k's and v's over batch and tokens."""
 
     @forward_op.register_fake
-    def _fake_forward(q, k, v, scale, with_lse):
+    def _fake_forward(q, k, v, scale, with_lse, *bias):
         b, h, lq, _ = q.shape
         out = q.new_empty(b, h, lq, v.shape[-1])
         return out, (q.new_empty(b, h, lq) if with_lse else q.new_empty(0))
 
     @backward_op.register_fake
-    def _fake_backward(dout, q, k, v, out, lse, scale):
-        import torch
+    def _fake_backward(dout, q, k, v, out, lse, scale, *bias):
         return (torch.empty_like(q), torch.empty_like(k),
                 torch.empty_like(v))
 
     def setup_context(ctx, inputs, output):
-        q, k, v, scale, _ = inputs
+        q, k, v, scale = inputs[:4]
         out, lse = output
         ctx.scale = scale
+        # the C++ kernel's bias (None without one; not an input of the
+        # oneDNN operators)
+        ctx.bias = inputs[5] if len(inputs) > 5 else None
+        ctx.grads = len(inputs)
         ctx.save_for_backward(q, k, v, out, lse)
 
     if packed_backward_op is not None:
         @packed_backward_op.register_fake
-        def _fake_packed_backward(dout, q, k, v, out, lse, scale):
+        def _fake_packed_backward(dout, q, k, v, out, lse, scale, *bias):
             b, h, n, d = q.shape
             return q.new_empty(b, n, 3, h, d)
 
     if kv_backward_op is not None:
         @kv_backward_op.register_fake
-        def _fake_kv_backward(dout, q, k, v, out, lse, scale):
-            import torch
+        def _fake_kv_backward(dout, q, k, v, out, lse, scale, *bias):
             whole = kv_whole(k, v)
             return (torch.empty_like(q),
                     torch.empty_strided(whole.shape, whole.stride(),
@@ -60,18 +67,31 @@ def register_pair(forward_op, backward_op, packed_backward_op=None,
 
     def backward(ctx, dout, _dlse):
         q, k, v, out, lse = ctx.saved_tensors
+        bias = ctx.bias
+        extra = () if ctx.grads == 5 else (bias, )
+
+        def with_bias_grad(dq, dk, dv):
+            grads = (dq, dk, dv, None, None)
+            if bias is not None and bias.requires_grad:
+                # (B, H, L, d) each -> the (3 H d) bias's layout
+                return grads + (torch.stack([t.sum((0, 2)) for t in (
+                    dq, dk, dv)]).reshape(bias.shape), )
+            return grads + (None, ) * (ctx.grads - 5)
+
         if packed_backward_op is not None and is_packed(q, k, v):
-            g = packed_backward_op(dout, q, k, v, out, lse, ctx.scale)
-            return (g[:, :, 0].transpose(1, 2), g[:, :, 1].transpose(1, 2),
-                    g[:, :, 2].transpose(1, 2), None, None)
+            g = packed_backward_op(dout, q, k, v, out, lse, ctx.scale,
+                                   *extra)
+            return with_bias_grad(g[:, :, 0].transpose(1, 2),
+                                  g[:, :, 1].transpose(1, 2),
+                                  g[:, :, 2].transpose(1, 2))
         if kv_backward_op is not None and kv_whole(k, v) is not None:
-            dq, g = kv_backward_op(dout, q, k, v, out, lse, ctx.scale)
+            dq, g = kv_backward_op(dout, q, k, v, out, lse, ctx.scale, *extra)
             b, h, lk, d = k.shape
-            return (dq, g[..., :h * d].reshape(b, lk, h, d).transpose(1, 2),
-                    g[..., h * d:].reshape(b, lk, h, d).transpose(1, 2),
-                    None, None)
-        dq, dk, dv = backward_op(dout, q, k, v, out, lse, ctx.scale)
-        return dq, dk, dv, None, None
+            return with_bias_grad(
+                dq, g[..., :h * d].reshape(b, lk, h, d).transpose(1, 2),
+                g[..., h * d:].reshape(b, lk, h, d).transpose(1, 2))
+        return with_bias_grad(*backward_op(dout, q, k, v, out, lse,
+                                           ctx.scale, *extra))
 
     forward_op.register_autograd(backward, setup_context=setup_context)
 

@@ -537,13 +537,27 @@ class OneDNNLinear(nn.Linear):
         return onednn_linear(x, self.weight, self.bias)
 
 
-def heads_attention(q, k, v, num_heads, kernel=None):
+def heads_attention(q, k, v, num_heads, kernel=None, bias=None):
     """:func:`~cast_mmaction.models.layers.sdpa_heads` in the CPU kernel
     ``kernel`` where it applies, else the reference: ``'cpu'`` the C++
     kernel (``models/cpu_attention.py``; heads up to 64 wide), ``'onednn'``
     oneDNN matmuls (``models/onednn_attention.py``; attention large enough,
     :func:`~cast_mmaction.models.onednn_attention.worth_it`); both for fp32
-    CPU tensors outside autocast and ``torch.compile`` only."""
+    CPU tensors outside autocast and ``torch.compile`` only. ``bias``: None,
+    or the (3 C) bias of the packed projection whose thirds ``q``, ``k``,
+    ``v`` are, still to be added (by the C++ kernel as it reads them where
+    :func:`~cast_mmaction.models.cpu_attention.takes_bias`, else here)."""
+    if bias is not None:
+        c = q.shape[-1]
+        if kernel == 'cpu' and applies(q) and _cpu_attention.takes_bias(
+                c // num_heads, k.shape[-2]) and q.shape == k.shape:
+            d = c // num_heads
+            *lead, n, _ = q.shape
+            q, k, v = (t.reshape(-1, n, num_heads, d).transpose(1, 2)
+                       for t in (q, k, v))
+            out = _cpu_attention.cpu_sdpa(q, k, v, bias)
+            return out.transpose(1, 2).reshape(*lead, n, c)
+        q, k, v = (t + b for t, b in zip((q, k, v), bias.chunk(3)))
     if kernel is None or not applies(q):
         return sdpa_heads(q, k, v, num_heads)
     *lead, lq, c = q.shape
@@ -595,40 +609,52 @@ class _OneDNNAttentionMixin:
     speedup_attention = None  # the kernel: None, 'onednn' or 'cpu'
 
     def _qkv(self, x, weight, bias):
-        qkv = onednn_linear(x, weight, bias) if self.speedup_linear else \
-            F.linear(x, weight, bias)
+        """``(q, k, v, later)``: the thirds of the q/k/v projection, and
+        the bias still to be added (None where it is in them): with the C++
+        kernel on plain fp32 matmuls, the kernel adds it as it reads q, k
+        and v (``addmm`` would copy it into the (tokens, 3 C) output and
+        the GEMM read it back)."""
+        later = None
+        if self.speedup_linear:
+            qkv = onednn_linear(x, weight, bias)  # its bias is a post-op
+        elif (self.speedup_attention == 'cpu' and bias is not None
+              and applies(x) and _cpu_attention.takes_bias(
+                  weight.shape[0] // 3 // self.num_heads, x.shape[-2])):
+            qkv, later = F.linear(x, weight), bias
+        else:
+            qkv = F.linear(x, weight, bias)
         if self.speedup_attention == 'cpu':
             # the kernel's backward writes the packed gradient
-            return _cpu_attention.split_thirds(qkv)
-        return qkv.chunk(3, dim=-1)
+            return (*_cpu_attention.split_thirds(qkv), later)
+        return (*qkv.chunk(3, dim=-1), later)
 
-    def _attend(self, q, k, v):
+    def _attend(self, q, k, v, bias=None):
         return heads_attention(q, k, v, self.num_heads,
-                               self.speedup_attention)
+                               self.speedup_attention, bias)
 
 
 class OneDNNCLIPAttention(_OneDNNAttentionMixin, CLIPAttention):
     """:class:`CLIPAttention` with the CPU speed-ups of its mixin."""
 
     def forward(self, x):
-        q, k, v = self._qkv(x, self.in_proj_weight, self.in_proj_bias)
-        return self.out_proj(self._attend(q, k, v))
+        q, k, v, bias = self._qkv(x, self.in_proj_weight, self.in_proj_bias)
+        return self.out_proj(self._attend(q, k, v, bias))
 
 
 class OneDNNVideoMAEAttention(_OneDNNAttentionMixin, VideoMAEAttention):
     """:class:`VideoMAEAttention` with the CPU speed-ups of its mixin."""
 
     def forward(self, x):
-        q, k, v = self._qkv(x, self.qkv.weight, self.qkv_bias())
-        return self.proj(self._attend(q, k, v))
+        q, k, v, bias = self._qkv(x, self.qkv.weight, self.qkv_bias())
+        return self.proj(self._attend(q, k, v, bias))
 
 
 class OneDNNASTAttention(_OneDNNAttentionMixin, ASTAttention):
     """:class:`ASTAttention` with the CPU speed-ups of its mixin."""
 
     def forward(self, x):
-        q, k, v = self._qkv(x, self.qkv.weight, self.qkv.bias)
-        return self.proj(self._attend(q, k, v))
+        q, k, v, bias = self._qkv(x, self.qkv.weight, self.qkv.bias)
+        return self.proj(self._attend(q, k, v, bias))
 
 
 # --------------------------------------------------------------------------
