@@ -464,16 +464,18 @@ def test_in_a_backbone_it_gives_the_reference_numbers(monkeypatch):
 
 
 @needs_kernel
+@pytest.mark.parametrize('kind', ['cast', 'cava'])
 def test_experts_project_q_k_v_without_the_bias_the_kernel_adds(
-        monkeypatch):
+        kind, monkeypatch):
     """With the kernel, the experts' q/k/v projection is a plain ``mm`` (no
     ``addmm`` writing the bias into the (tokens, 3 C) output for the GEMM
     to read back): the kernel adds the bias. Where the experts' q/k/v
-    biases train, their gradients are the reference model's."""
+    biases train, their gradients are the reference model's. CAST's CLIP
+    and VideoMAE, CAVA's CLIP and AST."""
     import test_speedups as ts
     monkeypatch.setattr(ts, 'SIZES', dict(ts.SIZES, embed_dim=128))
-    ref, fast = ts._pair('cast', dict(cpu_attention=True))
-    x = ts._inputs('cast')
+    ref, fast = ts._pair(kind, dict(cpu_attention=True))
+    x = ts._inputs(kind)
 
     def products_of_width(bb, width=3 * 128):
         """The matmuls of ``bb``'s forward with ``width`` output columns,
@@ -499,10 +501,12 @@ def test_experts_project_q_k_v_without_the_bias_the_kernel_adds(
     assert products_of_width(ref) == ['aten.addmm.default'] * layers
     assert products_of_width(fast) == ['aten.mm.default'] * layers
     # the experts' q/k/v biases (CLIP's in_proj_bias, VideoMAE's q_bias and
-    # v_bias) trained: the same gradients
+    # v_bias, AST's qkv.bias) trained: the same gradients
     names = [n for n, _ in ref.named_parameters()
-             if n.split('.')[-1] in ('in_proj_bias', 'q_bias', 'v_bias')]
-    assert len(names) >= 3 * ts.SIZES['depth'], names
+             if n.split('.')[-1] in ('in_proj_bias', 'q_bias', 'v_bias')
+             or n.endswith('attn.qkv.bias')]
+    per_layer = 3 if kind == 'cast' else 2  # VideoMAE's two, AST's one
+    assert len(names) == per_layer * ts.SIZES['depth'], names
     for bb in (ref, fast):
         for n, p in bb.named_parameters():
             if n in names:
