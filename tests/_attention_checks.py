@@ -4,15 +4,22 @@
 import torch
 
 
-def ops_dispatched(fn):
-    """``(fn(), names of the aten / custom operators it dispatched)``."""
+def ops_dispatched(fn, shapes=False):
+    """``(fn(), names of the aten / custom operators it dispatched)``; with
+    ``shapes``, ``(name, dimensions of its first output)`` pairs."""
     from torch.utils._python_dispatch import TorchDispatchMode
     seen = []
 
     class Log(TorchDispatchMode):
         def __torch_dispatch__(self, func, types, args=(), kwargs=None):
-            seen.append(str(func))
-            return func(*args, **(kwargs or {}))
+            if not shapes:
+                seen.append(str(func))
+                return func(*args, **(kwargs or {}))
+            out = func(*args, **(kwargs or {}))
+            first = out[0] if isinstance(out, (tuple, list)) and out else out
+            seen.append((str(func), first.dim() if isinstance(
+                first, torch.Tensor) else 0))
+            return out
 
     with Log():
         out = fn()

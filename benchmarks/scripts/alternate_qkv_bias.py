@@ -5,7 +5,9 @@ which the GEMM then reads back), alternated in one process. First the
 parts that differ, at VideoMAE ViT-B's size (1568 tokens, 768 -> 2304, 12
 heads of 64, fp32, random weights): the projection by ``mm`` against
 ``addmm``, the kernel's forward and backward with the bias against
-without. Then one VideoMAE self-attention module as small calls: inference (no autograd) and training (forward and
+without. Then one VideoMAE self-attention module and one B-CAST window
+cross-attention (its 'space' window on an 8 x 196 grid, 384 wide, 12
+heads of 32; its q and k/v projections' biases likewise) as small calls: inference (no autograd) and training (forward and
 backward to the input), median and minimum ms over ROUNDS alternations of
 5 calls; then CAST ViT-B SSv2 (batch 1) steps, training then inference,
 with the speed-ups ``SPEEDUPS`` (default the ``'cpu'`` preset with the C++
@@ -26,6 +28,7 @@ import torch
 
 from cast_mmaction.models import cpu_attention, speedups
 from cast_mmaction.models.experts.videomae_vit import VideoMAEAttention
+from cast_mmaction.models.fusion import WindowCrossAttention
 from _alternation import calls_alternated, steps_alternated
 from _ssv2_step import ssv2_step
 
@@ -97,6 +100,36 @@ for phase in (infer, train):  # the two ways agree to fp32 rounding
 print(f'torch threads {torch.get_num_threads()}; one VideoMAE ViT-B '
       f'attention, {rounds} rounds', flush=True)
 for phase in (infer, train):
+    calls_alternated(phase, phase.__name__,
+                     [('kernel', 'kernel'), ('addmm', 'addmm')], rounds)
+
+link = WindowCrossAttention(384, 12, 'space', (8, 196), (8, 196))
+link.__class__ = speedups.CPUKernelWindowCrossAttention
+gq, gkv, gl = (torch.randn(1, 8, 196, 384) for _ in range(3))
+
+
+def link_infer(side):
+    use(side)
+    with torch.no_grad():
+        return (link(gq, gkv), )
+
+
+def link_train(side):  # the link trains: its parameters' gradients too
+    use(side)
+    ins = [t.clone().requires_grad_() for t in (gq, gkv)]
+    out = link(*ins)
+    return (out.detach(), ) + torch.autograd.grad(
+        out, ins + list(link.parameters()), gl)
+
+
+for phase in (link_infer, link_train):
+    for p, q in zip(phase('addmm'), phase('kernel')):
+        print(f'{phase.__name__}: largest |kernel - addmm| '
+              f'{(p - q).abs().max().item():.3g} (of '
+              f'{p.abs().max().item():.3g})')
+print(f'one B-CAST space-window cross-attention, {rounds} rounds',
+      flush=True)
+for phase in (link_infer, link_train):
     calls_alternated(phase, phase.__name__,
                      [('kernel', 'kernel'), ('addmm', 'addmm')], rounds)
 

@@ -360,10 +360,11 @@ struct View {  // a (B, H, L, D) tensor's data and strides (elements)
   float* at(int64_t b, int64_t h, int64_t l) const { return p + b * sb + h * sh + l * sl; }
 };
 
-// The biases of q / k / v (``bias``: (3, H, D) contiguous, or null): added
-// to each row as it is read, the product that made q / k / v then being a
-// plain matmul (a bias copied into a (tokens, 3 H D) output before the GEMM
-// reads it back: one pass over the projection less)
+// The biases of q / k / v (``bias``: (3, H, D) contiguous, or null; a
+// packed projection's, or a q and a k/v projection's concatenated): added
+// to each row as it is read, the products that made q / k / v then being
+// plain matmuls (a bias copied into the output before the GEMM reads it
+// back: one pass over each projection less)
 struct Bias {
   const float* p = nullptr;
   int64_t H = 0;
@@ -619,13 +620,12 @@ void run_forward(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v, 
 
 // out: written where the caller's (B, H, Lq, D) view ``out`` says (any
 // strides, the last dimension contiguous; no two elements in one place);
-// ``bias``: see Bias (q, k and v then of one shape)
+// ``bias``: see Bias
 at::Tensor forward_into(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v, double scale,
                         at::Tensor out, bool with_lse, const c10::optional<at::Tensor>& bias) {
   check_inputs(q, k, v);
   check_output(out, q, "out");
   const Bias b = checked_bias(bias, q);
-  TORCH_CHECK(!b.p || k.sizes() == q.sizes(), "cpu_attention: a bias of q / k / v needs q and k of one shape");
   const int64_t B = q.size(0), H = q.size(1), Lq = q.size(2);
   at::Tensor lse = with_lse ? at::empty({B, H, Lq}, q.options()) : at::empty({0}, q.options());
   run_forward(q, k, v, scale, out, lse, with_lse, b);
@@ -660,7 +660,6 @@ void backward_into(const at::Tensor& dout, const at::Tensor& q, const at::Tensor
   check_output(dk, k, "dk");
   check_output(dv, v, "dv");
   const Bias b = checked_bias(bias, q);
-  TORCH_CHECK(!b.p || k.sizes() == q.sizes(), "cpu_attention: a bias of q / k / v needs q and k of one shape");
   switch (q.size(3)) {
     case 16: backward_impl<16>(dout, q, k, v, out, lse, scale, dq, dk, dv, b); break;
     case 32: backward_impl<32>(dout, q, k, v, out, lse, scale, dq, dk, dv, b); break;

@@ -34,7 +34,8 @@ one packed projection's thirds (the experts' self-attention after
 (B, L, 3 H d) gradient and the projection's bias may be left to the kernel
 (``cpu_sdpa(q, k, v, bias)``: added to each row of q, k and v as the kernel
 reads it, so the projection is a plain ``mm``, not an ``addmm`` that writes
-the bias into the (tokens, 3 H d) output for the GEMM to read back), and where k and v are the halves of one (B-CAST's
+the bias into the (tokens, 3 H d) output for the GEMM to read back; B-CAST's
+links hand it their q and k/v projections' biases the same way), and where k and v are the halves of one (B-CAST's
 ``kv`` after :func:`split_halves`), theirs as that projection's, laid out
 as it: passed on without a concatenation. Results equal the
 fused kernel's to fp32 rounding (another summation order and exponential);
@@ -309,10 +310,11 @@ def cpu_sdpa(q, k, v, bias=None):
     """``F.scaled_dot_product_attention(q, k, v)`` (no mask, no dropout,
     scale ``d ** -0.5``) for fp32 CPU (B, H, L, d) tensors that
     :func:`supports`, in the C++ kernel; with ``bias`` (only for a width in
-    :data:`KERNEL_WIDTHS`, q and k of one shape: :func:`takes_bias`), that
-    of ``q + bias[0]``, ``k + bias[1]``, ``v + bias[2]`` for a (3, H, d)
-    ``bias`` (a packed q/k/v projection's, e.g. ``(3 H d, )`` reshaped),
-    the sums formed as the kernel reads the rows."""
+    :data:`KERNEL_WIDTHS`: :func:`takes_bias`), that of ``q + bias[0]``,
+    ``k + bias[1]``, ``v + bias[2]`` for a contiguous (3, H, d) ``bias``
+    (a packed q/k/v projection's ``(3 H d, )``, or a q and a k/v
+    projection's concatenated), the sums formed as the kernel reads the
+    rows."""
     d = q.shape[-1]
     scale = d ** -0.5
     need = sdpa_ops.needs_lse(q, k, v) or (
@@ -329,8 +331,8 @@ def cpu_sdpa(q, k, v, bias=None):
     return cpu_sdpa_op(q, k, v, scale, need, None)[0][..., :d]
 
 
-def takes_bias(width, tokens):
-    """Whether self-attention heads ``width`` wide over ``tokens`` tokens
-    run in the kernel with the q/k/v bias added there (:func:`cpu_sdpa`'s
-    ``bias``): a compiled width, at least one token."""
-    return width in KERNEL_WIDTHS and tokens >= 1
+def takes_bias(width, keys):
+    """Whether heads ``width`` wide over ``keys`` keys run in the kernel
+    with the q / k / v biases added there (:func:`cpu_sdpa`'s ``bias``): a
+    compiled width, at least one key."""
+    return width in KERNEL_WIDTHS and keys >= 1

@@ -544,20 +544,15 @@ def heads_attention(q, k, v, num_heads, kernel=None, bias=None):
     oneDNN matmuls (``models/onednn_attention.py``; attention large enough,
     :func:`~cast_mmaction.models.onednn_attention.worth_it`); both for fp32
     CPU tensors outside autocast and ``torch.compile`` only. ``bias``: None,
-    or the (3 C) bias of the packed projection whose thirds ``q``, ``k``,
-    ``v`` are, still to be added (by the C++ kernel as it reads them where
+    or the (3 C) biases of ``q``, ``k`` and ``v`` (a packed projection's,
+    or a q projection's and a k/v projection's concatenated), still to be
+    added (by the C++ kernel as it reads them where
     :func:`~cast_mmaction.models.cpu_attention.takes_bias`, else here)."""
-    if bias is not None:
-        c = q.shape[-1]
-        if kernel == 'cpu' and applies(q) and _cpu_attention.takes_bias(
-                c // num_heads, k.shape[-2]) and q.shape == k.shape:
-            d = c // num_heads
-            *lead, n, _ = q.shape
-            q, k, v = (t.reshape(-1, n, num_heads, d).transpose(1, 2)
-                       for t in (q, k, v))
-            out = _cpu_attention.cpu_sdpa(q, k, v, bias)
-            return out.transpose(1, 2).reshape(*lead, n, c)
+    if bias is not None and not (
+            kernel == 'cpu' and applies(q) and _cpu_attention.takes_bias(
+                q.shape[-1] // num_heads, k.shape[-2])):
         q, k, v = (t + b for t, b in zip((q, k, v), bias.chunk(3)))
+        bias = None
     if kernel is None or not applies(q):
         return sdpa_heads(q, k, v, num_heads)
     *lead, lq, c = q.shape
@@ -566,7 +561,8 @@ def heads_attention(q, k, v, num_heads, kernel=None, bias=None):
     if kernel == 'cpu':
         if not _cpu_attention.supports(d, lk):
             return sdpa_heads(q, k, v, num_heads)
-        fn = _cpu_attention.cpu_sdpa
+        fn = _cpu_attention.cpu_sdpa if bias is None else functools.partial(
+            _cpu_attention.cpu_sdpa, bias=bias)
     elif kernel == 'onednn':
         if not (_onednn_ok(q, k, v) and worth_it(lq, lk)):
             return sdpa_heads(q, k, v, num_heads)
@@ -590,14 +586,25 @@ def attention_kernel(sp):
 
 class CPUKernelWindowCrossAttention(WindowCrossAttention):
     """B-CAST's :class:`WindowCrossAttention` (same parameters) with its
-    heads' attention in the C++ kernel (``cpu_attention``)."""
+    heads' attention in the C++ kernel (``cpu_attention``), which also adds
+    the q and k/v projections' biases as it reads q, k and v (the
+    projections then plain matmuls: see ``_OneDNNAttentionMixin._qkv``)."""
+
+    def _bias_left(self, q, weights_out):
+        if weights_out is not None or not applies(q) or any(
+                type(m) is not nn.Linear or m.bias is None
+                for m in (self.q, self.kv)) or not (
+                    _cpu_attention.takes_bias(self.q.out_features
+                                              // self.num_heads, 1)):
+            return None
+        return torch.cat([self.q.bias, self.kv.bias])
 
     def _split_kv(self, kv):
         # the kernel's backward writes the k / v gradient as one tensor
         return _cpu_attention.split_halves(kv)
 
-    def _attend(self, q, k, v):
-        return heads_attention(q, k, v, self.num_heads, 'cpu')
+    def _attend(self, q, k, v, bias=None):
+        return heads_attention(q, k, v, self.num_heads, 'cpu', bias)
 
 
 class _OneDNNAttentionMixin:

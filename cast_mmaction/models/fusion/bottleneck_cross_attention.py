@@ -29,8 +29,9 @@ attend; as in the published models they still pass through ``GELU`` and
 result goes ``GELU -> up (d -> D, zero init)`` and is returned as a residual
 update for its stream; the backbone adds it through drop path.
 """
-import torch.nn as nn
 import torch
+import torch.nn as nn
+import torch.nn.functional as F
 
 from mmaction.registry import MODELS
 from ..layers import Linear, sdpa_heads
@@ -118,17 +119,31 @@ class WindowCrossAttention(nn.Module):
         # on the sequences (copies of the grid)
         to_seq, from_seq = self.policy.to_seq, self.policy.from_seq
         view = self.policy.seq_is_view(shape)
-        q = to_seq(self.q(q)) if view else self.q(to_seq(q))
-        kv = to_seq(self.kv(kv)) if self.policy.seq_is_view(kv_shape) else \
-            self.kv(to_seq(kv))
+        # the projections' biases, where the attention adds them (None:
+        # the projections do)
+        left = self._bias_left(q, weights_out)
+
+        def project(m, x):
+            return m(x) if left is None else F.linear(x, m.weight)
+
+        q = to_seq(project(self.q, q)) if view else project(self.q, to_seq(q))
+        kv = to_seq(project(self.kv, kv)) if self.policy.seq_is_view(
+            kv_shape) else project(self.kv, to_seq(kv))
         k, v = self._split_kv(kv)
         if weights_out is not None:
             with torch.no_grad():
                 w = attention_weights(q, k, self.num_heads)
             weights_out.append(self.policy.weights_by_window(w, shape[0]))
-        out = self._attend(q, k, v)
+        out = self._attend(q, k, v) if left is None else self._attend(
+            q, k, v, left)
         return self.proj(from_seq(out, shape)) if view else from_seq(
             self.proj(out), shape)
+
+    def _bias_left(self, q, weights_out):
+        """None: the q and k/v projections add their biases; else the
+        (3 d) biases of q, k and v, which :meth:`_attend` adds (the CPU
+        speed-up ``cpu_attention``'s kernel, as it reads them)."""
+        return None
 
     def _split_kv(self, kv):
         """``kv`` projected, split into k and v (the CPU speed-up
