@@ -70,8 +70,9 @@ def test_every_dump_matches_with_the_cpp_attention_kernel(name, monkeypatch):
     from cast_mmaction.models import cpu_attention as ca
     calls = []
     real = ca.cpu_sdpa
-    monkeypatch.setattr(ca, 'cpu_sdpa',
-                        lambda *a: calls.append(1) or real(*a))
+    monkeypatch.setattr(ca, 'cpu_sdpa',  # bias=: the projections' biases
+                        lambda *a, **kw: calls.append(
+                            'bias' in kw) or real(*a, **kw))
     rows = check_dump(os.path.join(SHARED_FIXTURES, name),
                       speedups=dict(cpu_attention=True, frozen_mlp=True))
     for out, diff, tol, ok in rows:
