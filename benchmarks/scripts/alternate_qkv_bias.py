@@ -7,9 +7,10 @@ heads of 64, fp32, random weights): the projection by ``mm`` against
 ``addmm``, the kernel's forward and backward with the bias against
 without. Then one VideoMAE self-attention module and one B-CAST window
 cross-attention (its 'space' window on an 8 x 196 grid, 384 wide, 12
-heads of 32; its q and k/v projections' biases likewise) as small calls: inference (no autograd) and training (forward and
-backward to the input), median and minimum ms over ROUNDS alternations of
-5 calls; then CAST ViT-B SSv2 (batch 1) steps, training then inference,
+heads of 32; its q and k/v projections' biases likewise) as small calls:
+inference (no autograd) and training (forward and backward to the input;
+the link's parameters too), median and minimum ms over ROUNDS
+alternations of 5 calls; then CAST ViT-B SSv2 (batch 1) steps, training then inference,
 with the speed-ups ``SPEEDUPS`` (default the ``'cpu'`` preset with the C++
 attention kernel, MLP pass and block cache, the % of peak runs' setting).
 

@@ -39,7 +39,8 @@ total_s = sum(r[0] for r in agg.values())
 total_f = sum(r[2] for r in agg.values())
 print(f'speedups {speedups}; matmuls of one training step: {total_s:.3f} s, '
       f'{total_f:.0f} GFLOP, {total_f / total_s:.0f} GFLOP/s')
-print(f'{"self s":>7} {"calls":>5} {"GFLOP":>7} {"GFLOP/s":>7}  operator (M, K, N)')
+print(f'{"self s":>7} {"calls":>5} {"GFLOP":>7} {"GFLOP/s":>7}  '
+      f'operator (M, K, N)')
 for (name, m, k, n), (s, c, f) in sorted(agg.items(),
                                          key=lambda kv: -kv[1][0])[:rows]:
     print(f'{s:7.3f} {c:5d} {f:7.1f} {f / s:7.0f}  {name} ({m}, {k}, {n})')

@@ -35,7 +35,8 @@ one packed projection's thirds (the experts' self-attention after
 (``cpu_sdpa(q, k, v, bias)``: added to each row of q, k and v as the kernel
 reads it, so the projection is a plain ``mm``, not an ``addmm`` that writes
 the bias into the (tokens, 3 H d) output for the GEMM to read back; B-CAST's
-links hand it their q and k/v projections' biases the same way), and where k and v are the halves of one (B-CAST's
+links hand it their q and k/v projections' biases the same way), and where
+k and v are the halves of one (B-CAST's
 ``kv`` after :func:`split_halves`), theirs as that projection's, laid out
 as it: passed on without a concatenation. Results equal the
 fused kernel's to fp32 rounding (another summation order and exponential);
@@ -99,13 +100,14 @@ def _last_dim_dense(t):
 
 @torch.library.custom_op('cast_mmaction::cpu_sdpa', mutates_args=())
 def cpu_sdpa_op(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor,
-                scale: float, with_lse: bool, bias: Optional[torch.Tensor] = None
+                scale: float, with_lse: bool,
+                bias: Optional[torch.Tensor] = None
                 ) -> tuple[torch.Tensor, torch.Tensor]:
     """(out, lse) of attention over (B, H, L, d) q / k / v (plus ``bias``
-    where given: the (3 H d) bias of the packed projection whose thirds
-    they are, added as the kernel reads them); ``out`` is laid out as ``q``
-    (:func:`_like`), ``lse`` the natural log-sum-exp of each query row,
-    empty unless ``with_lse``."""
+    where given: their (3 H d) biases, a packed projection's or a q and a
+    k/v projection's concatenated, added as the kernel reads them); ``out``
+    is laid out as ``q`` (:func:`_like`), ``lse`` the natural log-sum-exp
+    of each query row, empty unless ``with_lse``."""
     q = _last_dim_dense(q)
     out = _like(q)
     lse = extension().forward_into(q, _last_dim_dense(k), _last_dim_dense(v),

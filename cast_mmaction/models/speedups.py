@@ -537,6 +537,15 @@ class OneDNNLinear(nn.Linear):
         return onednn_linear(x, self.weight, self.bias)
 
 
+def kernel_adds_bias(x, width, keys):
+    """Whether the C++ kernel adds q's, k's and v's biases itself for heads
+    ``width`` wide over ``keys`` keys, computed from ``x`` at this point of
+    the forward (:func:`applies`, and a width it compiles): the one test of
+    the projections that leave their biases to it and of
+    :func:`heads_attention`, which adds them itself where it does not."""
+    return applies(x) and _cpu_attention.takes_bias(width, keys)
+
+
 def heads_attention(q, k, v, num_heads, kernel=None, bias=None):
     """:func:`~cast_mmaction.models.layers.sdpa_heads` in the CPU kernel
     ``kernel`` where it applies, else the reference: ``'cpu'`` the C++
@@ -548,9 +557,8 @@ def heads_attention(q, k, v, num_heads, kernel=None, bias=None):
     or a q projection's and a k/v projection's concatenated), still to be
     added (by the C++ kernel as it reads them where
     :func:`~cast_mmaction.models.cpu_attention.takes_bias`, else here)."""
-    if bias is not None and not (
-            kernel == 'cpu' and applies(q) and _cpu_attention.takes_bias(
-                q.shape[-1] // num_heads, k.shape[-2])):
+    if bias is not None and not (kernel == 'cpu' and kernel_adds_bias(
+            q, q.shape[-1] // num_heads, k.shape[-2])):
         q, k, v = (t + b for t, b in zip((q, k, v), bias.chunk(3)))
         bias = None
     if kernel is None or not applies(q):
@@ -591,11 +599,10 @@ class CPUKernelWindowCrossAttention(WindowCrossAttention):
     projections then plain matmuls: see ``_OneDNNAttentionMixin._qkv``)."""
 
     def _bias_left(self, q, weights_out):
-        if weights_out is not None or not applies(q) or any(
+        if weights_out is not None or any(
                 type(m) is not nn.Linear or m.bias is None
-                for m in (self.q, self.kv)) or not (
-                    _cpu_attention.takes_bias(self.q.out_features
-                                              // self.num_heads, 1)):
+                for m in (self.q, self.kv)) or not kernel_adds_bias(
+                    q, self.q.out_features // self.num_heads, 1):
             return None
         return torch.cat([self.q.bias, self.kv.bias])
 
@@ -625,8 +632,8 @@ class _OneDNNAttentionMixin:
         if self.speedup_linear:
             qkv = onednn_linear(x, weight, bias)  # its bias is a post-op
         elif (self.speedup_attention == 'cpu' and bias is not None
-              and applies(x) and _cpu_attention.takes_bias(
-                  weight.shape[0] // 3 // self.num_heads, x.shape[-2])):
+              and kernel_adds_bias(x, weight.shape[0] // 3 // self.num_heads,
+                                   x.shape[-2])):
             qkv, later = F.linear(x, weight), bias
         else:
             qkv = F.linear(x, weight, bias)
