@@ -35,11 +35,12 @@ def _reference(q, k, v, g):
 @needs_kernel
 @pytest.mark.parametrize('shape, strided', [
     ((2, 3, 40, 40, 32), False),    # rows 3 x 12 + 4 (backward: + 6), keys 2 panels + 8
-    ((1, 2, 97, 301, 64), False),   # Lq != Lk; rows 2 x 48 + 6; keys a 256-key block + 45
+    ((1, 2, 97, 301, 64), False),   # Lq != Lk; rows 2 x 48 + 6; keys in one block, 18 panels + 13
+    ((1, 2, 30, 845, 64), False),   # keys in 3 blocks of 288, the last of 269
     ((2, 2, 5, 1, 32), False),      # one key, fewer rows than a block
     ((3, 2, 8, 8, 32), False),      # B-CAST's temporal link: 8 frames
     ((1, 2, 197, 197, 64), True),   # CLIP's heads, from packed q / k / v
-    ((1, 1, 520, 520, 32), True),   # keys in 256 + 256 + 8
+    ((1, 1, 520, 520, 32), True),   # keys in 2 blocks: 272 + 248
     ((2, 2, 33, 29, 16), False),    # the other compiled widths
     ((1, 3, 45, 45, 48), True),
     ((1, 4, 50, 50, 24), True),     # padded to 32 (a reference dump's heads)
@@ -192,14 +193,15 @@ def _packed_heads(x, h, d):
 @needs_kernel
 @pytest.mark.parametrize('shape', [(2, 3, 40, 32), (1, 2, 197, 64),
                                    (2, 1, 61, 48), (3, 2, 8, 16),
-                                   (1, 1, 300, 32)])
+                                   (1, 1, 450, 32)])
 def test_bias_added_in_the_kernel_is_the_sum_attended(shape):
     """``cpu_sdpa(q, k, v, bias)`` (the experts' q/k/v projection without
     its bias, the kernel adding it as it reads the rows): the output and the
     gradients of the packed projection and of the bias are those of
     attention over ``q + bias[0]``, ``k + bias[1]``, ``v + bias[2]``, to
-    fp32 rounding against fp64 (every tail of the blocks: 300 keys pass a
-    256-key block); the gradient apart equals the packed one bit for bit."""
+    fp32 rounding against fp64 (every tail of the blocks: 450 keys in two
+    blocks, 240 + 210); the gradient apart equals the packed one bit for
+    bit."""
     b, h, n, d = shape
     gen = torch.Generator().manual_seed(5)
     x = torch.randn(b, n, 3 * h * d, generator=gen)
@@ -232,7 +234,7 @@ def test_bias_added_in_the_kernel_is_the_sum_attended(shape):
 
 @needs_kernel
 @pytest.mark.parametrize('shape', [(2, 3, 40, 29, 32), (3, 2, 8, 8, 32),
-                                   (1, 2, 197, 300, 64)])
+                                   (1, 2, 197, 450, 64)])
 def test_cross_attention_biases_added_in_the_kernel(shape):
     """B-CAST's links: q from one projection, k / v from another (their
     halves: the kernel's k/v backward), the biases concatenated, q and k of

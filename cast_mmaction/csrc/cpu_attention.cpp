@@ -26,7 +26,7 @@
 //
 // Backward, per (batch, head) (one thread's task: no two threads write one
 // row of dQ, dK or dV): q scaled and dO copied once per row; then for each
-// block of KEY_BLOCK keys (K^T with log2 e and V^T packed, dK / dV
+// block of key_block(Lk) keys (K^T with log2 e and V^T packed, dK / dV
 // accumulated in the task's buffers) and each block of ROW_BLOCK query rows:
 //   P  = exp2((q scale)(log2 e K^T) - lse log2 e)      (the recompute)
 //   dP = dO V^T                 (both 12 rows at a time, as in forward)
@@ -61,11 +61,15 @@
 namespace {
 
 constexpr int MR = 6;        // query rows per block
-// keys per block of the backward: the block's packed K and V and its dK
-// and dV accumulators (4 x 64 KiB at D = 64) stay in the core's L2 while
-// every query row passes (one pass over all keys kept dK and dV of
-// 1568 keys, 0.8 MiB, in memory: 1.7x slower)
-constexpr int64_t KEY_BLOCK = 256;
+// most keys per block of the backward: the block's packed K and V, its K
+// rows, its dK and dV accumulators (5 x 100 KiB at D = 64) and the P / dS
+// rows of a row block (2 x 75 KiB) stay in the core's L2 while every query
+// row passes (one pass over all keys kept dK and dV of 1568 keys, 0.8 MiB,
+// in memory: 1.7x slower). The keys are split into the fewest blocks of at
+// most this many, of equal size (key_block below): no short last block,
+// which costs a whole block's per-row work (the dQ pass, the packing) for
+// a few keys
+constexpr int64_t KEY_BLOCK_MAX = 400;
 constexpr int64_t ROW_BLOCK = 8 * MR;  // query rows per rank update of dK / dV
 constexpr float LOG2E = 1.4426950408889634f;
 constexpr float LN2 = 0.6931471805599453f;
@@ -99,6 +103,16 @@ inline float row_max(const float* x, int64_t n) {
 }
 
 inline int64_t round_up(int64_t x, int64_t m) { return (x + m - 1) / m * m; }
+
+// keys per block of the backward for Lk keys: ceil(Lk / KEY_BLOCK_MAX)
+// blocks of equal size, rounded up to whole 16-key panels (1568 keys:
+// 400 + 400 + 400 + 368, where blocks of 256 left a last one of 32: 3.5 %
+// faster on VideoMAE's heads); a fact of the shape, so the order of dQ's
+// sums is too
+inline int64_t key_block(int64_t Lk) {
+  const int64_t blocks = (Lk + KEY_BLOCK_MAX - 1) / KEY_BLOCK_MAX;
+  return round_up((Lk + blocks - 1) / blocks, 16);
+}
 
 // the 16 x 16 block r[i][c] transposed in registers: r[c][i] (three
 // stages of in-lane unpacks / shuffles, then 128-bit lane shuffles)
@@ -459,7 +473,8 @@ void backward_impl(const at::Tensor& dout, const at::Tensor& q, const at::Tensor
   // k and v, or the parts of one packed projection's gradient)
   const View dQ(dq), dK(dk), dV(dv);
   const int64_t ldq = dQ.sl;
-  const int64_t kbmax = std::min<int64_t>(KEY_BLOCK, round_up(Lk, 16));
+  const int64_t kblock = key_block(Lk);
+  const int64_t kbmax = std::min<int64_t>(kblock, round_up(Lk, 16));
   const float sc = static_cast<float>(scale);
   const int64_t lqp = round_up(Lq, MR);
   // dQ accumulates once per block of keys: with more than one block, in a
@@ -467,7 +482,7 @@ void backward_impl(const at::Tensor& dout, const at::Tensor& q, const at::Tensor
   // 3 H D floats apart, and a pass over them per block reached past the L2
   // cache and its TLB: VideoMAE's backward 2 % faster); with one block,
   // in place (the buffer's copy would cost more)
-  const bool dense_dq = Lk > KEY_BLOCK;
+  const bool dense_dq = Lk > kblock;
   at::parallel_for(0, B * H, 1, [&](int64_t begin, int64_t end) {
     std::vector<float> kp(kbmax * D), kc(kbmax * D), vp(kbmax * D), pbuf(ROW_BLOCK * kbmax), dsbuf(ROW_BLOCK * kbmax),
         dka(kbmax * D), dva(kbmax * D), tmp(MR * D), qs(lqp * D), dos(lqp * D), dqa(dense_dq ? lqp * D : 0), delta(lqp), lse2(lqp);
@@ -513,8 +528,8 @@ void backward_impl(const at::Tensor& dout, const at::Tensor& q, const at::Tensor
       if (dense_dq) std::fill(dqa.begin(), dqa.end(), 0.f);
       // blocks of keys: their packed K / V and their dK / dV stay in cache
       // while every query row passes
-      for (int64_t k0 = 0; k0 < Lk; k0 += KEY_BLOCK) {
-        const int64_t nk = std::min<int64_t>(KEY_BLOCK, Lk - k0);
+      for (int64_t k0 = 0; k0 < Lk; k0 += kblock) {
+        const int64_t nk = std::min<int64_t>(kblock, Lk - k0);
         const int64_t np = round_up(nk, 16) / 16, ldk = np * 16;
         // log2(e) on the packed keys: (scale q)(log2(e) k) are base-2 scores
         pack_panels<D>(K.at(b, h, k0), K.sl, nk, kp.data(), LOG2E, bias.at<D>(1, h));

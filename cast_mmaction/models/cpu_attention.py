@@ -8,8 +8,9 @@ are products of register tiles, the exponentials (``exp2`` of base-2 scores,
 a degree-5 polynomial) run on the block while it is in the core's cache,
 and the weighted sum of values follows from the same block: one kernel per
 call, all (batch, head) pairs split over torch's threads. Backward recomputes
-the scores from the kept log-sum-exp as the fused kernel does, in blocks of
-256 keys whose dK / dV stay in the core's cache.
+the scores from the kept log-sum-exp as the fused kernel does, in the
+fewest blocks of at most 400 keys, of equal size, whose dK / dV stay in the
+core's cache.
 
 Measured on an Intel Xeon with AVX-512, 2 threads (docs/benchmarks.md, "The
 C++ attention kernel"), against torch's fused kernel on CAST ViT-B's heads:
