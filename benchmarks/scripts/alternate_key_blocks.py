@@ -1,8 +1,9 @@
 """The C++ attention kernel's backward as the working tree builds it against
 the same file at a git revision (e.g. the key blocks of the backward
 changed), alternated in one process, with a control: the working tree's
-source built a second time under another name, whose ratio to the first
-shows what the host's noise alone moves. Each round runs every build once
+source built a second time under another name; the two tree builds run the
+same code, so the gap between their ratios is what the host's noise alone
+moves. Each round runs every build once
 per shape, the order rotated and reversed every other round; prints, per
 shape, each build's median ms and its median per-round ratio to the
 revision's build, and the largest gradient difference between the builds.
