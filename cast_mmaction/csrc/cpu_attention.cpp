@@ -106,7 +106,7 @@ inline int64_t round_up(int64_t x, int64_t m) { return (x + m - 1) / m * m; }
 
 // keys per block of the backward for Lk keys: ceil(Lk / KEY_BLOCK_MAX)
 // blocks of equal size, rounded up to whole 16-key panels (1568 keys:
-// 400 + 400 + 400 + 368, where blocks of 256 left a last one of 32: 3.5 %
+// 400 + 400 + 400 + 368, where blocks of 256 left a last one of 32: 2.5-3.6 %
 // faster on VideoMAE's heads); a fact of the shape, so the order of dQ's
 // sums is too
 inline int64_t key_block(int64_t Lk) {
