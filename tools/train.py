@@ -24,6 +24,7 @@ if ROOT not in sys.path:  # run from a checkout without `pip install -e .`
     sys.path.insert(0, ROOT)
 
 import cast_mmaction  # noqa: E402,F401  (compat fixes, registrations)
+from cast_mmaction import compat  # noqa: E402
 from mmengine.config import Config  # noqa: E402
 
 from cast_mmaction.engine.checks import (  # noqa: E402
@@ -132,6 +133,7 @@ def main(argv=None):
         runner.train()
     except UntrustedCheckpointError as e:  # names the type and the flag
         sys.exit(f'UntrustedCheckpointError: {e}')
+    compat.end_gloo_process_group()  # see its docstring: a torch defect
     return runner
 
 
