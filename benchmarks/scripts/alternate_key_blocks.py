@@ -16,32 +16,16 @@ and 8 frames (1 x 12 x 1568 x 64, 1 x 12 x 784 x 64) and CLIP's (8 x 12 x
 197 x 64), q / k / v the heads of one packed projection as the experts
 give them. Needs an AVX-512 CPU, a C++ compiler and ninja.
 """
-import hashlib
-import os
 import statistics
 import subprocess
 import sys
-import tempfile
 import time
 
 import torch
-from torch.utils import cpp_extension
 
-from cast_mmaction.models import cpp_extensions, cpu_attention
+from _kernel_build import build_kernel, packed_heads
 
 SOURCE = 'cast_mmaction/csrc/cpu_attention.cpp'
-
-
-def build(text, tmp):
-    tag = hashlib.sha1(text.encode()).hexdigest()[:10]
-    path = os.path.join(tmp, f'kernel_{tag}.cpp')
-    with open(path, 'w') as f:
-        f.write(text)
-    return cpp_extension.load(
-        name=f'cpu_attention_alt_{tag}', sources=[path],
-        extra_cflags=list(cpu_attention.CFLAGS),
-        extra_ldflags=list(cpu_attention.LDFLAGS),
-        extra_include_paths=[cpp_extensions.CSRC])
 
 
 def main(argv):
@@ -49,22 +33,19 @@ def main(argv):
     rounds = int(argv[1]) if len(argv) > 1 else 30
     shapes = [tuple(int(v) for v in s.split(',')) for s in argv[2:]] or [
         (1, 12, 1568, 64), (1, 12, 784, 64), (8, 12, 197, 64)]
-    cpp_extensions._put_venv_ninja_on_path()
     old = subprocess.run(['git', 'show', f'{rev}:{SOURCE}'], check=True,
                          capture_output=True, text=True).stdout
     new = open(SOURCE).read()
-    tmp = tempfile.mkdtemp()
-    builds = {rev: build(old, tmp), 'tree': build(new, tmp),
-              'tree (control)': build(new + '\n// control copy\n', tmp)}
+    builds = {rev: build_kernel(old, 'cpu_attention_alt'),
+              'tree': build_kernel(new, 'cpu_attention_alt'),
+              'tree (control)': build_kernel(new + '\n// control copy\n',
+                                             'cpu_attention_alt')}
     names = list(builds)
     g = torch.Generator().manual_seed(0)
     print(f'{torch.get_num_threads()} threads, {rounds} rounds; ratios: '
           f'each build / {rev} per round, median')
     for b, h, n, d in shapes:
-        qkv = torch.randn(b, n, 3 * h * d, generator=g)
-        q, k, v = (t.reshape(b, n, h, d).transpose(1, 2)
-                   for t in qkv.chunk(3, -1))
-        dout = torch.randn(b, n, h, d, generator=g).transpose(1, 2)
+        q, k, v, dout = packed_heads(b, h, n, d, g)
         scale = d ** -0.5
         out, lse = builds[rev].forward(q, k, v, scale, True)
         grads = {name: m.backward(dout, q, k, v, out, lse, scale, True)[0]

@@ -14,13 +14,13 @@ experts give them; ``packed``: the backward writes their gradients as that
 projection's (the experts' path; both sources must have it), else as three
 tensors. Needs an AVX-512 CPU, a C++ compiler and ninja.
 """
-import hashlib
 import sys
 import time
 
 import torch
 
-from cast_mmaction.models import cpp_extensions, cpu_attention
+from cast_mmaction.models import cpu_attention
+from _kernel_build import build_kernel, packed_heads
 
 args = [a for a in sys.argv[1:] if a != 'packed']
 packed = len(args) < len(sys.argv) - 1
@@ -29,18 +29,9 @@ rounds = int(args[1]) if len(args) > 1 else 7
 b, h, n, d = (int(v) for v in args[2:6]) if len(args) > 5 else (
     1, 12, 1568, 64)
 new = cpu_attention.extension()
-tag = hashlib.sha1(open(old_src, 'rb').read()).hexdigest()[:10]
-from torch.utils import cpp_extension  # noqa: E402
-cpp_extensions._put_venv_ninja_on_path()
-old = cpp_extension.load(name=f'cpu_attention_old_{tag}', sources=[old_src],
-                         extra_cflags=list(cpu_attention.CFLAGS),
-                         extra_ldflags=list(cpu_attention.LDFLAGS),
-                         # the header the source includes (csrc/avx512_exp2.h)
-                         extra_include_paths=[cpp_extensions.CSRC])
+old = build_kernel(open(old_src).read(), 'cpu_attention_old')
 g = torch.Generator().manual_seed(0)
-qkv = torch.randn(b, n, 3 * h * d, generator=g)
-q, k, v = (t.reshape(b, n, h, d).transpose(1, 2) for t in qkv.chunk(3, -1))
-dout = torch.randn(b, n, h, d, generator=g).transpose(1, 2)
+q, k, v, dout = packed_heads(b, h, n, d, g)
 scale = d ** -0.5
 out, lse = new.forward(q, k, v, scale, True)
 out_o, lse_o = old.forward(q, k, v, scale, True)

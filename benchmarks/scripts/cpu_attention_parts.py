@@ -14,7 +14,6 @@ out compute wrong outputs: they time only.
 q, k and v are the heads of one packed (B, N, 3 H D) projection, as the
 experts give them. Needs an AVX-512 CPU, a C++ compiler and ninja.
 """
-import hashlib
 import os
 import sys
 import tempfile
@@ -22,7 +21,8 @@ import time
 
 import torch
 
-from cast_mmaction.models import cpp_extensions, cpu_attention
+from cast_mmaction.models import cpp_extensions
+from _kernel_build import build_kernel, packed_heads
 
 # each part: the texts of the source it leaves out (put behind
 # `#ifndef SKIP_<part>`), or for the forward's exponentials a replacement
@@ -91,29 +91,15 @@ def main(argv):
     parts = FORWARD_PARTS if mode == 'forward' else BACKWARD_PARTS
     src = open(os.path.join(os.path.dirname(cpp_extensions.__file__), '..',
                             'csrc', 'cpu_attention.cpp')).read()
-    from torch.utils import cpp_extension
-    cpp_extensions._put_venv_ninja_on_path()
     variants = [()] + [(p, ) for p in parts] + [tuple(parts)]
     mods = {}
     tmp = tempfile.mkdtemp()
     for skip in variants:
-        text = variant(src, skip, parts)
-        tag = hashlib.sha1(text.encode()).hexdigest()[:10]
-        path = os.path.join(tmp, f'parts_{tag}.cpp')
-        with open(path, 'w') as f:
-            f.write(text)
-        mods[skip] = cpp_extension.load(
-            name=f'cpu_attention_parts_{tag}', sources=[path],
-            extra_cflags=list(cpu_attention.CFLAGS) + [
-                f'-DSKIP_{p}' for p in skip],
-            extra_ldflags=list(cpu_attention.LDFLAGS),
-            # the header the source includes (csrc/avx512_exp2.h)
-            extra_include_paths=[cpp_extensions.CSRC])
+        mods[skip] = build_kernel(variant(src, skip, parts),
+                                  'cpu_attention_parts',
+                                  [f'SKIP_{p}' for p in skip], tmp)
     g = torch.Generator().manual_seed(0)
-    qkv = torch.randn(b, n, 3 * h * d, generator=g)
-    q, k, v = (t.reshape(b, n, h, d).transpose(1, 2)
-               for t in qkv.chunk(3, -1))
-    dout = torch.randn(b, n, h, d, generator=g).transpose(1, 2)
+    q, k, v, dout = packed_heads(b, h, n, d, g)
     scale = d ** -0.5
     out, lse = mods[()].forward(q, k, v, scale, True)
     times = {skip: [] for skip in variants}
