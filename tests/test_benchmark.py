@@ -139,13 +139,15 @@ def test_child_arguments_per_side():
 
 
 def test_flops_count_the_onednn_matmuls_and_the_training_step(tmp_path):
-    """GFLOPs per clip include the matmuls that run on oneDNN on CPU and in
+    """GFLOPs per clip include the matmuls that run on oneDNN on CPU, in
     the custom autograd Functions of the CPU speed-ups (``_Linear``,
-    ``_FrozenMLP``): the tool's figure equals a count of the same model on
-    the plain F.linear path;
-    the training step counts forward + backward (1.5-3x the forward of its
-    batch: input gradients of the matmuls, weight gradients of the trainable
-    ones only)."""
+    ``_FrozenMLP``) and the frozen MLP's product accumulated into the
+    residual stream (an in-place ``addmm_``, which torch's counter has no
+    formula for): the tool's figure equals a count of the same model on the
+    plain F.linear path, and so do the forward and the training step of
+    each speed-up path; the training step counts forward + backward
+    (1.5-3x the forward of its batch: input gradients of the matmuls,
+    weight gradients of the trainable ones only)."""
     import torch
     from torch.utils.flop_counter import FlopCounterMode
     from cast_mmaction.models.speedups import register_flop_formulas
@@ -159,19 +161,28 @@ def test_flops_count_the_onednn_matmuls_and_the_training_step(tmp_path):
     got = res['gflops_per_clip']
     x = torch.randn(1, 3, 8, 32, 32)
     register_flop_formulas()
-    counts = {}
-    for onednn in (False, True):
+    paths = {'plain': None,  # the speed-ups that run oneDNN matmuls:
+             'onednn': dict(onednn_linear=True, frozen_mlp=True),
+             # fc2's product accumulated into the residual (addmm_)
+             'residual': dict(frozen_mlp=True)}
+    counts, ops = {}, {}
+    for name, speedups in paths.items():
         cfg = cast_recognizer_cfg(num_classes=5, embed_dim=64, depth=2,
                                   num_heads=4, num_frames=8, img_size=32)
-        if onednn:  # the speed-ups that run oneDNN matmuls
-            cfg['backbone']['speedups'] = dict(onednn_linear=True,
-                                               frozen_mlp=True)
+        cfg['backbone']['speedups'] = speedups
         model = build_model(cfg).eval()
         with torch.no_grad(), FlopCounterMode(display=False) as fc:
             model.cls_head(model.backbone(x))
-        counts[onednn] = fc.get_total_flops() / 1e9
-    assert got == pytest.approx(counts[False], rel=1e-6)
-    assert counts[True] == pytest.approx(counts[False], rel=1e-6)
+        forward = fc.get_total_flops() / 1e9
+        ops[name] = {str(k) for k in fc.get_flop_counts()['Global']}
+        model.train()
+        with FlopCounterMode(display=False) as fc:
+            model.cls_head(model.backbone(x)).sum().backward()
+        counts[name] = (forward, fc.get_total_flops() / 1e9)
+    assert 'aten.addmm_' in ops['residual']  # the path this test guards
+    assert got == pytest.approx(counts['plain'][0], rel=1e-6)
+    for name in ('onednn', 'residual'):
+        assert counts[name] == pytest.approx(counts['plain'], rel=1e-6), name
     # training step of batch 2: forward (2 clips) + backward
     assert 2 * 1.5 * got < res["train_gflops_per_step"] < 2 * 3.05 * got
 

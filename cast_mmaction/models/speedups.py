@@ -435,14 +435,30 @@ def _onednn_ok(*tensors):
 
 
 def register_flop_formulas():
-    """Teach ``torch.utils.flop_counter`` oneDNN's linear (2 n k m), so that
-    FLOPs are counted on the path the model runs (``_Linear``,
-    ``_FrozenMLP`` and :func:`onednn_linear` call it); idempotent."""
+    """Teach ``torch.utils.flop_counter`` the matmuls it has no formula for,
+    so that FLOPs are counted on the path the model runs: oneDNN's linear
+    (2 n k m; ``_Linear``, ``_FrozenMLP`` and :func:`onednn_linear` call
+    it), the in-place ``addmm_`` of :func:`_mm_t_into` (the frozen MLP's
+    product accumulated into the residual stream) and the attention
+    kernels' forward and backward; idempotent."""
     from torch.utils import flop_counter
 
     from . import onednn_attention
     onednn_attention.register_flop_formulas()
     _cpu_attention.register_flop_formulas()
+    # torch (<= 2.15 at least) counts aten.addmm but not its in-place form,
+    # so without this a step's fc2 products went uncounted (178 of ViT-B
+    # CAST's 781 GFLOP per clip)
+    addmm_ = torch.ops.aten.addmm_
+    if addmm_ not in flop_counter.flop_registry \
+            and addmm_.default not in flop_counter.flop_registry:
+
+        @flop_counter.register_flop_formula(addmm_)
+        def _addmm_inplace_flop(self_shape, a_shape, b_shape, *args,
+                                out_shape=None, **kwargs):
+            # self (n, m) += a (n, k) @ b (k, m)
+            return 2 * a_shape[0] * a_shape[1] * b_shape[1]
+
     # torch registers the packet itself (2.15) or its overloads (older)
     if _LP is None or _LP in flop_counter.flop_registry \
             or _LP.default in flop_counter.flop_registry:
