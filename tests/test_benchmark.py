@@ -181,10 +181,62 @@ def test_flops_count_the_onednn_matmuls_and_the_training_step(tmp_path):
         counts[name] = (forward, fc.get_total_flops() / 1e9)
     assert 'aten.addmm_' in ops['residual']  # the path this test guards
     assert got == pytest.approx(counts['plain'][0], rel=1e-6)
+    assert res['flops_uncounted_ops'] == []
     for name in ('onednn', 'residual'):
         assert counts[name] == pytest.approx(counts['plain'], rel=1e-6), name
     # training step of batch 2: forward (2 clips) + backward
     assert 2 * 1.5 * got < res["train_gflops_per_step"] < 2 * 3.05 * got
+
+
+def test_flops_name_the_products_they_could_not_count():
+    """A product operator that runs without a FLOP formula counts nothing:
+    the tool names it (``flops_uncounted_ops`` and a warning) instead of
+    reporting a low % of peak without a word. The speed-ups' paths have
+    formulas for all of theirs (the frozen MLP's in-place ``addmm_`` among
+    them, which torch's counter lacks)."""
+    import contextlib
+    import torch
+    from torch.utils import flop_counter
+    from torch.utils.flop_counter import FlopCounterMode
+    from cast_mmaction.models.speedups import register_flop_formulas
+    from cast_mmaction.utils import build_model
+    a, b, c = torch.randn(4, 8, 16), torch.randn(4, 16, 8), torch.randn(8, 8)
+    seen = benchmark._ops_seen()
+    with seen, FlopCounterMode(display=False) as fc:
+        torch.addbmm(c, a, b)  # no formula in torch's counter
+        torch.mv(c, c[0])  # nor this
+        torch.mm(c, c)
+    assert fc.get_total_flops() == 2 * 8 ** 3  # the mm only
+    assert benchmark.uncounted_products(seen.packets) == ['aten.addbmm',
+                                                          'aten.mv']
+    # the CAST path with the frozen MLP accumulated into the residual
+    register_flop_formulas()
+    cfg = cast_recognizer_cfg(num_classes=5, embed_dim=64, depth=2,
+                              num_heads=4, num_frames=8, img_size=32)
+    cfg['backbone']['speedups'] = dict(frozen_mlp=True)
+    model = build_model(cfg)
+    x, labels = torch.randn(2, 3, 8, 32, 32), torch.tensor([0, 1])
+
+    def train_fwd(x, labels):
+        return torch.nn.functional.cross_entropy(
+            model.cls_head(model.backbone(x)), labels)
+
+    def infer_fwd(x):
+        return model.cls_head(model.backbone(x))
+
+    out = benchmark.count_flops(model, train_fwd, infer_fwd, x, labels,
+                                contextlib.nullcontext)
+    assert out['flops_uncounted_ops'] == []
+    seen = benchmark._ops_seen()
+    with seen, torch.no_grad():
+        infer_fwd(x)
+    assert torch.ops.aten.addmm_ in seen.packets
+    # without its formula the same run would be named
+    registry = {k: v for k, v in flop_counter.flop_registry.items()
+                if k not in (torch.ops.aten.addmm_,
+                             torch.ops.aten.addmm_.default)}
+    assert benchmark.uncounted_products(seen.packets, registry) == [
+        'aten.addmm_']
 
 
 def test_peak_and_percent_of_peak(tmp_path):

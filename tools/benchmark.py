@@ -75,6 +75,7 @@ device on a host without one) stop before any phase starts, naming them.
 import argparse
 import json
 import os
+import re
 import resource
 import statistics
 import subprocess
@@ -615,20 +616,71 @@ def profile_categories(built, x, labels, autocast, sync, warmup=1):
     return out
 
 
+# operators that compute products, by the name after the namespace (aten.mm,
+# aten.addmm_, cast_mmaction.cpu_sdpa_backward_kv, mkldnn._linear_pointwise):
+# one that runs without a formula in torch.utils.flop_counter counts nothing,
+# so the GFLOPs and every % of peak computed from them come out low without
+# a word (an in-place addmm_ and a k / v attention backward did, once each)
+_PRODUCT_OP = re.compile(r'mm|mv|dot|matmul|linear|conv|attention|attn|sdpa|'
+                         r'einsum|gemm')
+
+
+def _ops_seen():
+    """A dispatch mode that records the overload packet of every operator
+    that runs below it (entered before ``FlopCounterMode``, it sees what the
+    counter executes after its decompositions)."""
+    from torch.utils._python_dispatch import TorchDispatchMode
+
+    class OpsSeen(TorchDispatchMode):
+
+        def __init__(self):
+            super().__init__()
+            self.packets = set()
+
+        def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+            self.packets.add(func.overloadpacket)
+            return func(*args, **(kwargs or {}))
+
+    return OpsSeen()
+
+
+def uncounted_products(packets, registry=None):
+    """The names of the operators among ``packets`` (overload packets that
+    ran) whose names say they compute products but that have no FLOP
+    formula in ``registry`` (torch.utils.flop_counter's), sorted."""
+    if registry is None:
+        from torch.utils.flop_counter import flop_registry as registry
+    out = set()
+    for p in packets:
+        name = str(p)
+        if not _PRODUCT_OP.search(name.rsplit('.', 1)[-1]):
+            continue
+        if p in registry or any(
+                getattr(p, o, None) in registry for o in p.overloads()):
+            continue
+        out.add(name)
+    return sorted(out)
+
+
 def count_flops(model, train_fwd, infer_fwd, x, labels, autocast):
     """FLOPs (``torch.utils.flop_counter``) of inference per clip and of one
     training step (forward + backward of the loss), on the path the model
     runs: oneDNN's linear (used by ``_Linear``, ``_FrozenMLP`` and
-    ``linear`` of models/layers.py) gets a formula, the other matmuls and
-    fused attention (forward and backward) have torch's. The training step is
-    counted without activation checkpointing (model FLOPs: the recompute of
-    ``with_cp`` / ``checkpoint_policy`` is extra work, not progress)."""
+    ``linear`` of models/layers.py), the in-place ``addmm_`` and the C++
+    attention kernels get formulas, the other matmuls and fused attention
+    (forward and backward) have torch's. The training step is counted
+    without activation checkpointing (model FLOPs: the recompute of
+    ``with_cp`` / ``checkpoint_policy`` is extra work, not progress).
+    ``flops_uncounted_ops``: operators that compute products but ran without
+    a formula (their FLOPs are missing from both counts; a warning names
+    them)."""
     import torch
     from torch.utils.flop_counter import FlopCounterMode
     from cast_mmaction.models.speedups import register_flop_formulas
     register_flop_formulas()
     model.eval()
-    with torch.no_grad(), FlopCounterMode(display=False) as fc:
+    seen = _ops_seen()
+    with seen, torch.no_grad(), FlopCounterMode(display=False) as fc:
         with autocast():
             infer_fwd(x[:1])
     out = dict(gflops_per_clip=fc.get_total_flops() / 1e9)
@@ -639,7 +691,7 @@ def count_flops(model, train_fwd, infer_fwd, x, labels, autocast):
         bb.cp_layers, bb.layer_runner = set(), None
     model.train()
     try:
-        with FlopCounterMode(display=False) as fc:
+        with seen, FlopCounterMode(display=False) as fc:
             with autocast():
                 loss = train_fwd(x, labels)
             loss.backward()
@@ -648,6 +700,13 @@ def count_flops(model, train_fwd, infer_fwd, x, labels, autocast):
             bb.cp_layers, bb.layer_runner = cp_layers, runner
     model.zero_grad(set_to_none=True)
     out['train_gflops_per_step'] = fc.get_total_flops() / 1e9
+    out['flops_uncounted_ops'] = uncounted_products(seen.packets)
+    if out['flops_uncounted_ops']:
+        print('WARNING: FLOPs: no formula in torch.utils.flop_counter for '
+              f'{", ".join(out["flops_uncounted_ops"])}: their products are '
+              'missing from gflops_per_clip / train_gflops_per_step and the '
+              '% of peak is low; register one (register_flop_formula)',
+              file=sys.stderr)
     return out
 
 
@@ -913,7 +972,7 @@ def summarize(runs, batch_size):
     out = dict(batch_size=batch_size)
     for key in ('trainable_params', 'total_params', 'gflops_per_clip',
                 'train_gflops_per_step', 'optimizer', 'ckpt_full_mb',
-                'ckpt_trainable_only_mb', 'peak_dtype',
+                'ckpt_trainable_only_mb', 'peak_dtype', 'flops_uncounted_ops',
                 'onednn_linear_chosen', 'speedups_running'):
         vals = [r[key] for r in runs if key in r]
         if vals:
