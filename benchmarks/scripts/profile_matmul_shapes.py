@@ -1,12 +1,13 @@
-"""The matmuls of one CAST ViT-B SSv2 training step (fp32, random weights,
-batch 1) by operator and shape: ``torch.profiler`` self time, call count,
-FLOPs and GFLOP/s of each (``mm`` / ``addmm`` / ``addmm_`` as (M, K, N)),
-after one untimed step, the largest first; then their total. Shows which
+"""The matmuls of one CAST ViT-B SSv2 training step, or with ``infer`` of
+one inference (fp32, random weights, batch 1), by operator and shape:
+``torch.profiler`` self time, call count, FLOPs and GFLOP/s of each
+(``mm`` / ``addmm`` / ``addmm_`` as (M, K, N)), after one untimed step,
+the largest first; then their total. Shows which
 products run below the matmul peak (e.g. the adapters' narrow weight
 gradients) and which carry a bias copy (``addmm``).
 
     PYTHONPATH=$PWD python benchmarks/scripts/profile_matmul_shapes.py \\
-        [SPEEDUPS_JSON] [ROWS]
+        [SPEEDUPS_JSON] [ROWS] [train|infer]
 """
 import collections
 import sys
@@ -18,11 +19,15 @@ from _ssv2_step import ssv2_step
 MATMULS = ('aten::mm', 'aten::addmm', 'aten::addmm_')
 speedups = sys.argv[1] if len(sys.argv) > 1 else None
 rows = int(sys.argv[2]) if len(sys.argv) > 2 else 40
+mode = sys.argv[3] if len(sys.argv) > 3 else 'train'
+if mode not in ('train', 'infer'):
+    sys.exit(f'mode must be train or infer, got {mode!r}')
 step = ssv2_step(speedups)
-step.model.train()
-step.train()
+step.model.train(mode == 'train')
+run = step.train if mode == 'train' else step.infer
+run()
 with profile(activities=[ProfilerActivity.CPU], record_shapes=True) as prof:
-    step.train()
+    run()
 agg = collections.defaultdict(lambda: [0.0, 0, 0.0])  # s, calls, GFLOP
 for ev in prof.events():
     if ev.name not in MATMULS:
@@ -37,7 +42,8 @@ for ev in prof.events():
     row[2] += 2 * m * k * n / 1e9
 total_s = sum(r[0] for r in agg.values())
 total_f = sum(r[2] for r in agg.values())
-print(f'speedups {speedups}; matmuls of one training step: {total_s:.3f} s, '
+what = 'training step' if mode == 'train' else 'inference'
+print(f'speedups {speedups}; matmuls of one {what}: {total_s:.3f} s, '
       f'{total_f:.0f} GFLOP, {total_f / total_s:.0f} GFLOP/s')
 print(f'{"self s":>7} {"calls":>5} {"GFLOP":>7} {"GFLOP/s":>7}  '
       f'operator (M, K, N)')
