@@ -58,6 +58,48 @@ def test_benchmark_tool_reports_every_figure(tmp_path):
     assert 'train_step_s' in r.stdout
 
 
+def test_audio_visual_verb_noun_model_is_timed_and_counted(tmp_path):
+    """A model with audio and segment times among its inputs (CA2ST with
+    time encodings) and a verb + noun head (EPIC-KITCHENS) goes through the
+    timing and FLOP phases: random inputs of every modality its backbone
+    reads, one [verb, noun] label a clip; the count equals the meta-device
+    count of the same config, with no product left uncounted."""
+    from cast_mmaction.models.presets_av import ca2st_recognizer_cfg
+    model = ca2st_recognizer_cfg(
+        composition=True, verb_classes=5, noun_classes=7, revision=True,
+        embed_dim=64, depth=2, num_heads=4, num_frames=8, img_size=32,
+        input_tdim=64, input_fdim=32)
+    cfg = tmp_path / 'ca2st_tiny.py'
+    cfg.write_text('model = ' + repr(model) + '\n' + OPTIM)
+    out = tmp_path / 'av.json'
+    r = _run(str(cfg), '--steps', '1', '--warmup', '1', '--batch-size', '2',
+             '--phases', 'train,infer,flops', '--json', str(out))
+    assert r.returncode == 0, r.stderr[-2000:]
+    res = json.loads(out.read_text())
+    assert res['train_step_s'] > 0 and res['infer_s_per_clip'] > 0
+    assert res['flops_uncounted_ops'] == []
+    meta = benchmark.meta_flops(
+        benchmark._load_cfg(benchmark.parse_args([str(cfg)])), 1,
+        train=False)
+    assert set(meta['input_shapes']) == {'video', 'audio', 'times'}
+    assert res['gflops_per_clip'] == pytest.approx(meta['gflops_forward'],
+                                                   rel=1e-9)
+
+
+def test_speedups_on_a_backbone_without_them_is_a_named_error(tmp_path):
+    cfg = tmp_path / 'msca.py'
+    cfg.write_text("model = dict(type='Recognizer3D', backbone=dict("
+                   "type='MSCAViT', img_size=32, embed_dim=64, depth=1, "
+                   "num_heads=4), cls_head=dict(type='FrameClsHead', "
+                   "num_classes=3, in_channels=64))\n" + OPTIM)
+    # the same config without --speedups runs
+    assert _run(str(cfg), '--phases', 'flops').returncode == 0
+    r = _run(str(cfg), '--speedups', 'cpu', '--phases', 'flops')
+    assert r.returncode != 0
+    assert '--speedups: backbone MSCAViT has no CPU speed-ups' in (
+        r.stderr + r.stdout)
+
+
 def test_config_without_optimizer_is_a_clear_error(tmp_path):
     cfg = tmp_path / 'noopt.py'
     cfg.write_text('model = ' + repr(cast_recognizer_cfg(

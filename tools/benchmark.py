@@ -195,6 +195,34 @@ def input_spec(model_cfg):
     return frames, size
 
 
+def clip_inputs(model, batch, frames, size, gen):
+    """One batch of random inputs for ``model``: a video (B, 3, T, H, W)
+    of normal noise, or, for a backbone that reads other modalities too
+    (CAVA, CA2ST: audio, and the segment times of time encodings), the dict
+    of every input its recognizer's data preprocessor gives (video, audio
+    as a normal log-mel-like spectrogram, increasing times in seconds;
+    ``cast_mmaction.deployment.example_inputs``)."""
+    import torch
+    from cast_mmaction.deployment import (ExportError, example_inputs,
+                                          input_spec as model_inputs)
+    try:
+        spec = model_inputs(model)
+    except ExportError:  # not a CAST-family or frame-wise backbone
+        spec = [('video', None)]
+    if [name for name, _ in spec] == ['video']:
+        return torch.randn(batch, 3, frames, *size, generator=gen)
+    seed = int(torch.randint(0, 2**31 - 1, (1, ), generator=gen))
+    return dict(zip([name for name, _ in spec],
+                    example_inputs(spec, batch, seed)))
+
+
+def inputs_map(fn, x):
+    """``fn`` applied to the clip tensor ``x``, or to each of a dict's."""
+    if isinstance(x, dict):
+        return {k: fn(v) for k, v in x.items()}
+    return fn(x)
+
+
 def build_optimizer_ours(cfg, model):
     """The torch optimizer the config's ``optim_wrapper`` builds (type,
     arguments, constructor, paramwise_cfg), in a plain ``OptimWrapper``."""
@@ -256,16 +284,30 @@ def build_ours(args, cfg):
     if args.with_cp:
         bb['with_cp'] = True
     if args.speedups:
+        _check_takes_speedups(bb['type'])
         bb['speedups'] = parse_speedups(args.speedups)
     model = build_model(model_cfg)
     frames, size = input_spec(model_cfg)
     num_classes = model_cfg['cls_head'].get('num_classes', 2)
+    # a verb + noun head (EPIC-KITCHENS): one [verb, noun] label a clip
+    verb_noun = [getattr(model.cls_head, k, None)
+                 for k in ('num_verbs', 'num_nouns')]
+
+    def labels(batch, gen):
+        import torch
+        if None in verb_noun:
+            return torch.randint(0, num_classes, (batch, ), generator=gen)
+        return torch.stack([torch.randint(0, n, (batch, ), generator=gen)
+                            for n in verb_noun], 1)
 
     def train_forward(x, labels):
         from mmaction.structures import ActionDataSample
-        samples = [ActionDataSample().set_gt_label(int(l)) for l in labels]
-        # the recognizer takes (N, views, C, T, H, W)
-        losses = model(x[:, None], samples, mode='loss')
+        samples = [ActionDataSample().set_gt_label(
+            l if l.ndim else int(l)) for l in labels]
+        # the recognizer takes (N, views, C, T, H, W); an audio-visual one
+        # a dict of (N, views, ...) inputs
+        losses = model(inputs_map(lambda t: t[:, None], x), samples,
+                       mode='loss')
         return sum(v for k, v in losses.items() if 'loss' in k)
 
     def infer_forward(x):
@@ -291,9 +333,26 @@ def build_ours(args, cfg):
         return build_optimizer_ours(cfg, model)
 
     return dict(model=model, frames=frames, size=size,
-                num_classes=num_classes, train_forward=train_forward,
+                num_classes=num_classes, labels=labels,
+                train_forward=train_forward,
                 graph_train_forward=logits_train_forward,
                 infer_forward=infer_forward, optimizer=optimizer)
+
+
+def _check_takes_speedups(backbone_type):
+    """``--speedups`` on a backbone without the option: a clear error
+    instead of the constructor's TypeError."""
+    import inspect
+    from mmaction.registry import MODELS
+    from cast_mmaction.utils import ensure_scope
+    ensure_scope()
+    cls = MODELS.get(backbone_type) if isinstance(backbone_type, str) \
+        else backbone_type
+    if cls is not None and 'speedups' not in inspect.signature(
+            cls.__init__).parameters:
+        raise SystemExit(f'--speedups: backbone {backbone_type} has no CPU '
+                         f'speed-ups (model.backbone.speedups is an option '
+                         f'of CASTBackbone: CAST, CAVA, CA2ST); leave it out')
 
 
 def build_reference(args, cfg):
@@ -356,9 +415,13 @@ def run_phase(args, phase):
     amp_dtype = {'bf16': torch.bfloat16, 'fp16': torch.float16}.get(args.amp)
     b = args.batch_size
     gen = torch.Generator().manual_seed(0)
-    x = torch.randn(b, 3, frames, *size, generator=gen).to(device)
-    labels = torch.randint(0, built['num_classes'], (b, ),
-                           generator=gen).to(device)
+    x = inputs_map(lambda t: t.to(device),
+                   clip_inputs(model, b, frames, size, gen))
+    if 'labels' in built:
+        labels = built['labels'](b, gen).to(device)
+    else:
+        labels = torch.randint(0, built['num_classes'], (b, ),
+                               generator=gen).to(device)
     trainable = [p for p in model.parameters() if p.requires_grad]
     res = dict(trainable_params=sum(p.numel() for p in trainable),
                total_params=sum(p.numel() for p in model.parameters()))
@@ -682,7 +745,7 @@ def count_flops(model, train_fwd, infer_fwd, x, labels, autocast):
     seen = _ops_seen()
     with seen, torch.no_grad(), FlopCounterMode(display=False) as fc:
         with autocast():
-            infer_fwd(x[:1])
+            infer_fwd(inputs_map(lambda t: t[:1], x))
     out = dict(gflops_per_clip=fc.get_total_flops() / 1e9)
     bb = getattr(model, 'backbone', None)
     cp_layers = getattr(bb, 'cp_layers', None)
