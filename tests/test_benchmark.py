@@ -1,5 +1,6 @@
 """tools/benchmark.py runs on a config with no data and no weights."""
 import json
+import os
 import subprocess
 import sys
 import textwrap
@@ -361,6 +362,17 @@ def test_authors_side_in_bf16_is_a_clear_error(tmp_path):
              '--reference-amp', 'bf16')
     assert r.returncode != 0
     assert 'no bf16 path' in r.stderr + r.stdout
+
+
+@pytest.mark.parametrize('config', ['configs/cava_demo.py',
+                                    'configs/cast_ek100.py'])
+def test_authors_side_refuses_a_config_of_another_model(config):
+    """Their side builds their CAST whatever the config says: a CAVA config
+    or verb + noun heads stop before any phase instead of being timed
+    against it."""
+    with pytest.raises(SystemExit, match="the authors' side is their CAST"):
+        benchmark.main([os.path.join(ROOT, config), '--reference-repo', '/x',
+                        '--side-by-side'])
 
 
 def test_speedups_option_and_the_compare_rows(tmp_path):

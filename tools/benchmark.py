@@ -355,6 +355,26 @@ def _check_takes_speedups(backbone_type):
                          f'of CASTBackbone: CAST, CAVA, CA2ST); leave it out')
 
 
+def _check_reference_comparable(args):
+    """The authors' side builds their STCrossTransformer (a CLIP and a
+    VideoMAE expert, one single-label head) whatever the config says; a
+    config of another model (CAVA, CA2ST, EPIC-KITCHENS' verb + noun heads,
+    other experts, a frame-wise ViT) would be timed against a different
+    model without a word, so it stops here."""
+    model_cfg = _load_cfg(args).model
+    bb = model_cfg.get('backbone', {})
+    experts = sorted(e.get('type', '?') for e in (
+        bb.get('experts') or {}).values())
+    head = model_cfg.get('cls_head', {}).get('type')
+    if experts != ['CLIPViTExpert', 'VideoMAEExpert'] or head != 'CASTHead':
+        raise SystemExit(
+            f'--reference-repo: the authors\' side is their CAST (a CLIP and '
+            f'a VideoMAE expert, one single-label head); {args.config} has '
+            f'backbone {bb.get("type")} with experts {experts or "none"} and '
+            f'head {head}: compare a CAST SSv2 / K400 config, or drop '
+            f'--reference-repo')
+
+
 def build_reference(args, cfg):
     """The authors' STCrossTransformer, frozen as their training script does
     (run_bidirection.py: unfreeze_block on cross/Adapter/ln_post/fc_norm/head),
@@ -1622,6 +1642,8 @@ def main(argv=None):
     problem = device_problem(args.device)
     if problem:
         raise SystemExit(f'--device {args.device}: {problem}')
+    if args.reference_repo:
+        _check_reference_comparable(args)
     if args.reference_repo and (args.reference_amp if args.side_by_side
                                 else args.amp) == 'bf16':
         # their LayerNorm.forward casts back only from fp16 / fp32 and
