@@ -731,18 +731,10 @@ def uncounted_products(packets, registry=None):
     """The names of the operators among ``packets`` (overload packets that
     ran) whose names say they compute products but that have no FLOP
     formula in ``registry`` (torch.utils.flop_counter's), sorted."""
-    if registry is None:
-        from torch.utils.flop_counter import flop_registry as registry
-    out = set()
-    for p in packets:
-        name = str(p)
-        if not _PRODUCT_OP.search(name.rsplit('.', 1)[-1]):
-            continue
-        if p in registry or any(
-                getattr(p, o, None) in registry for o in p.overloads()):
-            continue
-        out.add(name)
-    return sorted(out)
+    from cast_mmaction.models.sdpa_ops import has_flop_formula
+    return sorted({str(p) for p in packets
+                   if _PRODUCT_OP.search(str(p).rsplit('.', 1)[-1])
+                   and not has_flop_formula(p, registry)})
 
 
 def count_flops(model, train_fwd, infer_fwd, x, labels, autocast):

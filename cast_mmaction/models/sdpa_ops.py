@@ -96,14 +96,23 @@ def register_pair(forward_op, backward_op, packed_backward_op=None,
     forward_op.register_autograd(backward, setup_context=setup_context)
 
 
+def has_flop_formula(packet, registry=None):
+    """Whether ``torch.utils.flop_counter`` (or ``registry``) has a formula
+    for the operator ``packet``: torch registers some by their overload
+    packet (2.15), others by an overload (older)."""
+    if registry is None:
+        from torch.utils.flop_counter import flop_registry as registry
+    return packet in registry or any(
+        getattr(packet, o, None) in registry for o in packet.overloads())
+
+
 def register_flop_formulas(forward_packet, backward_packet,
                            *packed_backward_packets):
     """The FLOPs of the pair for ``torch.utils.flop_counter``: those of
     torch's fused attention (forward: 2 matmuls; backward: 5, the recompute
     of the scores included); idempotent."""
     from torch.utils import flop_counter
-    if forward_packet in flop_counter.flop_registry or (
-            forward_packet.default in flop_counter.flop_registry):
+    if has_flop_formula(forward_packet):
         return
 
     @flop_counter.register_flop_formula(forward_packet)

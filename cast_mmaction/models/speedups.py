@@ -444,14 +444,14 @@ def register_flop_formulas():
     from torch.utils import flop_counter
 
     from . import onednn_attention
+    from .sdpa_ops import has_flop_formula
     onednn_attention.register_flop_formulas()
     _cpu_attention.register_flop_formulas()
     # torch (<= 2.15 at least) counts aten.addmm but not its in-place form,
     # so without this a step's fc2 products went uncounted (178 of ViT-B
     # CAST's 781 GFLOP per clip)
     addmm_ = torch.ops.aten.addmm_
-    if addmm_ not in flop_counter.flop_registry \
-            and addmm_.default not in flop_counter.flop_registry:
+    if not has_flop_formula(addmm_):
 
         @flop_counter.register_flop_formula(addmm_)
         def _addmm_inplace_flop(self_shape, a_shape, b_shape, *args,
@@ -460,8 +460,7 @@ def register_flop_formulas():
             return 2 * a_shape[0] * a_shape[1] * b_shape[1]
 
     # torch registers the packet itself (2.15) or its overloads (older)
-    if _LP is None or _LP in flop_counter.flop_registry \
-            or _LP.default in flop_counter.flop_registry:
+    if _LP is None or has_flop_formula(_LP):
         return
 
     @flop_counter.register_flop_formula(_LP)
