@@ -223,6 +223,21 @@ def inputs_map(fn, x):
     return fn(x)
 
 
+def random_labels(num_classes, verb_noun=None):
+    """``labels(batch, generator)``: random class indices (batch, ), or with
+    ``verb_noun`` = (verbs, nouns) one [verb, noun] pair a clip (batch, 2),
+    for a verb + noun head (EPIC-KITCHENS)."""
+    import torch
+
+    def labels(batch, gen):
+        if verb_noun is None:
+            return torch.randint(0, num_classes, (batch, ), generator=gen)
+        return torch.stack([torch.randint(0, n, (batch, ), generator=gen)
+                            for n in verb_noun], 1)
+
+    return labels
+
+
 def build_optimizer_ours(cfg, model):
     """The torch optimizer the config's ``optim_wrapper`` builds (type,
     arguments, constructor, paramwise_cfg), in a plain ``OptimWrapper``."""
@@ -284,21 +299,15 @@ def build_ours(args, cfg):
     if args.with_cp:
         bb['with_cp'] = True
     if args.speedups:
-        _check_takes_speedups(bb['type'])
         bb['speedups'] = parse_speedups(args.speedups)
     model = build_model(model_cfg)
     frames, size = input_spec(model_cfg)
     num_classes = model_cfg['cls_head'].get('num_classes', 2)
     # a verb + noun head (EPIC-KITCHENS): one [verb, noun] label a clip
-    verb_noun = [getattr(model.cls_head, k, None)
-                 for k in ('num_verbs', 'num_nouns')]
-
-    def labels(batch, gen):
-        import torch
-        if None in verb_noun:
-            return torch.randint(0, num_classes, (batch, ), generator=gen)
-        return torch.stack([torch.randint(0, n, (batch, ), generator=gen)
-                            for n in verb_noun], 1)
+    verb_noun = tuple(getattr(model.cls_head, k, None)
+                      for k in ('num_verbs', 'num_nouns'))
+    labels = random_labels(num_classes,
+                           None if None in verb_noun else verb_noun)
 
     def train_forward(x, labels):
         from mmaction.structures import ActionDataSample
@@ -355,13 +364,12 @@ def _check_takes_speedups(backbone_type):
                          f'of CASTBackbone: CAST, CAVA, CA2ST); leave it out')
 
 
-def _check_reference_comparable(args):
+def _check_reference_comparable(model_cfg, config):
     """The authors' side builds their STCrossTransformer (a CLIP and a
     VideoMAE expert, one single-label head) whatever the config says; a
     config of another model (CAVA, CA2ST, EPIC-KITCHENS' verb + noun heads,
     other experts, a frame-wise ViT) would be timed against a different
     model without a word, so it stops here."""
-    model_cfg = _load_cfg(args).model
     bb = model_cfg.get('backbone', {})
     experts = sorted(e.get('type', '?') for e in (
         bb.get('experts') or {}).values())
@@ -369,7 +377,7 @@ def _check_reference_comparable(args):
     if experts != ['CLIPViTExpert', 'VideoMAEExpert'] or head != 'CASTHead':
         raise SystemExit(
             f'--reference-repo: the authors\' side is their CAST (a CLIP and '
-            f'a VideoMAE expert, one single-label head); {args.config} has '
+            f'a VideoMAE expert, one single-label head); {config} has '
             f'backbone {bb.get("type")} with experts {experts or "none"} and '
             f'head {head}: compare a CAST SSv2 / K400 config, or drop '
             f'--reference-repo')
@@ -413,7 +421,9 @@ def build_reference(args, cfg):
         return torch.optim.AdamW(trainable, lr=1e-4, weight_decay=0.05)
 
     return dict(model=model, frames=frames, size=size,
-                num_classes=num_classes, train_forward=train_forward,
+                num_classes=num_classes,
+                labels=random_labels(num_classes),
+                train_forward=train_forward,
                 graph_train_forward=train_forward,
                 infer_forward=infer_forward, optimizer=optimizer)
 
@@ -437,11 +447,7 @@ def run_phase(args, phase):
     gen = torch.Generator().manual_seed(0)
     x = inputs_map(lambda t: t.to(device),
                    clip_inputs(model, b, frames, size, gen))
-    if 'labels' in built:
-        labels = built['labels'](b, gen).to(device)
-    else:
-        labels = torch.randint(0, built['num_classes'], (b, ),
-                               generator=gen).to(device)
+    labels = built['labels'](b, gen).to(device)
     trainable = [p for p in model.parameters() if p.requires_grad]
     res = dict(trainable_params=sum(p.numel() for p in trainable),
                total_params=sum(p.numel() for p in model.parameters()))
@@ -1634,8 +1640,13 @@ def main(argv=None):
     problem = device_problem(args.device)
     if problem:
         raise SystemExit(f'--device {args.device}: {problem}')
-    if args.reference_repo:
-        _check_reference_comparable(args)
+    speedups = args.compare_speedups or args.speedups not in (None, 'none')
+    if speedups or args.reference_repo:
+        model_cfg = _load_cfg(args).model
+        if speedups:
+            _check_takes_speedups(model_cfg['backbone']['type'])
+        if args.reference_repo:
+            _check_reference_comparable(model_cfg, args.config)
     if args.reference_repo and (args.reference_amp if args.side_by_side
                                 else args.amp) == 'bf16':
         # their LayerNorm.forward casts back only from fp16 / fp32 and
