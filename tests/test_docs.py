@@ -132,12 +132,17 @@ NAMED_PATH = re.compile(
     r'(?<![\w/.-])(?:(--json|--out|-o)\s+)?((?:tools|benchmarks)/[\w./*{},-]*[\w/*}])')
 
 
-def _named_paths(text, patterns=False):
-    for m in NAMED_PATH.finditer(text):
+# benchmarks/README.md names its files from its own folder: runs/..., scripts/...
+NAMED_HERE = re.compile(
+    r'(?<![\w/.-])(?:(--json|--out|-o)\s+)?((?:runs|scripts)/[\w./*{},-]*[\w/*}])')
+
+
+def _named_paths(text, patterns=False, rule=NAMED_PATH, prefix=''):
+    for m in rule.finditer(text):
         written, path = m.groups()
         if written or patterns != any(c in path for c in '*{'):
             continue
-        yield path
+        yield prefix + path
 
 
 def _expand_braces(pattern):
@@ -184,13 +189,59 @@ def test_named_paths_rule():
                          + PAGES, ids=lambda p: osp.relpath(p, ROOT))
 def test_named_tools_and_benchmark_files_exist(path):
     text = open(path, encoding='utf-8').read()
-    missing = sorted({p for p in _named_paths(text)
+    rules = [(NAMED_PATH, '')]
+    if path == osp.join(ROOT, 'benchmarks', 'README.md'):
+        rules.append((NAMED_HERE, 'benchmarks/'))
+
+    def named(patterns):
+        return {p for rule, prefix in rules
+                for p in _named_paths(text, patterns, rule, prefix)}
+    missing = sorted({p for p in named(False)
                       if not osp.exists(osp.join(ROOT, p))})
     # each alternative of a pattern matches at least one file
-    missing += sorted({f'{x} (of {p})' for p in _named_paths(text, True)
+    missing += sorted({f'{x} (of {p})' for p in named(True)
                        for x in _expand_braces(p)
                        if not glob.glob(osp.join(ROOT, x))})
     assert not missing, f'{osp.relpath(path, ROOT)} names missing files: {missing}'
+
+
+# A dotted name of the package the docs cite (``cast_mmaction.utils.cpu_facts``)
+# exists: the longest importable module, then attributes.
+DOTTED = re.compile(r'(?<![\w./])cast_mmaction(?:\.\w+)+')
+
+
+def _resolves(name):
+    import importlib
+    parts = name.split('.')
+    for i in range(len(parts), 0, -1):
+        try:
+            obj = importlib.import_module('.'.join(parts[:i]))
+        except ImportError:
+            continue
+        for attr in parts[i:]:
+            if not hasattr(obj, attr):
+                return False
+            obj = getattr(obj, attr)
+        return True
+    return False
+
+
+def test_dotted_names_rule():
+    assert _resolves('cast_mmaction.utils.cpu_facts')
+    assert not _resolves('cast_mmaction.models.layers.linear')
+    assert not _resolves('cast_mmaction.no_such_module.x')
+    assert DOTTED.findall('see `cast_mmaction.utils.cpu_facts()` and '
+                          'cast_mmaction/models/x.py') == [
+        'cast_mmaction.utils.cpu_facts']
+
+
+@pytest.mark.parametrize('path', [README, osp.join(ROOT, 'benchmarks', 'README.md')]
+                         + PAGES, ids=lambda p: osp.relpath(p, ROOT))
+def test_named_package_objects_exist(path):
+    names = set(DOTTED.findall(open(path, encoding='utf-8').read()))
+    missing = sorted(n for n in names if not _resolves(n))
+    assert not missing, (f'{osp.relpath(path, ROOT)} names what the package '
+                         f'does not have: {missing}')
 
 
 # The docs state what is true now; history belongs in commit messages.
