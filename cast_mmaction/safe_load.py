@@ -340,16 +340,24 @@ def _warn_trusted(path, what):
 # ----------------------------------------------------------------------------
 # loaders
 # ----------------------------------------------------------------------------
-def load_checkpoint(path, map_location='cpu', what='checkpoint'):
+def load_checkpoint(path, map_location='cpu', what='checkpoint', mmap=False):
     """Open a checkpoint file of any kind this package reads and return what
     it holds: a ``.safetensors`` file (:func:`load_safetensors`), a
     TorchScript archive (its tensors, :func:`read_torchscript_state`) or a
-    ``torch.save`` file (``weights_only=True`` + :func:`allowed_globals`).
+    ``torch.save`` file (``weights_only=True`` + :func:`allowed_globals`;
+    with ``mmap`` a zip archive's tensors are mapped, not read: a cheap look
+    at what the file holds).
 
     Raises :class:`UntrustedCheckpointError` for a file that needs anything
     else, unless the file is trusted (:func:`trust`, :func:`trusted`)."""
     import torch
     path = osp.expanduser(str(path))
+    if osp.isdir(path):
+        raise FileNotFoundError(
+            f'{what}: {path} is a folder, not a checkpoint file; a sharded '
+            f'checkpoint folder (FSDP2) is read by a config with the FSDP2 '
+            f'strategy, or made one file by '
+            f'tools/convert/consolidate_checkpoint.py (docs/distributed.md)')
     if not osp.isfile(path):
         raise FileNotFoundError(f'{what}: file not found: {path}')
     if path.endswith('.safetensors'):
@@ -369,15 +377,17 @@ def load_checkpoint(path, map_location='cpu', what='checkpoint'):
                 raise ValueError(f'{what} {path}: not a PyTorch checkpoint '
                                  f'(neither a complete zip archive nor a '
                                  f'pickle: truncated, or another format)')
+    lazy = dict(mmap=True) if mmap and zipfile.is_zipfile(path) else {}
     try:
         with _allow_list():
             return torch.load(path, map_location=map_location,
-                              weights_only=True)
+                              weights_only=True, **lazy)
     except pickle.UnpicklingError as e:
         if not is_trusted(path):
             raise UntrustedCheckpointError(_refusal(path, what, e)) from None
         _warn_trusted(path, what)
-        return torch.load(path, map_location=map_location, weights_only=False)
+        return torch.load(path, map_location=map_location, weights_only=False,
+                          **lazy)
 
 
 def load_from_local(filename, map_location=None):

@@ -389,7 +389,9 @@ def test_convert_tool_reads_release_and_tower(tmp_path, capsys):
              'model.backbone.adapter_layers=3',
              'model.cls_head.num_classes=10', 'model.cls_head.in_channels=96']
     cfg = os.path.join(ROOT, 'configs', 'st_adapter_ssv2.py')
-    with pytest.raises(SystemExit, match='--tower'):
+    with pytest.raises(SystemExit, match=r'^ValueError: an official ST-Adapter '
+                       r'checkpoint .*\(tools/convert/convert_checkpoint\.py '
+                       r'--tower PATH'):
         tool.main([src, dst, '--config', cfg, '--cfg-options', *sizes])
     tool.main([src, dst, '--tower', os.path.join(dump, 'clip_visual.pth'),
                '--config', cfg, '--cfg-options', *sizes])
@@ -406,6 +408,12 @@ def test_convert_tool_reads_release_and_tower(tmp_path, capsys):
     model = _build_sized(sizes, os.path.join(ROOT, 'configs',
                                              'st_adapter_ssv2.py'))
     model.load_state_dict(state)  # strict: every key, nothing else
+    # the tower alone (--expert) against the single-expert backbone's
+    # model.backbone.expert (the tool looked under experts only)
+    tool.main([os.path.join(dump, 'clip_visual.pth'),
+               str(tmp_path / 'clip.safetensors'), '--expert', 'clip',
+               '--config', cfg, '--cfg-options', *sizes])
+    assert 'loads into model.backbone.expert of' in capsys.readouterr().out
 
 
 def test_convert_tool_names_a_missing_tower_config_or_expert_file(

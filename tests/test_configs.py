@@ -349,6 +349,50 @@ def test_missing_resume_checkpoint_names_the_argument(tmp_path):
     assert 'load_from' not in proc.stderr
 
 
+def test_resuming_from_a_weights_only_file_is_a_named_error(tmp_path):
+    """``resume=True`` with a file that holds no training state (a converted
+    official checkpoint, a .safetensors export) stops before the runner is
+    built, naming what the file lacks and how to start from its weights
+    (MMEngine's Runner.resume died with a bare KeyError: 'epoch' /
+    'message_hub'); a training checkpoint, a folder (FSDP2's sharded
+    checkpoint) and resume=False pass."""
+    from _tools import load_tool
+    from cast_mmaction.engine.checks import NotResumableError, check_resumable
+    from cast_mmaction.safe_load import save_safetensors
+    weights = {'state_dict': {'w': torch.zeros(2)},
+               'meta': dict(kind='cast', converted_from='x.pth')}
+    converted = str(tmp_path / 'converted.pth')
+    torch.save(weights, converted)
+    exported = str(tmp_path / 'exported.safetensors')
+    save_safetensors(weights, exported)
+    trained = str(tmp_path / 'epoch_1.pth')
+    torch.save(dict(weights, meta=dict(epoch=1, iter=10), optimizer={},
+                    message_hub=dict(log_scalars={})), trained)
+    cfg = Config(dict(resume=True, load_from=converted))
+    with pytest.raises(NotResumableError) as e:
+        check_resumable(cfg)
+    assert str(e.value).startswith(f'load_from {converted}: not a training '
+                                   f'checkpoint (it lacks meta.epoch, '
+                                   f'meta.iter, message_hub')
+    assert f'--cfg-options load_from={converted}' in str(e.value)
+    cfg.load_from = exported
+    with pytest.raises(NotResumableError, match='a .safetensors file holds '
+                       'weights only'):
+        check_resumable(cfg, '--resume')
+    for load_from, resume in ((trained, True), (converted, False),
+                              (str(tmp_path), True), (None, True)):
+        check_resumable(Config(dict(resume=resume, load_from=load_from)))
+    # tools/train.py: the one-line exit, before anything is built
+    config = tmp_path / 'tiny.py'
+    config.write_text('model = dict(type="Recognizer3D")\n'
+                      'train_dataloader = None\n')
+    with pytest.raises(SystemExit) as e:
+        load_tool('train').main([str(config), '--work-dir',
+                                 str(tmp_path / 'w'), '--resume', converted])
+    assert str(e.value.code).startswith(f'NotResumableError: --resume '
+                                        f'{converted}: not a training')
+
+
 def test_existing_paths_pass(tmp_path):
     cfg = load('cast_k400.py')
     fields = {}

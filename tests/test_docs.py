@@ -205,6 +205,26 @@ def test_named_tools_and_benchmark_files_exist(path):
     assert not missing, f'{osp.relpath(path, ROOT)} names missing files: {missing}'
 
 
+# A tools/ script the code names (an error message's "run tools/...", a
+# docstring) exists: one was named where it no longer was
+# (tools/convert_checkpoint.py, moved into tools/convert/).
+CODE_TOOL = re.compile(r'(?<![\w/.])tools/[\w/]+\.(?:py|sh)')
+
+
+def test_tool_scripts_named_in_code_exist():
+    sources = [p for folder in ('cast_mmaction', 'tools', 'configs')
+               for p in glob.glob(osp.join(ROOT, folder, '**', '*.py'),
+                                  recursive=True)]
+    assert len(sources) > 50
+    missing = sorted({f'{osp.relpath(p, ROOT)}: {name}' for p in sources
+                      for name in CODE_TOOL.findall(
+                          open(p, encoding='utf-8').read())
+                      if not osp.exists(osp.join(ROOT, name))})
+    assert not missing, missing
+    assert CODE_TOOL.findall("'(tools/convert/x.py --tower', util_tools/u.py"
+                             ) == ['tools/convert/x.py']
+
+
 # A dotted name of the package the docs cite (``cast_mmaction.utils.cpu_facts``)
 # exists: the longest importable module, then attributes.
 DOTTED = re.compile(r'(?<![\w./])cast_mmaction(?:\.\w+)+')

@@ -178,13 +178,6 @@ def _run_tool(*args):
                           capture_output=True, text=True, timeout=300)
 
 
-TINY_CFG = '''
-from cast_mmaction.models.presets import cast_recognizer_cfg
-model = cast_recognizer_cfg(num_classes=10, embed_dim=96, depth=2,
-                            num_heads=4)
-'''
-
-
 def test_convert_tool_output_loads_with_mmengine(tmp_path):
     """The converted file is an MMEngine checkpoint that reproduces the
     reference outputs when loaded the way tools/test.py loads it."""
@@ -291,3 +284,65 @@ def test_convert_tool_refuses_bad_sources_in_one_line(tmp_path, capsys):
         tool.parse_args(['--help'])
     help_text = capsys.readouterr().out
     assert 'configs/st_adapter_k400.py\n\nWith ``--config``' in help_text
+
+
+def test_convert_tool_with_config_refuses_unmapped_keys_and_a_format_unlike_dst(
+        tmp_path, capsys):
+    """With --config, SRC keys no table row maps (lost from the output) are
+    an error naming them, as ``load_official(strict=True)`` counts them (the
+    tool said 'fits' and wrote the file); --format must agree with DST's
+    extension, by which every reader picks the format (a .pth written as
+    safetensors could be read by nothing)."""
+    from _tools import load_tool
+    from cast_mmaction.safe_load import load_checkpoint as load_file
+    tool = load_tool('convert_checkpoint')
+    from cast_mmaction.models.presets import cast_recognizer_cfg
+    cfg = tmp_path / 'tiny_cast.py'
+    cfg.write_text('model = ' + repr(cast_recognizer_cfg(
+        num_classes=10, embed_dim=96, depth=2, num_heads=4)) + '\n')
+    official = os.path.join(FIXTURES, 'cast_single', 'official_checkpoint.pth')
+    state = dict(load_file(official)['module'])
+    state['blocks.0.T_Adapter_extra.D_fc1.weight'] = torch.zeros(3)
+    extra = tmp_path / 'extra.pth'
+    torch.save({'module': state}, extra)
+    out = tmp_path / 'out.pth'
+    with pytest.raises(SystemExit) as e:
+        tool.main([str(extra), str(out), '--config', str(cfg), '--quiet'])
+    assert 'blocks.0.T_Adapter_extra.D_fc1.weight (in SRC, not mapped)' in \
+        str(e.value.code) and 'does not fit' in str(e.value.code)
+    assert not out.exists()
+    tool.main([official, str(out), '--config', str(cfg), '--quiet'])
+    assert 'fits the model' in capsys.readouterr().out
+    for fmt, dst in (('safetensors', 'x.pth'), ('pth', 'x.safetensors'),
+                     ('safetensors', 'x.ckpt')):
+        with pytest.raises(SystemExit) as e:
+            tool.parse_args([official, str(tmp_path / dst), '--format', fmt])
+        assert e.value.code == 2
+        assert 'the readers pick the format by the extension' in \
+            capsys.readouterr().err
+    tool.main([official, str(tmp_path / 'y.safetensors'), '--format',
+               'safetensors', '--quiet'])
+    assert load_file(str(tmp_path / 'y.safetensors'))['state_dict']
+
+
+def test_to_safetensors_refuses_bad_sources_in_one_line(tmp_path):
+    """A file that is no checkpoint, or holds no state dict of tensors: a
+    one-line exit naming it (a ValueError traceback); a folder given as a
+    checkpoint file says it is a folder (it said 'file not found')."""
+    from _tools import load_tool
+    from cast_mmaction.safe_load import load_checkpoint
+    tool = load_tool('to_safetensors')
+    (tmp_path / 'bad.pth').write_text('hello\n')
+    torch.save({'epoch': 3, 'note': 'no tensors'}, tmp_path / 'empty.pth')
+    for src, match in (('bad.pth', 'not a PyTorch checkpoint'),
+                       ('empty.pth', 'no state dict of tensors')):
+        with pytest.raises(SystemExit) as e:
+            tool.main([str(tmp_path / src), str(tmp_path / 'x.safetensors'),
+                       '--quiet'])
+        assert isinstance(e.value.code, str) and \
+            e.value.code.startswith('ValueError: ') and \
+            match in e.value.code, e.value.code
+    assert not (tmp_path / 'x.safetensors').exists()
+    with pytest.raises(FileNotFoundError, match='is a folder, not a '
+                       'checkpoint file.*consolidate_checkpoint'):
+        load_checkpoint(str(tmp_path))

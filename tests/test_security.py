@@ -666,6 +666,13 @@ def test_resume_load_from_and_test_tool(run, tools):
     assert tools['to_safetensors'].main([run['ckpt'], st]) == 0
     meta = safe_load.load_safetensors(st)
     assert set(meta) == {'state_dict', 'meta', 'frozen_experts'}
+    # the start-up check of --resume FILE reads the real checkpoint's
+    # training state through the allow-list, mapped; the export has none
+    from mmengine.config import Config
+    from cast_mmaction.engine.checks import NotResumableError, check_resumable
+    check_resumable(Config(dict(resume=True, load_from=run['ckpt'])))
+    with pytest.raises(NotResumableError):
+        check_resumable(Config(dict(resume=True, load_from=st)))
     results = {}
     for name, path in (('pth', run['ckpt']), ('safetensors', st)):
         work = str(run['root'] / f'test_{name}')

@@ -555,7 +555,7 @@ def test_convert_tool_expert_mode(tmp_path, monkeypatch, capsys, ext):
     # the CLIP expert of the same config, from the folder
     tool.main([str(tmp_path / 'clip'), str(tmp_path / 'clip.pth'),
                '--expert', 'clip', '--config', str(cfg)])
-    assert 'loads into model.backbone.experts.clip' in capsys.readouterr().out
+    assert 'loads into model.backbone.experts.clip of' in capsys.readouterr().out
 
 
 def test_folders_and_hf_references_pass_the_start_up_check(tmp_path):

@@ -30,6 +30,8 @@ from mmengine.config import Config  # noqa: E402
 
 from cast_mmaction.engine.checks import (  # noqa: E402
     MissingPathError, check_paths)
+from cast_mmaction.engine.checkpoint_check import (  # noqa: E402
+    CheckpointMismatchError)
 from cast_mmaction.engine.runner_utils import (  # noqa: E402
     add_runner_args, apply_runner_args, build_runner)
 from cast_mmaction.safe_load import (  # noqa: E402  (docs/security.md)
@@ -117,8 +119,10 @@ def main(argv=None):
     runner = build_runner(cfg)
     try:
         metrics = runner.test()
-    except UntrustedCheckpointError as e:  # names the type and the flag
-        sys.exit(f'UntrustedCheckpointError: {e}')
+    # the checkpoint refused (names the type and the flag) or not fitting
+    # the model (StartupCheckHook, naming the keys): one message, no traceback
+    except (UntrustedCheckpointError, CheckpointMismatchError) as e:
+        sys.exit(f'{type(e).__name__}: {e}')
     metrics = {k: float(v) if hasattr(v, '__float__') else v
                for k, v in (metrics or {}).items()}
     from mmengine.dist import is_main_process

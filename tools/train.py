@@ -28,7 +28,9 @@ from cast_mmaction import compat  # noqa: E402
 from mmengine.config import Config  # noqa: E402
 
 from cast_mmaction.engine.checks import (  # noqa: E402
-    MissingPathError, check_paths)
+    MissingPathError, NotResumableError, check_paths, check_resumable)
+from cast_mmaction.engine.checkpoint_check import (  # noqa: E402
+    CheckpointMismatchError)
 from cast_mmaction.engine.runner_utils import (  # noqa: E402
     add_runner_args, apply_runner_args, build_runner)
 from cast_mmaction.safe_load import (  # noqa: E402  (docs/security.md)
@@ -128,11 +130,18 @@ def main(argv=None):
                         resume=None if args.resume == 'auto' else args.resume)
         except MissingPathError as e:  # a clear message, no traceback
             sys.exit(f'MissingPathError: {e}')
+        try:
+            check_resumable(cfg, '--resume' if args.resume not in (
+                None, 'auto') else 'load_from')
+        except NotResumableError as e:
+            sys.exit(f'NotResumableError: {e}')
     runner = build_runner(cfg)
     try:
         runner.train()
-    except UntrustedCheckpointError as e:  # names the type and the flag
-        sys.exit(f'UntrustedCheckpointError: {e}')
+    # the checkpoint refused (names the type and the flag) or not fitting
+    # the model (StartupCheckHook, naming the keys): one message, no traceback
+    except (UntrustedCheckpointError, CheckpointMismatchError) as e:
+        sys.exit(f'{type(e).__name__}: {e}')
     compat.end_gloo_process_group()  # see its docstring: a torch defect
     return runner
 

@@ -198,6 +198,11 @@ def convert_state(kind, state):
     return out, unmapped
 
 
+def _a(title):
+    """``title`` with its indefinite article."""
+    return f'{"an" if title[:1].lower() in "aeiou" else "a"} {title}'
+
+
 def with_tower(kind, state, tower):
     """``state`` laid over the frozen tower a trained-parameters-only
     release needs (``Converter.tower``); other kinds: ``state`` itself
@@ -205,15 +210,16 @@ def with_tower(kind, state, tower):
     conv = CONVERTERS[kind]
     if conv.tower is None:
         if tower is not None:
-            raise ValueError(f'a {conv.title} holds the whole model: it '
+            raise ValueError(f'{_a(conv.title)} holds the whole model: it '
                              f'takes no tower file (got {tower!r})')
         return state
     if tower is None:
         raise ValueError(
-            f'a {conv.title} holds the trained parameters only ('
+            f'{_a(conv.title)} holds the trained parameters only ('
             f'{len(state)} tensors, e.g. {_sample(state, 3)}); the frozen '
-            f'tower comes from the {conv.tower_what}: pass it (tools/'
-            f'convert_checkpoint.py --tower PATH; tower= in Python)')
+            f'tower comes from the {conv.tower_what}: pass it '
+            f'(tools/convert/convert_checkpoint.py --tower PATH; tower= in '
+            f'Python)')
     base = conv.tower(tower) if not isinstance(tower, dict) else dict(tower)
     if conv.detect(base):
         raise ValueError(f'the tower file is itself a {conv.title} (it has '

@@ -13,6 +13,10 @@ and raises one :class:`MissingPathError` listing every missing path with
 the config field that names it: the top-level variable when the config has
 one holding that value (``ann_file_train``, ``clip_weights``, ...) and the
 nested field it ended up in (``train_dataloader.dataset.ann_file``).
+
+:func:`check_resumable` checks that a file to resume from (``resume=True``
+with ``load_from``, ``tools/train.py --resume FILE``) holds a training
+state, not weights only.
 """
 import os
 import os.path as osp
@@ -189,3 +193,56 @@ def check_paths(cfg, mode, checkpoint=None, config_name=None, resume=None):
         f'{len(missing)} path(s) needed for {what}{src} do not exist '
         f'(relative paths are taken from {cwd}):\n' + '\n'.join(lines) +
         hint)
+
+
+class NotResumableError(ValueError):
+    """The file to resume from holds no training state (weights only)."""
+
+
+#: what MMEngine's ``Runner.resume`` reads from a checkpoint without a
+#: default (a bare ``KeyError`` there otherwise)
+RESUME_NEEDS = ('meta.epoch', 'meta.iter', 'message_hub')
+
+
+def _holds(ckpt, dotted):
+    for part in dotted.split('.'):
+        if not isinstance(ckpt, dict) or part not in ckpt:
+            return False
+        ckpt = ckpt[part]
+    return True
+
+
+def check_resumable(cfg, field='load_from'):
+    """Raise :class:`NotResumableError` when ``cfg`` resumes
+    (``resume=True``) from a ``load_from`` file without a training state:
+    a ``.safetensors`` file (weights only, always), a converted official
+    checkpoint or an expert's weights; the message says how to start a run
+    from its weights instead. A folder (a sharded FSDP2 checkpoint, which
+    its runner checks), a remote path or a missing file is left to the
+    runner and :func:`check_paths`. Reads a zip checkpoint's pickle only
+    (its tensors are mapped, not read)."""
+    path = _get(cfg, 'load_from')
+    if not (_get(cfg, 'resume') is True and isinstance(path, str) and path
+            and not _is_remote(path) and osp.isfile(osp.expanduser(path))):
+        return
+    fresh = (f'To start a new run from its weights, give it as load_from '
+             f'without resuming: tools/train.py CONFIG --cfg-options '
+             f'load_from={path}')
+    if path.endswith('.safetensors'):
+        raise NotResumableError(
+            f'{field} {path}: a .safetensors file holds weights only (no '
+            f'optimizer, schedulers or progress), so a run cannot resume '
+            f'from it; resume from the training checkpoint (.pth) it was '
+            f'made from. {fresh}')
+    from .. import safe_load
+    try:
+        ckpt = safe_load.load_checkpoint(path, what='checkpoint to resume',
+                                         mmap=True)
+    except safe_load.UntrustedCheckpointError:
+        return  # the runner's load says so, naming --trust-checkpoint
+    lacks = [k for k in RESUME_NEEDS if not _holds(ckpt, k)]
+    if lacks:
+        raise NotResumableError(
+            f'{field} {path}: not a training checkpoint (it lacks '
+            f'{", ".join(lacks)}: a converted or weights-only file), so a '
+            f'run cannot resume from it. {fresh}')

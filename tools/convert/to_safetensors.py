@@ -55,16 +55,22 @@ def main(argv=None):
         stage('read')
         try:
             obj = safe_load.load_checkpoint(args.src)
-        except (safe_load.UntrustedCheckpointError, FileNotFoundError) as e:
+            if not (isinstance(obj, dict)
+                    and isinstance(obj.get('state_dict'), dict)
+                    and all(torch.is_tensor(v)
+                            for v in obj['state_dict'].values())):
+                obj = unwrap(obj, args.src)  # an official / expert layout
+        # missing, refused, not a checkpoint, no state dict of tensors: one
+        # line naming it
+        except (safe_load.UntrustedCheckpointError, FileNotFoundError,
+                ValueError) as e:
             sys.exit(f'{type(e).__name__}: {e}')
-        if not (isinstance(obj, dict)
-                and isinstance(obj.get('state_dict'), dict)
-                and all(torch.is_tensor(v)
-                        for v in obj['state_dict'].values())):
-            obj = unwrap(obj, args.src)  # an official / expert layout
         stage('write')
         os.makedirs(os.path.dirname(os.path.abspath(args.dst)), exist_ok=True)
-        dropped = safe_load.save_safetensors(obj, args.dst)
+        try:
+            dropped = safe_load.save_safetensors(obj, args.dst)
+        except ValueError as e:  # tensors of the state dict that are not
+            sys.exit(f'ValueError: {e}')
     state = obj.get('state_dict', obj)
     print(f'wrote {args.dst}: {len(state)} tensors'
           + (f'; left out (not tensors or JSON): {dropped}' if dropped
