@@ -657,6 +657,15 @@ def test_vggsound_csv_and_list(tmp_path):
     assert [(osp.basename(i['filename']), i['label']) for i in items] == [
         ('abc_000030.mp4', 2), ('def_000012.mp4', 0)]  # sorted names
     assert items[0]['audio_path'] == osp.join('a', 'abc_000030.wav')
+    # a byte-order mark (a spreadsheet's export) and a header line, as
+    # tools/data/prepare_vggsound.py reads them: the same samples (the mark
+    # was read into the first id, the header refused as a split 'split')
+    csv.write_text('\ufeffyoutube_id,start_seconds,label,split\n' +
+                   csv.read_text(), encoding='utf-8')
+    again = DATASETS.build(dict(type='VGGSoundDataset', ann_file=str(csv),
+                                pipeline=[], num_classes=3, check_files=False,
+                                data_prefix=dict(video='v', audio='a')))
+    assert [again.get_data_info(i) for i in range(len(again))] == items
     with pytest.raises(ValueError, match='3 classes found but num_classes'):
         DATASETS.build(dict(type='VGGSoundDataset', ann_file=str(csv),
                             pipeline=[], check_files=False))

@@ -405,6 +405,18 @@ def test_prepare_vggsound_check_audio(tmp_path, capsys):
     # ccc: video with a sound track
     from test_tools_infer import write_av_clip
     write_av_clip(vids / 'ccc_000000.mp4', num_frames=4, size=32)
+    # eee: sound only, in a video container
+    import av
+    with av.open(str(vids / 'eee_000000.mp4'), 'w') as c:
+        aud = c.add_stream('aac', rate=16000)
+        aud.layout = 'mono'
+        wave = np.zeros((1, 16000), np.float32)
+        af = av.AudioFrame.from_ndarray(wave, format='flt', layout='mono')
+        af.sample_rate = 16000
+        for p in list(aud.encode(af)) + list(aud.encode(None)):
+            c.mux(p)
+    with open(table, 'a') as f:
+        f.write('eee,0,dog barking,train\n')
     rc = tool.main(['--csv', str(table), '--videos', str(vids), '--out-dir',
                     str(tmp_path / 'o'), '--check-audio'])
     assert rc == 0
@@ -413,6 +425,42 @@ def test_prepare_vggsound_check_audio(tmp_path, capsys):
     bad = lines(tmp_path / 'o' / 'vggsound_train_bad.txt')
     assert bad[0].startswith('aaa_000000.mp4 no audio stream')
     assert bad[1].startswith('bbb_000000.mp4 cannot be decoded')
+    assert bad[2] == 'eee_000000.mp4 no video stream'
+
+
+def test_prepare_vggsound_lists_each_clip_once_and_no_audio_files(
+        tmp_path, capsys):
+    """A repeated row, and two segments whose only file is the <id>
+    fallback, are listed once and reported with both lines (the list named
+    the file twice, once per label, which the dataset refuses); an audio
+    file of a clip's stem is not taken for its video."""
+    from cast_mmaction.datasets.annotation_checks import check_list_file
+    tool = load_tool('prepare_vggsound')
+    table = tmp_path / 'vggsound.csv'
+    table.write_text('aaa,10,dog barking,train\n'
+                     'aaa,10,dog barking,train\n'
+                     'ccc,0,cat purring,train\n'
+                     'ccc,30,dog barking,train\n'
+                     'ddd,0,cat purring,train\n')
+    vids = tmp_path / 'videos'
+    touch(vids / 'aaa_000010.mp4')
+    touch(vids / 'ccc.mp4')
+    touch(vids / 'audio' / 'ddd_000000.wav')  # audio only: not a clip
+    out = tmp_path / 'out'
+    rc = tool.main(['--csv', str(table), '--videos', str(vids), '--out-dir',
+                    str(out)])
+    printed = capsys.readouterr().out
+    assert rc == 0
+    listed = out / 'vggsound_train_list_videos.txt'
+    assert lines(listed) == ['aaa_000010.mp4 1', 'ccc.mp4 0']
+    assert check_list_file(str(listed), str(vids), layout='label_last') == 2
+    reports = [f'{table}, line 2 repeats line 1',
+               f'{table}, line 4 names the clip of line 3 (ccc.mp4) again '
+               f"with another label ('dog barking'; line 3's 'cat purring' "
+               f'is kept)']
+    assert lines(out / 'vggsound_train_duplicates.txt') == reports
+    assert all(r in printed for r in reports)
+    assert lines(out / 'vggsound_train_missing.txt') == ['ddd_000000']
 
 
 def test_prepare_vggsound_errors(tmp_path, capsys):

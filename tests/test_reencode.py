@@ -172,24 +172,34 @@ def test_prepare_k400_reencodes_and_lists_failures(source, tmp_path,
         w = csv.writer(f)
         w.writerow(['label', 'youtube_id', 'time_start', 'time_end',
                     'split'])
-        w.writerow(['zumba', 'aaa', 0, 10, 'train'])
+        w.writerow(['air drumming', 'aaa', 0, 10, 'train'])
         w.writerow(['abseiling', 'bbb', 0, 10, 'train'])
-        w.writerow(['zumba', 'ccc', 0, 10, 'train'])
+        w.writerow(['air drumming', 'ccc', 0, 10, 'train'])
     videos = tmp_path / 'videos_train'
-    (videos / 'zumba').mkdir(parents=True)
-    shutil.copy(source, videos / 'zumba' / 'aaa_000000_000010.mkv')
+    # a K400 class folder with a space: the list cannot hold it as it is
+    (videos / 'air drumming').mkdir(parents=True)
+    shutil.copy(source, videos / 'air drumming' / 'aaa_000000_000010.mkv')
     shutil.copy(source, videos / 'bbb.mp4')
     (videos / 'ccc.mp4').write_bytes(b'broken download')
     out = tmp_path / 'out'
+    rc = tool.main(['--csv', f'train={tmp_path / "train.csv"}', '--videos',
+                    f'train={videos}', '--out-dir', str(out)])
+    assert rc == 2 and ("1 video(s) with a space in their path (e.g. 'air "
+                        "drumming/aaa_000000_000010.mkv'") in \
+        capsys.readouterr().err
+    assert not (out / 'kinetics400_train_list_videos.txt').exists()
     rc = tool.main(['--csv', f'train={tmp_path / "train.csv"}', '--videos',
                     f'train={videos}', '--out-dir', str(out),
                     '--resize-short', '48', '--keyint', '8'])
     captured = capsys.readouterr()
     assert rc == 1
     prepared = tmp_path / 'videos_train_48p_g8'
-    assert (out / 'kinetics400_train_list_videos.txt').read_text() \
-        .splitlines() == ['zumba/aaa_000000_000010.mp4 1', 'bbb.mp4 0']
-    assert (prepared / 'zumba' / 'aaa_000000_000010.mp4').is_file()
+    listed = out / 'kinetics400_train_list_videos.txt'
+    assert listed.read_text().splitlines() == [
+        'air_drumming/aaa_000000_000010.mp4 1', 'bbb.mp4 0']
+    assert (prepared / 'air_drumming' / 'aaa_000000_000010.mp4').is_file()
+    from cast_mmaction.datasets.annotation_checks import check_list_file
+    assert check_list_file(str(listed), str(prepared)) == 2
     assert not (prepared / 'ccc.mp4').exists()
     failed = (out / 'kinetics400_train_failed.txt').read_text()
     assert 'ccc.mp4' in failed

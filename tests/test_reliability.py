@@ -463,6 +463,8 @@ GOOD_LINES = ['a/x0.mp4 0', 'a/x1.mp4 1', 'a/x2.mp4 2']
      "delimiter ' ' (a tab or comma instead?)"),
     ('a/x3.mp4 2 1', 'line 3: expected "path label", got 3 fields'),
     ('a/x3.mp4 two', "line 3: label 'two' is not an integer"),
+    ('my clips/x3.mp4 2', 'line 3: expected "path label", got 3 fields'),
+    ('# a comment', 'line 3: expected "path label", got 3 fields'),
     ('a/x3.mp4  2', "line 3: repeated delimiter ' '"),
     ('', 'line 3: blank line'),
     ('a/x3.mp4', 'line 3: no label ("path label" expected)'),
@@ -473,6 +475,12 @@ GOOD_LINES = ['a/x0.mp4 0', 'a/x1.mp4 1', 'a/x2.mp4 2']
     ('/etc/x.mp4 1', "line 3: path '/etc/x.mp4' is outside the data root"),
 ])
 def test_bad_list_lines_name_file_and_line(tmp_path, line, message):
+    """Each bad line is named by the check and by the dataset as configs
+    build it (RobustDataset around VideoDataset): the check reads the file
+    before MMAction2's parser, which met 3 fields, a word label, two spaces
+    or a path with a space with a bare ValueError ('too many values to
+    unpack', int()); also with the config's own lazy_init=True, at
+    full_init."""
     ann = tmp_path / 'list.txt'
     lines = GOOD_LINES[:2] + [line] + GOOD_LINES[2:]
     ann.write_text('\n'.join(lines) + '\n')
@@ -481,6 +489,20 @@ def test_bad_list_lines_name_file_and_line(tmp_path, line, message):
                         num_classes=4)
     assert str(err.value).startswith(f'{ann}, line ')
     assert message in str(err.value)
+    cfg = dict(type='RobustDataset', dataset_type='VideoDataset',
+               ann_file=str(ann), data_prefix=dict(video=str(tmp_path /
+                                                             'videos')),
+               pipeline=[], num_classes=4)
+    # the dataset names the config field of the class count
+    message = message.replace('(num_classes=4)',
+                              '(model.cls_head.num_classes=4)')
+    with pytest.raises(AnnotationError) as err:
+        DATASETS.build(cfg)
+    assert str(err.value).startswith(f'{ann}, line ') and \
+        message in str(err.value)
+    lazy = DATASETS.build(dict(cfg, lazy_init=True))
+    with pytest.raises(AnnotationError, match=re.escape(message)):
+        lazy.full_init()
 
 
 def test_good_lists_pass(tmp_path):
@@ -488,6 +510,13 @@ def test_good_lists_pass(tmp_path):
     ann.write_text('\n'.join(GOOD_LINES) + '\n')
     root = str(tmp_path / 'videos')
     assert check_list_file(str(ann), root=root, num_classes=4) == 3
+    # built through the registry: parsed at once (RobustDataset builds the
+    # wrapped dataset lazily only to check the file first)
+    ds = DATASETS.build(dict(type='RobustDataset', dataset_type='VideoDataset',
+                             ann_file=str(ann), data_prefix=dict(video=root),
+                             pipeline=[], num_classes=4))
+    assert ds.dataset._fully_initialized and len(ds) == 3
+    assert [ds.get_data_info(i)['label'] for i in range(3)] == [0, 1, 2]
     # absolute paths inside the root and unlabelled test lists are fine
     ann.write_text(f'{root}/a/x.mp4\n{root}/b/y.mp4\n')
     assert check_list_file(str(ann), root=root, test_mode=True) == 2

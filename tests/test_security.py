@@ -545,10 +545,16 @@ def test_convert_authors_dump_to_safetensors_and_trust_flag(tmp_path, tools):
     conv = tools['convert_checkpoint']
     conv.main([str(dump), str(tmp_path / 'a.pth'), '--kind', 'cast'])
     conv.main([str(dump), str(tmp_path / 'a.safetensors'), '--kind', 'cast'])
-    conv.main([str(dump), str(tmp_path / 'b.out'), '--kind', 'cast',
+    # a format other than the extension's: refused (the readers go by the
+    # extension, so nothing would read b.out back)
+    with pytest.raises(SystemExit) as err:
+        conv.main([str(dump), str(tmp_path / 'b.out'), '--kind', 'cast',
+                   '--format', 'safetensors'])
+    assert err.value.code == 2 and not (tmp_path / 'b.out').exists()
+    conv.main([str(dump), str(tmp_path / 'b.safetensors'), '--kind', 'cast',
                '--format', 'safetensors'])
     ref = load_checkpoint(tmp_path / 'a.pth')
-    for name in ('a.safetensors', 'b.out'):
+    for name in ('a.safetensors', 'b.safetensors'):
         with open(tmp_path / name, 'rb') as f:  # no pickle inside
             assert b'\x80\x02' not in f.read(64)
         got = safe_load.load_safetensors(str(tmp_path / name))

@@ -681,6 +681,11 @@ def test_label_maps_formats(tmp_path):
     vgg.write_text('-abc,30,dog barking,train\nxyz,0,"cattle, bovinae '
                    'cowbell",test\nq1,10,dog barking,test\n')
     assert load_label_map(vgg) == ['cattle, bovinae cowbell', 'dog barking']
+    # the same rows, the quoted label with a comma first (the format was
+    # told from the first line split on commas: 5 fields, 'unknown CSV')
+    vgg.write_text('xyz,0,"cattle, bovinae cowbell",test\n-abc,30,dog '
+                   'barking,train\n')
+    assert load_label_map(vgg) == ['cattle, bovinae cowbell', 'dog barking']
     idx = tmp_path / 'classes.csv'
     idx.write_text('index,mid,display_name\n1,/m/b,bird\n0,/m/a,airplane\n')
     assert load_label_map(idx) == ['airplane', 'bird']

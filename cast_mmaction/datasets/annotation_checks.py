@@ -42,9 +42,25 @@ import os.path as osp
 
 __all__ = ['AnnotationError', 'check_list_file', 'check_dataset_annotations',
            'outside_root', 'check_data_list', 'check_data_infos',
-           'csv_id_lines', 'data_infos', 'fail_at',
+           'csv_id_lines', 'data_infos', 'duplicate_note', 'fail_at',
            'register_annotation_check', 'register_dataset_wrapper',
            'wrapped_datasets', 'EXTERNAL_CHECKS', 'WRAPPERS']
+
+
+def duplicate_note(path, row, first, key, fields, what='video'):
+    """The report of a source row (``tools/data/prepare_*.py``) that names
+    the ``what`` of the earlier row ``first`` again (``key``: the file, or
+    the stem of a missing one): it repeats that row when their ``fields``
+    and ``'label'`` are equal; a different label is named, the first kept.
+    Rows are dicts with ``'line'`` and ``'label'``."""
+    same = all(row[k] == first[k] for k in (*fields, 'label'))
+    note = (f'{path}, line {row["line"]} repeats line {first["line"]}'
+            if same else f'{path}, line {row["line"]} names the {what} of '
+            f'line {first["line"]} ({key}) again')
+    if row['label'] != first['label']:
+        note += (f' with another label ({row["label"]!r}; line '
+                 f'{first["line"]}\'s {first["label"]!r} is kept)')
+    return note
 
 
 class AnnotationError(ValueError):
@@ -278,6 +294,13 @@ def _check_video_dataset(dataset, num_classes, num_classes_field):
         num_classes_field=num_classes_field)
 
 
+def _video_dataset_reads_file_only(dataset):
+    from mmaction.datasets import VideoDataset
+    return type(dataset).load_data_list is VideoDataset.load_data_list
+
+
+_check_video_dataset.reads_file_only = _video_dataset_reads_file_only
+
 # {class: check(dataset, num_classes, num_classes_field)} for dataset classes
 # that cannot carry a ``verify_annotations`` method (not ours to edit)
 EXTERNAL_CHECKS = {}
@@ -346,16 +369,35 @@ def check_dataset_annotations(dataset, num_classes=None,
         return sum(
             check_dataset_annotations(d, num_classes, num_classes_field)
             for d in inner)
-    if hasattr(dataset, 'full_init') and not getattr(
-            dataset, '_fully_initialized', True):
-        dataset.full_init()
     own = getattr(dataset, 'num_classes', None)
     if own is not None:
         num_classes, num_classes_field = own, 'dataset num_classes'
     method = getattr(dataset, 'verify_annotations', None)
+    check = None if callable(method) else _external_check(dataset)
+    if check is not None and _reads_file_only(check, dataset):
+        # the file before the dataset parses it (a dataset built with
+        # lazy_init=True, as RobustDataset builds it): MMAction2's
+        # VideoDataset parser meets a malformed line with a bare
+        # 'too many values to unpack' / int() ValueError
+        n = check(dataset, num_classes, num_classes_field)
+        _full_init(dataset)
+        return n
+    _full_init(dataset)
     if callable(method):
         return method(num_classes, num_classes_field)
-    check = _external_check(dataset)
     if check is not None:
         return check(dataset, num_classes, num_classes_field)
     return check_data_infos(dataset)
+
+
+def _full_init(dataset):
+    if hasattr(dataset, 'full_init') and not getattr(
+            dataset, '_fully_initialized', True):
+        dataset.full_init()
+
+
+def _reads_file_only(check, dataset):
+    """Whether ``check`` reads the annotation file itself, not the samples
+    the dataset parsed from it (so it can run first)."""
+    test = getattr(check, 'reads_file_only', None)
+    return bool(test and test(dataset))

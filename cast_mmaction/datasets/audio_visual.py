@@ -227,6 +227,14 @@ class UCF101AudioDataset(AudioVisualDataset):
         super().__init__(ann_file, pipeline, **kwargs)
 
 
+def _is_number(text):
+    try:
+        float(text)
+    except ValueError:
+        return False
+    return True
+
+
 @DATASETS.register_module()
 class VGGSoundDataset(AudioVisualDataset):
     """VGGSound (309 classes): a list file, or the official ``vggsound.csv``.
@@ -250,7 +258,7 @@ class VGGSoundDataset(AudioVisualDataset):
         super().__init__(ann_file, pipeline, **kwargs)
 
     def _is_csv(self):
-        with open(self.ann_file, encoding='utf-8') as f:
+        with open(self.ann_file, encoding='utf-8-sig') as f:
             first = f.readline()
         return first.count(',') >= 3
 
@@ -258,7 +266,7 @@ class VGGSoundDataset(AudioVisualDataset):
         """Line numbers of the official CSV rows of ``self.split``, in
         order (the order of the samples)."""
         lines = []
-        with open(self.ann_file, newline='', encoding='utf-8') as f:
+        with open(self.ann_file, newline='', encoding='utf-8-sig') as f:
             reader = csv.reader(f)
             for row in reader:
                 if len(row) >= 4 and row[3].strip() == self.split:
@@ -303,7 +311,7 @@ class VGGSoundDataset(AudioVisualDataset):
         if not self._is_csv():
             return super().load_data_list()
         rows = []
-        with open(self.ann_file, newline='', encoding='utf-8') as f:
+        with open(self.ann_file, newline='', encoding='utf-8-sig') as f:
             for n, row in enumerate(csv.reader(f), 1):
                 if not row:
                     continue
@@ -312,6 +320,8 @@ class VGGSoundDataset(AudioVisualDataset):
                         f'{self.ann_file}, line {n}: expected youtube_id,'
                         f'start_seconds,label,split; got {row}')
                 rows.append((n, [c.strip() for c in row]))
+        if rows and not _is_number(rows[0][1][1]):
+            rows = rows[1:]  # a header line (youtube_id,start_seconds,...)
         known = ('train', 'test', self.split)
         for n, r in rows:  # a row of another split is left out: say so
             if r[3] not in known:

@@ -334,9 +334,10 @@ def load_label_map(path):
         if ext == '.json':
             return read_ssv2_labels(path)
         if ext == '.csv':
-            with open(path, encoding='utf-8-sig') as f:
+            with open(path, newline='', encoding='utf-8-sig') as f:
                 first = f.readline().strip().lower()
-            fields = [x.strip() for x in first.split(',')]
+            # csv's own split: a quoted label may hold commas
+            fields = [x.strip() for x in next(csv.reader([first]), [])]
             if 'id' in fields and 'key' in fields:
                 return read_epic_classes(path)
             if 'class' in fields and 'class_id' in fields:

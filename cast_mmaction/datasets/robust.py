@@ -149,6 +149,9 @@ class RobustDataset:
                  reseed=True, check_annotations=True, num_classes=None,
                  num_classes_field='model.cls_head.num_classes',
                  sample_timeout=120, dataset_type=None, **dataset_args):
+        # built lazily (unless the config asks lazy_init itself), so that
+        # the annotation check reads the file before the dataset parses it
+        lazy = _asks_lazy(dataset, dataset_args)
         dataset = _wrapped(dataset, dataset_type, dataset_args)
         self.dataset = dataset
         # the wrapped dataset's fields sit beside the wrapper's (flat form)
@@ -173,8 +176,8 @@ class RobustDataset:
         self.sample_timeout = check_time_limit(
             sample_timeout, 'RobustDataset.sample_timeout')
         self._checked = False
-        if getattr(dataset, '_fully_initialized', True):
-            self._check()
+        if not lazy:
+            self.full_init()
 
     # -- what the Runner and MMAction2 ask a dataset -----------------------
     def wrapped_datasets(self):
@@ -182,9 +185,9 @@ class RobustDataset:
         return [self.dataset]
 
     def full_init(self):
+        self._check()  # the annotation file first (it may full_init)
         if hasattr(self.dataset, 'full_init'):
             self.dataset.full_init()
-        self._check()
 
     def _check(self):
         if self._checked or not self.check_annotations:
@@ -351,6 +354,27 @@ class RobustDataset:
         return out
 
 
+def _asks_lazy(dataset, dataset_args):
+    """Whether the wrapped dataset is to stay lazy (its config's
+    ``lazy_init=True``, or a built dataset not yet initialised)."""
+    if isinstance(dataset, dict):
+        return bool(dataset.get('lazy_init', False))
+    if dataset is not None:
+        return not getattr(dataset, '_fully_initialized', True)
+    return bool(dataset_args.get('lazy_init', False))
+
+
+def _build_lazily(cfg):
+    """``DATASETS.build(cfg)`` with ``lazy_init=True`` for an MMEngine
+    ``BaseDataset`` (whose ``full_init`` then parses the annotation file)."""
+    from mmengine.dataset import BaseDataset
+    cls = DATASETS.get(cfg['type']) if isinstance(cfg['type'], str) else \
+        cfg['type']
+    if isinstance(cls, type) and issubclass(cls, BaseDataset):
+        cfg = dict(cfg, lazy_init=True)
+    return DATASETS.build(cfg)
+
+
 def _wrapped(dataset, dataset_type, dataset_args):
     """The dataset RobustDataset wraps, built from either form."""
     if dataset_type is not None:
@@ -358,7 +382,7 @@ def _wrapped(dataset, dataset_type, dataset_args):
             raise ValueError('RobustDataset takes dataset=dict(...) or '
                              'dataset_type=... with the dataset\'s fields, '
                              'not both')
-        return DATASETS.build(dict(type=dataset_type, **dataset_args))
+        return _build_lazily(dict(type=dataset_type, **dataset_args))
     if dataset_args:
         raise TypeError(
             f'RobustDataset got {sorted(dataset_args)} but no dataset_type: '
@@ -368,7 +392,7 @@ def _wrapped(dataset, dataset_type, dataset_args):
         raise TypeError('RobustDataset needs dataset_type=... (with the '
                         'dataset\'s fields) or dataset=dict(...)')
     if isinstance(dataset, dict):
-        return DATASETS.build(dataset)
+        return _build_lazily(dataset)
     return dataset
 
 

@@ -58,6 +58,11 @@ from cast_mmaction.datasets.label_maps import (  # noqa: E402
 from cast_mmaction.datasets.reencode import (  # noqa: E402
     X264_PARAMS, check_x264_params, reencode_videos)
 from cast_mmaction.progress import add_quiet_argument, track  # noqa: E402,E501
+from cast_mmaction.datasets.annotation_checks import (  # noqa: E402
+    duplicate_note)
+
+#: the fields that make two CSV rows the same clip (duplicate_note)
+K400_ROW = ('youtube_id', 'time_start', 'time_end')
 
 VIDEO_EXTS = ('.mp4', '.avi', '.mkv', '.webm', '.mov', '.m4v', '.flv')
 
@@ -127,20 +132,6 @@ def index_videos(root, quiet=False):
 def candidates(row):
     y, s, e = row['youtube_id'], row['time_start'], row['time_end']
     return (f'{y}_{s:06d}_{e:06d}', f'{y}_{s}_{e}', y)
-
-
-def duplicate_note(path, row, first, key):
-    """The report of ``row``, which names the video of the earlier row
-    ``first`` again (``key``: the file, or the stem of a missing one)."""
-    same = all(row[k] == first[k] for k in ('youtube_id', 'time_start',
-                                              'time_end', 'label'))
-    note = (f'{path}, line {row["line"]} repeats line {first["line"]}'
-            if same else f'{path}, line {row["line"]} names the video of '
-            f'line {first["line"]} ({key}) again')
-    if row['label'] != first['label']:
-        note += (f' with another label ({row["label"]!r}; line '
-                 f'{first["line"]}\'s {first["label"]!r} is kept)')
-    return note
 
 
 def parse_pairs(values, flag):
@@ -249,7 +240,8 @@ def main(argv=None):
                 key = rel if rel is not None else candidates(r)[0]
                 if key in first_row:
                     dups.append(duplicate_note(csvs[split], r,
-                                               first_row[key], key))
+                                               first_row[key], key,
+                                               K400_ROW))
                     continue
                 first_row[key] = r
                 if rel is None:
@@ -259,6 +251,18 @@ def main(argv=None):
                 lines.append(rel if r['label'] is None else
                              f'{rel} {cls_idx[r["label"]]}')
             root = roots[split]
+            spaced = [rel for rel in rels if any(c.isspace() for c in rel)]
+            if spaced and not prepare:
+                # VideoDataset splits each list line on spaces: such a
+                # line is 'too many values' there
+                raise PrepareError(
+                    f'{split}: {len(spaced)} video(s) with a space in their '
+                    f'path (e.g. {spaced[0]!r}: K400 class folders such as '
+                    f'"air drumming"), which the list file cannot hold '
+                    f'(VideoDataset splits each line on spaces). Rename the '
+                    f'folders (spaces to underscores), or let this tool '
+                    f're-encode them (--resize-short / --keyint), which names '
+                    f'the new files with underscores')
             if prepare:
                 lines, root, failed = prepare_split(args, split, root,
                                                     prepared, rels, lines)
@@ -325,7 +329,17 @@ def prepare_split(args, split, root, prepared, rels, lines):
     if osp.abspath(dst_root) == osp.abspath(root):
         raise PrepareError(f'--prepared-videos {split}={dst_root} is the '
                            f'source folder; give another folder')
-    new_rels = [osp.splitext(rel)[0] + '.mp4' for rel in rels]
+    # new files: named without whitespace, which a list line cannot hold
+    new_rels = [re.sub(r'\s', '_', osp.splitext(rel)[0]) + '.mp4'
+                for rel in rels]
+    clash = len(set(new_rels)) != len(new_rels)
+    if clash:
+        seen = {}
+        for rel, new in zip(rels, new_rels):
+            if new in seen:
+                raise PrepareError(f'{split}: {seen[new]!r} and {rel!r} would '
+                                   f'both be prepared as {new!r}')
+            seen[new] = rel
     pairs = [(osp.join(root, r), osp.join(dst_root, n))
              for r, n in zip(rels, new_rels)]
     print(f'{split}: preparing {len(pairs)} videos into {dst_root} '

@@ -9,13 +9,17 @@ clips you have, and the class list.
 split`` with split ``train`` or ``test``. A row's clip is found under
 --videos (searched recursively) by its file stem: ``<id>_<start:06d>`` (the
 default ``video_path_tmpl`` of ``VGGSoundDataset``), ``<id>_<start>``,
-``<id>_<start>000_<start+10>000`` (milliseconds) or ``<id>``. Rows without a
+``<id>_<start>000_<start+10>000`` (milliseconds) or ``<id>``, among video
+files (.mp4, .mkv, .webm, .avi, .mov; not .wav / .flac). Rows without a
 clip are left out and named in ``vggsound_<split>_missing.txt`` (YouTube
-clips disappear; every local copy is partial).
+clips disappear; every local copy is partial). A row that repeats an earlier
+one, or names the same file (two segments of one ``<id>`` file), is left
+out and reported with both lines in ``vggsound_<split>_duplicates.txt``:
+each clip is listed once, with its first row's label.
 
 With --check-audio every found clip is opened with PyAV: clips that cannot
-be decoded or have no audio stream (they would train on silence) are left
-out and named in ``vggsound_<split>_bad.txt``.
+be decoded, have no video stream or no audio stream (they would train on
+silence) are left out and named in ``vggsound_<split>_bad.txt``.
 
 Writes to --out-dir:
   vggsound_classes.txt              class names, line i = class i (the
@@ -34,8 +38,14 @@ import sys
 sys.path.insert(0, osp.dirname(osp.dirname(osp.abspath(__file__))))
 
 from cast_mmaction.progress import add_quiet_argument, track  # noqa: E402
+from cast_mmaction.datasets.annotation_checks import (  # noqa: E402
+    duplicate_note)
 
-VIDEO_EXTS = ('.mp4', '.mkv', '.webm', '.avi', '.mov', '.flac', '.wav')
+# video containers only: a clip's audio is read from its video, and an
+# audio file of the same stem (a dataset's audio/ folder) is not the clip
+VIDEO_EXTS = ('.mp4', '.mkv', '.webm', '.avi', '.mov')
+#: the fields that make two CSV rows the same clip (duplicate_note)
+VGGSOUND_ROW = ('ytid', 'start')
 
 
 class PrepareError(ValueError):
@@ -92,10 +102,13 @@ def candidates(row):
 
 
 def audio_problem(path):
-    """None, or why the clip is unusable for audio-visual training."""
+    """None, or why the clip is unusable for audio-visual training (no
+    video stream, no audio stream, or no audio samples)."""
     import av
     try:
         with av.open(path) as c:
+            if not c.streams.video:
+                return 'no video stream'
             if not c.streams.audio:
                 return 'no audio stream'
             for _ in c.decode(c.streams.audio[0]):
@@ -139,11 +152,19 @@ def main(argv=None):
         total = 0
         for split in splits:
             split_rows = [r for r in rows if r['split'] == split]
-            lines, missing, bad = [], [], []
+            lines, missing, bad, dups, first_row = [], [], [], [], {}
             for r in track(split_rows, desc=f'{split} clips', unit='clip',
                            quiet=args.quiet):
                 rel = next((found[c] for c in candidates(r) if c in found),
                            None)
+                # one sample per file: a repeated row, or two segments that
+                # fall back to one <id> file, is kept once and reported
+                key = rel if rel is not None else candidates(r)[0]
+                if key in first_row:
+                    dups.append(duplicate_note(args.csv, r, first_row[key],
+                                               key, VGGSOUND_ROW, 'clip'))
+                    continue
+                first_row[key] = r
                 if rel is None:
                     missing.append(candidates(r)[0])
                     continue
@@ -158,14 +179,20 @@ def main(argv=None):
                 f.writelines(ln + '\n' for ln in lines)
             total += len(lines)
             msg = f'{out}: {len(lines)} of {len(split_rows)} clips'
-            for kind, items in (('missing', missing), ('bad', bad)):
+            for kind, items in (('missing', missing), ('bad', bad),
+                                ('duplicates', dups)):
                 path = osp.join(args.out_dir, f'vggsound_{split}_{kind}.txt')
                 if items:
                     with open(path, 'w') as f:
                         f.writelines(x + '\n' for x in items)
-                    what = ('not found' if kind == 'missing' else
-                            'without usable audio')
+                    what = {'missing': 'not found',
+                            'bad': 'without usable audio',
+                            'duplicates': 'duplicate row(s) (each clip is '
+                            'listed once)'}[kind]
                     msg += f'; {len(items)} {what}, left out ({path})'
+                    if kind == 'duplicates':
+                        msg += ':\n  ' + '\n  '.join(items[:10]) + (
+                            '\n  ...' if len(items) > 10 else '')
                 elif osp.exists(path):
                     os.remove(path)
             print(msg)
