@@ -131,6 +131,13 @@ def collect_inputs(source, data_root=None):
     ext = osp.splitext(source)[1].lower()
     if ext in LIST_EXTS:
         return read_video_list(source, data_root)
+    if not ext:
+        # MMAction2's DecordInit (and VideoInit, as it) appends '.mp4' to a
+        # path without an extension: the file would be 'not found'
+        raise InferenceError(
+            f'{source} has no file extension, and the video readers add '
+            f'.mp4 to such a name; rename it with its container\'s '
+            f'extension (e.g. {source}.mp4)')
     if not is_video_file(source):
         warnings.warn(f'{source}: unknown extension {ext!r}; treating it as '
                       f'a video file')
@@ -182,11 +189,15 @@ def _looks_like_onnx(path):
 def load_weights(model, checkpoint):
     """Load an MMEngine checkpoint into ``model``; every parameter and
     persistent buffer of the model must be in it."""
-    from mmengine.runner.checkpoint import _load_checkpoint
+    # the package's reader itself, not MMEngine's _load_checkpoint (which
+    # comes to the same reader, but logs 'Loads checkpoint by local
+    # backend' and FileClient deprecation warnings to stdout, where the
+    # tools write their results)
+    from .safe_load import load_checkpoint
     if not osp.isfile(checkpoint):
         raise InferenceError(f'checkpoint {checkpoint} not found')
     try:
-        ckpt = _load_checkpoint(checkpoint, map_location='cpu')
+        ckpt = load_checkpoint(checkpoint, map_location='cpu')
     except ValueError as e:  # not a checkpoint file (text, ONNX, ...)
         hint = ('; an ONNX file (tools/deployment/export_onnx.py) runs '
                 'with tools/infer.py --backend onnxruntime'
@@ -402,15 +413,16 @@ def iter_videos(items, pipeline, batch_size=1, num_workers=0,
     yield from loader
 
 
-def run_videos(items, pipeline, fn, failed, batch_size=1, num_workers=0):
+def run_videos(items, pipeline, fn, failed, batch_size=1, num_workers=0,
+               quiet=False):
     """Decode ``items`` in batches (:func:`iter_videos`) and call
     ``fn(packed_list)`` on each batch's decodable videos; yields ``(records,
     fn's result)``. A video that cannot be decoded, or whose batch's ``fn``
     raises, is appended to ``failed`` as ``dict(video, error)`` and named on
     stderr; the others go on. A progress bar over the videos is shown on
-    stderr for more than one video."""
+    stderr for more than one video, unless ``quiet``."""
     from .progress import track, write
-    bar = track(total=len(items), unit='video', quiet=len(items) < 2)
+    bar = track(total=len(items), unit='video', quiet=quiet or len(items) < 2)
     try:
         for batch in iter_videos(items, pipeline, batch_size, num_workers):
             good = []
@@ -574,8 +586,9 @@ def resolve_label_names(model, spec):
 def label_names_for(model, cli_values, cfg):
     """Class names for a tool run: ``--label-map`` values (errors are
     fatal) else the config's ``label_map`` (a missing file there only warns
-    and indices are shown). Returns ``(names, note)``."""
-    from .datasets.label_maps import parse_label_map_arg
+    and indices are shown; one that is there but does not fit the model is
+    an error, as with ``--label-map``). Returns ``(names, note)``."""
+    from .datasets.label_maps import LabelMapNotFound, parse_label_map_arg
     spec = parse_label_map_arg(cli_values)
     if spec is not None:
         return resolve_label_names(model, spec), 'from --label-map'
@@ -586,7 +599,7 @@ def label_names_for(model, cli_values, cfg):
     try:
         return resolve_label_names(model, spec), 'from the config\'s ' \
             f'label_map ({spec})'
-    except LabelMapError as e:
+    except LabelMapNotFound as e:
         warnings.warn(f'class names unavailable, showing indices: {e}')
         return {}, f'none, indices shown (the config\'s label_map: {e})'
 

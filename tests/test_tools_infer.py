@@ -325,6 +325,18 @@ def test_infer_single_video_label_map_override_and_mismatch(media, tmp_path,
     assert rc == 2
     assert '3 class names' in err and '4 classes' in err
     assert f'the label map ({three})' in err
+    # the same file as the config's label_map: an error too (it warned and
+    # went on with indices, as for a missing file); a missing one warns
+    rc = infer.main([media['videos'][0], '--config', media['cfg'],
+                     '--checkpoint', media['ckpt'], '--num-workers', '0',
+                     '--cfg-options', f'label_map={three}'])
+    err = capsys.readouterr().err
+    assert rc == 2 and '3 class names' in err and '4 classes' in err
+    with pytest.warns(UserWarning, match='showing indices.*not found'):
+        rc = infer.main([media['videos'][0], '--config', media['cfg'],
+                         '--checkpoint', media['ckpt'], '--num-workers', '0',
+                         '--cfg-options', f'label_map={tmp_path / "no.txt"}'])
+    assert rc == 0
 
 
 def test_infer_rejects_checkpoint_of_another_model(media, tmp_path, capsys):
@@ -775,3 +787,62 @@ def test_video_model_tools_share_their_arguments():
     with pytest.raises(SystemExit):  # --checkpoint is required by both
         load_tool('extract_features').parse_args(['x.mp4', '--config', 'c',
                                                   '--out-dir', 'o'])
+
+
+def test_infer_and_features_stdout_quiet_unwritable_outputs_and_extensionless(
+        media, tmp_path, capsys):
+    """stdout holds the results only (MMEngine's log lines, e.g. the
+    checkpoint loader's and DecordInit's FileClient warnings, went there);
+    --quiet removes the progress bar of both tools (infer showed it, and
+    extract_features had no --quiet); an --out / --out-dir that cannot be
+    written stops before any video runs (a traceback after all of them);
+    a file without an extension is refused (the readers look for
+    NAME.mp4)."""
+    import shutil
+    infer, feats = load_tool('infer'), load_tool('extract_features')
+    lst = media['root'] / 'two.txt'
+    lst.write_text(''.join(f'{osp.relpath(v, media["root"])} 0\n'
+                           for v in media['videos'][:2]))
+    base = ['--config', media['cfg'], '--checkpoint', media['ckpt'],
+            '--num-workers', '0']
+    assert infer.main([str(lst), *base]) == 0
+    out, err = capsys.readouterr()
+    assert [ln for ln in out.splitlines() if not ln.startswith('  ')] == \
+        media['videos'][:2], out
+    assert '2/2' in err  # the bar
+    assert infer.main([str(lst), *base, '--quiet']) == 0
+    out, err = capsys.readouterr()
+    assert out == '' and '2/2' not in err and '2 of 2 video(s)' in err
+    assert feats.main([str(lst), *base, '--out-dir', str(tmp_path / 'f'),
+                       '--quiet']) == 0
+    out, err = capsys.readouterr()
+    assert '2/2' not in err and (tmp_path / 'f' / 'index.json').is_file()
+    blocker = tmp_path / 'blocker'
+    blocker.write_text('')
+    for tool, flag, dst in ((infer, '--out', blocker / 'r.json'),
+                            (feats, '--out-dir', blocker / 'f')):
+        assert tool.main([str(lst), *base, flag, str(dst)]) == 2
+        out, err = capsys.readouterr()
+        assert err.startswith(f'error: {flag} {dst}: cannot create the '
+                              f'folder') and 'video(s)' not in err, err
+    noext = tmp_path / 'clip'
+    shutil.copy(media['videos'][0], noext)
+    assert infer.main([str(noext), *base]) == 2
+    assert f'error: {noext} has no file extension' in capsys.readouterr().err
+
+
+def test_infer_stdout_is_results_only_in_a_fresh_process(media):
+    """In a fresh process (MMEngine's logger made there, on stdout): the
+    checkpoint loader's 'Loads checkpoint ...' and DecordInit's FileClient
+    warnings are not on stdout."""
+    import subprocess
+    import sys
+    proc = subprocess.run(
+        [sys.executable, osp.join(ROOT, 'tools', 'infer.py'),
+         media['videos'][0], '--config', media['cfg'], '--checkpoint',
+         media['ckpt'], '--num-workers', '0'],
+        capture_output=True, text=True, timeout=300, cwd=ROOT)
+    assert proc.returncode == 0, proc.stderr
+    lines = proc.stdout.splitlines()
+    assert lines[0] == media['videos'][0] and len(lines) == 2 and \
+        lines[1].lstrip().startswith('label:'), proc.stdout

@@ -38,7 +38,8 @@ sys.path.insert(0, osp.dirname(osp.dirname(osp.abspath(__file__))))
 import cast_mmaction  # noqa: E402,F401
 from cast_mmaction import inference as inf  # noqa: E402
 from cast_mmaction import safe_load  # noqa: E402
-from cast_mmaction.cli import add_video_model_arguments  # noqa: E402
+from cast_mmaction.cli import (  # noqa: E402
+    add_video_model_arguments, check_writable, mmengine_logs_to_stderr)
 from cast_mmaction.datasets.label_maps import LabelMapError  # noqa: E402
 from cast_mmaction.deployment import ExportError  # noqa: E402
 
@@ -46,7 +47,9 @@ from cast_mmaction.deployment import ExportError  # noqa: E402
 def parse_args(argv=None):
     ap = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
-    add_video_model_arguments(ap)
+    add_video_model_arguments(
+        ap, quiet_help='no per-video lines and no progress bar (the summary '
+        'only; results in --out)')
     ap.add_argument('--backend', choices=('pytorch', 'onnxruntime'),
                     default='pytorch',
                     help='onnxruntime: run an exported file '
@@ -58,8 +61,6 @@ def parse_args(argv=None):
                     '(verb=... noun=...); default: the config\'s label_map')
     ap.add_argument('--topk', type=int, default=5)
     ap.add_argument('--out', help='write results to .json or .csv')
-    ap.add_argument('--quiet', action='store_true',
-                    help='no per-video lines (progress bar and summary only)')
     args = ap.parse_args(argv)
     if args.topk < 1:
         ap.error('--topk must be >= 1')
@@ -132,6 +133,13 @@ def label_accuracy(results):
 
 def main(argv=None):
     args = parse_args(argv)
+    mmengine_logs_to_stderr()  # stdout: results only
+    # before any video runs: a results file that cannot be written would
+    # lose them all at the end
+    why = args.out and check_writable(args.out, '--out')
+    if why:
+        print(f'error: {why}', file=sys.stderr)
+        return 2
     try:
         items = inf.collect_inputs(args.input, args.data_root)
         cfg = inf.load_config(args.config, args.cfg_options)
@@ -158,7 +166,7 @@ def main(argv=None):
     t0 = time.time()
     for good, samples in inf.run_videos(
             items, pipeline, lambda packed: inf.predict(model, packed), failed,
-            args.batch_size, args.num_workers):
+            args.batch_size, args.num_workers, quiet=args.quiet):
         for rec, ds in zip(good, samples):
             preds = inf.topk_predictions(inf.scores_of(model, ds), names,
                                          args.topk)

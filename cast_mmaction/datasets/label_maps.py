@@ -48,7 +48,7 @@ import os.path as osp
 import re
 
 __all__ = [
-    'LabelMapError', 'load_label_map', 'load_label_maps',
+    'LabelMapError', 'LabelMapNotFound', 'load_label_map', 'load_label_maps',
     'parse_label_map_arg', 'find_mmaction_label_map', 'check_num_classes', 'read_ssv2_labels',
     'read_epic_classes', 'read_epic_sounds_classes', 'read_vggsound_classes',
     'read_text_label_map'
@@ -57,6 +57,11 @@ __all__ = [
 
 class LabelMapError(ValueError):
     """A label map that cannot be read (names the file and the problem)."""
+
+
+class LabelMapNotFound(LabelMapError):
+    """The label map's file is not there (a config's default path on a
+    machine without the dataset: the tools show indices instead)."""
 
 
 # ----------------------------------------------------------------------------
@@ -318,7 +323,7 @@ def load_label_map(path):
         name = path[len('mmaction:'):]
         found = find_mmaction_label_map(name)
         if found is None:
-            raise LabelMapError(
+            raise LabelMapNotFound(
                 f'{path}: the installed MMAction2 ships no {name} (the '
                 f'1.2.0 wheel has no label maps). Use a plain text file with '
                 f'one class name per line instead, e.g. the one '
@@ -326,8 +331,9 @@ def load_label_map(path):
                 f'tools/data/kinetics/{name} of an MMAction2 source checkout')
         path = found
     if not osp.isfile(path):
-        raise LabelMapError(f'label map {path} not found (set the config\'s '
-                            f'label_map field or pass --label-map)')
+        raise LabelMapNotFound(f'label map {path} not found (set the '
+                               f'config\'s label_map field or pass '
+                               f'--label-map)')
     base = osp.basename(path).lower()
     ext = osp.splitext(base)[1]
     try:

@@ -43,7 +43,8 @@ sys.path.insert(0, osp.dirname(osp.dirname(osp.dirname(osp.abspath(__file__)))))
 import cast_mmaction  # noqa: E402,F401
 from cast_mmaction import inference as inf  # noqa: E402
 from cast_mmaction import safe_load  # noqa: E402
-from cast_mmaction.cli import add_video_model_arguments  # noqa: E402
+from cast_mmaction.cli import (  # noqa: E402
+    add_video_model_arguments, check_writable, mmengine_logs_to_stderr)
 
 
 def parse_args(argv=None):
@@ -59,6 +60,12 @@ def parse_args(argv=None):
 
 def main(argv=None):
     args = parse_args(argv)
+    mmengine_logs_to_stderr()  # stdout: results only
+    # before any video runs (the features would be lost at the end)
+    why = check_writable(args.out_dir, '--out-dir', folder=True)
+    if why:
+        print(f'error: {why}', file=sys.stderr)
+        return 2
     try:
         items = inf.collect_inputs(args.input, args.data_root)
         cfg = inf.load_config(args.config, args.cfg_options)
@@ -80,7 +87,8 @@ def main(argv=None):
     done, failed = [], []
     t0 = time.time()
     for good, feat in inf.run_videos(items, pipeline, pooled, failed,
-                                     args.batch_size, args.num_workers):
+                                     args.batch_size, args.num_workers,
+                                     quiet=args.quiet):
         if not names or len(names) != len(feat):
             # a backbone without named experts (e.g. MSCAViT)
             names = ['backbone'] if len(feat) == 1 else [
