@@ -26,6 +26,7 @@ from cast_mmaction.datasets.transforms.epic import PyAVVideoReader
 from cast_mmaction.evaluation.epic_metric import (EpicKitchensMetric,
                                                   action_topk_correct,
                                                   epic_metrics, load_scores,
+                                                  topk_correct,
                                                   save_scores)
 from _tools import tool_path
 
@@ -513,6 +514,44 @@ def test_metric_values_by_hand():
         True, True, False, True]
 
 
+def _stable_rank_topk(scores, labels, k):
+    """The reference: rank by a stable sort of -scores (ties: the lower
+    index first)."""
+    order = np.argsort(-np.asarray(scores, dtype=np.float64), axis=1,
+                       kind='stable')
+    return np.array([list(o).index(y) < k for o, y in zip(order, labels)])
+
+
+def test_ties_rank_as_a_stable_sort_and_nan_scores_count_as_wrong():
+    """Equal scores rank the lower class index first, pairs the lower
+    v * num_nouns + n (constant scores scored 100 % top-1 and top-5, since
+    only strictly higher scores counted against a label); a sample with NaN
+    scores is wrong (every comparison with NaN is False: a diverged model
+    scored 100 %), and mean-class accuracy agrees."""
+    rng = np.random.default_rng(0)
+    # coarse values: many ties
+    v = rng.integers(0, 4, (300, 7)).astype(np.float64) / 4
+    n = rng.integers(0, 4, (300, 9)).astype(np.float64) / 4
+    yv, yn = rng.integers(0, 7, 300), rng.integers(0, 9, 300)
+    for k in (1, 2, 5):
+        assert (topk_correct(v, yv, k) == _stable_rank_topk(v, yv, k)).all()
+        pairs = (v[:, :, None] * n[:, None, :]).reshape(300, -1)
+        want = _stable_rank_topk(pairs, yv * 9 + yn, k)
+        assert (action_topk_correct(v, n, yv, yn, k) == want).all(), k
+    flat = np.full((8, 10), 0.1)
+    labels = np.arange(8)
+    assert topk_correct(flat, labels, 1).tolist() == [True] + [False] * 7
+    assert topk_correct(flat, labels, 5).mean() == 5 / 8
+    got = epic_metrics(np.full((8, 10), np.nan), np.full((8, 12), np.nan),
+                       labels, labels)
+    assert all(value == 0 for value in got.values()), got
+    one_bad = np.array(VERB, dtype=np.float64)
+    one_bad[0, 0] = np.nan  # sample A was right on every metric
+    got = epic_metrics(one_bad, NOUN, YV, YN)
+    assert got['verb_top1'] == EXPECTED['verb_top1'] - 1 / 4
+    assert got['action_top5'] == EXPECTED['action_top5'] - 1 / 4
+
+
 def test_metric_through_data_samples_and_scores_file(tmp_path):
     path = str(tmp_path / 'scores.pkl')
     metric = EpicKitchensMetric(scores_file=path)
@@ -971,3 +1010,21 @@ def test_startup_check_refuses_a_blending_of_the_other_label_kind(ek):
         'model.data_preprocessor.blending num_classes=97 instead '
         '(AudioVisualMixup, or MMAction2\'s MixupBlending / CutmixBlending), '
         'or use a verb / noun head (CASTVerbNounHead).')
+
+
+def test_tools_test_dump_and_cfg_options_of_the_evaluator_together():
+    """--dump (one more evaluator) with --cfg-options
+    test_evaluator.scores_file=... (docs/ek100.md) for a submission and an
+    ensemble from one test run: the override reaches the EPIC metric (it
+    met the list --dump had made: TypeError)."""
+    from mmengine.config import Config
+    from _tools import load_tool
+    tool = load_tool('test')
+    args = tool.parse_args([CONFIG, 'ckpt.pth', '--dump', 'p.pkl',
+                            '--cfg-options',
+                            'test_evaluator.scores_file=v.pkl'])
+    cfg = tool.merge_args(Config.fromfile(CONFIG), args)
+    metric, dump = cfg.test_evaluator
+    assert metric['scores_file'] == 'v.pkl'
+    assert metric['metric_type'] == 'EpicKitchensMetric'
+    assert dump == dict(type='DumpResults', out_file_path='p.pkl')

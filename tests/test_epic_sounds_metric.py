@@ -52,6 +52,20 @@ def test_metrics_by_hand():
         assert out[k] == pytest.approx(v, abs=1e-12), k
 
 
+def test_constant_or_nan_scores_are_not_correct():
+    """A diverged model (NaN scores) or one that says nothing (constant
+    scores) scored 100 % top-1 and top-5 (only strictly higher scores
+    counted against the label); now ties rank the lower class first and
+    NaN rows are wrong, as the mean-class accuracy already had it."""
+    labels = np.arange(8)
+    flat = epic_sounds_metrics(np.full((8, 44), 1 / 44), labels)
+    assert flat['top1'] == 1 / 8 and flat['top5'] == 5 / 8
+    assert flat['mean_class_acc'] == 1 / 8
+    nan = epic_sounds_metrics(np.full((8, 44), np.nan), labels)
+    assert nan['top1'] == nan['top5'] == nan['mean_class_acc'] == 0
+    assert math.isfinite(nan['mAP'])
+
+
 def test_absent_classes_leave_the_means_but_compete_in_the_ranking():
     # without the absent classes' columns, sample 4's label is within the
     # top 5 and sample 5's label becomes its top-1; the one-vs-rest AP and

@@ -63,6 +63,10 @@ def merge_args(cfg, args):
     apply_runner_args(cfg, args)
     cfg.load_from = args.checkpoint
     cfg.resume = False
+    # before --dump makes test_evaluator a list, so that
+    # --cfg-options test_evaluator.scores_file=... still reaches the metric
+    if args.cfg_options:
+        cfg.merge_from_dict(args.cfg_options)
     if args.dump is not None:
         if not args.dump.endswith(('.pkl', '.pickle')):
             raise ValueError(f'--dump {args.dump}: use a .pkl file name')
@@ -80,8 +84,6 @@ def merge_args(cfg, args):
                 f"'RobustDataset' (this config's is {dataset.get('type')!r}; "
                 f'see docs/reliability.md)')
         dataset.bad_sample = args.bad_samples
-    if args.cfg_options:
-        cfg.merge_from_dict(args.cfg_options)
     if args.trust_checkpoint:  # security: CHECKPOINT may need any object
         cfg.trust_checkpoint = True
     trust_config(cfg)

@@ -19,6 +19,7 @@ Reported, as fractions in [0, 1] like MMAction2's ``AccMetric``:
 a challenge submission. Unlabelled segments (the test split) are only
 written there.
 """
+import logging
 import os
 import os.path as osp
 import pickle
@@ -39,25 +40,49 @@ def _np(x):
     return np.asarray(x, dtype=np.float32)
 
 
+def finite_rows(*score_arrays):
+    """(N,) bool: the samples whose scores are all finite in every array (a
+    diverged model's NaN / inf scores are not a ranking)."""
+    ok = None
+    for a in score_arrays:
+        f = np.isfinite(np.asarray(a, dtype=np.float64)).all(1)
+        ok = f if ok is None else ok & f
+    return ok
+
+
+def warn_nonfinite(ok, what):
+    """Log how many samples had non-finite scores (counted as wrong)."""
+    bad = int((~ok).sum())
+    if bad:
+        print_log(f'{what}: {bad} of {len(ok)} samples have NaN / inf '
+                  f'scores; they count as wrong', logger='current',
+                  level=logging.WARNING)
+
+
 def topk_correct(scores, labels, k):
-    """(N,) bool: the label is among the ``k`` highest scores (a tie with
-    the label's score counts against it only if strictly higher scores fill
-    the ``k`` places)."""
+    """(N,) bool: the label is among the ``k`` highest scores, ranked as a
+    stable sort puts them (equal scores: the lower class index first, as
+    ``torch.topk`` / ``argsort`` rank them, so constant scores are not all
+    correct); a sample with a NaN / inf score is wrong."""
     scores = np.asarray(scores, dtype=np.float64)
     labels = np.asarray(labels, dtype=np.int64)
-    own = scores[np.arange(len(labels)), labels]
-    higher = (scores > own[:, None]).sum(1)
-    return higher < k
+    own = scores[np.arange(len(labels)), labels][:, None]
+    before = np.arange(scores.shape[1])[None, :] < labels[:, None]
+    rank = (scores > own).sum(1) + ((scores == own) & before).sum(1)
+    return (rank < k) & finite_rows(scores)
 
 
 def action_topk_correct(verb_scores, noun_scores, verb_labels, noun_labels,
                         k=5):
     """(N,) bool: the true (verb, noun) pair is among the ``k`` best pairs of
     ``verb_scores[v] * noun_scores[n]`` (scores must be non-negative, e.g.
-    probabilities)."""
+    probabilities), ranked as a stable sort of the pairs in verb-major order
+    puts them (equal products: the lower ``v * num_nouns + n`` first); a
+    sample with a NaN / inf score is wrong."""
     v = np.asarray(verb_scores, dtype=np.float64)
     n = np.asarray(noun_scores, dtype=np.float64)
-    if (v < 0).any() or (n < 0).any():
+    ok = finite_rows(v, n)
+    if (v[ok] < 0).any() or (n[ok] < 0).any():
         raise ValueError('action top-k needs non-negative verb/noun scores '
                          '(probabilities); set the head\'s '
                          "average_clips='prob'")
@@ -65,20 +90,28 @@ def action_topk_correct(verb_scores, noun_scores, verb_labels, noun_labels,
     yn = np.asarray(noun_labels, dtype=np.int64)
     rows = np.arange(len(yv))
     kv, kn = min(k, v.shape[1]), min(k, n.shape[1])
-    # the k best pairs lie within the top-k verbs x top-k nouns
+    # the k best pairs lie within the top-k verbs x top-k nouns (each
+    # ranked by a stable sort), and so does every pair ranked before the
+    # true one when that one is among the k best
     top_v = np.argsort(-v, axis=1, kind='stable')[:, :kv]
     top_n = np.argsort(-n, axis=1, kind='stable')[:, :kn]
     grid = (v[rows[:, None], top_v][:, :, None]
             * n[rows[:, None], top_n][:, None, :]).reshape(len(yv), -1)
-    own = v[rows, yv] * n[rows, yn]
-    higher = (grid > own[:, None]).sum(1)
-    return higher < k
+    flat = (top_v[:, :, None] * n.shape[1]
+            + top_n[:, None, :]).reshape(len(yv), -1)
+    own = (v[rows, yv] * n[rows, yn])[:, None]
+    before = flat < (yv * n.shape[1] + yn)[:, None]
+    rank = (grid > own).sum(1) + ((grid == own) & before).sum(1)
+    return (rank < k) & ok
 
 
 def mean_class_accuracy(scores, labels):
-    """Top-1 recall per ground-truth class, averaged over those classes."""
+    """Top-1 recall per ground-truth class (the first of equal scores
+    predicted; a sample with a NaN / inf score wrong), averaged over those
+    classes."""
     labels = np.asarray(labels, dtype=np.int64)
-    pred = np.asarray(scores).argmax(1)
+    scores = np.asarray(scores, dtype=np.float64)
+    pred = np.where(finite_rows(scores), scores.argmax(1), -1)
     accs = [np.mean(pred[labels == c] == c) for c in np.unique(labels)]
     return float(np.mean(accs))
 
@@ -88,6 +121,7 @@ def epic_metrics(verb_scores, noun_scores, verb_labels, noun_labels):
     v, n = np.asarray(verb_scores), np.asarray(noun_scores)
     yv, yn = np.asarray(verb_labels), np.asarray(noun_labels)
     out = OrderedDict()
+    warn_nonfinite(finite_rows(v, n), 'EK100 metrics')
     v1, n1 = topk_correct(v, yv, 1), topk_correct(n, yn, 1)
     out['verb_top1'] = float(v1.mean())
     out['verb_top5'] = float(topk_correct(v, yv, 5).mean())

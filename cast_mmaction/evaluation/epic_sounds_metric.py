@@ -36,7 +36,8 @@ from mmengine.logging import print_log
 from mmaction.evaluation.functional import mean_average_precision
 from mmaction.registry import METRICS
 
-from .epic_metric import _np, mean_class_accuracy, topk_correct
+from .epic_metric import (_np, finite_rows, mean_class_accuracy, topk_correct,
+                          warn_nonfinite)
 
 
 def _check(scores, labels):
@@ -93,6 +94,10 @@ def one_vs_rest_auc(scores, labels):
 def epic_sounds_metrics(scores, labels):
     """All EPIC-SOUNDS recognition metrics (fractions) as an ordered dict."""
     scores, labels = _check(scores, labels)
+    ok = finite_rows(scores)
+    warn_nonfinite(ok, 'EPIC-SOUNDS metrics')
+    # ranked last by mAP / mAUC: NaN / inf is no confidence
+    scores = np.where(ok[:, None], scores, -np.inf)
     out = OrderedDict()
     out['top1'] = float(topk_correct(scores, labels, 1).mean())
     out['top5'] = float(topk_correct(scores, labels, 5).mean())
