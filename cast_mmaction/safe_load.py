@@ -44,7 +44,7 @@ __all__ = [
     'load_from_local', 'load_from_url', 'load_pickle', 'load_safetensors',
     'save_safetensors', 'read_torchscript_state', 'is_torchscript_archive',
     'trust', 'trusted', 'is_trusted', 'trust_config', 'trust_inputs',
-    'add_trust_argument', 'read_dcp_metadata', 'safe_dcp_reader',
+    'add_trust_argument', 'pop_trust', 'read_dcp_metadata', 'safe_dcp_reader',
     'TRUST_HINT'
 ]
 
@@ -149,6 +149,25 @@ def trust_inputs(cfg, checkpoint, trust_flag):
     trust_config(cfg)
     if trust_flag:
         trust(checkpoint)
+
+
+def pop_trust(cfg, where):
+    """Apply and remove the ``trust_checkpoint`` field of one model dict
+    (an expert's, the MSCA backbone's) where the model is built, so that
+    the field works under any entry point (MMAction2's own tools, a plain
+    ``Runner.from_cfg``), not only where :func:`trust_config` ran first.
+    Returns ``cfg`` without the field (a copy when it had one)."""
+    if not isinstance(cfg, dict) or 'trust_checkpoint' not in cfg:
+        return cfg
+    cfg = dict(cfg)
+    flag = cfg.pop('trust_checkpoint')
+    source = cfg.get('pretrained') or cfg.get('checkpoint')
+    if flag and not isinstance(source, str):
+        raise ValueError(f'{where}.trust_checkpoint=True, but {where} names '
+                         f'no file (no `pretrained` or `checkpoint` field)')
+    if flag:
+        trust(source)
+    return cfg
 
 
 def _pop_model_trust(node, where):

@@ -393,6 +393,40 @@ def test_resuming_from_a_weights_only_file_is_a_named_error(tmp_path):
                                         f'{converted}: not a training')
 
 
+def test_the_startup_hook_refuses_to_resume_a_weights_only_file():
+    """Under MMAction2's tools or a plain Runner.from_cfg (no tools/train.py
+    check): StartupCheckHook, called by Runner.resume before it reads
+    meta['epoch'], names what the file lacks (a bare KeyError there); the
+    same file is fine as load_from (fine-tuning) and a training checkpoint
+    resumes."""
+    import types
+
+    from mmengine.runner import BaseLoop
+
+    from cast_mmaction.engine.checks import NotResumableError
+    from cast_mmaction.engine.hooks import StartupCheckHook
+
+    class Loop(BaseLoop):
+        def run(self):
+            pass
+
+    model = torch.nn.Linear(2, 2)
+    weights = {'state_dict': model.state_dict(), 'meta': {}}
+    runner = types.SimpleNamespace(model=model, _resume=True,
+                                   _train_loop=object.__new__(Loop),
+                                   _load_from='w.pth', work_dir='.')
+    hook = StartupCheckHook()
+    with pytest.raises(NotResumableError, match=r"the checkpoint to resume "
+                       r"w.pth: not a training checkpoint \(it lacks "
+                       r"meta.epoch, meta.iter, message_hub"):
+        hook.after_load_checkpoint(runner, weights)
+    runner._resume = False
+    hook.after_load_checkpoint(runner, weights)  # load_from: fine
+    runner._resume = True
+    hook.after_load_checkpoint(runner, dict(
+        weights, meta=dict(epoch=1, iter=4), message_hub={}))
+
+
 def test_existing_paths_pass(tmp_path):
     cfg = load('cast_k400.py')
     fields = {}

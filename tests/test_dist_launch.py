@@ -648,11 +648,18 @@ def test_elastic_resume_turns_on_resume_only_on_a_restart(tmp_path,
                                                           monkeypatch):
     import logging
 
+    from mmengine.runner import BaseLoop
+
     from cast_mmaction.engine.hooks import ElasticResumeHook
 
-    class Runner:
+    class Loop(BaseLoop):
+        def run(self):
+            pass
+
+    class Runner:  # in training: Runner.train() built its train loop
         work_dir = str(tmp_path)
         _resume, _load_from = False, 'pretrained.pth'
+        _train_loop = object.__new__(Loop)
         logger = logging.getLogger('elastic-test')
 
     hook, runner = ElasticResumeHook(), Runner()
@@ -670,6 +677,12 @@ def test_elastic_resume_turns_on_resume_only_on_a_restart(tmp_path,
     assert (empty._resume, empty._load_from) == (False, 'pretrained.pth')
     hook.before_run(runner)
     assert (runner._resume, runner._load_from) == (True, None)
+    # a restarted test run (tools/dist_test.sh with MAX_RESTARTS; its work
+    # dir the training run's) tests the checkpoint it was given
+    testing = Runner()
+    testing._train_loop = dict(type='EpochBasedTrainLoop')  # not built
+    hook.before_run(testing)
+    assert (testing._resume, testing._load_from) == (False, 'pretrained.pth')
     monkeypatch.setenv('TORCHELASTIC_RESTART_COUNT', 'x')
     with pytest.raises(ValueError, match='TORCHELASTIC_RESTART_COUNT'):
         hook.before_run(Runner())

@@ -278,6 +278,57 @@ def test_expert_trust_checkpoint_config_field(tmp_path):
         safe_load.trust_config(bad)
 
 
+def test_trust_fields_work_without_this_packages_tools(tmp_path):
+    """Under MMAction2's own tools or a plain Runner.from_cfg (no
+    trust_config): an expert dict's trust_checkpoint is applied by the
+    backbone that builds it (it reached the expert's constructor: TypeError),
+    the MSCA backbone takes its own, and the top-level field is applied by
+    StartupCheckHook before the run loads (it did nothing while the
+    refusal's hint recommended it)."""
+    import types
+    from mmaction.registry import MODELS
+    from cast_mmaction.engine.hooks import StartupCheckHook
+    src = _experts()['clip'](None)
+    path = str(tmp_path / 'clip_with_path.pth')
+    torch.save({'state_dict': src.state_dict(),
+                'source': pathlib.PurePosixPath('/data/clip')}, path)
+    expert = dict(type='CLIPViTExpert', embed_dim=32, depth=1, num_heads=2,
+                  patch_size=16, pretrained=path)
+    try:
+        for spec in (dict(type='CASTBackbone', num_frames=2, img_size=32,
+                          experts=dict(clip=dict(expert,
+                                                 trust_checkpoint=True)),
+                          links=[]),
+                     dict(type='STAdapterViT', num_frames=2, img_size=32,
+                          expert=dict(expert, trust_checkpoint=True),
+                          adapter_width=8)):
+            safe_load._TRUSTED.discard(safe_load._key(path))
+            model = MODELS.build(spec)
+            model.init_weights()
+            assert safe_load.is_trusted(path), spec['type']
+        safe_load._TRUSTED.discard(safe_load._key(path))
+        with pytest.raises(ValueError, match='names no file'):
+            MODELS.build(dict(type='MSCAViT', embed_dim=32, depth=1,
+                              num_heads=2, img_size=32,
+                              trust_checkpoint=True))
+        # the top-level field, applied before Runner.load_or_resume
+        ckpt = str(tmp_path / 'run.pth')
+        (tmp_path / 'work').mkdir()
+        runner = types.SimpleNamespace(
+            cfg=dict(trust_checkpoint=True, load_from=ckpt), _load_from=ckpt,
+            _resume=False, work_dir=str(tmp_path / 'work'),
+            model=torch.nn.Linear(2, 2))
+        StartupCheckHook._trust_from_config(runner)
+        assert safe_load.is_trusted(ckpt)
+        assert not safe_load.is_trusted(str(tmp_path / 'work' / 'x.pth'))
+        runner._resume = True
+        StartupCheckHook._trust_from_config(runner)
+        assert safe_load.is_trusted(str(tmp_path / 'work' / 'x.pth'))
+    finally:
+        for p in (path, str(tmp_path / 'run.pth'), str(tmp_path / 'work')):
+            safe_load._TRUSTED.discard(safe_load._key(p))
+
+
 # ----------------------------------------------------------------------------
 # TorchScript archives (the OpenAI CLIP release)
 # ----------------------------------------------------------------------------

@@ -204,6 +204,20 @@ class NotResumableError(ValueError):
 RESUME_NEEDS = ('meta.epoch', 'meta.iter', 'message_hub')
 
 
+def resume_lacks(ckpt):
+    """What of :data:`RESUME_NEEDS` the loaded checkpoint ``ckpt`` lacks
+    (empty: it can be resumed)."""
+    return [k for k in RESUME_NEEDS if not _holds(ckpt, k)]
+
+
+def not_resumable_message(source, lacks):
+    return (f'{source}: not a training checkpoint (it lacks '
+            f'{", ".join(lacks)}: a converted or weights-only file), so a '
+            f'run cannot resume from it. To start a new run from its '
+            f'weights, give it as load_from without resuming: '
+            f'--cfg-options load_from={source} (no --resume)')
+
+
 def _holds(ckpt, dotted):
     for part in dotted.split('.'):
         if not isinstance(ckpt, dict) or part not in ckpt:
@@ -240,7 +254,7 @@ def check_resumable(cfg, field='load_from'):
                                          mmap=True)
     except safe_load.UntrustedCheckpointError:
         return  # the runner's load says so, naming --trust-checkpoint
-    lacks = [k for k in RESUME_NEEDS if not _holds(ckpt, k)]
+    lacks = resume_lacks(ckpt)
     if lacks:
         raise NotResumableError(
             f'{field} {path}: not a training checkpoint (it lacks '

@@ -51,8 +51,13 @@ class ElasticResumeHook(Hook):
     priority = 'VERY_HIGH'
 
     def before_run(self, runner):
+        from mmengine.runner import BaseLoop
         attempt = restart_count()
-        if attempt == 0:
+        # training only: Runner.train() builds the train loop before
+        # before_run, test() does not; a restarted test run tests the
+        # checkpoint it was given, not the work dir's latest
+        if attempt == 0 or not isinstance(
+                getattr(runner, '_train_loop', None), BaseLoop):
             return
         work_dir = runner.work_dir
         record = os.path.join(work_dir, 'last_checkpoint')

@@ -317,7 +317,27 @@ class StartupCheckHook(Hook):
                 'and optimiser wrapper the config names '
                 '(configs/_base_/reliability.py, docs/reliability.md). '
                 'Remove it' + (f' and set: {moved}' if moved else '') + '.')
+        self._trust_from_config(runner)
         check_model(runner.model)
+
+    @staticmethod
+    def _trust_from_config(runner):
+        """The config's top-level ``trust_checkpoint = True`` (read by
+        ``safe_load.trust_config`` in this package's tools) applied here as
+        well, before ``Runner.load_or_resume``: under MMAction2's own
+        tools or a plain ``Runner.from_cfg`` it did nothing while the
+        refusal's hint recommended it. Trusts ``load_from`` and, on a
+        resume (``resume = True`` or a torchrun restart), the work dir."""
+        cfg = getattr(runner, 'cfg', None) or {}
+        if not cfg.get('trust_checkpoint', False):
+            return
+        from ... import safe_load
+        from .elastic_resume_hook import restart_count
+        load_from = getattr(runner, '_load_from', None) or cfg.get('load_from')
+        safe_load.trust(load_from)
+        if getattr(runner, '_resume', False) or cfg.get('resume') or \
+                restart_count() > 0:
+            safe_load.trust(runner.work_dir)
 
     def before_train(self, runner):
         self._check_labels(runner, runner.train_dataloader.dataset,
@@ -375,6 +395,16 @@ class StartupCheckHook(Hook):
         if source is None and resume:
             from mmengine.runner.checkpoint import find_latest_checkpoint
             source = find_latest_checkpoint(runner.work_dir)
+        if resume and training:
+            # before Runner.resume reads meta['epoch'] (a bare KeyError for
+            # a converted or weights-only file); tools/train.py says so
+            # before building, this covers every other entry point
+            from ..checks import (NotResumableError, not_resumable_message,
+                                  resume_lacks)
+            lacks = resume_lacks(checkpoint)
+            if lacks:
+                raise NotResumableError(not_resumable_message(
+                    f'the checkpoint to resume {source}', lacks))
         what = ('the resumed checkpoint' if resume else
                 'load_from' if training else 'the checkpoint to test')
         check_checkpoint(runner.model, checkpoint,

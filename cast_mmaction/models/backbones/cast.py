@@ -39,6 +39,7 @@ import torch.utils.checkpoint as cp  # noqa: F401 (tests patch it)
 from mmengine.model import BaseModule
 
 from mmaction.registry import MODELS
+from ... import safe_load
 from ..experts.base import (check_expert_modality, check_expert_sizes,
                             expert_class, not_an_expert)
 from ..fusion import Adapter
@@ -233,7 +234,9 @@ class CASTBackbone(BaseModule):
         shared = dict(num_frames=num_frames, img_size=img_size)
         fresh = {}  # expert name -> its configured (pretrained) depth
         for name, cfg in experts.items():
-            cfg = dict(cfg)
+            # the expert dict's trust_checkpoint (docs/security.md), here
+            # too, for entry points that did not run trust_config
+            cfg = dict(safe_load.pop_trust(cfg, f'backbone.experts.{name}'))
             cls = expert_class(cfg.get('type'), f'backbone.experts.{name}')
             for key, value in shared.items():
                 if _accepts(cfg.get('type'), key):

@@ -50,6 +50,7 @@ from mmengine.logging import print_log
 from mmengine.model import BaseModule
 
 from mmaction.registry import MODELS
+from ... import safe_load
 from ..layers import DropPath, grid_size, to_2tuple
 
 # Sizes as data (timm / original ViT): embed_dim, depth, num_heads, mlp_ratio.
@@ -269,8 +270,14 @@ class MSCAViT(BaseModule):
                  final_norm=True,
                  pretrained=None,
                  with_cp=False,
-                 init_cfg=None):
+                 init_cfg=None,
+                 trust_checkpoint=False):
         super().__init__(init_cfg=init_cfg)
+        # the config's trust field for `pretrained` (docs/security.md),
+        # for entry points that did not run trust_config
+        safe_load.pop_trust(dict(pretrained=pretrained,
+                                 trust_checkpoint=trust_checkpoint),
+                            'backbone')
         if arch not in ARCH_SETTINGS:
             raise ValueError(f'arch={arch!r} unknown; choose one of '
                              f'{sorted(ARCH_SETTINGS)} or set embed_dim, '

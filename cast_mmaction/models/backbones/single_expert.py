@@ -13,6 +13,7 @@ import torch.nn as nn
 from mmengine.model import BaseModule
 
 from mmaction.registry import MODELS
+from ... import safe_load
 from ..experts.base import Expert
 
 
@@ -25,7 +26,9 @@ def build_frozen_expert(cfg, num_frames, img_size, trainable=(),
         raise TypeError(f'{owner}: expert must be a config dict with a type '
                         f'(e.g. dict(type=\'CLIPViTExpert\', embed_dim=768, '
                         f'depth=12, num_heads=12)), got {cfg!r}')
-    cfg = dict(cfg)
+    # the expert dict's trust_checkpoint (docs/security.md), for entry
+    # points that did not run trust_config
+    cfg = dict(safe_load.pop_trust(cfg, 'backbone.expert'))
     cfg.setdefault('frame_start', 0)
     cfg.setdefault('frame_step', 1)
     cfg.update(num_frames=num_frames, img_size=img_size, frozen=False)
