@@ -92,15 +92,18 @@ def authors_state(args, seed=0):
                 lin(b + f'cross_{s}_down', d, D)
                 norm(b + f'ln_{s}_cross', d)
                 lin(b + f'cross_{s}_up', D, d)
+            # heads of d // num_heads channels (their all_head_dim): fewer
+            # than d when the heads do not divide the bottleneck
+            inner = d // a['num_heads'] * a['num_heads']
             for att, pos, n in (('t2s', 'time', T), ('s2t', 'space', N)):
                 c = b + f'{att}_cross.'
                 shapes[c + f'clip_{pos}_pos'] = (n, d)
                 shapes[c + f'vmae_{pos}_pos'] = (n, d)
-                shapes[c + f'{att}_q.weight'] = (d, d)
-                shapes[c + f'{att}_q_bias'] = (d, )
-                shapes[c + f'{att}_kv.weight'] = (2 * d, d)
-                shapes[c + f'{att}_kv_bias'] = (2 * d, )
-                lin(c + 't2s_proj', d, d)
+                shapes[c + f'{att}_q.weight'] = (inner, d)
+                shapes[c + f'{att}_q_bias'] = (inner, )
+                shapes[c + f'{att}_kv.weight'] = (2 * inner, d)
+                shapes[c + f'{att}_kv_bias'] = (2 * inner, )
+                lin(c + 't2s_proj', d, inner)
         if lyr['mlp']:
             norm(b + 'clip_ln_2')
             lin(b + 'clip_mlp.c_fc', 4 * D, D)  # 4 x whatever mlp_ratio
@@ -266,6 +269,9 @@ CASES = {
     'late_fusion_adapters_ca': dict(late_fusion=1, CA=2),
     'other_size': dict(embed_dim=48, num_heads=4, depth=2, down_ratio=4,
                        num_classes=7),
+    # a bottleneck of 16 at 3 heads: heads of 5, projections 16 -> 15 -> 16
+    'heads_do_not_divide_the_bottleneck': dict(embed_dim=48, num_heads=3,
+                                               down_ratio=3),
     'other_size_vmae_only_from_1': dict(embed_dim=64, num_heads=4, depth=3,
                                         mlp_ratio=2, qkv_bias=False,
                                         all_frames=8, CA=1, vmae_only=True,
@@ -752,3 +758,23 @@ def test_fresh_layers_get_their_layer_lr():
     assert lr[fresh] == pytest.approx(0.5**(4 - 3))  # layer id 3 of 0..4
     assert lr['backbone.links.clip_vmae.2.down.clip.weight'] == lr[fresh]
     assert 'backbone.experts.vmae.blocks.1.attn.qkv.weight' not in lr  # frozen
+
+
+def test_other_vmae_patch_size_without_links_is_mapped():
+    """The authors' ViT-L entry points pair CLIP patch 14 with VideoMAE
+    patch 16; without B-CAST layers (CA or late_fusion at the depth) the
+    grids never meet and the dump maps (it was refused); with B-CAST layers
+    it is refused, naming why."""
+    args = dict(TINY, patch_size=8, vmae_patch_size=16, CA=TINY['depth'],
+                clip_only=True)
+    cfg = ablation_model_cfg(args)
+    bb = cfg['backbone']
+    assert bb['experts']['clip']['patch_size'] == 8
+    assert bb['experts']['vmae']['patch_size'] == 16 and bb['links'] == []
+    model = build_model(cfg).eval()
+    with torch.no_grad():
+        feats = model.backbone(torch.randn(1, 3, 4, 32, 32))
+    assert [f.shape for f in feats] == [(1, 32), (1, 32)]
+    with pytest.raises(ValueError, match='same patch grid where they are '
+                       'linked'):
+        ablation_model_cfg(dict(args, CA=1))

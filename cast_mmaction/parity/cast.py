@@ -34,6 +34,11 @@ def cast_sizes_from_meta(model_cfg, meta):
     bb.pop('init_cfg', None)
     for e in bb['experts'].values():
         e['pretrained'] = None
+    # the authors' CLIP MLP is 4 x wide whatever mlp_ratio, which sizes
+    # VideoMAE's alone (as the ablation family maps it); their VideoMAE's
+    # q / v biases follow qkv_bias (on unless the dump says otherwise)
+    bb['experts']['clip']['mlp_ratio'] = 4.0
+    bb['experts']['vmae']['qkv_bias'] = bool(meta.get('qkv_bias', True))
     head = cfg['cls_head']
     head['in_channels'] = meta['embed_dim']
     if meta['composition']:

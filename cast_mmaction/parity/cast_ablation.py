@@ -68,9 +68,13 @@ def ablation_model_cfg(args, model_cfg=None):
     if a['audio_enabled']:
         raise ValueError('constructor_args.audio_enabled: the audio variant '
                          'of this code is not mapped (use the CA2ST family)')
-    if a['vmae_patch_size'] not in (None, a['patch_size']):
+    other_patch = a['vmae_patch_size'] not in (None, a['patch_size'])
+    if other_patch and max(a['CA'], a['late_fusion']) < a['depth']:
+        # the links join token grids; the authors' B-CAST tables assume
+        # one 14 x 14 grid for both too
         raise ValueError('constructor_args.vmae_patch_size differs from '
-                         'patch_size: the experts need the same patch grid')
+                         'patch_size with B-CAST layers: the experts need '
+                         'the same patch grid where they are linked')
     if a['clip_only'] and a['vmae_only']:
         raise ValueError('constructor_args: clip_only and vmae_only are both '
                          'set')
@@ -89,6 +93,8 @@ def ablation_model_cfg(args, model_cfg=None):
     clip.update(frame_start=1, frame_step=2, eps=1e-5, post_norm_eps=1e-5,
                 mlp_ratio=4.0, pretrained=None)
     vmae.update(qkv_bias=bool(a['qkv_bias']), eps=1e-6, pretrained=None)
+    if other_patch:  # the ViT-L entry points: CLIP 14, VideoMAE 16
+        vmae['patch_size'] = a['vmae_patch_size']
     bb.update(link_eps=1e-6, mlp_adapter_scale=0.5)
     fusion = list(range(lf, depth))
     link_layers = list(range(max(a['CA'], lf), depth))

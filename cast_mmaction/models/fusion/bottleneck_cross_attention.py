@@ -63,18 +63,22 @@ class WindowCrossAttention(nn.Module):
                  pos_embed=True):
         super().__init__()
         policy = get_window_policy(window)
-        if dim % num_heads:
-            raise ValueError(f'B-CA width {dim} is not divisible by '
-                             f'num_heads={num_heads}; change down_ratio or '
-                             f'num_heads')
+        head_dim = dim // num_heads
+        if head_dim < 1:
+            raise ValueError(f'B-CA width {dim} is less than num_heads='
+                             f'{num_heads}; change down_ratio or num_heads')
         policy.check(q_grid, kv_grid)
         self.policy = policy
         self.window, self.num_heads = window, num_heads
         self.q_grid, self.kv_grid = tuple(q_grid), tuple(kv_grid)
-        scale = (dim // num_heads)**-0.5
-        self.q = Linear(dim, dim)
-        self.kv = Linear(dim, 2 * dim)
-        self.proj = Linear(dim, dim)
+        scale = head_dim**-0.5
+        # heads of dim // num_heads channels, as the authors' cross-attention
+        # (all_head_dim): a width the heads do not divide projects to fewer
+        # channels and back (32 -> 30 -> 32 at 6 heads)
+        inner = head_dim * num_heads
+        self.q = Linear(dim, inner)
+        self.kv = Linear(dim, 2 * inner)
+        self.proj = Linear(inner, dim)
         self.pos_embed = pos_embed
         axis = dict(t=0, n=1)
         if pos_embed:
@@ -136,7 +140,9 @@ class WindowCrossAttention(nn.Module):
             weights_out.append(self.policy.weights_by_window(w, shape[0]))
         out = self._attend(q, k, v) if left is None else self._attend(
             q, k, v, left)
-        return self.proj(from_seq(out, shape)) if view else from_seq(
+        # the heads' output has q's channels (all heads), proj's input
+        heads_shape = (*shape[:-1], out.shape[-1])
+        return self.proj(from_seq(out, heads_shape)) if view else from_seq(
             self.proj(out), shape)
 
     def _bias_left(self, q, weights_out):

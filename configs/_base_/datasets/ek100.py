@@ -64,6 +64,7 @@ train_dataloader = dict(
     batch_size=batch_size,
     num_workers=8,
     persistent_workers=True,
+    drop_last=True,  # as the authors' loader: 700 full batches an epoch
     sampler=dict(type='ReproducibleSampler', shuffle=True),
     dataset=dict(type='RobustDataset',
                  bad_sample='replace',  # unreadable: another sample, counted
