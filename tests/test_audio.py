@@ -909,3 +909,68 @@ def test_ek100_pipeline_with_audio(media, tmp_path):
     assert float(x['times'][0, 1]) <= 3.5 + 1 / FPS
     assert (int(ds.gt_verb), int(ds.gt_noun)) == (4, 9)
     assert ds.metainfo['narration_id'] == 'P01_01_7'
+
+
+def test_av_meta_switches_the_shipped_dumps_do_not_vary():
+    """Found with dumps of the authors' code at other settings (docs/
+    audio_visual.md): audio_num_heads is the audio links' alone (the AST
+    expert's self-attention kept num_heads there: silently other numbers);
+    use_stpos and time_encoding are two switches; CLIP's MLP stays 4 x wide
+    and qkv_bias reaches VideoMAE and AST; bcast_method 'add_param' is the
+    sequential B-CA."""
+    import json
+
+    from cast_mmaction.parity import av_sizes_from_meta
+    from cast_mmaction.parity.av import _authors_experts
+    bb = ca2st_backbone_cfg(embed_dim=48, depth=2, num_heads=2,
+                            audio_num_heads=4)
+    assert bb['experts']['audio']['num_heads'] == 2
+    assert {link['num_heads'] for link in bb['links']
+            if 'audio' in link['experts']} == {4}
+    d = shared_fixture('ca2st_single')
+    meta = json.load(open(osp.join(d, 'meta.json')))
+    a = meta['constructor_args_all']
+    for stpos, te in ((True, True), (False, False)):
+        m = dict(meta, constructor_args_all=dict(
+            a, use_stpos=stpos, time_encoding=te, mlp_ratio=2,
+            qkv_bias=False, bcast_method='add_param'))
+        kw = av_sizes_from_meta(m)
+        assert kw['audio_pos_embed'] is stpos and kw['revision'] is te
+        cfg = _authors_experts(ca2st_recognizer_cfg(**kw), m)
+        links = [link for link in cfg['backbone']['links']
+                 if 'audio' in link['experts']]
+        assert {(link['pos_embed'], link['time_encoding'])
+                for link in links} == {(stpos, te)}
+        experts = cfg['backbone']['experts']
+        assert experts['clip']['mlp_ratio'] == 4.0
+        assert experts['vmae']['mlp_ratio'] == 2.0
+        assert experts['vmae']['qkv_bias'] is False
+        assert experts['audio']['qkv_bias'] is False
+
+
+def test_one_time_mlp_for_both_streams_and_cava_without_links_load():
+    """split_time_mlp=False (the authors' run scripts' default) keeps one
+    time_mlp and no audio_time_mlp: it loads into time_mlps.shared (it was
+    mapped to time_mlps.video: missing / unexpected keys); a CAVA file
+    without any B-CA layer (their CA12 entry point) is still recognised."""
+    import json
+
+    from cast_mmaction.checkpoints import load_official_av
+    from cast_mmaction.checkpoints.av_official import is_cava
+    from cast_mmaction.parity import av_sizes_from_meta
+    from cast_mmaction.safe_load import load_checkpoint
+    d = shared_fixture('cava_single_rev')
+    meta = json.load(open(osp.join(d, 'meta.json')))
+    state = dict(load_checkpoint(osp.join(d, 'official_checkpoint.pth'))[
+        'module'])
+    one = {k: v for k, v in state.items()
+           if not k.startswith('audio_time_mlp.')}
+    kw = dict(av_sizes_from_meta(meta), split_time_mlp=False)
+    model = build_model(cava_recognizer_cfg(num_classes=10, **kw))
+    load_official_av(model, {'module': one})  # strict
+    own = model.state_dict()
+    key = next(k for k in one if k.startswith('time_mlp.'))
+    mapped = [k for k in own if k.startswith('backbone.time_mlps.shared.')]
+    assert mapped and any(torch.equal(own[k], one[key]) for k in mapped)
+    no_links = {k: v for k, v in state.items() if '_cross.' not in k}
+    assert is_cava(no_links)

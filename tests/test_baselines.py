@@ -766,3 +766,31 @@ def test_aim_drop_path_draws_per_token_position():
     assert torch.equal(bb._add_drop(DEPTH - 1, base, x), base + x)
     assert torch.equal(bb._add_drop(DEPTH - 1, base, x, 0.5),
                        base + 0.5 * x)
+
+
+def test_meta_values_the_authors_code_reads_its_own_way():
+    """Found with dumps of the authors' code at other settings: their
+    ST-Adapter puts adapters in every block when adapter_layers names more
+    (ours refused the dump), their AIM builds a second temporal adapter for
+    num_tadapter == 2 only (3 acts as 1), and an MSCA mlp_dim that
+    mlp_dim / hidden * hidden truncates below (490 at 120) keeps its width."""
+    import json
+    from cast_mmaction.models.backbones.msca_vit import FrameViTBlock
+    from cast_mmaction.parity.peft import (aim_sizes_from_meta,
+                                           st_adapter_sizes_from_meta)
+    st = json.load(open(os.path.join(shared_fixture(
+        'st_adapter_pre_attn_mlp'), 'meta.json')))
+    st['constructor_args'] = dict(st['constructor_args'], adapter_layers=7)
+    cfg = st_adapter_sizes_from_meta(st_adapter_recognizer_cfg(), st)
+    assert cfg['backbone']['adapter_layers'] == st['constructor_args'][
+        'layers']
+    aim = json.load(open(os.path.join(shared_fixture('aim_tadapter1'),
+                                      'meta.json')))
+    for given, built in ((3, 1), (2, 2), (1, 1), (0, 1)):
+        aim['constructor_args'] = dict(aim['constructor_args'],
+                                       num_tadapter=given)
+        cfg = aim_sizes_from_meta(aim_recognizer_cfg(), aim)
+        assert cfg['backbone']['num_tadapter'] == built, given
+    block = FrameViTBlock(120, 8, mlp_ratio=490 / 120)
+    assert block.mlp.fc1.out_features == 490
+    assert FrameViTBlock(8, 2, mlp_ratio=2.5).mlp.fc1.out_features == 20

@@ -137,10 +137,11 @@ def _has_noun_head(state):
 
 
 def is_cava(state):
+    # CLIP + AST without VideoMAE: CAVA, with B-CA layers or (CA at the
+    # depth, their CA12 entry point) without any
     keys = strip_prefixes(state)
     return ('ast_patch_embed.proj.weight' in keys and 'clip_conv1.weight' in
-            keys and 'patch_embed.proj.weight' not in keys and any(
-                '.t2s_cross.' in k for k in keys))
+            keys and 'patch_embed.proj.weight' not in keys)
 
 
 def is_ca2st(state):
@@ -150,18 +151,31 @@ def is_ca2st(state):
                 '.s_t_b_cast.' in k for k in keys))
 
 
+def _time_mlp_of(rows, state):
+    """One time MLP for both streams (``split_time_mlp=False``, their run
+    scripts' default: no ``audio_time_mlp`` in the file) is the model's
+    ``time_mlps.shared``; with two, ``time_mlps.video`` / ``.audio``."""
+    keys = strip_prefixes(state)
+    if any(k.startswith('audio_time_mlp.') for k in keys) or not any(
+            k.startswith('time_mlp.') for k in keys):
+        return rows
+    return [(p, r.replace('backbone.time_mlps.video.',
+                          'backbone.time_mlps.shared.')) for p, r in rows]
+
+
 def cava_key_map(state):
     if _has_noun_head(state):
         raise ValueError('CAVA verb/noun checkpoints are not supported: '
                          'the published CAVA models are single-label')
-    return CAVA_KEY_MAP
+    return _time_mlp_of(CAVA_KEY_MAP, state)
 
 
 def ca2st_key_map(state):
     """The CA2ST table with the head of the file (single-label or
     verb/noun)."""
-    return CA2ST_KEY_MAP + (CA2ST_VERBNOUN_HEAD_MAP if _has_noun_head(state)
-                            else CA2ST_SINGLE_HEAD_MAP)
+    return _time_mlp_of(CA2ST_KEY_MAP, state) + (
+        CA2ST_VERBNOUN_HEAD_MAP if _has_noun_head(state)
+        else CA2ST_SINGLE_HEAD_MAP)
 
 
 # ---------------------------------------------------------------------------

@@ -36,11 +36,14 @@ def _av_model(name, embed_dim, depth, num_heads, num_frames, img_size,
     return model
 
 
-def _revision(bb, links, revision, split_time_mlp):
-    """``revision``: time encodings instead of learned tables in
-    ``links``."""
+def _revision(bb, links, revision, split_time_mlp, pos_embed=None):
+    """``revision``: time encodings in ``links``; their learned position
+    tables (``pos_embed``, the authors' ``use_stpos``) default to the
+    published pairing, off with time encodings and on without."""
+    if pos_embed is None:
+        pos_embed = not revision
     for link in links:
-        link.update(pos_embed=not revision, time_encoding=revision)
+        link.update(pos_embed=bool(pos_embed), time_encoding=revision)
     bb['time_encoding'] = dict(split=split_time_mlp) if revision else None
 
 
@@ -50,7 +53,7 @@ def cava_backbone_cfg(embed_dim=768, depth=12, num_heads=12, num_frames=16,
                       input_fdim=128, input_tdim=1024, fstride=10, tstride=10,
                       link_layers=None, revision=False, split_time_mlp=True,
                       clip_pretrained=None, ast_pretrained=None,
-                      with_cp=False):
+                      with_cp=False, audio_pos_embed=None):
     """CAVA: CLIP (frames 1, 3, ...) + AST, B-CA with global windows
     (``configs/_base_/models/cava_vit_b.py`` at these sizes)."""
     bb = _av_model('cava_vit_b', embed_dim, depth, num_heads, num_frames,
@@ -59,7 +62,7 @@ def cava_backbone_cfg(embed_dim=768, depth=12, num_heads=12, num_frames=16,
                    with_cp, dict(clip=clip_pretrained,
                                  audio=ast_pretrained))['backbone']
     bb['links'][0]['layers'] = link_layers
-    _revision(bb, bb['links'], revision, split_time_mlp)
+    _revision(bb, bb['links'], revision, split_time_mlp, audio_pos_embed)
     return bb
 
 
@@ -71,7 +74,8 @@ def ca2st_backbone_cfg(embed_dim=768, depth=12, num_heads=12,
                        audio_link_layers=None, revision=False,
                        split_time_mlp=True, share_projections=None,
                        clip_pretrained=None, vmae_pretrained=None,
-                       ast_pretrained=None, with_cp=False):
+                       ast_pretrained=None, with_cp=False,
+                       audio_pos_embed=None):
     """CA2ST: CLIP + VideoMAE + AST (``configs/_base_/models/ca2st_vit_b.py``
     at these sizes). ``audio_link_layers`` defaults to the last three layers
     (9, 10, 11 of 12)."""
@@ -85,11 +89,12 @@ def ca2st_backbone_cfg(embed_dim=768, depth=12, num_heads=12,
                    drop_path_rate, input_fdim, input_tdim, fstride, tstride,
                    with_cp, dict(clip=clip_pretrained, vmae=vmae_pretrained,
                                  audio=ast_pretrained))['backbone']
-    bb['experts']['audio']['num_heads'] = audio_heads
+    # audio_num_heads is the audio links' (the authors' AST self-attention
+    # keeps num_heads)
     audio_links = [link for link in bb['links'] if 'audio' in link['experts']]
     for link in audio_links:
         link.update(layers=list(audio_link_layers), num_heads=audio_heads)
-    _revision(bb, audio_links, revision, split_time_mlp)
+    _revision(bb, audio_links, revision, split_time_mlp, audio_pos_embed)
     bb['share_projections'] = share_projections
     return bb
 

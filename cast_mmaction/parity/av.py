@@ -25,17 +25,17 @@ def av_sizes_from_meta(meta):
               input_fdim=a['input_fdim'], input_tdim=a['input_tdim'],
               fstride=a['fstride'], tstride=a['tstride'],
               revision=bool(a.get('time_encoding')),
-              split_time_mlp=bool(a.get('split_time_mlp')))
-    if a.get('use_stpos', True) == bool(a.get('time_encoding')):
-        raise ValueError('only the published combinations are supported: '
-                         'learned space/time tables without time encodings, '
-                         'or time encodings without tables')
+              split_time_mlp=bool(a.get('split_time_mlp')),
+              # the audio links' learned tables and time encodings are two
+              # switches (use_stpos, time_encoding), any pairing
+              audio_pos_embed=bool(a.get('use_stpos', True)))
     ca = a.get('CA', 0)
     if 'audio_dim' in a:  # CA2ST
         if a.get('audio_dim') != a['embed_dim']:
             raise ValueError('CA2ST with audio_dim != embed_dim is not '
                              'supported (the published models use 768/768)')
-        if a.get('bcast_method', 'seq') != 'seq':
+        # 'add_param' runs the same sequential B-CA as 'seq' in their code
+        if a.get('bcast_method', 'seq') not in ('seq', 'add_param'):
             raise ValueError(f'bcast_method={a["bcast_method"]!r}: only the '
                              f'published sequential B-CA is implemented')
         kw.update(audio_num_heads=a['audio_num_heads'],
@@ -95,6 +95,19 @@ def _override(model_cfg, built):
     return cfg
 
 
+def _authors_experts(cfg, meta):
+    """What the authors' modules fix whatever the sizes say: CLIP's MLP is
+    4 x wide (``mlp_ratio`` sizes the others'), and VideoMAE's / AST's q /
+    v biases follow ``qkv_bias`` (as ``parity.cast`` maps the CAST dumps)."""
+    a = meta['constructor_args_all']
+    experts = cfg['backbone']['experts']
+    experts['clip']['mlp_ratio'] = 4.0
+    for name in ('vmae', 'audio'):
+        if name in experts:
+            experts[name]['qkv_bias'] = bool(a.get('qkv_bias', True))
+    return cfg
+
+
 def _build(meta, dump_dir, preset, model_cfg):
     from ..utils import build_model
     built = preset(meta)
@@ -127,8 +140,8 @@ def build_cava(meta, dump_dir, model_cfg=None):
         a = meta['constructor_args_all']
         if a.get('composition'):
             raise ValueError('CAVA verb/noun dumps are not supported')
-        return cava_recognizer_cfg(num_classes=a['num_classes'],
-                                   **av_sizes_from_meta(meta))
+        return _authors_experts(cava_recognizer_cfg(
+            num_classes=a['num_classes'], **av_sizes_from_meta(meta)), meta)
 
     model = _build(meta, dump_dir, preset, model_cfg)
 
@@ -149,11 +162,11 @@ def build_ca2st(meta, dump_dir, model_cfg=None):
 
     def preset(meta):
         a = meta['constructor_args_all']
-        return ca2st_recognizer_cfg(
+        return _authors_experts(ca2st_recognizer_cfg(
             num_classes=a['num_classes'], composition=bool(a['composition']),
             verb_classes=meta.get('verb_classes') or 97,
             noun_classes=meta.get('noun_classes') or 300,
-            **av_sizes_from_meta(meta))
+            **av_sizes_from_meta(meta)), meta)
 
     model = _build(meta, dump_dir, preset, model_cfg)
     composition = bool(meta['constructor_args_all']['composition'])

@@ -51,8 +51,11 @@ def st_adapter_sizes_from_meta(model_cfg, meta):
         raise ValueError(f'the dump is an ST-Adapter model; the config '
                          f'backbone is {bb["type"]}')
     _expert_sizes(bb, args, _arg(meta, 'num_frames'))
+    # their model puts adapters in the last adapter_layers blocks: in all
+    # of them when it names more than there are
     bb.update(adapter_width=args['adapter_width'],
-              adapter_layers=_arg(meta, 'adapter_layers', args['layers']),
+              adapter_layers=min(_arg(meta, 'adapter_layers', args['layers']),
+                                 args['layers']),
               adapter_kernel_size=tuple(
                   _arg(meta, 'adapter_kernel_size', (3, 1, 1))),
               adapter_pre_attn=bool(_arg(meta, 'adapter_pre_attn', False)),
@@ -75,7 +78,9 @@ def aim_sizes_from_meta(model_cfg, meta):
                          f'{bb["type"]}')
     _expert_sizes(bb, args, _arg(meta, 'num_frames'))
     # their ViT_CLIP defaults: num_tadapter=1, adapter_scale=0.5
-    bb.update(num_tadapter=_arg(meta, 'num_tadapter', 1),
+    # their ViT_CLIP builds the second temporal adapter for num_tadapter
+    # == 2 only: any other value is one
+    bb.update(num_tadapter=2 if _arg(meta, 'num_tadapter', 1) == 2 else 1,
               adapter_scale=_arg(meta, 'adapter_scale', 0.5),
               drop_path_rate=_arg(meta, 'drop_path_rate', 0.0))
     _head(cfg, _arg(meta, 'num_classes'), args['width'], 'an I3D-style head')

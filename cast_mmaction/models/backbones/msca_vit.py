@@ -188,7 +188,11 @@ class FrameViTBlock(nn.Module):
         self.attn = ShiftAttention(dim, num_heads, qkv_bias, attn_drop, drop,
                                    shift=attn_shift)
         self.norm2 = nn.LayerNorm(dim, eps=eps)
-        self.mlp = Mlp(dim, int(dim * mlp_ratio), drop)
+        # the hidden width dim * mlp_ratio, as timm truncates it; rounded
+        # to 6 decimals first, so that a ratio given as mlp_dim / dim (the
+        # MSCA dumps' meta) gives mlp_dim back (int(120 * (490 / 120)) is
+        # 489)
+        self.mlp = Mlp(dim, int(round(dim * mlp_ratio, 6)), drop)
         self.drop_path = DropPath(drop_path)
         self.token_shift = token_shift
 
