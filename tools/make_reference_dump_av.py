@@ -31,6 +31,9 @@ from functools import partial
 import torch
 import torch.nn as nn
 
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from make_reference_dump import randomise as _randomise  # noqa: E402
+
 SRC = None  # the CA2ST checkout (--ca2st-repo)
 FILES = {'cava': 'models/ast_clip_cast.py', 'ca2st': 'models/ast_Bsquare.py'}
 FIX = os.path.join(os.path.dirname(os.path.dirname(os.path.dirname(
@@ -59,17 +62,8 @@ def load(family):
 
 
 def randomise(model, seed):
-    g = torch.Generator().manual_seed(seed)
-    ln = {f'{n}.weight' for n, m in model.named_modules()
-          if isinstance(m, nn.LayerNorm)}
-    with torch.no_grad():
-        for n, p in model.named_parameters():
-            if not p.is_floating_point():
-                continue
-            # the shipped AV dumps draw float32 (the CAST-family tool
-            # tools/make_reference_dump.py draws float64)
-            r = torch.randn(p.shape, generator=g, dtype=RAND_DTYPE)
-            p.copy_((1 + 0.1 * r if n in ln else 0.05 * r).to(torch.float32))
+    # the shipped AV dumps draw float32 (the CAST family's float64)
+    _randomise(model, seed, RAND_DTYPE)
 
 
 def make_inputs(seed, batch, frames, tdim, fdim, img=224):
