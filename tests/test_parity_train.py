@@ -219,3 +219,27 @@ def test_activation_checkpointing_gives_the_same_step(tmp_path, speedups):
         f"model = dict(backbone=dict(with_cp=True, speedups={speedups!r}))\n")
     rows = _rows(shared_fixture('cast_train_single'), config=str(cfg))
     assert not _failed(rows), _failed(rows)
+
+
+def test_the_dumps_layer_decay_and_weight_decay_are_read(tmp_path):
+    """The optimizer groups are built with meta.optimizer's layer_decay and
+    weight_decay (the recipe's 0.75 / 0.05 were used whatever the dump
+    said, so a dump made at 0.65 / 0.1 failed): a copy whose meta names
+    other values than its expected groups fails exactly there; with
+    --config the config's own values are compared (the unchanged copy
+    passes)."""
+    src = shared_fixture('cast_train_single')
+    bad = tmp_path / 'other_decay'
+    shutil.copytree(src, bad)
+    meta = json.load(open(bad / 'meta.json'))
+    meta['optimizer'].update(layer_decay=0.9, weight_decay=0.1)
+    json.dump(meta, open(bad / 'meta.json', 'w'))
+    failed = _failed(_rows(str(bad)))
+    assert failed and all(n.startswith(('lr_scale', '  lr_scale',
+                                        'weight_decay', '  weight_decay'))
+                          for n in failed), failed
+    assert any('lr_scale' in n for n in failed)
+    assert any('weight_decay' in n for n in failed)
+    recipe = os.path.join(ROOT, 'configs', 'cast_ssv2.py')
+    rows = check_train_dump(str(bad), config=recipe)
+    assert all(r[3] for r in rows), [r[0] for r in rows if not r[3]]

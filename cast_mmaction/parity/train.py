@@ -65,6 +65,20 @@ def _recipe(meta, config):
     return path, Config.fromfile(path)
 
 
+def _dump_optimizer(cfg, meta):
+    """The recipe's optimizer with the dump's layer decay and weight decay
+    (``meta['optimizer']``), as the schedule takes the dump's values
+    (:func:`scheduled_lrs`): without ``--config`` the dump says what to
+    build. With ``--config`` the config's own values are compared."""
+    opt = meta.get('optimizer') or {}
+    if 'weight_decay' in opt:
+        cfg.optim_wrapper.optimizer.weight_decay = float(opt['weight_decay'])
+    if 'layer_decay' in opt:
+        cfg.optim_wrapper.setdefault('paramwise_cfg', {})
+        cfg.optim_wrapper.paramwise_cfg.layer_decay_rate = float(
+            opt['layer_decay'])
+
+
 def build_train_model(meta, dump_dir, cfg, speedups=None):
     """The recipe's model at the dump's sizes with the dump's official
     checkpoint, in train mode (drop path 0 as in the dump); ``speedups``
@@ -228,6 +242,8 @@ def check_train_dump(dump_dir, tol=1e-4, config=None, speedups=None):
         raise ValueError(f'{dump_dir}: meta.train_mode is not set; not a '
                          f'training dump')
     _, cfg = _recipe(meta, config)
+    if config is None:
+        _dump_optimizer(cfg, meta)
     torch.manual_seed(0)
     model = build_train_model(meta, dump_dir, cfg, speedups)
     inputs = load_checkpoint(os.path.join(dump_dir, 'input.pt'))
