@@ -160,28 +160,27 @@ def pop_trust(cfg, where):
     if not isinstance(cfg, dict) or 'trust_checkpoint' not in cfg:
         return cfg
     cfg = dict(cfg)
-    flag = cfg.pop('trust_checkpoint')
-    source = cfg.get('pretrained') or cfg.get('checkpoint')
+    trust(*_pop_node_trust(cfg, where))
+    return cfg
+
+
+def _pop_node_trust(node, where):
+    """Remove the ``trust_checkpoint`` field of the dict ``node``; the file
+    it trusts (``pretrained`` or ``checkpoint``), as a list (empty when the
+    field is False)."""
+    flag = node.pop('trust_checkpoint')
+    source = node.get('pretrained') or node.get('checkpoint')
     if flag and not isinstance(source, str):
         raise ValueError(f'{where}.trust_checkpoint=True, but {where} names '
                          f'no file (no `pretrained` or `checkpoint` field)')
-    if flag:
-        trust(source)
-    return cfg
+    return [source] if flag else []
 
 
 def _pop_model_trust(node, where):
     found = []
     if isinstance(node, dict):
         if 'trust_checkpoint' in node:
-            flag = node.pop('trust_checkpoint')
-            source = node.get('pretrained') or node.get('checkpoint')
-            if flag and not isinstance(source, str):
-                raise ValueError(
-                    f'{where}.trust_checkpoint=True, but {where} names no '
-                    f'file (no `pretrained` or `checkpoint` field)')
-            if flag:
-                found.append(source)
+            found += _pop_node_trust(node, where)
         for k, v in node.items():
             found += _pop_model_trust(v, f'{where}.{k}')
     elif isinstance(node, (list, tuple)):

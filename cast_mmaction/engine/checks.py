@@ -210,12 +210,17 @@ def resume_lacks(ckpt):
     return [k for k in RESUME_NEEDS if not _holds(ckpt, k)]
 
 
-def not_resumable_message(source, lacks):
-    return (f'{source}: not a training checkpoint (it lacks '
+def _start_fresh(path):
+    return (f'To start a new run from its weights, give it as load_from '
+            f'without resuming: tools/train.py CONFIG --cfg-options '
+            f'load_from={path}')
+
+
+def not_resumable_message(what, path, lacks):
+    """The refusal of ``path`` (named as ``what``) lacking ``lacks``."""
+    return (f'{what} {path}: not a training checkpoint (it lacks '
             f'{", ".join(lacks)}: a converted or weights-only file), so a '
-            f'run cannot resume from it. To start a new run from its '
-            f'weights, give it as load_from without resuming: '
-            f'--cfg-options load_from={source} (no --resume)')
+            f'run cannot resume from it. {_start_fresh(path)}')
 
 
 def _holds(ckpt, dotted):
@@ -239,15 +244,12 @@ def check_resumable(cfg, field='load_from'):
     if not (_get(cfg, 'resume') is True and isinstance(path, str) and path
             and not _is_remote(path) and osp.isfile(osp.expanduser(path))):
         return
-    fresh = (f'To start a new run from its weights, give it as load_from '
-             f'without resuming: tools/train.py CONFIG --cfg-options '
-             f'load_from={path}')
     if path.endswith('.safetensors'):
         raise NotResumableError(
             f'{field} {path}: a .safetensors file holds weights only (no '
             f'optimizer, schedulers or progress), so a run cannot resume '
             f'from it; resume from the training checkpoint (.pth) it was '
-            f'made from. {fresh}')
+            f'made from. {_start_fresh(path)}')
     from .. import safe_load
     try:
         ckpt = safe_load.load_checkpoint(path, what='checkpoint to resume',
@@ -256,7 +258,4 @@ def check_resumable(cfg, field='load_from'):
         return  # the runner's load says so, naming --trust-checkpoint
     lacks = resume_lacks(ckpt)
     if lacks:
-        raise NotResumableError(
-            f'{field} {path}: not a training checkpoint (it lacks '
-            f'{", ".join(lacks)}: a converted or weights-only file), so a '
-            f'run cannot resume from it. {fresh}')
+        raise NotResumableError(not_resumable_message(field, path, lacks))

@@ -12,6 +12,7 @@ import copy
 import os
 
 from ..checkpoints import load_official_av
+from .cast import authors_experts
 
 
 def av_sizes_from_meta(meta):
@@ -96,15 +97,10 @@ def _override(model_cfg, built):
 
 
 def _authors_experts(cfg, meta):
-    """What the authors' modules fix whatever the sizes say: CLIP's MLP is
-    4 x wide (``mlp_ratio`` sizes the others'), and VideoMAE's / AST's q /
-    v biases follow ``qkv_bias`` (as ``parity.cast`` maps the CAST dumps)."""
-    a = meta['constructor_args_all']
-    experts = cfg['backbone']['experts']
-    experts['clip']['mlp_ratio'] = 4.0
-    for name in ('vmae', 'audio'):
-        if name in experts:
-            experts[name]['qkv_bias'] = bool(a.get('qkv_bias', True))
+    """The preset's config with what the authors' modules fix
+    (:func:`~.cast.authors_experts`)."""
+    authors_experts(cfg['backbone']['experts'],
+                    meta['constructor_args_all'].get('qkv_bias', True))
     return cfg
 
 

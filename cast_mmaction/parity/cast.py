@@ -8,6 +8,17 @@ from ..checkpoints import load_official_cast
 from ..models.presets import set_sizes
 
 
+def authors_experts(experts, qkv_bias):
+    """What the authors' modules fix whatever the sizes say, in the expert
+    configs ``experts`` (every family of their code): CLIP's MLP is 4 x
+    wide (``mlp_ratio`` sizes the others'), and VideoMAE's / AST's q / v
+    biases follow ``qkv_bias``."""
+    experts['clip']['mlp_ratio'] = 4.0
+    for name in ('vmae', 'audio'):
+        if name in experts:
+            experts[name]['qkv_bias'] = bool(qkv_bias)
+
+
 def cast_sizes_from_meta(model_cfg, meta):
     """Override the sizes of a CAST recognizer config (e.g. the ViT-B of
     configs/cast_ssv2.py) with those of a dump, keeping its structure."""
@@ -34,11 +45,7 @@ def cast_sizes_from_meta(model_cfg, meta):
     bb.pop('init_cfg', None)
     for e in bb['experts'].values():
         e['pretrained'] = None
-    # the authors' CLIP MLP is 4 x wide whatever mlp_ratio, which sizes
-    # VideoMAE's alone (as the ablation family maps it); their VideoMAE's
-    # q / v biases follow qkv_bias (on unless the dump says otherwise)
-    bb['experts']['clip']['mlp_ratio'] = 4.0
-    bb['experts']['vmae']['qkv_bias'] = bool(meta.get('qkv_bias', True))
+    authors_experts(bb['experts'], meta.get('qkv_bias', True))
     head = cfg['cls_head']
     head['in_channels'] = meta['embed_dim']
     if meta['composition']:

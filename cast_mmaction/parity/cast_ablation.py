@@ -31,6 +31,7 @@ import copy
 import os
 
 from ..checkpoints import load_official
+from .cast import authors_experts
 
 #: a checkpoint with the uniform CAST layout (every switch at its default but
 #: the head) is a 'cast' one, the others 'cast_ablation'
@@ -88,11 +89,10 @@ def ablation_model_cfg(args, model_cfg=None):
     bb = cfg['backbone']
     bb.pop('init_cfg', None)
     clip, vmae = bb['experts']['clip'], bb['experts']['vmae']
-    # that code's CLIP MLP is 4 x wide whatever mlp_ratio (VideoMAE's follows
-    # it)
     clip.update(frame_start=1, frame_step=2, eps=1e-5, post_norm_eps=1e-5,
-                mlp_ratio=4.0, pretrained=None)
-    vmae.update(qkv_bias=bool(a['qkv_bias']), eps=1e-6, pretrained=None)
+                pretrained=None)
+    vmae.update(eps=1e-6, pretrained=None)
+    authors_experts(bb['experts'], a['qkv_bias'])
     if other_patch:  # the ViT-L entry points: CLIP 14, VideoMAE 16
         vmae['patch_size'] = a['vmae_patch_size']
     bb.update(link_eps=1e-6, mlp_adapter_scale=0.5)

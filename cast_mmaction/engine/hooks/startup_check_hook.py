@@ -404,7 +404,7 @@ class StartupCheckHook(Hook):
             lacks = resume_lacks(checkpoint)
             if lacks:
                 raise NotResumableError(not_resumable_message(
-                    f'the checkpoint to resume {source}', lacks))
+                    'the checkpoint to resume', source, lacks))
         what = ('the resumed checkpoint' if resume else
                 'load_from' if training else 'the checkpoint to test')
         check_checkpoint(runner.model, checkpoint,
